@@ -1,0 +1,72 @@
+"""``edgert bench`` on the host: measure a model with one or more backends and build result files."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from backends import BackendOptions
+from edgert import device_facts, result
+from edgert.runner import run_benchmark
+from edgert.settings import BenchSettings
+from edgert.tensors import load_feeds
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchJob:
+    """One model on one or more backends with one set of settings."""
+
+    model: Path
+    backends: tuple[str, ...]
+    settings: BenchSettings
+    dims: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    input_files: Mapping[str, Path] = dataclasses.field(default_factory=dict)
+    target: str = "host"
+    cache_dir: Path | None = None
+    tuning_db: Path | None = None
+
+    def options(self) -> BackendOptions:
+        return BackendOptions(threads=self.settings.threads, target=self.target,
+                              cache_dir=self.cache_dir, tuning_db=self.tuning_db)
+
+
+def bench_local(job: BenchJob, progress: Callable[[str], Callable[[int, float], None]] | None = None
+                ) -> list[dict[str, Any]]:
+    """Run every backend of ``job`` on this machine; results in backend order.
+
+    When several backends run, each result's ``agreement`` block holds its max abs/rel
+    difference from the first backend's outputs on the same inputs.
+    """
+    feeds = load_feeds(job.input_files)
+    device = device_facts.collect("local")
+    results: list[dict[str, Any]] = []
+    reference: list[np.ndarray] | None = None
+    for name in job.backends:
+        measured = run_benchmark(job.model, name, job.settings, options=job.options(),
+                                 dims=job.dims, feeds=feeds,
+                                 progress=progress(name) if progress else None)
+        outputs = measured.pop("first_outputs")
+        extra: dict[str, Any] = {}
+        if reference is None:
+            reference = outputs
+        else:
+            extra["agreement"] = agreement(reference, outputs, job.backends[0])
+        results.append(result.build(model_path=job.model, device=device, settings=job.settings,
+                                    measured=measured, extra=extra))
+    return results
+
+
+def agreement(reference: list[np.ndarray], outputs: list[np.ndarray], against: str) -> dict[str, Any]:
+    """Max abs and rel difference between two backends' outputs for the same inputs."""
+    abs_err = rel_err = 0.0
+    for ref, out in zip(reference, outputs):
+        ref = np.asarray(ref, dtype=np.float64)
+        out = np.asarray(out, dtype=np.float64)
+        if ref.shape != out.shape:
+            return {"against": against, "shape_mismatch": [list(ref.shape), list(out.shape)]}
+        diff = np.abs(ref - out)
+        abs_err = max(abs_err, float(diff.max(initial=0.0)))
+        rel_err = max(rel_err, float((diff / np.maximum(np.abs(ref), 1e-12)).max(initial=0.0)))
+    return {"against": against, "max_abs": abs_err, "max_rel": rel_err}

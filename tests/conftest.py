@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny seeded ONNX models written to tmp dirs, and the edgert CLI as a subprocess."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_matmul_model(path: Path, *, symbolic: bool = True, size: int = 64) -> Path:
+    """x[N,size] @ W -> Relu: small enough to measure quickly, big enough to be real work."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
+    batch = "N" if symbolic else 1
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="matmul"),
+         helper.make_node("Relu", ["y"], ["z"], name="relu")],
+        "matmul_relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, size])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [batch, size])],
+        [numpy_helper.from_array(weight, "W")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.fixture
+def matmul_model(tmp_path: Path) -> Path:
+    return make_matmul_model(tmp_path / "matmul.onnx")
+
+
+def run_cli(*args: str, block: tuple[str, ...] = (), cwd: Path | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``edgert ARGS`` in a fresh interpreter; ``block`` makes those modules unimportable."""
+    code = (
+        "import sys\n"
+        "class _Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {set(block)!r}:\n"
+        "            raise ModuleNotFoundError(f'blocked for the test: {name}')\n"
+        "sys.meta_path.insert(0, _Block())\n"
+        "from edgert.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)

@@ -1,0 +1,87 @@
+"""``edgert bench`` end to end on a real ONNX Runtime session, and its bad-input errors."""
+import hashlib
+import json
+
+import numpy as np
+
+from conftest import run_cli
+
+
+def test_bench_writes_result_file(tmp_path, matmul_model):
+    out = tmp_path / "r.json"
+    csv = tmp_path / "r.csv"
+    proc = run_cli("bench", str(matmul_model), "--shape", "N=4", "--runs", "40",
+                   "--json", str(out), "--csv", str(csv), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["schema"] == "edgert.result/1"
+    assert r["model"]["sha256"] == hashlib.sha256(matmul_model.read_bytes()).hexdigest()
+    assert r["model"]["inputs"] == [{"name": "x", "shape": [4, 64], "dtype": "float32"}]
+    assert r["backend"]["name"] == "ort" and r["backend"]["version"]
+    assert r["device"]["transport"] == "local" and r["device"]["arch"]
+    lat = r["latency_ms"]
+    assert len(r["samples_ms"]) == 40 == lat["n"]
+    assert lat["p50"] <= lat["p90"] <= lat["p99"]
+    assert lat["ci95"][0] <= lat["p50"] <= lat["ci95"][1]
+    assert lat["p50"] == np.median(r["samples_ms"])
+    assert r["peak_rss_bytes"] > 0 and r["start_time"] <= r["end_time"]
+    assert len(csv.read_text().splitlines()) == 41
+    assert "p50" in proc.stdout
+
+
+def test_input_file_feeds_the_model(tmp_path, matmul_model):
+    x = np.ones((3, 64), np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "r.json"
+    proc = run_cli("bench", str(matmul_model), "--input", f"x={tmp_path / 'x.npy'}", "--runs", "5",
+                   "--json", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["model"]["inputs"][0]["shape"] == [3, 64]
+
+
+def _fails(proc, *words):
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgert: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_missing_file(tmp_path):
+    _fails(run_cli("bench", str(tmp_path / "nope.onnx")), "no such model file")
+
+
+def test_not_onnx(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not a protobuf")
+    _fails(run_cli("bench", str(bad), "--runs", "1"), "cannot load")
+
+
+def test_engine_not_installed(matmul_model):
+    _fails(run_cli("bench", str(matmul_model), "--backend", "tvm", "--runs", "1", block=("tvm",)),
+           "pip install 'edgert[tvm]'")
+
+
+def test_unknown_backend(matmul_model):
+    _fails(run_cli("bench", str(matmul_model), "--backend", "tensorrt"), "unknown backend", "ort")
+
+
+def test_wrong_input_name_shape_dtype(tmp_path, matmul_model):
+    np.save(tmp_path / "bad_shape.npy", np.ones((2, 3), np.float32))
+    np.save(tmp_path / "bad_dtype.npy", np.ones((2, 64), np.float64))
+    _fails(run_cli("bench", str(matmul_model), "--input", f"y={tmp_path / 'bad_shape.npy'}",
+                   "--shape", "N=1", "--runs", "1"), "no input 'y'")
+    _fails(run_cli("bench", str(matmul_model), "--input", f"x={tmp_path / 'bad_shape.npy'}",
+                   "--runs", "1"), "shape", "[2, 3]")
+    _fails(run_cli("bench", str(matmul_model), "--input", f"x={tmp_path / 'bad_dtype.npy'}",
+                   "--runs", "1"), "float32", "float64")
+
+
+def test_symbolic_dim_needs_a_size(matmul_model):
+    _fails(run_cli("bench", str(matmul_model), "--runs", "1"), "--shape N=")
+
+
+def test_debug_shows_traceback(tmp_path):
+    proc = run_cli("--debug", "bench", str(tmp_path / "nope.onnx"))
+    assert proc.returncode != 0 and "Traceback" in proc.stderr

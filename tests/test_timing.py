@@ -1,0 +1,41 @@
+import time
+
+from edgert.settings import BenchSettings
+from edgert.timing import measure
+
+
+def _busy(us: float) -> None:
+    end = time.perf_counter() + us / 1e6
+    while time.perf_counter() < end:
+        pass
+
+
+def test_fixed_run_count_discards_warmup():
+    calls = []
+    raw = measure(lambda: calls.append(1), BenchSettings(warmup_runs=3, runs=17))
+    assert len(calls) == 20
+    assert len(raw.samples_ns) == 17 and len(raw.warmup_ns) == 3
+    assert raw.stop_reason == "runs"
+    assert all(b > a for a, b in zip(raw.starts_ns, raw.starts_ns[1:]))  # monotonic clock
+
+
+def test_adaptive_stops_when_converged_after_min_time():
+    settings = BenchSettings(warmup_runs=1, min_duration_ms=50, max_duration_ms=5000)
+    raw = measure(lambda: _busy(200), settings)
+    assert raw.stop_reason == "converged"
+    elapsed_ms = (raw.starts_ns[-1] + raw.samples_ns[-1] - raw.starts_ns[0]) / 1e6
+    assert 50 <= elapsed_ms < 5000
+
+
+def test_adaptive_respects_max_time_for_noisy_work():
+    # alternating 0.1 ms / 2 ms runs: the median's CI never gets within 0.1%
+    state = {"i": 0}
+
+    def noisy() -> None:
+        state["i"] += 1
+        _busy(100 if state["i"] % 2 else 2000)
+
+    settings = BenchSettings(warmup_runs=0, min_duration_ms=10, max_duration_ms=150,
+                             target_ci_fraction=0.001)
+    raw = measure(noisy, settings)
+    assert raw.stop_reason == "max_time"
