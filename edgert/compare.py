@@ -1,0 +1,169 @@
+"""Is B faster than A? Compare two bench result files on their raw samples.
+
+The medians alone cannot say whether a difference is real: the test runs on ``samples_ms``
+(two-sided Mann-Whitney U, no normality assumed), the effect size is the ratio of medians with a
+seeded bootstrap CI, and a difference below a practical threshold is called not meaningful even
+when it is significant (with thousands of runs, 0.2% differences are "significant").
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgert.errors import UsageError
+
+SCHEMA = "edgert.compare/1"
+PRACTICAL_FRACTION = 0.01  # differences under 1% of A's median do not matter in practice
+BOOTSTRAP_RESAMPLES = 2000
+_DEVICE_KEYS = ("hostname", "arch", "cpu_model", "cores", "kernel", "transport")
+
+
+def _side(result: dict[str, Any], name: str) -> tuple[dict[str, Any], np.ndarray]:
+    """Validate one result file and extract what the comparison shows about it."""
+    if not str(result.get("schema", "")).startswith("edgert.result/"):
+        raise UsageError(f"{name} is not a bench result (schema {result.get('schema')!r}); "
+                         "compare takes two files written by `edgert bench --json`", side=name)
+    samples = np.asarray(result.get("samples_ms") or [], dtype=np.float64)
+    if samples.size < 2:
+        raise UsageError(f"{name} has {samples.size} raw samples; comparing needs at least 2 "
+                         "(re-run `edgert bench` with more runs)", side=name)
+    backend = result.get("backend") or {}
+    summary = {
+        "model": (result.get("model") or {}).get("path"),
+        "sha256": (result.get("model") or {}).get("sha256"),
+        "backend": f"{backend.get('name', '?')} {backend.get('version', '')}".strip(),
+        "hostname": (result.get("device") or {}).get("hostname"),
+        "n": int(samples.size),
+        "p50": float(np.percentile(samples, 50)),
+        "p99": float(np.percentile(samples, 99)),
+        "emulated": bool(result.get("emulated") or (result.get("device") or {}).get("emulated")),
+        "warnings": list(result.get("warnings") or []),
+    }
+    return summary, samples
+
+
+def bootstrap_ratio_ci95(a: Sequence[float], b: Sequence[float], seed: int = 0,
+                         resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
+    """Percentile-bootstrap 95% CI of median(b) / median(a), resampling each side on its own."""
+    rng = np.random.default_rng(seed)
+    medians = []
+    for x in (np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)):
+        out = np.empty(resamples)
+        chunk = max(1, 2_000_000 // x.size)  # bound memory: ~2M resampled values at a time
+        for start in range(0, resamples, chunk):
+            stop = min(start + chunk, resamples)
+            out[start:stop] = np.median(x[rng.integers(0, x.size, (stop - start, x.size))], axis=1)
+        medians.append(out)
+    low, high = np.percentile(medians[1] / medians[0], [2.5, 97.5])
+    return float(low), float(high)
+
+
+def format_p(p: float) -> str:
+    """``p<0.001`` below that, else two significant digits (``p=0.003``, ``p=0.41``)."""
+    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
+
+
+def _verdict(ratio: float, p: float, alpha: float, significant: bool, meaningful: bool,
+             practical_fraction: float) -> str:
+    change = abs(ratio - 1.0) * 100
+    word = "faster" if ratio < 1 else "slower"
+    if not significant:
+        return f"no significant difference ({format_p(p)})"
+    if not meaningful:
+        return (f"no meaningful difference: B is {change:.1f}% {word} than A ({format_p(p)}), "
+                f"below the {100 * practical_fraction:g}% practical threshold")
+    shown = f"{change:.0f}" if change >= 10 else f"{change:.1f}"
+    return f"B is {shown}% {word} than A ({format_p(p)})"
+
+
+def _warnings(a: dict[str, Any], b: dict[str, Any], ra: dict[str, Any], rb: dict[str, Any]
+              ) -> list[str]:
+    warnings: list[str] = []
+    da, db = ra.get("device") or {}, rb.get("device") or {}
+    differing = [k for k in _DEVICE_KEYS if da.get(k) != db.get(k)]
+    if differing:
+        warnings.append("the devices differ (" + ", ".join(
+            f"{k}: {da.get(k)!r} vs {db.get(k)!r}" for k in differing) + "): the difference may "
+            "come from the machines, not the configuration")
+    for name, side in (("A", a), ("B", b)):
+        if side["emulated"]:
+            warnings.append(f"{name} was measured on an emulated device: its timings say nothing "
+                            "about real hardware")
+        if side["warnings"]:
+            warnings.append(f"{name} carries {len(side['warnings'])} stability warning(s): "
+                            + "; ".join(side["warnings"]))
+    return warnings
+
+
+def compare(a: dict[str, Any], b: dict[str, Any], alpha: float = 0.01, *,
+            allow_different_models: bool = False,
+            practical_fraction: float = PRACTICAL_FRACTION, seed: int = 0) -> dict[str, Any]:
+    """Compare result B against baseline A; the returned report's ``verdict`` is for people.
+
+    Raises UsageError when the two files measured different models (by SHA-256) unless
+    ``allow_different_models``; device differences and emulation only produce warnings.
+    """
+    from scipy.stats import mannwhitneyu
+
+    if not 0 < alpha < 1:
+        raise UsageError(f"alpha must be between 0 and 1, not {alpha}", alpha=alpha)
+    if practical_fraction < 0:
+        raise UsageError("the practical threshold must be >= 0",
+                         practical_fraction=practical_fraction)
+    side_a, xa = _side(a, "A")
+    side_b, xb = _side(b, "B")
+    if side_a["sha256"] != side_b["sha256"] and not allow_different_models:
+        raise UsageError(
+            f"A and B measured different models ({side_a['model']} sha256 "
+            f"{str(side_a['sha256'])[:12]}..., {side_b['model']} sha256 "
+            f"{str(side_b['sha256'])[:12]}...); pass allow_different_models to compare anyway",
+            a_sha256=side_a["sha256"], b_sha256=side_b["sha256"])
+    p = float(mannwhitneyu(xa, xb, alternative="two-sided").pvalue)
+    if math.isnan(p):  # every sample identical on both sides
+        p = 1.0
+    ratio = side_b["p50"] / side_a["p50"]
+    significant = p < alpha
+    meaningful = significant and abs(ratio - 1.0) >= practical_fraction
+    return {
+        "schema": SCHEMA,
+        "a": side_a, "b": side_b,
+        "p50_change": ratio - 1.0,
+        "p99_change": side_b["p99"] / side_a["p99"] - 1.0,
+        "median_ratio": ratio,
+        "median_ratio_ci95": list(bootstrap_ratio_ci95(xa, xb, seed=seed)),
+        "test": {"name": "mann-whitney-u", "alternative": "two-sided", "p_value": p,
+                 "alpha": alpha},
+        "practical_fraction": practical_fraction,
+        "significant": significant,
+        "meaningful": meaningful,
+        "faster": meaningful and ratio < 1,
+        "slower": meaningful and ratio > 1,
+        "verdict": _verdict(ratio, p, alpha, significant, meaningful, practical_fraction),
+        "warnings": _warnings(side_a, side_b, a, b),
+    }
+
+
+def _describe(side: dict[str, Any]) -> str:
+    name = Path(str(side["model"])).name if side["model"] else "?"
+    return f"{name}, {side['backend']} on {side['hostname']} ({side['n']} runs)"
+
+
+def render_compare(report: dict[str, Any]) -> str:
+    """The report as a few plain lines: what was compared, the numbers, the verdict, warnings."""
+    a, b = report["a"], report["b"]
+    lo, hi = report["median_ratio_ci95"]
+    lines = [
+        f"A: {_describe(a)}",
+        f"B: {_describe(b)}",
+        f"p50: {a['p50']:.4g} ms -> {b['p50']:.4g} ms ({100 * report['p50_change']:+.1f}%)",
+        f"p99: {a['p99']:.4g} ms -> {b['p99']:.4g} ms ({100 * report['p99_change']:+.1f}%)",
+        f"median B/A: {report['median_ratio']:.3f} (95% CI {lo:.3f}..{hi:.3f}, bootstrap)",
+        f"Mann-Whitney U, two-sided: {format_p(report['test']['p_value'])} "
+        f"(alpha {report['test']['alpha']:g})",
+        f"verdict: {report['verdict']}",
+    ]
+    lines += [f"warning: {w}" for w in report["warnings"]]
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""``edgert report``: result files in, one self-contained HTML page (plus its PNGs) out.
+
+Each result kind is dispatched on the file's ``schema`` key to a module that turns it into
+plots, tables and warnings (``edgert.report.model``); ``page`` writes the HTML. Layouts of
+the kinds are documented in docs/report.md.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Callable
+
+import edgert
+from edgert.errors import UsageError
+from edgert.report import bench, calibration, page, sweep
+from edgert.report.model import Built, Loaded, Plot
+
+KINDS: dict[str, Callable[[list[Loaded]], Built]] = {
+    bench.SCHEMA: bench.build,
+    sweep.SCHEMA: sweep.build,
+    calibration.SCHEMA: calibration.build,
+}
+
+__all__ = ["KINDS", "load", "render_report"]
+
+
+def load(path: Path) -> Loaded:
+    """Read one result file; UsageError when it is missing, not JSON or of an unknown kind."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read result file {path}: {exc.strerror}", path=str(path)) from exc
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path} is not JSON ({exc.msg} at line {exc.lineno})",
+                         path=str(path)) from exc
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema not in KINDS:
+        raise UsageError(f"{path} has schema {schema!r}; the report reads "
+                         f"{', '.join(KINDS)}", path=str(path), schema=schema)
+    return Loaded(path, data)
+
+
+def render_report(result_paths: list[Path], out_html: Path) -> Path:
+    """Write ``out_html`` and its plots as PNGs in ``<stem>_plots/`` beside it; return the page.
+
+    The page embeds every plot as a data URI too, so the HTML file works alone.
+    """
+    if not result_paths:
+        raise UsageError("give at least one result file to report on")
+    items = [load(p) for p in result_paths]
+    built = Built()
+    for schema, build in KINDS.items():
+        group = [i for i in items if i.data["schema"] == schema]
+        if group:
+            part = build(group)
+            built.sections += part.sections
+            built.warnings += part.warnings
+    out_html = Path(out_html)
+    plot_dir = out_html.with_name(f"{out_html.stem}_plots")
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    hrefs = {}
+    plots = [b for s in built.sections for b in s.blocks if isinstance(b, Plot)]
+    for n, plot in enumerate(plots, 1):
+        name = f"{n:02d}-{re.sub(r'[^A-Za-z0-9_-]+', '-', plot.slug)}.png"
+        (plot_dir / name).write_bytes(plot.png)
+        hrefs[plot.slug] = f"{plot_dir.name}/{name}"
+    out_html.write_text(page.render(items, built.sections, built.warnings, hrefs,
+                                    edgert.__version__), encoding="utf-8")
+    return out_html

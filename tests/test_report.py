@@ -1,0 +1,250 @@
+"""render_report(): pages built from the committed sample results, checked as files and in Chromium."""
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import re
+import select
+import shutil
+import struct
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgert.errors import UsageError
+from edgert.report import render_report
+from edgert.report.calibration import pareto_front
+
+RESULTS = Path(__file__).parent / "fixtures" / "results"
+ALL = sorted(RESULTS.glob("*.json"))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DATA_URI = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", png[16:24])
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return render_report(ALL, tmp_path_factory.mktemp("report") / "report.html")
+
+
+def test_plots_are_embedded_and_saved_beside(page: Path) -> None:
+    text = page.read_text()
+    embedded = [base64.b64decode(m) for m in DATA_URI.findall(text)]
+    saved = sorted((page.parent / "report_plots").glob("*.png"))
+    assert [p.name for p in saved] == [
+        "01-p50-comparison.png", "02-latency-distribution.png", "03-breakdown-0.png",
+        "04-sweep-0-cpu0.png", "05-sweep-0-emulated.png", "06-calibration-0.png"]
+    assert embedded == [p.read_bytes() for p in saved]
+    assert all(png_size(png)[0] > 300 for png in embedded)
+    assert text.count("<img ") == len(saved)
+    assert not re.search(r"(src|href)=\"(https?:)?//", text)  # nothing to fetch from a network
+    assert "<script" not in text
+
+
+def test_warnings_come_first_and_emulation_is_marked(page: Path) -> None:
+    text = page.read_text()
+    box = text.index('id="warnings"')
+    assert box < text.index("<section>")
+    first = text.index("<li", box)
+    assert text.startswith('<li class="emulated"><span class="src">sweep.json</span>: 1 of 5 '
+                           "sweep points are emulated", first)
+    for path in ALL:
+        for warning in json.loads(path.read_text()).get("warnings", []):
+            assert warning.replace("'", "&#x27;") in text[box:text.index("</div>", box)]
+
+
+def test_provenance_lists_every_file(page: Path) -> None:
+    text = page.read_text()
+    prov = text[text.index("<h2>Provenance</h2>"):]
+    for path in ALL:
+        data = json.loads(path.read_text())
+        assert f"<caption>{path.name}</caption>" in prov
+        assert data["model"]["sha256"] in prov
+        if "backend" in data:
+            assert f"{data['backend']['name']} {data['backend']['version']}" in prov
+        if "start_time" in data:
+            assert data["start_time"] in prov and data["end_time"] in prov
+
+
+def test_bench_table_holds_the_file_numbers(page: Path) -> None:
+    text = page.read_text()
+    for name in ("mobilenet_v2.ort.json", "resnet.ort.json"):
+        lat = json.loads((RESULTS / name).read_text())["latency_ms"]
+        assert f'<td class="num">{lat["p50"]:.4g}</td>' in text
+        assert f'<td class="num">{lat["p99"]:.4g}</td>' in text
+
+
+def test_clean_results_say_no_warnings(tmp_path: Path) -> None:
+    data = json.loads((RESULTS / "resnet.ort.json").read_text())
+    data["warnings"] = []
+    (tmp_path / "clean.json").write_text(json.dumps(data))
+    text = render_report([tmp_path / "clean.json"], tmp_path / "out.html").read_text()
+    assert '<div class="warnings ok" id="warnings"><h2>No warnings</h2>' in text
+    assert [p.name for p in sorted((tmp_path / "out_plots").iterdir())] == [
+        "01-p50-comparison.png", "02-latency-distribution.png"]
+
+
+def test_emulated_bench_result_leads_the_warnings(tmp_path: Path) -> None:
+    data = json.loads((RESULTS / "resnet.ort.json").read_text())
+    data["emulated"] = data["device"]["emulated"] = True
+    data["warnings"] = ["the max is 9% above the median"]  # no emulation warning in the file
+    (tmp_path / "emu.json").write_text(json.dumps(data))
+    text = render_report([RESULTS / "mobilenet_v2.ort.json", tmp_path / "emu.json"],
+                         tmp_path / "out.html").read_text()
+    box = text[text.index('id="warnings"'):text.index("</div>")]
+    assert box.startswith('id="warnings"><h2>4 warnings — includes EMULATED numbers</h2><ul>'
+                          '<li class="emulated"><span class="src">emu.json</span>: measured on '
+                          "an emulated device")
+    assert box.count('class="emulated"') == 1
+    assert "<tr><th>emulated</th><td>YES</td></tr>" in text
+
+
+def test_bad_inputs_are_usage_errors(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="cannot read result file"):
+        render_report([tmp_path / "missing.json"], tmp_path / "r.html")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UsageError, match="is not JSON"):
+        render_report([tmp_path / "bad.json"], tmp_path / "r.html")
+    (tmp_path / "future.json").write_text(json.dumps({"schema": "edgert.result/9"}))
+    with pytest.raises(UsageError, match="the report reads edgert.result/1, edgert.sweep/1"):
+        render_report([tmp_path / "future.json"], tmp_path / "r.html")
+    cal = json.loads((RESULTS / "calibration.json").read_text())
+    cal["latency_ms"] = cal["latency_ms"][:-1]
+    (tmp_path / "cal.json").write_text(json.dumps(cal))
+    with pytest.raises(UsageError, match="levels x frequencies"):
+        render_report([tmp_path / "cal.json"], tmp_path / "r.html")
+    with pytest.raises(UsageError, match="at least one"):
+        render_report([], tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_pareto_front() -> None:
+    points = [(10.0, 0.90), (5.0, 0.85), (6.0, 0.80), (12.0, 0.89), (5.0, 0.70), (20.0, 0.95)]
+    assert pareto_front(points) == [(5.0, 0.85), (10.0, 0.90), (20.0, 0.95)]
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol on a pipe (fds 3 and 4, NUL-framed)."""
+
+    FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--remote-debugging-pipe", "--window-size=1200,2000")
+
+    def __init__(self, profile: Path) -> None:
+        to_chrome_r, self._to_chrome = os.pipe()
+        self._from_chrome, from_chrome_w = os.pipe()
+
+        def wire() -> None:  # in the child: move the ends clear of 3/4 first, they may be 3/4
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_chrome_r, from_chrome_w)]
+            for fd, target in zip(high, (3, 4)):
+                os.dup2(fd, target, inheritable=True)
+
+        self.proc = subprocess.Popen([CHROMIUM, *self.FLAGS, f"--user-data-dir={profile}"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=wire, close_fds=False)
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        self._buf = b""
+        self._next_id = 0
+        self.events: list[dict[str, Any]] = []
+
+    def _read(self, deadline: float) -> dict[str, Any]:
+        while b"\0" not in self._buf:
+            ready, _, _ = select.select([self._from_chrome], [], [], max(0.0, deadline - time.time()))
+            if not ready:
+                raise TimeoutError("chromium did not answer in time")
+            chunk = os.read(self._from_chrome, 1 << 20)
+            if not chunk:
+                raise EOFError("chromium closed the DevTools pipe")
+            self._buf += chunk
+        message, _, self._buf = self._buf.partition(b"\0")
+        return json.loads(message)
+
+    def call(self, method: str, session: str | None = None, timeout: float = 30,
+             **params: Any) -> dict[str, Any]:
+        self._next_id += 1
+        msg: dict[str, Any] = {"id": self._next_id, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._to_chrome, json.dumps(msg).encode() + b"\0")
+        deadline = time.time() + timeout
+        while True:
+            reply = self._read(deadline)
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+            self.events.append(reply)
+
+    def wait_event(self, method: str, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.time() + timeout
+        for event in self.events:
+            if event.get("method") == method:
+                return event
+        while True:
+            event = self._read(deadline)
+            self.events.append(event)
+            if event.get("method") == method:
+                return event
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout=10)
+        except (EOFError, TimeoutError, OSError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._to_chrome)
+        os.close(self._from_chrome)
+
+
+def load_in_chromium(page: Path, profile: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Open ``page``; return each <img>'s decoded size and every event Chromium sent."""
+    browser = Chromium(profile)
+    try:
+        target = browser.call("Target.createTarget", url="about:blank")["targetId"]
+        session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            browser.call(f"{domain}.enable", session)
+        browser.call("Page.navigate", session, url=page.resolve().as_uri())
+        browser.wait_event("Page.loadEventFired")
+        images = browser.call(
+            "Runtime.evaluate", session, returnByValue=True, awaitPromise=True,
+            expression="Promise.all(Array.from(document.images).map(i => i.decode().then("
+                       "() => ({w: i.naturalWidth, h: i.naturalHeight}), "
+                       "e => ({w: 0, h: 0, error: String(e)}))))")["result"]["value"]
+        return images, list(browser.events)
+    finally:
+        browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.parametrize("alone", [False, True], ids=["with-plot-dir", "html-file-alone"])
+def test_page_loads_in_chromium(page: Path, tmp_path: Path, alone: bool) -> None:
+    if alone:  # the single HTML file, without its PNG directory, must still show every plot
+        page = Path(shutil.copy(page, tmp_path / "moved.html"))
+    images, events = load_in_chromium(page, tmp_path / "profile")
+    expected = [png_size(base64.b64decode(m)) for m in DATA_URI.findall(page.read_text())]
+    assert len(expected) == 6
+    assert [(i["w"], i["h"]) for i in images] == expected
+    errors = [e for e in events if e.get("method") == "Runtime.exceptionThrown"
+              or (e.get("method") == "Runtime.consoleAPICalled"
+                  and e["params"]["type"] in ("error", "warning", "assert"))
+              or (e.get("method") == "Log.entryAdded"
+                  and e["params"]["entry"]["level"] in ("error", "warning"))]
+    assert errors == []
+    urls = [e["params"]["request"]["url"] for e in events
+            if e.get("method") == "Network.requestWillBeSent"]
+    assert urls and all(u.split(":", 1)[0] in ("file", "data") for u in urls), urls
