@@ -8,6 +8,13 @@ from pathlib import Path
 from typing import Any
 
 
+def usable_cores() -> int:
+    """CPUs this process may run on (affinity, cgroup cpusets), the engines' default thread count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def cpu_model(root: Path = Path("/")) -> str:
     """CPU name from /proc/cpuinfo: x86 'model name', arm64 boards' 'Model' or 'Hardware' line."""
     try:
@@ -37,13 +44,12 @@ def os_name(root: Path = Path("/")) -> str:
 
 def collect(transport: str = "local") -> dict[str, Any]:
     """The result file's ``device`` block."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "hostname": socket.gethostname(),
         "arch": platform.machine(),
         "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
-        "cores_usable": usable,
+        "cores_usable": usable_cores(),
         "kernel": platform.release(),
         "os": os_name(),
         "python": platform.python_version(),

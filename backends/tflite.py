@@ -1,0 +1,122 @@
+"""LiteRT (TensorFlow Lite) with its default XNNPACK delegate.
+
+Device-side: imports numpy and the stdlib at module level and the engine inside methods;
+``ai_edge_litert`` is preferred, ``tflite_runtime`` serves boards stuck on numpy 1. Given
+an ``.onnx`` file (host only), ``load`` first converts it with ``backends.tflite_convert``
+into the cache, keyed by the model's sha256, so ``--backend tflite zoo:resnet`` works.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgert.device_facts import usable_cores
+from edgert.errors import BackendError, ModelError
+
+from .base import Backend, Session, TensorSpec
+
+
+def _interpreter_class() -> tuple[type, str]:
+    """The Interpreter class and the distribution that provides it."""
+    for module, dist in (("ai_edge_litert.interpreter", "ai-edge-litert"),
+                         ("tflite_runtime.interpreter", "tflite-runtime")):
+        try:
+            return importlib.import_module(module).Interpreter, dist
+        except ImportError:
+            continue
+    raise ImportError("neither ai_edge_litert nor tflite_runtime is importable")
+
+
+def _spec(detail: dict[str, Any]) -> TensorSpec:
+    signature = detail.get("shape_signature", detail["shape"])
+    shape = tuple(int(d) if d >= 0 else "?" for d in signature)
+    return TensorSpec(detail["name"], shape, np.dtype(detail["dtype"]).name)
+
+
+class TfliteSession(Session):
+    def __init__(self, interpreter: Any) -> None:
+        self._interpreter = interpreter
+        inputs = interpreter.get_input_details()
+        outputs = interpreter.get_output_details()
+        self.inputs = [_spec(d) for d in inputs]
+        self.outputs = [_spec(d) for d in outputs]
+        self._input_index = {d["name"]: d["index"] for d in inputs}
+        self._output_index = [d["index"] for d in outputs]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            for name, value in feeds.items():
+                self._interpreter.set_tensor(self._input_index[name], np.ascontiguousarray(value))
+            self._interpreter.invoke()
+            # get_tensor copies, so results survive the next invoke
+            return [self._interpreter.get_tensor(i) for i in self._output_index]
+        except (ValueError, RuntimeError) as exc:
+            raise BackendError(f"LiteRT failed to run the model: {exc}") from exc
+
+
+class TfliteBackend(Backend):
+    name = "tflite"
+    extra = "tflite"
+    engine_modules = ("ai_edge_litert", "tflite_runtime")
+    suffixes = (".tflite",)
+
+    def version(self) -> str:
+        _, dist = _interpreter_class()
+        return f"{dist} {importlib.metadata.version(dist)}"
+
+    def load(self, model_path: Path) -> TfliteSession:
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise ModelError(f"no such model file: {model_path}", path=str(model_path))
+        if model_path.suffix == ".onnx":
+            model_path = self.convert(model_path)
+        interpreter_cls, _ = _interpreter_class()
+        try:
+            # the default op resolver applies the XNNPACK delegate
+            interpreter = interpreter_cls(model_path=str(model_path),
+                                          num_threads=self._threads())
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"LiteRT cannot load {model_path}: is it a .tflite file? ({exc})",
+                             path=str(model_path)) from exc
+        return TfliteSession(interpreter)
+
+    def convert(self, onnx_path: Path) -> Path:
+        """The cached .tflite for an ONNX model, converting it on a cache miss (host only)."""
+        try:
+            import onnx  # noqa: F401 (the converter needs it; boards usually lack it)
+
+            from .tflite_convert import CONVERTER_VERSION, convert
+        except ImportError as exc:
+            raise ModelError(f"converting {onnx_path.name} to .tflite needs the onnx package "
+                             f"({exc}); convert on the host or pass a .tflite file",
+                             path=str(onnx_path)) from exc
+        try:
+            digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise ModelError(f"cannot read {onnx_path}: {exc}", path=str(onnx_path)) from exc
+        target = self.cache_dir() / f"{onnx_path.stem}-{digest[:16]}-v{CONVERTER_VERSION}.tflite"
+        if not target.is_file():
+            convert(onnx_path, target)
+        return target
+
+    def cache_dir(self) -> Path:
+        if self.options.cache_dir is not None:
+            return Path(self.options.cache_dir) / "tflite"
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(base) / "edgert" / "tflite"
+
+    def _threads(self) -> int:
+        """All usable cores by default, like ONNX Runtime, so side-by-side numbers are fair
+        (LiteRT's own Python default is 1 thread)."""
+        return self.options.threads or usable_cores()
+
+    def effective_options(self) -> dict[str, Any]:
+        return {"threads": self.options.threads, "num_threads": self._threads(),
+                "delegate": "xnnpack", "op_resolver": "BUILTIN (default delegates on)"}
