@@ -9,6 +9,7 @@ import numpy as np
 
 from backends import BackendOptions
 from edgert import device_facts, result
+from edgert.devices.address import DeviceAddress
 from edgert.runner import run_benchmark
 from edgert.settings import BenchSettings
 from edgert.tensors import load_feeds
@@ -32,22 +33,47 @@ class BenchJob:
                               cache_dir=self.cache_dir, tuning_db=self.tuning_db)
 
 
-def bench_local(job: BenchJob, progress: Callable[[str], Callable[[int, float], None]] | None = None
-                ) -> list[dict[str, Any]]:
-    """Run every backend of ``job`` on this machine; results in backend order.
+ProgressFactory = Callable[[str], Callable[[int, float], None]]
 
-    When several backends run, each result's ``agreement`` block holds its max abs/rel
-    difference from the first backend's outputs on the same inputs.
+
+def bench(job: BenchJob, device: DeviceAddress | None = None,
+          progress: ProgressFactory | None = None) -> list[dict[str, Any]]:
+    """Run every backend of ``job`` on ``device`` (this machine by default); results in backend order.
+
+    On a remote device the agent runs the timing loop and sends raw samples; the statistics
+    are computed here with the same code as local runs. When several backends run, each
+    result's ``agreement`` block holds its max abs/rel difference from the first backend's
+    outputs on the same inputs.
     """
     feeds = load_feeds(job.input_files)
-    device = device_facts.collect("local")
+    if device is None or device.scheme == "local":
+        facts = device_facts.collect("local")
+
+        def measure(name: str) -> dict[str, Any]:
+            return run_benchmark(job.model, name, job.settings, options=job.options(), dims=job.dims,
+                                 feeds=feeds, progress=progress(name) if progress else None)
+        return _collect(job, facts, measure)
+
+    from device_agents.protocol import pack_array
+    from edgert.devices.connect import open_client
+
+    params = {"settings": job.settings.to_dict(), "dims": dict(job.dims), "target": job.target,
+              "feeds": {k: pack_array(v) for k, v in feeds.items()}}
+    with open_client(device) as client:
+        def measure_remote(name: str) -> dict[str, Any]:
+            return client.bench(job.model, name, params, progress(name) if progress else None)
+        return _collect(job, None, measure_remote, emulated=device.emulated)
+
+
+def _collect(job: BenchJob, facts: dict[str, Any] | None,
+             measure: Callable[[str], dict[str, Any]], emulated: bool = False) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     reference: list[np.ndarray] | None = None
     for name in job.backends:
-        measured = run_benchmark(job.model, name, job.settings, options=job.options(),
-                                 dims=job.dims, feeds=feeds,
-                                 progress=progress(name) if progress else None)
+        measured = measure(name)
         outputs = measured.pop("first_outputs")
+        device = measured.pop("device", None) or facts
+        device["emulated"] = bool(device.get("emulated") or emulated)
         extra: dict[str, Any] = {}
         if reference is None:
             reference = outputs

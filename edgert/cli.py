@@ -32,6 +32,37 @@ def _dims(values: tuple[str, ...]) -> dict[str, int]:
     return dims
 
 
+def device_options(func: Any) -> Any:
+    """--device and the options that say how to reach it (shared by every device command)."""
+    options = [
+        click.option("--device", default="local", show_default=True,
+                     help="local, ssh://user@host[:port], serial:///dev/ttyUSB0?baud=N, "
+                          "tcp://host:port, or a name from edgert.toml."),
+        click.option("--inventory", type=click.Path(path_type=Path), default=None,
+                     help="Device inventory (default: ./edgert.toml, ~/.config/edgert/edgert.toml)."),
+        click.option("--ssh-key", type=click.Path(path_type=Path), default=None,
+                     help="Private key for ssh:// devices."),
+        click.option("--known-hosts", type=click.Path(path_type=Path), default=None,
+                     help="known_hosts file to verify ssh:// host keys (default: ~/.ssh/known_hosts)."),
+        click.option("--agent-cmd", default=None,
+                     help="Command that starts the agent over SSH [default: edgert agent --stdio]."),
+        click.option("--insecure-accept-host-key", is_flag=True,
+                     help="Accept an unknown SSH host key (INSECURE: only for throwaway test boards)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _address(device: str, inventory: Path | None, ssh_key: Path | None, known_hosts: Path | None,
+             agent_cmd: str | None, insecure_accept_host_key: bool) -> Any:
+    from edgert.devices.address import resolve
+
+    return resolve(device, inventory).replace(
+        ssh_key=ssh_key, known_hosts=known_hosts, agent_cmd=agent_cmd,
+        insecure_accept_host_key=insecure_accept_host_key or None)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(package_name="edgert")
@@ -61,15 +92,20 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None,
               help="Write raw samples as CSV (same naming as --json).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@device_options
 def bench(model: str, backends: tuple[str, ...], inputs: tuple[str, ...], shapes: tuple[str, ...],
           warmup: int, runs: int | None, min_time: float, max_time: float, threads: int | None,
-          seed: int, target: str, json_path: Path | None, csv_path: Path | None, quiet: bool) -> None:
-    """Measure MODEL's latency on this machine."""
+          seed: int, target: str, json_path: Path | None, csv_path: Path | None, quiet: bool,
+          **device: Any) -> None:
+    """Measure MODEL's latency on a device (this machine by default).
+
+    MODEL is an .onnx/.tflite file, a bundle, or zoo:NAME for a bundled model.
+    """
     from rich.console import Console
 
     from edgert import result
-    from edgert.bench import BenchJob, bench_local
-    from edgert.models import resolve_model
+    from edgert.bench import BenchJob, bench as run_bench
+    from edgert.zoo import resolve as resolve_model
     from edgert.progress import Progress
     from edgert.render import side_by_side
     from edgert.settings import BenchSettings
@@ -81,7 +117,7 @@ def bench(model: str, backends: tuple[str, ...], inputs: tuple[str, ...], shapes
                    input_files={k: Path(v) for k, v in _pairs(inputs, "--input").items()},
                    target=target)
     with Progress(quiet=quiet, max_duration_ms=settings.max_duration_ms, runs=runs) as progress:
-        results = bench_local(job, progress.task)
+        results = run_bench(job, _address(**device), progress.task)
     for res in results:
         name = res["backend"]["name"]
         if json_path:
@@ -89,6 +125,107 @@ def bench(model: str, backends: tuple[str, ...], inputs: tuple[str, ...], shapes
         if csv_path:
             result.write_csv(res, _per_backend(csv_path, name, len(results)))
     side_by_side(results, Console())
+
+
+@cli.command()
+@click.argument("model")
+@device_options
+def push(model: str, **device: Any) -> None:
+    """Upload MODEL (or a bundle) to a device's store; resumes an interrupted upload."""
+    from edgert.devices.connect import open_client
+    from edgert.zoo import resolve as resolve_model
+
+    path = resolve_model(model)
+    with open_client(_address(**device)) as client:
+        sha = client.upload(path)
+    click.echo(f"{path} is on {device['device']} as {sha}")
+
+
+@cli.group(name="device")
+def device_group() -> None:
+    """Inspect devices."""
+
+
+@device_group.command(name="info")
+@click.option("--sysfs-root", default=None, help="Read sysfs under this directory (fixtures, tests).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the facts as JSON.")
+@device_options
+def device_info(sysfs_root: str | None, json_path: Path | None, **device: Any) -> None:
+    """Print a device's CPU, frequency domains, power rails and temperatures."""
+    import json
+
+    from edgert.devices.info import collect_info, render_info
+
+    info = collect_info(_address(**device), sysfs_root)
+    if json_path:
+        json_path.write_text(json.dumps(info, indent=1) + "\n")
+    render_info(info)
+
+
+@cli.command()
+@click.option("--stdio", "mode", flag_value="stdio", help="Speak the protocol on stdin/stdout (SSH).")
+@click.option("--serial", "serial_dev", default=None, help="Serve on this serial device.")
+@click.option("--baud", default=115200, show_default=True, help="Serial line rate.")
+@click.option("--listen", default=None, metavar="HOST:PORT", help="Serve on TCP (needs --token-file).")
+@click.option("--token-file", type=click.Path(path_type=Path), default=None,
+              help="Shared secret for --listen.")
+@click.option("--store", "store_dir", type=click.Path(path_type=Path), default=None,
+              help="Artifact store directory [default: ~/.local/share/edgert/store].")
+@click.option("--store-quota-mb", default=2048, show_default=True, help="Evict old artifacts above this.")
+@click.option("--sysfs-root", default="/", show_default=True, help="sysfs root (fixtures, tests).")
+@click.option("--emulated", is_flag=True, help="This board is an emulator: label every number.")
+def agent(mode: str | None, serial_dev: str | None, baud: int, listen: str | None,
+          token_file: Path | None, store_dir: Path | None, store_quota_mb: int, sysfs_root: str,
+          emulated: bool) -> None:
+    """Run the device agent (on the board)."""
+    from device_agents import serve
+    from device_agents.agent import Agent, default_store_dir
+    from device_agents.store import ArtifactStore
+
+    chosen = [m for m in (mode, serial_dev, listen) if m]
+    if len(chosen) != 1:
+        raise UsageError("choose exactly one of --stdio, --serial DEV, --listen HOST:PORT")
+    store = ArtifactStore(store_dir or default_store_dir(), quota_bytes=store_quota_mb << 20)
+    the_agent = Agent(store, sysfs_root=sysfs_root, emulated=emulated)
+    if mode == "stdio":
+        serve.serve_stdio(the_agent)
+    elif serial_dev:
+        serve.serve_serial(the_agent, serial_dev, baud)
+    else:
+        host, _, port = (listen or "").rpartition(":")
+        if not host or not port.isdigit() or token_file is None:
+            raise UsageError("--listen needs HOST:PORT and --token-file")
+        serve.serve_tcp(the_agent, host, int(port), serve.read_token(token_file))
+
+
+@cli.command()
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+@click.option("--alpha", default=0.01, show_default=True, help="Significance level.")
+@click.option("--allow-different-models", is_flag=True, help="Compare results of different models.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def compare(a: Path, b: Path, alpha: float, allow_different_models: bool, as_json: bool) -> None:
+    """Is B faster or slower than A? Mann-Whitney U on the raw samples, in plain words."""
+    import json
+
+    from edgert.compare import compare as run_compare, render_compare
+    from edgert.result import read_json
+
+    report = run_compare(read_json(a), read_json(b), alpha,
+                         allow_different_models=allow_different_models)
+    click.echo(json.dumps(report, indent=1) if as_json else render_compare(report))
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("report.html"),
+              show_default=True, help="The HTML file (plots are written beside it too).")
+def report(results: tuple[Path, ...], output: Path) -> None:
+    """Render result, sweep and calibration files into one self-contained HTML report."""
+    from edgert.report import render_report
+
+    click.echo(str(render_report(list(results), output)))
 
 
 def _per_backend(path: Path, backend: str, count: int) -> Path:

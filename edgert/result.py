@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import tempfile
@@ -12,19 +11,12 @@ from typing import Any
 
 import edgert
 from edgert.errors import UsageError
+from edgert.hashing import sha256_file
 from edgert.settings import BenchSettings
 from edgert.stats import stability_warnings, summarize
 from edgert.timing import RawRun
 
 SCHEMA = "edgert.result/1"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _iso(unix: float) -> str:
@@ -76,6 +68,7 @@ def write_json(result: dict[str, Any], path: Path) -> None:
         with os.fdopen(fd, "w") as fh:
             json.dump(result, fh, indent=1)
             fh.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -10,6 +10,7 @@ if [ "${1:-}" = "dev" ]; then
   command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need="$need openssh-server"
   command -v socat >/dev/null || need="$need socat"
   command -v aarch64-linux-gnu-g++ >/dev/null || need="$need g++-aarch64-linux-gnu"
+  command -v chromium >/dev/null || need="$need chromium"
   if [ -n "$need" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       apt-get update -qq

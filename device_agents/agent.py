@@ -1,0 +1,220 @@
+"""The agent daemon: serves protocol requests on one channel at a time.
+
+Runs on the device with numpy, msgpack and one engine. It stores artifacts, runs the timing
+loop with its own monotonic clock and streams raw samples back; statistics happen on the host.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import edgert
+from backends import BackendOptions, available_backends, get_backend
+from device_agents import protocol
+from device_agents.channel import Channel, FrameTooLarge
+from device_agents.store import ArtifactStore
+from edgert import device_facts
+from edgert.errors import EdgertError, InternalError, ProtocolError, UsageError
+from edgert.runner import run_benchmark
+from edgert.settings import BenchSettings
+
+HEARTBEAT_S = 2.0  # while a request runs, the host hears from us at least this often
+PROGRESS_S = 0.5
+
+_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,16}")
+
+Handler = Callable[[dict[str, Any], Callable[[Any], None]], Any]
+
+
+class _Heartbeat:
+    """Sends heartbeats from a thread while a long request runs, so the host can tell busy from dead."""
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="heartbeat")
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._channel.send(protocol.heartbeat(), timeout=HEARTBEAT_S)
+            except EdgertError:
+                return
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Agent:
+    """Request handlers over an artifact store; one instance serves sessions one after another."""
+
+    def __init__(self, store: ArtifactStore, sysfs_root: str = "/", emulated: bool = False) -> None:
+        self.store = store
+        self.sysfs_root = sysfs_root
+        self.emulated = emulated
+        self.handlers: dict[str, Handler] = {
+            "session.open": self._session_open,
+            "ping": lambda params, progress: {"monotonic_ns": time.monotonic_ns()},
+            "device.info": self._device_info,
+            "store.status": self._store_status,
+            "store.put": self._store_put,
+            "store.finish": self._store_finish,
+            "bench.run": self._bench_run,
+            "model.run": self._model_run,
+        }
+
+    def capabilities(self) -> protocol.Capabilities:
+        return protocol.Capabilities(engines=tuple(available_backends()),
+                                     free_bytes=self.store.free_bytes(), arch=platform.machine())
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def serve(self, channel: Channel) -> None:
+        """Say hello, then answer requests until the stream ends (``TransportClosed``)."""
+        channel.send(protocol.hello(edgert.__version__, self.capabilities()))
+        while True:
+            try:
+                message = channel.recv(timeout=None)
+            except FrameTooLarge as exc:
+                channel.send(protocol.error(None, exc))
+                continue
+            except ProtocolError as exc:  # undecodable frame: say so and keep going
+                channel.send(protocol.error(None, exc))
+                continue
+            if message["kind"] == "heartbeat":
+                continue
+            if message["kind"] != "request":
+                channel.send(protocol.error(None, ProtocolError(
+                    f"the agent only accepts requests, got a {message['kind']!r} message")))
+                continue
+            self.handle(channel, message)
+
+    def handle(self, channel: Channel, message: dict[str, Any]) -> None:
+        request_id, method = message["id"], message["method"]
+        handler = self.handlers.get(method)
+        if handler is None:
+            channel.send(protocol.error(request_id, ProtocolError(
+                f"unknown request {method!r}; this agent knows: {', '.join(sorted(self.handlers))}",
+                method=method)))
+            return
+        last = [0.0]
+
+        def progress(data: Any) -> None:
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_S:
+                last[0] = now
+                channel.send(protocol.progress(request_id, data))
+
+        try:
+            with _Heartbeat(channel):
+                result = handler(message["params"], progress)
+        except EdgertError as exc:
+            channel.send(protocol.error(request_id, exc))
+        except Exception as exc:  # a bug must not take the agent down; report it to the host
+            channel.send(protocol.error(request_id, InternalError(
+                f"agent failed on {method}: {type(exc).__name__}: {exc}", method=method)))
+        else:
+            channel.send(protocol.response(request_id, result))
+
+    # -- handlers --------------------------------------------------------------------------
+
+    def _session_open(self, params: dict[str, Any], progress: Any) -> dict[str, Any]:
+        protocol.check_version(int(params.get("protocol", -1)), str(params.get("edgert_version", "?")))
+        return {"agent_version": edgert.__version__}
+
+    def _device_info(self, params: dict[str, Any], progress: Any) -> dict[str, Any]:
+        from device_agents.discovery import discover
+
+        root = params.get("sysfs_root") or self.sysfs_root
+        info = {"device": self._facts(params.get("transport", "agent")), **discover(root)}
+        return info
+
+    def _facts(self, transport: str) -> dict[str, Any]:
+        facts = device_facts.collect(transport)
+        facts["emulated"] = self.emulated
+        return facts
+
+    def _store_status(self, params: dict[str, Any], progress: Any) -> dict[str, Any]:
+        complete, received = self.store.have(_sha(params))
+        return {"complete": complete, "received": received}
+
+    def _store_put(self, params: dict[str, Any], progress: Any) -> dict[str, Any]:
+        received = self.store.write_chunk(_sha(params), int(_param(params, "offset")),
+                                          _param(params, "data"), int(_param(params, "size")))
+        return {"received": received}
+
+    def _store_finish(self, params: dict[str, Any], progress: Any) -> dict[str, Any]:
+        self.store.finish(_sha(params))
+        return {"complete": True}
+
+    def _artifact(self, params: dict[str, Any]) -> Path:
+        """The stored file under a name with the model's suffix (engines dispatch on it)."""
+        sha, suffix = _sha(params), str(params.get("suffix", ""))
+        if suffix and not _SUFFIX.fullmatch(suffix):
+            raise UsageError(f"bad file suffix {suffix!r}: expected something like '.onnx'")
+        target = self.store.path(sha)
+        if not suffix:
+            return target
+        view = self.store.root / "views" / f"{sha}{suffix}"
+        if not view.exists():  # absent, or dangling after an eviction
+            view.parent.mkdir(exist_ok=True)
+            tmp = view.with_name(f".{view.name}.tmp")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(target)
+            os.replace(tmp, view)
+        return view
+
+    def _bench_run(self, params: dict[str, Any], progress: Callable[[Any], None]) -> dict[str, Any]:
+        model = self._artifact(params)
+        settings = BenchSettings.from_dict(_param(params, "settings"))
+        options = BackendOptions(threads=settings.threads, target=params.get("target", "host"))
+        feeds = {k: protocol.unpack_array(v) for k, v in (params.get("feeds") or {}).items()}
+        measured = run_benchmark(
+            model, _param(params, "backend"), settings, options=options,
+            dims=params.get("dims") or {}, feeds=feeds,
+            progress=lambda n, ms: progress({"runs": n, "elapsed_ms": ms}))
+        raw = measured["raw"]
+        for key in ("samples_ns", "starts_ns", "warmup_ns"):
+            raw[key] = protocol.pack_array(np.asarray(raw[key], dtype=np.int64))
+        measured["first_outputs"] = [protocol.pack_array(o) for o in measured["first_outputs"]]
+        measured["device"] = self._facts(params.get("transport", "agent"))
+        return measured
+
+    def _model_run(self, params: dict[str, Any], progress: Any) -> dict[str, Any]:
+        model = self._artifact(params)
+        feeds = {k: np.array(protocol.unpack_array(v)) for k, v in _param(params, "feeds").items()}
+        backend = get_backend(_param(params, "backend"),
+                              BackendOptions(target=params.get("target", "host")))
+        with backend.load(model) as session:
+            outputs = session.run(feeds)
+        return {"outputs": [protocol.pack_array(np.asarray(o)) for o in outputs]}
+
+
+def _param(params: dict[str, Any], key: str) -> Any:
+    if key not in params:
+        raise ProtocolError(f"the request lacks {key!r}", key=key)
+    return params[key]
+
+
+def _sha(params: dict[str, Any]) -> str:
+    sha = params.get("sha256")
+    if not isinstance(sha, str):
+        raise UsageError("request lacks the artifact's sha256")
+    return sha
+
+
+def default_store_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "edgert" / "store"

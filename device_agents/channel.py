@@ -1,0 +1,69 @@
+"""Messages over a byte transport: send/receive whole protocol frames.
+
+Shared by the agent and the host client. An oversized frame is read and thrown away,
+then reported with ``FrameTooLarge``, so the stream stays in step and the peer keeps serving.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from device_agents import protocol
+from device_agents.transports import Transport, TransportTimeout
+from edgert.errors import ProtocolError
+
+READ_BYTES = 1 << 20
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame above the limit arrived and was discarded; the stream is still usable."""
+
+
+class Channel:
+    """Frame-level reads with timeouts and thread-safe writes over one transport."""
+
+    def __init__(self, transport: Transport, max_frame_bytes: int = protocol.MAX_FRAME_BYTES) -> None:
+        self.transport = transport
+        self.max_frame_bytes = max_frame_bytes
+        self._buffer = bytearray()
+        self._write_lock = threading.Lock()
+
+    def send(self, message: dict[str, Any], timeout: float | None = 60.0) -> None:
+        frame = protocol.encode(message, self.max_frame_bytes)
+        with self._write_lock:
+            self.transport.write(frame, timeout)
+
+    def _fill(self, need: int, deadline: float | None) -> None:
+        while len(self._buffer) < need:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TransportTimeout(f"{self.transport.name}: no complete message in time")
+            self._buffer += self.transport.read(READ_BYTES, remaining)
+
+    def recv(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next message; ``TransportTimeout`` when none completes within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        header = protocol.HEADER.size
+        self._fill(header, deadline)
+        (size,) = protocol.HEADER.unpack_from(self._buffer)
+        if size > self.max_frame_bytes:
+            self._discard(header + size, deadline)
+            raise FrameTooLarge(
+                f"refused a {size}-byte frame: the limit is {self.max_frame_bytes} bytes",
+                size=size, limit=self.max_frame_bytes)
+        self._fill(header + size, deadline)
+        frame = bytes(self._buffer[:header + size])
+        del self._buffer[:header + size]
+        return protocol.decode(frame, self.max_frame_bytes)
+
+    def _discard(self, count: int, deadline: float | None) -> None:
+        while count > 0:
+            if not self._buffer:
+                self._fill(1, deadline)
+            drop = min(count, len(self._buffer))
+            del self._buffer[:drop]
+            count -= drop
+
+    def close(self) -> None:
+        self.transport.close()

@@ -1,0 +1,369 @@
+"""A reliable link layer for serial lines, where bytes get flipped and dropped.
+
+``ReliableTransport(inner)`` is itself a ``Transport``, so the wire protocol runs unchanged on top.
+
+Wire format (both directions), one frame:
+
+    0x00  COBS( type:u8  src:u32  dst:u32  seq:u32  payload  crc32:u32 )  0x00
+
+big-endian, CRC-32 (zlib) over type..payload; COBS removes every 0x00 inside so 0x00 only
+delimits, and a receiver resynchronises at the next 0x00 after garbage. Types:
+
+    DATA 'D'  seq = frame number (from 0), payload 1..4096 bytes
+    ACK  'A'  seq = next expected seq (all below it received)
+    NAK  'N'  same fields as ACK: "resend from seq" (on a gap or a corrupt frame; once per gap
+              and once per resend round, so one lost frame cannot trigger a storm)
+
+Go-back-N with a small window: the sender keeps up to ``window`` frames unacknowledged and
+resends them all on a NAK or when the oldest waited ``ack_timeout`` s; after ``max_retries``
+resends without progress the link fails with TransportError. A background thread reads the
+line so frames are acknowledged even while the application is busy.
+
+Each ReliableTransport picks a random non-zero epoch; ``src`` is the sender's epoch, ``dst`` the
+epoch it believes the receiver has (0: not known yet). Frames addressed to another epoch are
+ignored, so stale frames meant for an earlier incarnation of this end never surface.
+DATA seq 0 from a new ``src`` starts a new session; if a different peer epoch was known before,
+the peer restarted: pending data in both
+directions is dropped and the next ``read`` raises TransportClosed with ``peer_restarted=True``
+once (the link stays usable; the caller starts a new protocol session on it).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import struct
+import threading
+import time
+import zlib
+
+from device_agents.transports import Transport, TransportClosed, TransportTimeout
+from edgert.errors import InternalError, TransportError, UsageError
+
+DATA, ACK, NAK = ord("D"), ord("A"), ord("N")
+MAX_PAYLOAD_BYTES = 4096
+_HEAD = struct.Struct(">BIII")
+_CRC = struct.Struct(">I")
+_DELIM = b"\x00"
+# Longest COBS-encoded frame a peer may send; longer unterminated runs are garbage.
+_MAX_ENCODED = _HEAD.size + MAX_PAYLOAD_BYTES + _CRC.size + MAX_PAYLOAD_BYTES // 254 + 2
+
+
+def cobs_encode(data: bytes) -> bytes:
+    """Consistent Overhead Byte Stuffing: the result has no 0x00 and at most len/254+1 extra bytes."""
+    out = bytearray()
+    for block in data.split(_DELIM):
+        while len(block) >= 254:
+            out.append(255)
+            out += block[:254]
+            block = block[254:]
+        out.append(len(block) + 1)
+        out += block
+    return bytes(out)
+
+
+def cobs_decode(data: bytes) -> bytes:
+    """Inverse of ``cobs_encode``; ValueError on malformed input (``data`` must hold no 0x00)."""
+    out = bytearray()
+    i, end = 0, len(data)
+    while i < end:
+        code = data[i]
+        if code == 0 or i + code > end:
+            raise ValueError("malformed COBS block")
+        out += data[i + 1:i + code]
+        i += code
+        if code < 255 and i < end:
+            out.append(0)
+    return bytes(out)
+
+
+def encode_frame(kind: int, src: int, dst: int, seq: int, payload: bytes = b"") -> bytes:
+    body = _HEAD.pack(kind, src, dst, seq) + payload
+    return _DELIM + cobs_encode(body + _CRC.pack(zlib.crc32(body))) + _DELIM
+
+
+def decode_frame(raw: bytes) -> tuple[int, int, int, int, bytes] | None:
+    """(type, src, dst, seq, payload) of one frame between delimiters, None if it is corrupt."""
+    try:
+        data = cobs_decode(raw)
+    except ValueError:
+        return None
+    if len(data) < _HEAD.size + _CRC.size:
+        return None
+    body, crc = data[:-_CRC.size], _CRC.unpack(data[-_CRC.size:])[0]
+    if zlib.crc32(body) != crc:
+        return None
+    kind, src, dst, seq = _HEAD.unpack_from(body)
+    if kind not in (DATA, ACK, NAK) or (kind != DATA and len(body) != _HEAD.size):
+        return None
+    return kind, src, dst, seq, body[_HEAD.size:]
+
+
+@dataclasses.dataclass
+class LinkStats:
+    """Counters for tests and for reporting link quality to the user."""
+
+    frames_sent: int = 0  # DATA frames, first transmissions
+    retransmissions: int = 0  # DATA frames sent again (timeout or NAK)
+    ack_timeouts: int = 0  # resends because nothing came back within ack_timeout
+    bad_frames: int = 0  # CRC/COBS failures and oversized garbage received
+    naks_sent: int = 0
+    naks_received: int = 0
+    payload_bytes_out: int = 0
+    payload_bytes_in: int = 0
+    wire_bytes_out: int = 0
+    wire_bytes_in: int = 0
+
+
+class ReliableTransport(Transport):
+    """CRC-checked, acknowledged, retransmitted frames over ``inner`` (which it then owns)."""
+
+    def __init__(self, inner: Transport, *, payload_bytes: int = 1024, window: int = 4,
+                 ack_timeout: float = 1.0, max_retries: int = 10, io_timeout: float = 5.0) -> None:
+        """``ack_timeout`` must exceed the time to send ``window`` frames at the line rate
+        (4 x 1 KiB at 115200 baud is 0.36 s) plus the peer's turnaround."""
+        if not 1 <= payload_bytes <= MAX_PAYLOAD_BYTES:
+            raise UsageError(f"payload_bytes must be 1..{MAX_PAYLOAD_BYTES}, got {payload_bytes}")
+        self.inner = inner
+        self.name = f"reliable {inner.name}"
+        self.stats = LinkStats()
+        self._payload_bytes = payload_bytes
+        self._window = window
+        self._ack_timeout = ack_timeout
+        self._max_retries = max_retries
+        self._io_timeout = io_timeout
+        self._poll_s = min(0.05, ack_timeout / 4)
+        self._cond = threading.Condition()
+        self._inner_write_lock = threading.Lock()
+        self._app_write_lock = threading.Lock()
+        # sending side
+        self._epoch = _new_epoch()
+        self._generation = 0  # bumped when the peer restarts, to abort a write in progress
+        self._next_seq = 0
+        self._unacked: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._base_sent_at = 0.0
+        self._retries = 0
+        # receiving side
+        self._peer_epoch: int | None = None
+        self._expected = 0
+        self._nak_armed = True  # one NAK per gap and per resend round
+        self._last_seq = -1  # seq of the last DATA frame seen; going back marks a resend round
+        self._rx = bytearray()
+        self._peer_restarted = False
+        self._error: TransportError | None = None
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    # -- application side -------------------------------------------------------------------
+
+    def read(self, max_bytes: int, timeout: float | None) -> bytes:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._peer_restarted:
+                    self._peer_restarted = False
+                    raise TransportClosed(f"{self.name}: the peer restarted the link; start a new session",
+                                          peer_restarted=True)
+                if self._rx:
+                    data = bytes(self._rx[:max_bytes])
+                    del self._rx[:max_bytes]
+                    return data
+                self._check_usable()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TransportTimeout(f"{self.name}: nothing received within {timeout} s",
+                                           timeout_s=timeout)
+                self._cond.wait(remaining)
+
+    def write(self, data: bytes, timeout: float | None) -> None:
+        """Returns once the peer's link layer acknowledged every byte."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._app_write_lock:
+            with self._cond:
+                generation = self._generation
+            for start in range(0, len(data), self._payload_bytes):
+                chunk = bytes(data[start:start + self._payload_bytes])
+                with self._cond:
+                    self._wait(lambda: len(self._unacked) < self._window, deadline, generation, timeout)
+                    seq, self._next_seq = self._next_seq, self._next_seq + 1
+                    frame = encode_frame(DATA, self._epoch, self._peer_epoch or 0, seq, chunk)
+                    if not self._unacked:
+                        self._base_sent_at, self._retries = time.monotonic(), 0
+                    self._unacked.append((seq, frame))
+                    self.stats.frames_sent += 1
+                    self.stats.payload_bytes_out += len(chunk)
+                try:
+                    self._send(frame)
+                except TransportError as exc:
+                    self._fail(exc)
+                    raise
+            with self._cond:
+                self._wait(lambda: not self._unacked, deadline, generation, timeout)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        self.inner.close()
+
+    def _wait(self, ready, deadline: float | None, generation: int, timeout: float | None) -> None:
+        while True:
+            if self._generation != generation:
+                raise TransportClosed(f"{self.name}: the peer restarted the link during a write",
+                                      peer_restarted=True)
+            self._check_usable()
+            if ready():
+                return
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TransportTimeout(f"{self.name}: the peer did not acknowledge within {timeout} s",
+                                       timeout_s=timeout)
+            self._cond.wait(remaining)
+
+    def _check_usable(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._closing:
+            raise TransportClosed(f"{self.name}: transport already closed")
+
+    # -- link thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except TransportError as exc:
+            self._fail(exc)
+        except Exception as exc:  # a bug here must not leave readers waiting forever
+            self._fail(InternalError(f"{self.name}: link thread crashed: {exc!r}"))
+            raise
+
+    def _loop(self) -> None:
+        pending = b""
+        while not self._closing:
+            try:
+                data = self.inner.read(64 * 1024, self._poll_s)
+            except TransportTimeout:
+                data = b""
+            if data:
+                self.stats.wire_bytes_in += len(data)
+                *frames, pending = (pending + data).split(_DELIM)
+                if len(pending) > _MAX_ENCODED:
+                    self.stats.bad_frames += 1
+                    pending = b""
+                for raw in frames:
+                    if raw:
+                        self._on_frame(raw)
+            self._retransmit_if_due()
+
+    def _on_frame(self, raw: bytes) -> None:
+        decoded = decode_frame(raw)
+        if decoded is None:
+            self.stats.bad_frames += 1
+            with self._cond:
+                reply = self._nak()
+        else:
+            kind, src, dst, seq, payload = decoded
+            if kind == DATA:
+                reply = self._on_data(src, dst, seq, payload)
+            else:
+                reply = self._on_ack(dst, seq, is_nak=kind == NAK)
+        if reply:
+            self._send(reply)
+
+    def _on_data(self, epoch: int, dst: int, seq: int, payload: bytes) -> bytes | None:
+        with self._cond:
+            if dst not in (0, self._epoch):
+                return None  # meant for an earlier incarnation of this end
+            if epoch != self._peer_epoch:
+                if seq != 0:
+                    return None  # joined a stream midway; the sender resends from 0 or gives up
+                if self._peer_epoch is not None:
+                    self._reset_for_new_peer()
+                self._peer_epoch, self._expected, self._last_seq = epoch, 0, -1
+            if seq <= self._last_seq:
+                self._nak_armed = True  # the sender went back: a new resend round
+            self._last_seq = seq
+            if seq == self._expected:
+                self._rx += payload
+                self._expected += 1
+                self._nak_armed = True
+                self.stats.payload_bytes_in += len(payload)
+                self._cond.notify_all()
+            elif seq > self._expected:
+                return self._nak()
+            return encode_frame(ACK, self._epoch, epoch, self._expected)  # also re-acks duplicates
+
+    def _reset_for_new_peer(self) -> None:
+        self._rx.clear()
+        self._peer_restarted = True
+        self._unacked.clear()
+        self._next_seq = 0
+        self._epoch = _new_epoch()  # late ACKs meant for the old peer can no longer match
+        self._generation += 1
+        self._cond.notify_all()
+
+    def _nak(self) -> bytes | None:
+        """Ask for a resend from the gap, once per gap and once per resend round of the sender."""
+        if self._peer_epoch is None or not self._nak_armed:
+            return None
+        self._nak_armed = False
+        self.stats.naks_sent += 1
+        return encode_frame(NAK, self._epoch, self._peer_epoch, self._expected)
+
+    def _on_ack(self, dst: int, next_seq: int, is_nak: bool) -> None:
+        with self._cond:
+            if dst != self._epoch:
+                return
+            progressed = False
+            while self._unacked and self._unacked[0][0] < next_seq:
+                self._unacked.popleft()
+                progressed = True
+            if progressed:
+                self._base_sent_at, self._retries = time.monotonic(), 0
+                self._cond.notify_all()
+            if not is_nak:
+                return
+            self.stats.naks_received += 1
+        self._retransmit()
+
+    def _retransmit_if_due(self) -> None:
+        with self._cond:
+            due = self._unacked and time.monotonic() - self._base_sent_at >= self._ack_timeout
+        if due:
+            self.stats.ack_timeouts += 1
+            self._retransmit()
+
+    def _retransmit(self) -> None:
+        with self._cond:
+            if not self._unacked:
+                return
+            self._retries += 1
+            if self._retries > self._max_retries:
+                raise TransportError(
+                    f"{self.name}: no acknowledgement after {self._max_retries} retransmissions "
+                    "(is the agent running on the other end, at the same baud rate?)",
+                    reason="retries", retries=self._max_retries,
+                )
+            frames = [frame for _, frame in self._unacked]
+            self._base_sent_at = time.monotonic()
+            self.stats.retransmissions += len(frames)
+        for frame in frames:
+            self._send(frame)
+
+    def _send(self, frame: bytes) -> None:
+        with self._inner_write_lock:
+            self.inner.write(frame, self._io_timeout)
+            self.stats.wire_bytes_out += len(frame)
+
+    def _fail(self, exc: TransportError) -> None:
+        with self._cond:
+            if self._error is None:
+                self._error = exc
+            self._cond.notify_all()
+
+
+def _new_epoch() -> int:
+    return int.from_bytes(os.urandom(4), "big") or 1  # 0 means "unknown" in dst

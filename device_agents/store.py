@@ -1,0 +1,204 @@
+"""The agent's artifact store: content-addressed files that uploads fill chunk by chunk.
+
+Layout under ``root``:
+
+    objects/<sha256>        complete, verified artifacts (mtime = last use, for LRU eviction)
+    partial/<sha256>.part   uploads in progress; they survive agent restarts, so the host asks
+                            ``have()`` and sends only the missing tail
+    labels/<name>           a host-chosen name -> sha256 (text), e.g. "resnet18.tvm"
+
+Everything the host names is checked before it touches a path: digests must be 64 lowercase hex
+characters and labels a plain file name, so nothing escapes ``root``.
+Not thread-safe: the agent serves one host request at a time.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from pathlib import Path
+
+from edgert.errors import BundleError, DeviceError, ProtocolError, UsageError
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+
+
+def check_sha256(sha256: str) -> str:
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        raise ProtocolError(f"artifact id {sha256!r} is not a sha256 hex digest (64 lowercase hex characters)",
+                            sha256=repr(sha256))
+    return sha256
+
+
+def check_label(name: str) -> str:
+    """``name`` if it is a plain file name, else a UsageError that says what is wrong with it."""
+    problem = None
+    if not isinstance(name, str) or not name:
+        problem = "it is empty"
+    elif "\x00" in name:
+        problem = "it contains a NUL byte"
+    elif name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
+        problem = "it is an absolute path"
+    elif "/" in name or "\\" in name:
+        problem = "it contains a path separator"
+    elif ".." in name:
+        problem = "it contains '..'"
+    elif not _LABEL.fullmatch(name):
+        problem = "it must be 1-200 letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
+    if problem:
+        raise UsageError(f"artifact label {name!r} is not allowed: {problem}", label=repr(name))
+    return name
+
+
+class ArtifactStore:
+    """Content-addressed files under ``root``; ``quota_bytes`` (None: unlimited) evicts LRU artifacts."""
+
+    def __init__(self, root: Path, quota_bytes: int | None = None) -> None:
+        self.root = Path(root)
+        self.quota_bytes = quota_bytes
+        self._objects = self.root / "objects"
+        self._partial = self.root / "partial"
+        self._labels = self.root / "labels"
+        for directory in (self._objects, self._partial, self._labels):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def have(self, sha256: str) -> tuple[bool, int]:
+        """(complete, bytes held): resume an upload at ``bytes held`` when not complete."""
+        check_sha256(sha256)
+        for complete, path in ((True, self._objects / sha256), (False, self._partial_path(sha256))):
+            try:
+                return complete, path.stat().st_size
+            except FileNotFoundError:
+                continue
+        return False, 0
+
+    def write_chunk(self, sha256: str, offset: int, data: bytes, total_bytes: int) -> int:
+        """Append ``data`` at ``offset`` (which must equal the bytes held); returns the new size.
+
+        ``total_bytes`` is the whole artifact's size, so room for all of it is made (or refused)
+        on the first chunk instead of evicting artifacts for an upload that cannot fit anyway.
+        """
+        complete, held = self.have(sha256)
+        if complete:
+            raise ProtocolError(f"artifact {sha256[:12]} is already complete; do not upload it again",
+                                sha256=sha256)
+        if offset != held:
+            raise ProtocolError(
+                f"chunk for artifact {sha256[:12]} starts at byte {offset} but the store holds {held}: "
+                f"resume from {held}", sha256=sha256, offset=offset, received_bytes=held,
+            )
+        if offset + len(data) > total_bytes:
+            raise ProtocolError(f"chunk for artifact {sha256[:12]} ends at byte {offset + len(data)}, "
+                                f"past its announced size of {total_bytes}", sha256=sha256)
+        self._make_room(total_bytes - held)
+        try:
+            with open(self._partial_path(sha256), "ab") as file:
+                file.write(data)
+        except OSError as exc:
+            raise DeviceError(f"cannot write artifact {sha256[:12]} to {self.root}: {exc}",
+                              sha256=sha256) from exc
+        return held + len(data)
+
+    def finish(self, sha256: str) -> Path:
+        """Verify the upload against its digest and publish it atomically; a corrupt one is discarded."""
+        check_sha256(sha256)
+        partial = self._partial_path(sha256)
+        final = self._objects / sha256
+        if final.exists():
+            return self.path(sha256)
+        if not partial.exists():
+            raise ProtocolError(f"no upload of artifact {sha256[:12]} to finish", sha256=sha256)
+        digest = hashlib.sha256()
+        with open(partial, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+            os.fsync(file.fileno())
+        actual = digest.hexdigest()
+        if actual != sha256:
+            partial.unlink()
+            raise BundleError(
+                f"upload of artifact {sha256[:12]} arrived with sha256 {actual[:12]}; "
+                "the partial file was discarded, upload it again", sha256=sha256, actual=actual,
+            )
+        os.replace(partial, final)
+        _fsync_dir(self._objects)
+        return self.path(sha256)
+
+    def path(self, sha256: str) -> Path:
+        """A complete artifact's file; marks it as recently used."""
+        path = self._objects / check_sha256(sha256)
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            raise DeviceError(f"artifact {sha256[:12]} is not on the device; upload it first",
+                              sha256=sha256) from None
+        return path
+
+    def discard(self, sha256: str) -> None:
+        """Forget an artifact, complete or partial (e.g. when the host restarts an upload from 0)."""
+        for path in (self._objects / check_sha256(sha256), self._partial_path(sha256)):
+            path.unlink(missing_ok=True)
+
+    def set_label(self, name: str, sha256: str) -> None:
+        """Point ``name`` at a complete artifact (replacing what it pointed at)."""
+        check_label(name)
+        self.path(sha256)
+        tmp = self._labels / f".{name}.tmp"
+        tmp.write_text(sha256)
+        os.replace(tmp, self._labels / name)
+
+    def resolve(self, name: str) -> str:
+        """The sha256 a label points at."""
+        try:
+            return check_sha256((self._labels / check_label(name)).read_text().strip())
+        except FileNotFoundError:
+            raise DeviceError(f"no artifact is labelled {name!r} on the device", label=name) from None
+
+    def labels(self) -> dict[str, str]:
+        return {p.name: p.read_text().strip() for p in sorted(self._labels.iterdir())
+                if not p.name.startswith(".")}
+
+    def used_bytes(self) -> int:
+        return sum(p.stat().st_size for d in (self._objects, self._partial) for p in d.iterdir())
+
+    def free_bytes(self) -> int:
+        """What an upload may still use: the disk's free space, capped by the quota."""
+        free = shutil.disk_usage(self.root).free
+        if self.quota_bytes is not None:
+            free = min(free, max(0, self.quota_bytes - self.used_bytes()))
+        return free
+
+    def _partial_path(self, sha256: str) -> Path:
+        return self._partial / f"{sha256}.part"
+
+    def _make_room(self, extra: int) -> None:
+        """Evict least recently used complete artifacts until ``extra`` more bytes fit the quota."""
+        if self.quota_bytes is None:
+            return
+        excess = self.used_bytes() + extra - self.quota_bytes
+        if excess <= 0:
+            return
+        by_age = sorted(self._objects.iterdir(), key=lambda p: p.stat().st_mtime_ns)
+        sizes = [p.stat().st_size for p in by_age]
+        if sum(sizes) < excess:  # refuse before deleting anything
+            raise DeviceError(
+                f"the artifact store quota of {self.quota_bytes} bytes cannot fit {extra} more bytes even "
+                f"after evicting every complete artifact; raise the agent's quota or discard partial uploads",
+                quota_bytes=self.quota_bytes, missing_bytes=excess - sum(sizes),
+            )
+        for path, size in zip(by_age, sizes):
+            if excess <= 0:
+                break
+            path.unlink()
+            excess -= size
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (power loss on a board must not lose a finished upload)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,287 @@
+"""Byte-stream transports: pipes/stdio (SSH), sockets (TCP, paramiko channels) and serial ports.
+
+A transport has three methods, as in httpcore:
+
+    read(max_bytes, timeout) -> bytes   1..max_bytes bytes; waits at most ``timeout`` s (None: forever)
+    write(data, timeout)                all of ``data``, or an error
+    close()
+
+Library exceptions are translated here, at the boundary, into ``TransportTimeout`` (nothing
+arrived / could be sent in time; the stream may still be fine for reads) and ``TransportClosed``
+(the peer went away). Both are ``TransportError`` with ``fields["reason"]`` set accordingly.
+A write that timed out may have sent part of ``data``: close the transport after it.
+"""
+from __future__ import annotations
+
+import abc
+import os
+import select
+import socket
+import sys
+import time
+from typing import Any, Protocol
+
+from edgert.errors import TransportError
+
+
+class TransportTimeout(TransportError):
+    """Nothing could be read or written within the timeout."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message, reason="timeout", **fields)
+
+
+class TransportClosed(TransportError):
+    """The peer closed the stream (EOF, broken pipe, device gone)."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message, reason="closed", **fields)
+
+
+class Transport(abc.ABC):
+    name = "transport"  # shown in error messages, e.g. "serial /dev/ttyUSB0"
+
+    @abc.abstractmethod
+    def read(self, max_bytes: int, timeout: float | None) -> bytes:
+        """Between 1 and ``max_bytes`` bytes; TransportTimeout or TransportClosed otherwise."""
+
+    @abc.abstractmethod
+    def write(self, data: bytes, timeout: float | None) -> None:
+        """Send all of ``data``."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the stream; idempotent."""
+
+    def __enter__(self) -> "Transport":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+class PipeTransport(Transport):
+    """Two file descriptors (subprocess pipes, a pty, the agent's stdin/stdout).
+
+    The write descriptor is made non-blocking so a write timeout holds even when the pipe is full.
+    """
+
+    def __init__(self, read_fd: int, write_fd: int, *, close_fds: bool = True, name: str = "pipe") -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+        self.name = name
+        self._close_fds = close_fds
+        self._closed = False
+        os.set_blocking(write_fd, False)
+
+    def read(self, max_bytes: int, timeout: float | None) -> bytes:
+        self._check_open()
+        ready, _, _ = select.select([self.read_fd], [], [], timeout)
+        if not ready:
+            raise TransportTimeout(f"{self.name}: nothing received within {timeout} s", timeout_s=timeout)
+        try:
+            data = os.read(self.read_fd, max_bytes)
+        except OSError as exc:  # EIO: pty peer closed
+            raise TransportClosed(f"{self.name}: read failed: {exc}") from exc
+        if not data:
+            raise TransportClosed(f"{self.name}: closed by peer")
+        return data
+
+    def write(self, data: bytes, timeout: float | None) -> None:
+        self._check_open()
+        view = memoryview(data)
+        deadline = _deadline(timeout)
+        while view:
+            _, ready, _ = select.select([], [self.write_fd], [], _remaining(deadline))
+            if not ready:
+                raise TransportTimeout(f"{self.name}: could not send {len(view)} bytes within {timeout} s",
+                                       timeout_s=timeout, unsent=len(view))
+            try:
+                sent = os.write(self.write_fd, view)
+            except BlockingIOError:
+                continue
+            except OSError as exc:  # EPIPE (SIGPIPE is ignored by Python), EIO
+                raise TransportClosed(f"{self.name}: write failed: {exc}") from exc
+            view = view[sent:]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._close_fds:
+            for fd in {self.read_fd, self.write_fd}:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosed(f"{self.name}: transport already closed")
+
+
+class StdioTransport(PipeTransport):
+    """The agent's side of SSH: the protocol owns stdin/stdout, stray prints go to stderr.
+
+    The original descriptors are duplicated and fd 0/1 are pointed at /dev/null and stderr, so a
+    ``print`` in an engine library cannot corrupt the frame stream.
+    """
+
+    def __init__(self) -> None:
+        sys.stdout.flush()
+        read_fd, write_fd = os.dup(0), os.dup(1)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.dup2(2, 1)
+        super().__init__(read_fd, write_fd, name="stdio")
+
+
+class SocketLike(Protocol):
+    """What ``SocketTransport`` needs: ``socket.socket`` and ``paramiko.Channel`` both fit."""
+
+    def recv(self, nbytes: int) -> bytes: ...
+    def sendall(self, data: bytes) -> Any: ...
+    def settimeout(self, timeout: float | None) -> None: ...
+    def close(self) -> None: ...
+
+
+class SocketTransport(Transport):
+    """Any object with recv/sendall/settimeout/close: a socket or a paramiko channel."""
+
+    def __init__(self, sock: SocketLike, *, name: str = "socket") -> None:
+        self.sock = sock
+        self.name = name
+        self._closed = False
+
+    def read(self, max_bytes: int, timeout: float | None) -> bytes:
+        self._check_open()
+        try:
+            self.sock.settimeout(timeout)
+            data = self.sock.recv(max_bytes)
+        except (TimeoutError, BlockingIOError) as exc:  # socket.timeout is TimeoutError
+            raise TransportTimeout(f"{self.name}: nothing received within {timeout} s",
+                                   timeout_s=timeout) from exc
+        except (OSError, EOFError) as exc:
+            raise TransportClosed(f"{self.name}: read failed: {exc}") from exc
+        if not data:
+            raise TransportClosed(f"{self.name}: closed by peer")
+        return data
+
+    def write(self, data: bytes, timeout: float | None) -> None:
+        self._check_open()
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.sendall(data)  # the timeout bounds the whole call (Python >= 3.5)
+        except (TimeoutError, BlockingIOError) as exc:
+            raise TransportTimeout(f"{self.name}: could not send {len(data)} bytes within {timeout} s",
+                                   timeout_s=timeout) from exc
+        except (OSError, EOFError) as exc:
+            raise TransportClosed(f"{self.name}: write failed: {exc}") from exc
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosed(f"{self.name}: transport already closed")
+
+
+class TcpTransport(SocketTransport):
+    """A TCP connection; the agent checks the shared token in the first request, not here."""
+
+    @classmethod
+    def connect(cls, host: str, port: int, timeout: float | None = 10.0) -> "TcpTransport":
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except TimeoutError as exc:
+            raise TransportTimeout(f"tcp {host}:{port}: no answer within {timeout} s",
+                                   host=host, port=port) from exc
+        except OSError as exc:
+            raise TransportError(f"tcp {host}:{port}: cannot connect: {exc}", host=host, port=port) from exc
+        return cls.from_socket(sock, f"tcp {host}:{port}")
+
+    @classmethod
+    def from_socket(cls, sock: socket.socket, name: str = "tcp") -> "TcpTransport":
+        """Wrap a connected socket (e.g. one the agent accepted); disables Nagle for small frames."""
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(sock, name=name)
+
+
+class SerialTransport(Transport):
+    """A pyserial port (``serial.Serial`` or ``serial.serial_for_url``); pyserial is imported lazily."""
+
+    def __init__(self, port: Any, *, name: str | None = None) -> None:
+        self.port = port
+        self.name = name or f"serial {getattr(port, 'port', None) or port}"
+        self._closed = False
+
+    @classmethod
+    def open(cls, url: str, baudrate: int = 115200) -> "SerialTransport":
+        """Open a device path (/dev/ttyUSB0) or a pyserial URL (loop://, rfc2217://...), 8N1, raw."""
+        try:
+            import serial
+        except ImportError as exc:
+            raise TransportError("serial links need pyserial: pip install 'edgert[serial]'") from exc
+        # exclusive: a second agent or a getty on the same tty would silently steal bytes.
+        extra = {} if "://" in url else {"exclusive": True}
+        try:
+            port = serial.serial_for_url(url, baudrate=baudrate, timeout=0, **extra)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise TransportError(f"serial {url}: cannot open: {exc}", port=url) from exc
+        return cls(port, name=f"serial {url}")
+
+    def read(self, max_bytes: int, timeout: float | None) -> bytes:
+        import serial
+
+        self._check_open()
+        try:
+            if self.port.timeout != timeout:  # the setter reconfigures the tty: only when it changes
+                self.port.timeout = timeout
+            data = self.port.read(1)
+            if not data:
+                raise TransportTimeout(f"{self.name}: nothing received within {timeout} s", timeout_s=timeout)
+            waiting = min(self.port.in_waiting, max_bytes - 1)
+            if waiting > 0:
+                data += self.port.read(waiting)  # already buffered: returns at once
+        except serial.SerialException as exc:  # pyserial reports a vanished device this way
+            raise TransportClosed(f"{self.name}: read failed: {exc}") from exc
+        except OSError as exc:
+            raise TransportClosed(f"{self.name}: read failed: {exc}") from exc
+        return data
+
+    def write(self, data: bytes, timeout: float | None) -> None:
+        import serial
+
+        self._check_open()
+        try:
+            if self.port.write_timeout != timeout:
+                self.port.write_timeout = timeout
+            self.port.write(data)
+        except serial.SerialTimeoutException as exc:
+            raise TransportTimeout(f"{self.name}: could not send {len(data)} bytes within {timeout} s",
+                                   timeout_s=timeout) from exc
+        except (serial.SerialException, OSError) as exc:
+            raise TransportClosed(f"{self.name}: write failed: {exc}") from exc
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.port.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosed(f"{self.name}: transport already closed")

@@ -1,0 +1,1 @@
+"""Host side of talking to devices: addresses, inventory, connections, the agent client."""

@@ -1,0 +1,128 @@
+"""Device addresses (``--device``): URLs, or names looked up in an ``edgert.toml`` inventory.
+
+    local                               this machine, no agent process
+    ssh://user@host[:port]              the agent started over SSH (``edgert agent --stdio``)
+    serial:///dev/ttyUSB0?baud=115200   the agent listening on a serial line
+    tcp://host:port                     the agent listening on TCP with a shared token
+    pi5                                 a name from the inventory
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from edgert.errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+SCHEMES = ("local", "ssh", "serial", "tcp")
+DEFAULT_AGENT_CMD = "edgert agent --stdio"
+DEFAULT_BAUD = 115200
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceAddress:
+    """Where a device is and how to reach it; built once from the URL and inventory defaults."""
+
+    scheme: str
+    name: str  # inventory name, or the URL itself
+    host: str = ""
+    port: int | None = None
+    user: str | None = None
+    path: str = ""  # serial device node
+    baud: int = DEFAULT_BAUD
+    agent_cmd: str = DEFAULT_AGENT_CMD
+    ssh_key: Path | None = None
+    known_hosts: Path | None = None
+    token_file: Path | None = None
+    insecure_accept_host_key: bool = False
+    emulated: bool = False  # the board is an emulator: every number it gives is labelled
+
+    def replace(self, **changes: Any) -> "DeviceAddress":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def parse_url(url: str, name: str | None = None) -> DeviceAddress:
+    """Parse a device URL; raises ``UsageError`` saying which part is wrong."""
+    if url == "local":
+        return DeviceAddress("local", name or "local")
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES:
+        raise UsageError(f"unknown device {url!r}: use local, ssh://user@host[:port], "
+                         "serial:///dev/ttyX?baud=N, tcp://host:port or a name from edgert.toml")
+    try:
+        port = parts.port
+    except ValueError:
+        raise UsageError(f"bad port in device URL {url!r}") from None
+    query = parse_qs(parts.query)
+    if parts.scheme == "serial":
+        if not parts.path:
+            raise UsageError(f"serial URL {url!r} needs a device path, e.g. serial:///dev/ttyUSB0")
+        try:
+            baud = int(query.get("baud", [DEFAULT_BAUD])[0])
+        except ValueError:
+            raise UsageError(f"bad baud rate in {url!r}") from None
+        return DeviceAddress("serial", name or url, path=parts.path, baud=baud)
+    if not parts.hostname:
+        raise UsageError(f"device URL {url!r} needs a host")
+    if parts.scheme == "tcp" and port is None:
+        raise UsageError(f"tcp device URL {url!r} needs a port")
+    return DeviceAddress(parts.scheme, name or url, host=parts.hostname, port=port,
+                         user=parts.username)
+
+
+def inventory_path(explicit: Path | None = None) -> Path | None:
+    """``--inventory``, else ``./edgert.toml``, else ``$XDG_CONFIG_HOME/edgert/edgert.toml``."""
+    if explicit is not None:
+        return explicit
+    for candidate in (Path("edgert.toml"),
+                      Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+                      / "edgert" / "edgert.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_inventory(path: Path | None) -> dict[str, DeviceAddress]:
+    """``[devices.NAME]`` tables with ``url`` and optional defaults."""
+    if path is None:
+        return {}
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"cannot read device inventory {path}: {exc}") from exc
+    devices = {}
+    for name, table in (data.get("devices") or {}).items():
+        if "url" not in table:
+            raise UsageError(f"device {name!r} in {path} has no url")
+        addr = parse_url(table["url"], name)
+        devices[name] = addr.replace(
+            agent_cmd=table.get("agent_cmd"),
+            ssh_key=_path(table.get("ssh_key")),
+            known_hosts=_path(table.get("known_hosts")),
+            token_file=_path(table.get("token_file")),
+            emulated=table.get("emulated"),
+        )
+    return devices
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
+def resolve(spec: str, inventory: Path | None = None) -> DeviceAddress:
+    """A ``--device`` value: an inventory name first, then a URL."""
+    devices = load_inventory(inventory_path(inventory))
+    if spec in devices:
+        return devices[spec]
+    if "://" not in spec and spec != "local":
+        known = ", ".join(sorted(devices)) or "none (no edgert.toml found)"
+        raise UsageError(f"unknown device {spec!r}; inventory devices: {known}")
+    return parse_url(spec)

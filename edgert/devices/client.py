@@ -1,0 +1,122 @@
+"""The host's side of an agent session: requests, resumable uploads, remote benchmarks."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import edgert
+from device_agents import protocol
+from device_agents.channel import Channel
+from device_agents.transports import TransportClosed, TransportTimeout
+from edgert.errors import DeviceError, from_dict
+from edgert.hashing import sha256_file
+
+CHUNK_BYTES = 4 << 20  # well below the 16 MiB frame limit; few round trips over SSH
+SERIAL_CHUNK_BYTES = 64 << 10  # ~6 s per chunk at 115200 baud, so progress and timeouts stay sane
+SILENCE_TIMEOUT_S = 30.0  # the agent heartbeats every 2 s while busy; silence this long means dead
+
+
+class AgentClient:
+    """One session with an agent over a ``Channel``; use as a context manager."""
+
+    def __init__(self, channel: Channel, transport_name: str, *,
+                 silence_timeout: float = SILENCE_TIMEOUT_S) -> None:
+        self.channel = channel
+        self.transport_name = transport_name  # "ssh", "serial", "tcp"
+        self.silence_timeout = silence_timeout
+        self.chunk_bytes = SERIAL_CHUNK_BYTES if transport_name == "serial" else CHUNK_BYTES
+        self._ids = itertools.count(1)
+        self.capabilities = protocol.check_hello(self._recv())
+        self.call("session.open", {"protocol": protocol.PROTOCOL_VERSION,
+                                   "edgert_version": edgert.__version__})
+
+    def __enter__(self) -> "AgentClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _recv(self) -> dict[str, Any]:
+        try:
+            return self.channel.recv(self.silence_timeout)
+        except TransportTimeout as exc:
+            raise DeviceError(f"the agent sent nothing for {self.silence_timeout:.0f} s: "
+                              "it hung or the link is down") from exc
+        except TransportClosed as exc:
+            raise DeviceError(f"the connection to the agent closed: {exc.message}") from exc
+
+    def call(self, method: str, params: dict[str, Any] | None = None,
+             on_progress: Callable[[Any], None] | None = None) -> Any:
+        """Send one request and wait for its answer; progress and heartbeats keep it alive."""
+        request_id = next(self._ids)
+        try:
+            self.channel.send(protocol.request(request_id, method, params))
+        except (TransportClosed, TransportTimeout) as exc:
+            raise DeviceError(f"cannot send {method} to the agent: {exc.message}") from exc
+        while True:
+            message = self._recv()
+            kind = message["kind"]
+            if kind == "heartbeat":
+                continue
+            if kind == "progress" and message["id"] == request_id:
+                if on_progress is not None:
+                    on_progress(message["data"])
+                continue
+            if kind == "error" and message["id"] in (request_id, None):
+                raise from_dict(message["error"])
+            if kind == "response" and message["id"] == request_id:
+                return message["result"]
+            if kind in ("response", "error", "progress") and message["id"] < request_id:
+                continue  # the late answer to a request we already gave up on
+            raise DeviceError(f"unexpected {kind} message from the agent while waiting for {method}")
+
+    def upload(self, path: Path, on_progress: Callable[[int, int], None] | None = None) -> str:
+        """Make ``path`` present in the agent's store; send only what it lacks. Returns its sha256."""
+        sha = sha256_file(path)
+        status = self.call("store.status", {"sha256": sha})
+        if status["complete"]:
+            return sha
+        size = path.stat().st_size
+        offset = int(status["received"])
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            while offset < size:
+                data = fh.read(self.chunk_bytes)
+                reply = self.call("store.put", {"sha256": sha, "offset": offset, "size": size,
+                                                "data": data})
+                offset = int(reply["received"])
+                if on_progress is not None:
+                    on_progress(offset, size)
+        self.call("store.finish", {"sha256": sha, "size": size})
+        return sha
+
+    def device_info(self, sysfs_root: str | None = None) -> dict[str, Any]:
+        return self.call("device.info", {"sysfs_root": sysfs_root, "transport": self.transport_name})
+
+    def bench(self, model: Path, backend: str, params: dict[str, Any],
+              progress: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+        """Upload (once) and measure on the device; returns ``runner.run_benchmark``'s raw dict."""
+        sha = self.upload(model)
+        on_progress = (lambda d: progress(d["runs"], d["elapsed_ms"])) if progress else None
+        measured = self.call("bench.run", {"sha256": sha, "suffix": model.suffix, "backend": backend,
+                                           "transport": self.transport_name, **params}, on_progress)
+        raw = measured["raw"]
+        for key in ("samples_ns", "starts_ns", "warmup_ns"):
+            raw[key] = protocol.unpack_array(raw[key]).tolist()
+        measured["first_outputs"] = [protocol.unpack_array(o) for o in measured["first_outputs"]]
+        return measured
+
+    def run_model(self, model: Path, backend: str, feeds: dict[str, np.ndarray],
+                  target: str = "host") -> list[np.ndarray]:
+        """Run a model once on the device and bring the outputs back."""
+        sha = self.upload(model)
+        reply = self.call("model.run", {"sha256": sha, "suffix": model.suffix, "backend": backend,
+                                        "target": target,
+                                        "feeds": {k: protocol.pack_array(v) for k, v in feeds.items()}})
+        return [np.array(protocol.unpack_array(o)) for o in reply["outputs"]]

@@ -1,0 +1,92 @@
+"""Serial lines for tests: two real pty pairs joined by a proxy that can flip bits and drop bytes."""
+from __future__ import annotations
+
+import os
+import random
+import select
+import threading
+import tty
+
+from device_agents.framing import ReliableTransport
+from device_agents.transports import SerialTransport
+
+
+class CorruptingProxy:
+    """Copies bytes between two pty masters, flipping bits and dropping bytes with a seeded RNG."""
+
+    def __init__(self, fd_a: int, fd_b: int, flip_rate: float, drop_rate: float, seed: int) -> None:
+        self.fds = (fd_a, fd_b)
+        self.flip_rate, self.drop_rate = flip_rate, drop_rate
+        self.rng = random.Random(seed)
+        self.flipped = self.dropped = self.copied = 0
+        for fd in self.fds:
+            os.set_blocking(fd, False)
+        self._stop_r, self._stop_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        os.write(self._stop_w, b"x")
+        self._thread.join()
+        os.close(self._stop_r)
+        os.close(self._stop_w)
+
+    def _mangle(self, data: bytes) -> bytes:
+        out = bytearray()
+        for byte in data:
+            roll = self.rng.random()
+            if roll < self.drop_rate:
+                self.dropped += 1
+                continue
+            if roll < self.drop_rate + self.flip_rate:
+                byte ^= 1 << self.rng.randrange(8)
+                self.flipped += 1
+            out.append(byte)
+        return bytes(out)
+
+    def _run(self) -> None:
+        while True:
+            ready, _, _ = select.select([*self.fds, self._stop_r], [], [])
+            if self._stop_r in ready:
+                return
+            for fd in ready:
+                try:
+                    data = os.read(fd, 4096)
+                except (BlockingIOError, OSError):
+                    continue
+                self.copied += len(data)
+                self._write_all(self.fds[1] if fd == self.fds[0] else self.fds[0], self._mangle(data))
+
+    def _write_all(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            _, writable, _ = select.select([self._stop_r], [fd], [])
+            if not writable:
+                return
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                continue
+
+
+class Line:
+    """Two pty pairs joined by a proxy; ``end_a``/``end_b`` are slave tty paths for pyserial."""
+
+    def __init__(self, flip_rate: float = 0.0, drop_rate: float = 0.0, seed: int = 1) -> None:
+        self.fds = []
+        paths = []
+        for _ in range(2):
+            master, slave = os.openpty()
+            tty.setraw(slave)
+            self.fds += [master, slave]
+            paths.append(os.ttyname(slave))
+        self.end_a, self.end_b = paths
+        self.proxy = CorruptingProxy(self.fds[0], self.fds[2], flip_rate, drop_rate, seed)
+
+    def open(self, path: str, baudrate: int = 115200, **kwargs) -> ReliableTransport:
+        return ReliableTransport(SerialTransport.open(path, baudrate), **kwargs)
+
+    def close(self) -> None:
+        self.proxy.stop()
+        for fd in self.fds:
+            os.close(fd)

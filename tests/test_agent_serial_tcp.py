@@ -1,0 +1,82 @@
+"""The agent on a real pty serial line (with a corrupting proxy) and on TCP with a token."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_matmul_model, run_cli
+from serial_line import Line
+from sshd import free_port
+
+
+def start_agent(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "edgert", "agent", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_bench_over_a_corrupting_serial_line(tmp_path):
+    line = Line(flip_rate=2e-4, drop_rate=1e-4, seed=7)
+    agent = start_agent("--serial", line.end_a, "--store", str(tmp_path / "store"))
+    try:
+        model = make_matmul_model(tmp_path / "m.onnx", symbolic=False)
+        out = tmp_path / "r.json"
+        proc = run_cli("bench", str(model), "--device", f"serial://{line.end_b}?baud=921600",
+                       "--runs", "25", "--json", str(out), "--quiet", timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        r = json.loads(out.read_text())
+        assert r["device"]["transport"] == "serial"
+        assert len(r["samples_ms"]) == 25
+        assert line.proxy.flipped > 0 and line.proxy.dropped > 0  # the line really was damaged
+    finally:
+        stop(agent)
+        line.close()
+
+
+def _wait_port(port: int) -> None:
+    import socket
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("agent did not listen")
+
+
+def test_tcp_agent_refuses_a_wrong_token_and_keeps_serving(tmp_path, monkeypatch):
+    token = tmp_path / "token"
+    token.write_text("correct-horse-battery-staple\n")
+    port = free_port()
+    agent = start_agent("--listen", f"127.0.0.1:{port}", "--token-file", str(token),
+                        "--store", str(tmp_path / "store"))
+    try:
+        _wait_port(port)
+        model = make_matmul_model(tmp_path / "m.onnx", symbolic=False)
+        wrong = tmp_path / "wrong"
+        wrong.write_text("not-the-right-token-at-all")
+        monkeypatch.setenv("EDGERT_TOKEN_FILE", str(wrong))
+        refused = run_cli("bench", str(model), "--device", f"tcp://127.0.0.1:{port}", "--runs", "3")
+        assert refused.returncode != 0 and "refused the token" in refused.stderr
+        monkeypatch.setenv("EDGERT_TOKEN_FILE", str(token))
+        out = tmp_path / "r.json"
+        ok = run_cli("bench", str(model), "--device", f"tcp://127.0.0.1:{port}", "--runs", "10",
+                     "--json", str(out), "--quiet")
+        assert ok.returncode == 0, ok.stderr
+        assert json.loads(out.read_text())["device"]["transport"] == "tcp"
+    finally:
+        stop(agent)

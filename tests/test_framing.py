@@ -1,0 +1,210 @@
+"""The serial link layer over real pty pairs, pyserial on both ends, with a corrupting proxy between."""
+from __future__ import annotations
+
+import random
+import threading
+import time
+import zlib
+
+import pytest
+
+from device_agents import protocol
+from device_agents.framing import (
+    DATA, ReliableTransport, cobs_decode, cobs_encode, decode_frame, encode_frame,
+)
+from device_agents.transports import TransportClosed
+from edgert.errors import TransportError
+from serial_line import Line
+
+
+@pytest.fixture
+def make_line():
+    lines = []
+
+    def make(**kwargs) -> Line:
+        lines.append(Line(**kwargs))
+        return lines[-1]
+
+    yield make
+    for line in lines:
+        line.close()
+
+
+def read_exactly(transport, size: int, timeout: float = 30.0) -> bytes:
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    while len(out) < size:
+        out += transport.read(size - len(out), max(0.01, deadline - time.monotonic()))
+    return bytes(out)
+
+
+def exchange(a: ReliableTransport, b: ReliableTransport, size: int, seed: int) -> tuple[bytes, bytes, bytes, bytes]:
+    """Both ends write ``size`` random bytes at once, in uneven pieces, and read the other's."""
+    rng = random.Random(seed)
+    out_a, out_b = rng.randbytes(size), rng.randbytes(size)
+    got = {}
+
+    def pump(src, dst, payload, key):
+        writer = threading.Thread(target=lambda: [src.write(payload[i:i + 5000], 30.0)
+                                                  for i in range(0, len(payload), 5000)])
+        writer.start()
+        got[key] = read_exactly(dst, len(payload))
+        writer.join()
+
+    threads = [threading.Thread(target=pump, args=(a, b, out_a, "b")),
+               threading.Thread(target=pump, args=(b, a, out_b, "a"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return out_a, got.get("b", b""), out_b, got.get("a", b"")
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"\x00", b"\x00\x00", b"abc", bytes(range(256)), b"\x01" * 253, b"\x01" * 254, b"\x01" * 255,
+    b"\x01" * 254 + b"\x00", b"\x00" + b"\x02" * 600 + b"\x00",
+])
+def test_cobs_round_trip_without_zeros(data):
+    encoded = cobs_encode(data)
+    assert b"\x00" not in encoded
+    assert len(encoded) <= len(data) + len(data) // 254 + 1
+    assert cobs_decode(encoded) == data
+
+
+def test_cobs_round_trip_random():
+    rng = random.Random(7)
+    for _ in range(200):
+        data = bytes(rng.choice([0, 1, 255, rng.randrange(256)]) for _ in range(rng.randrange(2000)))
+        assert cobs_decode(cobs_encode(data)) == data
+
+
+def test_frame_layout_is_delimited_cobs_of_header_payload_crc():
+    frame = encode_frame(DATA, 0x01020304, 0xA0B0C0D0, 5, b"hi")
+    body = b"D\x01\x02\x03\x04\xa0\xb0\xc0\xd0\x00\x00\x00\x05hi"
+    assert frame == b"\x00" + cobs_encode(body + zlib.crc32(body).to_bytes(4, "big")) + b"\x00"
+    assert decode_frame(frame[1:-1]) == (DATA, 0x01020304, 0xA0B0C0D0, 5, b"hi")
+
+
+def test_every_single_bit_flip_is_detected():
+    raw = encode_frame(DATA, 99, 7, 12345, bytes(range(200)))[1:-1]
+    for bit in range(len(raw) * 8):
+        corrupt = bytearray(raw)
+        corrupt[bit // 8] ^= 1 << (bit % 8)
+        if 0 in corrupt:
+            continue  # a flip to 0x00 splits the frame at the receiver instead
+        assert decode_frame(bytes(corrupt)) is None, bit
+
+
+def test_clean_line_carries_both_directions_without_retransmitting(make_line):
+    line = make_line()
+    a, b = line.open(line.end_a), line.open(line.end_b)
+    try:
+        sent_a, got_b, sent_b, got_a = exchange(a, b, 100_000, seed=3)
+        assert got_b == sent_a and got_a == sent_b
+        assert a.stats.retransmissions == 0 and b.stats.bad_frames == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_corrupting_line_delivers_intact_payload_by_retransmitting(make_line):
+    line = make_line(flip_rate=2e-4, drop_rate=2e-4, seed=11)
+    a = line.open(line.end_a, ack_timeout=0.1, max_retries=30)
+    b = line.open(line.end_b, ack_timeout=0.1, max_retries=30)
+    try:
+        sent_a, got_b, sent_b, got_a = exchange(a, b, 100_000, seed=4)
+        assert line.proxy.flipped > 0 and line.proxy.dropped > 0
+        assert got_b == sent_a and got_a == sent_b
+        assert a.stats.retransmissions + b.stats.retransmissions > 0
+        assert a.stats.bad_frames + b.stats.bad_frames > 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_protocol_frames_run_unchanged_on_the_link(make_line):
+    line = make_line(flip_rate=1e-4, drop_rate=1e-4, seed=5)
+    host = line.open(line.end_a, ack_timeout=0.1, max_retries=30)
+    agent = line.open(line.end_b, ack_timeout=0.1, max_retries=30)
+    try:
+        chunk = random.Random(2).randbytes(300_000)
+        host.write(protocol.encode(protocol.request(9, "store.put", {"offset": 0, "data": chunk})), 30)
+        decoder = protocol.FrameDecoder()
+        messages = []
+        while not messages:
+            messages = decoder.feed(agent.read(65536, 10))
+        assert messages[0]["params"]["data"] == chunk
+    finally:
+        host.close()
+        agent.close()
+
+
+def test_dead_line_fails_after_bounded_retries(make_line):
+    line = make_line(drop_rate=1.0)
+    a = line.open(line.end_a, ack_timeout=0.05, max_retries=3)
+    try:
+        start = time.monotonic()
+        with pytest.raises(TransportError) as info:
+            a.write(b"hello", 10)
+        assert info.value.fields["reason"] == "retries"
+        assert time.monotonic() - start < 2.0
+        assert a.stats.retransmissions == 3
+    finally:
+        a.close()
+
+
+def test_restarted_peer_starts_a_new_session(make_line):
+    line = make_line()
+    agent = line.open(line.end_a)
+    host = line.open(line.end_b)
+    try:
+        host.write(b"first session", 5)
+        assert read_exactly(agent, 13) == b"first session"
+        host.write(b"unread tail", 5)
+        host.close()
+        host = line.open(line.end_b)
+        host.write(b"second", 5)
+        with pytest.raises(TransportClosed) as info:
+            agent.read(100, 5)
+        assert info.value.fields["peer_restarted"] is True
+        assert read_exactly(agent, 6) == b"second"
+        agent.write(b"reply", 5)
+        assert read_exactly(host, 5) == b"reply"
+    finally:
+        agent.close()
+        host.close()
+
+
+def test_stale_frames_for_a_closed_peer_do_not_reach_its_successor(make_line):
+    line = make_line()
+    agent = line.open(line.end_a, ack_timeout=0.05, max_retries=100)
+    host = line.open(line.end_b)
+    try:
+        host.write(b"request 1", 5)
+        assert read_exactly(agent, 9) == b"request 1"
+        host.close()  # gone before the reply: the agent keeps resending it
+        aborted = []
+
+        def reply():
+            try:
+                agent.write(b"stale reply", 10)
+            except TransportClosed as exc:
+                aborted.append(exc)
+
+        writer = threading.Thread(target=reply)
+        writer.start()
+        time.sleep(0.2)
+        host = line.open(line.end_b)
+        time.sleep(0.2)  # resends addressed to the old host now reach the new one
+        host.write(b"request 2", 5)
+        writer.join(5)
+        assert aborted and aborted[0].fields["peer_restarted"] is True
+        with pytest.raises(TransportClosed):
+            agent.read(100, 5)
+        assert read_exactly(agent, 9) == b"request 2"
+        agent.write(b"reply 2", 5)
+        assert read_exactly(host, 7) == b"reply 2"
+        assert host.stats.payload_bytes_in == 7
+    finally:
+        agent.close()
+        host.close()
