@@ -1,10 +1,12 @@
-"""Serial lines for tests: two real pty pairs joined by a proxy that can flip bits and drop bytes."""
+"""Serial lines for tests and benchmarks: two real pty pairs joined by a proxy that can flip bits,
+drop bytes and pace bytes at a baud rate (a pty itself ignores the baud rate)."""
 from __future__ import annotations
 
 import os
 import random
 import select
 import threading
+import time
 import tty
 
 from device_agents.framing import ReliableTransport
@@ -14,9 +16,12 @@ from device_agents.transports import SerialTransport
 class CorruptingProxy:
     """Copies bytes between two pty masters, flipping bits and dropping bytes with a seeded RNG."""
 
-    def __init__(self, fd_a: int, fd_b: int, flip_rate: float, drop_rate: float, seed: int) -> None:
+    def __init__(self, fd_a: int, fd_b: int, flip_rate: float, drop_rate: float, seed: int,
+                 baud: int | None = None) -> None:
         self.fds = (fd_a, fd_b)
         self.flip_rate, self.drop_rate = flip_rate, drop_rate
+        self.byte_s = 10 / baud if baud else 0.0  # 8N1: ten bit times per byte
+        self._line_free = {fd_a: 0.0, fd_b: 0.0}  # when each direction's wire is idle again
         self.rng = random.Random(seed)
         self.flipped = self.dropped = self.copied = 0
         for fd in self.fds:
@@ -55,6 +60,10 @@ class CorruptingProxy:
                 except (BlockingIOError, OSError):
                     continue
                 self.copied += len(data)
+                if self.byte_s:  # approximate pacing: one thread, so directions share the sleep
+                    start = max(time.monotonic(), self._line_free[fd])
+                    self._line_free[fd] = start + len(data) * self.byte_s
+                    time.sleep(max(0.0, self._line_free[fd] - time.monotonic()))
                 self._write_all(self.fds[1] if fd == self.fds[0] else self.fds[0], self._mangle(data))
 
     def _write_all(self, fd: int, data: bytes) -> None:
@@ -72,7 +81,8 @@ class CorruptingProxy:
 class Line:
     """Two pty pairs joined by a proxy; ``end_a``/``end_b`` are slave tty paths for pyserial."""
 
-    def __init__(self, flip_rate: float = 0.0, drop_rate: float = 0.0, seed: int = 1) -> None:
+    def __init__(self, flip_rate: float = 0.0, drop_rate: float = 0.0, seed: int = 1,
+                 baud: int | None = None) -> None:
         self.fds = []
         paths = []
         for _ in range(2):
@@ -81,7 +91,7 @@ class Line:
             self.fds += [master, slave]
             paths.append(os.ttyname(slave))
         self.end_a, self.end_b = paths
-        self.proxy = CorruptingProxy(self.fds[0], self.fds[2], flip_rate, drop_rate, seed)
+        self.proxy = CorruptingProxy(self.fds[0], self.fds[2], flip_rate, drop_rate, seed, baud)
 
     def open(self, path: str, baudrate: int = 115200, **kwargs) -> ReliableTransport:
         return ReliableTransport(SerialTransport.open(path, baudrate), **kwargs)

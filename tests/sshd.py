@@ -63,7 +63,7 @@ def start_sshd(workdir: Path) -> Sshd:
         "StrictModes no", "UsePAM no", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password",
         "PubkeyAuthentication yes", "LogLevel ERROR", "PermitUserEnvironment no",
-        "AcceptEnv *",
+        "AcceptEnv *", "Subsystem sftp internal-sftp",
     ]) + "\n")
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege-separation directory sshd insists on
     log = workdir / "sshd.log"

@@ -1,6 +1,7 @@
 """The host's side of an agent session: requests, resumable uploads, remote benchmarks."""
 from __future__ import annotations
 
+import collections
 import itertools
 from pathlib import Path
 from typing import Any, Callable
@@ -14,7 +15,8 @@ from device_agents.transports import TransportClosed, TransportTimeout
 from edgert.errors import DeviceError, from_dict
 from edgert.hashing import sha256_file
 
-CHUNK_BYTES = 4 << 20  # well below the 16 MiB frame limit; few round trips over SSH
+CHUNK_BYTES = 1 << 20  # with UPLOAD_WINDOW in flight: measured best over SSH (benchmarks/transport.py)
+UPLOAD_WINDOW = 4
 SERIAL_CHUNK_BYTES = 64 << 10  # ~6 s per chunk at 115200 baud, so progress and timeouts stay sane
 SILENCE_TIMEOUT_S = 30.0  # the agent heartbeats every 2 s while busy; silence this long means dead
 
@@ -54,11 +56,18 @@ class AgentClient:
     def call(self, method: str, params: dict[str, Any] | None = None,
              on_progress: Callable[[Any], None] | None = None) -> Any:
         """Send one request and wait for its answer; progress and heartbeats keep it alive."""
+        return self._wait(self._send(method, params), method, on_progress)
+
+    def _send(self, method: str, params: dict[str, Any] | None) -> int:
         request_id = next(self._ids)
         try:
             self.channel.send(protocol.request(request_id, method, params))
         except (TransportClosed, TransportTimeout) as exc:
             raise DeviceError(f"cannot send {method} to the agent: {exc.message}") from exc
+        return request_id
+
+    def _wait(self, request_id: int, method: str,
+              on_progress: Callable[[Any], None] | None = None) -> Any:
         while True:
             message = self._recv()
             kind = message["kind"]
@@ -84,15 +93,19 @@ class AgentClient:
             return sha
         size = path.stat().st_size
         offset = int(status["received"])
+        in_flight: collections.deque[int] = collections.deque()
         with open(path, "rb") as fh:
             fh.seek(offset)
-            while offset < size:
-                data = fh.read(self.chunk_bytes)
-                reply = self.call("store.put", {"sha256": sha, "offset": offset, "size": size,
-                                                "data": data})
-                offset = int(reply["received"])
+            while offset < size or in_flight:
+                # keep UPLOAD_WINDOW chunks in flight: the agent stores one while the next arrives
+                while offset < size and len(in_flight) < UPLOAD_WINDOW:
+                    data = fh.read(self.chunk_bytes)
+                    in_flight.append(self._send("store.put", {"sha256": sha, "offset": offset,
+                                                              "size": size, "data": data}))
+                    offset += len(data)
+                done = int(self._wait(in_flight.popleft(), "store.put")["received"])
                 if on_progress is not None:
-                    on_progress(offset, size)
+                    on_progress(done, size)
         self.call("store.finish", {"sha256": sha, "size": size})
         return sha
 

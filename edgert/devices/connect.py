@@ -12,8 +12,16 @@ from edgert.devices.client import AgentClient
 from edgert.errors import DeviceError, EdgertError, UsageError
 
 
+SSH_WRITE_SLICE = 256 << 10  # paramiko's sendall re-slices its argument per packet: keep it small
+
+
 class _SshTransport(SocketTransport):
     """A paramiko channel running the agent command; closing it also closes the SSH connection."""
+
+    def write(self, data: bytes, timeout: float | None) -> None:
+        view = memoryview(data)
+        for start in range(0, len(view), SSH_WRITE_SLICE):
+            super().write(bytes(view[start:start + SSH_WRITE_SLICE]), timeout)
 
     def __init__(self, client: Any, channel: Any, name: str) -> None:
         super().__init__(channel, name=name)
