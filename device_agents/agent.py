@@ -73,6 +73,7 @@ class Agent:
             "store.finish": self._store_finish,
             "bench.run": self._bench_run,
             "model.run": self._model_run,
+            "sweep.run": self._sweep_run,
         }
 
     def capabilities(self) -> protocol.Capabilities:
@@ -200,6 +201,14 @@ class Agent:
         with backend.load(model) as session:
             outputs = session.run(feeds)
         return {"outputs": [protocol.pack_array(np.asarray(o)) for o in outputs]}
+
+
+    def _sweep_run(self, params: dict[str, Any], progress: Callable[[Any], None]) -> dict[str, Any]:
+        from device_agents.sweep import serve_request
+
+        result = serve_request(params, self._artifact(params), self.sysfs_root, progress)
+        result["device"] = self._facts(params.get("transport", "agent"))
+        return result
 
 
 def _param(params: dict[str, Any], key: str) -> Any:

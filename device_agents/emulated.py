@@ -44,9 +44,11 @@ class EmulatedDomain:
     """
 
     def __init__(self, sysfs_root: str | os.PathLike = "/", levels: tuple[float, ...] = (1.0, 0.5, 0.25),
-                 period_us: int = 10000, cpus: int | None = None, name: str = "edgert-emulated",
+                 period_us: int = 10000, cpus: int | None = None, name: str | None = None,
                  journal_path: str | os.PathLike | None = None, proc_root: str | os.PathLike = "/proc",
                  min_read_interval_s: float = 0.2) -> None:
+        # one group per process: two processes sharing a group would set each other's quota
+        name = name or f"edgert-emulated-{os.getpid()}"
         if not name.startswith("edgert-"):
             raise SysfsError(f"emulated cgroup name must start with 'edgert-' (got {name!r})")
         self.root = str(sysfs_root)

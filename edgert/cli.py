@@ -49,9 +49,7 @@ def device_options(func: Any) -> Any:
         click.option("--insecure-accept-host-key", is_flag=True,
                      help="Accept an unknown SSH host key (INSECURE: only for throwaway test boards)."),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _apply(func, options)
 
 
 def _address(device: str, inventory: Path | None, ssh_key: Path | None, known_hosts: Path | None,
@@ -72,31 +70,61 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+def _apply(func: Any, options: list[Any]) -> Any:
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def measure_options(func: Any) -> Any:
+    """Inputs and run-length options shared by every command that times a model."""
+    return _apply(func, [
+        click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
+                     help="Feed an input from a .npy file instead of seeded random data."),
+        click.option("--shape", "shapes", multiple=True, metavar="DIM=SIZE",
+                     help="Size of a symbolic dimension, e.g. --shape N=4."),
+        click.option("--warmup", default=5, show_default=True, help="Warm-up runs, discarded."),
+        click.option("--runs", type=int, default=None,
+                     help="Measure exactly this many runs (no adaptive stop)."),
+        click.option("--min-time", default=1.0, show_default=True, help="Seconds to measure at least."),
+        click.option("--max-time", default=10.0, show_default=True, help="Seconds to measure at most."),
+        click.option("--threads", type=int, default=None, help="Engine threads (default: all usable cores)."),
+        click.option("--seed", default=0, show_default=True,
+                     help="Seed for random inputs and the bootstrap."),
+        click.option("--target", default="host", show_default=True, help="TVM target: host or aarch64."),
+    ])
+
+
+def _measure_args(inputs: tuple[str, ...], shapes: tuple[str, ...], warmup: int, runs: int | None,
+                  min_time: float, max_time: float, threads: int | None, seed: int,
+                  target: str) -> dict[str, Any]:
+    """``measure_options`` values -> settings, dims, input files and target, validated once."""
+    from edgert.settings import BenchSettings
+
+    return {
+        "settings": BenchSettings(warmup_runs=warmup, runs=runs, min_duration_ms=min_time * 1000,
+                                  max_duration_ms=max_time * 1000, threads=threads, seed=seed),
+        "dims": _dims(shapes),
+        "input_files": {k: Path(v) for k, v in _pairs(inputs, "--input").items()},
+        "target": target,
+    }
+
+
 @cli.command()
 @click.argument("model")
 @click.option("--backend", "backends", multiple=True, default=("ort",), show_default=True,
               help="Engine: ort, tvm, tflite or null (repeat to compare side by side).")
-@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
-              help="Feed an input from a .npy file instead of seeded random data.")
-@click.option("--shape", "shapes", multiple=True, metavar="DIM=SIZE",
-              help="Size of a symbolic dimension, e.g. --shape N=4.")
-@click.option("--warmup", default=5, show_default=True, help="Warm-up runs, discarded.")
-@click.option("--runs", type=int, default=None, help="Measure exactly this many runs (no adaptive stop).")
-@click.option("--min-time", default=1.0, show_default=True, help="Seconds to measure at least.")
-@click.option("--max-time", default=10.0, show_default=True, help="Seconds to measure at most.")
-@click.option("--threads", type=int, default=None, help="Engine threads (default: the engine's).")
-@click.option("--seed", default=0, show_default=True, help="Seed for random inputs and the bootstrap.")
-@click.option("--target", default="host", show_default=True, help="TVM target: host or aarch64.")
+@measure_options
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Write the result file (one per backend: NAME.BACKEND.json when several).")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None,
               help="Write raw samples as CSV (same naming as --json).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @device_options
-def bench(model: str, backends: tuple[str, ...], inputs: tuple[str, ...], shapes: tuple[str, ...],
-          warmup: int, runs: int | None, min_time: float, max_time: float, threads: int | None,
-          seed: int, target: str, json_path: Path | None, csv_path: Path | None, quiet: bool,
-          **device: Any) -> None:
+def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_path: Path | None,
+          quiet: bool, inputs: tuple[str, ...], shapes: tuple[str, ...], warmup: int,
+          runs: int | None, min_time: float, max_time: float, threads: int | None, seed: int,
+          target: str, **device: Any) -> None:
     """Measure MODEL's latency on a device (this machine by default).
 
     MODEL is an .onnx/.tflite file, a bundle, or zoo:NAME for a bundled model.
@@ -105,18 +133,14 @@ def bench(model: str, backends: tuple[str, ...], inputs: tuple[str, ...], shapes
 
     from edgert import result
     from edgert.bench import BenchJob, bench as run_bench
-    from edgert.zoo import resolve as resolve_model
     from edgert.progress import Progress
     from edgert.render import side_by_side
-    from edgert.settings import BenchSettings
+    from edgert.zoo import resolve as resolve_model
 
-    settings = BenchSettings(warmup_runs=warmup, runs=runs, min_duration_ms=min_time * 1000,
-                             max_duration_ms=max_time * 1000, threads=threads, seed=seed)
     job = BenchJob(model=resolve_model(model), backends=tuple(dict.fromkeys(backends)),
-                   settings=settings, dims=_dims(shapes),
-                   input_files={k: Path(v) for k, v in _pairs(inputs, "--input").items()},
-                   target=target)
-    with Progress(quiet=quiet, max_duration_ms=settings.max_duration_ms, runs=runs) as progress:
+                   **_measure_args(inputs, shapes, warmup, runs, min_time, max_time, threads,
+                                   seed, target))
+    with Progress(quiet=quiet, max_duration_ms=job.settings.max_duration_ms, runs=runs) as progress:
         results = run_bench(job, _address(**device), progress.task)
     for res in results:
         name = res["backend"]["name"]
@@ -125,6 +149,72 @@ def bench(model: str, backends: tuple[str, ...], inputs: tuple[str, ...], shapes
         if csv_path:
             result.write_csv(res, _per_backend(csv_path, name, len(results)))
     side_by_side(results, Console())
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--backend", default="ort", show_default=True, help="Engine: ort, tvm, tflite or null.")
+@click.option("--cpu-freqs", default=None, metavar="all|LIST",
+              help="CPU clocks to visit: 'all' or e.g. 600000,1.2GHz (plain numbers are kHz).")
+@click.option("--cpu-policy", "cpu_policies", multiple=True,
+              help="cpufreq policy to pin (repeat; default: every policy).")
+@click.option("--gpu-freqs", default=None, metavar="all|LIST",
+              help="GPU (devfreq) clocks: 'all' or e.g. 76800000,921.6MHz (plain numbers are Hz).")
+@click.option("--gpu-device", default=None, help="devfreq device to pin (default: the first GPU).")
+@click.option("--emulated", "emulated_levels", default=None, metavar="LEVELS",
+              help="Emulated CPU-bandwidth levels, e.g. 1.0,0.5,0.25 (cgroup quota; labelled emulated).")
+@click.option("--power", default="auto", show_default=True,
+              help="auto, none, a rail name, counter:NAME, or meter+line:///dev/ttyX?baud=N / "
+                   "meter+um25c:///dev/rfcommN (a meter attached to the device).")
+@click.option("--sample-rate", default=100.0, show_default=True, help="Power samples per second (at most).")
+@click.option("--idle", "idle_s", default=1.0, show_default=True,
+              help="Seconds of idle power baseline per point.")
+@click.option("--cool-below", type=float, default=None,
+              help="Wait until every thermal zone is below this many degrees C.")
+@click.option("--cool-timeout", default=120.0, show_default=True,
+              help="Give up waiting to cool after this many seconds.")
+@click.option("--sysfs-root", default=None, help="sysfs root on the device (fixtures, tests).")
+@measure_options
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Write the edgert.sweep/1 result file.")
+@device_options
+def sweep(model: str, backend: str, cpu_freqs: str | None, cpu_policies: tuple[str, ...],
+          gpu_freqs: str | None, gpu_device: str | None, emulated_levels: str | None, power: str,
+          sample_rate: float, idle_s: float, cool_below: float | None, cool_timeout: float,
+          sysfs_root: str | None, json_path: Path | None, inputs: tuple[str, ...],
+          shapes: tuple[str, ...], warmup: int, runs: int | None, min_time: float, max_time: float,
+          threads: int | None, seed: int, target: str, **device: Any) -> None:
+    """Measure MODEL at each CPU/GPU clock (or emulated level): latency, power, energy.
+
+    Every sysfs file the sweep changes is restored afterwards (also after a crash, from the
+    journal, when the next sweep or agent starts).
+    """
+    from edgert import result
+    from edgert.sweep import SweepJob, parse_freqs, parse_levels, summary_lines, sweep as run_sweep
+    from edgert.zoo import resolve as resolve_model
+
+    job = SweepJob(model=resolve_model(model), backend=backend,
+                   cpu_freqs=parse_freqs(cpu_freqs, "kHz"), cpu_policies=cpu_policies,
+                   gpu_freqs=parse_freqs(gpu_freqs, "Hz"), gpu_device=gpu_device,
+                   emulated_levels=parse_levels(emulated_levels), power=power,
+                   sample_rate_hz=sample_rate, idle_s=idle_s, cool_below_c=cool_below,
+                   cool_timeout_s=cool_timeout, sysfs_root=sysfs_root,
+                   **_measure_args(inputs, shapes, warmup, runs, min_time, max_time, threads,
+                                   seed, target))
+
+    def progress(data: dict[str, Any]) -> None:
+        if "setting" in data:
+            s = data["setting"]
+            click.echo(f"[{data['point'] + 1}/{data['points']}] {s['domain']} = {s['requested']} "
+                       f"{s['unit']}", err=True)
+
+    res = run_sweep(job, _address(**device), progress)
+    if json_path:
+        result.write_json(res, json_path)
+    for line in summary_lines(res):
+        click.echo(line)
+    for warning in res["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @cli.command()
@@ -186,6 +276,12 @@ def agent(mode: str | None, serial_dev: str | None, baud: int, listen: str | Non
     chosen = [m for m in (mode, serial_dev, listen) if m]
     if len(chosen) != 1:
         raise UsageError("choose exactly one of --stdio, --serial DEV, --listen HOST:PORT")
+    from device_agents.dvfs import replay_journal
+    from device_agents.sweep import default_journal_path
+
+    undone = replay_journal(default_journal_path())  # a sweep that crashed left clocks pinned
+    if undone:
+        click.echo(f"edgert agent: restored {undone} DVFS setting(s) left by a crashed sweep", err=True)
     store = ArtifactStore(store_dir or default_store_dir(), quota_bytes=store_quota_mb << 20)
     the_agent = Agent(store, sysfs_root=sysfs_root, emulated=emulated)
     if mode == "stdio":

@@ -97,7 +97,9 @@ def _warnings(item: Loaded) -> list[Finding]:
     for p in points:
         s = p["setting"]
         req, got = s.get("requested"), s.get("readback")
-        if req and got is not None and abs(got - req) > 0.01 * abs(req):
+        if p.get("error"):
+            out.append(Finding(item.label, f"{s['domain']} = {req}: not measured: {p['error']}"))
+        elif req and got is not None and abs(got - req) > 0.01 * abs(req):
             out.append(Finding(item.label, f"{s['domain']}: asked for {req}, read back {got}: the "
                                            "clock did not take (governor, thermal or power cap?)"))
     return out
@@ -109,14 +111,17 @@ def build(items: list[Loaded]) -> Built:
         points = item.data.get("points")
         if not points:
             raise UsageError(f"{item.path}: a sweep file needs a non-empty 'points' list")
+        measured = [p for p in points if not p.get("error")]  # errors are listed as warnings
+        if not measured:
+            raise UsageError(f"{item.path}: no point of this sweep was measured")
         domains: dict[str, list[dict[str, Any]]] = {}
-        for p in points:
+        for p in measured:
             domains.setdefault(str(p["setting"]["domain"]), []).append(p)
         section = Section(f"Clock sweep — {item.label}")
         section.blocks += [_domain_plot(item.label, d, pts, idx) for d, pts in domains.items()]
-        if not any(p.get("power_w") is not None for p in points):
+        if not any(p.get("power_w") is not None for p in measured):
             section.blocks.append(Note("No power was measured in this sweep."))
-        section.blocks.append(_table(points))
+        section.blocks.append(_table(measured))
         built.sections.append(section)
         built.warnings += _warnings(item)
     return built

@@ -1,0 +1,287 @@
+"""The device half of ``edgert sweep``: pin each setting, measure, read back, restore.
+
+Runs in-process (local) or inside the agent (``serve_request``). It returns raw data only
+(run times, power samples, read-backs, temperatures, errors per point); ``edgert.sweep``
+on the host turns them into the result file. For every point:
+
+    pin the setting (DvfsControl / EmulatedDomain; a clock that does not take -> error point)
+    -> thermal gate -> idle power baseline -> sampler on -> run_benchmark -> sampler off
+    -> read back clocks and temperatures
+
+Every sysfs change is journaled (``dvfs.Journal``) and undone when the sweep ends, also on
+errors and SIGTERM; a journal left by a killed sweep is replayed before the next one starts.
+
+Request (a plain dict; keys other than ``model_path`` and ``backend`` are optional)::
+
+    model_path, backend, settings (BenchSettings.to_dict()), target, dims, feeds {name: ndarray},
+    sysfs_root "/", journal_path, cpu_freqs "all"|[kHz], cpu_policies [name], gpu_freqs "all"|[Hz],
+    gpu_device name, emulated [level], emulated_period_us, emulated_cpus, power "auto",
+    sample_rate_hz 100, idle_s 1.0, cool_below_c None, cool_timeout_s 120, pin_method "minmax"
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backends import BackendOptions
+from edgert.errors import SysfsError, UsageError
+from edgert.runner import run_benchmark
+from edgert.settings import BenchSettings
+
+from . import discovery, protocol, sysfs
+from .dvfs import DvfsControl, replay_journal
+from .emulated import EmulatedDomain
+from .sampler import Sampler, open_source, read_temperatures, thermal_gate
+
+RAW_SCHEMA = "edgert.sweep-raw/1"
+Progress = Callable[[dict[str, Any]], None]
+
+
+def default_journal_path() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "edgert" / "dvfs-journal.json"
+
+
+# --- what to sweep ----------------------------------------------------------------------
+
+def plan(request: dict[str, Any], root: str) -> list[dict[str, Any]]:
+    """The settings to visit, in order: CPU frequencies, then GPU, then emulated levels."""
+    points: list[dict[str, Any]] = []
+    cpu_freqs = request.get("cpu_freqs")
+    if cpu_freqs:
+        policies = discovery.read_cpufreq(root)
+        chosen = request.get("cpu_policies") or [p["policy"] for p in policies]
+        known = {p["policy"]: p for p in policies}
+        if not policies:
+            raise SysfsError(f"no cpufreq policies under {root}: this machine cannot pin CPU clocks "
+                             "(use --emulated LEVELS to sweep CPU quota levels instead)")
+        unknown = [c for c in chosen if c not in known]
+        if unknown:
+            raise UsageError(f"no cpufreq policy {', '.join(unknown)} (have {', '.join(known)})")
+        if cpu_freqs == "all":
+            cpu_freqs = sorted({f for c in chosen for f in known[c]["frequencies_khz"]})
+            if not cpu_freqs:
+                raise UsageError("the cpufreq driver lists no frequencies (intel_pstate/amd-pstate?): "
+                                 "give --cpu-freqs as a list of kHz")
+        points += [{"domain": "+".join(chosen), "kind": "cpu", "policies": chosen,
+                    "requested": int(f), "unit": "kHz"} for f in cpu_freqs]
+    gpu_freqs = request.get("gpu_freqs")
+    if gpu_freqs:
+        devices = discovery.read_devfreq(root)
+        name = request.get("gpu_device") or next((d["name"] for d in devices if d["kind"] == "gpu"), None)
+        device = next((d for d in devices if d["name"] == name), None)
+        if device is None:
+            raise UsageError(f"no devfreq device {name or '(GPU)'} under {root} (have "
+                             f"{', '.join(d['name'] for d in devices) or 'none'})")
+        if gpu_freqs == "all":
+            gpu_freqs = device["frequencies_hz"]
+            if not gpu_freqs:
+                raise UsageError(f"{name} lists no available_frequencies: give --gpu-freqs as Hz")
+        points += [{"domain": name, "kind": "gpu", "requested": int(f), "unit": "Hz"} for f in gpu_freqs]
+    for level in request.get("emulated") or ():
+        points.append({"domain": "emulated", "kind": "emulated", "requested": float(level), "unit": "share"})
+    if not points:
+        raise UsageError("nothing to sweep: give CPU frequencies, GPU frequencies or emulated levels")
+    return points
+
+
+# --- pinning and reading back -------------------------------------------------------------
+
+def _cpu_readback(root: str, policies: list[str]) -> dict[str, int | None]:
+    return {p: sysfs.read_optional_int(root, f"{discovery.cpufreq_dir(p)}/scaling_cur_freq") for p in policies}
+
+
+def _readback(root: str, setting: dict[str, Any], emulated: EmulatedDomain | None) -> dict[str, Any]:
+    if setting["kind"] == "cpu":
+        by = _cpu_readback(root, setting["policies"])
+        values = [v for v in by.values() if v is not None]
+        return {"readback": min(values) if values else None, "readback_by_domain": by}
+    if setting["kind"] == "gpu":
+        return {"readback": sysfs.read_optional_int(root, f"sys/class/devfreq/{setting['domain']}/cur_freq")}
+    assert emulated is not None
+    emulated.min_read_interval_s = 0.0
+    return {"readback": emulated.current_level()}
+
+
+@contextlib.contextmanager
+def _pinned(setting: dict[str, Any], dvfs: DvfsControl, emulated: EmulatedDomain | None,
+            method: str) -> Iterator[None]:
+    """Hold ``setting`` for the block. DVFS pins stay until the sweep restores everything;
+    an emulated level is undone when the block ends."""
+    if setting["kind"] == "cpu":
+        for policy in setting["policies"]:
+            dvfs.pin_cpu(policy, setting["requested"], method)
+        yield
+    elif setting["kind"] == "gpu":
+        dvfs.pin_devfreq(setting["domain"], setting["requested"], method)
+        yield
+    else:
+        assert emulated is not None
+        with emulated.pinned(setting["requested"]):
+            yield
+
+
+# Raspberry Pi firmware flags that mean "slowed down right now" (not the sticky *_occurred bits).
+_PI_THROTTLE_NOW = ("throttled", "arm_freq_capped", "soft_temp_limit")
+
+
+def _throttled(setting: dict[str, Any], after: Any, tolerance: float,
+               pi: dict[str, Any] | None) -> bool | None:
+    """A DVFS clock that dropped below the pinned value during the run (thermal or power cap),
+    or the Pi firmware saying it is throttling; None when neither can be known (emulated)."""
+    pi_now = bool(pi and any(pi["flags"].get(f) for f in _PI_THROTTLE_NOW))
+    if setting["kind"] == "emulated" or after is None:
+        return True if pi_now else None
+    return after < setting["requested"] * (1 - tolerance) or pi_now
+
+
+# --- the sweep ---------------------------------------------------------------------------
+
+def run_sweep(request: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
+    """Measure ``request["model_path"]`` at every planned setting; restore; return raw data.
+
+    Returns ``{"schema": "edgert.sweep-raw/1", "backend", "inputs", "outputs", "power_source",
+    "points": [...], "warnings": [...]}``; each point holds ``setting``, ``error``, and when
+    measured ``raw`` (RawRun dict), ``power``/``idle_power`` (Sampler dicts), ``thermal_gate``,
+    ``temperatures_before_c``/``temperatures_after_c``, ``throttled``, ``peak_rss_bytes``.
+    """
+    root = str(request.get("sysfs_root") or "/")
+    settings = BenchSettings.from_dict(request.get("settings") or {})
+    journal = Path(request.get("journal_path") or default_journal_path())
+    emulated_journal = journal.with_name(journal.stem + ".emulated.json")
+    warnings: list[str] = []
+    for path in (journal, emulated_journal):
+        undone = replay_journal(path)
+        if undone:
+            warnings.append(f"restored {undone} setting(s) left pinned by an earlier run that did not "
+                            f"finish (journal {path})")
+    points_plan = plan(request, root)
+    emulated = None
+    if any(p["kind"] == "emulated" for p in points_plan):
+        emulated = EmulatedDomain(root, levels=tuple(request["emulated"]),
+                                  period_us=int(request.get("emulated_period_us") or 10000),
+                                  cpus=request.get("emulated_cpus") or settings.threads,
+                                  # EmulatedDomain reuses an existing group of its name: keep
+                                  # ours apart from other edgert processes on the machine.
+                                  name=f"edgert-sweep-{os.getpid()}",
+                                  journal_path=emulated_journal)
+        if not emulated.available():
+            raise SysfsError("emulated levels need a writable cgroup with cpu bandwidth control "
+                             "(run as root on cgroup v1 'cpu' or v2 with 'cpu' enabled)")
+    source = open_source(str(request.get("power") or "auto"), root)
+    method = str(request.get("pin_method") or "minmax")
+    options = BackendOptions(threads=settings.threads, target=request.get("target") or "host")
+    out: dict[str, Any] = {"schema": RAW_SCHEMA, "power_source": None, "points": [], "warnings": warnings}
+    if source is not None:
+        out["power_source"] = {"name": source.name, "kind": source.kind}
+    try:
+        with DvfsControl(root, journal_path=journal) as dvfs:
+            for index, setting in enumerate(points_plan):
+                if progress is not None:
+                    progress({"point": index, "points": len(points_plan), "setting": _public(setting)})
+                point = _measure_point(request, root, settings, options, setting, dvfs, emulated,
+                                       source, method, progress, index, len(points_plan))
+                measured = point.pop("measured", None)
+                if measured is not None and "backend" not in out:
+                    out.update(backend=measured["backend"], inputs=measured["inputs"],
+                               outputs=measured["outputs"])
+                out["points"].append(point)
+    finally:
+        if source is not None:
+            source.close()
+    return out
+
+
+def _public(setting: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in setting.items() if k != "policies"}
+
+
+def _measure_point(request: dict[str, Any], root: str, settings: BenchSettings,
+                   options: BackendOptions, setting: dict[str, Any], dvfs: DvfsControl,
+                   emulated: EmulatedDomain | None, source: Any, method: str,
+                   progress: Progress | None, index: int, total: int) -> dict[str, Any]:
+    point: dict[str, Any] = {"setting": {**_public(setting), "readback": None},
+                             "emulated": setting["kind"] == "emulated", "error": None}
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_pinned(setting, dvfs, emulated, method))
+        except SysfsError as exc:  # the clock did not take: no measurement at this point
+            point["error"] = exc.message
+            point["setting"]["readback"] = exc.fields.get("actual")  # what the clock stayed at
+            return point
+        point["setting"].update(_readback(root, setting, emulated))
+        point["thermal_gate"] = thermal_gate(root, request.get("cool_below_c"),
+                                             float(request.get("cool_timeout_s") or 120.0))
+        sampler = Sampler(source, float(request.get("sample_rate_hz") or 100.0)) if source else None
+        point["idle_power"] = sampler.sample_for(float(request.get("idle_s", 1.0))) if sampler else None
+        point["temperatures_before_c"] = read_temperatures(root)
+
+        def tick(n: int, ms: float) -> None:
+            if progress is not None:
+                progress({"point": index, "points": total, "runs": n, "elapsed_ms": ms})
+
+        if sampler:
+            sampler.start()
+        try:
+            measured = run_benchmark(Path(request["model_path"]), request["backend"], settings,
+                                     options=options, dims=request.get("dims") or {},
+                                     feeds=request.get("feeds") or {}, progress=tick)
+        finally:
+            point["power"] = sampler.stop() if sampler else None
+        after = _readback(root, setting, emulated)["readback"]
+        point["setting"]["readback_after"] = after
+        point["temperatures_after_c"] = read_temperatures(root)
+        pi = discovery.read_pi_throttled(discovery.run_vcgencmd) if shutil.which("vcgencmd") else None
+        if pi is not None:
+            point["pi_throttled"] = pi
+    point["throttled"] = _throttled(setting, after, dvfs.tolerance, pi)
+    point["raw"] = measured["raw"]
+    point["peak_rss_bytes"] = measured["peak_rss_bytes"]
+    point["measured"] = {k: measured[k] for k in ("backend", "inputs", "outputs")}
+    return point
+
+
+# --- over the wire -----------------------------------------------------------------------
+
+_RAW_ARRAYS = {"samples_ns": np.int64, "starts_ns": np.int64, "warmup_ns": np.int64}
+_POWER_ARRAYS = {"t_ns": np.int64, "values": np.float64}
+
+
+def _convert(raw: dict[str, Any], pack: bool) -> dict[str, Any]:
+    for point in raw["points"]:
+        for block, arrays in (("raw", _RAW_ARRAYS), ("power", _POWER_ARRAYS), ("idle_power", _POWER_ARRAYS)):
+            data = point.get(block)
+            if not data:
+                continue
+            for key, dtype in arrays.items():
+                data[key] = protocol.pack_array(np.asarray(data[key], dtype=dtype)) if pack \
+                    else protocol.unpack_array(data[key]).tolist()
+    return raw
+
+
+def pack_raw(raw: dict[str, Any]) -> dict[str, Any]:
+    """Sample lists -> ``protocol.pack_array`` blocks (in place), for the agent's reply."""
+    return _convert(raw, pack=True)
+
+
+def unpack_raw(raw: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of ``pack_raw`` (on the host)."""
+    return _convert(raw, pack=False)
+
+
+def serve_request(params: dict[str, Any], model_path: Path, sysfs_root: str,
+                  progress: Progress | None = None) -> dict[str, Any]:
+    """The agent's ``sweep.run``: unpack feeds, run the sweep on the stored model, pack samples.
+
+    The journal always lives at the device's default path (a host may not pick files to write).
+    """
+    request = {**params, "model_path": str(model_path), "journal_path": None,
+               "sysfs_root": params.get("sysfs_root") or sysfs_root,
+               "feeds": {k: np.array(protocol.unpack_array(v)) for k, v in (params.get("feeds") or {}).items()}}
+    return pack_raw(run_sweep(request, progress))
