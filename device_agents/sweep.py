@@ -31,7 +31,7 @@ import numpy as np
 
 from backends import BackendOptions
 from edgert.errors import SysfsError, UsageError
-from edgert.runner import run_benchmark
+from edgert.runner import prepared_session, run_benchmark
 from edgert.settings import BenchSettings
 
 from . import discovery, protocol, sysfs
@@ -165,7 +165,7 @@ def run_sweep(request: dict[str, Any], progress: Progress | None = None) -> dict
     emulated = None
     if any(p["kind"] == "emulated" for p in points_plan):
         emulated = EmulatedDomain(root, levels=tuple(request["emulated"]),
-                                  period_us=int(request.get("emulated_period_us") or 10000),
+                                  period_us=int(request.get("emulated_period_us") or 10000),  # or chosen below
                                   cpus=request.get("emulated_cpus") or settings.threads,
                                   # EmulatedDomain reuses an existing group of its name: keep
                                   # ours apart from other edgert processes on the machine.
@@ -174,6 +174,10 @@ def run_sweep(request: dict[str, Any], progress: Progress | None = None) -> dict
         if not emulated.available():
             raise SysfsError("emulated levels need a writable cgroup with cpu bandwidth control "
                              "(run as root on cgroup v1 'cpu' or v2 with 'cpu' enabled)")
+        if request.get("emulated_period_us") is None:
+            chosen = _choose_period(request, settings, emulated)
+            warnings.append(f"emulated domain: cgroup period {chosen['period_us']} us chosen by "
+                            "measurement (least spread at the lowest level)")
     source = open_source(str(request.get("power") or "auto"), root)
     method = str(request.get("pin_method") or "minmax")
     options = BackendOptions(threads=settings.threads, target=request.get("target") or "host")
@@ -195,6 +199,34 @@ def run_sweep(request: dict[str, Any], progress: Progress | None = None) -> dict
     finally:
         if source is not None:
             source.close()
+    if emulated is not None:
+        out["emulated_period_us"] = emulated.period_us
+        warnings += _short_model_warnings(out["points"], emulated.period_us)
+    return out
+
+
+def _choose_period(request: dict[str, Any], settings: BenchSettings,
+                   emulated: EmulatedDomain) -> dict[str, Any]:
+    """Quota is not a clock: pick the period whose latency spreads least, by measuring the model."""
+    options = BackendOptions(threads=settings.threads, target=request.get("target") or "host")
+    with prepared_session(Path(request["model_path"]), request["backend"], settings, options=options,
+                          dims=request.get("dims") or {}, feeds=request.get("feeds") or {}
+                          ) as (_, session, feeds):
+        session.run(feeds)
+        return emulated.choose_period(lambda: session.run(feeds), level=min(emulated.levels))
+
+
+def _short_model_warnings(points: list[dict[str, Any]], period_us: int) -> list[str]:
+    """A run shorter than a few cgroup periods slips inside one period's quota: flag it."""
+    out = []
+    for point in points:
+        raw = point.get("raw")
+        if raw and point["emulated"] and point["setting"]["requested"] >= 1.0:
+            median_ms = float(np.median(raw["samples_ns"])) / 1e6
+            if median_ms < 5 * period_us / 1000:
+                out.append(f"the model runs {median_ms:.2f} ms at full speed, under five cgroup periods "
+                           f"({5 * period_us / 1000:g} ms): emulated slowdowns are coarse and may be "
+                           "bimodal")
     return out
 
 

@@ -5,13 +5,14 @@ so the host analyses every run with the same code.
 """
 from __future__ import annotations
 
+import contextlib
 import resource
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from backends import BackendOptions, get_backend
+from backends import Backend, BackendOptions, Session, get_backend
 from edgert.errors import ModelError
 from edgert.settings import BenchSettings
 from edgert.tensors import check_feeds, random_feeds
@@ -23,6 +24,26 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+@contextlib.contextmanager
+def prepared_session(model_path: Path, backend_name: str, settings: BenchSettings, *,
+                     options: BackendOptions | None = None,
+                     dims: Mapping[str, int] | None = None,
+                     feeds: Mapping[str, np.ndarray] | None = None
+                     ) -> Iterator[tuple[Backend, Session, dict[str, np.ndarray]]]:
+    """A loaded session and checked feeds (given ones, the rest seeded random)."""
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise ModelError(f"no such model file: {model_path}", path=str(model_path))
+    backend = get_backend(backend_name, options or BackendOptions(threads=settings.threads))
+    with backend.load(model_path) as session:
+        given = dict(feeds or {})
+        made = random_feeds([s for s in session.inputs if s.name not in given], dims or {},
+                            settings.seed)
+        all_feeds = {**made, **given}
+        check_feeds(session.inputs, all_feeds)
+        yield backend, session, all_feeds
+
+
 def run_benchmark(model_path: Path, backend_name: str, settings: BenchSettings, *,
                   options: BackendOptions | None = None,
                   dims: Mapping[str, int] | None = None,
@@ -32,23 +53,13 @@ def run_benchmark(model_path: Path, backend_name: str, settings: BenchSettings, 
 
     Returns ``{"backend", "inputs", "outputs", "raw", "peak_rss_bytes", "first_outputs"}``.
     """
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise ModelError(f"no such model file: {model_path}", path=str(model_path))
-    options = options or BackendOptions(threads=settings.threads)
-    backend = get_backend(backend_name, options)
-    with backend.load(model_path) as session:
-        given = dict(feeds or {})
-        made = random_feeds([s for s in session.inputs if s.name not in given], dims or {},
-                            settings.seed)
-        all_feeds = {**made, **given}
-        check_feeds(session.inputs, all_feeds)
+    with prepared_session(model_path, backend_name, settings, options=options, dims=dims,
+                          feeds=feeds) as (backend, session, all_feeds):
         first = session.run(all_feeds)  # also the first warm-up run; catches run errors early
         raw = measure(lambda: session.run(all_feeds), settings, progress)
         return {
             "backend": backend.describe(),
-            "inputs": [s.to_dict() | {"shape": list(v.shape)} for s, v in
-                       ((s, all_feeds[s.name]) for s in session.inputs)],
+            "inputs": [s.to_dict() | {"shape": list(all_feeds[s.name].shape)} for s in session.inputs],
             "outputs": [s.to_dict() for s in session.outputs],
             "raw": raw.to_dict(),
             "peak_rss_bytes": peak_rss_bytes(),

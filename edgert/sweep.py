@@ -40,7 +40,7 @@ class SweepJob:
     gpu_freqs: str | tuple[int, ...] | None = None  # "all" or Hz
     gpu_device: str | None = None  # default: the first devfreq GPU
     emulated_levels: tuple[float, ...] = ()
-    emulated_period_us: int = 10000
+    emulated_period_us: int | None = None  # None: chosen by measurement on the device
     power: str = "auto"  # auto | none | RAIL | counter:NAME | meter+line://... | meter+um25c://...
     sample_rate_hz: float = 100.0
     idle_s: float = 1.0
