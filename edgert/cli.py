@@ -112,8 +112,9 @@ def _measure_args(inputs: tuple[str, ...], shapes: tuple[str, ...], warmup: int,
 
 @cli.command()
 @click.argument("model")
-@click.option("--backend", "backends", multiple=True, default=("ort",), show_default=True,
-              help="Engine: ort, tvm, tflite or null (repeat to compare side by side).")
+@click.option("--backend", "backends", multiple=True,
+              help="Engine: ort (default), tvm, tflite or null; repeat to compare side by side. "
+                   "Bundles (.edgert) run with their own engines: bundle.")
 @measure_options
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Write the result file (one per backend: NAME.BACKEND.json when several).")
@@ -137,7 +138,11 @@ def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_pat
     from edgert.render import side_by_side
     from edgert.zoo import resolve as resolve_model
 
-    job = BenchJob(model=resolve_model(model), backends=tuple(dict.fromkeys(backends)),
+    from edgert.runner import BUNDLE_SUFFIX
+
+    path = resolve_model(model)
+    default = "bundle" if path.suffix == BUNDLE_SUFFIX else "ort"
+    job = BenchJob(model=path, backends=tuple(dict.fromkeys(backends or (default,))),
                    **_measure_args(inputs, shapes, warmup, runs, min_time, max_time, threads,
                                    seed, target))
     with Progress(quiet=quiet, max_duration_ms=job.settings.max_duration_ms, runs=runs) as progress:
@@ -215,6 +220,64 @@ def sweep(model: str, backend: str, cpu_freqs: str | None, cpu_policies: tuple[s
         click.echo(line)
     for warning in res["warnings"]:
         click.echo(f"warning: {warning}", err=True)
+
+
+@cli.command(name="compile")
+@click.argument("model")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Bundle file [default: MODEL with .edgert].")
+@click.option("--backend", type=click.Choice(["auto", "tvm", "ort"]), default="auto", show_default=True,
+              help="Engine per segment; auto measures each segment on each engine here.")
+@click.option("--target", default="host", show_default=True,
+              help="host, aarch64 (Raspberry Pi 4/5, Jetson), or a TVM target as JSON.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Compiled-segment cache [default: ~/.cache/edgert].")
+def compile_cmd(model: str, output: Path | None, backend: str, target: str,
+                cache_dir: Path | None) -> None:
+    """Split a (dynamic) ONNX model into static segments plus a host program: one bundle."""
+    from edgert.dynamic import compile as compile_bundle
+    from edgert.dynamic import inspect as inspect_bundle
+    from edgert.zoo import resolve as resolve_model
+
+    out = compile_bundle(resolve_model(model), backend=backend, target=target, out=output,
+                         cache_dir=cache_dir)
+    manifest = inspect_bundle(out)
+    engines = sorted({s["engine"] for s in manifest["segments"]})
+    click.echo(f"{out}: {len(manifest['segments'])} segments on {', '.join(engines) or 'host only'}, "
+               f"target {manifest['target']}")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--reference", type=click.Path(path_type=Path), required=True,
+              help="The original ONNX model, run with ONNX Runtime as the reference.")
+@click.option("--cases", type=click.Path(path_type=Path), default=None, help="Inputs as an .npz file.")
+@click.option("--random", "random_cases", default=0, show_default=True, help="Also this many random inputs.")
+@click.option("--force-paths", is_flag=True, help="Fail unless every branch was taken.")
+@click.option("--shape", "shapes", multiple=True, metavar="DIM=SIZE", help="Symbolic dimension sizes.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Write the validation report.")
+def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: int,
+             force_paths: bool, shapes: tuple[str, ...], json_path: Path | None) -> None:
+    """Differential test of a bundle against ONNX Runtime on the original model."""
+    import json
+
+    from edgert.dynamic import validate as run_validate
+
+    report = run_validate(bundle, reference, cases=cases, random=random_cases,
+                          force_paths=force_paths, dims=_dims(shapes))
+    if json_path:
+        json_path.write_text(json.dumps(report, indent=1) + "\n")
+    click.echo(f"{report['status']}: {len(report['cases'])} inputs, max abs error "
+               f"{report['max_abs_error']:.3g}, max rel error {report['max_rel_error']:.3g}")
+    click.echo(f"paths taken: {', '.join(sorted(report['paths']))}")
+    if report["segments_not_exercised"]:
+        click.echo(f"segments never run: {', '.join(report['segments_not_exercised'])}")
+    if report["branches_not_taken"]:
+        click.echo(f"branches never taken: {report['branches_not_taken']}")
+    for case in report["near_threshold"]:
+        click.echo(f"near a threshold (within numerical noise): {case}")
+    sys.exit(report["exit_code"])
 
 
 @cli.command()

@@ -37,5 +37,20 @@ def side_by_side(results: list[dict[str, Any]], console: Console) -> None:
                                               for r in results[1:]))
     console.print(table)
     for r in results:
+        if r.get("paths"):
+            dynamic_breakdown(r, console)
+    for r in results:
         for w in r["warnings"]:
             console.print(f"[yellow]warning[/yellow] ({r['backend']['name']}): {w}")
+
+
+def dynamic_breakdown(r: dict[str, Any], console: Console) -> None:
+    """Latency per control-flow path and per segment call, and the host program's own overhead."""
+    table = Table(title=f"dynamic bundle: host overhead p50 {r['host_overhead_us']['p50']:.1f} us per run")
+    table.add_column("path or segment")
+    table.add_column("runs or calls", justify="right")
+    table.add_column("p50 ms", justify="right")
+    table.add_column("p99 ms", justify="right")
+    for name, block in list(r["paths"].items()) + list(r["segments_ms"].items()):
+        table.add_row(name, str(block["n"]), f"{block['p50']:.3f}", f"{block['p99']:.3f}")
+    console.print(table)

@@ -55,8 +55,23 @@ def build(*, model_path: Path, device: dict[str, Any], settings: BenchSettings,
         "peak_rss_bytes": measured["peak_rss_bytes"],
         "emulated": bool(device.get("emulated")),
     }
+    if "dynamic" in measured:
+        result.update(dynamic_breakdown(measured["dynamic"], samples_ms, settings.seed))
     result.update(extra or {})
     return result
+
+
+def dynamic_breakdown(dynamic: dict[str, Any], samples_ms: list[float], seed: int) -> dict[str, Any]:
+    """Per-segment call time, latency per control-flow path, and host overhead of a bundle."""
+    by_path: dict[str, list[float]] = {}
+    for key, ms in zip(dynamic["paths"], samples_ms):
+        by_path.setdefault(key, []).append(ms)
+    return {
+        "segments_ms": {seg: summarize([ns / 1e6 for ns in values], seed=seed)
+                        for seg, values in sorted(dynamic["segments_ns"].items()) if values},
+        "paths": {key: summarize(values, seed=seed) for key, values in sorted(by_path.items())},
+        "host_overhead_us": summarize([ns / 1e3 for ns in dynamic["host_overhead_ns"]], seed=seed),
+    }
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:

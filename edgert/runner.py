@@ -1,4 +1,5 @@
-"""Load a model on this machine and time it: the device half of a benchmark.
+"""Load a model (or a dynamic-network bundle) on this machine and time it: the device half
+of a benchmark.
 
 Runs the same way locally and inside the agent; returns raw data only (no statistics),
 so the host analyses every run with the same code.
@@ -12,8 +13,8 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from backends import Backend, BackendOptions, Session, get_backend
-from edgert.errors import ModelError
+from backends import BackendOptions, Session, get_backend
+from edgert.errors import ModelError, UsageError
 from edgert.settings import BenchSettings
 from edgert.tensors import check_feeds, random_feeds
 from edgert.timing import ProgressFn, measure
@@ -24,24 +25,76 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+BUNDLE_SUFFIX = ".edgert"
+
+
 @contextlib.contextmanager
 def prepared_session(model_path: Path, backend_name: str, settings: BenchSettings, *,
                      options: BackendOptions | None = None,
                      dims: Mapping[str, int] | None = None,
                      feeds: Mapping[str, np.ndarray] | None = None
-                     ) -> Iterator[tuple[Backend, Session, dict[str, np.ndarray]]]:
-    """A loaded session and checked feeds (given ones, the rest seeded random)."""
+                     ) -> Iterator[tuple[dict[str, Any], Session, dict[str, np.ndarray]]]:
+    """(backend description, loaded session, checked feeds: given ones, the rest seeded random).
+
+    A bundle (``.edgert``) carries its engines per segment, so ``backend_name`` must be
+    ``bundle`` for it.
+    """
     model_path = Path(model_path)
     if not model_path.is_file():
         raise ModelError(f"no such model file: {model_path}", path=str(model_path))
-    backend = get_backend(backend_name, options or BackendOptions(threads=settings.threads))
-    with backend.load(model_path) as session:
+    options = options or BackendOptions(threads=settings.threads)
+    if model_path.suffix == BUNDLE_SUFFIX:
+        if backend_name != "bundle":
+            raise UsageError(f"{model_path.name} is a bundle: its engines were chosen at compile time "
+                             "(use --backend bundle, or recompile with edgert compile --backend)")
+        from edgert.dynamic import load
+
+        session: Session = load(model_path, threads=options.threads)
+        description = bundle_description(session.manifest)  # type: ignore[attr-defined]
+    else:
+        backend = get_backend(backend_name, options)
+        session = backend.load(model_path)
+        description = backend.describe()
+    with session:
         given = dict(feeds or {})
         made = random_feeds([s for s in session.inputs if s.name not in given], dims or {},
                             settings.seed)
         all_feeds = {**made, **given}
         check_feeds(session.inputs, all_feeds)
-        yield backend, session, all_feeds
+        yield description, session, all_feeds
+
+
+def bundle_description(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The ``backend`` block for a bundle: its engines and which one runs each segment."""
+    return {"name": "bundle", "version": manifest.get("created_by", "?"),
+            "options": {"engines": manifest["engines"], "target": manifest["target"],
+                        "segments": {s["id"]: s["engine"] for s in manifest["segments"]}}}
+
+
+class _PathRecorder:
+    """Per-run control-flow path and per-call segment times of a dynamic bundle."""
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+        self.paths: list[str] = []
+        self.host_overhead_ns: list[int] = []
+        self.segments_ns: dict[str, list[int]] = {}
+        self._pending: list[tuple[str, int]] = []
+        runtime.on_segment = lambda seg, ns: self._pending.append((seg, ns))
+
+    def after_run(self, warmup: bool) -> None:
+        calls, self._pending = self._pending, []
+        if warmup:
+            return
+        for seg, ns in calls:
+            self.segments_ns.setdefault(seg, []).append(ns)
+        trace = self.runtime.last_path
+        self.paths.append(trace.key())
+        self.host_overhead_ns.append(trace.host_overhead_ns)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"paths": self.paths, "host_overhead_ns": self.host_overhead_ns,
+                "segments_ns": self.segments_ns}
 
 
 def run_benchmark(model_path: Path, backend_name: str, settings: BenchSettings, *,
@@ -51,17 +104,25 @@ def run_benchmark(model_path: Path, backend_name: str, settings: BenchSettings, 
                   progress: ProgressFn | None = None) -> dict[str, Any]:
     """Load ``model_path`` with ``backend_name``, check inputs, time it; return raw facts.
 
-    Returns ``{"backend", "inputs", "outputs", "raw", "peak_rss_bytes", "first_outputs"}``.
+    Returns ``{"backend", "inputs", "outputs", "raw", "peak_rss_bytes", "first_outputs"}``
+    and, for bundles, ``"dynamic"`` (path per run, segment call times, host overhead).
     """
     with prepared_session(model_path, backend_name, settings, options=options, dims=dims,
-                          feeds=feeds) as (backend, session, all_feeds):
+                          feeds=feeds) as (description, session, all_feeds):
+        recorder = _PathRecorder(session) if hasattr(session, "last_path") else None
         first = session.run(all_feeds)  # also the first warm-up run; catches run errors early
-        raw = measure(lambda: session.run(all_feeds), settings, progress)
-        return {
-            "backend": backend.describe(),
+        if recorder is not None:
+            recorder.after_run(warmup=True)
+        raw = measure(lambda: session.run(all_feeds), settings, progress,
+                      after_each=recorder.after_run if recorder else None)
+        measured = {
+            "backend": description,
             "inputs": [s.to_dict() | {"shape": list(all_feeds[s.name].shape)} for s in session.inputs],
             "outputs": [s.to_dict() for s in session.outputs],
             "raw": raw.to_dict(),
             "peak_rss_bytes": peak_rss_bytes(),
             "first_outputs": [np.asarray(o) for o in first],
         }
+        if recorder is not None:
+            measured["dynamic"] = recorder.to_dict()
+        return measured

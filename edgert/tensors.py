@@ -55,7 +55,7 @@ def load_feeds(files: Mapping[str, Path]) -> dict[str, np.ndarray]:
     for name, path in files.items():
         try:
             feeds[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             raise UsageError(f"cannot read input {name!r} from {path}: {exc}", input=name) from exc
     return feeds
 

@@ -44,12 +44,14 @@ def _clock() -> tuple[str, float]:
 
 
 def measure(run: Callable[[], object], settings: BenchSettings,
-            progress: ProgressFn | None = None) -> RawRun:
+            progress: ProgressFn | None = None,
+            after_each: Callable[[bool], None] | None = None) -> RawRun:
     """Warm up, then time ``run()`` until ``settings`` say stop.
 
     With ``settings.runs`` the count is fixed. Otherwise runs continue until the 95% CI of
     the median is within ``target_ci_fraction`` (after ``min_duration_ms`` and ``min_runs``),
-    or ``max_duration_ms`` / ``max_runs`` is reached.
+    or ``max_duration_ms`` / ``max_runs`` is reached. ``after_each(warmup)`` runs after
+    every run, outside the timed interval (e.g. to record a dynamic network's path).
     """
     clock_name, resolution_ns = _clock()
     start_unix = time.time()
@@ -58,6 +60,8 @@ def measure(run: Callable[[], object], settings: BenchSettings,
         t0 = time.perf_counter_ns()
         run()
         warmup.append(time.perf_counter_ns() - t0)
+        if after_each is not None:
+            after_each(True)
 
     samples: list[int] = []
     starts: list[int] = []
@@ -70,6 +74,8 @@ def measure(run: Callable[[], object], settings: BenchSettings,
         t1 = time.perf_counter_ns()
         samples.append(t1 - t0)
         starts.append(t0)
+        if after_each is not None:
+            after_each(False)
         n = len(samples)
         elapsed_ms = (t1 - begin) / 1e6
         if progress is not None:

@@ -1,0 +1,154 @@
+"""Compile a dynamic ONNX model into one bundle file (host only).
+
+normalize -> partition -> prepare each segment on an engine (``engines``) -> write the
+bundle. With ``backend="auto"`` every segment is timed on each engine that can build
+it (on this machine, with inputs captured from a sample run) and the faster one kept;
+the times go into the manifest.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+import edgert
+from edgert.errors import BackendError, EdgertError, ModelError, UsageError
+
+from . import engines
+from .bundle import npy_bytes, write_bundle
+from .normalize import normalize
+from .partition import Partition, Segment, partition
+from .runtime import machine_arch
+
+BACKENDS = ("ort", "tvm", "auto")
+SUFFIX = ".edgert"
+
+
+def target_arch(target: str) -> str:
+    """The CPU architecture a target string builds for ("host", "aarch64" or JSON)."""
+    if target == "host":
+        return machine_arch()
+    if target == "aarch64":
+        return "aarch64"
+    try:
+        triple = json.loads(target).get("mtriple", "")
+    except (ValueError, AttributeError):
+        raise UsageError(f"unknown target {target!r}: use host, aarch64 or a JSON target dict",
+                         target=target) from None
+    return triple.split("-")[0] or machine_arch()
+
+
+def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
+            out: Path | None = None, cache_dir: Path | None = None,
+            threads: int | None = None) -> Path:
+    """Compile ``model_path`` into a bundle; returns the bundle's path."""
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r} for dynamic compilation; choose one of "
+                         f"{', '.join(BACKENDS)}", backend=backend)
+    model_path = Path(model_path)
+    arch = target_arch(target)
+    norm = normalize(model_path)
+    part = partition(norm)
+    candidates = engines.candidates(backend, target)
+    built = {seg.id: _build(seg, candidates, target, cache_dir) for seg in part.segments}
+    if len(candidates) > 1:
+        if arch == machine_arch():
+            _choose_fastest(part, built, norm.model.graph, threads)
+        else:
+            for options in built.values():
+                _keep(options, "tvm" if "tvm" in options else "ort",
+                      "target is not this machine: not timed, TVM preferred")
+    members: dict[str, bytes] = {}
+    segments = []
+    for seg in part.segments:
+        (engine, art), = built[seg.id].items()
+        onnx_member = f"segments/{seg.id}.onnx"
+        members[onnx_member] = seg.model_bytes
+        members.update(art.members)
+        segments.append({
+            "id": seg.id, "engine": engine, "sha256": seg.sha256, "onnx": onnx_member,
+            "artifact": art.artifact, "extra_members": sorted(set(art.members) - {art.artifact}),
+            "inputs": seg.inputs, "outputs": seg.outputs, "input_specs": engines.input_specs(seg),
+            "nodes": seg.nodes, "ops": seg.ops, "choice": art.note,
+        })
+    consts = {}
+    for cid, value in part.consts.items():
+        members[f"consts/{cid}.npy"] = npy_bytes(value)
+        consts[cid] = f"consts/{cid}.npy"
+    used = sorted({s["engine"] for s in segments})
+    if "tvm" not in used:
+        arch = "any"  # segment ONNX files run wherever the engine is installed
+    manifest = {
+        "created_by": f"edgert {edgert.__version__}",
+        "source": {"name": model_path.name, "sha256": norm.source_sha256},
+        "target": target, "target_arch": arch,
+        "engines": {name: engines.version(name) for name in used},
+        "inputs": [engines.spec(i).to_dict() for i in norm.model.graph.input
+                   if i.name not in {t.name for t in norm.model.graph.initializer}],
+        "outputs": [engines.spec(o).to_dict() for o in norm.model.graph.output],
+        "program": part.program, "segments": segments, "consts": consts,
+    }
+    out = Path(out) if out is not None else model_path.with_suffix(SUFFIX)
+    return write_bundle(out, manifest, members)
+
+
+def _build(seg: Segment, candidates: list[str], target: str,
+           cache_dir: Path | None) -> dict[str, engines.Artifact]:
+    """Prepare ``seg`` on every candidate engine; a sole candidate's failure is fatal."""
+    built: dict[str, engines.Artifact] = {}
+    failures = []
+    for engine in candidates:
+        try:
+            built[engine] = engines.prepare(engine, seg, target, cache_dir)
+        except (BackendError, ModelError) as exc:
+            failures.append(f"{engine}: {_first_line(exc.message)}")
+    if not built:
+        raise ModelError(
+            f"segment {seg.id} (nodes {', '.join(seg.nodes[:5])}{'...' if len(seg.nodes) > 5 else ''})"
+            f" could not be built: {'; '.join(failures)}",
+            segment=seg.id, nodes=seg.nodes, ops=sorted(set(seg.ops)))
+    for engine, art in built.items():
+        art.note = {"failed": failures} if failures else {}
+    return built
+
+
+def _first_line(message: str, limit: int = 300) -> str:
+    line = message.strip().splitlines()[0] if message.strip() else ""
+    return line[:limit]
+
+
+def _keep(options: dict[str, engines.Artifact], engine: str, reason: str,
+          times: dict[str, float] | None = None) -> None:
+    art = options[engine]
+    art.note = dict(art.note, chosen=engine, reason=reason)
+    if times is not None:
+        art.note["measured_ms"] = times
+    options.clear()
+    options[engine] = art
+
+
+def _choose_fastest(part: Partition, built: dict[str, dict[str, engines.Artifact]],
+                    graph: Any, threads: int | None) -> None:
+    """Time each segment on each engine it built for; keep the faster (host-measured)."""
+    feeds = engines.capture_segment_feeds(part, built, graph)
+    for seg in part.segments:
+        options = built[seg.id]
+        if len(options) == 1:
+            (engine,) = options
+            _keep(options, engine, "the only engine that could build it")
+            continue
+        sample = feeds.get(seg.id) or engines.synthetic_feeds(seg)
+        times: dict[str, float] = {}
+        timing_failed: dict[str, str] = {}
+        for engine, art in options.items():
+            try:
+                times[engine] = engines.time_ms(engine, art, sample, threads)
+            except EdgertError as exc:
+                timing_failed[engine] = _first_line(exc.message)
+        best = min(times, key=times.get) if times else "ort"
+        reason = ("fastest median time on this machine at compile time" if times
+                  else "no engine could be timed")
+        _keep(options, best, reason, times)
+        if timing_failed:
+            options[best].note["timing_failed"] = timing_failed

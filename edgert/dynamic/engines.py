@@ -1,0 +1,180 @@
+"""Per-engine host steps for segments: build the artifact, time it, describe it (host only)."""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backends import BackendOptions, TensorSpec, backend_class, get_backend
+from edgert.errors import BackendError, EdgertError, ModelError, UsageError
+
+from .partition import Partition, Segment
+from .program import Interpreter
+
+TIMING_RUNS = 15
+
+
+@dataclasses.dataclass
+class Artifact:
+    """What one engine made of one segment: bundle members and which one to load."""
+
+    engine: str
+    artifact: str  # member name handed to the engine's ``load``
+    members: dict[str, bytes]
+    note: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _available(engine: str) -> bool:
+    try:
+        return backend_class(engine).available()
+    except ImportError:  # the backend module itself is not there yet
+        return False
+
+
+def candidates(backend: str, target: str) -> list[str]:
+    """Engines to try for each segment."""
+    if backend != "auto":
+        if not _available(backend):
+            get_backend(backend)  # raises EngineMissingError with the pip hint
+        return [backend]
+    found = [e for e in ("tvm", "ort") if _available(e)]
+    if not found:
+        raise UsageError("no engine for dynamic compilation is installed: "
+                         "pip install 'edgert[ort]' or 'edgert[tvm]'")
+    return found
+
+
+def version(engine: str) -> str:
+    return get_backend(engine).version()
+
+
+def spec(info: Any) -> TensorSpec:
+    """TensorSpec of an ONNX ValueInfo: symbolic dims by name, unknown dims as -1."""
+    from onnx import helper
+
+    tensor = info.type.tensor_type
+    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or -1)
+                 for d in tensor.shape.dim)
+    return TensorSpec(info.name, dims, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name)
+
+
+def input_specs(seg: Segment) -> list[dict[str, Any]]:
+    """Specs of the segment's inputs whose rank is known (the runtime checks those)."""
+    import onnx
+
+    model = onnx.load_from_string(seg.model_bytes)
+    return [spec(i).to_dict() for i in model.graph.input if i.type.tensor_type.HasField("shape")]
+
+
+def prepare(engine: str, seg: Segment, target: str, cache_dir: Path | None) -> Artifact:
+    """Build ``seg`` for ``engine``; raises BackendError/ModelError when it cannot."""
+    if engine == "ort":
+        return _prepare_ort(seg)
+    if engine == "tvm":
+        return _prepare_tvm(seg, target, cache_dir)
+    raise UsageError(f"engine {engine!r} cannot run dynamic segments", engine=engine)
+
+
+def _prepare_ort(seg: Segment) -> Artifact:
+    """The artifact is the segment ONNX itself; loading it once proves ORT accepts it."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(seg.model_bytes, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises untyped errors
+        raise ModelError(f"onnxruntime rejects segment {seg.id}: {exc}", segment=seg.id) from exc
+    member = f"segments/{seg.id}.onnx"
+    return Artifact("ort", member, {member: seg.model_bytes})
+
+
+def _prepare_tvm(seg: Segment, target: str, cache_dir: Path | None) -> Artifact:
+    """A TVM shared library plus its signature sidecar, via the backend's cached ``prepare``.
+
+    The TVM cache key covers the segment's bytes, the target, the TVM version and the
+    lowering pipeline, so unchanged segments are not recompiled.
+    """
+    backend = get_backend("tvm", BackendOptions(target=target, cache_dir=cache_dir))
+    with tempfile.TemporaryDirectory(prefix="edgert-seg-") as tmp:
+        source = Path(tmp) / f"{seg.id}.onnx"
+        source.write_bytes(seg.model_bytes)
+        try:
+            library = Path(backend.prepare(source))
+        except EdgertError as exc:
+            raise type(exc)(f"segment {seg.id}: {exc.message}", segment=seg.id,
+                            **exc.fields) from exc
+    sidecar = library.with_suffix(".json")
+    member = f"segments/{seg.id}.so"
+    return Artifact("tvm", member, {member: library.read_bytes(),
+                                    f"segments/{seg.id}.json": sidecar.read_bytes()})
+
+
+# -- timing (auto backend) -------------------------------------------------------------------
+def _random_value(spec_: TensorSpec, rng: np.random.Generator) -> np.ndarray:
+    shape = tuple(d if isinstance(d, int) and d >= 0 else 1 for d in spec_.shape)
+    dtype = np.dtype(spec_.dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    return rng.integers(0, 2, size=shape).astype(dtype)
+
+
+def synthetic_feeds(seg: Segment, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs for a segment no sample run reached (symbolic dims set to 1)."""
+    rng = np.random.default_rng(seed)
+    return {d["name"]: _random_value(TensorSpec.from_dict(d), rng) for d in input_specs(seg)}
+
+
+def capture_segment_feeds(part: Partition, built: dict[str, dict[str, Artifact]],
+                          graph: Any) -> dict[str, dict[str, np.ndarray]]:
+    """Run the program once on seeded random inputs with ORT; keep each segment's first feeds."""
+    import onnxruntime as ort
+
+    sessions = {seg.id: ort.InferenceSession(seg.model_bytes, providers=["CPUExecutionProvider"])
+                for seg in part.segments}
+    captured: dict[str, dict[str, np.ndarray]] = {}
+
+    def call(seg_id: str, feeds: dict[str, Any]) -> list[Any]:
+        captured.setdefault(seg_id, {k: np.asarray(v) for k, v in feeds.items()})
+        return sessions[seg_id].run(None, feeds)
+
+    inits = {t.name for t in graph.initializer}
+    rng = np.random.default_rng(0)
+    feeds = {i.name: _random_value(spec(i), rng) for i in graph.input if i.name not in inits}
+    try:
+        Interpreter(part.program, call, part.consts).run(feeds)
+    except Exception:  # random inputs may be invalid for the model; fall back to synthetic
+        pass
+    return captured
+
+
+def time_ms(engine: str, art: Artifact, feeds: dict[str, np.ndarray],
+            threads: int | None) -> float:
+    """Median wall time of one segment run, measured here, in milliseconds."""
+    backend = get_backend(engine, BackendOptions(threads=threads))
+    with tempfile.TemporaryDirectory(prefix="edgert-time-") as tmp:
+        for name, data in art.members.items():
+            dest = Path(tmp) / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+        session = backend.load(Path(tmp) / art.artifact)
+        try:
+            for _ in range(2):
+                session.run(feeds)
+            samples = []
+            for _ in range(TIMING_RUNS):
+                start = time.perf_counter_ns()
+                session.run(feeds)
+                samples.append(time.perf_counter_ns() - start)
+        except EdgertError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"{engine} failed to run a segment while timing: {exc}") from exc
+        finally:
+            session.close()
+    return statistics.median(samples) / 1e6

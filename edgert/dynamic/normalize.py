@@ -1,0 +1,153 @@
+"""Step 1 of dynamic compilation: make an ONNX model easy to partition (host only).
+
+Local functions are inlined so every control-flow node is visible, every node gets a
+unique name (paths and errors refer to nodes by name), shapes are inferred so segment
+boundaries have types, and each subgraph's outer-scope captures are recorded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any, Iterator
+
+from edgert.errors import ModelError
+
+CONTROL_FLOW = ("If", "Loop", "Scan")
+# Operators that only make sense with sequence/optional values.
+_SEQUENCE_OPS = {
+    "SequenceConstruct", "SequenceEmpty", "SequenceInsert", "SequenceAt", "SequenceErase",
+    "SequenceLength", "SplitToSequence", "ConcatFromSequence", "SequenceMap",
+    "Optional", "OptionalHasElement", "OptionalGetElement",
+}
+
+
+@dataclasses.dataclass
+class NormalizedModel:
+    """The inlined, shape-inferred model plus facts the partitioner needs."""
+
+    model: Any  # onnx.ModelProto
+    source_sha256: str
+    captures: dict[str, list[str]]  # "node/attr" -> outer names that subgraph body reads
+
+
+def iter_graphs(graph: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield ("node/attr", subgraph) for every subgraph, depth first."""
+    for node in graph.node:
+        for attr in node.attribute:
+            subs = [attr.g] if attr.HasField("g") else list(attr.graphs)
+            for sub in subs:
+                key = f"{prefix}{node.name}/{attr.name}"
+                yield key, sub
+                yield from iter_graphs(sub, key + "/")
+
+
+def free_names(graph: Any) -> list[str]:
+    """Names a (sub)graph reads that it does not define itself: its outer-scope captures."""
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    defined |= {s.values.name for s in graph.sparse_initializer}
+    free: list[str] = []
+    for node in graph.node:
+        reads = list(node.input)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else list(attr.graphs)):
+                reads += free_names(sub)
+        for name in reads:
+            if name and name not in defined and name not in free:
+                free.append(name)
+        defined.update(o for o in node.output if o)
+    for out in graph.output:
+        if out.name not in defined and out.name not in free:
+            free.append(out.name)
+    return free
+
+
+def _name_nodes(graph: Any, used: set[str], counter: list[int]) -> None:
+    for node in graph.node:
+        if not node.name or node.name in used:
+            counter[0] += 1
+            node.name = f"{node.op_type}_{counter[0]}"
+            while node.name in used:
+                counter[0] += 1
+                node.name = f"{node.op_type}_{counter[0]}"
+        used.add(node.name)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else list(attr.graphs)):
+                _name_nodes(sub, used, counter)
+
+
+def _canonical_constants(graph: Any) -> None:
+    """Rewrite Constant(value_float/ints/...) as Constant(value=tensor): one form for engines."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    kinds = {"value_float": np.float32, "value_floats": np.float32,
+             "value_int": np.int64, "value_ints": np.int64}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name in kinds:
+            attr = node.attribute[0]
+            value = np.asarray(helper.get_attribute_value(attr), dtype=kinds[attr.name])
+            del node.attribute[:]
+            node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(value)))
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else list(attr.graphs)):
+                _canonical_constants(sub)
+
+
+def _unsupported_type(type_proto: Any) -> str | None:
+    kind = type_proto.WhichOneof("value")
+    if kind in ("sequence_type", "optional_type", "map_type", "sparse_tensor_type"):
+        return kind.replace("_type", "")
+    return None
+
+
+def _reject_non_tensors(graph: Any, where: str) -> None:
+    infos = list(graph.input) + list(graph.output) + list(graph.value_info)
+    for info in infos:
+        kind = _unsupported_type(info.type)
+        if kind:
+            raise ModelError(
+                f"value {info.name!r} in {where} has {kind} type; edgert's dynamic compiler supports "
+                f"only tensor values so far (sequence/optional/map types are not supported yet)",
+                value=info.name, kind=kind,
+            )
+    for node in graph.node:
+        if node.op_type in _SEQUENCE_OPS:
+            raise ModelError(
+                f"operator {node.op_type} (node {node.name!r}) works on sequence/optional values, "
+                f"which are not supported yet by edgert's dynamic compiler",
+                op=node.op_type, node=node.name,
+            )
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else list(attr.graphs)):
+                _reject_non_tensors(sub, f"subgraph {node.name}/{attr.name}")
+
+
+def normalize(model_path: Path) -> NormalizedModel:
+    """Load, inline, name, type-check and shape-infer ``model_path``."""
+    import onnx
+    import onnx.inliner
+    import onnx.shape_inference
+
+    path = Path(model_path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read model {path}: {exc}", path=str(path)) from exc
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise ModelError(f"{path} is not an ONNX model: {exc}", path=str(path)) from exc
+    if model.functions:
+        model = onnx.inliner.inline_local_functions(model)
+    _name_nodes(model.graph, set(), [0])
+    _canonical_constants(model.graph)
+    _reject_non_tensors(model.graph, "the main graph")
+    try:
+        model = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False,
+                                                  data_prop=True)
+    except Exception as exc:
+        raise ModelError(f"ONNX shape inference failed on {path}: {exc}", path=str(path)) from exc
+    _reject_non_tensors(model.graph, "the main graph")
+    captures = {key: free_names(sub) for key, sub in iter_graphs(model.graph)}
+    return NormalizedModel(model, hashlib.sha256(data).hexdigest(), captures)

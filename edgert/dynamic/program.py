@@ -1,0 +1,232 @@
+"""The host control-flow program and its interpreter (device side: stdlib + numpy only).
+
+A program is plain JSON. A block is ``{"inputs": [...], "steps": [...], "outputs": [...]}``
+and a step is one of::
+
+    {"op": "call",  "segment": id, "inputs": [names], "outputs": [names]}
+    {"op": "alias", "src": name, "dst": name}
+    {"op": "const", "name": name, "const": const id}
+    {"op": "if",    "node": n, "cond": name, "outputs": [...], "then": block, "else": block,
+                    "probe": [a, b]}  # optional: float operands of the comparison behind cond
+    {"op": "loop",  "node": n, "trip_count": name|"", "cond": name|"", "initial": [...],
+                    "outputs": [...], "scan_outputs": [{"dtype", "shape"}], "body": block}
+    {"op": "scan",  "node": n, "inputs": [...], "outputs": [...], "num_scan_inputs": k,
+                    "input_axes", "input_directions", "output_axes", "output_directions",
+                    "scan_outputs": [...], "body": block}
+
+Values stay as the engine returned them; only If predicates and Loop trip counts and
+conditions are read back as Python scalars (and, when ``record_margins`` is on, an If's
+probe operands, to report how far the decision was from flipping). Scan slices and stacks on the host (numpy).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from edgert.errors import BundleError, InputError
+
+# 1: first version (call/alias/const/if/loop/scan).
+PROGRAM_VERSION = 1
+
+SegmentCall = Callable[[str, dict[str, Any]], list[Any]]
+SegmentHook = Callable[[str, int], None]  # (segment id, nanoseconds spent in the engine)
+
+
+@dataclasses.dataclass
+class Trace:
+    """The path one run took: events in order, plus engine and total time."""
+
+    events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    total_ns: int = 0
+
+    @property
+    def segments(self) -> list[str]:
+        """Segment ids in call order (repeats for loop bodies)."""
+        return [e["segment"] for e in self.events if e["kind"] == "call"]
+
+    @property
+    def branches(self) -> dict[str, list[str]]:
+        """If node -> branches taken ("then"/"else"), in order."""
+        out: dict[str, list[str]] = {}
+        for e in self.events:
+            if e["kind"] == "if":
+                out.setdefault(e["node"], []).append(e["branch"])
+        return out
+
+    @property
+    def trip_counts(self) -> dict[str, list[int]]:
+        """Loop/Scan node -> iterations run, one entry per time the node executed."""
+        out: dict[str, list[int]] = {}
+        for e in self.events:
+            if e["kind"] in ("loop", "scan"):
+                out.setdefault(e["node"], []).append(e["trips"])
+        return out
+
+    @property
+    def segment_ns(self) -> int:
+        return sum(e["ns"] for e in self.events if e["kind"] == "call")
+
+    @property
+    def host_overhead_ns(self) -> int:
+        """Wall time not spent inside engine calls: control flow, slicing, bookkeeping."""
+        return self.total_ns - self.segment_ns
+
+    def key(self) -> str:
+        """A short, stable description of the path, e.g. ``If_3=then;Loop_7=4``."""
+        parts = [f"{e['node']}={e['branch']}" if e["kind"] == "if" else f"{e['node']}={e['trips']}"
+                 for e in self.events if e["kind"] != "call"]
+        return ";".join(parts) or "straight"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key(), "events": self.events, "total_ns": self.total_ns,
+                "segment_ns": self.segment_ns, "host_overhead_ns": self.host_overhead_ns}
+
+
+def _scalar(value: Any, what: str) -> Any:
+    array = np.asarray(value)
+    if array.size != 1:
+        raise InputError(f"{what} must hold exactly one element, got shape {list(array.shape)}")
+    return array.reshape(-1)[0].item()
+
+
+class Interpreter:
+    """Runs a program; ``call`` runs one segment and returns its outputs in order."""
+
+    def __init__(self, program: dict[str, Any], call: SegmentCall,
+                 consts: Mapping[str, np.ndarray], on_segment: SegmentHook | None = None,
+                 check: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        """``check(segment, feeds)`` runs before each call, outside the timed engine window."""
+        if program.get("version") != PROGRAM_VERSION:
+            raise BundleError(f"host program version {program.get('version')!r} is not "
+                              f"supported (this edgert reads version {PROGRAM_VERSION})")
+        self.program = program
+        self._check = check
+        self._steps = {op: getattr(self, "_step_" + op)
+                       for op in ("call", "alias", "const", "if", "loop", "scan")}
+        self._run_segment = call
+        self._consts = consts
+        self._on_segment = on_segment
+        self._trace = Trace()
+        self.record_margins = False  # validate turns this on; it costs host time per If
+
+    def run(self, feeds: Mapping[str, Any]) -> tuple[list[Any], Trace]:
+        self._trace = Trace()
+        start = time.perf_counter_ns()
+        body = self.program["body"]
+        env: collections.ChainMap = collections.ChainMap({n: feeds[n] for n in body["inputs"]})
+        outputs = self._block(body, env)
+        self._trace.total_ns = time.perf_counter_ns() - start
+        return outputs, self._trace
+
+    def _block(self, block: dict[str, Any], env: collections.ChainMap) -> list[Any]:
+        for step in block["steps"]:
+            try:
+                handler = self._steps[step["op"]]
+            except KeyError:
+                raise BundleError(f"unknown host program step {step.get('op')!r}; the bundle "
+                                  f"needs a newer edgert") from None
+            handler(step, env)
+        return [env[name] for name in block["outputs"]]
+
+    def _step_call(self, step: dict[str, Any], env: collections.ChainMap) -> None:
+        seg = step["segment"]
+        feeds = {name: env[name] for name in step["inputs"]}
+        if self._check is not None:
+            self._check(seg, feeds)
+        start = time.perf_counter_ns()
+        results = self._run_segment(seg, feeds)
+        spent = time.perf_counter_ns() - start
+        self._trace.events.append({"kind": "call", "segment": seg, "ns": spent})
+        if self._on_segment is not None:
+            self._on_segment(seg, spent)
+        for name, value in zip(step["outputs"], results):
+            env[name] = value
+
+    def _step_alias(self, step: dict[str, Any], env: collections.ChainMap) -> None:
+        env[step["dst"]] = env[step["src"]]
+
+    def _step_const(self, step: dict[str, Any], env: collections.ChainMap) -> None:
+        env[step["name"]] = self._consts[step["const"]]
+
+    def _step_if(self, step: dict[str, Any], env: collections.ChainMap) -> None:
+        taken = "then" if bool(_scalar(env[step["cond"]], f"If {step['node']} condition")) else "else"
+        event = {"kind": "if", "node": step["node"], "branch": taken}
+        if self.record_margins and "probe" in step:
+            a, b = (np.asarray(env[name], dtype=np.float64) for name in step["probe"])
+            event["margin"] = float(np.min(np.abs(a - b)))
+        self._trace.events.append(event)
+        results = self._block(step[taken], env.new_child())
+        for name, value in zip(step["outputs"], results):
+            if name:
+                env[name] = value
+
+    def _step_loop(self, step: dict[str, Any], env: collections.ChainMap) -> None:
+        body = step["body"]
+        limit = (int(_scalar(env[step["trip_count"]], f"Loop {step['node']} trip count"))
+                 if step["trip_count"] else None)
+        keep_going = (bool(_scalar(env[step["cond"]], f"Loop {step['node']} condition"))
+                      if step["cond"] else True)
+        state = [env[name] for name in step["initial"]]
+        stacks: list[list[Any]] = [[] for _ in step["scan_outputs"]]
+        trips = 0
+        while keep_going and (limit is None or trips < limit):
+            inner = env.new_child()
+            inner[body["inputs"][0]] = np.array(trips, dtype=np.int64)
+            inner[body["inputs"][1]] = np.array(keep_going, dtype=np.bool_)
+            for name, value in zip(body["inputs"][2:], state):
+                inner[name] = value
+            results = self._block(body, inner)
+            keep_going = bool(_scalar(results[0], f"Loop {step['node']} body condition"))
+            state = results[1:1 + len(state)]
+            for stack, value in zip(stacks, results[1 + len(state):]):
+                stack.append(np.asarray(value))
+            trips += 1
+        self._trace.events.append({"kind": "loop", "node": step["node"], "trips": trips})
+        stacked = [_stack(s, spec, 0) for s, spec in zip(stacks, step["scan_outputs"])]
+        for name, value in zip(step["outputs"], state + stacked):
+            if name:
+                env[name] = value
+
+    def _step_scan(self, step: dict[str, Any], env: collections.ChainMap) -> None:
+        body = step["body"]
+        n_scan = step["num_scan_inputs"]
+        values = [env[name] for name in step["inputs"]]
+        state, scans = values[:len(values) - n_scan], [np.asarray(v) for v in values[-n_scan:]]
+        axes = [a % s.ndim for a, s in zip(step["input_axes"] or [0] * n_scan, scans)]
+        directions = step["input_directions"] or [0] * n_scan
+        lengths = {s.shape[a] for s, a in zip(scans, axes)}
+        if len(lengths) != 1:
+            raise InputError(f"Scan {step['node']}: scan inputs disagree on the sequence length "
+                             f"({sorted(lengths)})")
+        length = lengths.pop()
+        stacks: list[list[Any]] = [[] for _ in step["scan_outputs"]]
+        for t in range(length):
+            inner = env.new_child()
+            for name, value in zip(body["inputs"], state):
+                inner[name] = value
+            for name, s, a, d in zip(body["inputs"][len(state):], scans, axes, directions):
+                inner[name] = np.asarray(np.take(s, length - 1 - t if d else t, axis=a))
+            results = self._block(body, inner)
+            state = results[:len(state)]
+            for stack, value in zip(stacks, results[len(state):]):
+                stack.append(np.asarray(value))
+        self._trace.events.append({"kind": "scan", "node": step["node"], "trips": length})
+        out_axes = step["output_axes"] or [0] * len(stacks)
+        out_dirs = step["output_directions"] or [0] * len(stacks)
+        stacked = []
+        for stack, spec, axis, direction in zip(stacks, step["scan_outputs"], out_axes, out_dirs):
+            stacked.append(_stack(stack[::-1] if direction else stack, spec, axis))
+        for name, value in zip(step["outputs"], state + stacked):
+            if name:
+                env[name] = value
+
+
+def _stack(values: list[np.ndarray], spec: dict[str, Any], axis: int) -> np.ndarray:
+    if values:
+        return np.stack(values, axis=axis % (values[0].ndim + 1))
+    shape = [0] + [d or 0 for d in spec["shape"]]
+    return np.zeros(shape, dtype=spec["dtype"])

@@ -1,0 +1,122 @@
+"""Load a bundle and run it: segments on their engines, control flow on the host.
+
+Device side: stdlib, numpy and the engines' runtimes (through ``backends``); no onnx.
+"""
+from __future__ import annotations
+
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from backends import BackendOptions, Session, TensorSpec, get_backend
+from edgert.errors import BundleError, InputError
+from edgert.tensors import check_feeds
+
+from .bundle import Bundle
+from .program import Interpreter, Trace
+
+_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
+
+
+def machine_arch() -> str:
+    """This machine's CPU architecture, spelled as bundles record it."""
+    arch = platform.machine().lower()
+    return _ARCH_ALIASES.get(arch, arch)
+
+
+def inspect(bundle_path: Path) -> dict[str, Any]:
+    """The verified manifest of a bundle; works for bundles built for any machine."""
+    return Bundle(bundle_path).manifest
+
+
+class Runtime(Session):
+    """A loaded bundle. ``run`` takes and returns numpy arrays in the ONNX graph's order.
+
+    It is a ``backends.Session``, so anything that benchmarks sessions can run it; the
+    per-segment counters and ``last_path`` add what a bundle-aware report needs.
+    """
+
+    def __init__(self, bundle: Bundle, threads: int | None = None) -> None:
+        self.manifest = bundle.manifest
+        arch = self.manifest.get("target_arch", "any")
+        if arch not in ("any", machine_arch()):
+            raise BundleError(
+                f"{bundle.path} was compiled for {arch} and cannot run on this {machine_arch()} "
+                f"machine; copy it to a {arch} device to run it (here it can only be inspected: "
+                f"edgert.dynamic.inspect)", path=str(bundle.path), arch=arch)
+        self.inputs = [TensorSpec.from_dict(d) for d in self.manifest["inputs"]]
+        self.outputs = [TensorSpec.from_dict(d) for d in self.manifest["outputs"]]
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgert-bundle-")
+        self._sessions: dict[str, Session] = {}
+        self._fixed: dict[str, list[TensorSpec]] = {}
+        for seg in self.manifest["segments"]:
+            path = bundle.extract(seg["artifact"], Path(self._tmp.name))
+            for extra in seg.get("extra_members", []):
+                bundle.extract(extra, Path(self._tmp.name))
+            backend = get_backend(seg["engine"], BackendOptions(threads=threads))
+            self._sessions[seg["id"]] = backend.load(path)
+            self._fixed[seg["id"]] = [TensorSpec.from_dict(d) for d in seg["input_specs"]]
+        consts = {cid: bundle.array(member) for cid, member in self.manifest["consts"].items()}
+        self.segment_ns: dict[str, int] = {s["id"]: 0 for s in self.manifest["segments"]}
+        self.segment_calls: dict[str, int] = {s["id"]: 0 for s in self.manifest["segments"]}
+        self.on_segment: Callable[[str, int], None] | None = None
+        self.last_path: Trace | None = None
+        self.record_margins = False  # True: If events carry "margin" (how close the decision was)
+        self._interp = Interpreter(self.manifest["program"], self._run_segment, consts,
+                                   self._count, self._check_segment_feeds)
+
+    def _count(self, seg: str, ns: int) -> None:
+        self.segment_ns[seg] += ns
+        self.segment_calls[seg] += 1
+        if self.on_segment is not None:
+            self.on_segment(seg, ns)
+
+    def _check_segment_feeds(self, seg: str, feeds: dict[str, Any]) -> None:
+        for spec in self._fixed[seg]:
+            got = np.shape(feeds[spec.name])
+            want = spec.shape
+            if len(got) != len(want) or any(isinstance(w, int) and w >= 0 and w != g
+                                             for w, g in zip(want, got)):
+                raise InputError(
+                    f"this input is outside what the bundle supports: segment {seg} was built "
+                    f"for {spec.name!r} of shape {list(want)} (the shape the model declares or "
+                    f"ONNX inferred) and would get shape {list(got)}",
+                    segment=seg, value=spec.name, expected=list(want), got=list(got))
+
+    def _run_segment(self, seg: str, feeds: dict[str, Any]) -> list[Any]:
+        return self._sessions[seg].run(feeds)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        feeds = {name: np.asarray(value) for name, value in feeds.items()}
+        check_feeds(self.inputs, feeds)
+        self._interp.record_margins = self.record_margins
+        outputs, self.last_path = self._interp.run(feeds)
+        return [np.asarray(o) for o in outputs]
+
+    def segment_stats(self) -> list[dict[str, Any]]:
+        """Engine time per segment since the last ``reset_counters`` (measured, wall clock)."""
+        return [{"segment": seg["id"], "engine": seg["engine"],
+                 "calls": self.segment_calls[seg["id"]], "total_ns": self.segment_ns[seg["id"]]}
+                for seg in self.manifest["segments"]]
+
+    def reset_counters(self) -> None:
+        for seg in self.segment_ns:
+            self.segment_ns[seg] = 0
+            self.segment_calls[seg] = 0
+
+    def close(self) -> None:
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+
+def load(bundle_path: Path, *, threads: int | None = None) -> Runtime:
+    """Open, verify and load a bundle (raises ``BundleError`` naming a bad member)."""
+    return Runtime(Bundle(bundle_path), threads=threads)

@@ -1,0 +1,125 @@
+"""Compare a bundle with ONNX Runtime on the original model (host only).
+
+The report says how far the outputs are apart, which paths and segments the inputs
+exercised, which If decisions were within numerical noise of flipping (a mismatch there
+is a different path, not a wrong kernel), and an exit status for the CLI.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from edgert.errors import InputError, ModelError, UsageError
+from edgert.tensors import random_feeds
+
+from .runtime import load
+
+REPORT_SCHEMA = "edgert.validate/1"
+
+
+def _load_cases(cases: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """``cases``: None, a list of feed dicts, or an .npz (keys "input" or "case/input")."""
+    if cases is None:
+        return []
+    if isinstance(cases, (str, Path)):
+        with np.load(cases, allow_pickle=False) as arrays:
+            grouped: dict[str, dict[str, np.ndarray]] = {}
+            for key in arrays.files:
+                case, _, name = key.rpartition("/")
+                grouped.setdefault(case or "case0", {})[name] = arrays[key]
+        return sorted(grouped.items())
+    return [(f"case{i}", dict(feed)) for i, feed in enumerate(cases)]
+
+
+def _branches(block: dict[str, Any]) -> Iterable[tuple[str, str]]:
+    """Every (If node, branch) in a program block, nested blocks included."""
+    for step in block["steps"]:
+        if step["op"] == "if":
+            for taken in ("then", "else"):
+                yield step["node"], taken
+                yield from _branches(step[taken])
+        elif step["op"] in ("loop", "scan"):
+            yield from _branches(step["body"])
+
+
+def _errors(got: np.ndarray, want: np.ndarray, atol: float) -> tuple[float, float]:
+    """Max absolute and relative error; relative to max(|want|, atol) so zeros do not explode."""
+    if got.shape != want.shape:
+        return float("inf"), float("inf")
+    if got.size == 0:
+        return 0.0, 0.0
+    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    rel = diff / np.maximum(np.abs(want.astype(np.float64)), atol)
+    return float(diff.max()), float(rel.max())
+
+
+def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int = 0,
+             force_paths: bool = False, *, dims: Mapping[str, int] | None = None,
+             seed: int = 0, rtol: float = 1e-3, atol: float = 1e-4,
+             noise: float = 1e-4) -> dict[str, Any]:
+    """Run ``cases`` (feeds or an .npz) and ``random`` seeded inputs through both and compare.
+
+    ``force_paths``: fail unless every If branch in the program was taken by some input.
+    ``noise``: an If whose compared operands are closer than this is reported as near
+    its threshold; a mismatch on such an input does not fail validation.
+    """
+    import onnxruntime as ort
+
+    todo = _load_cases(cases)
+    with load(bundle) as runtime:
+        todo += [(f"random{i}", random_feeds(runtime.inputs, dims or {}, seed + i))
+                 for i in range(random)]
+        if not todo:
+            raise UsageError("nothing to validate: pass cases or random=N")
+        reference = ort.InferenceSession(str(reference_model), providers=["CPUExecutionProvider"])
+        ref_names = [o.name for o in reference.get_outputs()]
+        runtime.record_margins = True
+        results, taken, exercised = [], set(), set()
+        for case, feeds in todo:
+            try:
+                got = runtime.run(feeds)
+            except InputError as exc:
+                results.append({"case": case, "ok": False, "error": exc.message})
+                continue
+            try:
+                want = reference.run(ref_names, feeds)
+            except Exception as exc:  # ORT's untyped errors: the reference does not fit the bundle
+                raise ModelError(f"the reference model {Path(reference_model).name} cannot run the "
+                                 f"bundle's inputs (is it the model the bundle was compiled from?): "
+                                 f"{exc}", reference=str(reference_model)) from exc
+            errs = [_errors(np.asarray(g), np.asarray(w), atol) for g, w in zip(got, want)]
+            ok = all(np.allclose(g, w, rtol=rtol, atol=atol) if g.shape == np.shape(w) else False
+                     for g, w in zip(got, want))
+            path = runtime.last_path
+            near = [{"node": e["node"], "margin": e["margin"]} for e in path.events
+                    if e["kind"] == "if" and e.get("margin", np.inf) <= noise]
+            taken.update((e["node"], e["branch"]) for e in path.events if e["kind"] == "if")
+            exercised.update(path.segments)
+            results.append({"case": case, "ok": ok, "path": path.key(),
+                            "max_abs_error": max((a for a, _ in errs), default=0.0),
+                            "max_rel_error": max((r for _, r in errs), default=0.0),
+                            "near_threshold": near})
+        all_branches = set(_branches(runtime.manifest["program"]["body"]))
+        all_segments = {s["id"] for s in runtime.manifest["segments"]}
+    failed = [r for r in results if not r["ok"] and not r.get("near_threshold")]
+    untaken = sorted(all_branches - taken)
+    status = "fail" if failed or (force_paths and untaken) else "pass"
+    paths: dict[str, int] = {}
+    for r in results:
+        if "path" in r:
+            paths[r["path"]] = paths.get(r["path"], 0) + 1
+    return {
+        "schema": REPORT_SCHEMA, "bundle": str(bundle), "reference": str(reference_model),
+        "tolerance": {"rtol": rtol, "atol": atol, "noise": noise},
+        "cases": results,
+        "max_abs_error": max((r.get("max_abs_error", 0.0) for r in results), default=0.0),
+        "max_rel_error": max((r.get("max_rel_error", 0.0) for r in results), default=0.0),
+        "paths": paths,
+        "branches_not_taken": [f"{node}={b}" for node, b in untaken],
+        "segments_exercised": sorted(exercised),
+        "segments_not_exercised": sorted(all_segments - exercised),
+        "near_threshold": [dict(n, case=r["case"]) for r in results for n in r.get("near_threshold", [])],
+        "status": status, "exit_code": 0 if status == "pass" else 1,
+    }

@@ -1,0 +1,61 @@
+"""``edgert compile / validate / bench`` on a dynamic zoo model, end to end through the CLI."""
+import json
+from pathlib import Path
+
+from conftest import run_cli
+
+ZOO = Path(__file__).resolve().parents[1] / "edgert" / "zoo" / "dynamic"
+
+
+def test_compile_validate_and_bench_a_bundle(tmp_path):
+    model = ZOO / "early_exit_cnn.onnx"
+    bundle = tmp_path / "ee.edgert"
+    proc = run_cli("compile", str(model), "-o", str(bundle), "--backend", "ort")
+    assert proc.returncode == 0, proc.stderr
+    assert "segments on ort" in proc.stdout
+
+    report = tmp_path / "v.json"
+    proc = run_cli("validate", str(bundle), "--reference", str(model), "--cases",
+                   str(ZOO / "early_exit_cnn.npz"), "--force-paths", "--json", str(report))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    v = json.loads(report.read_text())
+    assert v["status"] == "pass" and len(v["paths"]) >= 2 and not v["segments_not_exercised"]
+
+    out = tmp_path / "r.json"
+    proc = run_cli("bench", str(bundle), "--runs", "30", "--json", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["backend"]["name"] == "bundle"
+    assert sum(p["n"] for p in r["paths"].values()) == 30  # every measured run has its path
+    assert r["segments_ms"] and r["host_overhead_us"]["p50"] > 0
+    assert set(r["segments_ms"]) <= set(r["backend"]["options"]["segments"])
+
+
+def test_validate_reports_a_mismatch_and_a_reference_that_does_not_fit(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    bundle = tmp_path / "ee.edgert"
+    assert run_cli("compile", str(ZOO / "early_exit_cnn.onnx"), "-o", str(bundle),
+                   "--backend", "ort").returncode == 0
+    # the same graph with one weight changed: outputs must differ, and validate must say so
+    model = onnx.load(ZOO / "early_exit_cnn.onnx")
+    init = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.5, init.name))
+    onnx.save(model, tmp_path / "changed.onnx")
+    proc = run_cli("validate", str(bundle), "--reference", str(tmp_path / "changed.onnx"),
+                   "--cases", str(ZOO / "early_exit_cnn.npz"))
+    assert proc.returncode == 1 and proc.stdout.startswith("fail"), proc.stdout + proc.stderr
+
+    proc = run_cli("validate", str(bundle), "--reference", str(ZOO / "skipnet.onnx"), "--random", "2")
+    assert proc.returncode == 1 and "cannot run the bundle's inputs" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bundle_refuses_another_backend(tmp_path):
+    bundle = tmp_path / "ee.edgert"
+    assert run_cli("compile", str(ZOO / "early_exit_cnn.onnx"), "-o", str(bundle),
+                   "--backend", "ort").returncode == 0
+    proc = run_cli("bench", str(bundle), "--backend", "tvm", "--runs", "2")
+    assert proc.returncode != 0 and "is a bundle" in proc.stderr

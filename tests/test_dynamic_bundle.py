@@ -1,0 +1,167 @@
+"""The bundle container: verified members, tamper detection, foreign-arch refusal."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import backends
+import edgert.dynamic as dyn
+from edgert.dynamic.bundle import FORMAT_VERSION, MANIFEST, Bundle, write_bundle
+from edgert.errors import BundleError
+
+ZOO = Path(dyn.__file__).resolve().parent.parent / "zoo" / "dynamic"
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Path:
+    return dyn.compile(ZOO / "early_exit_cnn.onnx", backend="ort", out=tmp_path / "ee.edgert")
+
+
+def rewrite(src: Path, dst: Path, change) -> None:
+    """Copy a zip member by member, letting ``change(name, data)`` alter the bytes."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info, change(info.filename, zin.read(info.filename)))
+
+
+def test_manifest_is_first_and_lists_every_member(bundle):
+    with zipfile.ZipFile(bundle) as archive:
+        names = archive.namelist()
+        manifest = json.loads(archive.read(MANIFEST))
+    assert names[0] == MANIFEST
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert sorted(manifest["members"]) == sorted(names[1:])
+    assert manifest["source"]["name"] == "early_exit_cnn.onnx"
+    assert len(manifest["source"]["sha256"]) == 64
+    assert manifest["engines"]["ort"]
+    assert [s["name"] for s in manifest["inputs"]] == ["x"]
+    assert [s["name"] for s in manifest["outputs"]] == ["probs", "exit"]
+    for seg in manifest["segments"]:
+        assert seg["artifact"] in manifest["members"]
+
+
+def test_same_model_gives_identical_bundle_bytes(bundle, tmp_path):
+    again = dyn.compile(ZOO / "early_exit_cnn.onnx", backend="ort", out=tmp_path / "again.edgert")
+    assert again.read_bytes() == bundle.read_bytes()
+
+
+def test_tampered_member_is_named(bundle, tmp_path):
+    manifest = dyn.inspect(bundle)
+    victim = manifest["segments"][0]["artifact"]
+    bad = tmp_path / "bad.edgert"
+    # rewrite re-computes the zip CRC, so only the manifest's sha256 can catch this
+    rewrite(bundle, bad, lambda name, data: data.replace(b"conv1", b"convX") if name == victim else data)
+    with pytest.raises(BundleError) as err:
+        dyn.load(bad)
+    assert err.value.fields["member"] == victim
+    assert victim in err.value.message
+
+
+def test_flipped_byte_in_the_file_is_caught(bundle, tmp_path):
+    data = bytearray(bundle.read_bytes())
+    with zipfile.ZipFile(bundle) as archive:
+        info = archive.getinfo(dyn.inspect(bundle)["segments"][-1]["artifact"])
+    data[info.header_offset + 30 + len(info.filename) + 5] ^= 0xFF  # inside the member's data
+    bad = tmp_path / "flipped.edgert"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(BundleError) as err:
+        Bundle(bad)
+    assert err.value.fields["member"] == info.filename
+
+
+def test_unlisted_member_is_refused(bundle, tmp_path):
+    extra = tmp_path / "extra.edgert"
+    rewrite(bundle, extra, lambda name, data: data)
+    with zipfile.ZipFile(extra, "a") as archive:
+        archive.writestr("segments/evil.so", b"\x7fELF")
+    with pytest.raises(BundleError, match="evil.so"):
+        dyn.load(extra)
+
+
+def test_manifest_must_come_first(tmp_path):
+    path = tmp_path / "swapped.edgert"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("consts/a.npy", b"")
+        archive.writestr(MANIFEST, "{}")
+    with pytest.raises(BundleError, match="first member"):
+        Bundle(path)
+
+
+def test_newer_format_version_is_refused(tmp_path):
+    path = write_bundle(tmp_path / "v.edgert", {}, {})
+    rewrite(path, tmp_path / "v2.edgert", lambda name, data: json.dumps(
+        dict(json.loads(data), format_version=FORMAT_VERSION + 1)).encode() if name == MANIFEST else data)
+    with pytest.raises(BundleError, match="format version"):
+        Bundle(tmp_path / "v2.edgert")
+
+
+def test_not_a_zip_is_a_bundle_error(tmp_path):
+    path = tmp_path / "junk.edgert"
+    path.write_bytes(b"not a zip")
+    with pytest.raises(BundleError):
+        dyn.load(path)
+
+
+def test_foreign_arch_bundle_can_be_inspected_not_run(bundle, tmp_path):
+    foreign = tmp_path / "foreign.edgert"
+    manifest = dyn.inspect(bundle)
+    arch = "riscv64" if manifest["target_arch"] != "riscv64" else "aarch64"
+    members = {}
+    with zipfile.ZipFile(bundle) as archive:
+        for name in archive.namelist()[1:]:
+            members[name] = archive.read(name)
+    for key in ("members", "format", "format_version"):
+        manifest.pop(key)
+    write_bundle(foreign, dict(manifest, target_arch=arch), members)
+    assert dyn.inspect(foreign)["target_arch"] == arch
+    with pytest.raises(BundleError, match=f"compiled for {arch}.*only be inspected"):
+        dyn.load(foreign)
+
+
+def test_runtime_needs_no_onnx(bundle):
+    """Device side: loading and running a bundle works with the onnx package blocked."""
+    script = (
+        "import sys; sys.modules['onnx'] = None\n"
+        "import numpy as np, edgert.dynamic as dyn\n"
+        f"rt = dyn.load({str(bundle)!r})\n"
+        "out = rt.run({'x': np.zeros((1, 3, 16, 16), np.float32)})\n"
+        "assert 'onnx' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "print(out[0].shape, rt.last_path.key())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("(1, 10) exit1_if=")
+
+
+def test_consts_round_trip_through_the_bundle(bundle):
+    manifest = dyn.inspect(bundle)
+    opened = Bundle(bundle)
+    values = [opened.array(member) for member in manifest["consts"].values()]
+    # the two early-exit branches only return a probs alias and an exit id: host steps, no
+    # engine call; exit id 2 is computed inside the stage-3 segment
+    assert sorted(int(v[0]) for v in values if v.dtype == np.int64) == [0, 1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not backends.backend_class("tvm").available(), reason="TVM is not installed")
+def test_aarch64_bundle_holds_arm_libraries_and_refuses_to_run_here(tmp_path):
+    import platform
+
+    bundle = dyn.compile(ZOO / "symbolic_batch.onnx", backend="tvm", target="aarch64",
+                         out=tmp_path / "arm.edgert", cache_dir=tmp_path / "cache")
+    manifest = dyn.inspect(bundle)
+    assert manifest["target"] == "aarch64" and manifest["target_arch"] == "aarch64"
+    opened = Bundle(bundle)
+    for seg in manifest["segments"]:
+        elf = opened.read(seg["artifact"])
+        assert elf[:4] == b"\x7fELF"
+        assert int.from_bytes(elf[18:20], "little") == 183  # e_machine EM_AARCH64
+    if platform.machine() not in ("aarch64", "arm64"):
+        with pytest.raises(BundleError, match="compiled for aarch64"):
+            dyn.load(bundle)

@@ -1,0 +1,61 @@
+"""validate(): bundle vs ONNX Runtime on the original model, with path coverage."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgert.dynamic as dyn
+from edgert.errors import UsageError
+
+from test_dynamic_partition import if_model
+
+ZOO = Path(dyn.__file__).resolve().parent.parent / "zoo" / "dynamic"
+
+
+def test_zoo_cases_cover_every_branch(tmp_path):
+    bundle = dyn.compile(ZOO / "early_exit_cnn.onnx", backend="ort", out=tmp_path / "b.edgert")
+    report = dyn.validate(bundle, ZOO / "early_exit_cnn.onnx", cases=ZOO / "early_exit_cnn.npz",
+                          random=2, force_paths=True)
+    assert report["status"] == "pass" and report["exit_code"] == 0
+    assert len(report["cases"]) == 8
+    assert report["branches_not_taken"] == []
+    assert report["segments_not_exercised"] == []
+    assert len(report["paths"]) == 3
+    assert report["max_abs_error"] <= 1e-4
+
+
+def test_untaken_branch_fails_only_when_paths_are_forced(tmp_path):
+    model = if_model(tmp_path)
+    bundle = dyn.compile(model, backend="ort", out=tmp_path / "b.edgert")
+    cases = [{"x": np.array([1.0, 2.0], np.float32)}]
+    loose = dyn.validate(bundle, model, cases=cases)
+    forced = dyn.validate(bundle, model, cases=cases, force_paths=True)
+    assert loose["status"] == "pass"
+    assert forced["status"] == "fail" and forced["exit_code"] == 1
+    assert forced["branches_not_taken"] == ["gate=else"]
+
+
+def test_decision_on_its_threshold_is_reported(tmp_path):
+    model = if_model(tmp_path)
+    bundle = dyn.compile(model, backend="ort", out=tmp_path / "b.edgert")
+    # relu(x) sums to exactly 0, the threshold of "gate": noise could flip it
+    report = dyn.validate(bundle, model, cases=[{"x": np.array([-1.0, -2.0], np.float32)},
+                                                {"x": np.array([3.0, 1.0], np.float32)}])
+    assert report["near_threshold"] == [{"node": "gate", "margin": 0.0, "case": "case0"}]
+    assert report["cases"][1]["near_threshold"] == []
+
+
+def test_wrong_reference_fails(tmp_path):
+    bundle = dyn.compile(ZOO / "skipnet.onnx", backend="ort", out=tmp_path / "b.edgert")
+    report = dyn.validate(bundle, ZOO / "blockdrop.onnx", random=2)
+    assert report["status"] == "fail"
+    assert report["max_abs_error"] > 1e-3
+
+
+def test_nothing_to_validate_is_a_usage_error(tmp_path):
+    model = if_model(tmp_path)
+    bundle = dyn.compile(model, backend="ort", out=tmp_path / "b.edgert")
+    with pytest.raises(UsageError):
+        dyn.validate(bundle, model)
