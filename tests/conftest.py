@@ -36,19 +36,24 @@ def matmul_model(tmp_path: Path) -> Path:
     return make_matmul_model(tmp_path / "matmul.onnx")
 
 
-def run_cli(*args: str, block: tuple[str, ...] = (), cwd: Path | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run ``edgert ARGS`` in a fresh interpreter; ``block`` makes those modules unimportable."""
-    code = (
+def run_python(code: str, *args: str, block: tuple[str, ...] = (), cwd: Path | None = None,
+               timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter in which the ``block`` modules cannot be imported."""
+    blocker = (
         "import sys\n"
         "class _Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
         f"        if name.split('.')[0] in {set(block)!r}:\n"
         "            raise ModuleNotFoundError(f'blocked for the test: {name}')\n"
         "sys.meta_path.insert(0, _Block())\n"
-        "from edgert.cli import main\n"
-        "main(sys.argv[1:])\n"
     )
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run([sys.executable, "-c", blocker + code, *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+def run_cli(*args: str, block: tuple[str, ...] = (), cwd: Path | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``edgert ARGS`` in a fresh interpreter; ``block`` makes those modules unimportable."""
+    return run_python("from edgert.cli import main\nmain(sys.argv[1:])\n", *args, block=block,
+                      cwd=cwd, timeout=timeout)

@@ -1,0 +1,45 @@
+"""Device URLs and the edgert.toml inventory."""
+from pathlib import Path
+
+import pytest
+
+from edgert.devices.address import parse_url, resolve
+from edgert.errors import UsageError
+
+
+def test_urls():
+    ssh = parse_url("ssh://pi@board.local:2222")
+    assert (ssh.scheme, ssh.user, ssh.host, ssh.port) == ("ssh", "pi", "board.local", 2222)
+    serial = parse_url("serial:///dev/ttyUSB0?baud=921600")
+    assert (serial.scheme, serial.path, serial.baud) == ("serial", "/dev/ttyUSB0", 921600)
+    assert parse_url("serial:///dev/ttyAMA0").baud == 115200
+    tcp = parse_url("tcp://10.0.0.5:7723")
+    assert (tcp.host, tcp.port) == ("10.0.0.5", 7723)
+    assert parse_url("local").scheme == "local"
+
+
+@pytest.mark.parametrize("url, words", [
+    ("http://x", "unknown device"), ("tcp://host", "needs a port"), ("serial://", "device path"),
+    ("serial:///dev/x?baud=fast", "bad baud"), ("ssh://host:port", "bad port"),
+])
+def test_bad_urls(url, words):
+    with pytest.raises(UsageError, match=words):
+        parse_url(url)
+
+
+def test_inventory_names_with_defaults(tmp_path: Path):
+    inv = tmp_path / "edgert.toml"
+    inv.write_text('[devices.pi5]\nurl = "ssh://pi@pi5.local"\nssh_key = "~/.ssh/pi"\n'
+                   'agent_cmd = "/opt/edgert/bin/edgert agent --stdio"\n\n'
+                   '[devices.qemu]\nurl = "ssh://root@127.0.0.1:2200"\nemulated = true\n')
+    pi5 = resolve("pi5", inv)
+    assert pi5.name == "pi5" and pi5.host == "pi5.local" and pi5.user == "pi"
+    assert pi5.ssh_key == Path("~/.ssh/pi").expanduser()
+    assert pi5.agent_cmd == "/opt/edgert/bin/edgert agent --stdio" and not pi5.emulated
+    assert resolve("qemu", inv).emulated
+    assert resolve("tcp://h:1", inv).scheme == "tcp"  # URLs still work with an inventory
+    with pytest.raises(UsageError, match="unknown device 'orin'; inventory devices: pi5, qemu"):
+        resolve("orin", inv)
+    inv.write_text('[devices.broken]\nhost = "x"\n')
+    with pytest.raises(UsageError, match="has no url"):
+        resolve("broken", inv)

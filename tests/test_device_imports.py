@@ -1,0 +1,24 @@
+"""Device-side code imports and runs with numpy, msgpack and one engine: no compiler, onnx,
+paramiko, torch or plotting libraries."""
+import json
+
+from conftest import make_matmul_model, run_cli, run_python
+
+HOST_ONLY = ("onnx", "tvm", "paramiko", "torch", "scipy", "matplotlib", "safetensors", "ai_edge_litert")
+
+
+def test_device_modules_import_without_host_packages():
+    proc = run_python(
+        "import device_agents.agent, device_agents.serve, device_agents.sweep, device_agents.meter\n"
+        "import edgert.runner, edgert.dynamic.runtime, backends.ort, backends.tvm, backends.tflite\n"
+        "import edgert.variants\n"
+        "print('ok')\n", block=HOST_ONLY)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_bench_runs_with_only_onnxruntime(tmp_path):
+    model = make_matmul_model(tmp_path / "m.onnx", symbolic=False)
+    out = tmp_path / "r.json"
+    proc = run_cli("bench", str(model), "--runs", "5", "--json", str(out), "--quiet", block=HOST_ONLY)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["latency_ms"]["n"] == 5
