@@ -1,0 +1,81 @@
+"""TVM targets by edgert name, and how to link a library for each.
+
+Host-only. 0.27 rejects "llvm -mtriple=..." strings, and ``-mcpu=native``
+silently falls back to a generic CPU, so targets are dicts with the CPU named.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Any, Callable
+
+from edgert.errors import BackendError, UsageError
+
+AARCH64_CXX = "aarch64-linux-gnu-g++"  # Debian package g++-aarch64-linux-gnu
+TARGET_NAMES = ("host", "aarch64")
+
+
+def target_dict(name: str) -> dict[str, Any]:
+    """The target dict for ``host``, ``aarch64`` or a JSON object given verbatim."""
+    if name == "host":
+        from tvm.target import codegen
+
+        # no "num-cores": it would make the cache key depend on the current affinity mask
+        return {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()}
+    if name == "aarch64":
+        return {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
+    if name.lstrip().startswith("{"):
+        try:
+            spec = json.loads(name)
+        except ValueError as exc:
+            raise UsageError(f"--target is not valid JSON: {exc}", target=name) from exc
+        if not isinstance(spec, dict) or "kind" not in spec:
+            raise UsageError('a JSON --target must be an object with a "kind", e.g. {"kind": "llvm"}',
+                             target=name)
+        return spec
+    raise UsageError(f"unknown TVM target {name!r}; use one of {', '.join(TARGET_NAMES)} "
+                     'or a JSON target such as {"kind": "llvm", "mcpu": "cortex-a72"}', target=name)
+
+
+def resolve_target(name: str) -> Any:
+    """A ``tvm.target.Target`` for an edgert target name (see ``target_dict``)."""
+    import tvm
+
+    spec = target_dict(name)
+    try:
+        return tvm.target.Target(spec)
+    except Exception as exc:  # TVM raises ValueError/TVMError variants for bad attributes
+        raise UsageError(f"TVM rejected target {json.dumps(spec)}: {exc}", target=name) from exc
+
+
+def target_key(target: Any) -> str:
+    """Canonical text of a target (sorted JSON of all attributes), used in cache keys."""
+    return json.dumps(dict(target.export()), sort_keys=True, default=list)
+
+
+def is_cross(target: Any) -> bool:
+    """True when code for ``target`` cannot run on this machine (a foreign triple)."""
+    import tvm
+
+    triple = str(target.attrs.get("mtriple", "") or "")
+    if not triple:
+        return False
+    host = str(tvm.target.codegen.llvm_get_system_triple())
+    return triple.split("-")[0] != host.split("-")[0]
+
+
+def export_compiler(target: Any) -> Callable[..., None] | None:
+    """The ``fcompile`` for ``export_library``: None (host cc) or a cross g++ for aarch64."""
+    triple = str(target.attrs.get("mtriple", "") or "")
+    if not is_cross(target):
+        return None
+    if not triple.startswith("aarch64"):
+        raise BackendError(f"no cross linker known for triple {triple!r}; edgert links aarch64 only",
+                           triple=triple)
+    if shutil.which(AARCH64_CXX) is None:
+        raise BackendError(f"cross-linking for {triple} needs {AARCH64_CXX}; install the Debian "
+                           "package g++-aarch64-linux-gnu", triple=triple)
+    from tvm.support import cc
+
+    # a fresh function each time: cross_compiler appends to its option list in place
+    return cc.cross_compiler(AARCH64_CXX, options=[])

@@ -1,0 +1,198 @@
+"""TvmBackend against real TVM compiles and real ONNX Runtime sessions."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm")
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from backends import BackendOptions, get_backend  # noqa: E402
+from backends.tvm import TvmBackend, cache_path, compile_onnx  # noqa: E402
+from backends.tvm_target import resolve_target, target_key  # noqa: E402
+from edgert.errors import BundleError, ModelError, UsageError  # noqa: E402
+from edgert.tensors import random_feeds  # noqa: E402
+
+ZOO = Path(__file__).resolve().parents[1] / "edgert" / "zoo"
+EM_AARCH64 = 183
+
+
+def _weights(rng: np.random.Generator, name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
+    scale = 1.0 / np.sqrt(np.prod(shape[1:]) if len(shape) > 1 else 1.0)
+    return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def _small_cnn(path: Path) -> Path:
+    """conv+relu -> conv, + skip, relu -> pool -> gemm; two outputs (logits, features)."""
+    rng = np.random.default_rng(0)
+    inits = [_weights(rng, "w1", (8, 3, 3, 3)), _weights(rng, "b1", (8,)),
+             _weights(rng, "w2", (8, 8, 3, 3)), _weights(rng, "b2", (8,)),
+             _weights(rng, "wf", (5, 8)), _weights(rng, "bf", (5,))]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["r1", "c2"], ["s"]),
+        helper.make_node("Relu", ["s"], ["features"]),
+        helper.make_node("GlobalAveragePool", ["features"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "small_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5]),
+         helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tvm-cache")
+
+
+@pytest.fixture(scope="module")
+def small_cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _small_cnn(tmp_path_factory.mktemp("models") / "small_cnn.onnx")
+
+
+def _assert_matches_ort(model: Path, cache_dir: Path) -> None:
+    tvm_session = get_backend("tvm", BackendOptions(cache_dir=cache_dir)).load(model)
+    ort_session = get_backend("ort").load(model)
+    assert tvm_session.inputs == ort_session.inputs
+    assert [s.name for s in tvm_session.outputs] == [s.name for s in ort_session.outputs]
+    feeds = random_feeds(tvm_session.inputs, {}, seed=1)
+    got, want = tvm_session.run(feeds), ort_session.run(feeds)
+    assert len(got) == len(want)
+    for spec, g, w in zip(tvm_session.outputs, got, want):
+        assert g.shape == w.shape, spec.name
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=spec.name)
+
+
+@pytest.mark.slow
+def test_small_cnn_matches_ort_in_output_order(small_cnn: Path, cache_dir: Path) -> None:
+    _assert_matches_ort(small_cnn, cache_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet", "mobilenet_v2"])
+def test_zoo_model_matches_ort(name: str, cache_dir: Path) -> None:
+    model = ZOO / f"{name}.onnx"
+    if not model.exists():
+        pytest.skip(f"{model} not built")
+    _assert_matches_ort(model, cache_dir)
+
+
+@pytest.mark.slow
+def test_second_load_hits_the_cache(small_cnn: Path, tmp_path: Path) -> None:
+    first = TvmBackend(BackendOptions(cache_dir=tmp_path))
+    first.load(small_cnn)
+    library = Path(first.effective_options()["artifact"])
+    stamp = library.stat().st_mtime_ns
+    second = TvmBackend(BackendOptions(cache_dir=tmp_path))
+    second.load(small_cnn)
+    assert first.effective_options()["cache"] == "miss"
+    assert second.effective_options()["cache"] == "hit"
+    assert library.stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in tmp_path.iterdir()) == [library.with_suffix(".json").name, library.name]
+
+
+def test_cache_key_depends_on_target(small_cnn: Path, tmp_path: Path) -> None:
+    host, arm = resolve_target("host"), resolve_target("aarch64")
+    assert target_key(host) != target_key(arm)
+    assert cache_path(small_cnn, host, tmp_path) != cache_path(small_cnn, arm, tmp_path)
+    assert cache_path(small_cnn, host, tmp_path) == cache_path(small_cnn, resolve_target("host"), tmp_path)
+
+
+@pytest.mark.slow
+def test_aarch64_library_is_an_arm64_elf(small_cnn: Path, cache_dir: Path) -> None:
+    library = compile_onnx(small_cnn, resolve_target("aarch64"), cache_dir)
+    header = library.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF"
+    assert header[4] == 2  # ELFCLASS64
+    assert int.from_bytes(header[18:20], "little") == EM_AARCH64
+    if platform.machine() == "aarch64":
+        return  # the library is native here; the refusal below is for other hosts
+    with pytest.raises(BundleError) as info:
+        TvmBackend().load(library)
+    assert str(library) in info.value.message and "built for aarch64" in info.value.message
+
+
+def test_unsupported_operator_is_named(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Det", ["r"], ["y"], name="det_1")],
+        "det", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    path = tmp_path / "det.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(ModelError) as info:
+        TvmBackend(BackendOptions(cache_dir=tmp_path)).load(path)
+    assert info.value.fields == {"op": "Det", "node": "det_1"}
+    assert "'Det'" in info.value.message and "--backend ort" in info.value.message
+    assert not list(tmp_path.glob("*.so"))
+
+
+# The device step in a fresh process (the thread pool reads TVM_NUM_THREADS once),
+# with onnx and onnxruntime made unimportable as on a board.
+_DEVICE_SCRIPT = """
+import json, sys
+from pathlib import Path
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("onnx", "onnxruntime"):
+            raise ImportError("blocked " + name)
+
+sys.meta_path.insert(0, Block())
+from backends import BackendOptions, get_backend
+from edgert.tensors import random_feeds
+
+backend = get_backend("tvm", BackendOptions(threads=int(sys.argv[2])))
+session = backend.load(Path(sys.argv[1]))
+outputs = session.run(random_feeds(session.inputs, {}, seed=0))
+print(json.dumps({"options": backend.effective_options(), "shapes": [list(o.shape) for o in outputs]}))
+"""
+
+
+@pytest.mark.slow
+def test_device_load_needs_no_onnx_and_sets_threads(small_cnn: Path, cache_dir: Path) -> None:
+    library = compile_onnx(small_cnn, resolve_target("host"), cache_dir)
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    for threads in (1, 2):
+        done = subprocess.run([sys.executable, "-c", _DEVICE_SCRIPT, str(library), str(threads)],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        assert report["shapes"] == [[1, 5], [1, 8, 16, 16]]
+        assert report["options"]["threads"] == threads
+        assert report["options"]["TVM_NUM_THREADS"] == str(threads)
+        assert '"kind": "llvm"' in report["options"]["target"]
+
+
+def test_library_without_signature_is_a_bundle_error(tmp_path: Path) -> None:
+    library = tmp_path / "model.so"
+    library.write_bytes(b"\x7fELF")
+    with pytest.raises(BundleError) as info:
+        TvmBackend().load(library)
+    assert info.value.fields["path"] == str(library.with_suffix(".json"))
+
+
+def test_other_suffix_is_a_model_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError):
+        TvmBackend().load(tmp_path / "model.tflite")
+
+
+def test_unknown_target_is_a_usage_error() -> None:
+    with pytest.raises(UsageError):
+        resolve_target("riscv")
