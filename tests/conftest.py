@@ -37,7 +37,8 @@ def matmul_model(tmp_path: Path) -> Path:
 
 
 def run_python(code: str, *args: str, block: tuple[str, ...] = (), cwd: Path | None = None,
-               timeout: float = 600) -> subprocess.CompletedProcess[str]:
+               timeout: float = 600, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter in which the ``block`` modules cannot be imported."""
     blocker = (
         "import sys\n"
@@ -47,13 +48,14 @@ def run_python(code: str, *args: str, block: tuple[str, ...] = (), cwd: Path | N
         "            raise ModuleNotFoundError(f'blocked for the test: {name}')\n"
         "sys.meta_path.insert(0, _Block())\n"
     )
-    env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-c", blocker + code, *args], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=timeout)
+                          text=True, cwd=cwd, env={**os.environ, "COLUMNS": "200", **(env or {})},
+                          timeout=timeout)
 
 
 def run_cli(*args: str, block: tuple[str, ...] = (), cwd: Path | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+            timeout: float = 600, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
     """Run ``edgert ARGS`` in a fresh interpreter; ``block`` makes those modules unimportable."""
     return run_python("from edgert.cli import main\nmain(sys.argv[1:])\n", *args, block=block,
-                      cwd=cwd, timeout=timeout)
+                      cwd=cwd, timeout=timeout, env=env)

@@ -85,3 +85,32 @@ def test_symbolic_dim_needs_a_size(matmul_model):
 def test_debug_shows_traceback(tmp_path):
     proc = run_cli("--debug", "bench", str(tmp_path / "nope.onnx"))
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_three_engines_side_by_side_on_a_zoo_model(tmp_path):
+    """The README's main job with every engine: one result file each, outputs that agree."""
+    out = tmp_path / "r.json"
+    proc = run_cli("bench", "zoo:resnet", "--backend", "ort", "--backend", "tvm", "--backend", "tflite",
+                   "--runs", "40", "--json", str(out), "--quiet",
+                   env={"XDG_CACHE_HOME": str(tmp_path / "cache")})  # compiled artifacts stay in tmp
+    assert proc.returncode == 0, proc.stderr
+    results = {name: json.loads((tmp_path / f"r.{name}.json").read_text())
+               for name in ("ort", "tvm", "tflite")}
+    for name, r in results.items():
+        assert r["backend"]["name"] == name and len(r["samples_ms"]) == 40
+        assert r["model"]["sha256"] == results["ort"]["model"]["sha256"]
+    for name in ("tvm", "tflite"):
+        assert results[name]["agreement"]["against"] == "ort"
+        assert results[name]["agreement"]["max_rel"] < 1e-2 and results[name]["agreement"]["max_abs"] < 1e-4
+    for name in ("ort", "tvm", "tflite"):
+        assert name in proc.stdout
+    assert (tmp_path / "cache" / "edgert" / "tvm").is_dir()
+
+
+def test_a_tflite_file_runs(tmp_path):
+    out = tmp_path / "r.json"
+    proc = run_cli("bench", "zoo:mobilenet_v2.tflite", "--backend", "tflite", "--runs", "10",
+                   "--json", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["model"]["path"].endswith("mobilenet_v2.tflite") and r["backend"]["name"] == "tflite"
