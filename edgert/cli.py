@@ -32,12 +32,17 @@ def _dims(values: tuple[str, ...]) -> dict[str, int]:
     return dims
 
 
-def device_options(func: Any) -> Any:
-    """--device and the options that say how to reach it (shared by every device command)."""
+def device_options(func: Any, many: bool = False) -> Any:
+    """--device and the options that say how to reach it (shared by every device command).
+
+    ``many``: --device may repeat and --all-devices takes the whole inventory (a fleet run).
+    """
+    where = ("local, ssh://user@host[:port], serial:///dev/ttyUSB0?baud=N, tcp://host:port, "
+             "labgrid://PLACE, labgrid://?TAG=VALUE, or a name from edgert.toml.")
     options = [
-        click.option("--device", default="local", show_default=True,
-                     help="local, ssh://user@host[:port], serial:///dev/ttyUSB0?baud=N, "
-                          "tcp://host:port, or a name from edgert.toml."),
+        click.option("--device", "devices", multiple=True, metavar="DEVICE",
+                     help=where + " Repeat to run on several boards at once.") if many else
+        click.option("--device", default="local", show_default=True, help=where),
         click.option("--inventory", type=click.Path(path_type=Path), default=None,
                      help="Device inventory (default: ./edgert.toml, ~/.config/edgert/edgert.toml)."),
         click.option("--ssh-key", type=click.Path(path_type=Path), default=None,
@@ -48,17 +53,43 @@ def device_options(func: Any) -> Any:
                      help="Command that starts the agent over SSH [default: edgert agent --stdio]."),
         click.option("--insecure-accept-host-key", is_flag=True,
                      help="Accept an unknown SSH host key (INSECURE: only for throwaway test boards)."),
+        click.option("--lg-coordinator", default=None, metavar="HOST:PORT",
+                     help="labgrid coordinator for labgrid:// devices "
+                          "[default: $LG_COORDINATOR, else 127.0.0.1:20408]."),
     ]
+    if many:
+        options.insert(1, click.option("--all-devices", is_flag=True,
+                                       help="Run on every device of the inventory at once."))
     return _apply(func, options)
 
 
+def fleet_device_options(func: Any) -> Any:
+    return device_options(func, many=True)
+
+
 def _address(device: str, inventory: Path | None, ssh_key: Path | None, known_hosts: Path | None,
-             agent_cmd: str | None, insecure_accept_host_key: bool) -> Any:
+             agent_cmd: str | None, insecure_accept_host_key: bool,
+             lg_coordinator: str | None = None) -> Any:
     from edgert.devices.address import resolve
 
-    return resolve(device, inventory).replace(
+    addr = resolve(device, inventory).replace(
         ssh_key=ssh_key, known_hosts=known_hosts, agent_cmd=agent_cmd,
         insecure_accept_host_key=insecure_accept_host_key or None)
+    return addr.replace(coordinator=lg_coordinator) if addr.scheme == "labgrid" else addr
+
+
+def _addresses(devices: tuple[str, ...], all_devices: bool, inventory: Path | None,
+               **how: Any) -> list[Any]:
+    """Every --device (and with --all-devices every inventory device), each once, in order."""
+    from edgert.devices.address import inventory_path, load_inventory
+
+    names = list(devices)
+    if all_devices:
+        known = load_inventory(inventory_path(inventory))
+        if not known:
+            raise UsageError("--all-devices: the inventory (edgert.toml) lists no devices")
+        names += known
+    return [_address(name, inventory, **how) for name in dict.fromkeys(names or ["local"])]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,14 +152,17 @@ def _measure_args(inputs: tuple[str, ...], shapes: tuple[str, ...], warmup: int,
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None,
               help="Write raw samples as CSV (same naming as --json).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-@device_options
+@fleet_device_options
 def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_path: Path | None,
           quiet: bool, inputs: tuple[str, ...], shapes: tuple[str, ...], warmup: int,
           runs: int | None, min_time: float, max_time: float, threads: int | None, seed: int,
-          target: str, **device: Any) -> None:
-    """Measure MODEL's latency on a device (this machine by default).
+          target: str, devices: tuple[str, ...], all_devices: bool, **device: Any) -> None:
+    """Measure MODEL's latency on a device (this machine by default), or on many at once.
 
-    MODEL is an .onnx/.tflite file, a bundle, or zoo:NAME for a bundled model.
+    MODEL is an .onnx/.tflite file, a bundle, or zoo:NAME for a bundled model. With several
+    devices each board runs its own session in parallel; --json r.json then writes
+    r.BOARD.json per board and the summary r.fleet.json, and a failed board is reported
+    without stopping the others (exit code 1 if any failed).
     """
     from rich.console import Console
 
@@ -145,8 +179,11 @@ def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_pat
     job = BenchJob(model=path, backends=tuple(dict.fromkeys(backends or (default,))),
                    **_measure_args(inputs, shapes, warmup, runs, min_time, max_time, threads,
                                    seed, target))
+    addrs = _addresses(devices, all_devices, **device)
+    if len(addrs) > 1:
+        return _bench_fleet(job, addrs, json_path, csv_path, quiet)
     with Progress(quiet=quiet, max_duration_ms=job.settings.max_duration_ms, runs=runs) as progress:
-        results = run_bench(job, _address(**device), progress.task)
+        results = run_bench(job, addrs[0], progress.task)
     for res in results:
         name = res["backend"]["name"]
         if json_path:
@@ -154,6 +191,29 @@ def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_pat
         if csv_path:
             result.write_csv(res, _per_backend(csv_path, name, len(results)))
     side_by_side(results, Console())
+
+
+def _bench_fleet(job: Any, addrs: list[Any], json_path: Path | None, csv_path: Path | None,
+                 quiet: bool) -> None:
+    from rich.console import Console
+
+    from edgert.fleet import bench_fleet, write_results
+    from edgert.progress import Progress
+    from edgert.render import side_by_side
+
+    with Progress(quiet=quiet, max_duration_ms=job.settings.max_duration_ms,
+                  runs=job.settings.runs) as progress:
+        entries = bench_fleet(job, addrs, progress.task)
+    summary = write_results(entries, json_path, csv_path)
+    console = Console()
+    for entry in entries:
+        if entry.ok:
+            console.rule(entry.device)
+            side_by_side(entry.results, console)
+    for error in summary["errors"]:
+        click.echo(f"edgert: error: {error['device']}: {error['message']}", err=True)
+    if summary["errors"]:
+        sys.exit(1)
 
 
 @cli.command()

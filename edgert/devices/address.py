@@ -4,6 +4,7 @@
     ssh://user@host[:port]              the agent started over SSH (``edgert agent --stdio``)
     serial:///dev/ttyUSB0?baud=115200   the agent listening on a serial line
     tcp://host:port                     the agent listening on TCP with a shared token
+    labgrid://PLACE                     a labgrid place (or labgrid://?TAG=VALUE), see devices/labgrid.py
     pi5                                 a name from the inventory
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-SCHEMES = ("local", "ssh", "serial", "tcp")
+SCHEMES = ("local", "ssh", "serial", "tcp", "labgrid")
 DEFAULT_AGENT_CMD = "edgert agent --stdio"
 DEFAULT_BAUD = 115200
 
@@ -56,7 +57,12 @@ def parse_url(url: str, name: str | None = None) -> DeviceAddress:
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES:
         raise UsageError(f"unknown device {url!r}: use local, ssh://user@host[:port], "
-                         "serial:///dev/ttyX?baud=N, tcp://host:port or a name from edgert.toml")
+                         "serial:///dev/ttyX?baud=N, tcp://host:port, labgrid://PLACE "
+                         "or a name from edgert.toml")
+    if parts.scheme == "labgrid":
+        from edgert.devices.labgrid import parse_url as parse_labgrid_url
+
+        return parse_labgrid_url(url, name)
     try:
         port = parts.port
     except ValueError:
@@ -110,6 +116,10 @@ def load_inventory(path: Path | None) -> dict[str, DeviceAddress]:
             token_file=_path(table.get("token_file")),
             emulated=table.get("emulated"),
         )
+        if table.get("coordinator"):
+            if addr.scheme != "labgrid":
+                raise UsageError(f"device {name!r} in {path}: coordinator is only for labgrid:// urls")
+            devices[name] = devices[name].replace(coordinator=table["coordinator"])
     return devices
 
 

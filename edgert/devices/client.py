@@ -30,6 +30,7 @@ class AgentClient:
         self.transport_name = transport_name  # "ssh", "serial", "tcp"
         self.silence_timeout = silence_timeout
         self.chunk_bytes = SERIAL_CHUNK_BYTES if transport_name == "serial" else CHUNK_BYTES
+        self._on_close: list[Callable[[], None]] = []
         self._ids = itertools.count(1)
         self.capabilities = protocol.check_hello(self._recv())
         self.call("session.open", {"protocol": protocol.PROTOCOL_VERSION,
@@ -41,8 +42,16 @@ class AgentClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after the session closes (e.g. release a labgrid place)."""
+        self._on_close.append(callback)
+
     def close(self) -> None:
-        self.channel.close()
+        try:
+            self.channel.close()
+        finally:
+            while self._on_close:
+                self._on_close.pop()()
 
     def _recv(self) -> dict[str, Any]:
         try:

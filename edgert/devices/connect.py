@@ -1,6 +1,7 @@
 """Open an agent session for a device address (SSH, serial or TCP)."""
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -66,9 +67,24 @@ def _authenticate(channel: Channel, addr: DeviceAddress) -> None:
 
 
 def open_client(addr: DeviceAddress) -> AgentClient:
-    """An ``AgentClient`` session; errors name the device and what to check."""
+    """An ``AgentClient`` session; errors name the device and what to check.
+
+    A ``labgrid://`` place is acquired for the session and released when the client closes.
+    """
     if addr.scheme == "local":
         raise UsageError("the local device runs in-process and needs no agent session")
+    if addr.scheme == "labgrid":
+        from edgert.devices.labgrid import acquired
+
+        place = contextlib.ExitStack()
+        reached = place.enter_context(acquired(addr))  # type: ignore[arg-type]
+        try:
+            client = open_client(reached)
+        except BaseException:
+            place.close()
+            raise
+        client.on_close(place.close)
+        return client
     if addr.scheme == "ssh":
         transport: Transport = _ssh(addr)
     elif addr.scheme == "tcp":
