@@ -16,13 +16,13 @@ from typing import Any, Callable
 import numpy as np
 
 import edgert
-from backends import BackendOptions, available_backends, get_backend
+from backends import BackendOptions, available_backends
 from device_agents import protocol
 from device_agents.channel import Channel, FrameTooLarge
 from device_agents.store import ArtifactStore
 from edgert import device_facts
 from edgert.errors import EdgertError, InternalError, ProtocolError, UsageError
-from edgert.runner import run_benchmark
+from edgert.runner import prepared_session, run_benchmark
 from edgert.settings import BenchSettings
 
 HEARTBEAT_S = 2.0  # while a request runs, the host hears from us at least this often
@@ -194,14 +194,14 @@ class Agent:
         return measured
 
     def _model_run(self, params: dict[str, Any], progress: Any) -> dict[str, Any]:
+        """Run a model or bundle once on given inputs (differential tests against the host)."""
         model = self._artifact(params)
         feeds = {k: np.array(protocol.unpack_array(v)) for k, v in _param(params, "feeds").items()}
-        backend = get_backend(_param(params, "backend"),
-                              BackendOptions(target=params.get("target", "host")))
-        with backend.load(model) as session:
-            outputs = session.run(feeds)
+        options = BackendOptions(target=params.get("target", "host"))
+        with prepared_session(model, _param(params, "backend"), BenchSettings(), options=options,
+                              feeds=feeds) as (_, session, all_feeds):
+            outputs = session.run(all_feeds)
         return {"outputs": [protocol.pack_array(np.asarray(o)) for o in outputs]}
-
 
     def _sweep_run(self, params: dict[str, Any], progress: Callable[[Any], None]) -> dict[str, Any]:
         from device_agents.sweep import serve_request

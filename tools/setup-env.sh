@@ -11,6 +11,7 @@ if [ "${1:-}" = "dev" ]; then
   command -v socat >/dev/null || need="$need socat"
   command -v aarch64-linux-gnu-g++ >/dev/null || need="$need g++-aarch64-linux-gnu"
   command -v chromium >/dev/null || need="$need chromium"
+  command -v qemu-aarch64-static >/dev/null || need="$need qemu-user-static"
   if [ -n "$need" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       apt-get update -qq

@@ -1,0 +1,147 @@
+"""The emulated arm64 board end to end: an arm64 TVM bundle built here, run by the arm64 agent
+under qemu-aarch64-static behind a real sshd, compared with ONNX Runtime on this host.
+
+Every timing from the board is emulated; the tests check that it says so everywhere.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arm64 import EM_AARCH64, address, arm64_board, board_root, device_args, elf_machine
+from conftest import REPO, run_cli
+from sshd import start_sshd
+
+ZOO = REPO / "edgert" / "zoo" / "dynamic"
+MODEL, CASES = ZOO / "early_exit_cnn.onnx", ZOO / "early_exit_cnn.npz"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def root() -> Path:
+    built, why = board_root()
+    if built is None:
+        pytest.skip(why)
+    return built
+
+
+@pytest.fixture(scope="module")
+def sshd(root, tmp_path_factory):
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("board") / "store"
+
+
+@pytest.fixture(scope="module")
+def bundle(root, tmp_path_factory) -> Path:
+    """early_exit_cnn compiled on this host with TVM for aarch64 (every segment on TVM)."""
+    out = tmp_path_factory.mktemp("bundle")
+    path = out / "early_exit_cnn.edgert"
+    proc = run_cli("compile", str(MODEL), "-o", str(path), "--backend", "tvm", "--target", "aarch64",
+                   "--cache-dir", str(out / "cache"))
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+def test_board_python_is_arm64_and_build_is_cached(root):
+    python = root / "usr" / "bin" / "python3.11"
+    assert elf_machine(python.read_bytes()[:20]) == EM_AARCH64
+    proc = subprocess.run([*arm64_board.python_argv(root), "-c",
+                           "import platform, sys; print(platform.machine(), sys.version_info[:2])"],
+                          capture_output=True, text=True, env={**os.environ, **arm64_board.python_env()},
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == "aarch64"
+    marker = root.parent / "board.json"
+    before = marker.stat().st_mtime_ns
+    assert arm64_board.build() == root  # the second call reuses the cached root
+    assert marker.stat().st_mtime_ns == before
+    assert "python3.11=3.11.2" in " ".join(json.loads(marker.read_text())["debs"])
+
+
+def test_device_info_reports_an_emulated_aarch64_board(tmp_path, sshd, root, store):
+    out = tmp_path / "info.json"
+    proc = run_cli("device", "info", "--json", str(out), *device_args(sshd, root, store))
+    assert proc.returncode == 0, proc.stderr
+    device = json.loads(out.read_text())["device"]
+    assert device["arch"] == "aarch64"
+    assert device["emulated"] is True  # from the agent's --emulated, not from the host
+    assert device["transport"] == "ssh"
+    assert "EMULATED" in proc.stdout
+
+
+def test_arm64_tvm_bundle_matches_onnxruntime_on_the_host(bundle, sshd, root, store):
+    import onnxruntime as ort
+
+    from device_agents.protocol import pack_array
+    from edgert.devices.connect import open_client
+    from edgert.settings import BenchSettings
+
+    with zipfile.ZipFile(bundle) as archive:
+        libraries = [n for n in archive.namelist() if n.endswith(".so")]
+        machines = {n: elf_machine(archive.read(n)[:20]) for n in libraries}
+    assert len(libraries) == 3 and set(machines.values()) == {EM_AARCH64}, machines
+
+    reference = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    cases = np.load(CASES)
+    settings = BenchSettings(warmup_runs=0, runs=1).to_dict()
+    paths = set()
+    with open_client(address(sshd, root, store)) as client:
+        assert client.capabilities.arch == "aarch64"
+        for key in sorted(cases):
+            x = cases[key]
+            measured = client.bench(bundle, "bundle", {"settings": settings,
+                                                        "feeds": {"x": pack_array(x)}})
+            assert measured["device"]["emulated"] is True and measured["device"]["arch"] == "aarch64"
+            want = reference.run(None, {"x": x})
+            got = measured["first_outputs"]
+            assert len(got) == len(want)
+            for g, w in zip(got, want):
+                np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=key)
+            paths.update(measured["dynamic"]["paths"])
+    assert len(paths) == 3  # the cases take all three exits, so every segment ran on the board
+
+
+def test_bench_through_the_board_labels_every_number_emulated(tmp_path, bundle, sshd, root, store):
+    np.save(tmp_path / "x.npy", np.load(CASES)["case4/x"])
+    out = tmp_path / "r.json"
+    proc = run_cli("bench", str(bundle), "--backend", "bundle", "--runs", "5", "--warmup", "1",
+                   "--input", f"x={tmp_path / 'x.npy'}", "--json", str(out), "--quiet",
+                   *device_args(sshd, root, store))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["emulated"] is True and r["device"]["emulated"] is True
+    assert r["device"]["arch"] == "aarch64" and "QEMU" in r["device"]["cpu_model"]
+    assert r["warnings"][0].startswith("measured on an emulated device")
+    assert len(r["samples_ms"]) == 5 and all(s > 0 for s in r["samples_ms"])
+    assert "[EMULATED]" in proc.stdout
+
+
+def test_onnxruntime_runs_on_the_board(tmp_path, sshd, root, store):
+    """The arm64 onnxruntime wheel (needs the root's /proc/cpuinfo under QEMU 7.2)."""
+    out = tmp_path / "r.json"
+    proc = run_cli("bench", str(MODEL), "--backend", "ort", "--runs", "5", "--warmup", "1",
+                   "--input", f"x={_save(tmp_path, np.load(CASES)['case0/x'])}",
+                   "--json", str(out), "--quiet", *device_args(sshd, root, store))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["emulated"] is True and r["device"]["arch"] == "aarch64"
+    assert r["backend"]["name"] == "ort" and len(r["samples_ms"]) == 5
+
+
+def _save(directory: Path, array: np.ndarray) -> Path:
+    path = directory / "x.npy"
+    np.save(path, array)
+    return path
