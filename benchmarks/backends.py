@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
+# Run as a script, this file's folder is first on sys.path and its name would shadow the
+# `backends` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from backends import backend_class
-from edgert import device_facts
-from edgert.bench import BenchJob, bench_local
-from edgert.settings import BenchSettings
-from edgert.zoo import zoo_models
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from backends import backend_class  # noqa: E402
+from edgert import device_facts  # noqa: E402
+from edgert.bench import BenchJob, bench  # noqa: E402
+from edgert.settings import BenchSettings  # noqa: E402
+from edgert.zoo import zoo_models  # noqa: E402
 
 ENGINES = ("ort", "tvm", "tflite")
 
@@ -33,7 +38,7 @@ def main() -> None:
     settings = BenchSettings(min_duration_ms=1000, max_duration_ms=args.max_time * 1000)
     rows = []
     for name, path in zoo_models().items():
-        results = bench_local(BenchJob(model=path, backends=tuple(engines), settings=settings))
+        results = bench(BenchJob(model=path, backends=tuple(engines), settings=settings))
         base = results[0]["latency_ms"]["p50"]
         rows.append({
             "model": name,
