@@ -27,6 +27,7 @@ from edgert.errors import SysfsError
 
 from . import sysfs
 from .discovery import cpufreq_dir
+from .fsutil import fsync_dir
 
 JOURNAL_SCHEMA = "edgert.dvfs-journal/1"
 Run = Callable[[Sequence[str]], str]
@@ -42,14 +43,6 @@ def run_command(argv: Sequence[str]) -> str:
         raise SysfsError(f"{' '.join(argv)} failed ({done.returncode}): "
                          f"{(done.stderr or done.stdout).strip()}", argv=list(argv))
     return done.stdout
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Journal:
@@ -81,13 +74,13 @@ class Journal:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def clear(self) -> None:
         self.entries = []
         if self.path is not None and self.path.exists():
             self.path.unlink()
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
 
     def undo(self, run: Run | None = None) -> None:
         """Undo all entries newest first; try every one, then report the failures."""
@@ -262,38 +255,36 @@ class DvfsControl:
         ``userspace`` switches to the userspace governor and writes scaling_setspeed.
         """
         d = cpufreq_dir(policy)
-        table = [int(x) for x in sysfs.read_text(self.root, f"{d}/scaling_available_frequencies").split()] \
-            if sysfs.exists(self.root, f"{d}/scaling_available_frequencies") else []
-        if table and khz not in table:
-            raise SysfsError(f"{khz} kHz is not a frequency of {policy} (has {sorted(table)})",
-                             policy=policy, khz=khz)
-        if method == "userspace":
-            self._set(f"{d}/scaling_governor", "userspace")
-            self._set(f"{d}/scaling_setspeed", khz)
-        elif method == "minmax":
-            self._set_range(d, "scaling_min_freq", "scaling_max_freq", khz)
-        else:
-            raise SysfsError(f"unknown CPU pin method {method!r} (use minmax or userspace)")
-        return self._verify(f"CPU {policy}", f"{d}/scaling_cur_freq", khz, "kHz")
+        return self._pin(f"CPU {policy}", d, khz, "kHz", method,
+                         table="scaling_available_frequencies", current="scaling_cur_freq",
+                         minmax=("scaling_min_freq", "scaling_max_freq"),
+                         userspace=("scaling_governor", "scaling_setspeed"))
 
     def pin_devfreq(self, name: str, hz: int, method: str = "minmax") -> int:
         """Pin a devfreq device (e.g. a Jetson GPU); returns the read-back Hz."""
         d = f"sys/class/devfreq/{name}"
         if not sysfs.exists(self.root, f"{d}/cur_freq"):
             raise SysfsError(f"no devfreq device {name!r}", device=name)
-        table = [int(x) for x in sysfs.read_text(self.root, f"{d}/available_frequencies").split()] \
-            if sysfs.exists(self.root, f"{d}/available_frequencies") else []
-        if table and hz not in table:
-            raise SysfsError(f"{hz} Hz is not a frequency of {name} (has {sorted(table)})",
-                             device=name, hz=hz)
+        return self._pin(f"devfreq {name}", d, hz, "Hz", method, table="available_frequencies",
+                         current="cur_freq", minmax=("min_freq", "max_freq"),
+                         userspace=("governor", "userspace/set_freq"))
+
+    def _pin(self, what: str, d: str, value: int, unit: str, method: str, *, table: str,
+             current: str, minmax: tuple[str, str], userspace: tuple[str, str]) -> int:
+        """Refuse a value outside the frequency table, write it one of two ways, read it back."""
+        allowed = [int(x) for x in sysfs.read_text(self.root, f"{d}/{table}").split()] \
+            if sysfs.exists(self.root, f"{d}/{table}") else []
+        if allowed and value not in allowed:
+            raise SysfsError(f"{value} {unit} is not a frequency of {what} (has {sorted(allowed)})",
+                             target=value, unit=unit)
         if method == "userspace":
-            self._set(f"{d}/governor", "userspace")
-            self._set(f"{d}/userspace/set_freq", hz)
+            self._set(f"{d}/{userspace[0]}", "userspace")
+            self._set(f"{d}/{userspace[1]}", value)
         elif method == "minmax":
-            self._set_range(d, "min_freq", "max_freq", hz)
+            self._set_range(d, minmax[0], minmax[1], value)
         else:
-            raise SysfsError(f"unknown devfreq pin method {method!r} (use minmax or userspace)")
-        return self._verify(f"devfreq {name}", f"{d}/cur_freq", hz, "Hz")
+            raise SysfsError(f"unknown pin method {method!r} for {what} (use minmax or userspace)")
+        return self._verify(what, f"{d}/{current}", value, unit)
 
     # -- Jetson tools -----------------------------------------------------------------
     def nvpmodel_mode(self) -> int:

@@ -19,6 +19,7 @@ import re
 import shutil
 from pathlib import Path
 
+from device_agents.fsutil import fsync_dir
 from edgert.errors import BundleError, DeviceError, ProtocolError, UsageError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -123,7 +124,7 @@ class ArtifactStore:
                 "the partial file was discarded, upload it again", sha256=sha256, actual=actual,
             )
         os.replace(partial, final)
-        _fsync_dir(self._objects)
+        fsync_dir(self._objects)
         return self.path(sha256)
 
     def path(self, sha256: str) -> Path:
@@ -193,12 +194,3 @@ class ArtifactStore:
                 break
             path.unlink()
             excess -= size
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable (power loss on a board must not lose a finished upload)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

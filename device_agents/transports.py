@@ -40,6 +40,7 @@ class TransportClosed(TransportError):
 
 class Transport(abc.ABC):
     name = "transport"  # shown in error messages, e.g. "serial /dev/ttyUSB0"
+    _closed = False
 
     @abc.abstractmethod
     def read(self, max_bytes: int, timeout: float | None) -> bytes:
@@ -58,6 +59,10 @@ class Transport(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosed(f"{self.name}: transport already closed")
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -122,10 +127,6 @@ class PipeTransport(Transport):
                     os.close(fd)
                 except OSError:
                     pass
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise TransportClosed(f"{self.name}: transport already closed")
 
 
 class StdioTransport(PipeTransport):
@@ -194,10 +195,6 @@ class SocketTransport(Transport):
                 self.sock.close()
             except OSError:
                 pass
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise TransportClosed(f"{self.name}: transport already closed")
 
 
 class TcpTransport(SocketTransport):
@@ -282,6 +279,3 @@ class SerialTransport(Transport):
             self._closed = True
             self.port.close()
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise TransportClosed(f"{self.name}: transport already closed")
