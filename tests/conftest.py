@@ -31,6 +31,18 @@ def make_matmul_model(path: Path, *, symbolic: bool = True, size: int = 64) -> P
     return path
 
 
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A real OpenSSH server on 127.0.0.1 shared by the tests that reach agents over SSH."""
+    from sshd import sshd_available, start_sshd
+
+    if not sshd_available():
+        pytest.skip("needs OpenSSH's sshd (apt-get install openssh-server)")
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def matmul_model(tmp_path: Path) -> Path:
     return make_matmul_model(tmp_path / "matmul.onnx")

@@ -5,9 +5,7 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import pytest
 
 from conftest import make_matmul_model, run_cli
 from serial_line import Line

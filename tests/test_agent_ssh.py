@@ -12,16 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import make_matmul_model, run_cli
-from sshd import sshd_available, start_sshd
+from sshd import sshd_available
 
 pytestmark = pytest.mark.skipif(not sshd_available(), reason="needs OpenSSH's sshd (apt-get install openssh-server)")
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    server = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -132,7 +125,7 @@ def test_agent_killed_during_measurement(tmp_path, sshd, store):
 def test_agent_refuses_bad_requests_and_keeps_serving(tmp_path, sshd, store):
     from device_agents import protocol
     from edgert.devices.connect import open_client
-    from edgert.errors import DeviceError, ProtocolError, UsageError
+    from edgert.errors import ProtocolError, UsageError
 
     with open_client(address(sshd, store)) as client:
         with pytest.raises(ProtocolError, match="speaks protocol 99"):

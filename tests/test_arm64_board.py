@@ -16,7 +16,6 @@ import pytest
 
 from arm64 import EM_AARCH64, address, arm64_board, board_root, device_args, elf_machine
 from conftest import REPO, run_cli
-from sshd import start_sshd
 
 ZOO = REPO / "edgert" / "zoo" / "dynamic"
 MODEL, CASES = ZOO / "early_exit_cnn.onnx", ZOO / "early_exit_cnn.npz"
@@ -30,13 +29,6 @@ def root() -> Path:
     if built is None:
         pytest.skip(why)
     return built
-
-
-@pytest.fixture(scope="module")
-def sshd(root, tmp_path_factory):
-    server = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ def test_validate_reports_a_mismatch_and_a_reference_that_does_not_fit(tmp_path)
                    "--cases", str(ZOO / "early_exit_cnn.npz"))
     assert proc.returncode == 1 and proc.stdout.startswith("fail"), proc.stdout + proc.stderr
 
-    proc = run_cli("validate", str(bundle), "--reference", str(ZOO / "skipnet.onnx"), "--random", "2")
+    proc = run_cli("validate", str(bundle), "--reference", str(ZOO / "moe_top1.onnx"), "--random", "2")
     assert proc.returncode == 1 and "cannot run the bundle's inputs" in proc.stderr
     assert "Traceback" not in proc.stderr
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_matmul_model, run_cli
-from sshd import free_port, sshd_available, start_sshd
+from sshd import free_port, sshd_available
 
 from edgert.bench import BenchJob
 from edgert.devices.address import parse_url
@@ -18,13 +18,6 @@ from edgert.fleet import bench_fleet, file_part, result_path, summary_path, writ
 from edgert.settings import BenchSettings
 
 needs_sshd = pytest.mark.skipif(not sshd_available(), reason="needs OpenSSH's sshd")
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    server = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
 
 
 def job(tmp_path: Path, settings: BenchSettings = BenchSettings(warmup_runs=1, runs=10),

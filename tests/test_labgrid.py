@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO, make_matmul_model
 from labgrid_env import labgrid_available, start_lab
-from sshd import free_port, sshd_available, start_sshd
+from sshd import free_port, sshd_available
 
 from edgert.bench import BenchJob, bench
 from edgert.devices.labgrid import LabgridAddress, acquired, expand, parse_url
@@ -36,13 +36,6 @@ def test_urls_name_a_place_or_select_by_tags():
 needs_lab = pytest.mark.skipif(not (labgrid_available() and sshd_available()),
                                     reason="needs labgrid (pip install labgrid) and OpenSSH's sshd")
 ME = f"{socket.gethostname()}/{getpass.getuser()}"
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    server = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,206 @@
+"""Pruning: channel groups from the graph, nested levels that are real smaller models."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgert.errors import ModelError, UsageError
+from edgert.variants import aiofile, open as open_variants
+from edgert.variants.groups import analyze
+from edgert.variants.prune import check_ratios, prune
+
+REPO = Path(__file__).resolve().parents[1]
+RESNET = REPO / "edgert" / "zoo" / "resnet.onnx"
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.rng = np.random.default_rng(0)
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(value.astype(np.float32), name))
+        return name
+
+    def conv(self, name: str, x: str, cin: int, cout: int, group: int = 1) -> str:
+        w = self.const(f"{name}.w", self.rng.standard_normal((cout, cin // group, 3, 3)) * 0.3)
+        self.nodes.append(helper.make_node("Conv", [x, w], [name], name=name, pads=[1, 1, 1, 1], group=group))
+        return name
+
+    def bn(self, name: str, x: str, c: int) -> str:
+        ins = [x] + [self.const(f"{name}.{k}", v) for k, v in (
+            ("g", self.rng.uniform(0.2, 1.5, c)), ("b", self.rng.normal(0, 0.1, c)),
+            ("m", self.rng.normal(0, 0.1, c)), ("v", self.rng.uniform(0.5, 1.5, c)))]
+        self.nodes.append(helper.make_node("BatchNormalization", ins, [name], name=name))
+        return name
+
+    def op(self, op: str, name: str, ins: list[str], **attrs: object) -> str:
+        self.nodes.append(helper.make_node(op, ins, [name], name=name, **attrs))
+        return name
+
+    def save(self, path: Path, x_last: str, channels: int) -> Path:
+        flat = self.op("Flatten", "flat", [self.op("GlobalAveragePool", "gap", [x_last])])
+        w = self.const("fc.w", self.rng.standard_normal((5, channels)))
+        b = self.const("fc.b", self.rng.standard_normal(5))
+        self.nodes.append(helper.make_node("Gemm", [flat, w, b], ["logits"], name="fc", transB=1))
+        graph = helper.make_graph(
+            self.nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5])], self.inits)
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return path
+
+
+def tiny_model(path: Path) -> Path:
+    """Residual add, depthwise conv, channel concat and a Gemm head: every rule in one graph."""
+    g = _Builder()
+    a = g.op("Relu", "relu_a", [g.bn("bn0", g.conv("c0", "x", 3, 8), 8)])
+    b = g.bn("bn1", g.conv("c1", a, 8, 8), 8)
+    r = g.op("Relu", "relu_r", [g.op("Add", "add", [a, b])])
+    d = g.conv("dw", r, 8, 8, group=8)
+    e = g.conv("c2", r, 8, 6)
+    cat = g.op("Concat", "cat", [d, e], axis=1)
+    return g.save(path, g.op("Relu", "relu_f", [g.conv("c3", cat, 14, 12)]), 12)
+
+
+def reshape_model(path: Path) -> Path:
+    """A Reshape between two convs: the pruner cannot follow channels through it."""
+    g = _Builder()
+    a = g.conv("c0", "x", 3, 8)
+    shape = g.inits.append(numpy_helper.from_array(np.array([1, 8, 16, 16], np.int64), "shape")) or "shape"
+    r = g.op("Reshape", "reshape_0", [a, shape])
+    return g.save(path, g.op("Relu", "relu", [g.conv("c1", r, 8, 12)]), 12)
+
+
+def _feeds(shape: tuple[int, ...], name: str = "x") -> dict[str, np.ndarray]:
+    return {name: np.random.default_rng(1).standard_normal(shape).astype(np.float32)}
+
+
+def _reference(model: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+def test_groups_of_the_tiny_model(tmp_path: Path) -> None:
+    graph = analyze(onnx.load(tiny_model(tmp_path / "m.onnx")))
+    by_member = {m: g for g in graph.groups.values() for m in g.members}
+    assert by_member["c0 output"] is by_member["c1 output"]  # the residual add ties them
+    assert "dw" in graph.depthwise
+    assert by_member["c2 output"].fixed is None and by_member["c3 output"].fixed is None
+    assert by_member["fc output"].fixed == "reaches graph output 'logits'"
+    c3_in = [p for p in graph.params if p.init == "c3.w" and p.axis == 1][0]
+    assert [n for _, n in c3_in.segments] == [8, 6]  # the concat's two parts
+
+
+def test_unprunable_node_is_named_and_skipped(tmp_path: Path) -> None:
+    model = reshape_model(tmp_path / "m.onnx")
+    report = prune(model, [0, 0.5], tmp_path / "m.aio")
+    reasons = [s["reason"] for s in report.skipped]
+    assert any("'reshape_0' (Reshape)" in r for r in reasons)
+    with open_variants(tmp_path / "m.aio") as vm:  # the rest still prunes and runs
+        vm.select(0.5)
+        assert vm.run(_feeds((1, 3, 16, 16)))[0].shape == (1, 5)
+        assert vm.levels[1].weight_bytes < vm.levels[0].weight_bytes
+
+
+@pytest.mark.parametrize("ratios", [[], [0.5, 0.25], [0, 1.0], [-0.1, 0.5], [0.2, 0.2]])
+def test_bad_ratios(ratios: list[float]) -> None:
+    with pytest.raises(UsageError):
+        check_ratios(ratios)
+
+
+def test_not_a_model(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx at all")
+    with pytest.raises(ModelError):
+        prune(bad, [0, 0.5], tmp_path / "o.aio")
+
+
+def _masked_reference(aio: Path, model: Path, level: int, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """The original graph with the file's permuted weights and the level's pruned input
+    channels zeroed: what the physically smaller level must compute."""
+    f = aiofile.read(aio)
+    tensors = {k: np.array(v) for k, v in f.tensors.items()}
+    lv = f.meta["levels"][level]
+    for p in f.meta["template"]["param_axes"]:
+        if p["role"] != "consumer":
+            continue
+        keep = np.zeros(tensors[p["init"]].shape[p["axis"]], bool)
+        for a, b in lv["params"][p["init"]]["ranges"][p["axis"]]:
+            keep[a:b] = True
+        index = [slice(None)] * tensors[p["init"]].ndim
+        index[p["axis"]] = ~keep
+        tensors[p["init"]][tuple(index)] = 0.0
+    f.close()
+    m = onnx.load(str(model))
+    for t in m.graph.initializer:
+        t.CopyFrom(numpy_helper.from_array(tensors[t.name], t.name))
+    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+def test_levels_equal_the_masked_model(tmp_path: Path) -> None:
+    model = tiny_model(tmp_path / "m.onnx")
+    aio = tmp_path / "m.aio"
+    prune(model, [0, 0.25, 0.5, 0.75], aio)
+    feeds = _feeds((1, 3, 16, 16))
+    with open_variants(aio) as vm:
+        np.testing.assert_allclose(vm.run(feeds)[0], _reference(model, feeds), rtol=1e-4, atol=1e-5)
+        previous = None
+        for lv in vm.levels[1:]:
+            vm.select(lv.ratio)
+            got = vm.run(feeds)[0]
+            np.testing.assert_allclose(got, _masked_reference(aio, model, lv.index, feeds), rtol=1e-4, atol=1e-5)
+            assert previous is None or not np.allclose(got, previous)
+            previous = got
+
+
+def test_resnet_file_and_level_zero(tmp_path: Path) -> None:
+    aio = tmp_path / "resnet.aio"
+    report = prune(RESNET, [0, 0.25, 0.5, 0.75], aio)
+    assert report.file_bytes <= 1.3 * RESNET.stat().st_size
+    kept = [lv["kept"] for lv in report.levels]
+    for bigger, smaller in zip(kept, kept[1:]):  # nested: every group shrinks or stays
+        assert all(smaller[g] <= bigger[g] for g in bigger)
+    assert kept[2]["13"] == 64  # the 128-channel residual stage at ratio 0.5
+    feeds = _feeds((1, 3, 160, 160), "input")
+    with open_variants(aio) as vm:
+        np.testing.assert_allclose(vm.run(feeds)[0], _reference(RESNET, feeds), rtol=1e-4, atol=1e-4)
+
+
+def test_slicing_at_run_time_copies_nothing_and_agrees(tmp_path: Path) -> None:
+    model = tiny_model(tmp_path / "m.onnx")  # the concat makes c3.w's level part two ranges
+    aio = tmp_path / "m.aio"
+    prune(model, [0, 0.5, 0.75], aio)
+    feeds = _feeds((1, 3, 16, 16))
+    with open_variants(aio) as copied, open_variants(aio, slice_at_run=True) as sliced:
+        assert copied.memory()["copied_bytes"] > 0
+        assert sliced.memory()["copied_bytes"] == 0
+        assert sliced.memory()["resident_bytes"] == sliced.full_weight_bytes
+        for lv in copied.levels:
+            copied.select_index(lv.index)
+            sliced.select_index(lv.index)
+            np.testing.assert_allclose(sliced.run(feeds)[0], copied.run(feeds)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_per_level_tensors_override_the_shared_slice(tmp_path: Path) -> None:
+    from edgert.variants.prune import replace_weights
+
+    model = tiny_model(tmp_path / "m.onnx")
+    aio = tmp_path / "m.aio"
+    prune(model, [0, 0.5], aio)
+    feeds = _feeds((1, 3, 16, 16))
+    with open_variants(aio) as vm:
+        full = vm.run(feeds)[0]
+        vm.select(0.5)
+        before = vm.run(feeds)[0]
+    with pytest.raises(UsageError, match="must have shape"):
+        replace_weights(aio, tmp_path / "bad.aio", {}, {1: {"bn1.m": np.zeros(8, np.float32)}})
+    replace_weights(aio, tmp_path / "new.aio", {}, {1: {"bn1.m": np.full(4, 5.0, np.float32)}}, note="test")
+    with open_variants(tmp_path / "new.aio") as vm:
+        np.testing.assert_array_equal(vm.run(feeds)[0], full)  # level 0 unchanged
+        vm.select(0.5)
+        assert not np.allclose(vm.run(feeds)[0], before)

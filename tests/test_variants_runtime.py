@@ -1,0 +1,103 @@
+"""The runtime on the zoo ResNet: smaller levels are faster, switching is cheap, memory is counted."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgert.errors import BundleError, UsageError
+from edgert.variants import open as open_variants
+from edgert.variants.prune import prune
+
+RESNET = Path(__file__).resolve().parents[1] / "edgert" / "zoo" / "resnet.onnx"
+
+
+@pytest.fixture(scope="module")
+def resnet_aio(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("aio") / "resnet.aio"
+    prune(RESNET, [0, 0.25, 0.5, 0.75], path)
+    return path
+
+
+def _median_ms(run, n: int = 15) -> float:
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def test_half_level_is_at_most_0_6_of_full(resnet_aio: Path) -> None:
+    feeds = {"input": np.random.default_rng(0).standard_normal((1, 3, 160, 160)).astype(np.float32)}
+    with open_variants(resnet_aio, threads=1) as vm:
+        full = _median_ms(lambda: vm.run(feeds))
+        vm.select(0.5)
+        half = _median_ms(lambda: vm.run(feeds))
+    assert half <= 0.6 * full, (half, full)
+
+
+def test_switch_is_well_under_a_millisecond(resnet_aio: Path) -> None:
+    feeds = {"input": np.zeros((1, 3, 160, 160), np.float32)}
+    with open_variants(resnet_aio, threads=1) as vm:
+        for lv in vm.levels:  # warm every level up
+            vm.select(lv.ratio)
+            vm.run(feeds)
+        times = []
+        for i in range(200):
+            t0 = time.perf_counter_ns()
+            vm.select(vm.levels[i % len(vm.levels)].ratio)
+            times.append(time.perf_counter_ns() - t0)
+        assert np.median(times) < 1e6
+        assert vm.level.ratio == vm.levels[199 % len(vm.levels)].ratio
+
+
+def test_memory_accounting(resnet_aio: Path) -> None:
+    with open_variants(resnet_aio) as vm:
+        mem = vm.memory()
+        weights = [lv.weight_bytes for lv in vm.levels]
+    assert weights == sorted(weights, reverse=True) and weights[-1] < 0.15 * weights[0]
+    assert mem["shared_bytes"] == mem["full_weight_bytes"]  # level 0 reads the map in place
+    assert 0 < mem["copied_bytes"] < sum(weights[1:])  # only non-contiguous slices are copied
+
+
+def test_unknown_ratio(resnet_aio: Path) -> None:
+    with open_variants(resnet_aio) as vm:
+        with pytest.raises(UsageError, match="0.25, 0.5"):
+            vm.select(0.3)
+
+
+def test_corrupt_file_is_refused(resnet_aio: Path, tmp_path: Path) -> None:
+    raw = bytearray(resnet_aio.read_bytes())
+    raw[len(raw) // 2] ^= 1
+    bad = tmp_path / "bad.aio"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="checksum"):
+        open_variants(bad)
+
+
+def test_device_side_imports_neither_onnx_nor_torch(resnet_aio: Path) -> None:
+    """The runtime and the selector load with onnx, torch and tvm unimportable."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class _Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'onnx', 'torch', 'tvm'}:\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, _Block())\n"
+        "import numpy as np\n"
+        "from edgert.variants import AdaptiveModel, open\n"
+        f"vm = open({str(resnet_aio)!r})\n"
+        "vm.select(0.75)\n"
+        "print(vm.run({'input': np.zeros((1, 3, 160, 160), np.float32)})[0].shape)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(1, 10)"
