@@ -305,6 +305,11 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
     engines = sorted({s["engine"] for s in manifest["segments"]})
     click.echo(f"{out}: {len(manifest['segments'])} segments on {', '.join(engines) or 'host only'}, "
                f"target {manifest['target']}")
+    if manifest.get("host_folded"):
+        click.echo(f"  {len(manifest['host_folded'])} kernel-less segment(s) folded into the host program")
+    for seg in manifest["segments"]:
+        if seg["choice"].get("fallback_from"):
+            click.echo(f"  {seg['id']} runs on ORT: TVM could not build it ({seg['choice']['failed'][0]})")
 
 
 @cli.command()
@@ -416,6 +421,81 @@ def agent(mode: str | None, serial_dev: str | None, baud: int, listen: str | Non
         if not host or not port.isdigit() or token_file is None:
             raise UsageError("--listen needs HOST:PORT and --token-file")
         serve.serve_tcp(the_agent, host, int(port), serve.read_token(token_file))
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--ratios", default="0,0.25,0.5,0.75", show_default=True,
+              help="Fractions of channels removed, increasing; 0 keeps the full model.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="The All-in-One weight+mask file (safetensors layout).")
+@click.option("--importance", type=click.Choice(["auto", "bn", "l1", "l2"]), default="auto",
+              show_default=True, help="Channel importance: BN scale where BN survives, else weight norms.")
+@click.option("--channel-multiple", default=1, show_default=True,
+              help="Keep channel counts a multiple of this (SIMD-friendly widths).")
+def prune(model: str, ratios: str, output: Path, importance: str, channel_multiple: int) -> None:
+    """Write one file holding every pruning ratio of MODEL as nested channel prefixes."""
+    from edgert.variants.prune import prune as run_prune
+    from edgert.zoo import resolve as resolve_model
+
+    report = run_prune(resolve_model(model), _floats(ratios, "--ratios"), output,
+                       importance_method=importance, multiple=channel_multiple)
+    click.echo(f"{report.path}: {report.file_bytes} bytes ({report.file_bytes / report.model_bytes:.2f}x "
+               "the model's weights)")
+    for level in report.levels:
+        click.echo(f"  ratio {level['ratio']:g}: {level['weight_bytes']} weight bytes")
+    for skipped in report.skipped:
+        click.echo(f"warning: group {skipped['group']} kept whole: {skipped['reason']}", err=True)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--cpu-freqs", default=None, metavar="all|LIST",
+              help="Measure at these cpufreq clocks (kHz), pinned and restored.")
+@click.option("--cpu-policy", default="policy0", show_default=True, help="cpufreq policy to pin.")
+@click.option("--emulated", "emulated_levels", default=None, metavar="LEVELS",
+              help="Measure at emulated CPU-quota levels instead, e.g. 1.0,0.75,0.5 (labelled emulated).")
+@click.option("--sysfs-root", default="/", show_default=True, help="sysfs root (fixtures, tests).")
+@click.option("--threads", type=int, default=None, help="Engine threads.")
+@click.option("--max-time", default=2.0, show_default=True, help="Seconds per level and setting at most.")
+def calibrate(file: Path, cpu_freqs: str | None, cpu_policy: str, emulated_levels: str | None,
+              sysfs_root: str, threads: int | None, max_time: float) -> None:
+    """Measure every level of an All-in-One FILE at every setting; store the table in FILE."""
+    from edgert.settings import BenchSettings
+    from edgert.variants.calibrate import calibrate as run_calibrate
+    from edgert.variants.frequency import cpufreq_settings, emulated_settings
+
+    bench = BenchSettings(warmup_runs=3, min_duration_ms=min(300.0, max_time * 1000),
+                          max_duration_ms=max_time * 1000, threads=threads)
+    if bool(cpu_freqs) == bool(emulated_levels):
+        raise UsageError("choose one of --cpu-freqs all|LIST and --emulated LEVELS")
+    if emulated_levels:
+        from device_agents.emulated import EmulatedDomain
+
+        levels = tuple(_floats(emulated_levels, "--emulated"))
+        table = run_calibrate(file, emulated_settings(EmulatedDomain(sysfs_root, levels=levels,
+                                                                     cpus=threads)),
+                              bench, unit="emulated fraction", emulated=True, threads=threads)
+    else:
+        from device_agents.discovery import read_cpufreq
+
+        policies = {p["policy"]: p for p in read_cpufreq(sysfs_root)}
+        if cpu_policy not in policies:
+            raise UsageError(f"no cpufreq policy {cpu_policy!r} here (have: "
+                             f"{', '.join(policies) or 'none; use --emulated'})")
+        freqs = policies[cpu_policy]["frequencies_khz"] if cpu_freqs == "all" else \
+            [int(v) for v in _floats(cpu_freqs or "", "--cpu-freqs")]
+        table = run_calibrate(file, cpufreq_settings(cpu_policy, freqs, sysfs_root), bench,
+                              unit="khz", threads=threads)
+    click.echo(f"{file}: calibration table stored in the file ({len(table['p50_ms'])} levels x "
+               f"{len(table['frequencies'])} settings)")
 
 
 @cli.command()

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="all"
 if [ "${1:-}" = "dev" ]; then
-  extras="all,dev"
+  extras="all,dev,torch"  # torch: the accuracy experiment and PyTorch references in tests
   need=""
   command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need="$need openssh-server"
   command -v socat >/dev/null || need="$need socat"

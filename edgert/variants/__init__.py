@@ -1,0 +1,11 @@
+"""All-in-One pruned variants: one shared weight file, physically smaller levels, adaptive selection.
+
+Device side: ``open`` / ``VariantModel`` and ``AdaptiveModel`` (numpy + onnxruntime).
+Host side: ``prune`` (onnx) and ``calibrate``.
+"""
+from __future__ import annotations
+
+from .adaptive import AdaptiveModel, Decision, Policy
+from .runtime import Level, VariantModel, open
+
+__all__ = ["AdaptiveModel", "Decision", "Level", "Policy", "VariantModel", "open"]

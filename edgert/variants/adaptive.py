@@ -1,0 +1,160 @@
+"""Pick the most accurate level that fits a latency budget at the current clock frequency.
+
+The prediction for level L at frequency f interpolates the calibration table linearly in
+1/f (latency = a + b/f is exact for compute-bound work), then multiplies by a correction:
+an exponentially weighted (geometric) mean of observed / predicted latency, which follows
+throttling and contention that the frequency reading does not show; each ratio is clipped
+to [1/4, 4] so one preempted run cannot swing the choice. Switching up needs the prediction
+to clear the budget by a hysteresis margin, every switch waits a minimum dwell, and an
+upgrade is skipped when the switch itself would break the budget. Each run is logged.
+
+Device-side: stdlib, numpy and the runtime's engine.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgert.errors import UsageError
+
+from .runtime import Level, VariantModel
+
+RATIO_CLIP = (0.25, 4.0)  # bounds on one run's observed/predicted ratio
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    hysteresis: float = 0.1  # switch up only if the prediction is below budget * (1 - hysteresis)
+    min_dwell_runs: int = 5  # runs to stay on a level after a switch
+    ewma_alpha: float = 0.2  # weight of the newest observed/predicted ratio
+    frequency_interval_s: float = 0.05  # read the frequency at most this often
+    log_size: int = 100_000
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.hysteresis < 1 or not 0 < self.ewma_alpha <= 1 or self.min_dwell_runs < 0:
+            raise UsageError("policy: need 0 <= hysteresis < 1, 0 < ewma_alpha <= 1, min_dwell_runs >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    time_s: float  # monotonic
+    frequency: float
+    level: int
+    ratio: float
+    predicted_ms: float  # corrected prediction for the level that ran
+    observed_ms: float
+    correction: float  # the EWMA ratio after this run
+    switched: bool
+    reason: str
+
+
+def predict_ms(frequencies: list[float], latencies: list[float], frequency: float) -> float:
+    """Latency at ``frequency``, linear in 1/f between (and beyond) the measured points."""
+    f = np.asarray(frequencies, dtype=np.float64)
+    y = np.asarray(latencies, dtype=np.float64)
+    if len(f) == 1:
+        return float(y[0] * f[0] / frequency)
+    inv = 1.0 / f[::-1]  # ascending in 1/f
+    yy = y[::-1]
+    x = 1.0 / frequency
+    i = int(np.clip(np.searchsorted(inv, x) - 1, 0, len(inv) - 2))
+    slope = (yy[i + 1] - yy[i]) / (inv[i + 1] - inv[i])
+    return float(max(yy[i] + slope * (x - inv[i]), 1e-6))
+
+
+class AdaptiveModel:
+    """A ``VariantModel`` that chooses its level before every run."""
+
+    def __init__(self, model: str | Path | VariantModel, budget_ms: float,
+                 frequency_source: Callable[[], float], policy: Policy | None = None,
+                 table: dict[str, Any] | None = None, **open_options: Any) -> None:
+        if budget_ms <= 0:
+            raise UsageError("the latency budget must be positive")
+        self.model = model if isinstance(model, VariantModel) else VariantModel(model, **open_options)
+        self.table = table or self.model.calibration
+        if not self.table:
+            raise UsageError(f"{self.model.path} has no calibration table: run calibrate first")
+        if len(self.table["p50_ms"]) != len(self.model.levels):
+            raise UsageError("the calibration table does not match the file's levels")
+        self.budget_ms = float(budget_ms)
+        self.policy = policy or Policy()
+        self.frequency_source = frequency_source
+        self.correction = 1.0
+        self.decisions: deque[Decision] = deque(maxlen=self.policy.log_size)
+        self._freq: tuple[float, float] | None = None  # (monotonic time read, value)
+        self._since_switch = self.policy.min_dwell_runs  # free to choose on the first run
+        self.switch_cost_ms = self._measure_switch_ms()
+
+    def _measure_switch_ms(self) -> float:
+        current = self.model.level.index
+        times = []
+        for i in range(21):
+            t0 = time.perf_counter_ns()
+            self.model.select_index(i % len(self.model.levels))
+            times.append(time.perf_counter_ns() - t0)
+        self.model.select_index(current)
+        return float(np.median(times)) / 1e6
+
+    @property
+    def level(self) -> Level:
+        return self.model.level
+
+    def frequency(self) -> float:
+        now = time.monotonic()
+        if self._freq is None or now - self._freq[0] >= self.policy.frequency_interval_s:
+            self._freq = (now, float(self.frequency_source()))
+        return self._freq[1]
+
+    def predict(self, index: int, frequency: float) -> float:
+        """Uncorrected table prediction for level ``index`` at ``frequency``."""
+        return predict_ms(self.table["frequencies"], self.table["p50_ms"][index], frequency)
+
+    def choose(self, frequency: float) -> tuple[int, str]:
+        """The level to run next and why (does not switch)."""
+        pred = [self.predict(i, frequency) * self.correction for i in range(len(self.model.levels))]
+        current = self.model.level.index
+        if self._since_switch < self.policy.min_dwell_runs:
+            return current, "dwell"
+        fits = [i for i, p in enumerate(pred) if p <= self.budget_ms]
+        if pred[current] > self.budget_ms:
+            if not fits:
+                return len(pred) - 1, "no level meets the budget: running the smallest"
+            return fits[0], "over budget"
+        roomy = [i for i in fits if pred[i] <= self.budget_ms * (1 - self.policy.hysteresis)]
+        if roomy and roomy[0] < current:
+            if pred[roomy[0]] + self.switch_cost_ms > self.budget_ms:
+                return current, "upgrade would not pay for the switch"
+            return roomy[0], "room for a more accurate level"
+        return current, "stay"
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        frequency = self.frequency()
+        index, reason = self.choose(frequency)
+        switched = index != self.model.level.index
+        if switched:
+            self.model.select_index(index)
+            self._since_switch = 0
+        t0 = time.perf_counter_ns()
+        out = self.model.run(feeds)
+        observed = (time.perf_counter_ns() - t0) / 1e6
+        self._since_switch += 1
+        base = self.predict(index, frequency)
+        predicted = base * self.correction
+        a = self.policy.ewma_alpha
+        ratio = min(max(observed / base, RATIO_CLIP[0]), RATIO_CLIP[1])
+        self.correction = math.exp((1 - a) * math.log(self.correction) + a * math.log(ratio))
+        self.decisions.append(Decision(time.monotonic(), frequency, index, self.model.level.ratio,
+                                       predicted, observed, self.correction, switched, reason))
+        return out
+
+    def log(self) -> list[dict[str, Any]]:
+        return [dataclasses.asdict(d) for d in self.decisions]
+
+    def close(self) -> None:
+        self.model.close()

@@ -1,0 +1,181 @@
+"""Read and write All-in-One files: safetensors-compatible, memory-mapped, checksummed.
+
+Layout (docs/aio-format.md): 8-byte little-endian header length N, N bytes of JSON (padded
+with spaces so the data section starts at a multiple of 64), then the data section. Tensors
+are laid out largest element size first, so every tensor is aligned to its element size
+and can be viewed in place. ``__metadata__`` (string -> string, as safetensors requires)
+carries ``format``, ``version``, ``sha256`` (of the data section) and ``aio`` (JSON).
+
+Device-side: stdlib and numpy only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import mmap
+import os
+import struct
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgert.errors import BundleError
+
+FORMAT = "edgert-aio"
+VERSION = 1  # 1: first version (levels, groups, template, per-level graphs, calibration)
+DATA_ALIGN = 64
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
+
+_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
+           "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+_CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
+
+
+@dataclasses.dataclass
+class AioFile:
+    """An opened file: read-only tensor views into one memory map, plus the decoded metadata."""
+
+    path: Path
+    meta: dict[str, Any]  # the decoded ``aio`` JSON
+    metadata: dict[str, str]  # the raw ``__metadata__`` strings
+    tensors: dict[str, np.ndarray]
+    data_bytes: int
+    _map: mmap.mmap | None = None
+
+    def close(self) -> None:
+        self.tensors = {}
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # views still alive elsewhere; the map closes with them
+                pass
+            self._map = None
+
+
+def _header(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> tuple[bytes, list[str]]:
+    order = sorted(tensors, key=lambda k: -np.dtype(tensors[k].dtype).itemsize)  # stable
+    header: dict[str, Any] = {"__metadata__": dict(metadata)}
+    offset = 0
+    for name in order:
+        value = tensors[name]
+        dtype = np.dtype(value.dtype)
+        if dtype not in _CODES:
+            raise BundleError(f"tensor {name!r} has dtype {dtype}, which the format cannot hold", tensor=name)
+        header[name] = {"dtype": _CODES[dtype], "shape": list(value.shape),
+                        "data_offsets": [offset, offset + value.nbytes]}
+        offset += value.nbytes
+    text = json.dumps(header, separators=(",", ":"), sort_keys=False).encode()
+    text += b" " * ((-(8 + len(text))) % DATA_ALIGN)
+    return text, order
+
+
+def data_sha256(tensors: Mapping[str, np.ndarray]) -> str:
+    """The checksum stored in the metadata: sha256 over the data section as it will be written."""
+    _, order = _header(tensors, {})
+    digest = hashlib.sha256()
+    for name in order:
+        digest.update(np.ascontiguousarray(tensors[name]).tobytes())
+    return digest.hexdigest()
+
+
+def write(path: Path, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any],
+          extra: Mapping[str, str] | None = None) -> None:
+    """Write atomically (temp file + rename), so a reader never sees half a file."""
+    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    metadata = {"format": FORMAT, "version": str(VERSION), "sha256": data_sha256(tensors),
+                "aio": json.dumps(meta, separators=(",", ":")), **(extra or {})}
+    header, order = _header(tensors, metadata)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(header)))
+        f.write(header)
+        for name in order:
+            f.write(tensors[name].tobytes())
+    os.replace(tmp, path)
+
+
+def _parse_header(raw: bytes | memoryview, size: int, path: Path) -> tuple[dict[str, Any], int]:
+    if size < 8:
+        raise BundleError(f"{path} is truncated: {size} bytes, shorter than the 8-byte header length",
+                          path=str(path))
+    (n,) = struct.unpack("<Q", bytes(raw[:8]))
+    if n > MAX_HEADER_BYTES or 8 + n > size:
+        raise BundleError(f"{path} is truncated or corrupt: its header claims {n} bytes", path=str(path))
+    try:
+        header = json.loads(bytes(raw[8:8 + n]))
+    except ValueError as exc:
+        raise BundleError(f"{path} has a corrupt header: {exc}", path=str(path)) from exc
+    if not isinstance(header, dict):
+        raise BundleError(f"{path} has a corrupt header: not a JSON object", path=str(path))
+    return header, 8 + n
+
+
+def read(path: Path, verify: bool = True) -> AioFile:
+    """Map ``path`` and return views of its tensors; ``verify`` checks the data's sha256."""
+    path = Path(path)
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise BundleError(f"cannot open {path}: {exc.strerror}", path=str(path)) from exc
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise BundleError(f"{path} is empty", path=str(path))
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    header, start = _parse_header(mm, size, path)
+    metadata = header.pop("__metadata__", None) or {}
+    if metadata.get("format") != FORMAT:
+        raise BundleError(f"{path} is not an All-in-One file (format {metadata.get('format')!r})",
+                          path=str(path))
+    if metadata.get("version") != str(VERSION):
+        raise BundleError(f"{path} has All-in-One format version {metadata.get('version')}; this "
+                          f"edgert reads version {VERSION}", path=str(path), version=metadata.get("version"))
+    data_bytes = size - start
+    tensors: dict[str, np.ndarray] = {}
+    end = 0
+    try:
+        entries = sorted(header.items(), key=lambda kv: int(kv[1]["data_offsets"][0]))
+        for name, info in entries:
+            lo, hi = (int(x) for x in info["data_offsets"])
+            shape = [int(d) for d in info["shape"]]
+            dtype = np.dtype(_DTYPES.get(info["dtype"], np.void))
+            count = int(np.prod(shape, dtype=np.int64))
+            if dtype == np.void or min(shape, default=0) < 0 or lo != end or hi - lo != count * dtype.itemsize \
+                    or hi > data_bytes:
+                raise BundleError(f"{path} is truncated or corrupt: tensor {name!r} does not fit the data "
+                                  "section", path=str(path), tensor=name)
+            tensors[name] = np.frombuffer(mm, dtype, count, start + lo).reshape(shape)
+            end = hi
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{path} has a corrupt header entry: {exc!r}", path=str(path)) from exc
+    if end != data_bytes:
+        raise BundleError(f"{path} has {data_bytes - end} stray bytes after its tensors", path=str(path))
+    if verify:
+        digest = hashlib.sha256(memoryview(mm)[start:]).hexdigest()
+        if digest != metadata.get("sha256"):
+            raise BundleError(f"{path} is corrupt: the data checksum does not match (sha256 {digest[:12]}.., "
+                              f"expected {str(metadata.get('sha256'))[:12]}..)", path=str(path))
+    try:
+        meta = json.loads(metadata.get("aio", ""))
+    except ValueError as exc:
+        raise BundleError(f"{path} has corrupt All-in-One metadata: {exc}", path=str(path)) from exc
+    return AioFile(path, meta, metadata, tensors, data_bytes, mm)
+
+
+def rewrite_metadata(path: Path, updates: Mapping[str, str]) -> None:
+    """Replace ``__metadata__`` entries (e.g. the calibration table) keeping the data bytes."""
+    path = Path(path)
+    raw = path.read_bytes()
+    header, start = _parse_header(raw, len(raw), path)
+    header["__metadata__"] = {**header.get("__metadata__", {}), **updates}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((-(8 + len(text))) % DATA_ALIGN)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        f.write(raw[start:])
+    os.replace(tmp, path)

@@ -1,0 +1,52 @@
+"""Frequency readers for ``AdaptiveModel`` and frequency settings for ``calibrate``.
+
+A reader is a plain ``Callable[[], float]``; its unit is the calibration table's unit
+(cpufreq: kHz, devfreq: Hz, the emulated domain: a bandwidth fraction). Settings are
+context managers that hold the device at one frequency while calibration measures.
+
+Device-side: stdlib and ``device_agents`` (sysfs readers take a root path, so tests run
+on fixture trees).
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from .calibrate import FrequencySetting
+
+
+def cpufreq_reader(policy: str = "policy0", sysfs_root: str = "/") -> Callable[[], float]:
+    """Current frequency of a cpufreq policy in kHz (``scaling_cur_freq``)."""
+    from device_agents import sysfs
+    from device_agents.discovery import cpufreq_dir
+
+    rel = f"{cpufreq_dir(policy)}/scaling_cur_freq"
+    return lambda: float(sysfs.read_int(sysfs_root, rel))
+
+
+def devfreq_reader(device: str, sysfs_root: str = "/") -> Callable[[], float]:
+    """Current frequency of a devfreq device in Hz (``/sys/class/devfreq/NAME/cur_freq``)."""
+    from device_agents import sysfs
+
+    rel = f"sys/class/devfreq/{device}/cur_freq"
+    return lambda: float(sysfs.read_int(sysfs_root, rel))
+
+
+def cpufreq_settings(policy: str, khz: Sequence[int], sysfs_root: str = "/",
+                     journal_path: str | None = None) -> list[FrequencySetting]:
+    """One setting per frequency, each pinning ``policy`` with ``DvfsControl`` and restoring after."""
+    @contextlib.contextmanager
+    def pinned(value: int) -> Iterator[Any]:
+        from device_agents.dvfs import DvfsControl
+
+        with DvfsControl(sysfs_root, journal_path=journal_path) as dvfs:
+            yield dvfs.pin_cpu(policy, value)
+
+    return [FrequencySetting(float(f), lambda f=f: pinned(f), f"{policy} {f} kHz") for f in khz]
+
+
+def emulated_settings(domain: Any) -> list[FrequencySetting]:
+    """One setting per level of a ``device_agents.emulated.EmulatedDomain`` (EMULATED, not a clock)."""
+    return [FrequencySetting(level, lambda level=level: domain.pinned(level), f"emulated {level:g}")
+            for level in domain.levels]
