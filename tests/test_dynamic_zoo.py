@@ -108,3 +108,30 @@ def test_zoo_model_matches_onnxruntime_with_tvm_segments(name, tmp_path, tvm_cac
     assert {seg["engine"] for seg in manifest["segments"]} == {"tvm"}
     assert manifest["engines"]["tvm"]
     check_model(name, bundle)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not backend_class("tvm").available(), reason="TVM is not installed")
+def test_tvm_segments_hand_tvm_tensors_to_each_other(tmp_path, tvm_cache):
+    """keep_tensors (the default): a TVM segment's outputs reach the next TVM segment as TVM
+    tensors, not numpy; the bundle's outputs are numpy and equal to the copying runtime's."""
+    import tvm
+
+    from edgert.dynamic.program import Interpreter
+
+    bundle = dyn.compile(ZOO / "greedy_decoder.onnx", backend="tvm", out=tmp_path / "g.edgert",
+                         cache_dir=tvm_cache)
+    _, feeds, _ = cases("greedy_decoder")[-1]
+    with dyn.load(bundle) as kept, dyn.load(bundle, keep_tensors=False) as copied:
+        fed: list[type] = []
+
+        def call(seg, seg_feeds):
+            fed.extend(type(v) for v in seg_feeds.values())
+            return kept._run_segment(seg, seg_feeds)
+
+        Interpreter(kept.manifest["program"], call, kept._interp._consts).run(feeds)
+        assert tvm.runtime.Tensor in fed
+        got, want = kept.run(feeds), copied.run(feeds)
+        for g, w in zip(got, want):
+            assert isinstance(g, np.ndarray)
+            np.testing.assert_array_equal(g, w)

@@ -29,6 +29,12 @@ IR_VERSION = 8
 MARGIN = 0.05  # how far (in probability) a test input's decision value stays from its threshold
 CASES_PER_PATH = 2
 PROBES = 400
+# Sizes: large enough that compute, not per-call overhead, dominates a batch-1 run on a
+# CPU (the benchmark compares engines), small enough for quick CI compiles.
+IMAGE = 64  # input height and width of the CNNs
+EE_CH = (16, 32)  # early-exit CNN: stage 1 channels, stage 2/3 channels
+GATED_CH = 16  # skipnet / blockdrop block width
+MOE_WIDTH = 64
 
 
 class _Graph:
@@ -103,6 +109,13 @@ def _tensor(name: str, elem: int, shape: list) -> Any:
     return helper.make_tensor_value_info(name, elem, shape)
 
 
+def _image(rng: np.random.Generator) -> np.ndarray:
+    """Noise plus a per-channel offset: pixel noise alone averages out over a 64x64 pool,
+    leaving every input's gates and confidences the same."""
+    noise = rng.standard_normal((1, 3, IMAGE, IMAGE)) + rng.normal(0.0, 1.0, (1, 3, 1, 1))
+    return noise.astype(np.float32)
+
+
 # -- early exit CNN ------------------------------------------------------------------------
 def _head(g: _Graph, x: str, channels: int, name: str) -> tuple[str, str]:
     probs = g.node("Softmax", [g.dense(g.pool(x, name + "_pool"), channels, 10, name + "_fc",
@@ -113,8 +126,9 @@ def _head(g: _Graph, x: str, channels: int, name: str) -> tuple[str, str]:
 def early_exit(t1: float, t2: float, seed: int = 10) -> onnx.ModelProto:
     """Three stages; stage 1 and 2 exit when the max softmax probability exceeds t1 / t2."""
     g = _Graph(np.random.default_rng(seed), [])
-    c1 = g.node("Relu", [g.conv("x", 3, 8, "conv1")], "relu1")
-    p1, conf1 = _head(g, c1, 8, "exit1")
+    a, b = EE_CH
+    c1 = g.node("Relu", [g.conv("x", 3, a, "conv1")], "relu1")
+    p1, conf1 = _head(g, c1, a, "exit1")
     cond1 = g.node("Greater", [conf1, g.const("t1", np.array([t1], np.float32))], "exit1_take")
 
     take1 = g.sub("")
@@ -123,16 +137,16 @@ def early_exit(t1: float, t2: float, seed: int = 10) -> onnx.ModelProto:
     take1.outputs = ["probs_e1", "exit_e1"]
 
     go2 = g.sub("")
-    c2 = go2.node("Relu", [go2.conv(c1, 8, 16, "conv2", stride=2)], "relu2")
-    p2, conf2 = _head(go2, c2, 16, "exit2")
+    c2 = go2.node("Relu", [go2.conv(c1, a, b, "conv2", stride=2)], "relu2")
+    p2, conf2 = _head(go2, c2, b, "exit2")
     cond2 = go2.node("Greater", [conf2, go2.const("t2", np.array([t2], np.float32))], "exit2_take")
     take2 = go2.sub("")
     take2.node("Identity", [p2], "probs_e2")
     take2.node("Constant", [], "exit_e2", value=numpy_helper.from_array(np.array([1], np.int64)))
     take2.outputs = ["probs_e2", "exit_e2"]
     go3 = go2.sub("")
-    c3 = go3.node("Relu", [go3.conv(c2, 16, 16, "conv3")], "relu3")
-    p3, _ = _head(go3, c3, 16, "exit3")
+    c3 = go3.node("Relu", [go3.conv(c2, b, b, "conv3")], "relu3")
+    p3, _ = _head(go3, c3, b, "exit3")
     go3.node("Constant", [], "exit_e3", value=numpy_helper.from_array(np.array([2], np.int64)))
     go3.outputs = [p3, "exit_e3"]
     go2.if_(cond2, take2, go3, [("probs_b2", TensorProto.FLOAT, []),
@@ -140,13 +154,13 @@ def early_exit(t1: float, t2: float, seed: int = 10) -> onnx.ModelProto:
     go2.outputs = ["probs_b2", "exit_b2"]
     g.if_(cond1, take1, go2, [("probs", TensorProto.FLOAT, []), ("exit", TensorProto.INT64, [])],
           "exit1_if")
-    return _model(g, "early_exit_cnn", [_tensor("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+    return _model(g, "early_exit_cnn", [_tensor("x", TensorProto.FLOAT, [1, 3, IMAGE, IMAGE])],
                   [_tensor("probs", TensorProto.FLOAT, [1, 10]),
                    _tensor("exit", TensorProto.INT64, [1])])
 
 
 def _early_exit_zoo(rng: np.random.Generator) -> tuple[onnx.ModelProto, list[dict], list[dict]]:
-    probes = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(PROBES)]
+    probes = [{"x": _image(rng)} for _ in range(PROBES)]
     # With t=2 (never exit) / t=-1 (always exit) the output confidence is that stage's.
     conf1 = np.array([out[0].max() for out in _run(early_exit(-1, -1), probes)])
     conf2 = np.array([out[0].max() for out in _run(early_exit(2, -1), probes)])
@@ -169,8 +183,8 @@ def _early_exit_zoo(rng: np.random.Generator) -> tuple[onnx.ModelProto, list[dic
 
 # -- gated / block-drop residual networks -------------------------------------------------
 def _block(g: _Graph, h: str, name: str) -> str:
-    y = g.node("Relu", [g.conv(h, 8, 8, name + "_conv1")], name + "_relu1")
-    y = g.conv(y, 8, 8, name + "_conv2")
+    y = g.node("Relu", [g.conv(h, GATED_CH, GATED_CH, name + "_conv1")], name + "_relu1")
+    y = g.conv(y, GATED_CH, GATED_CH, name + "_conv2")
     return g.node("Relu", [g.node("Add", [h, y], name + "_add")], name + "_out")
 
 
@@ -185,18 +199,18 @@ def _gated(g: _Graph, h: str, cond: str, i: int) -> str:
 def skipnet(biases: list[float], seed: int = 20) -> onnx.ModelProto:
     """Three residual blocks; a gate computed from the current features decides each one."""
     g = _Graph(np.random.default_rng(seed), [])
-    h = g.node("Relu", [g.conv("x", 3, 8, "stem")], "stem_relu")
+    h = g.node("Relu", [g.conv("x", 3, GATED_CH, "stem")], "stem_relu")
     gates = []
     for i, bias in enumerate(biases):
-        gate = g.node("Sigmoid", [g.dense(g.pool(h, f"gate{i}_pool"), 8, 1, f"gate{i}_fc",
+        gate = g.node("Sigmoid", [g.dense(g.pool(h, f"gate{i}_pool"), GATED_CH, 1, f"gate{i}_fc",
                                           bias=[bias], scale=4.0)], f"gate{i}")
         gates.append(gate)
         cond = g.node("Squeeze", [g.node("Greater", [gate, g.const(f"half{i}", np.float32(0.5))],
                                          f"gate{i}_on")], f"gate{i}_cond")
         h = _gated(g, h, cond, i)
-    g.dense(g.pool(h, "head_pool"), 8, 10, "logits")
+    g.dense(g.pool(h, "head_pool"), GATED_CH, 10, "logits")
     g.node("Concat", gates, "gates", axis=1)
-    return _model(g, "skipnet", [_tensor("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+    return _model(g, "skipnet", [_tensor("x", TensorProto.FLOAT, [1, 3, IMAGE, IMAGE])],
                   [_tensor("logits", TensorProto.FLOAT, [1, 10]),
                    _tensor("gates", TensorProto.FLOAT, [1, len(biases)])])
 
@@ -204,17 +218,18 @@ def skipnet(biases: list[float], seed: int = 20) -> onnx.ModelProto:
 def blockdrop(bias: np.ndarray, seed: int = 30) -> onnx.ModelProto:
     """A policy head looks at the input once and decides which of three blocks run."""
     g = _Graph(np.random.default_rng(seed), [])
-    h = g.node("Relu", [g.conv("x", 3, 8, "stem")], "stem_relu")
-    feat = g.pool(g.node("Relu", [g.conv("x", 3, 8, "policy_conv")], "policy_relu"), "policy_pool")
-    policy = g.node("Sigmoid", [g.dense(feat, 8, len(bias), "policy_fc", bias=bias, scale=4.0)],
+    h = g.node("Relu", [g.conv("x", 3, GATED_CH, "stem")], "stem_relu")
+    feat = g.pool(g.node("Relu", [g.conv("x", 3, GATED_CH, "policy_conv")], "policy_relu"),
+                  "policy_pool")
+    policy = g.node("Sigmoid", [g.dense(feat, GATED_CH, len(bias), "policy_fc", bias=bias, scale=4.0)],
                     "policy")
     for i in range(len(bias)):
         keep = g.node("Gather", [policy, g.const(f"idx{i}", np.array([i], np.int64))],
                       f"policy{i}", axis=1)
         cond = g.node("Greater", [keep, g.const(f"half{i}", np.float32(0.5))], f"policy{i}_on")
         h = _gated(g, h, cond, i)
-    g.dense(g.pool(h, "head_pool"), 8, 10, "logits")
-    return _model(g, "blockdrop", [_tensor("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+    g.dense(g.pool(h, "head_pool"), GATED_CH, 10, "logits")
+    return _model(g, "blockdrop", [_tensor("x", TensorProto.FLOAT, [1, 3, IMAGE, IMAGE])],
                   [_tensor("logits", TensorProto.FLOAT, [1, 10]),
                    _tensor("policy", TensorProto.FLOAT, [1, len(bias)])])
 
@@ -235,7 +250,7 @@ def _gate_cases(probes: list[dict], gates: np.ndarray) -> tuple[list, list]:
 
 
 def _skipnet_zoo(rng: np.random.Generator) -> tuple[onnx.ModelProto, list[dict], list[dict]]:
-    probes = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(PROBES)]
+    probes = [{"x": _image(rng)} for _ in range(PROBES)]
     biases = [0.0, 0.0, 0.0]
     for i in range(3):  # centre each gate on its median, given the gates before it
         gates = np.array([out[1][0] for out in _run(skipnet(biases), probes)])
@@ -247,8 +262,9 @@ def _skipnet_zoo(rng: np.random.Generator) -> tuple[onnx.ModelProto, list[dict],
 
 
 def _blockdrop_zoo(rng: np.random.Generator) -> tuple[onnx.ModelProto, list[dict], list[dict]]:
-    probes = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(PROBES)]
+    probes = [{"x": _image(rng)} for _ in range(PROBES)]
     policy = np.array([out[1][0] for out in _run(blockdrop(np.zeros(3)), probes)])
+    policy = np.clip(policy, 1e-6, 1 - 1e-6)  # saturated sigmoids would give infinite logits
     logit = np.log(policy) - np.log1p(-policy)
     model = blockdrop(-np.median(logit, axis=0))
     policy = np.array([out[1][0] for out in _run(model, probes)])
@@ -256,7 +272,7 @@ def _blockdrop_zoo(rng: np.random.Generator) -> tuple[onnx.ModelProto, list[dict
 
 
 # -- top-1 mixture of experts ---------------------------------------------------------------
-def moe(seed: int = 40, experts: int = 4, width: int = 16) -> onnx.ModelProto:
+def moe(seed: int = 40, experts: int = 4, width: int = MOE_WIDTH) -> onnx.ModelProto:
     """A router's argmax picks one of four MLP experts through a chain of Ifs."""
     g = _Graph(np.random.default_rng(seed), [])
     logits = g.dense("x", width, experts, "router", scale=3.0)
@@ -287,7 +303,7 @@ def moe(seed: int = 40, experts: int = 4, width: int = 16) -> onnx.ModelProto:
 
 def _moe_zoo(rng: np.random.Generator) -> tuple[onnx.ModelProto, list[dict], list[dict]]:
     model = moe()
-    probes = [{"x": rng.standard_normal((1, 16)).astype(np.float32)} for _ in range(PROBES)]
+    probes = [{"x": rng.standard_normal((1, MOE_WIDTH)).astype(np.float32)} for _ in range(PROBES)]
     cases, expects = [], []
     for feed, out in zip(probes, _run(model, probes)):
         logits = np.sort(out[1][0])
@@ -305,7 +321,7 @@ def _moe_zoo(rng: np.random.Generator) -> tuple[onnx.ModelProto, list[dict], lis
 
 
 # -- greedy decoder with a Loop ---------------------------------------------------------------
-VOCAB, HIDDEN, MAX_STEPS, EOS = 8, 16, 8, 1
+VOCAB, HIDDEN, MAX_STEPS, EOS = 32, 64, 8, 1
 
 
 def decoder(eos_bias: float, seed: int = 50) -> onnx.ModelProto:
@@ -361,23 +377,25 @@ def _decoder_zoo(rng: np.random.Generator) -> tuple[onnx.ModelProto, list[dict],
 
 
 # -- If over a symbolic batch -----------------------------------------------------------------
+SB_IN, SB_HIDDEN = 32, 64
+
 def symbolic_batch(t: float, seed: int = 60) -> onnx.ModelProto:
     """Batch N is symbolic; a batch whose mean activation is high takes the deeper head."""
     g = _Graph(np.random.default_rng(seed), [])
-    h = g.node("Relu", [g.dense("x", 8, 16, "fc1")], "relu1")
+    h = g.node("Relu", [g.dense("x", SB_IN, SB_HIDDEN, "fc1")], "relu1")
     score = g.node("ReduceMean", [h], "score", keepdims=0)
     cond = g.node("Greater", [score, g.const("t", np.float32(t))], "deep")
     deep, shallow = g.sub(""), g.sub("")
-    mid = deep.node("Relu", [deep.dense(h, 16, 16, "fc_deep")], "relu_deep")
-    deep.outputs = [deep.dense(mid, 16, 4, "head_deep")]
-    shallow.outputs = [shallow.dense(h, 16, 4, "head_shallow")]
+    mid = deep.node("Relu", [deep.dense(h, SB_HIDDEN, SB_HIDDEN, "fc_deep")], "relu_deep")
+    deep.outputs = [deep.dense(mid, SB_HIDDEN, 4, "head_deep")]
+    shallow.outputs = [shallow.dense(h, SB_HIDDEN, 4, "head_shallow")]
     g.if_(cond, deep, shallow, [("y", TensorProto.FLOAT, [])], "depth_if")
-    return _model(g, "symbolic_batch", [_tensor("x", TensorProto.FLOAT, ["N", 8])],
+    return _model(g, "symbolic_batch", [_tensor("x", TensorProto.FLOAT, ["N", SB_IN])],
                   [_tensor("y", TensorProto.FLOAT, ["N", 4]), _tensor("score", TensorProto.FLOAT, [])])
 
 
 def _symbolic_zoo(rng: np.random.Generator) -> tuple[onnx.ModelProto, list[dict], list[dict]]:
-    probes = [{"x": (rng.standard_normal((int(n), 8)) + rng.normal(0, 0.5)).astype(np.float32)}
+    probes = [{"x": (rng.standard_normal((int(n), SB_IN)) + rng.normal(0, 0.5)).astype(np.float32)}
               for n in rng.integers(1, 6, PROBES)]
     scores = np.array([float(out[1]) for out in _run(symbolic_batch(0.0), probes)])
     t = float(np.median(scores))

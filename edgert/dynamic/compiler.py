@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 
 import edgert
@@ -20,6 +19,7 @@ from .bundle import npy_bytes, write_bundle
 from .normalize import normalize
 from .partition import Partition, Segment, partition
 from .runtime import machine_arch
+from .specialize import fold_constants
 
 BACKENDS = ("ort", "tvm", "auto")
 SUFFIX = ".edgert"
@@ -50,11 +50,16 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
     arch = target_arch(target)
     norm = normalize(model_path)
     part = partition(norm)
+    host_folded = fold_constants(part)
     candidates = engines.candidates(backend, target)
-    built = {seg.id: _build(seg, candidates, target, cache_dir) for seg in part.segments}
+    seen = (engines.probe(part, norm.model.graph) if "tvm" in candidates and engines.available("ort")
+            else engines.Probe({}, {}))
+    fallback = backend == "tvm" and engines.available("ort")
+    built = {seg.id: _build(seg, candidates, target, cache_dir, seen.shapes.get(seg.id), fallback)
+             for seg in part.segments}
     if len(candidates) > 1:
         if arch == machine_arch():
-            _choose_fastest(part, built, norm.model.graph, threads)
+            _choose_fastest(part, built, seen, threads)
         else:
             for options in built.values():
                 _keep(options, "tvm" if "tvm" in options else "ort",
@@ -69,9 +74,11 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
         segments.append({
             "id": seg.id, "engine": engine, "sha256": seg.sha256, "onnx": onnx_member,
             "artifact": art.artifact, "extra_members": sorted(set(art.members) - {art.artifact}),
-            "inputs": seg.inputs, "outputs": seg.outputs, "input_specs": engines.input_specs(seg),
+            "inputs": seg.inputs, "outputs": seg.outputs, "input_specs": art.input_specs or engines.input_specs(seg),
             "nodes": seg.nodes, "ops": seg.ops, "choice": art.note,
         })
+        if art.specialized:
+            segments[-1]["specialized"] = art.specialized
     consts = {}
     for cid, value in part.consts.items():
         members[f"consts/{cid}.npy"] = npy_bytes(value)
@@ -88,21 +95,32 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
                    if i.name not in {t.name for t in norm.model.graph.initializer}],
         "outputs": [engines.spec(o).to_dict() for o in norm.model.graph.output],
         "program": part.program, "segments": segments, "consts": consts,
+        "host_folded": host_folded,
     }
     out = Path(out) if out is not None else model_path.with_suffix(SUFFIX)
     return write_bundle(out, manifest, members)
 
 
-def _build(seg: Segment, candidates: list[str], target: str,
-           cache_dir: Path | None) -> dict[str, engines.Artifact]:
-    """Prepare ``seg`` on every candidate engine; a sole candidate's failure is fatal."""
+def _build(seg: Segment, candidates: list[str], target: str, cache_dir: Path | None,
+           observed: dict[str, set[tuple[int, ...]]] | None,
+           fallback: bool) -> dict[str, engines.Artifact]:
+    """Prepare ``seg`` on every candidate engine; a sole candidate's failure is fatal.
+
+    ``fallback`` (backend="tvm" with ORT installed): a segment TVM cannot build runs on
+    ORT instead, and the manifest's ``choice`` says so and why.
+    """
     built: dict[str, engines.Artifact] = {}
     failures = []
     for engine in candidates:
         try:
-            built[engine] = engines.prepare(engine, seg, target, cache_dir)
+            built[engine] = engines.prepare(engine, seg, target, cache_dir, observed)
         except (BackendError, ModelError) as exc:
             failures.append(f"{engine}: {_first_line(exc.message)}")
+    if not built and fallback:
+        art = engines.prepare("ort", seg, target, cache_dir)
+        art.note = {"chosen": "ort", "fallback_from": "tvm", "failed": failures,
+                    "reason": "TVM could not build this segment (see failed); it runs on ORT"}
+        return {"ort": art}
     if not built:
         raise ModelError(
             f"segment {seg.id} (nodes {', '.join(seg.nodes[:5])}{'...' if len(seg.nodes) > 5 else ''})"
@@ -129,9 +147,9 @@ def _keep(options: dict[str, engines.Artifact], engine: str, reason: str,
 
 
 def _choose_fastest(part: Partition, built: dict[str, dict[str, engines.Artifact]],
-                    graph: Any, threads: int | None) -> None:
+                    seen: engines.Probe, threads: int | None) -> None:
     """Time each segment on each engine it built for; keep the faster (host-measured)."""
-    feeds = engines.capture_segment_feeds(part, built, graph)
+    feeds = seen.feeds
     for seg in part.segments:
         options = built[seg.id]
         if len(options) == 1:

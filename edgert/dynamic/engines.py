@@ -15,6 +15,7 @@ from edgert.errors import BackendError, EdgertError, ModelError, UsageError
 
 from .partition import Partition, Segment
 from .program import Interpreter
+from .specialize import specialize
 
 TIMING_RUNS = 15
 
@@ -27,9 +28,13 @@ class Artifact:
     artifact: str  # member name handed to the engine's ``load``
     members: dict[str, bytes]
     note: dict[str, Any] = dataclasses.field(default_factory=dict)
+    specialized: dict[str, Any] = dataclasses.field(default_factory=dict)  # TVM: what specialize did
+    # The input specs the artifact was built for, when narrower than the segment's own
+    # (a rank taken from the sample run): the runtime then refuses other ranks clearly.
+    input_specs: list[dict[str, Any]] | None = None
 
 
-def _available(engine: str) -> bool:
+def available(engine: str) -> bool:
     try:
         return backend_class(engine).available()
     except ImportError:  # the backend module itself is not there yet
@@ -39,10 +44,10 @@ def _available(engine: str) -> bool:
 def candidates(backend: str, target: str) -> list[str]:
     """Engines to try for each segment."""
     if backend != "auto":
-        if not _available(backend):
+        if not available(backend):
             get_backend(backend)  # raises EngineMissingError with the pip hint
         return [backend]
-    found = [e for e in ("tvm", "ort") if _available(e)]
+    found = [e for e in ("tvm", "ort") if available(e)]
     if not found:
         raise UsageError("no engine for dynamic compilation is installed: "
                          "pip install 'edgert[ort]' or 'edgert[tvm]'")
@@ -71,12 +76,16 @@ def input_specs(seg: Segment) -> list[dict[str, Any]]:
     return [spec(i).to_dict() for i in model.graph.input if i.type.tensor_type.HasField("shape")]
 
 
-def prepare(engine: str, seg: Segment, target: str, cache_dir: Path | None) -> Artifact:
-    """Build ``seg`` for ``engine``; raises BackendError/ModelError when it cannot."""
+def prepare(engine: str, seg: Segment, target: str, cache_dir: Path | None,
+            observed: dict[str, set[tuple[int, ...]]] | None = None) -> Artifact:
+    """Build ``seg`` for ``engine``; raises BackendError/ModelError when it cannot.
+
+    ``observed``: input name -> shapes a sample run fed it (TVM uses the ranks).
+    """
     if engine == "ort":
         return _prepare_ort(seg)
     if engine == "tvm":
-        return _prepare_tvm(seg, target, cache_dir)
+        return _prepare_tvm(seg, target, cache_dir, observed)
     raise UsageError(f"engine {engine!r} cannot run dynamic segments", engine=engine)
 
 
@@ -92,16 +101,19 @@ def _prepare_ort(seg: Segment) -> Artifact:
     return Artifact("ort", member, {member: seg.model_bytes})
 
 
-def _prepare_tvm(seg: Segment, target: str, cache_dir: Path | None) -> Artifact:
+def _prepare_tvm(seg: Segment, target: str, cache_dir: Path | None,
+                 observed: dict[str, set[tuple[int, ...]]] | None) -> Artifact:
     """A TVM shared library plus its signature sidecar, via the backend's cached ``prepare``.
 
-    The TVM cache key covers the segment's bytes, the target, the TVM version and the
-    lowering pipeline, so unchanged segments are not recompiled.
+    TVM imports the specialised segment (ranks filled in, shape computations folded;
+    see ``specialize``). The TVM cache key covers those bytes, the target, the TVM
+    version and the lowering pipeline, so unchanged segments are not recompiled.
     """
+    special = specialize(seg.model_bytes, observed)
     backend = get_backend("tvm", BackendOptions(target=target, cache_dir=cache_dir))
     with tempfile.TemporaryDirectory(prefix="edgert-seg-") as tmp:
         source = Path(tmp) / f"{seg.id}.onnx"
-        source.write_bytes(seg.model_bytes)
+        source.write_bytes(special.model.SerializeToString(deterministic=True))
         try:
             library = Path(backend.prepare(source))
         except EdgertError as exc:
@@ -109,8 +121,14 @@ def _prepare_tvm(seg: Segment, target: str, cache_dir: Path | None) -> Artifact:
                             **exc.fields) from exc
     sidecar = library.with_suffix(".json")
     member = f"segments/{seg.id}.so"
+    note = {"folded_nodes": special.folded} if special.folded else {}
+    if special.ranks_from_sample:
+        note["ranks_from_sample"] = special.ranks_from_sample
     return Artifact("tvm", member, {member: library.read_bytes(),
-                                    f"segments/{seg.id}.json": sidecar.read_bytes()})
+                                    f"segments/{seg.id}.json": sidecar.read_bytes()},
+                    specialized=note,
+                    input_specs=[spec(i).to_dict() for i in special.model.graph.input
+                                 if i.type.tensor_type.HasField("shape")])
 
 
 # -- timing (auto backend) -------------------------------------------------------------------
@@ -130,17 +148,27 @@ def synthetic_feeds(seg: Segment, seed: int = 0) -> dict[str, np.ndarray]:
     return {d["name"]: _random_value(TensorSpec.from_dict(d), rng) for d in input_specs(seg)}
 
 
-def capture_segment_feeds(part: Partition, built: dict[str, dict[str, Artifact]],
-                          graph: Any) -> dict[str, dict[str, np.ndarray]]:
-    """Run the program once on seeded random inputs with ORT; keep each segment's first feeds."""
+@dataclasses.dataclass
+class Probe:
+    """What one seeded sample run (ORT segments) saw: first feeds and all shapes per segment."""
+
+    feeds: dict[str, dict[str, np.ndarray]]
+    shapes: dict[str, dict[str, set[tuple[int, ...]]]]
+
+
+def probe(part: Partition, graph: Any) -> Probe:
+    """Run the program once on seeded random inputs with ORT, recording every segment call."""
     import onnxruntime as ort
 
     sessions = {seg.id: ort.InferenceSession(seg.model_bytes, providers=["CPUExecutionProvider"])
                 for seg in part.segments}
-    captured: dict[str, dict[str, np.ndarray]] = {}
+    seen = Probe({}, {})
 
     def call(seg_id: str, feeds: dict[str, Any]) -> list[Any]:
-        captured.setdefault(seg_id, {k: np.asarray(v) for k, v in feeds.items()})
+        seen.feeds.setdefault(seg_id, {k: np.asarray(v) for k, v in feeds.items()})
+        shapes = seen.shapes.setdefault(seg_id, {})
+        for name, value in feeds.items():
+            shapes.setdefault(name, set()).add(tuple(np.shape(value)))
         return sessions[seg_id].run(None, feeds)
 
     inits = {t.name for t in graph.initializer}
@@ -148,9 +176,9 @@ def capture_segment_feeds(part: Partition, built: dict[str, dict[str, Artifact]]
     feeds = {i.name: _random_value(spec(i), rng) for i in graph.input if i.name not in inits}
     try:
         Interpreter(part.program, call, part.consts).run(feeds)
-    except Exception:  # random inputs may be invalid for the model; fall back to synthetic
+    except Exception:  # random inputs may be invalid for the model; keep what was seen so far
         pass
-    return captured
+    return seen
 
 
 def time_ms(engine: str, art: Artifact, feeds: dict[str, np.ndarray],

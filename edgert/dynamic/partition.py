@@ -119,6 +119,8 @@ class _Partitioner:
         groups: list[tuple[str, Any]] = []
         made_by: dict[str, int] = {}
         for node in graph.node:
+            if self._constant_init(node, scope):
+                continue  # an initializer now: segments embed it, the host reads it as a const
             if node.op_type in CONTROL_FLOW:
                 groups.append(("cf", node))
                 where = len(groups) - 1
@@ -136,6 +138,23 @@ class _Partitioner:
                     made_by[out] = where
                     scope.values[out] = True
         return groups
+
+    @staticmethod
+    def _constant_init(node: Any, scope: _Scope) -> bool:
+        """Record a ``Constant(value=...)`` node's output as an initializer of this block.
+
+        Kept as nodes, constants end up as runtime segment inputs (a run computes them and
+        hands them on), so the engine importing the next segment sees a tensor where it
+        needs a value (an Unsqueeze's axes, a Reshape's shape).
+        """
+        if node.op_type != "Constant" or len(node.attribute) != 1 or node.attribute[0].name != "value":
+            return False
+        tensor = type(node.attribute[0].t)()
+        tensor.CopyFrom(node.attribute[0].t)
+        tensor.name = node.output[0]
+        scope.inits[node.output[0]] = tensor
+        scope.values.pop(node.output[0], None)
+        return True
 
     @staticmethod
     def _probe(node: Any, producers: dict[str, Any], scope: _Scope) -> list[str]:

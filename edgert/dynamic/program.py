@@ -14,8 +14,9 @@ and a step is one of::
                     "input_axes", "input_directions", "output_axes", "output_directions",
                     "scan_outputs": [...], "body": block}
 
-Values stay as the engine returned them; only If predicates and Loop trip counts and
-conditions are read back as Python scalars (and, when ``record_margins`` is on, an If's
+Values stay as the engine returned them (TVM tensors stay in TVM memory between TVM
+segments); only If predicates and Loop trip counts and conditions are read back as
+Python scalars (and, when ``record_margins`` is on, an If's
 probe operands, to report how far the decision was from flipping). Scan slices and stacks on the host (numpy).
 """
 from __future__ import annotations
@@ -86,8 +87,15 @@ class Trace:
                 "segment_ns": self.segment_ns, "host_overhead_ns": self.host_overhead_ns}
 
 
+def to_numpy(value: Any) -> np.ndarray:
+    """A value as numpy; engine tensors (TVM) are copied out, numpy passes through."""
+    if isinstance(value, np.ndarray):
+        return value
+    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+
+
 def _scalar(value: Any, what: str) -> Any:
-    array = np.asarray(value)
+    array = to_numpy(value)
     if array.size != 1:
         raise InputError(f"{what} must hold exactly one element, got shape {list(array.shape)}")
     return array.reshape(-1)[0].item()
@@ -156,7 +164,7 @@ class Interpreter:
         taken = "then" if bool(_scalar(env[step["cond"]], f"If {step['node']} condition")) else "else"
         event = {"kind": "if", "node": step["node"], "branch": taken}
         if self.record_margins and "probe" in step:
-            a, b = (np.asarray(env[name], dtype=np.float64) for name in step["probe"])
+            a, b = (to_numpy(env[name]).astype(np.float64) for name in step["probe"])
             event["margin"] = float(np.min(np.abs(a - b)))
         self._trace.events.append(event)
         results = self._block(step[taken], env.new_child())
@@ -183,7 +191,7 @@ class Interpreter:
             keep_going = bool(_scalar(results[0], f"Loop {step['node']} body condition"))
             state = results[1:1 + len(state)]
             for stack, value in zip(stacks, results[1 + len(state):]):
-                stack.append(np.asarray(value))
+                stack.append(to_numpy(value))
             trips += 1
         self._trace.events.append({"kind": "loop", "node": step["node"], "trips": trips})
         stacked = [_stack(s, spec, 0) for s, spec in zip(stacks, step["scan_outputs"])]
@@ -195,7 +203,7 @@ class Interpreter:
         body = step["body"]
         n_scan = step["num_scan_inputs"]
         values = [env[name] for name in step["inputs"]]
-        state, scans = values[:len(values) - n_scan], [np.asarray(v) for v in values[-n_scan:]]
+        state, scans = values[:len(values) - n_scan], [to_numpy(v) for v in values[-n_scan:]]
         axes = [a % s.ndim for a, s in zip(step["input_axes"] or [0] * n_scan, scans)]
         directions = step["input_directions"] or [0] * n_scan
         lengths = {s.shape[a] for s, a in zip(scans, axes)}
@@ -213,7 +221,7 @@ class Interpreter:
             results = self._block(body, inner)
             state = results[:len(state)]
             for stack, value in zip(stacks, results[len(state):]):
-                stack.append(np.asarray(value))
+                stack.append(to_numpy(value))
         self._trace.events.append({"kind": "scan", "node": step["node"], "trips": length})
         out_axes = step["output_axes"] or [0] * len(stacks)
         out_dirs = step["output_directions"] or [0] * len(stacks)

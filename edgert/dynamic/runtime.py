@@ -16,7 +16,7 @@ from edgert.errors import BundleError, InputError
 from edgert.tensors import check_feeds
 
 from .bundle import Bundle
-from .program import Interpreter, Trace
+from .program import Interpreter, Trace, to_numpy
 
 _ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
 
@@ -39,7 +39,8 @@ class Runtime(Session):
     per-segment counters and ``last_path`` add what a bundle-aware report needs.
     """
 
-    def __init__(self, bundle: Bundle, threads: int | None = None) -> None:
+    def __init__(self, bundle: Bundle, threads: int | None = None,
+                 keep_tensors: bool = True) -> None:
         self.manifest = bundle.manifest
         arch = self.manifest.get("target_arch", "any")
         if arch not in ("any", machine_arch()):
@@ -59,6 +60,10 @@ class Runtime(Session):
             backend = get_backend(seg["engine"], BackendOptions(threads=threads))
             self._sessions[seg["id"]] = backend.load(path)
             self._fixed[seg["id"]] = [TensorSpec.from_dict(d) for d in seg["input_specs"]]
+        # Sessions that take and return engine tensors; values then stay in the engine's
+        # memory between its segments (``keep_tensors=False`` copies through numpy instead).
+        self._tensor_calls = ({seg: session.run_tensors for seg, session in self._sessions.items()
+                               if hasattr(session, "run_tensors")} if keep_tensors else {})
         consts = {cid: bundle.array(member) for cid, member in self.manifest["consts"].items()}
         self.segment_ns: dict[str, int] = {s["id"]: 0 for s in self.manifest["segments"]}
         self.segment_calls: dict[str, int] = {s["id"]: 0 for s in self.manifest["segments"]}
@@ -76,7 +81,8 @@ class Runtime(Session):
 
     def _check_segment_feeds(self, seg: str, feeds: dict[str, Any]) -> None:
         for spec in self._fixed[seg]:
-            got = np.shape(feeds[spec.name])
+            value = feeds[spec.name]
+            got = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
             want = spec.shape
             if len(got) != len(want) or any(isinstance(w, int) and w >= 0 and w != g
                                              for w, g in zip(want, got)):
@@ -87,14 +93,17 @@ class Runtime(Session):
                     segment=seg, value=spec.name, expected=list(want), got=list(got))
 
     def _run_segment(self, seg: str, feeds: dict[str, Any]) -> list[Any]:
-        return self._sessions[seg].run(feeds)
+        tensors = self._tensor_calls.get(seg)
+        if tensors is not None:  # engine-resident values in and out (TVM)
+            return tensors(feeds)
+        return self._sessions[seg].run({name: to_numpy(v) for name, v in feeds.items()})
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         feeds = {name: np.asarray(value) for name, value in feeds.items()}
         check_feeds(self.inputs, feeds)
         self._interp.record_margins = self.record_margins
         outputs, self.last_path = self._interp.run(feeds)
-        return [np.asarray(o) for o in outputs]
+        return [to_numpy(o) for o in outputs]
 
     def segment_stats(self) -> list[dict[str, Any]]:
         """Engine time per segment since the last ``reset_counters`` (measured, wall clock)."""
@@ -117,6 +126,9 @@ class Runtime(Session):
         return self
 
 
-def load(bundle_path: Path, *, threads: int | None = None) -> Runtime:
-    """Open, verify and load a bundle (raises ``BundleError`` naming a bad member)."""
-    return Runtime(Bundle(bundle_path), threads=threads)
+def load(bundle_path: Path, *, threads: int | None = None, keep_tensors: bool = True) -> Runtime:
+    """Open, verify and load a bundle (raises ``BundleError`` naming a bad member).
+
+    ``keep_tensors=False`` copies every segment's values through numpy (for comparison).
+    """
+    return Runtime(Bundle(bundle_path), threads=threads, keep_tensors=keep_tensors)
