@@ -101,3 +101,22 @@ def test_device_side_imports_neither_onnx_nor_torch(resnet_aio: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "(1, 10)"
+
+
+def test_prune_and_calibrate_through_the_cli(tmp_path):
+    """`edgert prune` then `edgert calibrate --emulated` stores a table the runtime reads back."""
+    from conftest import run_cli
+    from edgert.variants import open as open_variants
+
+    out = tmp_path / "r.aio"
+    proc = run_cli("prune", "zoo:resnet", "--ratios", "0,0.5", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "ratio 0.5" in proc.stdout
+    proc = run_cli("calibrate", str(out), "--emulated", "1.0,0.5", "--max-time", "0.3")
+    assert proc.returncode == 0, proc.stderr
+    with open_variants(out) as vm:
+        table = vm.calibration
+        assert table["emulated"] is True and table["ratios"] == [0.0, 0.5]
+        assert len(table["p50_ms"]) == 2 and all(len(row) == 2 for row in table["p50_ms"])
+    bad = run_cli("calibrate", str(out))
+    assert bad.returncode == 2 and "choose one of" in bad.stderr
