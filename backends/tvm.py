@@ -102,8 +102,8 @@ def _parallelize(mod: Any, target: Any) -> Any:
 
     cores = int(target.attrs.get("num-cores", 0) or 4)  # only bounds the fused parallel extent
     for gvar, func in list(mod.functions_items()):
-        if not isinstance(func, tvm.tirx.PrimFunc):
-            continue
+        if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
+            continue  # not TIR, or already given a tuned schedule by the database
         sch = s_tir.Schedule(func)
         try:
             root = sch.get_sblock("root")
@@ -117,16 +117,41 @@ def _parallelize(mod: Any, target: Any) -> Any:
     return mod
 
 
-def _lower(mod: Any, target: Any) -> Any:
-    """Relax passes of 0.27's CPU pipeline (legalize, fold, fuse) plus ``_parallelize``."""
+def legalize(mod: Any, target: Any) -> Any:
+    """Relax passes of 0.27's CPU pipeline up to fused TIR: the functions MetaSchedule tunes.
+
+    ``tvm_tune`` extracts its tasks from this module, so compile and tune must share it.
+    """
     import tvm
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     with target:
         mod = relax.transform.DecomposeOpsForInference()(mod)
-        mod = tvm.transform.Sequential(cpu.library_dispatch_passes(target)
-                                       + cpu.legalize_passes(target))(mod)
+        return tvm.transform.Sequential(cpu.library_dispatch_passes(target)
+                                        + cpu.legalize_passes(target))(mod)
+
+
+def _apply_database(mod: Any, target: Any, tuning_db: Path) -> Any:
+    """Replace every PrimFunc that has a record for ``target`` by its best tuned schedule."""
+    from tvm import relax
+
+    from .tvm_tune import open_database, tuning_target
+
+    tuned_target = tuning_target(target)
+    with tuned_target, open_database(tuning_db, target):
+        return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+
+
+def _lower(mod: Any, target: Any, tuning_db: Path | None = None) -> Any:
+    """``legalize``, tuned schedules from ``tuning_db``, ``_parallelize`` for the rest, lowering."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    mod = legalize(mod, target)
+    if tuning_db is not None:
+        mod = _apply_database(mod, target, tuning_db)
+    with target:
         mod = _parallelize(mod, target)
         return tvm.transform.Sequential(cpu.dataflow_lower_passes(target)
                                         + cpu.finalize_passes(target))(mod)
@@ -137,13 +162,21 @@ def default_cache_dir() -> Path:
     return Path(base) / "edgert" / "tvm"
 
 
-def cache_path(model_path: Path, target: Any, cache_dir: Path | None = None) -> Path:
-    """Where ``compile_onnx`` puts (or finds) the library for this model and target."""
+def cache_path(model_path: Path, target: Any, cache_dir: Path | None = None,
+               tuning_db: Path | None = None) -> Path:
+    """Where ``compile_onnx`` puts (or finds) the library for this model, target and database.
+
+    The key covers the records for ``target`` in ``tuning_db`` (by content), so a
+    database that gained records compiles anew and an unchanged one hits the cache.
+    """
     import tvm
+
+    from .tvm_tune import database_digest
 
     digest = hashlib.sha256()
     digest.update(Path(model_path).read_bytes())
-    for part in (target_key(target), tvm.__version__, PIPELINE_VERSION):
+    records = database_digest(tuning_db, target) if tuning_db is not None else "untuned"
+    for part in (target_key(target), tvm.__version__, PIPELINE_VERSION, records):
         digest.update(b"\0" + part.encode())
     return Path(cache_dir or default_cache_dir()) / f"{Path(model_path).stem}-{digest.hexdigest()[:24]}.so"
 
@@ -161,17 +194,22 @@ def _write_atomic(path: Path, write: Any) -> None:
             os.unlink(tmp)
 
 
-def compile_onnx(model_path: Path, target: Any, cache_dir: Path | None = None) -> Path:
+def compile_onnx(model_path: Path, target: Any, cache_dir: Path | None = None,
+                 tuning_db: Path | None = None) -> Path:
     """Compile an ONNX file for ``target`` into a cached ``.so`` (+ ``.json`` signature).
 
-    A library already in the cache under the same key is returned untouched.
+    With ``tuning_db`` (a directory written by ``tvm_tune.tune_model``), functions
+    with records use their best measured schedule. A library already in the cache
+    under the same key is returned untouched.
     """
     import onnx
     import tvm
 
+    from .tvm_tune import database_digest
+
     model_path = Path(model_path)
     try:
-        out = cache_path(model_path, target, cache_dir)
+        out = cache_path(model_path, target, cache_dir, tuning_db)
     except OSError as exc:
         raise ModelError(f"cannot read model {model_path}: {exc}", path=str(model_path)) from exc
     if is_cached(out):
@@ -185,13 +223,15 @@ def compile_onnx(model_path: Path, target: Any, cache_dir: Path | None = None) -
     mod = _import(model, inputs)
     fcompile = export_compiler(target)
     try:
-        executable = tvm.compile(_lower(mod, target), target=target, relax_pipeline=None)
+        executable = tvm.compile(_lower(mod, target, tuning_db), target=target, relax_pipeline=None)
     except Exception as exc:
         raise BackendError(f"TVM failed to compile {model_path} for {target_key(target)}: {exc}",
                            path=str(model_path)) from exc
     out.parent.mkdir(parents=True, exist_ok=True)
     sidecar = {"schema": SIDECAR_SCHEMA, "tvm": tvm.__version__, "target": target_key(target),
-               "pipeline": PIPELINE_VERSION, "inputs": [s.to_dict() for s in inputs],
+               "pipeline": PIPELINE_VERSION,
+               "tuning_db": database_digest(tuning_db, target) if tuning_db is not None else None,
+               "inputs": [s.to_dict() for s in inputs],
                "outputs": [s.to_dict() for s in outputs]}
     _write_atomic(signature_path(out), lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=1)))
     try:
@@ -265,6 +305,24 @@ class TvmSession(Session):
         except Exception as exc:  # TVM raises TVMError/RuntimeError from the VM
             raise BackendError(f"TVM failed to run the model: {exc}") from exc
 
+    def run_tensors(self, feeds: dict[str, Any]) -> list[Any]:
+        """Like ``run``, but TVM tensors pass in and come back as they are (numpy is copied in).
+
+        Chained segments keep their values in TVM memory instead of copying through numpy.
+        """
+        import tvm
+
+        def flatten(value: Any) -> list[Any]:
+            return [value] if hasattr(value, "numpy") else [t for item in value for t in flatten(item)]
+
+        try:
+            args = [value if isinstance(value, tvm.runtime.Tensor)
+                    else tvm.runtime.tensor(np.asarray(value, order="C"))
+                    for value in (feeds[s.name] for s in self.inputs)]
+            return flatten(self._main(*args))
+        except Exception as exc:  # TVM raises TVMError/RuntimeError from the VM
+            raise BackendError(f"TVM failed to run the model: {exc}") from exc
+
     def close(self) -> None:
         self._vm = self._main = None
 
@@ -287,10 +345,15 @@ class TvmBackend(Backend):
     def prepare(self, model_path: Path) -> Path:
         """Host only: compile ``model_path`` for ``options.target`` (cached) and return the .so."""
         target = resolve_target(self.options.target)
-        out = cache_path(model_path, target, self.options.cache_dir)
+        db = self.options.tuning_db
+        out = cache_path(model_path, target, self.options.cache_dir, db)
         self._loaded.update(target=target_key(target), cache="hit" if is_cached(out) else "miss",
                             artifact=str(out))
-        return compile_onnx(model_path, target, self.options.cache_dir)
+        if db is not None:
+            from .tvm_tune import database_digest
+
+            self._loaded.update(tuning_db=str(db), tuning_db_sha256=database_digest(db, target))
+        return compile_onnx(model_path, target, self.options.cache_dir, db)
 
     def load(self, model_path: Path) -> TvmSession:
         model_path = Path(model_path)
@@ -342,6 +405,4 @@ class TvmBackend(Backend):
                                    "TVM_BIND_THREADS": os.environ.get("TVM_BIND_THREADS"),
                                    "pipeline": PIPELINE_VERSION, **self._loaded}
         options.setdefault("threads", self.options.threads)
-        if self.options.tuning_db is not None:
-            options["tuning_db_ignored"] = str(self.options.tuning_db)  # not applied yet
         return options

@@ -1,0 +1,329 @@
+"""MetaSchedule tuning of an ONNX model into a persistent, per-target tuning database.
+
+Host-only. ``tune_model`` extracts the fused TIR functions that ``backends.tvm``
+compiles, searches schedules for them and measures each candidate either here or
+on a device through an edgert agent (``tvm.time``, see device_agents/tvm_timer.py).
+Every measured record is appended to the database as it arrives (MetaSchedule's
+JSON database writes one line per commit), so an interrupted run keeps its work;
+``backends.tvm.compile_onnx(..., tuning_db=...)`` applies the best records.
+
+0.27 workarounds (docs/tvm-notes.md): candidates are built in this process (the
+stock builder's fresh workers spend ~29 s importing tensor intrinsics and hit its
+30 s timeout forever) and timed by our own runner (the stock one asks for device
+"llvm" and fails with "Unknown device: llvm").
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from edgert.errors import BackendError, UsageError
+
+from .tvm_target import export_compiler, is_cross, target_key
+
+WORKLOADS = "database_workload.json"  # MetaSchedule's own file names, so its tools can read them
+RECORDS = "database_tuning_record.json"
+TARGET_FILE = "target.json"
+DEFAULT_TRIALS_PER_ITER = 32
+NUMBER, REPEAT = 3, 3  # calls per repeat, repeats per candidate (runner results are per repeat)
+CROSS_NUM_CORES = 4  # assumed for foreign targets without "num-cores" (most arm64 boards)
+
+Timer = Callable[[Path, list[dict[str, Any]]], list[float]]
+
+
+# ----------------------------------------------------------------------- the database
+
+def database_dir(root: Path, target: Any) -> Path:
+    """The directory holding ``target``'s records inside a database root (one per target)."""
+    key = target_key(target)
+    arch = str(target.attrs.get("mtriple", "") or "").split("-")[0] or "host"
+    cpu = str(target.attrs.get("mcpu", "") or "generic")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{target.kind.name}-{arch}-{cpu}")
+    return Path(root) / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def database_digest(root: Path, target: Any) -> str:
+    """sha256 of ``target``'s workload and record files ("empty" when there are none)."""
+    where = database_dir(root, target)
+    digest = hashlib.sha256()
+    found = False
+    for name in (WORKLOADS, RECORDS):
+        path = where / name
+        if path.exists():
+            found = True
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest() if found else "empty"
+
+
+def open_database(root: Path, target: Any, create: bool = False) -> Any:
+    """MetaSchedule's ``JSONDatabase`` for ``target`` under ``root``."""
+    from tvm.s_tir import meta_schedule as ms
+
+    where = database_dir(root, target)
+    if not create and not (where / RECORDS).exists():
+        raise UsageError(f"the tuning database {root} has no records for target {target_key(target)}; "
+                         "run edgert tune for this target first", path=str(root))
+    where.mkdir(parents=True, exist_ok=True)
+    (where / TARGET_FILE).write_text(target_key(target) + "\n")
+    return ms.database.JSONDatabase(str(where / WORKLOADS), str(where / RECORDS))
+
+
+def tuning_target(target: Any) -> Any:
+    """``target`` with "num-cores", which MetaSchedule's CPU rules need to size parallel loops."""
+    import tvm
+
+    if target.attrs.get("num-cores"):
+        return target
+    cores = CROSS_NUM_CORES if is_cross(target) else (os.cpu_count() or 1)
+    return tvm.target.Target({**dict(target.export()), "num-cores": cores})
+
+
+# ------------------------------------------------------------ builder and runners
+
+def _export(rt_mod: Any, target: Any, directory: str) -> str:
+    """Link one candidate into a directory of its own (MetaSchedule's RemoveBuildArtifact
+    callback deletes the artifact's whole directory once it is measured)."""
+    path = os.path.join(tempfile.mkdtemp(dir=directory, prefix="cand-"), "candidate.so")
+    rt_mod.export_library(path, fcompile=export_compiler(target))
+    return path
+
+
+def _make_builder(workdir: str) -> Any:
+    """A MetaSchedule builder that compiles and links candidates in this process."""
+    import tvm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    @derived_object
+    class InProcessBuilder(ms.builder.PyBuilder):
+        def build(self, build_inputs: list[Any]) -> list[Any]:
+            results = []
+            for item in build_inputs:
+                try:
+                    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(item.mod)
+                    rt_mod = tvm.compile(mod, target=item.target)
+                    results.append(ms.builder.BuilderResult(_export(rt_mod, item.target, workdir), None))
+                except Exception as exc:  # a candidate that does not build is a failed trial
+                    results.append(ms.builder.BuilderResult(None, f"{type(exc).__name__}: {exc}"))
+            return results
+
+    return InProcessBuilder()
+
+
+def _make_runner(timer: Timer) -> Any:
+    """A MetaSchedule runner that times each built candidate with ``timer``."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+
+    @derived_object
+    class Done(ms.runner.PyRunnerFuture):
+        def __init__(self, result: Any) -> None:
+            super().__init__()
+            self._result = result
+
+        def done(self) -> bool:
+            return True
+
+        def result(self) -> Any:
+            return self._result
+
+    @derived_object
+    class TimerRunner(ms.runner.PyRunner):
+        def run(self, runner_inputs: list[Any]) -> list[Any]:
+            futures = []
+            for item in runner_inputs:
+                args = [{"shape": [int(d) for d in info.shape], "dtype": str(info.dtype)}
+                        for info in item.args_info]
+                try:
+                    result = ms.runner.RunnerResult(timer(Path(item.artifact_path), args), None)
+                except Exception as exc:  # EdgertError from the device, TVMError locally
+                    result = ms.runner.RunnerResult(None, f"{type(exc).__name__}: {exc}")
+                futures.append(Done(result))
+            return futures
+
+    return TimerRunner()
+
+
+def local_timer(library: Path, args: list[dict[str, Any]]) -> list[float]:
+    """Time a candidate in this process (device_agents.tvm_timer, as the agent would)."""
+    from device_agents.tvm_timer import time_function
+
+    return time_function(library, None, args, NUMBER, REPEAT)
+
+
+def agent_timer(client: Any) -> Timer:
+    """Time candidates on the device behind ``client`` (an ``AgentClient``)."""
+    def timer(library: Path, args: list[dict[str, Any]]) -> list[float]:
+        sha = client.upload(library)
+        reply = client.call("tvm.time", {"sha256": sha, "suffix": ".so", "func": None, "args": args,
+                                         "number": NUMBER, "repeat": REPEAT})
+        return [float(s) for s in reply["seconds"]]
+    return timer
+
+
+# ------------------------------------------------------------------- the tuning run
+
+@dataclasses.dataclass
+class TaskState:
+    name: str
+    weight: float
+    trials: int = 0
+    best_us: float | None = None
+
+
+@dataclasses.dataclass
+class TuneProgress:
+    """What a progress bar shows; ``best_ms`` sums weight x best latency over measured tasks."""
+
+    tasks_total: int
+    tasks_measured: int
+    trials: int
+    best_ms: float | None
+    elapsed_s: float
+    budget_s: float | None
+
+
+@dataclasses.dataclass
+class TuneSummary:
+    database: Path
+    target: str
+    tasks: list[TaskState]
+    trials: int
+    elapsed_s: float
+    stopped_by: str  # "budget", "trials" or "search" (MetaSchedule ran out of candidates)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"database": str(self.database), "target": self.target, "trials": self.trials,
+                "elapsed_s": round(self.elapsed_s, 1), "stopped_by": self.stopped_by,
+                "tasks": [dataclasses.asdict(t) for t in self.tasks]}
+
+
+def _callback(tasks: list[TaskState], deadline: float | None, start: float, budget: float | None,
+              on_progress: Callable[[TuneProgress], None] | None, stopped: list[str]) -> Any:
+    """Tracks best latencies, reports progress, and ends every task once the budget is spent."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+
+    @derived_object
+    class Watch(ms.measure_callback.PyMeasureCallback):
+        def apply(self, task_scheduler: Any, task_id: int, measure_candidates: Any,
+                  builder_results: Any, runner_results: Any) -> None:
+            state = tasks[task_id]
+            for result in runner_results:
+                state.trials += 1
+                if result.run_secs is not None and not result.error_msg:
+                    us = 1e6 * sum(float(s) for s in result.run_secs) / len(result.run_secs)
+                    state.best_us = us if state.best_us is None else min(state.best_us, us)
+            if deadline is not None and time.monotonic() >= deadline:
+                stopped[:] = ["budget"]
+                for i in range(len(tasks)):
+                    task_scheduler.terminate_task(i)
+            if on_progress is not None:
+                measured = [t for t in tasks if t.best_us is not None]
+                best = sum(t.weight * t.best_us for t in measured) / 1e3 if measured else None
+                on_progress(TuneProgress(len(tasks), len(measured), sum(t.trials for t in tasks),
+                                         best, time.monotonic() - start, budget))
+
+    return Watch()
+
+
+def extract(model_path: Path, target: Any) -> tuple[Any, list[Any]]:
+    """The legalized Relax module and its MetaSchedule tasks (as ``compile_onnx`` would see them)."""
+    import onnx
+    from tvm.s_tir import meta_schedule as ms
+
+    from .tvm import _import, legalize, onnx_signature
+
+    model = onnx.load(str(model_path))
+    inputs, _ = onnx_signature(model)
+    mod = legalize(_import(model, inputs), target)
+    return mod, list(ms.relax_integration.extract_tasks(mod, tuning_target(target)))
+
+
+def tune_model(model_path: Path, db_root: Path, target: Any, *, time_budget_s: float | None = None,
+               trials: int | None = None, timer: Timer | None = None,
+               on_progress: Callable[[TuneProgress], None] | None = None,
+               trials_per_iter: int = DEFAULT_TRIALS_PER_ITER, seed: int | None = None,
+               verbose: bool = False) -> TuneSummary:
+    """Tune every task of ``model_path`` for ``target`` into ``db_root``; returns a summary.
+
+    Stops after ``time_budget_s`` (checked after each measured batch, so a run may
+    overshoot by one batch) or ``trials`` measurements in total, whichever comes
+    first. ``timer`` times one candidate (default: ``local_timer``; use
+    ``agent_timer(client)`` to measure on a device). Records already in the database
+    are kept and seed the search. MetaSchedule's own logs go to ``<database>/logs``
+    (and to stdout with ``verbose``).
+    """
+    import logging
+
+    from tvm.s_tir import meta_schedule as ms
+
+    if time_budget_s is None and trials is None:
+        raise UsageError("give a time budget (--time-budget SECONDS) or a trial count (--trials N)")
+    if timer is None and is_cross(target):
+        raise UsageError(f"candidates for {target_key(target)} cannot run here; "
+                         "measure them on the device with --device URL")
+    os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+    os.environ.setdefault("TVM_BIND_THREADS", "0")  # see docs/tvm-notes.md, "Threads"
+    start = time.monotonic()
+    _, extracted = extract(Path(model_path), target)
+    database = open_database(db_root, target, create=True)
+    logs = str(database_dir(db_root, target))  # MetaSchedule writes its logs to <this>/logs
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    for handler in list(ms_logger.handlers):  # an earlier run's files; unnamed ones crash its config
+        ms_logger.removeHandler(handler)
+        handler.close()
+    ms_logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    workdir = tempfile.mkdtemp(prefix="edgert-tune-")  # candidates, deleted as they are measured
+    try:
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            extracted, work_dir=logs, seed=seed)
+        states = [TaskState(c.task_name, float(w)) for c, w in zip(contexts, weights)]
+        if not contexts:
+            return TuneSummary(Path(db_root), target_key(target), [], 0, 0.0, "search")
+        stopped = ["search"]
+        budget_trials = trials if trials is not None else 1 << 30
+        deadline = start + time_budget_s if time_budget_s is not None else None
+        watch = _callback(states, deadline, start, time_budget_s, on_progress, stopped)
+        ms.tune_tasks(
+            tasks=contexts, task_weights=weights, work_dir=logs,
+            max_trials_global=budget_trials, max_trials_per_task=budget_trials,
+            num_trials_per_iter=trials_per_iter, builder=_make_builder(workdir),
+            runner=_make_runner(timer or local_timer), database=database,
+            measure_callbacks=ms.measure_callback.MeasureCallback.create("default") + [watch],
+            # round-robin joins each batch as soon as it is measured; "gradient" joins nothing
+            # until every task has had a batch (minutes for a ResNet), so a kill lost it all
+            task_scheduler="round-robin")
+        total = sum(s.trials for s in states)
+        if stopped == ["search"] and trials is not None and total >= trials:
+            stopped = ["trials"]
+        return TuneSummary(Path(db_root), target_key(target), states, total,
+                           time.monotonic() - start, stopped[0])
+    except Exception as exc:
+        if isinstance(exc, (UsageError, BackendError)):
+            raise
+        raise BackendError(f"MetaSchedule tuning of {model_path} failed: {type(exc).__name__}: {exc}",
+                           path=str(model_path)) from exc
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def format_progress(p: TuneProgress) -> str:
+    """One status line: tasks measured, trials, best total latency of the tuned kernels, time."""
+    best = f"{p.best_ms:.3f} ms" if p.best_ms is not None else "-"
+    budget = f"/{p.budget_s:.0f}" if p.budget_s is not None else ""
+    return (f"{p.tasks_measured}/{p.tasks_total} tasks, {p.trials} trials, "
+            f"best {best} (tuned kernels), {p.elapsed_s:.0f}{budget} s")
+
+
+def summary_json(summary: TuneSummary) -> str:
+    return json.dumps(summary.to_dict(), indent=1)
