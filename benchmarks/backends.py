@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def main() -> None:
             } for r in results},
         })
     report = {"benchmark": "backends", "device": device_facts.collect("local"),
+              "load_average_1_5_15": list(os.getloadavg()),  # other work on the machine skews ratios
               "settings": settings.to_dict(), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
