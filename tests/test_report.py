@@ -248,3 +248,23 @@ def test_page_loads_in_chromium(page: Path, tmp_path: Path, alone: bool) -> None
     urls = [e["params"]["request"]["url"] for e in events
             if e.get("method") == "Network.requestWillBeSent"]
     assert urls and all(u.split(":", 1)[0] in ("file", "data") for u in urls), urls
+
+
+def test_all_in_one_file_with_calibration_renders(tmp_path):
+    """`edgert calibrate` stores its table inside the .aio file; the report reads it from there."""
+    from edgert.errors import UsageError
+    from edgert.report import render_report
+    from edgert.settings import BenchSettings
+    from edgert.variants.calibrate import FrequencySetting, calibrate
+    from edgert.variants.prune import prune
+    from edgert.zoo import resolve
+
+    aio = tmp_path / "r.aio"
+    prune(resolve("zoo:resnet"), [0.0, 0.5], aio)
+    with pytest.raises(UsageError, match="without a calibration table"):
+        render_report([aio], tmp_path / "none.html")
+    calibrate(aio, [FrequencySetting(1.0), FrequencySetting(2.0)],
+              BenchSettings(warmup_runs=1, runs=5))
+    page = render_report([aio], tmp_path / "report.html").read_text()
+    assert "All-in-One calibration" in page and "latency per pruning level" not in page.split("<img")[0]
+    assert page.count("<img") >= 1 and "no accuracy recorded" in page

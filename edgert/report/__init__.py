@@ -6,6 +6,8 @@ the kinds are documented in docs/report.md.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import re
 from pathlib import Path
@@ -28,6 +30,10 @@ __all__ = ["KINDS", "load", "render_report"]
 def load(path: Path) -> Loaded:
     """Read one result file; UsageError when it is missing, not JSON or of an unknown kind."""
     path = Path(path)
+    if path.suffix not in (".json", ""):
+        converted = _aio_calibration(path)
+        if converted is not None:
+            return Loaded(path, converted)
     try:
         data = json.loads(path.read_text())
     except OSError as exc:
@@ -40,6 +46,33 @@ def load(path: Path) -> Loaded:
         raise UsageError(f"{path} has schema {schema!r}; the report reads "
                          f"{', '.join(KINDS)}", path=str(path), schema=schema)
     return Loaded(path, data)
+
+
+def _aio_calibration(path: Path) -> dict[str, Any] | None:
+    """The calibration table ``edgert calibrate`` stored inside an All-in-One file, as a
+    ``edgert.calibration/1`` result; None when ``path`` is not such a file."""
+    from edgert.errors import BundleError
+    from edgert.variants import aiofile
+
+    try:
+        opened = aiofile.read(path, verify=False)
+    except (BundleError, OSError, ValueError):
+        return None
+    try:
+        raw = opened.metadata.get("calibration")
+        accuracy = opened.meta.get("accuracy") or {}
+    finally:
+        opened.close()
+    if raw is None:
+        raise UsageError(f"{path} is an All-in-One file without a calibration table: run "
+                         "edgert calibrate on it first", path=str(path))
+    table = json.loads(raw)
+    warnings = ["emulated frequency settings (CPU-quota levels): not clock speeds"] \
+        if table.get("emulated") else []
+    return {"schema": "edgert.calibration/1", "emulated": table.get("emulated", False),
+            "frequency_unit": table.get("frequency_unit", "kHz"), "frequencies": table["frequencies"],
+            "levels": [{"ratio": r, "accuracy": accuracy.get(str(r))} for r in table["ratios"]],
+            "latency_ms": table["p50_ms"], "warnings": warnings}
 
 
 def render_report(result_paths: list[Path], out_html: Path) -> Path:

@@ -39,14 +39,22 @@ def _freq_axis(item: Loaded) -> tuple[float, str, str]:
 def _plot(item: Loaded, idx: int) -> Plot:
     levels, freqs, lat = _check(item)
     scale, xlabel, unit = _freq_axis(item)
-    fig, axes = plots.figure(11, 4.0, cols=2)
-    left, right = axes[0]
+    with_accuracy = all(lv.get("accuracy") is not None for lv in levels)
+    fig, axes = plots.figure(11, 4.0, cols=2 if with_accuracy else 1)
+    left = axes[0][0]
     for i, (level, row) in enumerate(zip(levels, lat)):
+        acc = f" (accuracy {level['accuracy']:.3g})" if with_accuracy else ""
         left.plot([f * scale for f in freqs], row, marker="o", color=plots.color(i),
-                  label=f"ratio {level['ratio']:g} (accuracy {level['accuracy']:.3g})")
+                  label=f"ratio {level['ratio']:g}{acc}")
     left.set(xlabel=xlabel, ylabel="latency (ms)", title="latency per pruning level")
     left.set_ylim(bottom=0)
     left.legend()
+    fig.suptitle(item.label, x=0.01, ha="left", fontweight="bold")
+    if not with_accuracy:
+        return Plot(f"calibration-{idx}", f"{item.label}: latency of each All-in-One level against "
+                    "frequency (no accuracy recorded for the levels, so no Pareto front).",
+                    plots.to_png(fig))
+    right = axes[0][1]
     for j, f in enumerate(freqs):
         pts = [(lat[i][j], float(levels[i]["accuracy"])) for i in range(len(levels))]
         col = plots.color(j)
@@ -56,7 +64,6 @@ def _plot(item: Loaded, idx: int) -> Plot:
                    color=col, label=f"{f * scale:g} {unit}")
     right.set(xlabel="latency (ms)", ylabel="accuracy", title="accuracy-latency front per frequency")
     right.legend(title="frequency")
-    fig.suptitle(item.label, x=0.01, ha="left", fontweight="bold")
     return Plot(f"calibration-{idx}", f"{item.label}: latency of each All-in-One level against "
                 "frequency, and per frequency the levels no other level beats on both latency "
                 "and accuracy (the Pareto front, drawn as steps).", plots.to_png(fig))
@@ -66,7 +73,8 @@ def _table(item: Loaded) -> Table:
     levels, freqs, lat = _check(item)
     scale, _, unit = _freq_axis(item)
     header = ("ratio", "accuracy", *(f"ms at {f * scale:g} {unit}" for f in freqs))
-    rows = tuple((lv["ratio"], lv["accuracy"], *row) for lv, row in zip(levels, lat))
+    rows = tuple((lv["ratio"], "-" if lv.get("accuracy") is None else lv["accuracy"], *row)
+                 for lv, row in zip(levels, lat))
     return Table(header, rows)
 
 
