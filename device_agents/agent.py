@@ -74,6 +74,7 @@ class Agent:
             "bench.run": self._bench_run,
             "model.run": self._model_run,
             "sweep.run": self._sweep_run,
+            "tvm.time": self._tvm_time,
         }
 
     def capabilities(self) -> protocol.Capabilities:
@@ -209,6 +210,13 @@ class Agent:
         result = serve_request(params, self._artifact(params), self.sysfs_root, progress)
         result["device"] = self._facts(params.get("transport", "agent"))
         return result
+
+
+    def _tvm_time(self, params: dict[str, Any], progress: Any) -> dict[str, Any]:
+        """Time one TVM tuning candidate built on the host (MetaSchedule's runner, on the device)."""
+        from device_agents.tvm_timer import serve_request
+
+        return serve_request(params, self._artifact(params))
 
 
 def _param(params: dict[str, Any], key: str) -> Any:

@@ -152,9 +152,11 @@ def _measure_args(inputs: tuple[str, ...], shapes: tuple[str, ...], warmup: int,
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None,
               help="Write raw samples as CSV (same naming as --json).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--tuning-db", type=click.Path(path_type=Path), default=None,
+              help="TVM: apply this MetaSchedule database (from edgert tune --db).")
 @fleet_device_options
 def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_path: Path | None,
-          quiet: bool, inputs: tuple[str, ...], shapes: tuple[str, ...], warmup: int,
+          quiet: bool, tuning_db: Path | None, inputs: tuple[str, ...], shapes: tuple[str, ...], warmup: int,
           runs: int | None, min_time: float, max_time: float, threads: int | None, seed: int,
           target: str, devices: tuple[str, ...], all_devices: bool, **device: Any) -> None:
     """Measure MODEL's latency on a device (this machine by default), or on many at once.
@@ -177,7 +179,7 @@ def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_pat
     path = resolve_model(model)
     default = "bundle" if path.suffix == BUNDLE_SUFFIX else "ort"
     job = BenchJob(model=path, backends=tuple(dict.fromkeys(backends or (default,))),
-                   **_measure_args(inputs, shapes, warmup, runs, min_time, max_time, threads,
+                   tuning_db=tuning_db, **_measure_args(inputs, shapes, warmup, runs, min_time, max_time, threads,
                                    seed, target))
     addrs = _addresses(devices, all_devices, **device)
     if len(addrs) > 1:
@@ -421,6 +423,75 @@ def agent(mode: str | None, serial_dev: str | None, baud: int, listen: str | Non
         if not host or not port.isdigit() or token_file is None:
             raise UsageError("--listen needs HOST:PORT and --token-file")
         serve.serve_tcp(the_agent, host, int(port), serve.read_token(token_file))
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--db", type=click.Path(path_type=Path), required=True,
+              help="Tuning database directory (created if absent; one subdirectory per target). "
+                   "Reuse it with compile/bench --tuning-db.")
+@click.option("--time-budget", type=float, default=None, metavar="SECONDS",
+              help="Stop after this long (checked after each measured batch).")
+@click.option("--trials", type=int, default=None, metavar="N", help="Stop after N measured candidates.")
+@click.option("--target", default="host", show_default=True,
+              help="host, aarch64 (Raspberry Pi 4/5, Jetson), or a TVM target as JSON.")
+@click.option("--trials-per-iter", default=32, show_default=True, help="Candidates per measured batch.")
+@click.option("--seed", type=int, default=None, help="Seed for MetaSchedule's search.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Write the tuning summary (tasks, trials, best latency per task).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--verbose", is_flag=True, help="Also print MetaSchedule's own log.")
+@device_options
+def tune(model: str, db: Path, time_budget: float | None, trials: int | None, target: str,
+         trials_per_iter: int, seed: int | None, json_path: Path | None, quiet: bool,
+         verbose: bool, **device: Any) -> None:
+    """MetaSchedule-tune MODEL for TVM into a database; candidates are timed on --device.
+
+    Records are appended as they are measured, so an interrupted run keeps its work and a
+    later run continues from it.
+    """
+    import contextlib
+
+    from backends.tvm_target import resolve_target
+    from backends.tvm_tune import agent_timer, format_progress, summary_json, tune_model
+    from edgert.zoo import resolve as resolve_model
+
+    path = resolve_model(model)
+    if path.suffix != ".onnx":
+        raise UsageError(f"edgert tune takes an .onnx model, not {path.name} "
+                         "(bundles: tune the source model; per-segment tuning is not wired yet)")
+    tvm_target = resolve_target(target)
+    addr = _address(**device)
+    last = [0.0]
+
+    def show(p: Any) -> None:
+        if quiet:
+            return
+        if sys.stderr.isatty():
+            sys.stderr.write("\r\033[K" + format_progress(p))
+        elif p.elapsed_s - last[0] >= 10:
+            last[0] = p.elapsed_s
+            sys.stderr.write(format_progress(p) + "\n")
+        sys.stderr.flush()
+
+    with contextlib.ExitStack() as stack:
+        timer = None
+        if addr.scheme != "local":
+            from edgert.devices.connect import open_client
+
+            timer = agent_timer(stack.enter_context(open_client(addr)))
+        summary = tune_model(path, db, tvm_target, time_budget_s=time_budget, trials=trials,
+                             timer=timer, on_progress=show, trials_per_iter=trials_per_iter,
+                             seed=seed, verbose=verbose)
+    if not quiet and sys.stderr.isatty():
+        sys.stderr.write("\n")
+    if json_path:
+        json_path.write_text(summary_json(summary) + "\n")
+    measured = [t for t in summary.tasks if t.best_us is not None]
+    best = sum(t.weight * t.best_us for t in measured) / 1e3
+    click.echo(f"{path.name}: {len(measured)}/{len(summary.tasks)} tasks tuned, {summary.trials} trials "
+               f"in {summary.elapsed_s:.0f} s (stopped by {summary.stopped_by}); "
+               f"tuned kernels {best:.3f} ms; database {db}")
 
 
 def _floats(text: str, what: str) -> list[float]:

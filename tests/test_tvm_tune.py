@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -153,16 +152,13 @@ def test_candidates_timed_by_a_tcp_agent_within_a_time_budget(tmp_path: Path) ->
     from device_agents import serve
     from device_agents.agent import Agent
     from device_agents.store import ArtifactStore
-    from device_agents.tvm_timer import serve_request
     from edgert.devices.address import parse_url
     from edgert.devices.connect import open_client
 
     token = tmp_path / "token"
     token.write_text("correct-horse-battery-staple\n")
     agent = Agent(ArtifactStore(tmp_path / "store"))
-    # The integrator's Agent._tvm_time; registered here until agent.py has it.
-    agent.handlers.setdefault("tvm.time", lambda params, progress: serve_request(
-        params, agent._artifact(params)))
+    assert "tvm.time" in agent.handlers
     ready = threading.Event()
     server = threading.Thread(target=serve.serve_tcp, daemon=True,
                               args=(agent, "127.0.0.1", 0, serve.read_token(token), ready, 1))
@@ -181,3 +177,24 @@ def test_candidates_timed_by_a_tcp_agent_within_a_time_budget(tmp_path: Path) ->
     uploaded = [p for p in (tmp_path / "store").rglob("*") if p.is_file() and p.stat().st_size > 1000]
     assert len(uploaded) >= 4  # every candidate went to the device
     assert len(_records(tmp_path / "db")) == 4
+
+
+@pytest.mark.slow
+def test_tune_and_bench_with_the_database_through_the_cli(tmp_path: Path) -> None:
+    import json
+
+    from conftest import run_cli
+
+    model = _matmul_model(tmp_path / "mm.onnx")
+    db = tmp_path / "db"
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = run_cli("tune", str(model), "--db", str(db), "--trials", "8", "--trials-per-iter", "4",
+                   "--json", str(tmp_path / "tune.json"), "--quiet", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "tune.json").read_text())["trials"] >= 4
+    out = tmp_path / "r.json"
+    proc = run_cli("bench", str(model), "--backend", "tvm", "--tuning-db", str(db), "--runs", "5",
+                   "--json", str(out), "--quiet", env=env)
+    assert proc.returncode == 0, proc.stderr
+    options = json.loads(out.read_text())["backend"]["options"]
+    assert options["tuning_db_sha256"] and str(db) in str(options["tuning_db"])
