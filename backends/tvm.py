@@ -385,11 +385,11 @@ class TvmBackend(Backend):
     def _load_library(self, library: Path) -> TvmSession:
         self._set_thread_env()
         import tvm
-        from tvm import relax
+        from tvm.runtime.vm import VirtualMachine  # in runtime-only TVM too (no relax, no compiler)
 
         inputs, outputs, target = read_signature(library)
         try:
-            vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
+            vm = VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
         except Exception as exc:
             arch = _foreign_arch(library)
             why = f"it was built for {arch}; run it on such a device" if arch else str(exc)

@@ -26,7 +26,8 @@ def python_argv(root: Path) -> list[str]:
 
 def python_env(repo: Path = REPO) -> dict[str, str]:
     """Environment for the board's Python: edgert from the checkout, no host user site."""
-    return {"PYTHONPATH": str(repo), "PYTHONNOUSERSITE": "1"}
+    # runtime-only TVM: skips loading the 240 MB compiler library the board never uses
+    return {"PYTHONPATH": str(repo), "PYTHONNOUSERSITE": "1", "TVM_USE_RUNTIME_LIB": "1"}
 
 
 def agent_command(root: Path, store: Path, repo: Path = REPO) -> str:
