@@ -46,8 +46,9 @@ def make_workload(target_s: float = 0.012):
 
 
 def test_quota_levels_slow_a_real_workload_monotonically_and_restore():
-    domain = EmulatedDomain(levels=(1.0, 0.5, 0.25), period_us=10000, cpus=1, name=NAME)
-    work = make_workload()
+    # the workload spans several periods: shorter runs slip inside one period's quota
+    domain = EmulatedDomain(levels=(1.0, 0.5, 0.25), period_us=5000, cpus=1, name=NAME)
+    work = make_workload(0.03)
     before = own_cgroup()
     gdir = group_dir(domain)
     parent = gdir.parent
