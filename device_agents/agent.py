@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import threading
 import time
 from pathlib import Path
@@ -27,8 +26,6 @@ from edgert.settings import BenchSettings
 
 HEARTBEAT_S = 2.0  # while a request runs, the host hears from us at least this often
 PROGRESS_S = 0.5
-
-_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,16}")
 
 Handler = Callable[[dict[str, Any], Callable[[Any], None]], Any]
 
@@ -162,21 +159,9 @@ class Agent:
         return {"complete": True}
 
     def _artifact(self, params: dict[str, Any]) -> Path:
-        """The stored file under a name with the model's suffix (engines dispatch on it)."""
+        """The stored file, named with the model's suffix when given (engines dispatch on it)."""
         sha, suffix = _sha(params), str(params.get("suffix", ""))
-        if suffix and not _SUFFIX.fullmatch(suffix):
-            raise UsageError(f"bad file suffix {suffix!r}: expected something like '.onnx'")
-        target = self.store.path(sha)
-        if not suffix:
-            return target
-        view = self.store.root / "views" / f"{sha}{suffix}"
-        if not view.exists():  # absent, or dangling after an eviction
-            view.parent.mkdir(exist_ok=True)
-            tmp = view.with_name(f".{view.name}.tmp")
-            tmp.unlink(missing_ok=True)
-            tmp.symlink_to(target)
-            os.replace(tmp, view)
-        return view
+        return self.store.named_path(sha, suffix) if suffix else self.store.path(sha)
 
     def _bench_run(self, params: dict[str, Any], progress: Callable[[Any], None]) -> dict[str, Any]:
         model = self._artifact(params)

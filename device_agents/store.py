@@ -6,6 +6,7 @@ Layout under ``root``:
     partial/<sha256>.part   uploads in progress; they survive agent restarts, so the host asks
                             ``have()`` and sends only the missing tail
     labels/<name>           a host-chosen name -> sha256 (text), e.g. "resnet18.tvm"
+    named/<sha256><suffix>  hard links giving an artifact the file suffix an engine needs
 
 Everything the host names is checked before it touches a path: digests must be 64 lowercase hex
 characters and labels a plain file name, so nothing escapes ``root``.
@@ -23,6 +24,7 @@ from device_agents.fsutil import fsync_dir
 from edgert.errors import BundleError, DeviceError, ProtocolError, UsageError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,16}")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 
 
@@ -62,7 +64,8 @@ class ArtifactStore:
         self._objects = self.root / "objects"
         self._partial = self.root / "partial"
         self._labels = self.root / "labels"
-        for directory in (self._objects, self._partial, self._labels):
+        self._named = self.root / "named"  # <sha256><suffix> hard links, see named_path
+        for directory in (self._objects, self._partial, self._labels, self._named):
             directory.mkdir(parents=True, exist_ok=True)
 
     def have(self, sha256: str) -> tuple[bool, int]:
@@ -137,10 +140,30 @@ class ArtifactStore:
                               sha256=sha256) from None
         return path
 
+    def named_path(self, sha256: str, suffix: str) -> Path:
+        """A complete artifact under a file name ending in ``suffix`` (engines pick a loader by
+        the real file's suffix). A hard link, so resolving links keeps the name; it goes away
+        with the artifact and costs no extra space."""
+        if not _SUFFIX.fullmatch(suffix):
+            raise UsageError(f"bad file suffix {suffix!r}: expected something like '.onnx'")
+        target = self.path(sha256)
+        named = self._named / f"{sha256}{suffix}"
+        if not named.exists():
+            tmp = self._named / f".{named.name}.tmp"
+            tmp.unlink(missing_ok=True)
+            os.link(target, tmp)
+            os.replace(tmp, named)
+        return named
+
     def discard(self, sha256: str) -> None:
         """Forget an artifact, complete or partial (e.g. when the host restarts an upload from 0)."""
         for path in (self._objects / check_sha256(sha256), self._partial_path(sha256)):
             path.unlink(missing_ok=True)
+        self._drop_names(sha256)
+
+    def _drop_names(self, sha256: str) -> None:
+        for named in self._named.glob(f"{sha256}.*"):
+            named.unlink(missing_ok=True)
 
     def set_label(self, name: str, sha256: str) -> None:
         """Point ``name`` at a complete artifact (replacing what it pointed at)."""
@@ -193,4 +216,5 @@ class ArtifactStore:
             if excess <= 0:
                 break
             path.unlink()
+            self._drop_names(path.name)
             excess -= size

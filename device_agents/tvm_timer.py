@@ -7,8 +7,6 @@ answer is raw per-repeat seconds, and the host's runner turns them into records.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -57,16 +55,11 @@ def time_function(library: Path, func: str | None, args: list[dict[str, Any]],
     specs = _check_args(args)
     if not (1 <= number <= MAX_NUMBER and 1 <= repeat <= MAX_REPEAT):
         raise UsageError(f"tvm.time: number must be 1..{MAX_NUMBER} and repeat 1..{MAX_REPEAT}")
-    with tempfile.TemporaryDirectory(prefix="edgert-cand-") as tmp:
-        # TVM resolves symlinks and picks the loader by the real file's suffix; the agent
-        # store's objects have none, so give it a .so name of its own
-        local = Path(tmp) / "candidate.so"
-        shutil.copyfile(library, local)
-        try:
-            module = tvm.runtime.load_module(str(local))
-        except Exception as exc:  # TVMError for a foreign or broken library
-            raise BackendError(f"TVM cannot load the candidate {library}: {exc}",
-                               path=str(library)) from exc
+    try:  # TVM picks the loader by the file's suffix: the agent hands over a named .so
+        module = tvm.runtime.load_module(str(library))
+    except Exception as exc:  # TVMError for a foreign or broken library
+        raise BackendError(f"TVM cannot load the candidate {library}: {exc}",
+                           path=str(library)) from exc
     name = func or module.entry_name
     device = tvm.cpu()
     rng = np.random.default_rng(0)

@@ -148,3 +148,25 @@ def test_chunk_past_the_announced_size_is_refused(tmp_path):
     store = ArtifactStore(tmp_path)
     with pytest.raises(ProtocolError, match="past its announced size of 4"):
         store.write_chunk(sha(b"12345"), 0, b"12345", 4)
+
+
+def test_named_path_keeps_the_suffix_through_links_and_goes_with_the_artifact(tmp_path):
+    import hashlib
+
+    from device_agents.store import ArtifactStore
+    from edgert.errors import UsageError
+
+    store = ArtifactStore(tmp_path / "s", quota_bytes=150)
+    data = b"x" * 100
+    sha = hashlib.sha256(data).hexdigest()
+    store.write_chunk(sha, 0, data, len(data))
+    store.finish(sha)
+    named = store.named_path(sha, ".so")
+    assert named.resolve().name == f"{sha}.so"  # a loader that resolves links still sees .so
+    assert named.read_bytes() == data and store.named_path(sha, ".so") == named
+    with pytest.raises(UsageError, match="bad file suffix"):
+        store.named_path(sha, "/../../x")
+    other = b"y" * 100
+    other_sha = hashlib.sha256(other).hexdigest()
+    store.write_chunk(other_sha, 0, other, len(other))  # over quota: the first one is evicted
+    assert not named.exists()
