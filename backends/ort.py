@@ -18,7 +18,8 @@ _ORT_TYPES = {
 }
 
 
-def _spec(arg: Any) -> TensorSpec:
+def tensor_spec(arg: Any) -> TensorSpec:
+    """An ONNX Runtime input/output description as a ``TensorSpec``."""
     shape = tuple(d if isinstance(d, (int, str)) and d is not None else "?" for d in arg.shape)
     return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
 
@@ -26,8 +27,8 @@ def _spec(arg: Any) -> TensorSpec:
 class OrtSession(Session):
     def __init__(self, session: Any) -> None:
         self._session = session
-        self.inputs = [_spec(a) for a in session.get_inputs()]
-        self.outputs = [_spec(a) for a in session.get_outputs()]
+        self.inputs = [tensor_spec(a) for a in session.get_inputs()]
+        self.outputs = [tensor_spec(a) for a in session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -85,10 +85,10 @@ class VariantModel:
                           for lv in meta["levels"]]
         self.shared_bytes = sum(self._shared.values())  # weight bytes ORT reads straight from the map
         first = self._sessions[0]
-        from backends.ort import _spec
+        from backends.ort import tensor_spec
 
-        self.inputs: list[TensorSpec] = [_spec(a) for a in first.get_inputs()]
-        self.outputs: list[TensorSpec] = [_spec(a) for a in first.get_outputs()]
+        self.inputs: list[TensorSpec] = [tensor_spec(a) for a in first.get_inputs()]
+        self.outputs: list[TensorSpec] = [tensor_spec(a) for a in first.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
         self.level = self.levels[0]
         self._session = first
