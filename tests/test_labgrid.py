@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,9 +40,10 @@ ME = f"{socket.gethostname()}/{getpass.getuser()}"
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, sshd):
+def lab(tmp_path_factory, sshd, lab_serial):
     """Places: pi-a (board up), pi-b (its sshd port is closed), both tagged board=pi5; uart (a
-    serial port); iso (behind an isolated exporter); bare (matches nothing)."""
+    serial port nobody serves); wire (a raw TCP serial port with an agent on its far end); iso
+    (behind an isolated exporter); bare (matches nothing)."""
     lab = start_lab(tmp_path_factory.mktemp("lab"))
     try:
         lab.export({
@@ -52,6 +54,8 @@ down:
   NetworkService: {{address: 127.0.0.1, port: {free_port()}, username: {sshd.user}}}
 uart:
   NetworkSerialPort: {{host: 127.0.0.1, port: 4001, speed: 921600, protocol: rfc2217}}
+wire:
+  NetworkSerialPort: {{host: 127.0.0.1, port: {lab_serial.port}, speed: 115200, protocol: raw}}
 """,),
             "iso": (f"up:\n  NetworkService: {{address: 127.0.0.1, port: {sshd.port}, "
                     f"username: {sshd.user}}}\n", "--isolated"),
@@ -60,12 +64,49 @@ uart:
             "pi-a": ("exp/up/NetworkService", {"board": "pi5"}),
             "pi-b": ("exp/down/NetworkService", {"board": "pi5"}),
             "uart": ("exp/uart/NetworkSerialPort", {"board": "uart"}),
+            "wire": ("exp/wire/NetworkSerialPort", {}),
             "iso": ("iso/up/NetworkService", {}),
             "bare": ("nobody/none/NetworkService", {}),
         })
         yield lab
     finally:
         lab.stop()
+
+
+@dataclasses.dataclass
+class SerialBoard:
+    port: int  # TCP port of the ser2net-style bridge
+    store: Path
+
+
+@pytest.fixture(scope="module")
+def lab_serial(tmp_path_factory):
+    """A board on a serial line, exported the way ser2net does it: socat joins a TCP port (raw
+    protocol) to a pty whose other end an ``edgert agent --serial`` serves."""
+    if shutil.which("socat") is None:
+        pytest.skip("needs socat (apt-get install socat)")
+    work = tmp_path_factory.mktemp("uart")
+    tty, port = work / "tty", free_port()
+    bridge = subprocess.Popen(["socat", f"PTY,link={tty},raw,echo=0",  # one connection, one test
+                               f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"],
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not tty.exists():  # socat creates the pty before it listens
+        if time.monotonic() > deadline or bridge.poll() is not None:
+            bridge.kill()
+            raise RuntimeError("socat did not create its pty")
+        time.sleep(0.05)
+    agent = subprocess.Popen([sys.executable, "-m", "edgert", "agent", "--serial", str(tty),
+                              "--store", str(work / "store")], cwd=REPO, stderr=subprocess.DEVNULL)
+    try:
+        yield SerialBoard(port, work / "store")
+    finally:
+        for proc in (agent, bridge):
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def address(lab, sshd, store: Path, url: str) -> LabgridAddress:
@@ -145,10 +186,20 @@ def test_a_serial_port_is_reached_as_a_serial_address(tmp_path, lab, sshd):
 
 
 @needs_lab
+def test_bench_through_a_serial_place(tmp_path, lab, sshd, lab_serial):
+    with acquired(address(lab, sshd, tmp_path, "labgrid://wire")) as reached:
+        assert (reached.scheme, reached.path) == ("serial", f"socket://127.0.0.1:{lab_serial.port}")
+        results = bench(job(tmp_path), reached)
+    assert lab.acquired_by("wire") is None
+    assert results[0]["device"]["transport"] == "serial" and results[0]["latency_ms"]["n"] == 20
+    assert any(lab_serial.store.rglob("*")), "the model went into the serial agent's store"
+
+
+@needs_lab
 @pytest.mark.parametrize("place, why", [
     ("iso", "reachable only through the exporter host"),
     ("bare", "neither a NetworkService nor a NetworkSerialPort"),
-    ("nowhere", "has no place 'nowhere'; places: bare, iso, pi-a, pi-b, uart"),
+    ("nowhere", "has no place 'nowhere'; places: bare, iso, pi-a, pi-b, uart, wire"),
 ])
 def test_unreachable_places_are_refused_and_left_free(tmp_path, lab, sshd, place, why):
     with pytest.raises(DeviceError, match=why):
