@@ -149,7 +149,7 @@ def _slice_nodes(name: str, ranges: list[list[list[int]]], shape: tuple[int, ...
 def level_graph(model: Any, ranges: Mapping[str, list[list[list[int]]]], depthwise_groups: Mapping[str, int],
                 inits: Mapping[str, np.ndarray], slice_at_run: bool = False) -> bytes:
     """The level's ONNX graph without weights: initializers point at external data that the
-    runtime supplies from the file (ORT ``add_external_initializers``).
+    runtime supplies from the file (see ``runtime.py``).
 
     With ``slice_at_run`` a weight whose level part is not one contiguous block is declared
     whole and cut by Slice nodes in the graph, so no copy of it stays resident."""

@@ -1,37 +1,46 @@
 """Run an All-in-One file: one ONNX Runtime session per level, all fed from one memory map.
 
-Each level is a physically smaller model. Its weights are slices of the file's tensors:
-a slice that is contiguous in memory (the full tensor, or a prefix of its first axis) is
-handed to ONNX Runtime as a zero-copy view of the map. Any other slice (a conv weight
-pruned on its input axis) is either copied once at open (default), or, with
-``slice_at_run``, cut from the whole weight by Slice nodes in the level's graph at every
-run: nothing extra stays resident, at the price of a memcpy per run.
+Each level is a physically smaller model. Its weights are slices of the file's tensors: a
+slice that is contiguous in memory (the full tensor, or a prefix of its first axis) is
+read by ONNX Runtime in place from the map. Any other slice (a conv weight pruned on its
+input axis) costs either memory or time, so each level gets one *strategy*:
 
-With ``share_weights`` (the default) the sessions run at ORT_ENABLE_EXTENDED with the
-fusions that rewrite conv weights turned off, so ORT reads those buffers as they are;
-without it ORT's full optimisations (NCHWc layouts, BN folding) make private copies per
-session, faster on x86 but costing memory. All sessions are built at open, so ``select``
-only swaps a pointer.
+* ``view``: every weight of the level is contiguous; nothing to copy (the full level).
+* ``copy``: its non-contiguous weights are copied compactly once at open.
+* ``slice``: its graph cuts them from the whole weights with Slice nodes at every run
+  (measured on the zoo ResNet: 5-8% slower per level; the cut weights live only in the
+  shared arena while that level runs).
 
-Device-side: stdlib, numpy and onnxruntime.
+``memory_budget`` (default 1.3) caps the weights kept resident, as a multiple of the full
+level's weight bytes: levels get copies smallest first while the total fits, the rest
+slice. Smallest first because a copy costs bytes in proportion to the level's size while
+slicing costs every level about the same fraction of its run time, so small levels buy
+the most speed per byte. ``memory_budget=None`` copies for every level.
+
+With ``share_weights=False`` ORT optimises fully (NCHWc layouts, BN folding) from private
+copies of every weight: faster on x86, about twice the memory, no budget. All sessions are
+built at open, so ``select`` only swaps a pointer.
+
+Device-side: stdlib, numpy and ``backends.ort`` (onnxruntime).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from backends.base import TensorSpec
-from edgert.errors import BackendError, BundleError, EngineMissingError, UsageError
+from edgert.errors import BundleError, ModelError, UsageError
 from edgert.tensors import check_feeds
 
 from . import aiofile
 
-# Fusions that rewrite conv weights into new buffers (and so would copy the shared ones).
-WEIGHT_REWRITING_FUSIONS = ["ConvBNFusion", "ConvMulFusion", "ConvAddFusion"]
+DEFAULT_MEMORY_BUDGET = 1.3  # resident weights, as a multiple of the full level's
+EXTERNAL_LOCATION = "aio"  # where the level graphs declare their weights (prune.level_graph)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +49,8 @@ class Level:
     ratio: float  # fraction of channels removed
     kept: dict[str, int]  # channels kept per group id
     weight_bytes: int
+    copied_bytes: int  # weight bytes copied at open for this level (its non-contiguous slices)
+    strategy: str  # "view", "copy" or "slice" (module docstring)
 
 
 def is_view(ranges: list[list[list[int]]], shape: tuple[int, ...]) -> bool:
@@ -61,72 +72,99 @@ def _slice(tensor: np.ndarray, ranges: list[list[list[int]]]) -> np.ndarray:
     return view if view.flags.c_contiguous else np.ascontiguousarray(view)
 
 
+def _part_bytes(ranges: list[list[list[int]]], itemsize: int) -> int:
+    return int(np.prod([sum(b - a for a, b in spans) for spans in ranges], dtype=np.int64)) * itemsize
+
+
+def resident_bytes(levels: list[dict[str, Any]], tensors: Mapping[str, np.ndarray], strategies: list[str]) -> int:
+    """Weight bytes kept with every level open: the largest part of each file tensor that
+    some session reads in place, plus the copies."""
+    in_place: dict[str, int] = {}
+    copies = 0
+    for lv, strategy in zip(levels, strategies):
+        for spec in lv["params"].values():
+            whole = tensors[spec["tensor"]]
+            part = _part_bytes(spec["ranges"], whole.itemsize)
+            if is_view(spec["ranges"], whole.shape):
+                in_place[spec["tensor"]] = max(in_place.get(spec["tensor"], 0), part)
+            elif strategy == "copy":
+                copies += part
+            else:
+                in_place[spec["tensor"]] = whole.nbytes
+    return sum(in_place.values()) + copies
+
+
+def plan(levels: list[dict[str, Any]], tensors: Mapping[str, np.ndarray], budget_bytes: float | None) -> list[str]:
+    """Each level's strategy: copies for the levels with the fewest non-contiguous bytes
+    first, as long as ``resident_bytes`` stays within ``budget_bytes`` (None: no limit)."""
+    def copy_bytes(lv: dict[str, Any]) -> int:
+        return sum(_part_bytes(s["ranges"], tensors[s["tensor"]].itemsize) for s in lv["params"].values()
+                   if not is_view(s["ranges"], tensors[s["tensor"]].shape))
+
+    sizes = [copy_bytes(lv) for lv in levels]
+    strategies = ["view" if n == 0 else "slice" for n in sizes]
+    for i in sorted((i for i, n in enumerate(sizes) if n), key=lambda i: (sizes[i], i)):
+        trial = strategies[:i] + ["copy"] + strategies[i + 1:]
+        if budget_bytes is None or resident_bytes(levels, tensors, trial) <= budget_bytes:
+            strategies = trial
+    return strategies
+
+
 class VariantModel:
     """An opened All-in-One file. ``levels`` are ordered from most to least accurate."""
 
     def __init__(self, path: str | Path, *, threads: int | None = None, share_weights: bool = True,
-                 slice_at_run: bool = False, verify: bool = True) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise EngineMissingError("onnxruntime", "ort", str(exc)) from exc
+                 memory_budget: float | None = DEFAULT_MEMORY_BUDGET, verify: bool = True) -> None:
+        if memory_budget is not None and memory_budget < 1:
+            raise UsageError(f"memory_budget {memory_budget} is below 1: the full level alone needs 1")
         self.path = Path(path)
         self._file = aiofile.read(self.path, verify=verify)
         meta = self._file.meta
-        self.levels = [Level(i, float(lv["ratio"]), dict(lv["kept"]), int(lv["weight_bytes"]))
-                       for i, lv in enumerate(meta["levels"])]
+        for lv in meta["levels"]:
+            missing = sorted({s["tensor"] for s in lv["params"].values()} - set(self._file.tensors))
+            if missing:
+                raise BundleError(f"{self.path} level {lv['ratio']} needs tensors {', '.join(missing)}, "
+                                  "which are missing", path=str(self.path))
+        full = int(meta["levels"][0]["weight_bytes"])
+        budget = None if memory_budget is None or not share_weights else memory_budget * full
+        strategies = plan(meta["levels"], self._file.tensors, budget)
+        self.resident_weight_bytes = resident_bytes(meta["levels"], self._file.tensors, strategies)
+        if not share_weights:  # ORT keeps a private copy of every level's weights besides ours
+            self.resident_weight_bytes += sum(int(lv["weight_bytes"]) for lv in meta["levels"])
+        self.levels: list[Level] = []
+        self._sessions = []
+        for i, (lv, strategy) in enumerate(zip(meta["levels"], strategies)):
+            session, copied = self._load_level(lv, strategy, threads, share_weights)
+            self.levels.append(Level(i, float(lv["ratio"]), dict(lv["kept"]), int(lv["weight_bytes"]),
+                                     copied, strategy))
+            self._sessions.append(session)
         self.calibration: dict[str, Any] | None = None
         if "calibration" in self._file.metadata:
             self.calibration = json.loads(self._file.metadata["calibration"])
-        self._values: list[Any] = []  # OrtValues must outlive the sessions that use them
-        self._shared: dict[str, int] = {}  # per file tensor, the largest view ORT reads from the map
-        self.copied_bytes = 0  # weight bytes copied at open (non-contiguous slices)
-        self._sessions = [self._load_level(ort, lv, threads, share_weights, slice_at_run)
-                          for lv in meta["levels"]]
-        self.shared_bytes = sum(self._shared.values())  # weight bytes ORT reads straight from the map
         first = self._sessions[0]
-        from backends.ort import tensor_spec
-
-        self.inputs: list[TensorSpec] = [tensor_spec(a) for a in first.get_inputs()]
-        self.outputs: list[TensorSpec] = [tensor_spec(a) for a in first.get_outputs()]
-        self._output_names = [o.name for o in self.outputs]
+        self.inputs: list[TensorSpec] = first.inputs
+        self.outputs: list[TensorSpec] = first.outputs
         self.level = self.levels[0]
         self._session = first
 
-    def _load_level(self, ort: Any, lv: dict[str, Any], threads: int | None, share_weights: bool,
-                    slice_at_run: bool) -> Any:
-        """One ORT session for a level, its weights fed from the map (views or copies)."""
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if share_weights
-                                         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-        names, values = [], []
+    def _load_level(self, lv: dict[str, Any], strategy: str, threads: int | None,
+                    share_weights: bool) -> tuple[Any, int]:
+        """One ORT session for a level and the bytes it copied; weights are map views or copies."""
+        from backends.ort import CallerWeightsSession
+
+        weights, copied = {}, 0
         for name, spec in lv["params"].items():
-            whole = self._file.tensors.get(spec["tensor"])
-            if whole is None:
-                raise BundleError(f"{self.path} level {lv['ratio']} needs tensor {spec['tensor']!r}, "
-                                  "which is missing", path=str(self.path))
-            cut_in_graph = slice_at_run and not is_view(spec["ranges"], whole.shape)
-            arr = whole if cut_in_graph else _slice(whole, spec["ranges"])
-            if np.shares_memory(arr, whole):
-                self._shared[spec["tensor"]] = max(self._shared.get(spec["tensor"], 0), arr.nbytes)
-            else:
-                self.copied_bytes += arr.nbytes
-            names.append(name)
-            values.append(ort.OrtValue.ortvalue_from_numpy(arr))
-        opts.add_external_initializers(names, values)
-        self._values.append((values, opts))
-        graph = bytes(self._file.tensors[lv["sliced_graph" if slice_at_run else "graph"]])
-        disabled = (WEIGHT_REWRITING_FUSIONS if share_weights else []) + (
-            ["ConstantFolding"] if slice_at_run else [])  # folding would copy the slices back in
+            whole = self._file.tensors[spec["tensor"]]
+            cut = strategy == "slice" and not is_view(spec["ranges"], whole.shape)
+            weights[name] = whole if cut else _slice(whole, spec["ranges"])
+            if not np.shares_memory(weights[name], whole):
+                copied += weights[name].nbytes
+        graph = bytes(self._file.tensors[lv["sliced_graph" if strategy == "slice" else "graph"]])
         try:
-            return ort.InferenceSession(graph, sess_options=opts, providers=["CPUExecutionProvider"],
-                                        disabled_optimizers=disabled or None)
-        except Exception as exc:  # ORT raises its own untyped exceptions
-            raise BundleError(f"{self.path} level {lv['ratio']}: onnxruntime cannot load it: {exc}",
-                              path=str(self.path)) from exc
+            return CallerWeightsSession(graph, weights, location=EXTERNAL_LOCATION, threads=threads,
+                                        in_place=share_weights), copied
+        except ModelError as exc:
+            raise BundleError(f"{self.path} level {lv['ratio']}: {exc}", path=str(self.path)) from exc
 
     @property
     def full_weight_bytes(self) -> int:
@@ -149,20 +187,18 @@ class VariantModel:
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run the selected level; feeds are checked against the model's inputs."""
         check_feeds(self.inputs, feeds)
-        try:
-            return self._session.run(self._output_names, feeds)
-        except Exception as exc:
-            raise BackendError(f"onnxruntime failed to run level {self.level.ratio}: {exc}") from exc
+        return self._session.run(feeds)
 
-    def memory(self) -> dict[str, int]:
-        """Weight memory with every level resident: shared (in the map) plus copies."""
-        return {"full_weight_bytes": self.full_weight_bytes, "shared_bytes": self.shared_bytes,
-                "copied_bytes": self.copied_bytes, "resident_bytes": self.shared_bytes + self.copied_bytes}
+    def memory(self) -> dict[str, Any]:
+        """Weight memory with every level open (``resident_bytes``: the map's pages that
+        sessions read in place plus the copies) and each level's strategy."""
+        return {"full_weight_bytes": self.full_weight_bytes, "resident_bytes": self.resident_weight_bytes,
+                "copied_bytes": sum(lv.copied_bytes for lv in self.levels),
+                "strategies": [lv.strategy for lv in self.levels]}
 
     def close(self) -> None:
         self._sessions = []
         self._session = None
-        self._values = []
         self._file.close()
 
     def __enter__(self) -> "VariantModel":
