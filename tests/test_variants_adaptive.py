@@ -1,6 +1,7 @@
 """Calibration tables and the adaptive selector, on the real tiny and zoo models."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from edgert.errors import UsageError
 from edgert.settings import BenchSettings
 from edgert.variants import AdaptiveModel, Policy, open as open_variants
-from edgert.variants.adaptive import predict_ms
+from edgert.variants.adaptive import monotone, predict_ms
 from edgert.variants.calibrate import FrequencySetting, calibrate
 from edgert.variants.prune import prune
 
@@ -47,28 +48,30 @@ def test_calibrate_stores_a_table_in_the_file(tiny_aio: Path) -> None:
         assert all(v > 0 for row in table["p50_ms"] for v in row)
 
 
+def _step(model: AdaptiveModel, observed_ms: float) -> dict:
+    """One decision fed a chosen latency (``prepare`` + ``observe``, as ``run`` does around inference)."""
+    frequency, switched, reason = model.prepare()
+    return dataclasses.asdict(model.observe(frequency, observed_ms, switched, reason))
+
+
 def test_selects_by_frequency_with_dwell(tiny_aio: Path) -> None:
     clock = {"f": 1.0}
     model = AdaptiveModel(tiny_aio, budget_ms=10.0, frequency_source=lambda: clock["f"],
-                          policy=Policy(min_dwell_runs=3, frequency_interval_s=0.0, ewma_alpha=1e-9),
+                          policy=Policy(min_dwell_runs=3, frequency_interval_s=0.0),
                           table=_table([8.0, 4.0, 2.0]))
-    model.run(FEEDS)
+    table_ms = lambda: model.predict(model.level.index, clock["f"])  # noqa: E731 - runs as the table says
+    _step(model, 8.0)
     assert model.level.index == 0  # 8 ms fits 10 ms
     clock["f"] = 0.5  # level 0 would take 16 ms, level 1 8 ms
-    model.run(FEEDS)
-    assert model.log()[-1]["level"] == 1 and model.log()[-1]["switched"]
-    assert model.log()[-1]["reason"] == "over budget"
+    d = _step(model, 8.0)
+    assert d["level"] == 1 and d["switched"] and d["reason"] == "over budget"
     clock["f"] = 1.0
-    for _ in range(3):
-        model.run(FEEDS)
-    assert [d["level"] for d in model.log()[-3:]] == [1, 1, 0]  # dwell: 3 runs after a switch
+    assert [_step(model, table_ms())["level"] for _ in range(3)] == [1, 1, 0]  # dwell: 3 runs after a switch
     clock["f"] = 0.5
     for _ in range(3):
-        model.run(FEEDS)
+        _step(model, table_ms())
     clock["f"] = 0.85  # level 0 would take 9.4 ms: within budget, not within the 10% hysteresis
-    for _ in range(6):
-        model.run(FEEDS)
-    assert {d["level"] for d in model.log()[-6:]} == {1}
+    assert {_step(model, table_ms())["level"] for _ in range(6)} == {1}
     model.close()
 
 
@@ -81,15 +84,44 @@ def test_impossible_budget_runs_the_smallest(tiny_aio: Path) -> None:
     model.close()
 
 
-def test_correction_follows_observed_latency(tiny_aio: Path) -> None:
-    """The table claims 100 ms; the tiny model takes well under 10 ms, so the correction drops
-    to the clip bound (one run can move it by at most a factor of 4**alpha)."""
+def test_correction_is_the_median_of_recent_runs_per_frequency_and_level(tiny_aio: Path) -> None:
+    """A bimodal level (most runs 4 ms, a third 16 ms, table 4 ms) is predicted at its median,
+    4 ms, so the 5 ms budget keeps it; the old mean-like estimate would have dropped it."""
+    clock = {"f": 1.0}
+    model = AdaptiveModel(tiny_aio, budget_ms=5.0, frequency_source=lambda: clock["f"],
+                          policy=Policy(min_dwell_runs=0, frequency_interval_s=0.0),
+                          table=_table([8.0, 4.0, 2.0]))
+    _step(model, 4.0)
+    assert model.level.index == 1
+    levels = [_step(model, 16.0 if i % 3 == 2 else 4.0)["level"] for i in range(30)]
+    assert set(levels) == {1} and model.corrections(1.0)[1] == 1.0
+    clock["f"] = 0.5  # nothing observed at this frequency yet: the table holds (level 2 takes 4 ms)
+    assert model.corrections(0.5) == [1.0, 1.0, 1.0]
+    assert _step(model, 12.0)["level"] == 2  # but it runs at 3x its entry...
+    for _ in range(2):
+        _step(model, 12.0)
+    assert model.corrections(0.5)[2] == pytest.approx(3.0)  # ...which the next choices use
+    clock["f"] = 1.0
+    assert model.corrections(1.0)[1] == 1.0  # the runs at 0.5 do not change level 1 at 1.0
+    model.close()
+
+
+def test_table_is_made_monotone() -> None:
+    raw = [[16.0, 9.0, 8.0],  # frequencies ascending; level 0
+           [7.0, 8.5, 5.0],  # level 1 measured faster at the lowest frequency: noise
+           [7.5, 3.0, 2.0]]  # level 2 slower than level 1 at 0.5: noise
+    assert monotone(raw) == [[16.0, 9.0, 8.0], [8.5, 8.5, 5.0], [7.5, 3.0, 2.0]]
+    assert monotone(monotone(raw)) == monotone(raw)
+
+
+def test_runs_record_real_latencies(tiny_aio: Path) -> None:
     model = AdaptiveModel(tiny_aio, budget_ms=1000.0, frequency_source=lambda: 1.0,
                           table=_table([100.0, 50.0, 25.0]))
-    for _ in range(30):
+    for _ in range(5):
         model.run(FEEDS)
-    assert 0.25 - 1e-9 <= model.correction < 0.26
-    assert model.log()[-1]["observed_ms"] < 10
+    log = model.log()
+    assert all(0 < d["observed_ms"] < 100 for d in log) and log[-1]["level"] == 0
+    assert model.corrections(1.0)[0] == pytest.approx(float(np.median([d["observed_ms"] for d in log])) / 100)
     model.close()
 
 

@@ -1,19 +1,32 @@
 """Pick the most accurate level that fits a latency budget at the current clock frequency.
 
-The prediction for level L at frequency f interpolates the calibration table linearly in
-1/f (latency = a + b/f is exact for compute-bound work), then multiplies by a correction:
-an exponentially weighted (geometric) mean of observed / predicted latency, which follows
-throttling and contention that the frequency reading does not show; each ratio is clipped
-to [1/4, 4] so one preempted run cannot swing the choice. Switching up needs the prediction
-to clear the budget by a hysteresis margin, every switch waits a minimum dwell, and an
-upgrade is skipped when the switch itself would break the budget. Each run is logged.
+The budget bounds the median latency, so everything here estimates medians:
+
+* The calibration table is first made monotone, pessimistically: a level is never
+  predicted faster than a smaller level, nor faster at a lower frequency (upper
+  envelope). Raw p50s are noisy and, on the emulated domain, jump with the CFS quota's
+  granularity; choosing the level whose measurement came out luckiest would pick levels
+  that are slower than their entry (measured: median observed/table 1.25-1.8x).
+* The prediction for level L at frequency f interpolates that table linearly in 1/f
+  (latency = a + b/f is exact for compute-bound work) and multiplies it by a correction
+  from the last ``correction_window`` runs: the median observed/table ratio of L's runs at
+  f among them, or, with fewer than three, of all runs at f among them (1.0 if none). A
+  median, because a mean (the former EWMA of log ratios) follows the slow tail of a
+  bimodal distribution and so predicted 1.3x for a level running at 0.98x of its entry
+  (measured); per frequency and level, because the table's error differs between settings
+  and levels, and a correction learnt at one frequency misled the choice after the next
+  change; only recent runs, so a level that was slow during a burst of load is tried again.
+
+Switching up needs the prediction to clear the budget by a hysteresis margin, every switch
+waits a minimum dwell, and an upgrade is skipped when the switch itself would break the
+budget. Each run is logged.
 
 Device-side: stdlib, numpy and the runtime's engine.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
+import statistics
 import time
 from collections import deque
 from pathlib import Path
@@ -25,20 +38,20 @@ from edgert.errors import UsageError
 
 from .runtime import Level, VariantModel
 
-RATIO_CLIP = (0.25, 4.0)  # bounds on one run's observed/predicted ratio
+MIN_OWN_RATIOS = 3  # observations of a level before its own median replaces the frequency's
 
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
     hysteresis: float = 0.1  # switch up only if the prediction is below budget * (1 - hysteresis)
     min_dwell_runs: int = 5  # runs to stay on a level after a switch
-    ewma_alpha: float = 0.2  # weight of the newest observed/predicted ratio
+    correction_window: int = 20  # recent runs whose observed/table ratios make the correction
     frequency_interval_s: float = 0.05  # read the frequency at most this often
     log_size: int = 100_000
 
     def __post_init__(self) -> None:
-        if not 0 <= self.hysteresis < 1 or not 0 < self.ewma_alpha <= 1 or self.min_dwell_runs < 0:
-            raise UsageError("policy: need 0 <= hysteresis < 1, 0 < ewma_alpha <= 1, min_dwell_runs >= 0")
+        if not 0 <= self.hysteresis < 1 or self.correction_window < 1 or self.min_dwell_runs < 0:
+            raise UsageError("policy: need 0 <= hysteresis < 1, correction_window >= 1, min_dwell_runs >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,9 +62,16 @@ class Decision:
     ratio: float
     predicted_ms: float  # corrected prediction for the level that ran
     observed_ms: float
-    correction: float  # the EWMA ratio after this run
+    correction: float  # the level's correction at this frequency after this run
     switched: bool
     reason: str
+
+
+def monotone(p50_ms: list[list[float]]) -> list[list[float]]:
+    """Upper envelope of ``p50_ms[level][frequency]`` (frequencies ascending, levels from the
+    largest): non-increasing towards smaller levels and towards higher frequencies."""
+    t = np.maximum.accumulate(np.asarray(p50_ms, dtype=np.float64)[:, ::-1], axis=1)[:, ::-1]
+    return np.maximum.accumulate(t[::-1], axis=0)[::-1].tolist()
 
 
 def predict_ms(frequencies: list[float], latencies: list[float], frequency: float) -> float:
@@ -82,10 +102,11 @@ class AdaptiveModel:
             raise UsageError(f"{self.model.path} has no calibration table: run calibrate first")
         if len(self.table["p50_ms"]) != len(self.model.levels):
             raise UsageError("the calibration table does not match the file's levels")
+        self.p50_ms = monotone(self.table["p50_ms"])
         self.budget_ms = float(budget_ms)
         self.policy = policy or Policy()
         self.frequency_source = frequency_source
-        self.correction = 1.0
+        self._recent: deque[tuple[float, int, float]] = deque(maxlen=self.policy.correction_window)
         self.decisions: deque[Decision] = deque(maxlen=self.policy.log_size)
         self._freq: tuple[float, float] | None = None  # (monotonic time read, value)
         self._since_switch = self.policy.min_dwell_runs  # free to choose on the first run
@@ -112,12 +133,22 @@ class AdaptiveModel:
         return self._freq[1]
 
     def predict(self, index: int, frequency: float) -> float:
-        """Uncorrected table prediction for level ``index`` at ``frequency``."""
-        return predict_ms(self.table["frequencies"], self.table["p50_ms"][index], frequency)
+        """Uncorrected (monotone) table prediction for level ``index`` at ``frequency``."""
+        return predict_ms(self.table["frequencies"], self.p50_ms[index], frequency)
+
+    def corrections(self, frequency: float) -> list[float]:
+        """Each level's correction at ``frequency`` (module docstring)."""
+        here = [(level, ratio) for f, level, ratio in self._recent if f == frequency]
+        fallback = statistics.median(r for _, r in here) if here else 1.0
+        out = []
+        for i in range(len(self.model.levels)):
+            own = [r for level, r in here if level == i]
+            out.append(statistics.median(own) if len(own) >= MIN_OWN_RATIOS else fallback)
+        return out
 
     def choose(self, frequency: float) -> tuple[int, str]:
         """The level to run next and why (does not switch)."""
-        pred = [self.predict(i, frequency) * self.correction for i in range(len(self.model.levels))]
+        pred = [self.predict(i, frequency) * c for i, c in enumerate(self.corrections(frequency))]
         current = self.model.level.index
         if self._since_switch < self.policy.min_dwell_runs:
             return current, "dwell"
@@ -134,24 +165,35 @@ class AdaptiveModel:
         return current, "stay"
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        frequency, switched, reason = self.prepare()
+        t0 = time.perf_counter_ns()
+        out = self.model.run(feeds)
+        self.observe(frequency, (time.perf_counter_ns() - t0) / 1e6, switched, reason)
+        return out
+
+    def prepare(self) -> tuple[float, bool, str]:
+        """What ``run`` does before inference: read the frequency, choose, switch. Returns the
+        frequency, whether it switched, and why."""
         frequency = self.frequency()
         index, reason = self.choose(frequency)
         switched = index != self.model.level.index
         if switched:
             self.model.select_index(index)
             self._since_switch = 0
-        t0 = time.perf_counter_ns()
-        out = self.model.run(feeds)
-        observed = (time.perf_counter_ns() - t0) / 1e6
+        return frequency, switched, reason
+
+    def observe(self, frequency: float, observed_ms: float, switched: bool = False, reason: str = "") -> Decision:
+        """What ``run`` does after inference: account one run of the current level (for callers
+        that time inference themselves)."""
+        index = self.model.level.index
         self._since_switch += 1
         base = self.predict(index, frequency)
-        predicted = base * self.correction
-        a = self.policy.ewma_alpha
-        ratio = min(max(observed / base, RATIO_CLIP[0]), RATIO_CLIP[1])
-        self.correction = math.exp((1 - a) * math.log(self.correction) + a * math.log(ratio))
-        self.decisions.append(Decision(time.monotonic(), frequency, index, self.model.level.ratio,
-                                       predicted, observed, self.correction, switched, reason))
-        return out
+        predicted = base * self.corrections(frequency)[index]
+        self._recent.append((frequency, index, observed_ms / base))
+        decision = Decision(time.monotonic(), frequency, index, self.model.level.ratio, predicted, observed_ms,
+                            self.corrections(frequency)[index], switched, reason)
+        self.decisions.append(decision)
+        return decision
 
     def log(self) -> list[dict[str, Any]]:
         return [dataclasses.asdict(d) for d in self.decisions]
