@@ -9,7 +9,7 @@ from typing import Mapping
 
 import numpy as np
 
-from backends.base import Dim, TensorSpec
+from backends.base import TensorSpec
 from edgert.errors import InputError, UsageError
 
 
@@ -60,38 +60,51 @@ def load_feeds(files: Mapping[str, Path]) -> dict[str, np.ndarray]:
     return feeds
 
 
-def _dim_matches(want: Dim, got: int, bound: dict[str, int]) -> bool:
-    if isinstance(want, int) and want >= 0:
-        return want == got
-    if isinstance(want, str):
-        return bound.setdefault(want, got) == got
-    return True  # unknown (-1): anything goes
-
-
 def check_feeds(specs: list[TensorSpec], feeds: Mapping[str, np.ndarray]) -> None:
     """Raise ``InputError`` naming the first input whose name, rank, shape or dtype is wrong."""
-    names = {s.name for s in specs}
-    for extra in feeds:
-        if extra not in names:
-            raise InputError(
-                f"the model has no input {extra!r}; its inputs are: {', '.join(sorted(names))}",
-                input=extra,
-            )
-    bound: dict[str, int] = {}
-    for spec in specs:
-        if spec.name not in feeds:
-            raise InputError(f"missing input {spec.name!r}", input=spec.name)
-        value = np.asarray(feeds[spec.name])
-        if value.dtype != np.dtype(spec.dtype):
-            raise InputError(
-                f"input {spec.name!r} must be {spec.dtype}, got {value.dtype}",
-                input=spec.name, expected=spec.dtype, got=str(value.dtype),
-            )
-        want = spec.shape
-        if len(want) != value.ndim or not all(
-            _dim_matches(w, g, bound) for w, g in zip(want, value.shape)
-        ):
-            raise InputError(
-                f"input {spec.name!r} must have shape {list(want)}, got {list(value.shape)}",
-                input=spec.name, expected=list(want), got=list(value.shape),
-            )
+    FeedCheck(specs)(feeds)
+
+
+class FeedCheck:
+    """``check_feeds`` for one signature, prepared once: a runtime that checks every run
+    (a dynamic bundle) would otherwise pay microseconds a run re-deriving names, dtypes, dims."""
+
+    def __init__(self, specs: list[TensorSpec]) -> None:
+        self.names = {s.name for s in specs}
+        # per input: spec, numpy dtype, (index, size) of fixed dims, (index, name) of symbolic
+        # ones (a symbolic dim must be the same size in every input); -1 dims match anything
+        self._specs = [
+            (s, np.dtype(s.dtype),
+             tuple((i, d) for i, d in enumerate(s.shape) if isinstance(d, int) and d >= 0),
+             tuple((i, d) for i, d in enumerate(s.shape) if isinstance(d, str)))
+            for s in specs]
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> None:
+        for extra in feeds:
+            if extra not in self.names:
+                raise InputError(
+                    f"the model has no input {extra!r}; its inputs are: "
+                    f"{', '.join(sorted(self.names))}", input=extra,
+                )
+        bound: dict[str, int] = {}
+        for spec, dtype, fixed, symbolic in self._specs:
+            if spec.name not in feeds:
+                raise InputError(f"missing input {spec.name!r}", input=spec.name)
+            value = np.asarray(feeds[spec.name])
+            if value.dtype != dtype:
+                raise InputError(
+                    f"input {spec.name!r} must be {spec.dtype}, got {value.dtype}",
+                    input=spec.name, expected=spec.dtype, got=str(value.dtype),
+                )
+            shape = value.shape
+            ok = len(shape) == len(spec.shape)
+            if ok:
+                for i, size in fixed:
+                    ok = ok and shape[i] == size
+                for i, name in symbolic:
+                    ok = ok and bound.setdefault(name, shape[i]) == shape[i]
+            if not ok:
+                raise InputError(
+                    f"input {spec.name!r} must have shape {list(spec.shape)}, got {list(shape)}",
+                    input=spec.name, expected=list(spec.shape), got=list(shape),
+                )

@@ -3,7 +3,8 @@
 A program is plain JSON. A block is ``{"inputs": [...], "steps": [...], "outputs": [...]}``
 and a step is one of::
 
-    {"op": "call",  "segment": id, "inputs": [names], "outputs": [names]}
+    {"op": "call",  "segment": id, "inputs": [names], "outputs": [names],
+                    "control_flow": [nodes]}  # optional: If/Loop/Scan the engine runs itself
     {"op": "alias", "src": name, "dst": name}
     {"op": "const", "name": name, "const": const id}
     {"op": "if",    "node": n, "cond": name, "outputs": [...], "then": block, "else": block,
@@ -21,9 +22,8 @@ probe operands, to report how far the decision was from flipping). Scan slices a
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
-import time
+from time import perf_counter_ns
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -35,6 +35,9 @@ PROGRAM_VERSION = 1
 
 SegmentCall = Callable[[str, dict[str, Any]], list[Any]]
 SegmentHook = Callable[[str, int], None]  # (segment id, nanoseconds spent in the engine)
+# Named values in scope. A nested block runs on a copy, so its names do not leak out
+# (a plain dict copy: lookups at C speed, unlike a ChainMap, on every step).
+Env = dict[str, Any]
 
 
 @dataclasses.dataclass
@@ -77,9 +80,14 @@ class Trace:
         return self.total_ns - self.segment_ns
 
     def key(self) -> str:
-        """A short, stable description of the path, e.g. ``If_3=then;Loop_7=4``."""
-        parts = [f"{e['node']}={e['branch']}" if e["kind"] == "if" else f"{e['node']}={e['trips']}"
-                 for e in self.events if e["kind"] != "call"]
+        """A short, stable description of the path, e.g. ``If_3=then;Loop_7=4``.
+
+        A call whose engine runs control flow itself (whole-model bundles) adds
+        ``<segment>=hidden``: the host cannot see which branches that engine took.
+        """
+        parts = [f"{e['segment']}=hidden" if e["kind"] == "call" else
+                 f"{e['node']}={e['branch']}" if e["kind"] == "if" else f"{e['node']}={e['trips']}"
+                 for e in self.events if e["kind"] != "call" or "control_flow" in e]
         return ";".join(parts) or "straight"
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,11 +102,13 @@ def to_numpy(value: Any) -> np.ndarray:
     return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
 
 
-def _scalar(value: Any, what: str) -> Any:
+def _scalar(value: Any, what: str, node: str) -> Any:
+    """The one element of ``value``; ``what`` (formatted with ``node``) names it in the error."""
     array = to_numpy(value)
     if array.size != 1:
-        raise InputError(f"{what} must hold exactly one element, got shape {list(array.shape)}")
-    return array.reshape(-1)[0].item()
+        raise InputError(f"{what.format(node)} must hold exactly one element, "
+                         f"got shape {list(array.shape)}")
+    return array.item()
 
 
 class Interpreter:
@@ -112,6 +122,7 @@ class Interpreter:
             raise BundleError(f"host program version {program.get('version')!r} is not "
                               f"supported (this edgert reads version {PROGRAM_VERSION})")
         self.program = program
+        self._body = program["body"]
         self._check = check
         self._steps = {op: getattr(self, "_step_" + op)
                        for op in ("call", "alias", "const", "if", "loop", "scan")}
@@ -122,15 +133,14 @@ class Interpreter:
         self.record_margins = False  # validate turns this on; it costs host time per If
 
     def run(self, feeds: Mapping[str, Any]) -> tuple[list[Any], Trace]:
-        self._trace = Trace()
-        start = time.perf_counter_ns()
-        body = self.program["body"]
-        env: collections.ChainMap = collections.ChainMap({n: feeds[n] for n in body["inputs"]})
-        outputs = self._block(body, env)
-        self._trace.total_ns = time.perf_counter_ns() - start
-        return outputs, self._trace
+        self._trace = trace = Trace()
+        start = perf_counter_ns()
+        body = self._body
+        outputs = self._block(body, {n: feeds[n] for n in body["inputs"]})
+        trace.total_ns = perf_counter_ns() - start
+        return outputs, trace
 
-    def _block(self, block: dict[str, Any], env: collections.ChainMap) -> list[Any]:
+    def _block(self, block: dict[str, Any], env: Env) -> list[Any]:
         for step in block["steps"]:
             try:
                 handler = self._steps[step["op"]]
@@ -140,55 +150,57 @@ class Interpreter:
             handler(step, env)
         return [env[name] for name in block["outputs"]]
 
-    def _step_call(self, step: dict[str, Any], env: collections.ChainMap) -> None:
+    def _step_call(self, step: dict[str, Any], env: Env) -> None:
         seg = step["segment"]
         feeds = {name: env[name] for name in step["inputs"]}
         if self._check is not None:
             self._check(seg, feeds)
-        start = time.perf_counter_ns()
+        start = perf_counter_ns()
         results = self._run_segment(seg, feeds)
-        spent = time.perf_counter_ns() - start
-        self._trace.events.append({"kind": "call", "segment": seg, "ns": spent})
+        spent = perf_counter_ns() - start
+        event = {"kind": "call", "segment": seg, "ns": spent}
+        if "control_flow" in step:  # If/Loop/Scan nodes the engine ran out of the host's sight
+            event["control_flow"] = step["control_flow"]
+        self._trace.events.append(event)
         if self._on_segment is not None:
             self._on_segment(seg, spent)
-        for name, value in zip(step["outputs"], results):
-            env[name] = value
+        env.update(zip(step["outputs"], results))
 
-    def _step_alias(self, step: dict[str, Any], env: collections.ChainMap) -> None:
+    def _step_alias(self, step: dict[str, Any], env: Env) -> None:
         env[step["dst"]] = env[step["src"]]
 
-    def _step_const(self, step: dict[str, Any], env: collections.ChainMap) -> None:
+    def _step_const(self, step: dict[str, Any], env: Env) -> None:
         env[step["name"]] = self._consts[step["const"]]
 
-    def _step_if(self, step: dict[str, Any], env: collections.ChainMap) -> None:
-        taken = "then" if bool(_scalar(env[step["cond"]], f"If {step['node']} condition")) else "else"
+    def _step_if(self, step: dict[str, Any], env: Env) -> None:
+        taken = "then" if bool(_scalar(env[step["cond"]], "If {} condition", step["node"])) else "else"
         event = {"kind": "if", "node": step["node"], "branch": taken}
         if self.record_margins and "probe" in step:
             a, b = (to_numpy(env[name]).astype(np.float64) for name in step["probe"])
             event["margin"] = float(np.min(np.abs(a - b)))
         self._trace.events.append(event)
-        results = self._block(step[taken], env.new_child())
+        results = self._block(step[taken], dict(env))
         for name, value in zip(step["outputs"], results):
             if name:
                 env[name] = value
 
-    def _step_loop(self, step: dict[str, Any], env: collections.ChainMap) -> None:
+    def _step_loop(self, step: dict[str, Any], env: Env) -> None:
         body = step["body"]
-        limit = (int(_scalar(env[step["trip_count"]], f"Loop {step['node']} trip count"))
+        limit = (int(_scalar(env[step["trip_count"]], "Loop {} trip count", step["node"]))
                  if step["trip_count"] else None)
-        keep_going = (bool(_scalar(env[step["cond"]], f"Loop {step['node']} condition"))
+        keep_going = (bool(_scalar(env[step["cond"]], "Loop {} condition", step["node"]))
                       if step["cond"] else True)
         state = [env[name] for name in step["initial"]]
         stacks: list[list[Any]] = [[] for _ in step["scan_outputs"]]
         trips = 0
         while keep_going and (limit is None or trips < limit):
-            inner = env.new_child()
+            inner = dict(env)
             inner[body["inputs"][0]] = np.array(trips, dtype=np.int64)
             inner[body["inputs"][1]] = np.array(keep_going, dtype=np.bool_)
             for name, value in zip(body["inputs"][2:], state):
                 inner[name] = value
             results = self._block(body, inner)
-            keep_going = bool(_scalar(results[0], f"Loop {step['node']} body condition"))
+            keep_going = bool(_scalar(results[0], "Loop {} body condition", step["node"]))
             state = results[1:1 + len(state)]
             for stack, value in zip(stacks, results[1 + len(state):]):
                 stack.append(to_numpy(value))
@@ -199,7 +211,7 @@ class Interpreter:
             if name:
                 env[name] = value
 
-    def _step_scan(self, step: dict[str, Any], env: collections.ChainMap) -> None:
+    def _step_scan(self, step: dict[str, Any], env: Env) -> None:
         body = step["body"]
         n_scan = step["num_scan_inputs"]
         values = [env[name] for name in step["inputs"]]
@@ -213,7 +225,7 @@ class Interpreter:
         length = lengths.pop()
         stacks: list[list[Any]] = [[] for _ in step["scan_outputs"]]
         for t in range(length):
-            inner = env.new_child()
+            inner = dict(env)
             for name, value in zip(body["inputs"], state):
                 inner[name] = value
             for name, s, a, d in zip(body["inputs"][len(state):], scans, axes, directions):

@@ -13,7 +13,7 @@ import numpy as np
 
 from backends import BackendOptions, Session, TensorSpec, get_backend
 from edgert.errors import BundleError, InputError
-from edgert.tensors import check_feeds
+from edgert.tensors import FeedCheck
 
 from .bundle import Bundle
 from .program import Interpreter, Trace, to_numpy
@@ -50,28 +50,39 @@ class Runtime(Session):
                 f"edgert.dynamic.inspect)", path=str(bundle.path), arch=arch)
         self.inputs = [TensorSpec.from_dict(d) for d in self.manifest["inputs"]]
         self.outputs = [TensorSpec.from_dict(d) for d in self.manifest["outputs"]]
+        self._check_inputs = FeedCheck(self.inputs)
         self._tmp = tempfile.TemporaryDirectory(prefix="edgert-bundle-")
         self._sessions: dict[str, Session] = {}
-        self._fixed: dict[str, list[TensorSpec]] = {}
+        self._fixed: dict[str, list[tuple[TensorSpec, bool]]] = {}
+        checked = _checked_upfront(self.manifest)
         for seg in self.manifest["segments"]:
             path = bundle.extract(seg["artifact"], Path(self._tmp.name))
             for extra in seg.get("extra_members", []):
                 bundle.extract(extra, Path(self._tmp.name))
             backend = get_backend(seg["engine"], BackendOptions(threads=threads))
             self._sessions[seg["id"]] = backend.load(path)
-            self._fixed[seg["id"]] = [TensorSpec.from_dict(d) for d in seg["input_specs"]]
-        # Sessions that take and return engine tensors; values then stay in the engine's
+            specs = [TensorSpec.from_dict(d) for d in seg["input_specs"]
+                     if (seg["id"], d["name"]) not in checked]
+            self._fixed[seg["id"]] = [(spec, all(isinstance(d, int) and d >= 0 for d in spec.shape))
+                                      for spec in specs]
+        # Sessions that take and return engine tensors (TVM): values then stay in the engine's
         # memory between its segments (``keep_tensors=False`` copies through numpy instead).
-        self._tensor_calls = ({seg: session.run_tensors for seg, session in self._sessions.items()
-                               if hasattr(session, "run_tensors")} if keep_tensors else {})
+        # ORT needs no such call: its numpy outputs are views of ORT's buffers, and numpy
+        # inputs are wrapped without a copy. Others get numpy, copied out of engine tensors
+        # only when some segment returns engine tensors.
+        tensors = {seg: session.run_tensors for seg, session in self._sessions.items()
+                   if keep_tensors and hasattr(session, "run_tensors")}
+        self._calls: dict[str, Callable[[dict[str, Any]], list[Any]]] = {
+            seg: tensors.get(seg) or (_numpy_call(session) if tensors else session.run)
+            for seg, session in self._sessions.items()}
         consts = {cid: bundle.array(member) for cid, member in self.manifest["consts"].items()}
         self.segment_ns: dict[str, int] = {s["id"]: 0 for s in self.manifest["segments"]}
         self.segment_calls: dict[str, int] = {s["id"]: 0 for s in self.manifest["segments"]}
         self.on_segment: Callable[[str, int], None] | None = None
         self.last_path: Trace | None = None
         self.record_margins = False  # True: If events carry "margin" (how close the decision was)
-        self._interp = Interpreter(self.manifest["program"], self._run_segment, consts,
-                                   self._count, self._check_segment_feeds)
+        self._interp = Interpreter(self.manifest["program"], self._run_segment, consts, self._count,
+                                   self._check_segment_feeds if any(self._fixed.values()) else None)
 
     def _count(self, seg: str, ns: int) -> None:
         self.segment_ns[seg] += ns
@@ -80,12 +91,13 @@ class Runtime(Session):
             self.on_segment(seg, ns)
 
     def _check_segment_feeds(self, seg: str, feeds: dict[str, Any]) -> None:
-        for spec in self._fixed[seg]:
+        for spec, static in self._fixed[seg]:
             value = feeds[spec.name]
             got = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
             want = spec.shape
-            if len(got) != len(want) or any(isinstance(w, int) and w >= 0 and w != g
-                                             for w, g in zip(want, got)):
+            if (got != want) if static else (
+                    len(got) != len(want) or any(isinstance(w, int) and w >= 0 and w != g
+                                                 for w, g in zip(want, got))):
                 raise InputError(
                     f"this input is outside what the bundle supports: segment {seg} was built "
                     f"for {spec.name!r} of shape {list(want)} (the shape the model declares or "
@@ -93,14 +105,11 @@ class Runtime(Session):
                     segment=seg, value=spec.name, expected=list(want), got=list(got))
 
     def _run_segment(self, seg: str, feeds: dict[str, Any]) -> list[Any]:
-        tensors = self._tensor_calls.get(seg)
-        if tensors is not None:  # engine-resident values in and out (TVM)
-            return tensors(feeds)
-        return self._sessions[seg].run({name: to_numpy(v) for name, v in feeds.items()})
+        return self._calls[seg](feeds)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         feeds = {name: np.asarray(value) for name, value in feeds.items()}
-        check_feeds(self.inputs, feeds)
+        self._check_inputs(feeds)
         self._interp.record_margins = self.record_margins
         outputs, self.last_path = self._interp.run(feeds)
         return [to_numpy(o) for o in outputs]
@@ -124,6 +133,22 @@ class Runtime(Session):
 
     def __enter__(self) -> "Runtime":
         return self
+
+
+def _checked_upfront(manifest: dict[str, Any]) -> set[tuple[str, str]]:
+    """(segment, input) pairs that ``run``'s check of the bundle inputs already covers: a
+    segment called in the program's top block reading a bundle input with the same spec."""
+    inputs = manifest["inputs"]
+    specs = {s["id"]: s["input_specs"] for s in manifest["segments"]}
+    return {(step["segment"], d["name"]) for step in manifest["program"]["body"]["steps"]
+            if step["op"] == "call" for d in specs.get(step["segment"], []) if d in inputs}
+
+
+def _numpy_call(session: Session) -> Callable[[dict[str, Any]], list[Any]]:
+    """``session.run`` with other engines' tensors copied to numpy first."""
+    def call(feeds: dict[str, Any]) -> list[Any]:
+        return session.run({name: to_numpy(v) for name, v in feeds.items()})
+    return call
 
 
 def load(bundle_path: Path, *, threads: int | None = None, keep_tensors: bool = True) -> Runtime:
