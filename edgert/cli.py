@@ -289,7 +289,8 @@ def sweep(model: str, backend: str, cpu_freqs: str | None, cpu_policies: tuple[s
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Bundle file [default: MODEL with .edgert].")
 @click.option("--backend", type=click.Choice(["auto", "tvm", "ort"]), default="auto", show_default=True,
-              help="Engine per segment; auto measures each segment on each engine here.")
+              help="Engine per segment; auto measures each segment on each engine here, then "
+                   "that bundle against the whole model as one ORT call, and keeps the faster.")
 @click.option("--target", default="host", show_default=True,
               help="host, aarch64 (Raspberry Pi 4/5, Jetson), or a TVM target as JSON.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
@@ -312,6 +313,11 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
     for seg in manifest["segments"]:
         if seg["choice"].get("fallback_from"):
             click.echo(f"  {seg['id']} runs on ORT: TVM could not build it ({seg['choice']['failed'][0]})")
+    auto = manifest.get("auto")
+    if auto:
+        times = ", ".join(f"{k} {v:.3f} ms" for k, v in sorted(auto.get("measured_ms", {}).items()))
+        click.echo(f"  auto kept the {auto['chosen'].replace('_', ' ')} bundle"
+                   f"{f' ({times})' if times else ''}: {auto['reason']}")
 
 
 @cli.command()
@@ -342,6 +348,9 @@ def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: in
         click.echo(f"segments never run: {', '.join(report['segments_not_exercised'])}")
     if report["branches_not_taken"]:
         click.echo(f"branches never taken: {report['branches_not_taken']}")
+    if report["control_flow_in_engine"]:
+        click.echo(f"control flow run inside the engine (branches not visible): "
+                   f"{', '.join(report['control_flow_in_engine'])}")
     for case in report["near_threshold"]:
         click.echo(f"near a threshold (within numerical noise): {case}")
     sys.exit(report["exit_code"])

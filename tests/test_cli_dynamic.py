@@ -59,3 +59,38 @@ def test_bundle_refuses_another_backend(tmp_path):
                    "--backend", "ort").returncode == 0
     proc = run_cli("bench", str(bundle), "--backend", "tvm", "--runs", "2")
     assert proc.returncode != 0 and "is a bundle" in proc.stderr
+
+
+def test_whole_model_bundle_through_validate_bench_and_inspect(tmp_path, monkeypatch):
+    """auto's whole-model choice: one ORT call, so the path is that segment's, hidden from
+    the host; validate says so and refuses --force-paths, bench reports one path."""
+    import edgert.dynamic as dyn
+    from test_dynamic_zoo import compile_auto_keeping
+
+    model = ZOO / "greedy_decoder.onnx"
+    bundle = compile_auto_keeping("whole_model", model, tmp_path / "g.edgert", monkeypatch,
+                                  tmp_path / "tvm-cache")
+    manifest = dyn.inspect(bundle)
+    assert manifest["auto"]["chosen"] == "whole_model" and manifest["consts"] == {}
+    assert manifest["program"]["body"]["steps"] == [{
+        "op": "call", "segment": "whole_model", "inputs": manifest["segments"][0]["inputs"],
+        "outputs": [o["name"] for o in manifest["outputs"]], "control_flow": ["decode_loop"]}]
+
+    report = tmp_path / "v.json"
+    proc = run_cli("validate", str(bundle), "--reference", str(model), "--cases",
+                   str(ZOO / "greedy_decoder.npz"), "--json", str(report))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "branches not visible): decode_loop" in proc.stdout
+    v = json.loads(report.read_text())
+    assert v["paths"] == {"whole_model=hidden": len(v["cases"])}
+    assert v["control_flow_in_engine"] == ["decode_loop"] and not v["segments_not_exercised"]
+    proc = run_cli("validate", str(bundle), "--reference", str(model), "--random", "1",
+                   "--force-paths")
+    assert proc.returncode == 2 and "cannot check path coverage" in proc.stderr, proc.stderr
+
+    out = tmp_path / "r.json"
+    proc = run_cli("bench", str(bundle), "--runs", "20", "--json", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert list(r["paths"]) == ["whole_model=hidden"] and r["paths"]["whole_model=hidden"]["n"] == 20
+    assert list(r["segments_ms"]) == ["whole_model"] and r["host_overhead_us"]["p50"] > 0

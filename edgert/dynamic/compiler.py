@@ -2,8 +2,10 @@
 
 normalize -> partition -> prepare each segment on an engine (``engines``) -> write the
 bundle. With ``backend="auto"`` every segment is timed on each engine that can build
-it (on this machine, with inputs captured from a sample run) and the faster one kept;
-the times go into the manifest.
+it (on this machine, with inputs captured from sample runs) and the faster one kept;
+then that partitioned bundle is timed against the whole model as one ORT segment
+(``whole``), and the faster of the two is written. All times go into the manifest.
+When the target is another machine nothing is timed and TVM is preferred.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 import edgert
 from edgert.errors import BackendError, EdgertError, ModelError, UsageError
 
-from . import engines
+from . import engines, whole
 from .bundle import npy_bytes, write_bundle
 from .normalize import normalize
 from .partition import Partition, Segment, partition
@@ -52,7 +54,10 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
     part = partition(norm)
     host_folded = fold_constants(part)
     candidates = engines.candidates(backend, target)
-    seen = (engines.probe(part, norm.model.graph) if "tvm" in candidates and engines.available("ort")
+    # auto on this machine also times the whole model as one ORT segment (see ``whole``)
+    whole_candidate = backend == "auto" and arch == machine_arch() and engines.available("ort")
+    seen = (engines.probe(part, norm.model.graph)
+            if ("tvm" in candidates or whole_candidate) and engines.available("ort")
             else engines.Probe({}, {}))
     fallback = backend == "tvm" and engines.available("ort")
     built = {seg.id: _build(seg, candidates, target, cache_dir, seen.shapes.get(seg.id), fallback)
@@ -67,18 +72,10 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
     members: dict[str, bytes] = {}
     segments = []
     for seg in part.segments:
-        (engine, art), = built[seg.id].items()
-        onnx_member = f"segments/{seg.id}.onnx"
-        members[onnx_member] = seg.model_bytes
-        members.update(art.members)
-        segments.append({
-            "id": seg.id, "engine": engine, "sha256": seg.sha256, "onnx": onnx_member,
-            "artifact": art.artifact, "extra_members": sorted(set(art.members) - {art.artifact}),
-            "inputs": seg.inputs, "outputs": seg.outputs, "input_specs": art.input_specs or engines.input_specs(seg),
-            "nodes": seg.nodes, "ops": seg.ops, "choice": art.note,
-        })
-        if art.specialized:
-            segments[-1]["specialized"] = art.specialized
+        (art,) = built[seg.id].values()
+        entry, seg_members = engines.manifest_entry(seg, art)
+        segments.append(entry)
+        members.update(seg_members)
     consts = {}
     for cid, value in part.consts.items():
         members[f"consts/{cid}.npy"] = npy_bytes(value)
@@ -97,6 +94,8 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
         "program": part.program, "segments": segments, "consts": consts,
         "host_folded": host_folded,
     }
+    if whole_candidate:
+        manifest, members = whole.choose(norm, manifest, members, seen.inputs, threads)
     out = Path(out) if out is not None else model_path.with_suffix(SUFFIX)
     return write_bundle(out, manifest, members)
 

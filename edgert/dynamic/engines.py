@@ -18,6 +18,7 @@ from .program import Interpreter
 from .specialize import specialize
 
 TIMING_RUNS = 15
+PROBE_RUNS = 8  # seeded sample runs of the whole program (compile-time, ORT)
 
 
 @dataclasses.dataclass
@@ -74,6 +75,21 @@ def input_specs(seg: Segment) -> list[dict[str, Any]]:
 
     model = onnx.load_from_string(seg.model_bytes)
     return [spec(i).to_dict() for i in model.graph.input if i.type.tensor_type.HasField("shape")]
+
+
+def manifest_entry(seg: Segment, art: Artifact) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The segment's manifest record and the bundle members it needs (its ONNX always)."""
+    onnx_member = f"segments/{seg.id}.onnx"
+    entry = {
+        "id": seg.id, "engine": art.engine, "sha256": seg.sha256, "onnx": onnx_member,
+        "artifact": art.artifact, "extra_members": sorted(set(art.members) - {art.artifact}),
+        "inputs": seg.inputs, "outputs": seg.outputs,
+        "input_specs": art.input_specs or input_specs(seg),
+        "nodes": seg.nodes, "ops": seg.ops, "choice": art.note,
+    }
+    if art.specialized:
+        entry["specialized"] = art.specialized
+    return entry, {onnx_member: seg.model_bytes, **art.members}
 
 
 def prepare(engine: str, seg: Segment, target: str, cache_dir: Path | None,
@@ -150,14 +166,19 @@ def synthetic_feeds(seg: Segment, seed: int = 0) -> dict[str, np.ndarray]:
 
 @dataclasses.dataclass
 class Probe:
-    """What one seeded sample run (ORT segments) saw: first feeds and all shapes per segment."""
+    """What seeded sample runs (ORT segments) saw: first feeds and all shapes per segment,
+    and the model inputs of every run that completed (auto times whole bundles on them)."""
 
     feeds: dict[str, dict[str, np.ndarray]]
     shapes: dict[str, dict[str, set[tuple[int, ...]]]]
+    inputs: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)
 
 
-def probe(part: Partition, graph: Any) -> Probe:
-    """Run the program once on seeded random inputs with ORT, recording every segment call."""
+def probe(part: Partition, graph: Any, runs: int = PROBE_RUNS) -> Probe:
+    """Run the program on ``runs`` seeded random inputs with ORT, recording every segment call.
+
+    Several seeds, so data-dependent branches are likely to be reached more than one way.
+    """
     import onnxruntime as ort
 
     sessions = {seg.id: ort.InferenceSession(seg.model_bytes, providers=["CPUExecutionProvider"])
@@ -172,12 +193,15 @@ def probe(part: Partition, graph: Any) -> Probe:
         return sessions[seg_id].run(None, feeds)
 
     inits = {t.name for t in graph.initializer}
-    rng = np.random.default_rng(0)
-    feeds = {i.name: _random_value(spec(i), rng) for i in graph.input if i.name not in inits}
-    try:
-        Interpreter(part.program, call, part.consts).run(feeds)
-    except Exception:  # random inputs may be invalid for the model; keep what was seen so far
-        pass
+    interpreter = Interpreter(part.program, call, part.consts)
+    for seed in range(runs):
+        rng = np.random.default_rng(seed)
+        feeds = {i.name: _random_value(spec(i), rng) for i in graph.input if i.name not in inits}
+        try:
+            interpreter.run(feeds)
+        except Exception:  # random inputs may be invalid for the model; keep what was seen so far
+            continue
+        seen.inputs.append(feeds)
     return seen
 
 

@@ -44,6 +44,16 @@ def _branches(block: dict[str, Any]) -> Iterable[tuple[str, str]]:
             yield from _branches(step["body"])
 
 
+def _engine_control_flow(block: dict[str, Any]) -> Iterable[str]:
+    """If/Loop/Scan nodes that call steps run inside an engine (whole-model bundles)."""
+    for step in block["steps"]:
+        if step["op"] == "call":
+            yield from step.get("control_flow", [])
+        for key in ("then", "else", "body"):
+            if key in step:
+                yield from _engine_control_flow(step[key])
+
+
 def _errors(got: np.ndarray, want: np.ndarray, atol: float) -> tuple[float, float]:
     """Max absolute and relative error; relative to max(|want|, atol) so zeros do not explode."""
     if got.shape != want.shape:
@@ -61,7 +71,9 @@ def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int
              noise: float = 1e-4) -> dict[str, Any]:
     """Run ``cases`` (feeds or an .npz) and ``random`` seeded inputs through both and compare.
 
-    ``force_paths``: fail unless every If branch in the program was taken by some input.
+    ``force_paths``: fail unless every If branch in the program was taken by some input; a
+    bundle whose control flow runs inside an engine (auto's whole-model choice) cannot show
+    which branches ran, so asking for it there is a UsageError.
     ``noise``: an If whose compared operands are closer than this is reported as near
     its threshold; a mismatch on such an input does not fail validation.
     """
@@ -69,6 +81,13 @@ def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int
 
     todo = _load_cases(cases)
     with load(bundle) as runtime:
+        hidden = sorted(set(_engine_control_flow(runtime.manifest["program"]["body"])))
+        if force_paths and hidden:
+            raise UsageError(
+                f"cannot check path coverage of {Path(bundle).name}: its control flow "
+                f"({', '.join(hidden)}) runs inside one engine call, out of the host's sight; "
+                f"compile with --backend ort or tvm for a bundle whose branches can be checked",
+                control_flow=hidden)
         todo += [(f"random{i}", random_feeds(runtime.inputs, dims or {}, seed + i))
                  for i in range(random)]
         if not todo:
@@ -118,6 +137,7 @@ def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int
         "max_rel_error": max((r.get("max_rel_error", 0.0) for r in results), default=0.0),
         "paths": paths,
         "branches_not_taken": [f"{node}={b}" for node, b in untaken],
+        "control_flow_in_engine": hidden,
         "segments_exercised": sorted(exercised),
         "segments_not_exercised": sorted(all_segments - exercised),
         "near_threshold": [dict(n, case=r["case"]) for r in results for n in r.get("near_threshold", [])],
