@@ -143,18 +143,27 @@ def _apply_database(mod: Any, target: Any, tuning_db: Path) -> Any:
         return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
 
 
-def _lower(mod: Any, target: Any, tuning_db: Path | None = None) -> Any:
-    """``legalize``, tuned schedules from ``tuning_db``, ``_parallelize`` for the rest, lowering."""
+def _lower(mod: Any, target: Any, tuning_db: Path | None = None) -> tuple[Any, dict[str, Any]]:
+    """``legalize``, tuned schedules from ``tuning_db``, ``_parallelize`` for the rest, lowering.
+
+    Also returns which fused functions got a tuned schedule (the sidecar keeps it, so a
+    cached library still says whether the database applied to it).
+    """
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     mod = legalize(mod, target)
     if tuning_db is not None:
         mod = _apply_database(mod, target, tuning_db)
+    prims = {gvar.name_hint: func for gvar, func in mod.functions_items()
+             if isinstance(func, tvm.tirx.PrimFunc)}
+    tuned = {"functions": len(prims),
+             "tuned_functions": sorted(name for name, func in prims.items()
+                                       if func.attrs.get("tirx.is_scheduled", False))}
     with target:
         mod = _parallelize(mod, target)
         return tvm.transform.Sequential(cpu.dataflow_lower_passes(target)
-                                        + cpu.finalize_passes(target))(mod)
+                                        + cpu.finalize_passes(target))(mod), tuned
 
 
 def default_cache_dir() -> Path:
@@ -223,7 +232,8 @@ def compile_onnx(model_path: Path, target: Any, cache_dir: Path | None = None,
     mod = _import(model, inputs)
     fcompile = export_compiler(target)
     try:
-        executable = tvm.compile(_lower(mod, target, tuning_db), target=target, relax_pipeline=None)
+        lowered, tuned = _lower(mod, target, tuning_db)
+        executable = tvm.compile(lowered, target=target, relax_pipeline=None)
     except Exception as exc:
         raise BackendError(f"TVM failed to compile {model_path} for {target_key(target)}: {exc}",
                            path=str(model_path)) from exc
@@ -231,6 +241,7 @@ def compile_onnx(model_path: Path, target: Any, cache_dir: Path | None = None,
     sidecar = {"schema": SIDECAR_SCHEMA, "tvm": tvm.__version__, "target": target_key(target),
                "pipeline": PIPELINE_VERSION,
                "tuning_db": database_digest(tuning_db, target) if tuning_db is not None else None,
+               **tuned,
                "inputs": [s.to_dict() for s in inputs],
                "outputs": [s.to_dict() for s in outputs]}
     _write_atomic(signature_path(out), lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=1)))
@@ -264,6 +275,13 @@ def read_signature(library: Path) -> tuple[list[TensorSpec], list[TensorSpec], s
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"cannot read the signature {path} of {library}: {exc}; "
                           "recompile the model", path=str(path)) from exc
+
+
+def read_tuning(library: Path) -> dict[str, Any]:
+    """``functions`` (fused kernels) and ``tuned_functions`` (those with a database schedule)
+    from the sidecar; empty for libraries compiled before the sidecar recorded them."""
+    data = json.loads(signature_path(library).read_text())
+    return {key: data[key] for key in ("functions", "tuned_functions") if key in data}
 
 
 _ELF_MACHINES = {62: "x86_64", 183: "aarch64"}  # e_machine values edgert builds for
@@ -353,7 +371,10 @@ class TvmBackend(Backend):
             from .tvm_tune import database_digest
 
             self._loaded.update(tuning_db=str(db), tuning_db_sha256=database_digest(db, target))
-        return compile_onnx(model_path, target, self.options.cache_dir, db)
+        library = compile_onnx(model_path, target, self.options.cache_dir, db)
+        if db is not None:
+            self._loaded.update(read_tuning(library))
+        return library
 
     def load(self, model_path: Path) -> TvmSession:
         model_path = Path(model_path)

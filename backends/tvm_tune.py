@@ -1,7 +1,8 @@
-"""MetaSchedule tuning of an ONNX model into a persistent, per-target tuning database.
+"""MetaSchedule tuning of ONNX models into a persistent, per-target tuning database.
 
 Host-only. ``tune_model`` extracts the fused TIR functions that ``backends.tvm``
-compiles, searches schedules for them and measures each candidate either here or
+compiles (of one model, or of several such as a bundle's TVM segments, each distinct
+function once), searches schedules for them and measures each candidate either here or
 on a device through an edgert agent (``tvm.time``, see device_agents/tvm_timer.py).
 Every measured record is appended to the database as it arrives (MetaSchedule's
 JSON database writes one line per commit), so an interrupted run keeps its work;
@@ -74,6 +75,32 @@ def open_database(root: Path, target: Any, create: bool = False) -> Any:
     where.mkdir(parents=True, exist_ok=True)
     (where / TARGET_FILE).write_text(target_key(target) + "\n")
     return ms.database.JSONDatabase(str(where / WORKLOADS), str(where / RECORDS))
+
+
+def _cpu_tensor_intrinsics() -> None:
+    """Register only the CPU tensor intrinsics, before MetaSchedule imports all of them.
+
+    Every ``TuneContext`` imports ``tvm.s_tir.tensor_intrin``, whose ``__init__`` also
+    registers the CUDA, ROCm, Metal and Hexagon ones: ~25 s on a 2-core VM before the first
+    candidate (the x86/arm/riscv ones, all that LLVM targets' schedule rules look up, take
+    ~2 s). Here the package is entered without running its ``__init__``; its submodules
+    still import normally. A no-op once the package is imported.
+    """
+    import importlib
+    import importlib.util
+    import sys
+
+    import tvm.s_tir
+
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    tvm.s_tir.tensor_intrin = package
+    for cpu in ("x86", "arm_cpu", "riscv_cpu"):
+        importlib.import_module(f"{name}.{cpu}")
 
 
 def tuning_target(target: Any) -> Any:
@@ -175,7 +202,8 @@ def agent_timer(client: Any) -> Timer:
 @dataclasses.dataclass
 class TaskState:
     name: str
-    weight: float
+    weight: float  # calls per inference, summed over the models it occurs in
+    models: list[str]  # stems of the model files the task occurs in
     trials: int = 0
     best_us: float | None = None
 
@@ -249,13 +277,49 @@ def extract(model_path: Path, target: Any) -> tuple[Any, list[Any]]:
     return mod, list(ms.relax_integration.extract_tasks(mod, tuning_target(target)))
 
 
-def tune_model(model_path: Path, db_root: Path, target: Any, *, time_budget_s: float | None = None,
+def _merge(models: list[Path], target: Any) -> tuple[list[Any], list[list[str]]]:
+    """The tasks of all ``models``, each distinct task once (weights summed), and where it occurs.
+
+    Tasks are the same when their TIR is structurally equal, which is also how the
+    database matches records to functions at compile time; a name used by two different
+    tasks gets a suffix, since MetaSchedule names each task's log after it.
+    """
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
+    merged: list[tuple[Any, int, list[str]]] = []  # (task, weight, model stems)
+    by_hash: dict[int, list[int]] = {}
+    for path in models:
+        for task in extract(path, target)[1]:
+            key = tvm_ffi.structural_hash(task.mod)
+            same = [i for i in by_hash.get(key, []) if tvm_ffi.structural_equal(merged[i][0].mod, task.mod)]
+            if same:
+                first, weight, stems = merged[same[0]]
+                merged[same[0]] = (first, weight + int(task.weight), stems + [path.stem])
+            else:
+                by_hash.setdefault(key, []).append(len(merged))
+                merged.append((task, int(task.weight), [path.stem]))
+    names: set[str] = set()
+    tasks = []
+    for task, weight, _ in merged:
+        name, n = task.task_name, 1
+        while name in names:
+            name, n = f"{task.task_name}_{n}", n + 1
+        names.add(name)
+        tasks.append(ms.ExtractedTask(name, task.mod, task.target, list(task.dispatched), weight))
+    return tasks, [stems for _, _, stems in merged]
+
+
+def tune_model(models: Path | list[Path], db_root: Path, target: Any, *,
+               time_budget_s: float | None = None,
                trials: int | None = None, timer: Timer | None = None,
                on_progress: Callable[[TuneProgress], None] | None = None,
                trials_per_iter: int = DEFAULT_TRIALS_PER_ITER, seed: int | None = None,
                verbose: bool = False) -> TuneSummary:
-    """Tune every task of ``model_path`` for ``target`` into ``db_root``; returns a summary.
+    """Tune every task of ``models`` for ``target`` into ``db_root``; returns a summary.
 
+    ``models``: one ONNX file, or several (a bundle's TVM segments) that share the
+    budget and the round-robin scheduler; a task occurring in several is tuned once.
     Stops after ``time_budget_s`` (checked after each measured batch, so a run may
     overshoot by one batch) or ``trials`` measurements in total, whichever comes
     first. ``timer`` times one candidate (default: ``local_timer``; use
@@ -275,7 +339,8 @@ def tune_model(model_path: Path, db_root: Path, target: Any, *, time_budget_s: f
     os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
     os.environ.setdefault("TVM_BIND_THREADS", "0")  # see docs/tvm-notes.md, "Threads"
     start = time.monotonic()
-    _, extracted = extract(Path(model_path), target)
+    paths = [Path(models)] if isinstance(models, (str, Path)) else [Path(m) for m in models]
+    extracted, occurs = _merge(paths, target)
     database = open_database(db_root, target, create=True)
     logs = str(database_dir(db_root, target))  # MetaSchedule writes its logs to <this>/logs
     ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
@@ -285,9 +350,11 @@ def tune_model(model_path: Path, db_root: Path, target: Any, *, time_budget_s: f
     ms_logger.setLevel(logging.INFO if verbose else logging.WARNING)
     workdir = tempfile.mkdtemp(prefix="edgert-tune-")  # candidates, deleted as they are measured
     try:
+        _cpu_tensor_intrinsics()
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             extracted, work_dir=logs, seed=seed)
-        states = [TaskState(c.task_name, float(w)) for c, w in zip(contexts, weights)]
+        where = dict(zip((t.task_name for t in extracted), occurs))
+        states = [TaskState(c.task_name, float(w), where[c.task_name]) for c, w in zip(contexts, weights)]
         if not contexts:
             return TuneSummary(Path(db_root), target_key(target), [], 0, 0.0, "search")
         stopped = ["search"]
@@ -311,8 +378,9 @@ def tune_model(model_path: Path, db_root: Path, target: Any, *, time_budget_s: f
     except Exception as exc:
         if isinstance(exc, (UsageError, BackendError)):
             raise
-        raise BackendError(f"MetaSchedule tuning of {model_path} failed: {type(exc).__name__}: {exc}",
-                           path=str(model_path)) from exc
+        names = ", ".join(str(p) for p in paths)
+        raise BackendError(f"MetaSchedule tuning of {names} failed: {type(exc).__name__}: {exc}",
+                           path=names) from exc
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
