@@ -295,15 +295,17 @@ def sweep(model: str, backend: str, cpu_freqs: str | None, cpu_policies: tuple[s
               help="host, aarch64 (Raspberry Pi 4/5, Jetson), or a TVM target as JSON.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Compiled-segment cache [default: ~/.cache/edgert].")
+@click.option("--tuning-db", type=click.Path(path_type=Path), default=None,
+              help="Apply this edgert tune database to TVM segments.")
 def compile_cmd(model: str, output: Path | None, backend: str, target: str,
-                cache_dir: Path | None) -> None:
+                cache_dir: Path | None, tuning_db: Path | None) -> None:
     """Split a (dynamic) ONNX model into static segments plus a host program: one bundle."""
     from edgert.dynamic import compile as compile_bundle
     from edgert.dynamic import inspect as inspect_bundle
     from edgert.zoo import resolve as resolve_model
 
     out = compile_bundle(resolve_model(model), backend=backend, target=target, out=output,
-                         cache_dir=cache_dir)
+                         cache_dir=cache_dir, tuning_db=tuning_db)
     manifest = inspect_bundle(out)
     engines = sorted({s["engine"] for s in manifest["segments"]})
     click.echo(f"{out}: {len(manifest['segments'])} segments on {', '.join(engines) or 'host only'}, "
@@ -313,6 +315,10 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
     for seg in manifest["segments"]:
         if seg["choice"].get("fallback_from"):
             click.echo(f"  {seg['id']} runs on ORT: TVM could not build it ({seg['choice']['failed'][0]})")
+        if "tuning" in seg:
+            tuned = seg["tuning"]
+            click.echo(f"  {seg['id']}: {len(tuned['tuned_functions'] or [])}/"
+                       f"{tuned['functions'] or '?'} TVM kernels tuned")
     auto = manifest.get("auto")
     if auto:
         times = ", ".join(f"{k} {v:.3f} ms" for k, v in sorted(auto.get("measured_ms", {}).items()))
@@ -442,8 +448,9 @@ def agent(mode: str | None, serial_dev: str | None, baud: int, listen: str | Non
 @click.option("--time-budget", type=float, default=None, metavar="SECONDS",
               help="Stop after this long (checked after each measured batch).")
 @click.option("--trials", type=int, default=None, metavar="N", help="Stop after N measured candidates.")
-@click.option("--target", default="host", show_default=True,
-              help="host, aarch64 (Raspberry Pi 4/5, Jetson), or a TVM target as JSON.")
+@click.option("--target", default=None,
+              help="host, aarch64 (Raspberry Pi 4/5, Jetson), or a TVM target as JSON "
+                   "[default: host; for a bundle, the target it was compiled for].")
 @click.option("--trials-per-iter", default=32, show_default=True, help="Candidates per measured batch.")
 @click.option("--seed", type=int, default=None, help="Seed for MetaSchedule's search.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
@@ -451,10 +458,11 @@ def agent(mode: str | None, serial_dev: str | None, baud: int, listen: str | Non
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--verbose", is_flag=True, help="Also print MetaSchedule's own log.")
 @device_options
-def tune(model: str, db: Path, time_budget: float | None, trials: int | None, target: str,
+def tune(model: str, db: Path, time_budget: float | None, trials: int | None, target: str | None,
          trials_per_iter: int, seed: int | None, json_path: Path | None, quiet: bool,
          verbose: bool, **device: Any) -> None:
-    """MetaSchedule-tune MODEL for TVM into a database; candidates are timed on --device.
+    """MetaSchedule-tune MODEL (ONNX, or every TVM segment of a .edgert bundle) for TVM into a
+    database; candidates are timed on --device.
 
     Records are appended as they are measured, so an interrupted run keeps its work and a
     later run continues from it.
@@ -463,13 +471,12 @@ def tune(model: str, db: Path, time_budget: float | None, trials: int | None, ta
 
     from backends.tvm_target import resolve_target
     from backends.tvm_tune import agent_timer, format_progress, summary_json, tune_model
+    from edgert.dynamic.tune import tune_bundle
     from edgert.zoo import resolve as resolve_model
 
     path = resolve_model(model)
-    if path.suffix != ".onnx":
-        raise UsageError(f"edgert tune takes an .onnx model, not {path.name} "
-                         "(bundles: tune the source model; per-segment tuning is not wired yet)")
-    tvm_target = resolve_target(target)
+    if path.suffix not in (".onnx", ".edgert"):
+        raise UsageError(f"edgert tune takes an .onnx model or an .edgert bundle, not {path.name}")
     addr = _address(**device)
     last = [0.0]
 
@@ -489,16 +496,22 @@ def tune(model: str, db: Path, time_budget: float | None, trials: int | None, ta
             from edgert.devices.connect import open_client
 
             timer = agent_timer(stack.enter_context(open_client(addr)))
-        summary = tune_model(path, db, tvm_target, time_budget_s=time_budget, trials=trials,
-                             timer=timer, on_progress=show, trials_per_iter=trials_per_iter,
-                             seed=seed, verbose=verbose)
+        options = dict(time_budget_s=time_budget, trials=trials, timer=timer, on_progress=show,
+                       trials_per_iter=trials_per_iter, seed=seed, verbose=verbose)
+        if path.suffix == ".edgert":
+            summary = tune_bundle(path, db, target, **options)
+        else:
+            summary = tune_model(path, db, resolve_target(target or "host"), **options)
     if not quiet and sys.stderr.isatty():
         sys.stderr.write("\n")
     if json_path:
         json_path.write_text(summary_json(summary) + "\n")
     measured = [t for t in summary.tasks if t.best_us is not None]
     best = sum(t.weight * t.best_us for t in measured) / 1e3
-    click.echo(f"{path.name}: {len(measured)}/{len(summary.tasks)} tasks tuned, {summary.trials} trials "
+    name = path.name
+    if path.suffix == ".edgert":
+        name += f" (TVM segments {', '.join(sorted({m for t in summary.tasks for m in t.models}))})"
+    click.echo(f"{name}: {len(measured)}/{len(summary.tasks)} tasks tuned, {summary.trials} trials "
                f"in {summary.elapsed_s:.0f} s (stopped by {summary.stopped_by}); "
                f"tuned kernels {best:.3f} ms; database {db}")
 

@@ -43,11 +43,17 @@ def target_arch(target: str) -> str:
 
 def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
             out: Path | None = None, cache_dir: Path | None = None,
-            threads: int | None = None) -> Path:
-    """Compile ``model_path`` into a bundle; returns the bundle's path."""
+            threads: int | None = None, tuning_db: Path | None = None) -> Path:
+    """Compile ``model_path`` into a bundle; returns the bundle's path.
+
+    ``tuning_db``: an ``edgert tune`` database whose records TVM segments use (each
+    segment's manifest entry then says which of its kernels were tuned).
+    """
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r} for dynamic compilation; choose one of "
                          f"{', '.join(BACKENDS)}", backend=backend)
+    if tuning_db is not None and backend == "ort":
+        raise UsageError("a tuning database applies to TVM segments; use --backend tvm or auto")
     model_path = Path(model_path)
     arch = target_arch(target)
     norm = normalize(model_path)
@@ -60,7 +66,8 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
             if ("tvm" in candidates or whole_candidate) and engines.available("ort")
             else engines.Probe({}, {}))
     fallback = backend == "tvm" and engines.available("ort")
-    built = {seg.id: _build(seg, candidates, target, cache_dir, seen.shapes.get(seg.id), fallback)
+    built = {seg.id: _build(seg, candidates, target, cache_dir, seen.shapes.get(seg.id), fallback,
+                            tuning_db)
              for seg in part.segments}
     if len(candidates) > 1:
         if arch == machine_arch():
@@ -102,7 +109,7 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
 
 def _build(seg: Segment, candidates: list[str], target: str, cache_dir: Path | None,
            observed: dict[str, set[tuple[int, ...]]] | None,
-           fallback: bool) -> dict[str, engines.Artifact]:
+           fallback: bool, tuning_db: Path | None) -> dict[str, engines.Artifact]:
     """Prepare ``seg`` on every candidate engine; a sole candidate's failure is fatal.
 
     ``fallback`` (backend="tvm" with ORT installed): a segment TVM cannot build runs on
@@ -112,7 +119,7 @@ def _build(seg: Segment, candidates: list[str], target: str, cache_dir: Path | N
     failures = []
     for engine in candidates:
         try:
-            built[engine] = engines.prepare(engine, seg, target, cache_dir, observed)
+            built[engine] = engines.prepare(engine, seg, target, cache_dir, observed, tuning_db)
         except (BackendError, ModelError) as exc:
             failures.append(f"{engine}: {_first_line(exc.message)}")
     if not built and fallback:

@@ -13,6 +13,7 @@ import numpy as np
 from backends import BackendOptions, TensorSpec, backend_class, get_backend
 from edgert.errors import BackendError, EdgertError, ModelError, UsageError
 
+from .bundle import sha256
 from .partition import Partition, Segment
 from .program import Interpreter
 from .specialize import specialize
@@ -33,6 +34,7 @@ class Artifact:
     # The input specs the artifact was built for, when narrower than the segment's own
     # (a rank taken from the sample run): the runtime then refuses other ranks clearly.
     input_specs: list[dict[str, Any]] | None = None
+    tuning: dict[str, Any] | None = None  # TVM with a tuning database: which kernels it tuned
 
 
 def available(engine: str) -> bool:
@@ -89,19 +91,23 @@ def manifest_entry(seg: Segment, art: Artifact) -> tuple[dict[str, Any], dict[st
     }
     if art.specialized:
         entry["specialized"] = art.specialized
+    if art.tuning is not None:
+        entry["tuning"] = art.tuning
     return entry, {onnx_member: seg.model_bytes, **art.members}
 
 
 def prepare(engine: str, seg: Segment, target: str, cache_dir: Path | None,
-            observed: dict[str, set[tuple[int, ...]]] | None = None) -> Artifact:
+            observed: dict[str, set[tuple[int, ...]]] | None = None,
+            tuning_db: Path | None = None) -> Artifact:
     """Build ``seg`` for ``engine``; raises BackendError/ModelError when it cannot.
 
     ``observed``: input name -> shapes a sample run fed it (TVM uses the ranks).
+    ``tuning_db``: MetaSchedule records TVM applies (``edgert tune``).
     """
     if engine == "ort":
         return _prepare_ort(seg)
     if engine == "tvm":
-        return _prepare_tvm(seg, target, cache_dir, observed)
+        return _prepare_tvm(seg, target, cache_dir, observed, tuning_db)
     raise UsageError(f"engine {engine!r} cannot run dynamic segments", engine=engine)
 
 
@@ -118,18 +124,22 @@ def _prepare_ort(seg: Segment) -> Artifact:
 
 
 def _prepare_tvm(seg: Segment, target: str, cache_dir: Path | None,
-                 observed: dict[str, set[tuple[int, ...]]] | None) -> Artifact:
+                 observed: dict[str, set[tuple[int, ...]]] | None,
+                 tuning_db: Path | None) -> Artifact:
     """A TVM shared library plus its signature sidecar, via the backend's cached ``prepare``.
 
     TVM imports the specialised segment (ranks filled in, shape computations folded;
-    see ``specialize``). The TVM cache key covers those bytes, the target, the TVM
-    version and the lowering pipeline, so unchanged segments are not recompiled.
+    see ``specialize``); its sha256 goes into ``specialized`` so ``tvm_sources`` can
+    rebuild exactly these bytes from the bundle for tuning. The TVM cache key covers
+    them, the target, the TVM version, the lowering pipeline and the tuning database's
+    content, so unchanged segments are not recompiled and new records are applied.
     """
     special = specialize(seg.model_bytes, observed)
-    backend = get_backend("tvm", BackendOptions(target=target, cache_dir=cache_dir))
+    source_bytes = special.model.SerializeToString(deterministic=True)
+    backend = get_backend("tvm", BackendOptions(target=target, cache_dir=cache_dir, tuning_db=tuning_db))
     with tempfile.TemporaryDirectory(prefix="edgert-seg-") as tmp:
         source = Path(tmp) / f"{seg.id}.onnx"
-        source.write_bytes(special.model.SerializeToString(deterministic=True))
+        source.write_bytes(source_bytes)
         try:
             library = Path(backend.prepare(source))
         except EdgertError as exc:
@@ -137,12 +147,19 @@ def _prepare_tvm(seg: Segment, target: str, cache_dir: Path | None,
                             **exc.fields) from exc
     sidecar = library.with_suffix(".json")
     member = f"segments/{seg.id}.so"
-    note = {"folded_nodes": special.folded} if special.folded else {}
+    note: dict[str, Any] = {"source_sha256": sha256(source_bytes)}
+    if special.folded:
+        note["folded_nodes"] = special.folded
     if special.ranks_from_sample:
         note["ranks_from_sample"] = special.ranks_from_sample
+    tuning = None
+    if tuning_db is not None:
+        used = backend.effective_options()
+        tuning = {"db_sha256": used["tuning_db_sha256"], "functions": used.get("functions"),
+                  "tuned_functions": used.get("tuned_functions")}
     return Artifact("tvm", member, {member: library.read_bytes(),
                                     f"segments/{seg.id}.json": sidecar.read_bytes()},
-                    specialized=note,
+                    specialized=note, tuning=tuning,
                     input_specs=[spec(i).to_dict() for i in special.model.graph.input
                                  if i.type.tensor_type.HasField("shape")])
 
