@@ -40,17 +40,17 @@ TVM_ALL = {
     "test_range_float16_type_positive_delta_expanded",
     "test_linear_attention_decode_step_expanded", "test_linear_attention_prefill_with_past_expanded",
     "test_linear_attention_no_past_explicit_zeros_expanded",
-}
-# backend="tvm": correct, but some segment runs on ORT; docs/conformance.md says why.
-TVM_FALLBACK = {
-    "test_affine_grid_2d_expanded", "test_affine_grid_2d_align_corners_expanded",
-    "test_affine_grid_3d_expanded", "test_affine_grid_3d_align_corners_expanded",
     "test_linear_attention_delta_expanded", "test_linear_attention_explicit_scale_expanded",
     "test_linear_attention_fp16_expanded", "test_linear_attention_gated_delta_beta_scalar_expanded",
     "test_linear_attention_gated_delta_expanded", "test_linear_attention_gated_delta_gqa_expanded",
     "test_linear_attention_gated_delta_mqa_expanded", "test_linear_attention_gated_expanded",
     "test_linear_attention_gated_per_head_decay_expanded", "test_linear_attention_linear_expanded",
     "test_linear_attention_linear_t1_no_past_expanded",
+}
+# backend="tvm": correct, but some segment runs on ORT; docs/conformance.md says why.
+TVM_FALLBACK = {
+    "test_affine_grid_2d_expanded", "test_affine_grid_2d_align_corners_expanded",
+    "test_affine_grid_3d_expanded", "test_affine_grid_3d_align_corners_expanded",
 }
 
 

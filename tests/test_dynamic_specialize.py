@@ -1,5 +1,5 @@
 """Segment specialisation before TVM import: shape arithmetic folded, ranks from a sample
-run, kernel-less segments moved into the host program."""
+run, kernel-less segments moved into the host program, loop-carried shapes proved static."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +10,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 import edgert.dynamic as dyn
+from edgert.dynamic.carry import static_shape
+from edgert.dynamic.normalize import iter_graphs, normalize
 from edgert.dynamic.specialize import specialize
 
 
@@ -84,3 +86,101 @@ def test_a_segment_that_folds_away_becomes_host_consts(tmp_path: Path):
         assert runtime.last_path.key() == "if=then"
         assert runtime.last_path.segments == [manifest["segments"][0]["id"]]
     np.testing.assert_array_equal(y, np.maximum(x, 0))
+
+
+# -- loop-carried shapes (edgert.dynamic.carry) ---------------------------------------------
+F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
+
+
+def _loop(name: str, initial: str, out: str, step: list, carried: str = "s") -> onnx.NodeProto:
+    """Loop(trips=3) carrying one float value; ``step`` maps ``{carried}_in`` to ``{carried}_out``.
+
+    The body declares the carried value without a shape, as exporters do."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", [f"{name}_go"], [f"{name}_more"], name=f"{name}_cond")] + step,
+        f"{name}_body",
+        [helper.make_tensor_value_info(f"{name}_i", I64, []),
+         helper.make_tensor_value_info(f"{name}_go", B, []),
+         helper.make_tensor_value_info(f"{carried}_in", F, None)],
+        [helper.make_tensor_value_info(f"{name}_more", B, []),
+         helper.make_tensor_value_info(f"{carried}_out", F, None)])
+    return helper.make_node("Loop", ["trips", "yes", initial], [out], name=name, body=body)
+
+
+def _loop_model(tmp_path: Path, loop: onnx.NodeProto) -> Path:
+    graph = helper.make_graph(
+        [loop], "g", [helper.make_tensor_value_info("x", F, [2, 3])],
+        [helper.make_tensor_value_info("y", F, None)],
+        [numpy_helper.from_array(np.array(3, np.int64), "trips"),
+         numpy_helper.from_array(np.array(True), "yes")])
+    path = tmp_path / "loop.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def _carried_shapes(path: Path) -> dict[str, tuple[int, ...] | None]:
+    """Static shape (or None) of every loop body's carried input after normalize."""
+    norm = normalize(path)
+    return {key: static_shape(sub.input[2].type) for key, sub in iter_graphs(norm.model.graph)}
+
+
+def _run_on_ort(path: Path, tmp_path: Path) -> np.ndarray:
+    x = np.random.default_rng(2).standard_normal((2, 3)).astype(np.float32)
+    want = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    with dyn.load(dyn.compile(path, backend="ort", out=tmp_path / "loop.edgert")) as runtime:
+        (got,) = runtime.run({"x": x})
+        assert runtime.last_path.key() != "straight"
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    return got
+
+
+def test_a_body_that_keeps_the_shape_carries_the_initial_static_shape(tmp_path: Path):
+    path = _loop_model(tmp_path, _loop("loop", "x", "y", [helper.make_node("Add", ["s_in", "x"], ["s_out"])]))
+    assert _carried_shapes(path) == {"loop/body": (2, 3)}
+    assert static_shape(normalize(path).model.graph.output[0].type) == (2, 3)
+    _run_on_ort(path, tmp_path)
+
+
+def test_a_body_that_grows_the_value_keeps_it_symbolic(tmp_path: Path):
+    grow = helper.make_node("Concat", ["s_in", "x"], ["s_out"], axis=0)
+    path = _loop_model(tmp_path, _loop("loop", "x", "y", [grow]))
+    assert _carried_shapes(path) == {"loop/body": None}
+    assert _run_on_ort(path, tmp_path).shape == (8, 3)  # 2 + 3 * 2 rows
+
+
+def test_a_value_whose_shape_follows_a_growing_one_is_not_kept(tmp_path: Path):
+    """a_out = b_in while b grows: under "both keep [2, 3]" a's output checks out, but b's
+    does not; once b's assumption is dropped, a's no longer holds either."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Identity", ["b_in"], ["a_out"]),
+         helper.make_node("Concat", ["b_in", "x"], ["b_out"], axis=0)],
+        "body",
+        [helper.make_tensor_value_info("i", I64, []), helper.make_tensor_value_info("cond_in", B, []),
+         helper.make_tensor_value_info("a_in", F, None), helper.make_tensor_value_info("b_in", F, None)],
+        [helper.make_tensor_value_info("cond_out", B, []),
+         helper.make_tensor_value_info("a_out", F, None), helper.make_tensor_value_info("b_out", F, None)])
+    loop = helper.make_node("Loop", ["trips", "yes", "x", "x"], ["y", "unused"], name="loop", body=body)
+    path = _loop_model(tmp_path, loop)
+    inputs = next(sub for _, sub in iter_graphs(normalize(path).model.graph)).input
+    assert [static_shape(i.type) for i in inputs[2:]] == [None, None]
+    assert _run_on_ort(path, tmp_path).shape == (6, 3)  # a ends as b after two trips: 2 + 2 * 2 rows
+
+
+def _nested(inner_step: onnx.NodeProto) -> onnx.NodeProto:
+    """An outer loop whose carried value is an inner loop's result (the inner loop starts
+    from the outer carried value)."""
+    inner = _loop("inner", "s_in", "s_out", [inner_step], carried="t")
+    return _loop("outer", "x", "y", [inner])
+
+
+def test_nested_loops_are_proved_inside_out(tmp_path: Path):
+    path = _loop_model(tmp_path, _nested(helper.make_node("Mul", ["t_in", "x"], ["t_out"])))
+    assert _carried_shapes(path) == {"outer/body": (2, 3), "outer/body/inner/body": (2, 3)}
+    _run_on_ort(path, tmp_path)
+
+
+def test_an_inner_loop_that_grows_its_value_keeps_both_symbolic(tmp_path: Path):
+    path = _loop_model(tmp_path, _nested(helper.make_node("Concat", ["t_in", "x"], ["t_out"], axis=0)))
+    assert _carried_shapes(path) == {"outer/body": None, "outer/body/inner/body": None}
+    assert _run_on_ort(path, tmp_path).shape == (20, 3)  # each outer trip adds 3 * 2 rows

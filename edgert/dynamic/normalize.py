@@ -2,7 +2,8 @@
 
 Local functions are inlined so every control-flow node is visible, every node gets a
 unique name (paths and errors refer to nodes by name), shapes are inferred so segment
-boundaries have types, and each subgraph's outer-scope captures are recorded.
+boundaries have types (loop-carried values included, where ``carry`` proves them static),
+and each subgraph's outer-scope captures are recorded.
 """
 from __future__ import annotations
 
@@ -149,5 +150,8 @@ def normalize(model_path: Path) -> NormalizedModel:
     except Exception as exc:
         raise ModelError(f"ONNX shape inference failed on {path}: {exc}", path=str(path)) from exc
     _reject_non_tensors(model.graph, "the main graph")
+    from .carry import carry_static_shapes  # imports this module
+
+    model = carry_static_shapes(model)
     captures = {key: free_names(sub) for key, sub in iter_graphs(model.graph)}
     return NormalizedModel(model, hashlib.sha256(data).hexdigest(), captures)

@@ -17,9 +17,11 @@ bundle keeps the original segment ONNX for ORT).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from .normalize import free_names
 
 # Never folded: results differ from run to run.
 _RANDOM_OPS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
@@ -122,6 +124,8 @@ def _fold_once(model: Any) -> int:
     if not folded:
         return 0
     used = {n for node in keep for n in node.input} | {o.name for o in graph.output}
+    used.update(n for node in keep for a in node.attribute if a.HasField("g")
+                for n in free_names(a.g))  # what a Loop/Scan/If body reads from here
     inputs = {i.name for i in graph.input}
     initializers = [numpy_helper.from_array(v, n) for n, v in consts.items()
                     if n in used and n not in inputs]
@@ -138,8 +142,13 @@ def _fold_once(model: Any) -> int:
 
 
 def specialize(model_bytes: bytes,
-               observed: Mapping[str, set[tuple[int, ...]]] | None = None) -> Specialized:
-    """Ranks from ``observed`` (input -> shapes a sample run saw), then fold to a fixpoint."""
+               observed: Mapping[str, set[tuple[int, ...]]] | None = None,
+               known: Sequence[Any] = ()) -> Specialized:
+    """Ranks from ``observed`` (input -> shapes a sample run saw), then fold to a fixpoint.
+
+    ``known``: value_info that holds although ONNX inference cannot derive it (``carry``'s
+    proved loop outputs); every round of inference starts from it.
+    """
     import onnx
     import onnx.shape_inference
 
@@ -148,6 +157,7 @@ def specialize(model_bytes: bytes,
     folded = 0
     for _ in range(_ROUNDS):
         del model.graph.value_info[:]
+        model.graph.value_info.extend(known)
         model = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False,
                                                   data_prop=True)
         done = _fold_once(model)
@@ -155,6 +165,7 @@ def specialize(model_bytes: bytes,
         if not done:
             break
     del model.graph.value_info[:]
+    model.graph.value_info.extend(known)
     model = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False,
                                               data_prop=True)
     return Specialized(model, folded, filled)
