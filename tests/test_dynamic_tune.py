@@ -137,3 +137,26 @@ def test_a_bundle_for_another_target_or_without_tvm_segments_is_a_usage_error(
     assert "no TVM segments" in info.value.message
     with pytest.raises(UsageError):
         dyn.compile(tuned["model"], backend="ort", out=tmp_path / "x.edgert", tuning_db=tuned["db"])
+
+
+def test_ranks_taken_from_the_sample_run_are_rebuilt_from_the_manifest(tmp_path: Path) -> None:
+    """compile() filled x's rank from shapes it saw; the bundle keeps only the rank (input_specs)."""
+    from edgert.dynamic.bundle import sha256
+    from edgert.dynamic.specialize import specialize
+
+    out = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "g",
+                              [out("x", F, None)], [out("y", F, None)])
+    segment = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    compiled = specialize(segment, {"x": {(2, 3), (5, 3)}})  # what compile() saw in its sample runs
+    assert compiled.ranks_from_sample == ["x"]
+    source = compiled.model.SerializeToString(deterministic=True)
+    manifest = {"segments": [{
+        "id": "seg_000", "engine": "tvm", "onnx": "segments/seg_000.onnx",
+        "input_specs": [{"name": "x", "shape": ["x__0", "x__1"], "dtype": "float32"}],
+        "specialized": {"source_sha256": sha256(source), "ranks_from_sample": ["x"]}}]}
+    bundle = Bundle(write_bundle(tmp_path / "b.edgert", manifest, {"segments/seg_000.onnx": segment}))
+    assert tvm_sources(bundle) == {"seg_000": source}
+    manifest["segments"][0]["specialized"]["ranks_from_sample"] = []  # without the rank: not what TVM saw
+    with pytest.raises(BundleError):
+        tvm_sources(Bundle(write_bundle(tmp_path / "c.edgert", manifest, {"segments/seg_000.onnx": segment})))

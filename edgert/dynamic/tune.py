@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgert.errors import BundleError, UsageError
 
 from .bundle import Bundle, sha256
 from .specialize import specialize
+
+if TYPE_CHECKING:
+    from backends.tvm_tune import TuneSummary
 
 
 def tvm_sources(bundle: Bundle) -> dict[str, bytes]:
@@ -51,8 +54,8 @@ def bundle_target(bundle: Bundle) -> str:
     return keys.pop()
 
 
-def tune_bundle(path: Path, db_root: Path, target: str | None = None, **options: Any) -> Any:
-    """Tune every TVM segment of the bundle at ``path``; returns ``tvm_tune.TuneSummary``.
+def tune_bundle(path: Path, db_root: Path, target: str | None = None, **options: Any) -> TuneSummary:
+    """Tune every TVM segment of the bundle at ``path`` into ``db_root``.
 
     ``target`` (an edgert target name) must be the one the bundle was compiled for;
     by default it is taken from the bundle. ``options`` go to ``tune_model``.
