@@ -85,6 +85,7 @@ def test_compile_applies_the_database_and_reuses_the_cache(tuned: tuple[Path, Pa
     session = first.load(model)
     options = first.effective_options()
     assert options["cache"] == "miss" and options["tuning_db_sha256"] == database_digest(db, target)
+    assert options["functions"] == 1 and options["tuned_functions"] == ["fused_matmul_relu"]
     feeds = random_feeds(session.inputs, {}, seed=3)
     np.testing.assert_allclose(session.run(feeds)[0], get_backend("ort").load(model).run(feeds)[0],
                                rtol=1e-4, atol=1e-4)
@@ -92,6 +93,7 @@ def test_compile_applies_the_database_and_reuses_the_cache(tuned: tuple[Path, Pa
     again.load(model)
     assert again.effective_options()["cache"] == "hit"
     assert again.effective_options()["artifact"] == options["artifact"]
+    assert again.effective_options()["tuned_functions"] == ["fused_matmul_relu"]  # from the sidecar
 
 
 def test_a_database_without_records_for_the_target_is_a_usage_error(tmp_path: Path) -> None:
