@@ -12,7 +12,8 @@ every engine. Outputs are checked against ONNX Runtime on the whole model first.
 * ``torch``: tools/dynamic_torch.py (Python control flow, the ONNX file's weights)
 * ``ort``: onnxruntime on the whole ONNX model
 * ``tvm_direct``: TVM's own ONNX import of the whole model (n/a where it cannot: Loop)
-* ``bundle_tvm`` / ``bundle_auto``: edgert bundles (TVM tensors kept between segments)
+* ``bundle_tvm`` / ``bundle_auto``: edgert bundles (TVM tensors kept between segments);
+  ``auto`` may keep the whole model as one ORT call, and the table says when it did
 * ``bundle_tvm_numpy``: the tvm bundle copying every value through numpy (keep_tensors=False)
 
 Host time per segment call, two ways, on the auto bundle (medians over runs):
@@ -133,6 +134,7 @@ def worker(name: str, engine: str, work: Path, cache: Path, reps: int) -> dict[s
     result["latency_ms"], result["fastest_ms"] = latency["median"], latency["min"]
     if runtime is not None:
         result["engines"] = sorted({s["engine"] for s in runtime.manifest["segments"]})
+        result["auto_chosen"] = runtime.manifest.get("auto", {}).get("chosen", "partitioned")
         result["host"] = host
         if engine == "bundle_auto":
             host["dispatch_us_per_segment_call"] = _null_dispatch(
@@ -268,6 +270,7 @@ def _row(name: str, found: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "max_abs_diff_vs_ort": {e: r["max_abs_diff_vs_ort"] for e, r in found.items()
                                     if "max_abs_diff_vs_ort" in r},
             "auto_engines": found["bundle_auto"]["engines"],
+            "auto_chosen": found["bundle_auto"]["auto_chosen"],
             "segment_engines_tvm_bundle": found["bundle_tvm"]["engines"],
             "host_dispatch": found["bundle_auto"]["host"],
             "speedup_auto_vs_torch": latency["torch"] / latency["bundle_auto"],
@@ -286,6 +289,8 @@ def render(report: dict[str, Any]) -> str:
     for r in report["rows"]:
         lat = r["latency_ms"]
         cell = {e: f"{lat[e] * 1e3:.0f} us" if e in lat else "n/a" for e in ENGINES}
+        if r["auto_chosen"] == "whole_model":
+            cell["bundle_auto"] += " (whole model)"
         lines.append(f"| {r['model']} | {cell['torch']} | {cell['ort']} | {cell['tvm_direct']} | "
                      f"{cell['bundle_tvm']} | {cell['bundle_tvm_numpy']} | {cell['bundle_auto']} | "
                      f"{r['speedup_auto_vs_torch']:.2f}x | {r['auto_vs_ort']:.2f} | "
