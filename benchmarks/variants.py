@@ -3,23 +3,33 @@ under an emulated DVFS trace.
 
     .venv/bin/python benchmarks/variants.py [--out benchmarks/results/variants.json]
 
-Part 1 prunes edgert/zoo/resnet.onnx to ratios 0, 0.25, 0.5, 0.75 and measures every level
-(p50 with edgert.timing + edgert.stats), the median ``select`` time, and weight memory
-(bytes read in place from the map vs copied, and the process RSS growth when opening).
+Part 1 prunes edgert/zoo/resnet.onnx to ratios 0, 0.25, 0.5, 0.75 and, for each memory
+mode (the default 1.3x budget, copies for every level, slicing for every level, ORT's full
+optimisation), measures every level (p50 with edgert.timing + edgert.stats), the median
+``select`` time, the weight bytes the runtime keeps resident and each level's strategy, and,
+in a fresh process per mode, the RSS growth of opening and running every level (anonymous
+and file-backed pages, so ORT's own copies and arenas count), next to one plain ORT session
+of the original model.
 
 Part 2 replays a frequency trace (1.0 down to 0.5 and back) on the emulated DVFS domain
 (``device_agents.emulated``: cgroup CPU bandwidth, *not* a real clock change) and measures
 the p50 latency per step of (a) the full model, fixed, and (b) ``AdaptiveModel`` with a
-budget, alternating run by run within each step; the adaptive model reads the emulated
-level through the domain's own reader. The coefficient of variation (std/mean) of the
-per-frequency p50s is reported for both. Part 2 uses finer levels (ratios 0 to 0.7 in steps
-of 0.05) so the selector has levels about 10% apart.
+budget; the adaptive model reads the emulated level through the domain's own reader. Each
+step runs one runner's block, pauses so the CFS quota's debt drains, then the other's (the
+order alternates by step): run by run alternation made the adaptive model pay for quota the
+fixed model had overdrawn, which a real clock does not do. The coefficient of variation
+(std/mean) of the per-level p50s is reported for both. Part 2 uses finer levels (ratios 0 to
+0.7 in steps of 0.05) so the selector has levels about 10% apart; the default budget is 5%
+above the calibrated full level at full speed (a looser budget lets the adaptive model run
+anywhere up to it below full speed while it cannot exceed the full level at full speed,
+which the CV counts as instability).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +45,7 @@ from edgert.settings import BenchSettings  # noqa: E402
 from edgert.stats import summarize  # noqa: E402
 from edgert.timing import measure  # noqa: E402
 from edgert.variants import AdaptiveModel, Policy, open as open_variants  # noqa: E402
+from edgert.variants.adaptive import monotone  # noqa: E402
 from edgert.variants.calibrate import FrequencySetting, calibrate  # noqa: E402
 from edgert.variants.prune import prune  # noqa: E402
 
@@ -43,12 +54,65 @@ RATIOS = [0.0, 0.25, 0.5, 0.75]
 FINE_RATIOS = [round(0.05 * i, 2) for i in range(15)]
 TRACE = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 CALIBRATION_LEVELS = sorted(set(TRACE), reverse=True)  # the emulation is not linear in 1/level
-PERIOD_US = 2000  # a 5 ms inference spans several CFS periods, so throttling averages out
+# One scheduler tick at CONFIG_HZ=250: the kernel enforces the quota at tick granularity, so a
+# shorter period does not make throttling finer (measured at 2 ms: the full model ran 1.8x
+# slower at level 0.9 and some pruned levels slower at 0.8 than at 0.7).
+PERIOD_US = 4000
+DRAIN_S = 0.05  # pause between blocks: lets the quota debt of the last block drain
+MODES = {"budget 1.3x (default)": {},
+         "copy every level": {"memory_budget": None},
+         "slice every level": {"memory_budget": 1.0},
+         "ort_full_optimisation": {"share_weights": False}}
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def memory_kb() -> dict[str, int]:
+    """Anonymous and total resident kB of this process (/proc/self/smaps_rollup)."""
+    fields = {}
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                fields[parts[0].rstrip(":")] = int(parts[1])
+    return {"anonymous": fields["Anonymous"], "file": fields["Rss"] - fields["Anonymous"]}
+
+
+def rss_probe(aio: str, mode: str) -> dict[str, int]:
+    """In this fresh process: RSS growth (bytes) of opening and running every level of ``aio``
+    in ``mode``, or of one plain ORT session of the original model (mode "plain")."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    # ORT's one-time state, from a one-conv model: warming up with the ResNet itself would
+    # leave freed heap that the measured sessions then reuse unseen
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])], "warm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3], np.ones(108, np.float32))])
+    warm = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    ort.InferenceSession(warm.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": np.ones((1, 3, 8, 8), np.float32)})
+    feeds = {"input": np.zeros((1, 3, 160, 160), np.float32)}
+    before = memory_kb()
+    if mode == "plain":
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        keep: Any = ort.InferenceSession(str(RESNET), sess_options=opts, providers=["CPUExecutionProvider"])
+        keep.run(None, feeds)
+    else:
+        keep = open_variants(aio, threads=1, **MODES[mode])
+        for lv in keep.levels:
+            keep.select_index(lv.index)
+            keep.run(feeds)
+    after = memory_kb()
+    return {f"{k}_bytes": 1024 * (after[k] - before[k]) for k in after}
+
+
+def _probe(aio: Path, mode: str) -> dict[str, int]:
+    done = subprocess.run([sys.executable, __file__, "--rss-probe", str(aio), mode], capture_output=True,
+                          text=True, check=True)
+    return json.loads(done.stdout)
 
 
 def part_levels(work: Path, bench: BenchSettings, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -59,25 +123,17 @@ def part_levels(work: Path, bench: BenchSettings, feeds: dict[str, np.ndarray]) 
     import onnxruntime as ort
 
     ref = ort.InferenceSession(str(RESNET), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-    modes = {"share_weights": {"share_weights": True},
-             "share_weights+slice_at_run": {"share_weights": True, "slice_at_run": True},
-             "ort_full_optimisation": {"share_weights": False}}
-    for mode, options in modes.items():
-        before = rss_bytes()
+    out["plain_ort_session_rss"] = _probe(aio, "plain")
+    for mode, options in MODES.items():
         with open_variants(aio, threads=1, **options) as vm:
-            for lv in vm.levels:  # warm up every level so RSS includes what running allocates
-                vm.select_index(lv.index)
-                vm.run(feeds)
-            grown = rss_bytes() - before
-            vm.select_index(0)
             diff = float(np.max(np.abs(vm.run(feeds)[0] - ref)))
             levels = []
             for lv in vm.levels:
                 vm.select_index(lv.index)
                 raw = measure(lambda: vm.run(feeds), bench)
                 s = summarize([x / 1e6 for x in raw.samples_ns])
-                levels.append({"ratio": lv.ratio, "weight_bytes": lv.weight_bytes, "p50_ms": s["p50"],
-                               "ci95_ms": s["ci95"], "runs": s["n"]})
+                levels.append({"ratio": lv.ratio, "weight_bytes": lv.weight_bytes, "strategy": lv.strategy,
+                               "p50_ms": s["p50"], "min_ms": s["min"], "ci95_ms": s["ci95"], "runs": s["n"]})
             for row in levels:
                 row["vs_full"] = row["p50_ms"] / levels[0]["p50_ms"]
             switch = []
@@ -85,32 +141,36 @@ def part_levels(work: Path, bench: BenchSettings, feeds: dict[str, np.ndarray]) 
                 t0 = time.perf_counter_ns()
                 vm.select_index(i % len(vm.levels))
                 switch.append(time.perf_counter_ns() - t0)
+            mem = vm.memory()
             out["modes"][mode] = {
-                "levels": levels, "level0_max_abs_diff_vs_original": diff,
+                "options": options, "levels": levels, "level0_max_abs_diff_vs_original": diff,
                 "switch_us": {"p50": float(np.median(switch)) / 1e3, "p99": float(np.percentile(switch, 99)) / 1e3},
-                "memory": {**vm.memory(), "rss_growth_bytes_all_levels_open": grown,
-                           "resident_vs_full": (vm.memory()["resident_bytes"] / vm.full_weight_bytes)},
+                "memory": {**mem, "resident_vs_full": mem["resident_bytes"] / vm.full_weight_bytes,
+                           "rss_growth_all_levels": _probe(aio, mode)},
             }
     return out
 
 
 def _replay(runners: dict[str, Any], domain, trace: list[float], runs: int) -> dict[str, list[dict[str, Any]]]:
-    """Each trace step: pin the emulated level, then alternate the runners run by run, so
-    background load hits them alike."""
+    """Each trace step: pin the emulated level, then run each runner's block (3 warm-up runs,
+    ``runs`` timed), pausing before each block so it starts with a full quota; the order of the
+    blocks alternates from step to step so slow drifts in background load hit both alike."""
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in runners}
-    for level in trace:
+    for step, level in enumerate(trace):
+        order = list(runners) if step % 2 == 0 else list(runners)[::-1]
         with domain.pinned(level):
-            for run in runners.values():
+            for name in order:
+                time.sleep(DRAIN_S)
+                run = runners[name]
                 for _ in range(3):
                     run()
-            times: dict[str, list[float]] = {name: [] for name in runners}
-            for _ in range(runs):
-                for name, run in runners.items():
+                times = []
+                for _ in range(runs):
                     t0 = time.perf_counter_ns()
                     run()
-                    times[name].append((time.perf_counter_ns() - t0) / 1e6)
-        for name in runners:
-            rows[name].append({"emulated_level": level, "p50_ms": float(np.median(times[name])), "runs": runs})
+                    times.append((time.perf_counter_ns() - t0) / 1e6)
+                rows[name].append({"emulated_level": level, "p50_ms": float(np.median(times)),
+                                   "min_ms": float(np.min(times)), "runs": runs})
     return rows
 
 
@@ -123,23 +183,24 @@ def _cv_by_frequency(rows: list[dict[str, Any]]) -> tuple[float, dict[str, float
     return float(values.std(ddof=0) / values.mean()), {str(k): v for k, v in sorted(p50.items())}
 
 
-def part_stability(work: Path, feeds: dict[str, np.ndarray], runs: int, budget_ms: float | None
-                   ) -> dict[str, Any]:
+def part_stability(work: Path, feeds: dict[str, np.ndarray], runs: int, budget_ms: float | None,
+                   period_us: int) -> dict[str, Any]:
     from device_agents.emulated import EmulatedDomain
 
-    domain = EmulatedDomain(levels=tuple(TRACE), period_us=PERIOD_US, cpus=1, min_read_interval_s=0.02)
+    domain = EmulatedDomain(levels=tuple(TRACE), period_us=period_us, cpus=1, min_read_interval_s=0.02)
     if not domain.available():
         return {"skipped": "no writable cgroup CPU bandwidth controller on this machine"}
     aio = work / "resnet-fine.aio"
     prune(RESNET, FINE_RATIOS, aio)
     bench = BenchSettings(warmup_runs=3, min_runs=20, min_duration_ms=400, max_duration_ms=3000,
                           target_ci_fraction=0.02)
+    load_before = os.getloadavg()
     table = calibrate(aio, [FrequencySetting(lv, lambda lv=lv: domain.pinned(lv), f"emulated {lv}")
                             for lv in CALIBRATION_LEVELS], bench, feeds=feeds, unit="emulated fraction",
                       emulated=True, threads=1)
-    budget = budget_ms or 1.1 * table["p50_ms"][0][-1]  # the full level at full speed, +10%
+    budget = budget_ms or 1.05 * monotone(table["p50_ms"])[0][-1]  # the full level at full speed, +5%
     adaptive = AdaptiveModel(aio, budget_ms=budget, frequency_source=domain.current_level,
-                             policy=Policy(hysteresis=0.04, min_dwell_runs=5), threads=1)
+                             policy=Policy(hysteresis=0.05, min_dwell_runs=5), threads=1)
     with open_variants(aio, threads=1) as vm:
         rows = _replay({"fixed": lambda: vm.run(feeds), "adaptive": lambda: adaptive.run(feeds)},
                        domain, TRACE, runs)
@@ -156,8 +217,9 @@ def part_stability(work: Path, feeds: dict[str, np.ndarray], runs: int, budget_m
     return {
         "emulated": True,
         "domain": domain.describe(),
+        "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "trace": TRACE, "runs_per_step": runs, "ratios": FINE_RATIOS,
-        "calibration_p50_ms": {"levels": CALIBRATION_LEVELS, "p50_ms": table["p50_ms"]},
+        "calibration_p50_ms": {"frequencies": table["frequencies"], "p50_ms": table["p50_ms"]},
         "budget_ms": budget,
         "fixed_full": {"steps": fixed, "p50_by_level": p50_fixed, "cv": cv_fixed,
                        "growth": max(p50_fixed.values()) / min(p50_fixed.values())},
@@ -167,40 +229,63 @@ def part_stability(work: Path, feeds: dict[str, np.ndarray], runs: int, budget_m
     }
 
 
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
+def _levels_markdown(lv: dict[str, Any]) -> list[str]:
+    plain = lv["plain_ort_session_rss"]
+    lines = [f"File: {lv['aio_file_bytes']} bytes for a {lv['model_file_bytes']}-byte model "
+             f"({lv['aio_file_bytes'] / lv['model_file_bytes']:.3f}x). One plain ORT session of the original "
+             f"model grows RSS by {_mib(plain['anonymous_bytes'])} anonymous + {_mib(plain['file_bytes'])} "
+             "file-backed (measured like the modes below).", ""]
+    for mode, m in lv["modes"].items():
+        call = ", ".join(f"{k}={v}" for k, v in m["options"].items()) or "defaults"
+        mem = m["memory"]
+        rss = mem["rss_growth_all_levels"]
+        lines += [f"## Mode `{mode}` (open: {call})", "",
+                  f"Level 0 vs original: max abs diff {m['level0_max_abs_diff_vs_original']:.2e}. "
+                  f"Switch: p50 {m['switch_us']['p50']:.2f} us, p99 {m['switch_us']['p99']:.2f} us. "
+                  f"Weights kept with all levels open (runtime's accounting): {mem['resident_bytes']} bytes = "
+                  f"{mem['resident_vs_full']:.2f}x the full level ({mem['copied_bytes']} of them copies). "
+                  f"Measured RSS growth opening and running every level, in a fresh process: "
+                  f"{_mib(rss['anonymous_bytes'])} anonymous + {_mib(rss['file_bytes'])} file-backed "
+                  "(the map, ORT's arena and copies included).", "",
+                  "| ratio | strategy | weight bytes | p50 ms | min ms | 95% CI | vs full |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in m["levels"]:
+            lines.append(f"| {row['ratio']:g} | {row['strategy']} | {row['weight_bytes']} | {row['p50_ms']:.3f} | "
+                         f"{row['min_ms']:.3f} | {row['ci95_ms'][0]:.3f}..{row['ci95_ms'][1]:.3f} | "
+                         f"{row['vs_full']:.3f} |")
+        lines.append("")
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = ["# All-in-One variants on edgert/zoo/resnet.onnx", "",
              f"Command: `{result['command']}`. CPU: {result['device'].get('cpu_model')}, 1 thread. "
-             f"All latencies measured. Load average before/after: {result['load_average_before'][0]:.2f} / "
-             f"{result['load_average_after'][0]:.2f} on {os.cpu_count()} CPUs (other work shared the machine).",
+             f"All latencies measured. Load average (1 min) before/after the whole run: "
+             f"{result['load_average_before'][0]:.2f} / {result['load_average_after'][0]:.2f} on "
+             f"{os.cpu_count()} CPUs; above about 0.5 other work shared the machine and the numbers are noisy.",
              ""]
-    lv = result["levels"]
-    lines += [f"File: {lv['aio_file_bytes']} bytes for a {lv['model_file_bytes']}-byte model "
-              f"({lv['aio_file_bytes'] / lv['model_file_bytes']:.3f}x).", ""]
-    for mode, m in lv["modes"].items():
-        mem = m["memory"]
-        lines += [f"## Mode `{mode}`", "",
-                  f"Level 0 vs original: max abs diff {m['level0_max_abs_diff_vs_original']:.2e}. "
-                  f"Switch: p50 {m['switch_us']['p50']:.2f} us, p99 {m['switch_us']['p99']:.2f} us. "
-                  f"Weights with all levels resident: {mem['resident_bytes']} bytes = "
-                  f"{mem['resident_vs_full']:.2f}x the full level ({mem['shared_bytes']} read in place "
-                  f"from the map, {mem['copied_bytes']} copied); RSS grew {mem['rss_growth_bytes_all_levels_open']} "
-                  "bytes opening and warming all levels (ORT's own buffers included).", "",
-                  "| ratio | weight bytes | p50 ms | 95% CI | vs full |", "|---|---|---|---|---|"]
-        for row in m["levels"]:
-            lines.append(f"| {row['ratio']:g} | {row['weight_bytes']} | {row['p50_ms']:.3f} | "
-                         f"{row['ci95_ms'][0]:.3f}..{row['ci95_ms'][1]:.3f} | {row['vs_full']:.3f} |")
-        lines.append("")
+    if result["levels"]:
+        lines += _levels_markdown(result["levels"])
     st = result["stability"]
     lines += ["## Stability under an emulated DVFS trace", ""]
     if "skipped" in st:
         return "\n".join(lines + [f"Skipped: {st['skipped']}.", ""])
-    lines += [f"EMULATED: cgroup CPU bandwidth (period {st['domain']['period_us']} us), not a real clock. "
+    lines += [f"EMULATED: cgroup CPU bandwidth (period {st['domain']['period_us']} us), not a real clock; "
+              "every number in this section is from the emulated domain. "
+              f"Load average (1 min) before/after this part: {st['load_average_before'][0]:.2f} / "
+              f"{st['load_average_after'][0]:.2f}. "
               f"Trace {st['trace']}, {st['runs_per_step']} runs per step; adaptive budget "
               f"{st['budget_ms']:.2f} ms; levels {st['ratios']}.", "",
-              "| emulated level | fixed full p50 ms | adaptive p50 ms | adaptive ratio (median) |",
-              "|---|---|---|---|"]
+              "| emulated level | fixed full p50 ms (emulated) | adaptive p50 ms (emulated) | "
+              "adaptive ratio (median) | ratios used |",
+              "|---|---|---|---|---|"]
     for f, a in zip(st["fixed_full"]["steps"], st["adaptive"]["steps"]):
-        lines.append(f"| {f['emulated_level']:g} | {f['p50_ms']:.3f} | {a['p50_ms']:.3f} | {a['ratio_median']:g} |")
+        lines.append(f"| {f['emulated_level']:g} | {f['p50_ms']:.3f} | {a['p50_ms']:.3f} | {a['ratio_median']:g} | "
+                     f"{', '.join(f'{r:g}' for r in a['ratios_used'])} |")
     lines += ["", f"Coefficient of variation of p50 across levels: fixed {100 * st['fixed_full']['cv']:.1f}% "
               f"(slowest/fastest {st['fixed_full']['growth']:.2f}x), adaptive {100 * st['adaptive']['cv']:.1f}% "
               f"({st['adaptive']['switches']} switches, {100 * st['adaptive']['over_budget_fraction']:.1f}% "
@@ -230,8 +315,14 @@ def main() -> None:
     parser.add_argument("--runs-per-step", type=int, default=60)
     parser.add_argument("--max-time", type=float, default=3.0, help="seconds per level in part 1")
     parser.add_argument("--budget-ms", type=float, default=None,
-                        help="adaptive budget (default: 1.1x the calibrated full level at full speed)")
+                        help="adaptive budget (default: 1.05x the calibrated full level at full speed)")
+    parser.add_argument("--period-us", type=int, default=PERIOD_US, help="CFS period of the emulated domain")
+    parser.add_argument("--skip-levels", action="store_true", help="only part 2 (stability)")
+    parser.add_argument("--rss-probe", nargs=2, metavar=("AIO", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rss_probe:  # internal: one memory measurement in a fresh process
+        print(json.dumps(rss_probe(*args.rss_probe)))
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     feeds = {"input": np.random.default_rng(0).standard_normal((1, 3, 160, 160)).astype(np.float32)}
     bench = BenchSettings(min_duration_ms=1000, max_duration_ms=args.max_time * 1000)
@@ -240,8 +331,8 @@ def main() -> None:
         "command": "python benchmarks/variants.py " + " ".join(sys.argv[1:]),
         "device": device_facts.collect("local"), "settings": bench.to_dict(),
         "load_average_before": os.getloadavg(),
-        "levels": part_levels(args.work, bench, feeds),
-        "stability": part_stability(args.work, feeds, args.runs_per_step, args.budget_ms),
+        "levels": None if args.skip_levels else part_levels(args.work, bench, feeds),
+        "stability": part_stability(args.work, feeds, args.runs_per_step, args.budget_ms, args.period_us),
         "load_average_after": os.getloadavg(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,8 +5,8 @@ The budget bounds the median latency, so everything here estimates medians:
 * The calibration table is first made monotone, pessimistically: a level is never
   predicted faster than a smaller level, nor faster at a lower frequency (upper
   envelope). Raw p50s are noisy and, on the emulated domain, jump with the CFS quota's
-  granularity; choosing the level whose measurement came out luckiest would pick levels
-  that are slower than their entry (measured: median observed/table 1.25-1.8x).
+  granularity; choosing the level whose measurement came out luckiest picks levels that
+  run slower than their entry (on the emulated domain, runs took a median 1.25-1.8x of it).
 * The prediction for level L at frequency f interpolates that table linearly in 1/f
   (latency = a + b/f is exact for compute-bound work) and multiplies it by a correction
   from the last ``correction_window`` runs: the median observed/table ratio of L's runs at
