@@ -16,8 +16,8 @@ Part 2 replays a frequency trace (1.0 down to 0.5 and back) on the emulated DVFS
 the p50 latency per step of (a) the full model, fixed, and (b) ``AdaptiveModel`` with a
 budget; the adaptive model reads the emulated level through the domain's own reader. Each
 step runs one runner's block, pauses so the CFS quota's debt drains, then the other's (the
-order alternates by step): run by run alternation made the adaptive model pay for quota the
-fixed model had overdrawn, which a real clock does not do. The coefficient of variation
+order alternates by step): alternating run by run, both draw on one CFS quota, so each one's
+latency depends on how much the other overdrew it, a coupling a real clock does not have. The coefficient of variation
 (std/mean) of the per-level p50s is reported for both. Part 2 uses finer levels (ratios 0 to
 0.7 in steps of 0.05) so the selector has levels about 10% apart; the default budget is 5%
 above the calibrated full level at full speed (a looser budget lets the adaptive model run
@@ -55,8 +55,8 @@ FINE_RATIOS = [round(0.05 * i, 2) for i in range(15)]
 TRACE = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 CALIBRATION_LEVELS = sorted(set(TRACE), reverse=True)  # the emulation is not linear in 1/level
 # One scheduler tick at CONFIG_HZ=250: the kernel enforces the quota at tick granularity, so a
-# shorter period does not make throttling finer (measured at 2 ms: the full model ran 1.8x
-# slower at level 0.9 and some pruned levels slower at 0.8 than at 0.7).
+# shorter period does not make throttling finer (measured at 2 ms, load average about 1: the
+# full model ran 1.5-1.9x slower at level 0.9, and some pruned levels slower at 0.8 than at 0.7).
 PERIOD_US = 4000
 DRAIN_S = 0.05  # pause between blocks: lets the quota debt of the last block drain
 MODES = {"budget 1.3x (default)": {},
