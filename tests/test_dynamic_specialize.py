@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import edgert.dynamic as dyn
+from backends import backend_class
 from edgert.dynamic.carry import static_shape
 from edgert.dynamic.normalize import iter_graphs, normalize
 from edgert.dynamic.specialize import specialize
@@ -121,7 +123,8 @@ def _loop_model(tmp_path: Path, loop: onnx.NodeProto) -> Path:
 def _carried_shapes(path: Path) -> dict[str, tuple[int, ...] | None]:
     """Static shape (or None) of every loop body's carried input after normalize."""
     norm = normalize(path)
-    return {key: static_shape(sub.input[2].type) for key, sub in iter_graphs(norm.model.graph)}
+    return {key: static_shape(sub.input[2].type) for key, sub in iter_graphs(norm.model.graph)
+            if key.endswith("/body")}
 
 
 def _run_on_ort(path: Path, tmp_path: Path) -> np.ndarray:
@@ -184,3 +187,38 @@ def test_an_inner_loop_that_grows_its_value_keeps_both_symbolic(tmp_path: Path):
     path = _loop_model(tmp_path, _nested(helper.make_node("Concat", ["t_in", "x"], ["t_out"], axis=0)))
     assert _carried_shapes(path) == {"outer/body": None, "outer/body/inner/body": None}
     assert _run_on_ort(path, tmp_path).shape == (20, 3)  # each outer trip adds 3 * 2 rows
+
+
+def test_a_loop_inside_an_if_branch_is_proved(tmp_path: Path):
+    loop = _loop("loop", "x", "y_then", [helper.make_node("Add", ["s_in", "x"], ["s_out"])])
+    then = helper.make_graph([loop], "then", [], [helper.make_tensor_value_info("y_then", F, None)])
+    other = helper.make_graph([helper.make_node("Neg", ["x"], ["y_else"])], "else", [],
+                              [helper.make_tensor_value_info("y_else", F, None)])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+             helper.make_node("Less", ["total", "zero"], ["negative"]),
+             helper.make_node("If", ["negative"], ["y"], name="if", then_branch=then,
+                              else_branch=other)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", F, [2, 3])],
+        [helper.make_tensor_value_info("y", F, None)],
+        [numpy_helper.from_array(np.array(3, np.int64), "trips"),
+         numpy_helper.from_array(np.array(True), "yes"),
+         numpy_helper.from_array(np.array(0.0, np.float32), "zero")])
+    path = tmp_path / "if_loop.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert _carried_shapes(path) == {"if/then_branch/loop/body": (2, 3)}
+    _run_on_ort(path, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not backend_class("tvm").available(), reason="TVM is not installed")
+def test_nested_loop_bodies_run_on_tvm(tmp_path: Path):
+    """With the carried shapes proved, TVM builds both loop bodies (no ORT fallback)."""
+    path = _loop_model(tmp_path, _nested(helper.make_node("Mul", ["t_in", "x"], ["t_out"])))
+    x = np.random.default_rng(3).standard_normal((2, 3)).astype(np.float32)
+    bundle = dyn.compile(path, backend="tvm", out=tmp_path / "nested.edgert")
+    with dyn.load(bundle) as runtime:
+        (got,) = runtime.run({"x": x})
+        assert runtime.last_path.key() == "inner=3;inner=3;inner=3;outer=3"
+        assert {s["engine"] for s in runtime.manifest["segments"]} == {"tvm"}
+    np.testing.assert_allclose(got, ort.InferenceSession(str(path)).run(None, {"x": x})[0], rtol=1e-5)

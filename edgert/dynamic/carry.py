@@ -7,12 +7,13 @@ Segments cut from such a body then reach TVM with symbolic dimensions it cannot 
 
 The rule here: assume each carried value keeps the static shape of its initial value,
 infer the body under that assumption (with the outer constants it captures, folding
-shape arithmetic; nested loops first, by the same rule), and keep the assumption for
-exactly the carried values whose body output comes out with that same shape (dropping
-the others and re-inferring until the set is stable). Sound by induction: iteration 0
-sees the initial shapes, and a body fed those shapes returns them. What is proved is
-written into the model's types (body inputs and value_info, the loops' outputs, and the
-static types constant folding found on the way); nothing is assumed where the proof fails.
+shape arithmetic; nested loops, and loops inside If branches, first by the same rule),
+and keep the assumption for exactly the carried values whose body output comes out with
+that same shape (dropping the others and re-inferring until the set is stable). Sound by
+induction: iteration 0 sees the initial shapes, and a body fed those shapes returns them.
+What is proved is written into the model's types (body inputs and value_info, the loops'
+outputs, and the static types constant folding found on the way); nothing is assumed
+where the proof fails.
 """
 from __future__ import annotations
 
@@ -26,11 +27,16 @@ _LOOPS = ("Loop", "Scan")
 
 def carry_static_shapes(model: Any) -> Any:
     """``model`` with every static shape the rule proves written into its types (in place)."""
-    graphs = [model.graph] + [g for _, g in iter_graphs(model.graph)]
-    if not any(n.op_type in _LOOPS for g in graphs for n in g.node):
+    if not any(n.op_type in _LOOPS or _has_loop(n) for n in model.graph.node):
         return model
     _copy_types(model.graph, _settle(model).graph)
     return model
+
+
+def _has_loop(node: Any) -> bool:
+    graphs = [g for a in node.attribute if a.HasField("g")
+              for g in [a.g] + [sub for _, sub in iter_graphs(a.g)]]
+    return any(n.op_type in _LOOPS for g in graphs for n in g.node)
 
 
 def static_shape(type_proto: Any) -> tuple[int, ...] | None:
@@ -73,6 +79,8 @@ def _settle(model: Any) -> Any:
         for node in settled.graph.node:
             if node.op_type in _LOOPS:
                 new.update(_settle_loop(settled, node))
+            elif node.op_type == "If" and _has_loop(node):
+                _settle_branches(settled, node)
         if new.keys() <= proved.keys():
             return settled
         proved.update(new)
@@ -120,9 +128,7 @@ def _body_model(parent: Any, node: Any, body: Any, assumed: dict[int, tuple[int,
     """The body as a standalone model under the assumption ``assumed`` (carried index -> shape).
 
     Carried values not assumed get only their element type (the body may change their
-    shape); scan inputs get the slice of the outer value's type; captured constants are
-    initializers (so shape arithmetic on them folds) and other captures inputs with their
-    outer type. Outputs keep only their element type: their shapes must be inferred.
+    shape); scan inputs get the slice of the outer value's type; captures as ``_standalone``.
     """
     from onnx import ValueInfoProto, helper
 
@@ -141,10 +147,19 @@ def _body_model(parent: Any, node: Any, body: Any, assumed: dict[int, tuple[int,
         elif node.op_type == "Scan" and i >= len(carried):
             _slice_type(typed, node, i - len(carried), outer)
         inputs.append(typed)
+    return _standalone(parent, body, inputs, outer)
+
+
+def _standalone(parent: Any, graph: Any, inputs: list[Any], outer: dict[str, Any]) -> Any:
+    """Subgraph ``graph`` of ``parent`` as a model: ``inputs``, then what it captures
+    (constants as initializers, so shape arithmetic on them folds; other values as inputs
+    with their outer type). Outputs keep only their element type: shapes must be inferred."""
+    from onnx import ValueInfoProto, helper
+
     constants = {t.name: t for t in parent.graph.initializer}
-    own = {i.name for i in body.input} | {t.name for t in body.initializer}
-    captured = [name for name in free_names(body) if name not in own]
-    initializers = list(body.initializer) + [constants[n] for n in captured if n in constants]
+    own = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    captured = [name for name in free_names(graph) if name not in own]
+    initializers = list(graph.initializer) + [constants[n] for n in captured if n in constants]
     for name in captured:
         if name not in constants:
             info = ValueInfoProto(name=name)
@@ -152,11 +167,19 @@ def _body_model(parent: Any, node: Any, body: Any, assumed: dict[int, tuple[int,
                 info.type.CopyFrom(outer[name])
             inputs.append(info)
     outputs = [helper.make_tensor_value_info(o.name, o.type.tensor_type.elem_type, None)
-               for o in body.output]
-    graph = helper.make_graph(list(body.node), body.name or "body", inputs, outputs,
+               for o in graph.output]
+    model = helper.make_graph(list(graph.node), graph.name or "subgraph", inputs, outputs,
                               initializer=initializers)
-    return helper.make_model(graph, opset_imports=list(parent.opset_import),
+    return helper.make_model(model, opset_imports=list(parent.opset_import),
                              ir_version=parent.ir_version)
+
+
+def _settle_branches(parent: Any, node: Any) -> None:
+    """Settle the loops inside an If's branches (each branch a model of its captures)."""
+    outer = _types(parent.graph)
+    for attr in node.attribute:
+        if attr.HasField("g"):
+            _copy_types(attr.g, _settle(_standalone(parent, attr.g, [], outer)).graph)
 
 
 def _slice_type(info: Any, node: Any, scan_index: int, outer: dict[str, Any]) -> None:
