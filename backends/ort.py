@@ -83,7 +83,8 @@ class CallerWeightsSession(OrtSession):
     (which would materialise in-graph weight slices); at ORT_ENABLE_ALL the layout
     transforms read the declared file instead of the given arrays, so without ``in_place``
     ORT gets copies and optimises fully. All such sessions share one CPU arena.
-    The caller keeps the arrays alive and unchanged for the session's lifetime.
+    In place, the caller keeps the arrays unchanged for the session's lifetime (the session
+    holds references); otherwise they may go once the session exists.
     """
 
     def __init__(self, graph: bytes, weights: Mapping[str, np.ndarray], *, location: str,
@@ -94,16 +95,16 @@ class CallerWeightsSession(OrtSession):
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         _use_shared_arena(ort, opts)
-        self._values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in weights.values()]
+        values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in weights.values()]
         disabled: Sequence[str] = ()
         if in_place:
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-            for name, value in zip(weights, self._values):
+            for name, value in zip(weights, values):
                 opts.add_initializer(name, value)
             disabled = (*WEIGHT_REWRITING_FUSIONS, "ConstantFolding")
         else:
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            opts.add_external_initializers(list(weights), self._values)
+            opts.add_external_initializers(list(weights), values)
         with tempfile.TemporaryDirectory(prefix="edgert-ort-") as stand_in:
             (Path(stand_in) / location).touch()
             opts.add_session_config_entry("session.model_external_initializers_file_folder_path", stand_in)
@@ -113,6 +114,7 @@ class CallerWeightsSession(OrtSession):
             except Exception as exc:  # ORT raises its own untyped exceptions
                 raise ModelError(f"onnxruntime cannot load it: {exc}") from exc
         super().__init__(session)
+        self._values = values if in_place else []  # ORT read them in place, or copied them
 
 
 class OrtBackend(Backend):

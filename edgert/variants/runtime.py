@@ -128,9 +128,9 @@ class VariantModel:
         full = int(meta["levels"][0]["weight_bytes"])
         budget = None if memory_budget is None or not share_weights else memory_budget * full
         strategies = plan(meta["levels"], self._file.tensors, budget)
-        self.resident_weight_bytes = resident_bytes(meta["levels"], self._file.tensors, strategies)
-        if not share_weights:  # ORT keeps a private copy of every level's weights besides ours
-            self.resident_weight_bytes += sum(int(lv["weight_bytes"]) for lv in meta["levels"])
+        # without share_weights ORT keeps a private copy of every level's weights (ours go)
+        self.resident_weight_bytes = resident_bytes(meta["levels"], self._file.tensors, strategies) \
+            if share_weights else sum(int(lv["weight_bytes"]) for lv in meta["levels"])
         self.levels: list[Level] = []
         self._sessions = []
         for i, (lv, strategy) in enumerate(zip(meta["levels"], strategies)):
