@@ -16,11 +16,17 @@ Request (a plain dict; keys other than ``model_path`` and ``backend`` are option
     model_path, backend, settings (BenchSettings.to_dict()), target, dims, feeds {name: ndarray},
     sysfs_root "/", journal_path, cpu_freqs "all"|[kHz], cpu_policies [name], gpu_freqs "all"|[Hz],
     gpu_device name, emulated [level], emulated_period_us, emulated_cpus, power "auto",
-    sample_rate_hz 100, idle_s 1.0, cool_below_c None, cool_timeout_s 120, pin_method "minmax"
+    sample_rate_hz 100, idle_s 1.0, cool_below_c None, cool_timeout_s 120, pin_method "minmax",
+    all_levels False
+
+``all_levels``: the model is an All-in-One file (``edgert calibrate``); every level is measured
+in turn at each setting (one pin, thermal gate and idle baseline per setting, a power window
+per level), and each point says which ``level`` it timed.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -31,8 +37,10 @@ import numpy as np
 
 from backends import BackendOptions
 from edgert.errors import SysfsError, UsageError
-from edgert.runner import prepared_session, run_benchmark
+from edgert.runner import peak_rss_bytes, prepared_session, run_benchmark
 from edgert.settings import BenchSettings
+from edgert.tensors import random_feeds
+from edgert.timing import measure
 
 from . import discovery, protocol, sysfs
 from .dvfs import DvfsControl, replay_journal
@@ -141,6 +149,50 @@ def _throttled(setting: dict[str, Any], after: Any, tolerance: float,
     return after < setting["requested"] * (1 - tolerance) or pi_now
 
 
+# --- what runs at each setting -------------------------------------------------------------
+
+Tick = Callable[[int, float], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """One thing timed at every setting: the model, or one level of an All-in-One file."""
+
+    level: dict[str, Any] | None  # {"index", "ratio"} for an All-in-One level
+    run: Callable[[Tick], dict[str, Any]]  # -> run_benchmark's dict (backend, inputs, outputs, raw, ...)
+    once: Callable[[], object] | None = None  # one untimed run (choosing the emulated period)
+
+
+def _workloads(request: dict[str, Any], settings: BenchSettings, options: BackendOptions,
+               stack: contextlib.ExitStack) -> list[Workload]:
+    model = Path(request["model_path"])
+    dims, feeds = request.get("dims") or {}, request.get("feeds") or {}
+    if not request.get("all_levels"):
+        return [Workload(None, lambda tick: run_benchmark(model, request["backend"], settings, options=options,
+                                                          dims=dims, feeds=feeds, progress=tick))]
+    from edgert.variants.runtime import VariantModel  # numpy + onnxruntime
+
+    if request["backend"] != "ort":
+        raise UsageError(f"All-in-One levels run on ONNX Runtime, not {request['backend']!r}")
+    vm = stack.enter_context(VariantModel(model, threads=settings.threads))
+    all_feeds = {**random_feeds([s for s in vm.inputs if s.name not in feeds], dims, settings.seed), **feeds}
+    described = {"backend": {"name": "ort", "all_in_one": True, "strategies": vm.memory()["strategies"]},
+                 "inputs": [s.to_dict() | {"shape": list(all_feeds[s.name].shape)} for s in vm.inputs],
+                 "outputs": [s.to_dict() for s in vm.outputs]}
+
+    def level(index: int) -> Workload:
+        def run(tick: Tick) -> dict[str, Any]:
+            vm.select_index(index)
+            vm.run(all_feeds)  # errors surface before timing starts
+            raw = measure(lambda: vm.run(all_feeds), settings, tick)
+            return {**described, "raw": raw.to_dict(), "peak_rss_bytes": peak_rss_bytes()}
+
+        return Workload({"index": index, "ratio": vm.levels[index].ratio}, run,
+                        lambda: (vm.select_index(index), vm.run(all_feeds)))
+
+    return [level(lv.index) for lv in vm.levels]
+
+
 # --- the sweep ---------------------------------------------------------------------------
 
 def run_sweep(request: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
@@ -162,6 +214,16 @@ def run_sweep(request: dict[str, Any], progress: Progress | None = None) -> dict
             warnings.append(f"restored {undone} setting(s) left pinned by an earlier run that did not "
                             f"finish (journal {path})")
     points_plan = plan(request, root)
+    options = BackendOptions(threads=settings.threads, target=request.get("target") or "host")
+    with contextlib.ExitStack() as stack:
+        workloads = _workloads(request, settings, options, stack)
+        return _sweep(request, root, settings, points_plan, workloads, journal, emulated_journal,
+                      warnings, progress)
+
+
+def _sweep(request: dict[str, Any], root: str, settings: BenchSettings,
+           points_plan: list[dict[str, Any]], workloads: list[Workload], journal: Path,
+           emulated_journal: Path, warnings: list[str], progress: Progress | None) -> dict[str, Any]:
     emulated = None
     if any(p["kind"] == "emulated" for p in points_plan):
         emulated = EmulatedDomain(root, levels=tuple(request["emulated"]),
@@ -175,12 +237,11 @@ def run_sweep(request: dict[str, Any], progress: Progress | None = None) -> dict
             raise SysfsError("emulated levels need a writable cgroup with cpu bandwidth control "
                              "(run as root on cgroup v1 'cpu' or v2 with 'cpu' enabled)")
         if request.get("emulated_period_us") is None:
-            chosen = _choose_period(request, settings, emulated)
+            chosen = _choose_period(request, settings, emulated, workloads[0].once)
             warnings.append(f"emulated domain: cgroup period {chosen['period_us']} us chosen by "
                             "measurement (least spread at the lowest level)")
     source = open_source(str(request.get("power") or "auto"), root)
     method = str(request.get("pin_method") or "minmax")
-    options = BackendOptions(threads=settings.threads, target=request.get("target") or "host")
     out: dict[str, Any] = {"schema": RAW_SCHEMA, "power_source": None, "points": [], "warnings": warnings}
     if source is not None:
         out["power_source"] = {"name": source.name, "kind": source.kind}
@@ -189,13 +250,13 @@ def run_sweep(request: dict[str, Any], progress: Progress | None = None) -> dict
             for index, setting in enumerate(points_plan):
                 if progress is not None:
                     progress({"point": index, "points": len(points_plan), "setting": _public(setting)})
-                point = _measure_point(request, root, settings, options, setting, dvfs, emulated,
-                                       source, method, progress, index, len(points_plan))
-                measured = point.pop("measured", None)
-                if measured is not None and "backend" not in out:
-                    out.update(backend=measured["backend"], inputs=measured["inputs"],
-                               outputs=measured["outputs"])
-                out["points"].append(point)
+                for point in _measure_setting(request, root, setting, workloads, dvfs, emulated,
+                                              source, method, progress, index, len(points_plan)):
+                    measured = point.pop("measured", None)
+                    if measured is not None and "backend" not in out:
+                        out.update(backend=measured["backend"], inputs=measured["inputs"],
+                                   outputs=measured["outputs"])
+                    out["points"].append(point)
     finally:
         if source is not None:
             source.close()
@@ -205,9 +266,13 @@ def run_sweep(request: dict[str, Any], progress: Progress | None = None) -> dict
     return out
 
 
-def _choose_period(request: dict[str, Any], settings: BenchSettings,
-                   emulated: EmulatedDomain) -> dict[str, Any]:
-    """Quota is not a clock: pick the period whose latency spreads least, by measuring the model."""
+def _choose_period(request: dict[str, Any], settings: BenchSettings, emulated: EmulatedDomain,
+                   once: Callable[[], object] | None) -> dict[str, Any]:
+    """Quota is not a clock: pick the period whose latency spreads least, by measuring the model
+    (an All-in-One file: its first level)."""
+    if once is not None:
+        once()
+        return emulated.choose_period(once, level=min(emulated.levels))
     options = BackendOptions(threads=settings.threads, target=request.get("target") or "host")
     with prepared_session(Path(request["model_path"]), request["backend"], settings, options=options,
                           dims=request.get("dims") or {}, feeds=request.get("feeds") or {}
@@ -234,44 +299,52 @@ def _public(setting: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in setting.items() if k != "policies"}
 
 
-def _measure_point(request: dict[str, Any], root: str, settings: BenchSettings,
-                   options: BackendOptions, setting: dict[str, Any], dvfs: DvfsControl,
-                   emulated: EmulatedDomain | None, source: Any, method: str,
-                   progress: Progress | None, index: int, total: int) -> dict[str, Any]:
-    point: dict[str, Any] = {"setting": {**_public(setting), "readback": None},
-                             "emulated": setting["kind"] == "emulated", "error": None}
+def _measure_setting(request: dict[str, Any], root: str, setting: dict[str, Any],
+                     workloads: list[Workload], dvfs: DvfsControl, emulated: EmulatedDomain | None,
+                     source: Any, method: str, progress: Progress | None, index: int,
+                     total: int) -> list[dict[str, Any]]:
+    """Pin ``setting`` and time every workload under it: one point per workload (an error point
+    when the clock does not take)."""
+    base: dict[str, Any] = {"setting": {**_public(setting), "readback": None},
+                            "emulated": setting["kind"] == "emulated", "error": None}
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(_pinned(setting, dvfs, emulated, method))
         except SysfsError as exc:  # the clock did not take: no measurement at this point
-            point["error"] = exc.message
-            point["setting"]["readback"] = exc.fields.get("actual")  # what the clock stayed at
-            return point
-        point["setting"].update(_readback(root, setting, emulated))
-        point["thermal_gate"] = thermal_gate(root, request.get("cool_below_c"),
-                                             float(request.get("cool_timeout_s") or 120.0))
+            base["setting"]["readback"] = exc.fields.get("actual")  # what the clock stayed at
+            return [{**base, "error": exc.message, "level": w.level} for w in workloads]
+        base["setting"].update(_readback(root, setting, emulated))
+        base["thermal_gate"] = thermal_gate(root, request.get("cool_below_c"),
+                                            float(request.get("cool_timeout_s") or 120.0))
         sampler = Sampler(source, float(request.get("sample_rate_hz") or 100.0)) if source else None
-        point["idle_power"] = sampler.sample_for(float(request.get("idle_s", 1.0))) if sampler else None
-        point["temperatures_before_c"] = read_temperatures(root)
+        base["idle_power"] = sampler.sample_for(float(request.get("idle_s", 1.0))) if sampler else None
+        return [_measure_workload(root, base, setting, workload, sampler, dvfs, emulated, progress, index, total)
+                for workload in workloads]
 
-        def tick(n: int, ms: float) -> None:
-            if progress is not None:
-                progress({"point": index, "points": total, "runs": n, "elapsed_ms": ms})
 
-        if sampler:
-            sampler.start()
-        try:
-            measured = run_benchmark(Path(request["model_path"]), request["backend"], settings,
-                                     options=options, dims=request.get("dims") or {},
-                                     feeds=request.get("feeds") or {}, progress=tick)
-        finally:
-            point["power"] = sampler.stop() if sampler else None
-        after = _readback(root, setting, emulated)["readback"]
-        point["setting"]["readback_after"] = after
-        point["temperatures_after_c"] = read_temperatures(root)
-        pi = discovery.read_pi_throttled(discovery.run_vcgencmd) if shutil.which("vcgencmd") else None
-        if pi is not None:
-            point["pi_throttled"] = pi
+def _measure_workload(root: str, base: dict[str, Any], setting: dict[str, Any], workload: Workload,
+                      sampler: Sampler | None, dvfs: DvfsControl, emulated: EmulatedDomain | None,
+                      progress: Progress | None, index: int, total: int) -> dict[str, Any]:
+    idle = base["idle_power"]  # one baseline per setting; a copy per point (packing is in place)
+    point = {**base, "setting": dict(base["setting"]), "idle_power": dict(idle) if idle else None,
+             "level": workload.level, "temperatures_before_c": read_temperatures(root)}
+
+    def tick(n: int, ms: float) -> None:
+        if progress is not None:
+            progress({"point": index, "points": total, "level": workload.level, "runs": n, "elapsed_ms": ms})
+
+    if sampler:
+        sampler.start()
+    try:
+        measured = workload.run(tick)
+    finally:
+        point["power"] = sampler.stop() if sampler else None
+    after = _readback(root, setting, emulated)["readback"]
+    point["setting"]["readback_after"] = after
+    point["temperatures_after_c"] = read_temperatures(root)
+    pi = discovery.read_pi_throttled(discovery.run_vcgencmd) if shutil.which("vcgencmd") else None
+    if pi is not None:
+        point["pi_throttled"] = pi
     point["throttled"] = _throttled(setting, after, dvfs.tolerance, pi)
     point["raw"] = measured["raw"]
     point["peak_rss_bytes"] = measured["peak_rss_bytes"]

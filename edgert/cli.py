@@ -549,46 +549,60 @@ def prune(model: str, ratios: str, output: Path, importance: str, channel_multip
 
 
 @cli.command()
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--cpu-freqs", default=None, metavar="all|LIST",
-              help="Measure at these cpufreq clocks (kHz), pinned and restored.")
-@click.option("--cpu-policy", default="policy0", show_default=True, help="cpufreq policy to pin.")
+              help="Measure at these cpufreq clocks: 'all' or e.g. 600000,1.2GHz (plain numbers are kHz).")
+@click.option("--cpu-policy", "cpu_policies", multiple=True,
+              help="cpufreq policy to pin (repeat; default: every policy).")
 @click.option("--emulated", "emulated_levels", default=None, metavar="LEVELS",
               help="Measure at emulated CPU-quota levels instead, e.g. 1.0,0.75,0.5 (labelled emulated).")
-@click.option("--sysfs-root", default="/", show_default=True, help="sysfs root (fixtures, tests).")
+@click.option("--power", default="auto", show_default=True,
+              help="Power while each level runs: auto, none, a rail name, counter:NAME or a meter URL "
+                   "(as for sweep).")
+@click.option("--idle", "idle_s", default=1.0, show_default=True,
+              help="Seconds of idle power baseline per setting (with a power source).")
+@click.option("--sysfs-root", default=None, help="sysfs root on the device (fixtures, tests).")
 @click.option("--threads", type=int, default=None, help="Engine threads.")
 @click.option("--max-time", default=2.0, show_default=True, help="Seconds per level and setting at most.")
-def calibrate(file: Path, cpu_freqs: str | None, cpu_policy: str, emulated_levels: str | None,
-              sysfs_root: str, threads: int | None, max_time: float) -> None:
-    """Measure every level of an All-in-One FILE at every setting; store the table in FILE."""
+@click.option("--accuracy", "accuracy_path", type=click.Path(path_type=Path), default=None,
+              metavar="ACC.json", help='Store the levels\' accuracy, {"0.0": 0.97, "0.5": 0.95, ...} '
+                                       "(alone, or with a measurement).")
+@device_options
+def calibrate(file: Path, cpu_freqs: str | None, cpu_policies: tuple[str, ...], emulated_levels: str | None,
+              power: str, idle_s: float, sysfs_root: str | None, threads: int | None, max_time: float,
+              accuracy_path: Path | None, **device: Any) -> None:
+    """Measure every level of an All-in-One FILE at every setting on --device (latency, and power
+    and energy when the device has a sensor); store the table in FILE."""
     from edgert.settings import BenchSettings
-    from edgert.variants.calibrate import calibrate as run_calibrate
-    from edgert.variants.frequency import cpufreq_settings, emulated_settings
+    from edgert.sweep import SweepJob, parse_freqs, parse_levels
+    from edgert.variants.accuracy import read_accuracy_json, store_accuracy
+    from edgert.variants.calibrate import calibrate_device
 
-    bench = BenchSettings(warmup_runs=3, min_duration_ms=min(300.0, max_time * 1000),
-                          max_duration_ms=max_time * 1000, threads=threads)
+    if accuracy_path is not None:
+        table = store_accuracy(file, read_accuracy_json(accuracy_path))
+        click.echo(f"{file}: accuracy stored for {len(table)} levels")
+        if not (cpu_freqs or emulated_levels):
+            return
     if bool(cpu_freqs) == bool(emulated_levels):
         raise UsageError("choose one of --cpu-freqs all|LIST and --emulated LEVELS")
-    if emulated_levels:
-        from device_agents.emulated import EmulatedDomain
+    bench = BenchSettings(warmup_runs=3, min_duration_ms=min(300.0, max_time * 1000),
+                          max_duration_ms=max_time * 1000, threads=threads)
+    job = SweepJob(model=file, settings=bench, cpu_freqs=parse_freqs(cpu_freqs, "kHz"),
+                   cpu_policies=cpu_policies, emulated_levels=parse_levels(emulated_levels),
+                   power=power, idle_s=idle_s, sysfs_root=sysfs_root)
 
-        levels = tuple(_floats(emulated_levels, "--emulated"))
-        table = run_calibrate(file, emulated_settings(EmulatedDomain(sysfs_root, levels=levels,
-                                                                     cpus=threads)),
-                              bench, unit="emulated fraction", emulated=True, threads=threads)
-    else:
-        from device_agents.discovery import read_cpufreq
+    def progress(data: dict[str, Any]) -> None:
+        if "setting" in data:
+            s = data["setting"]
+            click.echo(f"[{data['point'] + 1}/{data['points']}] {s['domain']} = {s['requested']} "
+                       f"{s['unit']}", err=True)
 
-        policies = {p["policy"]: p for p in read_cpufreq(sysfs_root)}
-        if cpu_policy not in policies:
-            raise UsageError(f"no cpufreq policy {cpu_policy!r} here (have: "
-                             f"{', '.join(policies) or 'none; use --emulated'})")
-        freqs = policies[cpu_policy]["frequencies_khz"] if cpu_freqs == "all" else \
-            [int(v) for v in _floats(cpu_freqs or "", "--cpu-freqs")]
-        table = run_calibrate(file, cpufreq_settings(cpu_policy, freqs, sysfs_root), bench,
-                              unit="khz", threads=threads)
-    click.echo(f"{file}: calibration table stored in the file ({len(table['p50_ms'])} levels x "
-               f"{len(table['frequencies'])} settings)")
+    cal = calibrate_device(job, _address(**device), progress=progress)
+    energy = f", energy per inference from {cal['power_source']}" if "energy_mj" in cal else ""
+    click.echo(f"{file}: calibration table stored in the file ({len(cal['p50_ms'])} levels x "
+               f"{len(cal['frequencies'])} settings{energy})")
+    for warning in cal["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @cli.command()

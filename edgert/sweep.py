@@ -51,6 +51,7 @@ class SweepJob:
     target: str = "host"
     dims: Mapping[str, int] = dataclasses.field(default_factory=dict)
     input_files: Mapping[str, Path] = dataclasses.field(default_factory=dict)
+    all_levels: bool = False  # model is an All-in-One file: time each level (edgert calibrate)
 
     def request(self) -> dict[str, Any]:
         """The msgpack-friendly request for ``device_agents.sweep.run_sweep`` (no model, no feeds)."""
@@ -63,6 +64,7 @@ class SweepJob:
             "emulated": list(self.emulated_levels), "emulated_period_us": self.emulated_period_us,
             "power": self.power, "sample_rate_hz": self.sample_rate_hz, "idle_s": self.idle_s,
             "cool_below_c": self.cool_below_c, "cool_timeout_s": self.cool_timeout_s,
+            "all_levels": self.all_levels,
         }
 
 
@@ -246,13 +248,20 @@ def sweep(job: SweepJob, device: Any = None, progress: Progress | None = None) -
 
     Every file the sweep touched is restored on the device before this returns (or raises).
     """
+    return build_result(job, *run_raw(job, device, progress))
+
+
+def run_raw(job: SweepJob, device: Any = None,
+            progress: Progress | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The device's raw sweep output (samples as lists) and the device facts, for ``job``: in
+    this process for None/"local", else through the agent (the model pushed to its store)."""
     feeds = load_feeds(job.input_files)
     request = job.request()
     if device is None or device.scheme == "local":
         from device_agents.sweep import run_sweep
 
         raw = run_sweep({**request, "model_path": str(job.model), "feeds": feeds}, progress)
-        return build_result(job, raw, device_facts.collect("local"))
+        return raw, device_facts.collect("local")
 
     from device_agents.protocol import pack_array
     from device_agents.sweep import unpack_raw
@@ -267,7 +276,7 @@ def sweep(job: SweepJob, device: Any = None, progress: Progress | None = None) -
     unpack_raw(raw)
     facts = raw.pop("device", None) or {"transport": device.scheme}
     facts["emulated"] = bool(facts.get("emulated") or device.emulated)
-    return build_result(job, raw, facts)
+    return raw, facts
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:

@@ -1,10 +1,18 @@
 """Measure every level at every frequency setting and store the latency table in the file.
 
-A *frequency setting* is a number (in the unit the frequency reader of ``AdaptiveModel``
-returns: kHz for cpufreq, a fraction for the emulated domain) and a context manager that
-holds the device at it (``dvfs`` pinning, or ``EmulatedDomain.pinned(level)``). The table
-goes into the file's ``__metadata__["calibration"]`` (the data section and its checksum are
-unchanged), so one file carries its own timing.
+Two ways in, one table (docs/aio-format.md):
+
+* ``calibrate_device``: what ``edgert calibrate`` runs. The sweep machinery (``edgert.sweep``,
+  ``device_agents.sweep`` with ``all_levels``) pins each cpufreq clock or emulated level on
+  this machine or on a device through its agent, times every level there and samples power
+  when the device has a sensor; statistics, power and energy are computed here on the host.
+* ``calibrate``: in this process, at settings given as context managers (a *frequency
+  setting* is a number in the unit the frequency reader of ``AdaptiveModel`` returns: kHz
+  for cpufreq, a fraction for the emulated domain, and a context manager holding the device
+  at it), for programs that drive the clocks themselves. No power.
+
+The table goes into the file's ``__metadata__["calibration"]`` (the data section and its
+checksum are unchanged), so one file carries its own timing.
 """
 from __future__ import annotations
 
@@ -17,9 +25,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edgert.errors import UsageError
+from edgert.errors import SysfsError, UsageError
 from edgert.settings import BenchSettings
 from edgert.stats import summarize
+from edgert.sweep import Progress, SweepJob, build_point, run_raw
 from edgert.timing import measure
 
 from . import aiofile
@@ -58,19 +67,84 @@ def calibrate(path: str | Path, settings: Sequence[FrequencySetting], bench: Ben
                     block = summarize([s / 1e6 for s in raw.samples_ns], seed=bench.seed)
                     block["stop_reason"] = raw.stop_reason
                     blocks[lv.index].append(block)
-        table = {
-            "schema": SCHEMA,
-            "emulated": emulated,  # True: frequency is an emulated setting, not a real clock
-            "frequency_unit": unit,
-            "frequencies": [s.frequency for s in order],
-            "labels": [s.label for s in order],
-            "ratios": [lv.ratio for lv in vm.levels],
-            "p50_ms": [[b["p50"] for b in row] for row in blocks],
-            "detail": blocks,
-            "threads": threads,
-            "bench": bench.to_dict(),
-            "measured_unix": time.time(),
-        }
+        table = _table(emulated=emulated, unit=unit, frequencies=[s.frequency for s in order],
+                       labels=[s.label for s in order], ratios=[lv.ratio for lv in vm.levels],
+                       blocks=blocks, threads=threads, bench=bench)
     if write:
-        aiofile.rewrite_metadata(Path(path), {"calibration": json.dumps(table)})
+        store(path, table)
     return table
+
+
+def calibrate_device(job: SweepJob, device: Any = None, *, progress: Progress | None = None,
+                     write: bool = True) -> dict[str, Any]:
+    """Calibrate the All-in-One file ``job.model`` on ``device`` (None/local: here) at the job's
+    cpufreq clocks or emulated levels (one kind); return and by default store the table.
+
+    A setting whose clock did not take is left out with a warning in the table; none left
+    is an error.
+    """
+    kinds = [bool(job.cpu_freqs), bool(job.gpu_freqs), bool(job.emulated_levels)]
+    if sum(kinds) != 1:
+        raise UsageError("calibrate at one kind of setting: --cpu-freqs all|LIST or --emulated LEVELS")
+    raw, facts = run_raw(dataclasses.replace(job, all_levels=True), device, progress)
+    warnings = list(raw.get("warnings") or [])
+    source = raw.get("power_source")
+    emulated = bool(facts.get("emulated")) or bool(job.emulated_levels)
+    points = [dict(build_point(p, source and source["name"], emulated, job.settings.seed, warnings),
+                   level=p["level"]) for p in raw["points"]]
+    by_setting: dict[float, list[dict[str, Any]]] = {}
+    for point in points:
+        by_setting.setdefault(float(point["setting"]["requested"]), []).append(point)
+    labels = {f: _setting_label(ps[0]["setting"]) for f, ps in by_setting.items()}
+    failed = {labels[f]: ps[0]["error"] for f, ps in by_setting.items() if any(p["error"] for p in ps)}
+    freqs = sorted(f for f in by_setting if labels[f] not in failed)
+    if not freqs:
+        raise SysfsError("calibration measured no setting: " + "; ".join(f"{k}: {e}" for k, e in failed.items()))
+    ratios = sorted({p["level"]["index"]: p["level"]["ratio"] for p in points}.items())
+    grid = [[next(p for p in by_setting[f] if p["level"]["index"] == i) for f in freqs] for i, _ in ratios]
+    blocks = [[{**p["latency_ms"], "stop_reason": p["stop_reason"]} for p in row] for row in grid]
+    unit = "emulated fraction" if job.emulated_levels else "khz" if job.cpu_freqs else "hz"
+    table = _table(emulated=emulated, unit=unit, frequencies=freqs,
+                   labels=[labels[f] for f in freqs],
+                   ratios=[r for _, r in ratios], blocks=blocks, threads=job.settings.threads,
+                   bench=job.settings)
+    if source is not None:  # power sampled while each level ran: mean power and energy per inference
+        table.update(power_source=f"{source['name']} ({source['kind']})",
+                     power_w=[[p["power_w"] for p in row] for row in grid],
+                     idle_power_w=[[p["idle_power_w"] for p in row] for row in grid],
+                     energy_mj=[[p["energy_per_inference_mj"] for p in row] for row in grid])
+    table.update(device={k: facts.get(k) for k in ("hostname", "arch", "transport", "emulated")},
+                 readback=[grid[0][j]["setting"].get("readback") for j in range(len(freqs))],
+                 throttled=[[p["throttled"] for p in row] for row in grid],
+                 warnings=warnings + [f"left out {k}: {e}" for k, e in failed.items()])
+    if write:
+        store(job.model, table)
+    return table
+
+
+def _setting_label(setting: dict[str, Any]) -> str:
+    unit = setting["unit"]
+    return f"emulated {setting['requested']:g}" if unit == "share" else \
+        f"{setting['domain']} {setting['requested']} {unit}"
+
+
+def _table(*, emulated: bool, unit: str, frequencies: list[float], labels: list[str], ratios: list[float],
+           blocks: list[list[dict[str, Any]]], threads: int | None, bench: BenchSettings) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "emulated": emulated,  # True: frequency is an emulated setting, not a real clock
+        "frequency_unit": unit,
+        "frequencies": frequencies,
+        "labels": labels,
+        "ratios": ratios,
+        "p50_ms": [[b["p50"] for b in row] for row in blocks],
+        "detail": blocks,
+        "threads": threads,
+        "bench": bench.to_dict(),
+        "measured_unix": time.time(),
+    }
+
+
+def store(path: str | Path, table: dict[str, Any]) -> None:
+    """Write ``table`` into the file's ``__metadata__["calibration"]``."""
+    aiofile.rewrite_metadata(Path(path), {"calibration": json.dumps(table)})

@@ -1,0 +1,135 @@
+"""``edgert calibrate``: every All-in-One level at every setting through the sweep machinery,
+here and on a device over the real sshd (agent store, sysfs fixture trees, power rails), and
+the accuracy table the report's Pareto fronts read."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from edgert.errors import SysfsError, UsageError
+from edgert.hashing import sha256_file
+from edgert.settings import BenchSettings
+from edgert.sweep import SweepJob
+from edgert.variants import aiofile, open as open_variants
+from edgert.variants.accuracy import accuracy_of, store_accuracy
+from edgert.variants.calibrate import calibrate_device
+from edgert.variants.prune import prune
+from sshd import sshd_available
+
+from test_discovery import board, tree
+from test_variants_prune import tiny_model
+
+VDD_IN_W = 5.016 * 1.184  # jetson_orin fixture: in1_input 5016 mV, curr1_input 1184 mA
+CURRENT_KHZ = 1510400  # the fixture's scaling_cur_freq: the only clock that "takes" on static files
+FAST = BenchSettings(warmup_runs=1, runs=20)
+
+
+@pytest.fixture
+def tiny_aio(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.aio"
+    prune(tiny_model(tmp_path / "tiny.onnx"), [0, 0.5, 0.75], path)
+    return path
+
+
+def _energy_is_power_times_window(table: dict) -> None:
+    """With a constant rail every level's energy is VDD_IN x its measured window / runs."""
+    for row_p, row_e, row_d in zip(table["power_w"], table["energy_mj"], table["detail"]):
+        for watts, mj, block in zip(row_p, row_e, row_d):
+            assert watts == pytest.approx(VDD_IN_W, rel=1e-12)
+            assert block["n"] == 20
+            # energy = W x window / runs, and the window (first start to last end) >= the runs
+            assert mj >= VDD_IN_W * block["mean"] * (1 - 1e-9)
+
+
+def test_local_calibration_times_every_level_samples_power_and_leaves_out_a_clock_that_did_not_take(
+        tmp_path, tiny_aio):
+    root = board(tmp_path, "jetson_orin")
+    before = tree(root)
+    data_sha = aiofile.read(tiny_aio).metadata["sha256"]
+    job = SweepJob(model=tiny_aio, settings=FAST, cpu_freqs=(CURRENT_KHZ, 729600), cpu_policies=("policy0",),
+                   sysfs_root=str(root), journal_path=tmp_path / "journal.json", idle_s=0.05)
+    table = calibrate_device(job)
+    assert table["frequencies"] == [CURRENT_KHZ] and table["frequency_unit"] == "khz"
+    assert table["emulated"] is False and table["ratios"] == [0.0, 0.5, 0.75]
+    assert table["labels"] == [f"policy0 {CURRENT_KHZ} kHz"] and table["readback"] == [CURRENT_KHZ]
+    assert any("left out policy0 729600 kHz" in w and "did not take" in w for w in table["warnings"])
+    assert table["power_source"] == "VDD_IN (watts)"
+    _energy_is_power_times_window(table)
+    assert all(v == pytest.approx(VDD_IN_W, rel=1e-12) for row in table["idle_power_w"] for v in row)
+    assert tree(root) == before  # every pinned file restored
+    with open_variants(tiny_aio) as vm:  # stored; the data section (and its checksum) untouched
+        assert vm.calibration["p50_ms"] == table["p50_ms"] and vm.calibration["energy_mj"] == table["energy_mj"]
+    assert aiofile.read(tiny_aio).metadata["sha256"] == data_sha
+
+
+def test_calibration_without_a_power_source_has_latency_only_and_no_setting_is_an_error(tmp_path, tiny_aio):
+    root = board(tmp_path, "jetson_orin")
+    job = SweepJob(model=tiny_aio, settings=FAST, cpu_freqs=(CURRENT_KHZ,), cpu_policies=("policy0",),
+                   sysfs_root=str(root), journal_path=tmp_path / "journal.json", power="none", idle_s=0.0)
+    table = calibrate_device(job, write=False)
+    assert "energy_mj" not in table and "power_w" not in table
+    assert len(table["p50_ms"]) == 3 and all(v > 0 for row in table["p50_ms"] for v in row)
+    with pytest.raises(SysfsError, match="measured no setting.*729600"):
+        calibrate_device(SweepJob(**{**job.__dict__, "cpu_freqs": (729600,)}), write=False)
+    with pytest.raises(UsageError, match="one kind of setting"):
+        calibrate_device(SweepJob(**{**job.__dict__, "emulated_levels": (1.0,)}), write=False)
+
+
+def test_calibrate_through_the_cli_on_a_local_device_url_with_accuracy(tmp_path, tiny_aio):
+    root = board(tmp_path, "jetson_orin")
+    acc = tmp_path / "acc.json"
+    acc.write_text(json.dumps({"0": 0.97, "0.5": 0.95, "0.75": 0.9}))
+    proc = run_cli("calibrate", str(tiny_aio), "--device", "local", "--cpu-freqs", str(CURRENT_KHZ),
+                   "--cpu-policy", "policy0", "--sysfs-root", str(root), "--idle", "0.05",
+                   "--max-time", "0.2", "--accuracy", str(acc),
+                   env={"XDG_STATE_HOME": str(tmp_path / "state")})
+    assert proc.returncode == 0, proc.stderr
+    assert "accuracy stored for 3 levels" in proc.stdout and "energy per inference from VDD_IN" in proc.stdout
+    with open_variants(tiny_aio) as vm:
+        assert len(vm.calibration["energy_mj"]) == 3
+        assert [accuracy_of(vm._file.meta, lv.ratio) for lv in vm.levels] == [0.97, 0.95, 0.9]
+
+
+def test_accuracy_is_checked_against_the_levels(tiny_aio, tmp_path):
+    with pytest.raises(UsageError, match=r"no level with ratio 0.3 \(its ratios: 0, 0.5, 0.75\)"):
+        store_accuracy(tiny_aio, {"0": 0.9, "0.3": 0.8})
+    with pytest.raises(UsageError, match="missing for ratio\\(s\\) 0.75"):
+        store_accuracy(tiny_aio, {0.0: 0.9, 0.5: 0.8})
+    with pytest.raises(UsageError, match="finite number"):
+        store_accuracy(tiny_aio, {0.0: 0.9, 0.5: float("nan"), 0.75: 0.7})
+    assert store_accuracy(tiny_aio, {0.0: 0.9, 0.5: 0.8, 0.75: 0.7}) == {"0.0": 0.9, "0.5": 0.8, "0.75": 0.7}
+    with open_variants(tiny_aio) as vm:  # the file still verifies
+        assert accuracy_of(vm._file.meta, 0.5) == 0.8
+    bad = tmp_path / "bad.json"
+    bad.write_text("[0.9]")
+    proc = run_cli("calibrate", str(tiny_aio), "--accuracy", str(bad))
+    assert proc.returncode == 2 and "must hold an object" in proc.stderr
+
+
+@pytest.mark.skipif(not sshd_available(), reason="needs OpenSSH's sshd (apt-get install openssh-server)")
+def test_calibrate_on_a_device_over_ssh(tmp_path, sshd, tiny_aio):
+    """The file goes into the agent's store, the agent times the levels on its (fixture) clocks
+    with power, the host computes the table and writes it into the local file."""
+    root = board(tmp_path, "jetson_orin")
+    before = tree(root)
+    store = tmp_path / "store"
+    state = tmp_path / "state"
+    sha = sha256_file(tiny_aio)
+    agent = f"XDG_STATE_HOME={state} {sys.executable} -m edgert agent --stdio --store {store}"
+    proc = run_cli("calibrate", str(tiny_aio), "--cpu-freqs", f"{CURRENT_KHZ},729600", "--cpu-policy", "policy0",
+                   "--sysfs-root", str(root), "--idle", "0.05", "--max-time", "0.2",
+                   "--device", sshd.url, "--ssh-key", str(sshd.client_key),
+                   "--known-hosts", str(sshd.known_hosts), "--agent-cmd", agent)
+    assert proc.returncode == 0, proc.stderr
+    assert "left out policy0 729600 kHz" in proc.stderr
+    assert (store / "objects" / sha).is_file()  # pushed content-addressed, as edgert push does
+    with open_variants(tiny_aio) as vm:
+        table = vm.calibration
+    assert table["device"]["transport"] == "ssh" and table["frequencies"] == [CURRENT_KHZ]
+    assert table["power_source"] == "VDD_IN (watts)" and len(table["energy_mj"]) == 3
+    assert all(v == pytest.approx(VDD_IN_W, rel=1e-12) for row in table["power_w"] for v in row)
+    assert tree(root) == before and not (state / "edgert/dvfs-journal.json").exists()
