@@ -27,3 +27,8 @@ def test_one_epoch_run_writes_a_consistent_table(tmp_path: Path) -> None:
     assert rows["pruned only"][0] == pytest.approx(result["model"]["torch_test_accuracy"], abs=1 / 450)
     assert result["model"]["aio_file_bytes"] <= 1.3 * result["model"]["onnx_weight_bytes"] + 64 * 1024
     assert "| 0.5 |" in (out / "variants_accuracy.md").read_text()
+    # the fine-tuned file carries the accuracy it was measured at, for the report's fronts
+    from edgert.variants import aiofile
+
+    stored = aiofile.read(tmp_path / "work" / "digits-aio.aio").meta["accuracy"]
+    assert stored == {str(r): a for r, a in zip(result["ratios"], rows["All-in-One fine-tuned (shared weights)"])}

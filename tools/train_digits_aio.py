@@ -10,7 +10,8 @@
    others from the full level's soft outputs), then per-level BN recalibration:
    *fine-tuned (shared)*.
 
-Accuracies always come from running the written .aio file through ``edgert.variants``.
+Accuracies always come from running the written .aio file through ``edgert.variants``; the
+fine-tuned file stores its levels' accuracy in its metadata (``accuracy``, docs/aio-format.md).
 
     pip install torch==2.13.0 scikit-learn
     python tools/train_digits_aio.py --out benchmarks/results
@@ -35,6 +36,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from edgert.variants import aiofile, open as open_variants  # noqa: E402
+from edgert.variants.accuracy import store_accuracy  # noqa: E402
 from edgert.variants.prune import prune, replace_weights  # noqa: E402
 
 RATIOS = [0.0, 0.25, 0.5, 0.75]
@@ -251,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     final = args.work / "digits-aio.aio"
     tuned.write(pruned, final, "All-in-One fine-tuned (sandwich rule, in-place distillation)")
     rows["All-in-One fine-tuned (shared weights)"] = accuracy(final, x_test, y_test)
+    # The file carries its levels' test accuracy: the report's Pareto fronts read it.
+    store_accuracy(final, dict(zip(RATIOS, rows["All-in-One fine-tuned (shared weights)"])))
 
     result: dict[str, Any] = {
         "schema": "edgert.variants.accuracy/1",
