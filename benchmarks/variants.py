@@ -45,7 +45,6 @@ from edgert.settings import BenchSettings  # noqa: E402
 from edgert.stats import summarize  # noqa: E402
 from edgert.timing import measure  # noqa: E402
 from edgert.variants import AdaptiveModel, Policy, open as open_variants  # noqa: E402
-from edgert.variants.adaptive import monotone  # noqa: E402
 from edgert.variants.calibrate import FrequencySetting, calibrate  # noqa: E402
 from edgert.variants.prune import prune  # noqa: E402
 
@@ -198,7 +197,7 @@ def part_stability(work: Path, feeds: dict[str, np.ndarray], runs: int, budget_m
     table = calibrate(aio, [FrequencySetting(lv, lambda lv=lv: domain.pinned(lv), f"emulated {lv}")
                             for lv in CALIBRATION_LEVELS], bench, feeds=feeds, unit="emulated fraction",
                       emulated=True, threads=1)
-    budget = budget_ms or 1.05 * monotone(table["p50_ms"])[0][-1]  # the full level at full speed, +5%
+    budget = budget_ms or 1.05 * table["p50_ms"][0][-1]  # the full level at full speed, +5%
     adaptive = AdaptiveModel(aio, budget_ms=budget, frequency_source=domain.current_level,
                              policy=Policy(hysteresis=0.05, min_dwell_runs=5), threads=1)
     with open_variants(aio, threads=1) as vm:

@@ -10,7 +10,7 @@ import pytest
 from edgert.errors import UsageError
 from edgert.settings import BenchSettings
 from edgert.variants import AdaptiveModel, Policy, open as open_variants
-from edgert.variants.adaptive import monotone, predict_ms
+from edgert.variants.adaptive import predict_ms
 from edgert.variants.calibrate import FrequencySetting, calibrate
 from edgert.variants.prune import prune
 
@@ -104,14 +104,6 @@ def test_correction_is_the_median_of_recent_runs_per_frequency_and_level(tiny_ai
     clock["f"] = 1.0
     assert model.corrections(1.0)[1] == 1.0  # the runs at 0.5 do not change level 1 at 1.0
     model.close()
-
-
-def test_table_is_made_monotone() -> None:
-    raw = [[16.0, 9.0, 8.0],  # frequencies ascending; level 0
-           [7.0, 8.5, 5.0],  # level 1 measured faster at the lowest frequency: noise
-           [7.5, 3.0, 2.0]]  # level 2 slower than level 1 at 0.5: noise
-    assert monotone(raw) == [[16.0, 9.0, 8.0], [8.5, 8.5, 5.0], [7.5, 3.0, 2.0]]
-    assert monotone(monotone(raw)) == monotone(raw)
 
 
 def test_runs_record_real_latencies(tiny_aio: Path) -> None:

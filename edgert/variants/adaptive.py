@@ -1,21 +1,19 @@
 """Pick the most accurate level that fits a latency budget at the current clock frequency.
 
-The budget bounds the median latency, so everything here estimates medians:
-
-* The calibration table is first made monotone, pessimistically: a level is never
-  predicted faster than a smaller level, nor faster at a lower frequency (upper
-  envelope). Raw p50s are noisy and, on the emulated domain, jump with the CFS quota's
-  granularity; choosing the level whose measurement came out luckiest picks levels that
-  run slower than their entry (on the emulated domain, runs took a median 1.25-1.8x of it).
-* The prediction for level L at frequency f interpolates that table linearly in 1/f
-  (latency = a + b/f is exact for compute-bound work) and multiplies it by a correction
-  from the last ``correction_window`` runs: the median observed/table ratio of L's runs at
-  f among them, or, with fewer than three, of all runs at f among them (1.0 if none). A
-  median, because a mean (the former EWMA of log ratios) follows the slow tail of a
-  bimodal distribution and so predicted 1.3x for a level running at 0.98x of its entry
-  (measured); per frequency and level, because the table's error differs between settings
-  and levels, and a correction learnt at one frequency misled the choice after the next
-  change; only recent runs, so a level that was slow during a burst of load is tried again.
+The budget bounds the median latency, so the prediction is a median too. For level L at
+frequency f it interpolates the calibration table linearly in 1/f (latency = a + b/f is
+exact for compute-bound work) and multiplies by a correction from the last
+``correction_window`` runs: the median observed/table ratio of L's runs at f among them, or,
+with fewer than three, of all runs at f among them (1.0 if none). A median, because a mean
+(the former EWMA of log ratios) follows the slow tail of a bimodal distribution and so
+predicted 1.3x for a level running at 0.98x of its entry (measured on the emulated domain);
+per frequency and level, because the table's error differs between settings and levels
+(on the emulated domain single entries are off by 2x either way) and a correction learnt at
+one frequency misled the choice after the next change; only recent runs, so a level that
+was slow during a burst of load is tried again. The table is used as measured: an entry
+that is too pessimistic is never corrected (its level is never tried), so smoothing it
+upwards, e.g. to a monotone envelope, kept levels out of reach (one emulated replay each,
+load average about 1: CV of the per-level p50s 33% with the envelope, 8% without).
 
 Switching up needs the prediction to clear the budget by a hysteresis margin, every switch
 waits a minimum dwell, and an upgrade is skipped when the switch itself would break the
@@ -67,13 +65,6 @@ class Decision:
     reason: str
 
 
-def monotone(p50_ms: list[list[float]]) -> list[list[float]]:
-    """Upper envelope of ``p50_ms[level][frequency]`` (frequencies ascending, levels from the
-    largest): non-increasing towards smaller levels and towards higher frequencies."""
-    t = np.maximum.accumulate(np.asarray(p50_ms, dtype=np.float64)[:, ::-1], axis=1)[:, ::-1]
-    return np.maximum.accumulate(t[::-1], axis=0)[::-1].tolist()
-
-
 def predict_ms(frequencies: list[float], latencies: list[float], frequency: float) -> float:
     """Latency at ``frequency``, linear in 1/f between (and beyond) the measured points."""
     f = np.asarray(frequencies, dtype=np.float64)
@@ -102,7 +93,7 @@ class AdaptiveModel:
             raise UsageError(f"{self.model.path} has no calibration table: run calibrate first")
         if len(self.table["p50_ms"]) != len(self.model.levels):
             raise UsageError("the calibration table does not match the file's levels")
-        self.p50_ms = monotone(self.table["p50_ms"])
+        self.p50_ms = self.table["p50_ms"]
         self.budget_ms = float(budget_ms)
         self.policy = policy or Policy()
         self.frequency_source = frequency_source
@@ -133,8 +124,8 @@ class AdaptiveModel:
         return self._freq[1]
 
     def predict(self, index: int, frequency: float) -> float:
-        """Uncorrected (monotone) table prediction for level ``index`` at ``frequency``."""
-        return predict_ms(self.table["frequencies"], self.p50_ms[index], frequency)
+        """Uncorrected table prediction for level ``index`` at ``frequency``."""
+        return predict_ms(self.table["frequencies"], self.table["p50_ms"][index], frequency)
 
     def corrections(self, frequency: float) -> list[float]:
         """Each level's correction at ``frequency`` (module docstring)."""
