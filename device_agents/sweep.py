@@ -289,7 +289,8 @@ def _short_model_warnings(points: list[dict[str, Any]], period_us: int) -> list[
         if raw and point["emulated"] and point["setting"]["requested"] >= 1.0:
             median_ms = float(np.median(raw["samples_ns"])) / 1e6
             if median_ms < 5 * period_us / 1000:
-                out.append(f"the model runs {median_ms:.2f} ms at full speed, under five cgroup periods "
+                what = "the model" if point.get("level") is None else f"the {point['level']['ratio']:.0%} pruned level"
+                out.append(f"{what} runs {median_ms:.2f} ms at full speed, under five cgroup periods "
                            f"({5 * period_us / 1000:g} ms): emulated slowdowns are coarse and may be "
                            "bimodal")
     return out

@@ -90,8 +90,12 @@ def calibrate_device(job: SweepJob, device: Any = None, *, progress: Progress | 
     warnings = list(raw.get("warnings") or [])
     source = raw.get("power_source")
     emulated = bool(facts.get("emulated")) or bool(job.emulated_levels)
-    points = [dict(build_point(p, source and source["name"], emulated, job.settings.seed, warnings),
-                   level=p["level"]) for p in raw["points"]]
+    points = []
+    for raw_point in raw["points"]:
+        said: list[str] = []
+        points.append(dict(build_point(raw_point, source and source["name"], emulated, job.settings.seed, said),
+                           level=raw_point["level"]))
+        warnings += [f"{raw_point['level']['ratio']:.0%} pruned level at {w}" for w in said]
     by_setting: dict[float, list[dict[str, Any]]] = {}
     for point in points:
         by_setting.setdefault(float(point["setting"]["requested"]), []).append(point)
@@ -108,7 +112,9 @@ def calibrate_device(job: SweepJob, device: Any = None, *, progress: Progress | 
                    labels=[labels[f] for f in freqs],
                    ratios=[r for _, r in ratios], blocks=blocks, threads=job.settings.threads,
                    bench=job.settings)
-    if source is not None:  # power sampled while each level ran: mean power and energy per inference
+    if source is None:
+        warnings.append("no power source: no power or energy per level (--power RAIL or a meter URL)")
+    else:  # power sampled while each level ran: mean power and energy per inference
         table.update(power_source=f"{source['name']} ({source['kind']})",
                      power_w=[[p["power_w"] for p in row] for row in grid],
                      idle_power_w=[[p["idle_power_w"] for p in row] for row in grid],
