@@ -18,7 +18,7 @@ import pytest
 
 from edgert.errors import UsageError
 from edgert.report import render_report
-from edgert.report.calibration import pareto_front
+from edgert.report.calibration import non_dominated, pareto_front
 
 RESULTS = Path(__file__).parent / "fixtures" / "results"
 ALL = sorted(RESULTS.glob("*.json"))
@@ -130,6 +130,36 @@ def test_bad_inputs_are_usage_errors(tmp_path: Path) -> None:
 def test_pareto_front() -> None:
     points = [(10.0, 0.90), (5.0, 0.85), (6.0, 0.80), (12.0, 0.89), (5.0, 0.70), (20.0, 0.95)]
     assert pareto_front(points) == [(5.0, 0.85), (10.0, 0.90), (20.0, 0.95)]
+
+
+def test_non_dominated_levels_over_latency_energy_and_accuracy() -> None:
+    costs = [(10.0, 5.0), (9.0, 6.0), (11.0, 6.0), (10.0, 5.0), (3.0, 1.0)]
+    accuracy = [0.9, 0.9, 0.9, 0.8, 0.7]
+    # (11, 6) is beaten by (10, 5) at the same accuracy; (10, 5) at 0.8 by the same costs at 0.9;
+    # (9, 6) is faster but costlier in energy than (10, 5): both stay.
+    assert non_dominated(costs, accuracy) == [True, True, False, False, True]
+
+
+def test_calibration_shows_energy_and_the_three_way_front(page: Path) -> None:
+    """The sample's 25% level is no faster than the full model at 600 MHz (and costs as much
+    energy): off the front there, on it at the other clocks."""
+    text = page.read_text()
+    section = text[text.index("All-in-One calibration"):text.index("<h2>Provenance</h2>")]
+    cal = json.loads((RESULTS / "calibration.json").read_text())
+    assert "and on both energy and accuracy (right)" in section and "power from VDD_IN (watts)" in section
+    assert "<th>mJ at 600 MHz</th>" in section and "<th>ms at 1800 MHz</th>" in section
+    assert f'<td class="num">{cal["energy_mj"][1][0]:.4g}</td>' in section
+    rows = re.findall(r"<tr><td>(\d+%)</td>.*?<td>([^<]*)</td></tr>", section)
+    assert rows == [("0%", "600 MHz, 1200 MHz, 1800 MHz"), ("25%", "1200 MHz, 1800 MHz"),
+                    ("50%", "600 MHz, 1200 MHz, 1800 MHz"), ("75%", "600 MHz, 1200 MHz, 1800 MHz")]
+
+
+def test_calibration_energy_table_must_match_the_levels(tmp_path: Path) -> None:
+    cal = json.loads((RESULTS / "calibration.json").read_text())
+    cal["energy_mj"][0] = cal["energy_mj"][0][:-1]
+    (tmp_path / "cal.json").write_text(json.dumps(cal))
+    with pytest.raises(UsageError, match="'energy_mj' must be a levels x frequencies table"):
+        render_report([tmp_path / "cal.json"], tmp_path / "r.html")
 
 
 class Chromium:
@@ -266,5 +296,6 @@ def test_all_in_one_file_with_calibration_renders(tmp_path):
     calibrate(aio, [FrequencySetting(1.0), FrequencySetting(2.0)],
               BenchSettings(warmup_runs=1, runs=5))
     page = render_report([aio], tmp_path / "report.html").read_text()
-    assert "All-in-One calibration" in page and "latency per pruning level" not in page.split("<img")[0]
-    assert page.count("<img") >= 1 and "no accuracy recorded" in page
+    assert "All-in-One calibration" in page and page.count("<img") == 1
+    assert "no accuracy recorded" in page and "No power was measured, so no energy." in page
+    assert "<th>mJ at" not in page and "Pareto-optimal" not in page

@@ -12,6 +12,7 @@ import pytest
 from conftest import run_cli
 from edgert.errors import SysfsError, UsageError
 from edgert.hashing import sha256_file
+from edgert.report import render_report
 from edgert.settings import BenchSettings
 from edgert.sweep import SweepJob
 from edgert.variants import aiofile, open as open_variants
@@ -92,6 +93,9 @@ def test_calibrate_through_the_cli_on_a_local_device_url_with_accuracy(tmp_path,
     with open_variants(tiny_aio) as vm:
         assert len(vm.calibration["energy_mj"]) == 3
         assert [accuracy_of(vm._file.meta, lv.ratio) for lv in vm.levels] == [0.97, 0.95, 0.9]
+    page = render_report([tiny_aio], tmp_path / "report.html").read_text()  # reads it all from the file
+    assert "<th>mJ at 1510.4 MHz</th>" in page and "<th>Pareto-optimal at</th>" in page
+    assert '<td class="num">0.95</td>' in page and "power from VDD_IN (watts)" in page
 
 
 def test_accuracy_is_checked_against_the_levels(tiny_aio, tmp_path):

@@ -53,6 +53,7 @@ def _aio_calibration(path: Path) -> dict[str, Any] | None:
     ``edgert.calibration/1`` result; None when ``path`` is not such a file."""
     from edgert.errors import BundleError
     from edgert.variants import aiofile
+    from edgert.variants.accuracy import accuracy_of
 
     try:
         opened = aiofile.read(path, verify=False)
@@ -60,7 +61,7 @@ def _aio_calibration(path: Path) -> dict[str, Any] | None:
         return None
     try:
         raw = opened.metadata.get("calibration")
-        accuracy = opened.meta.get("accuracy") or {}
+        meta = opened.meta
     finally:
         opened.close()
     if raw is None:
@@ -69,10 +70,15 @@ def _aio_calibration(path: Path) -> dict[str, Any] | None:
     table = json.loads(raw)
     warnings = ["emulated frequency settings (CPU-quota levels): not clock speeds"] \
         if table.get("emulated") else []
-    return {"schema": "edgert.calibration/1", "emulated": table.get("emulated", False),
-            "frequency_unit": table.get("frequency_unit", "kHz"), "frequencies": table["frequencies"],
-            "levels": [{"ratio": r, "accuracy": accuracy.get(str(r))} for r in table["ratios"]],
-            "latency_ms": table["p50_ms"], "warnings": warnings}
+    units = {"khz": "kHz", "hz": "Hz", "emulated fraction": "share"}  # the table's unit -> the report's
+    out = {"schema": "edgert.calibration/1", "emulated": table.get("emulated", False),
+           "frequency_unit": units.get(table.get("frequency_unit", "khz"), table.get("frequency_unit")),
+           "frequencies": table["frequencies"],
+           "levels": [{"ratio": r, "accuracy": accuracy_of(meta, r)} for r in table["ratios"]],
+           "latency_ms": table["p50_ms"], "warnings": warnings + list(table.get("warnings") or [])}
+    if "energy_mj" in table:
+        out.update(energy_mj=table["energy_mj"], power_source=table.get("power_source"))
+    return out
 
 
 def render_report(result_paths: list[Path], out_html: Path) -> Path:
