@@ -1,7 +1,8 @@
 """All-in-One pruned variants: one shared weight file, physically smaller levels, adaptive selection.
 
 Device side: ``open`` / ``VariantModel`` and ``AdaptiveModel`` (numpy + onnxruntime).
-Host side: ``prune`` (onnx) and ``calibrate``.
+Host side: ``prune`` (onnx), ``calibrate`` (through the sweep machinery, here or on a
+device) and ``accuracy`` (the levels' accuracy stored in the file).
 """
 from __future__ import annotations
 

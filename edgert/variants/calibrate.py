@@ -78,7 +78,8 @@ def calibrate(path: str | Path, settings: Sequence[FrequencySetting], bench: Ben
 def calibrate_device(job: SweepJob, device: Any = None, *, progress: Progress | None = None,
                      write: bool = True) -> dict[str, Any]:
     """Calibrate the All-in-One file ``job.model`` on ``device`` (None/local: here) at the job's
-    cpufreq clocks or emulated levels (one kind); return and by default store the table.
+    cpufreq clocks, devfreq clocks or emulated levels (one kind); return and by default store
+    the table.
 
     A setting whose clock did not take is left out with a warning in the table; none left
     is an error.
@@ -114,6 +115,9 @@ def calibrate_device(job: SweepJob, device: Any = None, *, progress: Progress | 
                    bench=job.settings)
     if source is None:
         warnings.append("no power source: no power or energy per level (--power RAIL or a meter URL)")
+    elif any(p["energy_per_inference_mj"] is None for row in grid for p in row):
+        warnings.append("power was sampled but too sparsely to give every level an energy: no energy "
+                        "table (a faster sensor or longer --max-time)")
     else:  # power sampled while each level ran: mean power and energy per inference
         table.update(power_source=f"{source['name']} ({source['kind']})",
                      power_w=[[p["power_w"] for p in row] for row in grid],
