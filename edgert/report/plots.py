@@ -48,9 +48,9 @@ def summary_bars(ax: Any, labels: list[str], summaries: list[dict[str, Any]], un
     lo = [s["p50"] - s["ci95"][0] if s.get("ci95") else 0.0 for s in summaries]
     hi = [s["ci95"][1] - s["p50"] if s.get("ci95") else 0.0 for s in summaries]
     ax.barh(y, p50, color=[color(i) for i in y], alpha=0.8, xerr=[lo, hi], capsize=4,
-            error_kw={"elinewidth": 1.2, "ecolor": P50_COLOR}, label="p50 (95% CI)")
+            error_kw={"elinewidth": 1.2, "ecolor": P50_COLOR})
     ax.scatter([s["p99"] for s in summaries], y, marker="|", s=300, color=P99_COLOR,
-               linewidths=2, zorder=3, label="p99")
+               linewidths=2, zorder=3)
     ends = [max(s["p99"], s["ci95"][1] if s.get("ci95") else 0.0) for s in summaries]
     for yi, summary, end in zip(y, summaries, ends):
         ax.annotate(f"p50 {summary['p50']:.3g} · p99 {summary['p99']:.3g} {unit}", (end, yi),
@@ -59,5 +59,4 @@ def summary_bars(ax: Any, labels: list[str], summaries: list[dict[str, Any]], un
     ax.invert_yaxis()
     ax.set_xlabel(f"latency ({unit})")
     ax.set_xlim(0, max(ends) * 1.3)
-    ax.grid(axis="y", visible=False)
-    ax.legend(loc="lower right", bbox_to_anchor=(1, 1.0), ncol=2, frameon=False)
+    ax.grid(axis="y", visible=False)  # no legend: every caption says what the bar and tick are
