@@ -1,5 +1,5 @@
 """All-in-One variants on the zoo ResNet: per-level latency, switch time, memory, and stability
-under an emulated DVFS trace.
+under an emulated DVFS trace (of the same ResNet at a larger input).
 
     .venv/bin/python benchmarks/variants.py [--out benchmarks/results/variants.json]
 
@@ -12,7 +12,8 @@ and file-backed pages, so ORT's own copies and arenas count), next to one plain 
 of the original model.
 
 Part 2 replays a frequency trace (1.0 down to 0.5 and back) on the emulated DVFS domain
-(``device_agents.emulated``: cgroup CPU bandwidth, *not* a real clock change) and measures
+(``device_agents.emulated``: cgroup CPU bandwidth, *not* a real clock change) on the zoo
+ResNet's seeded weights fed a 640x640 input (about 50 ms per run instead of 3 ms) and measures
 the p50 latency per step of (a) the full model, fixed, and (b) ``AdaptiveModel`` with a
 budget; the adaptive model reads the emulated level through the domain's own reader. Each
 step runs one runner's block, pauses so the CFS quota's debt drains, then the other's (the
@@ -23,6 +24,14 @@ latency depends on how much the other overdrew it, a coupling a real clock does 
 above the calibrated full level at full speed (a looser budget lets the adaptive model run
 anywhere up to it below full speed while it cannot exceed the full level at full speed,
 which the CV counts as instability).
+
+Why the larger input: the quota is enforced per 4 ms scheduler tick, so a run stalls in
+whole ticks. Measured (p50 at levels 1.0..0.5, 4/8/20 ms periods, three interleaved repeats,
+load average 0.1-0.9 on 2 CPUs): a 3 ms run slowed 1.04, 1.17, 1.11, 1.57, 2.61x at 0.9..0.5
+(non-monotone, repeats 64% apart); 10 ms runs were monotone but spread 20-30% run to run;
+25 and 50 ms runs slowed like a clock (within 4% of 1/level at a 4 ms period, repeats 5% and
+2% apart). The adaptive model runs levels of budget/2 to budget at full speed, so a 50 ms
+full level keeps every run it makes at 25 ms of work or more. Longer periods were no better.
 """
 from __future__ import annotations
 
@@ -55,8 +64,10 @@ TRACE = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 CALIBRATION_LEVELS = sorted(set(TRACE), reverse=True)  # the emulation is not linear in 1/level
 # One scheduler tick at CONFIG_HZ=250: the kernel enforces the quota at tick granularity, so a
 # shorter period does not make throttling finer (measured at 2 ms, load average about 1: the
-# full model ran 1.5-1.9x slower at level 0.9, and some pruned levels slower at 0.8 than at 0.7).
+# full model ran 1.5-1.9x slower at level 0.9, and some pruned levels slower at 0.8 than at 0.7);
+# 8 and 20 ms periods spread 25 and 50 ms runs more than 4 ms did (module docstring).
 PERIOD_US = 4000
+STABILITY_SIDE = 640  # input side of the stability subject: about 50 ms per run at full speed
 DRAIN_S = 0.05  # pause between blocks: lets the quota debt of the last block drain
 MODES = {"budget 1.3x (default)": {},
          "copy every level": {"memory_budget": None},
@@ -182,15 +193,30 @@ def _cv_by_frequency(rows: list[dict[str, Any]]) -> tuple[float, dict[str, float
     return float(values.std(ddof=0) / values.mean()), {str(k): v for k, v in sorted(p50.items())}
 
 
-def part_stability(work: Path, feeds: dict[str, np.ndarray], runs: int, budget_ms: float | None,
-                   period_us: int) -> dict[str, Any]:
+def stability_subject(work: Path, side: int) -> Path:
+    """The zoo ResNet (make_zoo's seed 1 weights) with a ``side`` x ``side`` input: it is
+    convolutional up to a global average pool, so only the declared input shape changes and
+    the run gets longer than the 4 ms quota tick by the square of the side."""
+    import onnx
+
+    model = onnx.load(str(RESNET))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_value = dims[3].dim_value = side
+    onnx.checker.check_model(model, full_check=True)
+    path = work / f"resnet-{side}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def part_stability(work: Path, runs: int, budget_ms: float | None, period_us: int, side: int) -> dict[str, Any]:
     from device_agents.emulated import EmulatedDomain
 
     domain = EmulatedDomain(levels=tuple(TRACE), period_us=period_us, cpus=1, min_read_interval_s=0.02)
     if not domain.available():
         return {"skipped": "no writable cgroup CPU bandwidth controller on this machine"}
-    aio = work / "resnet-fine.aio"
-    prune(RESNET, FINE_RATIOS, aio)
+    feeds = {"input": np.random.default_rng(0).standard_normal((1, 3, side, side)).astype(np.float32)}
+    aio = work / f"resnet-{side}-fine.aio"
+    prune(stability_subject(work, side), FINE_RATIOS, aio)
     bench = BenchSettings(warmup_runs=3, min_runs=20, min_duration_ms=400, max_duration_ms=3000,
                           target_ci_fraction=0.02)
     load_before = os.getloadavg()
@@ -215,10 +241,14 @@ def part_stability(work: Path, feeds: dict[str, np.ndarray], runs: int, budget_m
     cv_adaptive, p50_adaptive = _cv_by_frequency(adaptive_rows)
     return {
         "emulated": True,
+        "subject": {"model": f"edgert/zoo/resnet.onnx (tools/make_zoo.py resnet, seed 1) with a 1x3x{side}x{side} "
+                             "input", "input_side": side,
+                    "full_speed_p50_ms": table["p50_ms"][0][-1]},
         "domain": domain.describe(),
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "trace": TRACE, "runs_per_step": runs, "ratios": FINE_RATIOS,
-        "calibration_p50_ms": {"frequencies": table["frequencies"], "p50_ms": table["p50_ms"]},
+        "calibration_p50_ms": {"frequencies": table["frequencies"], "ratios": table["ratios"],
+                               "p50_ms": table["p50_ms"]},
         "budget_ms": budget,
         "fixed_full": {"steps": fixed, "p50_by_level": p50_fixed, "cv": cv_fixed,
                        "growth": max(p50_fixed.values()) / min(p50_fixed.values())},
@@ -273,13 +303,23 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["## Stability under an emulated DVFS trace", ""]
     if "skipped" in st:
         return "\n".join(lines + [f"Skipped: {st['skipped']}.", ""])
+    sub = st["subject"]
     lines += [f"EMULATED: cgroup CPU bandwidth (period {st['domain']['period_us']} us), not a real clock; "
               "every number in this section is from the emulated domain. "
+              f"Subject: {sub['model']}, pruned to the levels below; full level "
+              f"{sub['full_speed_p50_ms']:.2f} ms at full speed (calibrated p50): runs span many quota "
+              "periods, where the emulated levels slow a run much like a clock would (benchmarks/variants.py "
+              "docstring). "
               f"Load average (1 min) before/after this part: {st['load_average_before'][0]:.2f} / "
               f"{st['load_average_after'][0]:.2f}. "
               f"Trace {st['trace']}, {st['runs_per_step']} runs per step; adaptive budget "
-              f"{st['budget_ms']:.2f} ms; levels {st['ratios']}.", "",
-              "| emulated level | fixed full p50 ms (emulated) | adaptive p50 ms (emulated) | "
+              f"{st['budget_ms']:.2f} ms; levels {st['ratios']}.", ""]
+    cal = st["calibration_p50_ms"]
+    lines += ["Calibration (p50 ms, emulated) the adaptive model selects from:", "",
+              "| ratio | " + " | ".join(f"emulated {f:g}" for f in cal["frequencies"]) + " |",
+              "|---|" + "---|" * len(cal["frequencies"])]
+    lines += [f"| {r:g} | " + " | ".join(f"{v:.2f}" for v in row) + " |" for r, row in zip(cal["ratios"], cal["p50_ms"])]
+    lines += ["", "| emulated level | fixed full p50 ms (emulated) | adaptive p50 ms (emulated) | "
               "adaptive ratio (median) | ratios used |",
               "|---|---|---|---|---|"]
     for f, a in zip(st["fixed_full"]["steps"], st["adaptive"]["steps"]):
@@ -316,6 +356,8 @@ def main() -> None:
     parser.add_argument("--budget-ms", type=float, default=None,
                         help="adaptive budget (default: 1.05x the calibrated full level at full speed)")
     parser.add_argument("--period-us", type=int, default=PERIOD_US, help="CFS period of the emulated domain")
+    parser.add_argument("--side", type=int, default=STABILITY_SIDE,
+                        help="input side of the stability subject (the zoo ResNet's weights)")
     parser.add_argument("--skip-levels", action="store_true", help="only part 2 (stability)")
     parser.add_argument("--rss-probe", nargs=2, metavar=("AIO", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -331,7 +373,7 @@ def main() -> None:
         "device": device_facts.collect("local"), "settings": bench.to_dict(),
         "load_average_before": os.getloadavg(),
         "levels": None if args.skip_levels else part_levels(args.work, bench, feeds),
-        "stability": part_stability(args.work, feeds, args.runs_per_step, args.budget_ms, args.period_us),
+        "stability": part_stability(args.work, args.runs_per_step, args.budget_ms, args.period_us, args.side),
         "load_average_after": os.getloadavg(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
