@@ -195,8 +195,8 @@ def _cv_by_frequency(rows: list[dict[str, Any]]) -> tuple[float, dict[str, float
 
 def stability_subject(work: Path, side: int) -> Path:
     """The zoo ResNet (make_zoo's seed 1 weights) with a ``side`` x ``side`` input: it is
-    convolutional up to a global average pool, so only the declared input shape changes and
-    the run gets longer than the 4 ms quota tick by the square of the side."""
+    convolutional up to a global average pool, so only the declared input shape changes, and
+    the run time grows with the square of the side until a run spans many quota ticks."""
     import onnx
 
     model = onnx.load(str(RESNET))
