@@ -14,7 +14,8 @@ import edgert.dynamic as dyn
 from backends import backend_class
 from edgert.dynamic.carry import static_shape
 from edgert.dynamic.normalize import iter_graphs, normalize
-from edgert.dynamic.specialize import specialize
+from edgert.dynamic.partition import partition
+from edgert.dynamic.specialize import fold_constants, specialize
 
 
 def _reshape_by_shape_model() -> onnx.ModelProto:
@@ -64,7 +65,8 @@ def test_rank_comes_from_the_sample_run_only_when_every_call_agreed():
 
 
 def test_a_segment_that_folds_away_becomes_host_consts(tmp_path: Path):
-    """The If's condition is `size(x) > 4` on a static x: no engine call needed for it."""
+    """The If's condition is `size(x) > 4` on a static x: no engine call needed for it, and
+    the If itself resolves at compile time (its else branch is dead)."""
     then = helper.make_graph([helper.make_node("Relu", ["x"], ["a"], name="relu")], "then", [],
                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, None)])
     other = helper.make_graph([helper.make_node("Neg", ["x"], ["b"], name="neg")], "else", [],
@@ -79,15 +81,59 @@ def test_a_segment_that_folds_away_becomes_host_consts(tmp_path: Path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     bundle = dyn.compile(path, backend="ort", out=tmp_path / "m.edgert")
     manifest = dyn.inspect(bundle)
-    (record,) = manifest["host_folded"]
-    assert record["ops"] == ["Size", "Greater"] and record["reason"].startswith("kernel-less")
-    assert all(seg["ops"] != ["Size", "Greater"] for seg in manifest["segments"])
+    kernel_less, dead = manifest["host_folded"]
+    assert kernel_less["ops"] == ["Size", "Greater"] and kernel_less["reason"].startswith("kernel-less")
+    assert dead["ops"] == ["Neg"] and dead["reason"].startswith("dead branch: If if's condition")
+    assert [seg["ops"] for seg in manifest["segments"]] == [["Relu"]]
     x = np.random.default_rng(1).standard_normal((2, 3)).astype(np.float32)
     with dyn.load(bundle) as runtime:
         (y,) = runtime.run({"x": x})
-        assert runtime.last_path.key() == "if=then"
+        assert runtime.last_path.key() == "straight"
         assert runtime.last_path.segments == [manifest["segments"][0]["id"]]
     np.testing.assert_array_equal(y, np.maximum(x, 0))
+
+
+def _branch(name: str, op: str, shape: list[int]) -> onnx.GraphProto:
+    """x op 1, and a target shape for it, as If branch outputs."""
+    nodes = [helper.make_node(op, ["x", "one"], [f"{name}_v"], name=f"{name}_op"),
+             helper.make_node("Constant", [], [f"{name}_s"], name=f"{name}_shape",
+                              value=numpy_helper.from_array(np.array(shape, np.int64)))]
+    return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(f"{name}_v", F, None),
+                                               helper.make_tensor_value_info(f"{name}_s", I64, None)])
+
+
+def test_a_constant_condition_if_becomes_its_branch_and_its_outputs_fold_downstream(tmp_path: Path):
+    """cond = rank(x) == 2 is a constant; the branches give different target shapes, so ONNX
+    cannot type the Reshape after the If, but once the If resolves its shape is a constant."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("Size", ["s"], ["rank"], name="rank"),
+             helper.make_node("Equal", ["rank", "two"], ["is_2d"], name="equal"),
+             helper.make_node("If", ["is_2d"], ["v", "target"], name="if",
+                              then_branch=_branch("then", "Add", [3, 2]),
+                              else_branch=_branch("else", "Sub", [-1])),
+             helper.make_node("Reshape", ["v", "target"], ["y"], name="reshape")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F, [2, 3])],
+                              [helper.make_tensor_value_info("y", F, None)],
+                              [numpy_helper.from_array(np.array(2, np.int64), "two"),
+                               numpy_helper.from_array(np.array(1, np.float32), "one")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    part = partition(normalize(path))
+    assert any(step["op"] == "if" for step in part.program["body"]["steps"])
+    removed = fold_constants(part)
+    assert [r["ops"] for r in removed] == [["Shape", "Size", "Equal"], ["Sub"]]
+    assert not any(step["op"] == "if" for step in part.program["body"]["steps"])
+    reshape = next(seg for seg in part.segments if "Reshape" in seg.ops)
+    assert "target" not in reshape.inputs  # a constant now: an initializer of the segment
+    model = onnx.load_from_string(reshape.model_bytes)
+    assert static_shape(model.graph.input[0].type) == (2, 3)  # typed from the Add segment's output
+    bundle = dyn.compile(path, backend="ort", out=tmp_path / "m.edgert")
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    with dyn.load(bundle) as runtime:
+        (y,) = runtime.run({"x": x})
+    (want,) = ort.InferenceSession(str(path)).run(None, {"x": x})
+    np.testing.assert_array_equal(y, want)
+    assert y.shape == (3, 2)
 
 
 # -- loop-carried shapes (edgert.dynamic.carry) ---------------------------------------------

@@ -49,6 +49,7 @@ class Partition:
     program: dict[str, Any]
     segments: list[Segment]
     consts: dict[str, np.ndarray]  # const id -> value the host program needs directly
+    prefix: str = ""  # of segment and const ids (a guarded program's differ from the main one's)
 
 
 class _Scope:
@@ -84,8 +85,9 @@ class _Scope:
 
 
 class _Partitioner:
-    def __init__(self, norm: NormalizedModel) -> None:
+    def __init__(self, norm: NormalizedModel, prefix: str) -> None:
         self.model = norm.model
+        self.prefix = prefix
         self.segments: list[Segment] = []
         self.consts: dict[str, np.ndarray] = {}
         self._const_ids: dict[str, str] = {}
@@ -211,7 +213,7 @@ class _Partitioner:
         import onnx
         from onnx import helper
 
-        seg_id = f"seg_{len(self.segments):03d}"
+        seg_id = f"{self.prefix}seg_{len(self.segments):03d}"
         for node in nodes:
             if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
                 raise ModelError(
@@ -290,7 +292,7 @@ class _Partitioner:
 
         key = hashlib.sha256(tensor.SerializeToString(deterministic=True)).hexdigest()
         if key not in self._const_ids:
-            const_id = f"const_{len(self._const_ids):03d}"
+            const_id = f"{self.prefix}const_{len(self._const_ids):03d}"
             self._const_ids[key] = const_id
             self.consts[const_id] = numpy_helper.to_array(tensor)
         return self._const_ids[key]
@@ -368,10 +370,10 @@ class _Partitioner:
         return next((o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def partition(norm: NormalizedModel) -> Partition:
-    """Split the normalized model into segments and a host program."""
+def partition(norm: NormalizedModel, prefix: str = "") -> Partition:
+    """Split the normalized model into segments and a host program (ids start with ``prefix``)."""
     graph = norm.model.graph
-    parts = _Partitioner(norm)
+    parts = _Partitioner(norm, prefix)
     scope = _Scope.root().child(graph)
     defaults = {t.name for t in graph.initializer}
     for name in defaults & set(scope.values):  # inputs with an initializer: fixed weights here
@@ -379,4 +381,4 @@ def partition(norm: NormalizedModel) -> Partition:
     body = parts.block(graph, scope, [o.name for o in graph.output])
     body["inputs"] = [i.name for i in graph.input if i.name not in defaults]
     program = {"version": PROGRAM_VERSION, "body": body}
-    return Partition(program, parts.segments, parts.consts)
+    return Partition(program, parts.segments, parts.consts, prefix)

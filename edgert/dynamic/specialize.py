@@ -178,7 +178,9 @@ def fold_constants(part: Any) -> list[dict[str, Any]]:
     shapes) becomes a host ``const`` step, and later segments get it as an initializer,
     where an engine can use it as a value (a Reshape's shape, an Unsqueeze's axes)
     instead of a runtime tensor. A segment left with no outputs is removed: it has no
-    kernel for any engine to run. Returns one record per removed segment (manifest).
+    kernel for any engine to run. An ``if`` whose condition is a constant becomes the
+    steps of the branch it takes (folded in turn, so what it computes folds downstream);
+    the other branch's segments are removed. Returns one record per removed segment.
     """
     folder = _ConstantFolder(part)
     folder.block(part.program["body"])
@@ -190,6 +192,10 @@ class _ConstantFolder:
         self.part = part
         self.segments = {seg.id: seg for seg in part.segments}
         self.known: dict[str, np.ndarray] = {}
+        # Static types of segment outputs (after specialising), given to later segments
+        # whose input ONNX could not type (a resolved If's outputs, for instance). Sound:
+        # they follow from the producer's declared input shapes, which the runtime checks.
+        self.types: dict[str, Any] = {}
         self.removed: list[dict[str, Any]] = []
 
     def block(self, block: dict[str, Any]) -> None:
@@ -197,16 +203,48 @@ class _ConstantFolder:
         for step in block["steps"]:
             if step["op"] == "const":
                 self.known[step["name"]] = self.part.consts[step["const"]]
-            elif step["op"] == "alias" and step["src"] in self.known:
-                self.known[step["dst"]] = self.known[step["src"]]
+            elif step["op"] == "alias":
+                self._alias(step["src"], step["dst"])
             elif step["op"] == "call":
                 steps.extend(self.call(step))
+                continue
+            elif step["op"] == "if" and self._condition(step) is not None:
+                steps.extend(self.taken(step))
                 continue
             for key in ("then", "else", "body"):
                 if key in step:
                     self.block(step[key])
             steps.append(step)
         block["steps"] = steps
+
+    def _condition(self, step: dict[str, Any]) -> bool | None:
+        value = self.known.get(step["cond"])
+        return None if value is None or np.size(value) != 1 else bool(np.asarray(value).item())
+
+    def taken(self, step: dict[str, Any]) -> list[dict[str, Any]]:
+        """The steps of the branch a constant-condition If takes, its outputs bound by alias."""
+        branch = "then" if self._condition(step) else "else"
+        dead = "else" if branch == "then" else "then"
+        reason = f"dead branch: If {step['node']}'s condition is a constant, it always takes {branch}"
+        for seg_id in _segment_ids(step[dead]):
+            seg = self.segments[seg_id]
+            self.part.segments.remove(seg)
+            self.removed.append({"segment": seg.id, "nodes": seg.nodes, "ops": seg.ops,
+                                 "reason": reason})
+        block = step[branch]
+        self.block(block)
+        steps = list(block["steps"])
+        for dst, src in zip(step["outputs"], block["outputs"]):
+            if dst:
+                steps.append({"op": "alias", "src": src, "dst": dst})
+                self._alias(src, dst)
+        return steps
+
+    def _alias(self, src: str, dst: str) -> None:
+        if src in self.known:
+            self.known[dst] = self.known[src]
+        if src in self.types:
+            self.types[dst] = self.types[src]
 
     def call(self, step: dict[str, Any]) -> list[dict[str, Any]]:
         import onnx
@@ -218,15 +256,20 @@ class _ConstantFolder:
         for info in [i for i in model.graph.input if i.name in fixed]:
             model.graph.input.remove(info)
             model.graph.initializer.append(numpy_helper.from_array(self.known[info.name], info.name))
+        typed = [i for i in model.graph.input if i.name in self.types and _static_shape(i) is None]
+        for info in typed:
+            info.type.CopyFrom(self.types[info.name])
         special = specialize(model.SerializeToString(deterministic=True))
+        self.types.update((o.name, o.type) for o in special.model.graph.output
+                          if _static_shape(o) is not None)
         consts = {t.name: numpy_helper.to_array(t) for t in special.model.graph.initializer}
         const_outputs = [name for name in seg.outputs if name in consts]
-        if not fixed and not special.folded:
+        if not fixed and not typed and not special.folded:
             return [step]
         steps = []
         for name in const_outputs:
             self.known[name] = consts[name]
-            const_id = f"const_{len(self.part.consts):03d}"
+            const_id = f"{self.part.prefix}const_{len(self.part.consts):03d}"
             self.part.consts[const_id] = consts[name]
             steps.append({"op": "const", "name": name, "const": const_id})
         if len(const_outputs) == len(seg.outputs):
@@ -243,3 +286,13 @@ class _ConstantFolder:
         seg.outputs = [name for name in seg.outputs if name not in const_outputs]
         seg.model_bytes = special.model.SerializeToString(deterministic=True)
         return steps + [dict(step, inputs=seg.inputs, outputs=seg.outputs)]
+
+
+def _segment_ids(block: dict[str, Any]) -> list[str]:
+    """Every segment a program block calls, nested blocks included."""
+    ids = []
+    for step in block["steps"]:
+        if step["op"] == "call":
+            ids.append(step["segment"])
+        ids += [i for key in ("then", "else", "body") if key in step for i in _segment_ids(step[key])]
+    return ids
