@@ -297,21 +297,27 @@ def sweep(model: str, backend: str, cpu_freqs: str | None, cpu_policies: tuple[s
               help="Compiled-segment cache [default: ~/.cache/edgert].")
 @click.option("--tuning-db", type=click.Path(path_type=Path), default=None,
               help="Apply this edgert tune database to TVM segments.")
+@click.option("--samples", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Sample inputs as an .npz (arrays named like the inputs, or CASE/INPUT for "
+                   "several), used instead of random ones at compile time.")
 def compile_cmd(model: str, output: Path | None, backend: str, target: str,
-                cache_dir: Path | None, tuning_db: Path | None) -> None:
+                cache_dir: Path | None, tuning_db: Path | None, samples: Path | None) -> None:
     """Split a (dynamic) ONNX model into static segments plus a host program: one bundle."""
     from edgert.dynamic import compile as compile_bundle
     from edgert.dynamic import inspect as inspect_bundle
+    from edgert.dynamic.validate import load_cases
     from edgert.zoo import resolve as resolve_model
 
+    feeds = [case for _, case in load_cases(samples)] if samples is not None else None
     out = compile_bundle(resolve_model(model), backend=backend, target=target, out=output,
-                         cache_dir=cache_dir, tuning_db=tuning_db)
+                         cache_dir=cache_dir, tuning_db=tuning_db, samples=feeds)
     manifest = inspect_bundle(out)
     engines = sorted({s["engine"] for s in manifest["segments"]})
     click.echo(f"{out}: {len(manifest['segments'])} segments on {', '.join(engines) or 'host only'}, "
                f"target {manifest['target']}")
     if manifest.get("host_folded"):
-        click.echo(f"  {len(manifest['host_folded'])} kernel-less segment(s) folded into the host program")
+        click.echo(f"  {len(manifest['host_folded'])} segment(s) folded into the host program "
+                   f"(kernel-less, or in a branch a constant If never takes)")
     for seg in manifest["segments"]:
         if seg["choice"].get("fallback_from"):
             click.echo(f"  {seg['id']} runs on ORT: TVM could not build it ({seg['choice']['failed'][0]})")
@@ -319,6 +325,11 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
             tuned = seg["tuning"]
             click.echo(f"  {seg['id']}: {len(tuned['tuned_functions'] or [])}/"
                        f"{tuned['functions'] or '?'} TVM kernels tuned")
+    if "guarded" in manifest:
+        click.echo(f"  guarded program (segments g_*, all TVM) runs when "
+                   f"{', '.join(manifest['guarded']['guard'])} equal the samples' values")
+    elif "guard_skipped" in manifest:
+        click.echo(f"  no guarded program: {manifest['guard_skipped']}")
     auto = manifest.get("auto")
     if auto:
         times = ", ".join(f"{k} {v:.3f} ms" for k, v in sorted(auto.get("measured_ms", {}).items()))
@@ -350,6 +361,9 @@ def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: in
     click.echo(f"{report['status']}: {len(report['cases'])} inputs, max abs error "
                f"{report['max_abs_error']:.3g}, max rel error {report['max_rel_error']:.3g}")
     click.echo(f"paths taken: {', '.join(sorted(report['paths']))}")
+    if set(report["programs"]) != {"main"}:
+        runs = ", ".join(f"{name} x{n}" for name, n in sorted(report["programs"].items()))
+        click.echo(f"programs run: {runs}")
     if report["segments_not_exercised"]:
         click.echo(f"segments never run: {', '.join(report['segments_not_exercised'])}")
     if report["branches_not_taken"]:

@@ -2,8 +2,10 @@
 function-expanded ones), compiled through edgert with ORT segments and with TVM segments.
 
 With backend="tvm" a segment TVM cannot build falls back to ORT, and the manifest says
-why. ``TVM_ALL`` lists the cases whose every segment runs on TVM; ``TVM_FALLBACK`` the
-ones that still need ORT for some segment (docs/conformance.md explains each). Both
+why. Each case's own input is also its compile-time sample. ``TVM_ALL`` lists the cases
+whose input runs only TVM segments (possibly in a program specialised to that input's
+small integer values, behind a guard); ``TVM_FALLBACK`` the ones that still need ORT for
+some segment (docs/conformance.md explains each). Both
 lists are asserted, so a regression fails and so does an improvement nobody recorded."""
 from __future__ import annotations
 
@@ -46,12 +48,12 @@ TVM_ALL = {
     "test_linear_attention_gated_delta_mqa_expanded", "test_linear_attention_gated_expanded",
     "test_linear_attention_gated_per_head_decay_expanded", "test_linear_attention_linear_expanded",
     "test_linear_attention_linear_t1_no_past_expanded",
-}
-# backend="tvm": correct, but some segment runs on ORT; docs/conformance.md says why.
-TVM_FALLBACK = {
+    # via a program specialised to the case's `size` (guarded at run time; docs/conformance.md)
     "test_affine_grid_2d_expanded", "test_affine_grid_2d_align_corners_expanded",
     "test_affine_grid_3d_expanded", "test_affine_grid_3d_align_corners_expanded",
 }
+# backend="tvm": correct, but some segment runs on ORT; docs/conformance.md says why.
+TVM_FALLBACK: set[str] = set()
 
 
 def _has_control_flow(model: onnx.ModelProto) -> bool:
@@ -77,17 +79,32 @@ def test_enough_control_flow_cases_are_found():
     assert len(CASES) >= 30
 
 
-def _check_case(name: str, bundle: Path) -> dict:
+def _feeds(name: str) -> dict:
     case = CASES[name]
-    inputs, expected = case.data_sets[0]
-    names = [i.name for i in case.model.graph.input]
+    return dict(zip([i.name for i in case.model.graph.input], case.data_sets[0][0]))
+
+
+def _host_control_flow(block: dict) -> bool:
+    """Does the host program still run some If/Loop/Scan (not all resolved at compile time)?"""
+    return any(s["op"] in ("if", "loop", "scan")
+               or any(_host_control_flow(s[k]) for k in ("then", "else", "body") if k in s)
+               for s in block["steps"])
+
+
+def _check_case(name: str, bundle: Path) -> tuple[dict, list[str]]:
+    """Run the case's input; returns the manifest and the segments that ran."""
+    expected = CASES[name].data_sets[0][1]
     with dyn.load(bundle) as runtime:
-        got = runtime.run(dict(zip(names, inputs)))
+        got = runtime.run(_feeds(name))
         assert len(got) == len(expected)
         for g, want in zip(got, expected):
             np.testing.assert_allclose(g, np.asarray(want), rtol=1e-3, atol=1e-4)
-        assert runtime.last_path.key() != "straight"
-        return runtime.manifest
+        path = runtime.last_path
+        program = (runtime.manifest["guarded"]["program"] if path.program == "guarded"
+                   else runtime.manifest["program"])
+        host_steps = any(e["kind"] != "call" for e in path.events)
+        assert host_steps == _host_control_flow(program["body"]), path.key()
+        return runtime.manifest, path.segments
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -99,10 +116,10 @@ def test_conformance_case(name, tmp_path: Path):
         with pytest.raises(ModelError, match=REFUSED[name]):
             dyn.compile(path, backend="ort", out=tmp_path / "b.edgert")
         return
-    inputs, expected = case.data_sets[0]
-    if any(np.asarray(v).dtype.name == "bfloat16" for v in inputs):
+    if any(np.asarray(v).dtype.name == "bfloat16" for v in case.data_sets[0][0]):
         pytest.skip("ONNX Runtime's Python API takes no bfloat16 numpy inputs")
-    _check_case(name, dyn.compile(path, backend="ort", out=tmp_path / "b.edgert"))
+    _check_case(name, dyn.compile(path, backend="ort", out=tmp_path / "b.edgert",
+                                  samples=[_feeds(name)]))
 
 
 def test_tvm_lists_cover_every_tensor_case():
@@ -121,15 +138,18 @@ def tvm_cache(tmp_path_factory):
 def test_conformance_case_with_tvm(name, tmp_path: Path, tvm_cache):
     path = tmp_path / f"{name}.onnx"
     onnx.save(CASES[name].model, path)
-    bundle = dyn.compile(path, backend="tvm", out=tmp_path / "b.edgert", cache_dir=tvm_cache)
-    manifest = _check_case(name, bundle)
-    fallbacks = [s for s in manifest["segments"] if s["engine"] != "tvm"]
-    for seg in fallbacks:  # the manifest says which engine ran what, and why
-        assert seg["engine"] == "ort" and seg["choice"]["fallback_from"] == "tvm"
-        assert seg["choice"]["failed"] and seg["choice"]["reason"]
-    for record in manifest["host_folded"]:
-        assert record["reason"].startswith("kernel-less")
+    bundle = dyn.compile(path, backend="tvm", out=tmp_path / "b.edgert", cache_dir=tvm_cache,
+                         samples=[_feeds(name)])
+    manifest, ran = _check_case(name, bundle)
+    for seg in manifest["segments"]:  # the manifest says which engine runs what, and why
+        if seg["engine"] != "tvm":
+            assert seg["engine"] == "ort" and seg["choice"]["fallback_from"] == "tvm"
+            assert seg["choice"]["failed"] and seg["choice"]["reason"]
+    for record in manifest["host_folded"] + manifest.get("guarded", {}).get("host_folded", []):
+        assert record["reason"].startswith(("kernel-less", "dead branch"))
+    engine = {s["id"]: s["engine"] for s in manifest["segments"]}
+    fallbacks = [seg for seg in ran if engine[seg] != "tvm"]  # for the case's own input
     if name in TVM_ALL:
-        assert not fallbacks, [s["choice"]["failed"] for s in fallbacks]
+        assert not fallbacks, fallbacks
     else:
         assert fallbacks, f"{name} now runs fully on TVM: move it to TVM_ALL"

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 
 import edgert
-from edgert.errors import BackendError, EdgertError, ModelError, UsageError
+from backends import TensorSpec
+from edgert.errors import BackendError, EdgertError, InputError, ModelError, UsageError
+from edgert.tensors import FeedCheck
 
-from . import engines, whole
+from . import engines, guard, whole
 from .bundle import npy_bytes, write_bundle
-from .normalize import normalize
+from .normalize import NormalizedModel, normalize
 from .partition import Partition, Segment, partition
 from .runtime import machine_arch
 from .specialize import fold_constants
@@ -43,11 +47,17 @@ def target_arch(target: str) -> str:
 
 def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
             out: Path | None = None, cache_dir: Path | None = None,
-            threads: int | None = None, tuning_db: Path | None = None) -> Path:
+            threads: int | None = None, tuning_db: Path | None = None,
+            samples: Sequence[Mapping[str, np.ndarray]] | None = None) -> Path:
     """Compile ``model_path`` into a bundle; returns the bundle's path.
 
     ``tuning_db``: an ``edgert tune`` database whose records TVM segments use (each
     segment's manifest entry then says which of its kernels were tuned).
+    ``samples``: model inputs (one feed dict each) for the compile-time sample run, in
+    place of seeded random ones: they set the ranks TVM is given, the inputs ``auto``
+    times on and the paths it sees. With ``backend="tvm"``, when some segment falls back
+    to ORT, small integer inputs that had one value in every sample get a guarded
+    program specialised to that value (``guard``).
     """
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r} for dynamic compilation; choose one of "
@@ -57,12 +67,16 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
     model_path = Path(model_path)
     arch = target_arch(target)
     norm = normalize(model_path)
+    graph = norm.model.graph
+    inputs = [engines.spec(i) for i in graph.input if i.name not in {t.name for t in graph.initializer}]
+    if samples is not None:
+        samples = _checked_samples(samples, inputs)
     part = partition(norm)
     host_folded = fold_constants(part)
     candidates = engines.candidates(backend, target)
     # auto on this machine also times the whole model as one ORT segment (see ``whole``)
     whole_candidate = backend == "auto" and arch == machine_arch() and engines.available("ort")
-    seen = (engines.probe(part, norm.model.graph)
+    seen = (engines.probe(part, graph, samples=samples)
             if ("tvm" in candidates or whole_candidate) and engines.available("ort")
             else engines.Probe({}, {}))
     fallback = backend == "tvm" and engines.available("ort")
@@ -76,6 +90,53 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
             for options in built.values():
                 _keep(options, "tvm" if "tvm" in options else "ort",
                       "target is not this machine: not timed, TVM preferred")
+    segments, consts, members = _contents(part, built)
+    extra: dict[str, Any] = {}
+    if fallback and samples and any(art.note.get("fallback_from")
+                                    for options in built.values() for art in options.values()):
+        extra = _guarded(norm, inputs, samples,  # TVM only: a fallback is a failure here
+                         lambda seg, observed: _build(seg, ["tvm"], target, cache_dir, observed,
+                                                      False, tuning_db),
+                         segments, consts, members)
+    used = sorted({s["engine"] for s in segments})
+    if "tvm" not in used:
+        arch = "any"  # segment ONNX files run wherever the engine is installed
+    manifest = {
+        "created_by": f"edgert {edgert.__version__}",
+        "source": {"name": model_path.name, "sha256": norm.source_sha256},
+        "target": target, "target_arch": arch,
+        "engines": {name: engines.version(name) for name in used},
+        "inputs": [i.to_dict() for i in inputs],
+        "outputs": [engines.spec(o).to_dict() for o in graph.output],
+        "program": part.program, "segments": segments, "consts": consts,
+        "host_folded": host_folded, **extra,
+    }
+    if whole_candidate:
+        manifest, members = whole.choose(norm, manifest, members, seen.inputs, threads)
+    out = Path(out) if out is not None else model_path.with_suffix(SUFFIX)
+    return write_bundle(out, manifest, members)
+
+
+def _checked_samples(samples: Sequence[Mapping[str, np.ndarray]],
+                     inputs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
+    """The samples as numpy feeds, each checked against the model's inputs (InputError)."""
+    check = FeedCheck(inputs)
+    feeds = []
+    for index, sample in enumerate(samples):
+        feed = {name: np.asarray(value) for name, value in sample.items()}
+        try:
+            check(feed)
+        except InputError as exc:
+            raise InputError(f"sample {index}: {exc.message}", sample=index, **exc.fields) from exc
+        feeds.append(feed)
+    if not feeds:
+        raise UsageError("samples is empty: pass at least one input, or leave samples out")
+    return feeds
+
+
+def _contents(part: Partition, built: dict[str, dict[str, engines.Artifact]]
+              ) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, bytes]]:
+    """Manifest segment entries, const table and bundle members of a built partition."""
     members: dict[str, bytes] = {}
     segments = []
     for seg in part.segments:
@@ -87,24 +148,30 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
     for cid, value in part.consts.items():
         members[f"consts/{cid}.npy"] = npy_bytes(value)
         consts[cid] = f"consts/{cid}.npy"
-    used = sorted({s["engine"] for s in segments})
-    if "tvm" not in used:
-        arch = "any"  # segment ONNX files run wherever the engine is installed
-    manifest = {
-        "created_by": f"edgert {edgert.__version__}",
-        "source": {"name": model_path.name, "sha256": norm.source_sha256},
-        "target": target, "target_arch": arch,
-        "engines": {name: engines.version(name) for name in used},
-        "inputs": [engines.spec(i).to_dict() for i in norm.model.graph.input
-                   if i.name not in {t.name for t in norm.model.graph.initializer}],
-        "outputs": [engines.spec(o).to_dict() for o in norm.model.graph.output],
-        "program": part.program, "segments": segments, "consts": consts,
-        "host_folded": host_folded,
-    }
-    if whole_candidate:
-        manifest, members = whole.choose(norm, manifest, members, seen.inputs, threads)
-    out = Path(out) if out is not None else model_path.with_suffix(SUFFIX)
-    return write_bundle(out, manifest, members)
+    return segments, consts, members
+
+
+def _guarded(norm: NormalizedModel, inputs: list[TensorSpec],
+             samples: list[dict[str, np.ndarray]], build_tvm: guard.Builder,
+             segments: list[dict[str, Any]], consts: dict[str, str],
+             members: dict[str, bytes]) -> dict[str, Any]:
+    """The manifest's ``guarded`` program (its segments, consts and members added to the
+    bundle's), or ``guard_skipped`` saying why there is none."""
+    values = guard.fixed_inputs(inputs, samples)
+    if not values:
+        return {"guard_skipped": f"no integer or bool input of at most {guard.MAX_ELEMENTS} "
+                                 f"elements had one value across the samples"}
+    try:
+        special = guard.build(norm, values, samples, build_tvm)
+    except EdgertError as exc:
+        return {"guard_skipped": f"the program specialised to {', '.join(values)} cannot run "
+                                 f"fully on TVM either: {_first_line(exc.message)}"}
+    more_segments, more_consts, more_members = _contents(special.part, special.built)
+    segments += more_segments
+    consts.update(more_consts)
+    members.update(more_members)
+    return {"guarded": {"guard": special.guard, "program": special.part.program,
+                        "host_folded": special.host_folded}}
 
 
 def _build(seg: Segment, candidates: list[str], target: str, cache_dir: Path | None,

@@ -6,12 +6,12 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from backends import BackendOptions, TensorSpec, backend_class, get_backend
-from edgert.errors import BackendError, EdgertError, ModelError, UsageError
+from edgert.errors import BackendError, EdgertError, InputError, ModelError, UsageError
 
 from .bundle import sha256
 from .partition import Partition, Segment
@@ -191,10 +191,13 @@ class Probe:
     inputs: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)
 
 
-def probe(part: Partition, graph: Any, runs: int = PROBE_RUNS) -> Probe:
+def probe(part: Partition, graph: Any, runs: int = PROBE_RUNS,
+          samples: Sequence[Mapping[str, np.ndarray]] | None = None) -> Probe:
     """Run the program on ``runs`` seeded random inputs with ORT, recording every segment call.
 
     Several seeds, so data-dependent branches are likely to be reached more than one way.
+    ``samples`` (the user's inputs) replace the random ones; one that fails to run is an
+    InputError, since it says the model and its samples disagree.
     """
     import onnxruntime as ort
 
@@ -211,6 +214,15 @@ def probe(part: Partition, graph: Any, runs: int = PROBE_RUNS) -> Probe:
 
     inits = {t.name for t in graph.initializer}
     interpreter = Interpreter(part.program, call, part.consts)
+    if samples is not None:
+        for index, feeds in enumerate(samples):
+            try:
+                interpreter.run(feeds)
+            except Exception as exc:  # ORT's untyped errors included
+                raise InputError(f"sample input {index} does not run through the model: {exc}",
+                                 sample=index) from exc
+            seen.inputs.append(dict(feeds))
+        return seen
     for seed in range(runs):
         rng = np.random.default_rng(seed)
         feeds = {i.name: _random_value(spec(i), rng) for i in graph.input if i.name not in inits}

@@ -128,7 +128,6 @@ def normalize(model_path: Path) -> NormalizedModel:
     """Load, inline, name, type-check and shape-infer ``model_path``."""
     import onnx
     import onnx.inliner
-    import onnx.shape_inference
 
     path = Path(model_path)
     try:
@@ -144,14 +143,37 @@ def normalize(model_path: Path) -> NormalizedModel:
     _name_nodes(model.graph, set(), [0])
     _canonical_constants(model.graph)
     _reject_non_tensors(model.graph, "the main graph")
+    return _typed(model, hashlib.sha256(data).hexdigest(), str(path))
+
+
+def _typed(model: Any, source_sha256: str, what: str) -> NormalizedModel:
+    """Shape inference (loop-carried shapes proved by ``carry``) and captures."""
+    import onnx.shape_inference
+
     try:
         model = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False,
                                                   data_prop=True)
     except Exception as exc:
-        raise ModelError(f"ONNX shape inference failed on {path}: {exc}", path=str(path)) from exc
+        raise ModelError(f"ONNX shape inference failed on {what}: {exc}", path=what) from exc
     _reject_non_tensors(model.graph, "the main graph")
     from .carry import carry_static_shapes  # imports this module
 
     model = carry_static_shapes(model)
     captures = {key: free_names(sub) for key, sub in iter_graphs(model.graph)}
-    return NormalizedModel(model, hashlib.sha256(data).hexdigest(), captures)
+    return NormalizedModel(model, source_sha256, captures)
+
+
+def with_constant_inputs(norm: NormalizedModel, values: dict[str, Any]) -> NormalizedModel:
+    """``norm`` with the inputs in ``values`` replaced by those constants, re-inferred, so
+    shapes computed from their values become static (a value-guarded program's model)."""
+    from onnx import ModelProto, numpy_helper
+
+    model = ModelProto()
+    model.CopyFrom(norm.model)
+    graph = model.graph
+    kept = [i for i in graph.input if i.name not in values]
+    del graph.input[:]
+    graph.input.extend(kept)
+    graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in values.items())
+    del graph.value_info[:]  # re-inferred from the constants
+    return _typed(model, norm.source_sha256, "the model with constant inputs")

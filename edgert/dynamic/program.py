@@ -46,6 +46,7 @@ class Trace:
 
     events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     total_ns: int = 0
+    program: str = "main"  # "guarded": the bundle's program specialised to its inputs' values
 
     @property
     def segments(self) -> list[str]:
@@ -84,15 +85,18 @@ class Trace:
 
         A call whose engine runs control flow itself (whole-model bundles) adds
         ``<segment>=hidden``: the host cannot see which branches that engine took.
+        A run of the guarded program starts with ``program=guarded``.
         """
-        parts = [f"{e['segment']}=hidden" if e["kind"] == "call" else
+        parts = [] if self.program == "main" else [f"program={self.program}"]
+        parts += [f"{e['segment']}=hidden" if e["kind"] == "call" else
                  f"{e['node']}={e['branch']}" if e["kind"] == "if" else f"{e['node']}={e['trips']}"
                  for e in self.events if e["kind"] != "call" or "control_flow" in e]
         return ";".join(parts) or "straight"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key(), "events": self.events, "total_ns": self.total_ns,
-                "segment_ns": self.segment_ns, "host_overhead_ns": self.host_overhead_ns}
+        return {"key": self.key(), "program": self.program, "events": self.events,
+                "total_ns": self.total_ns, "segment_ns": self.segment_ns,
+                "host_overhead_ns": self.host_overhead_ns}
 
 
 def to_numpy(value: Any) -> np.ndarray:
@@ -116,12 +120,15 @@ class Interpreter:
 
     def __init__(self, program: dict[str, Any], call: SegmentCall,
                  consts: Mapping[str, np.ndarray], on_segment: SegmentHook | None = None,
-                 check: Callable[[str, dict[str, Any]], None] | None = None) -> None:
-        """``check(segment, feeds)`` runs before each call, outside the timed engine window."""
+                 check: Callable[[str, dict[str, Any]], None] | None = None,
+                 name: str = "main") -> None:
+        """``check(segment, feeds)`` runs before each call, outside the timed engine window;
+        ``name`` labels the traces (a bundle's ``guarded`` program)."""
         if program.get("version") != PROGRAM_VERSION:
             raise BundleError(f"host program version {program.get('version')!r} is not "
                               f"supported (this edgert reads version {PROGRAM_VERSION})")
         self.program = program
+        self.name = name
         self._body = program["body"]
         self._check = check
         self._steps = {op: getattr(self, "_step_" + op)
@@ -133,7 +140,7 @@ class Interpreter:
         self.record_margins = False  # validate turns this on; it costs host time per If
 
     def run(self, feeds: Mapping[str, Any]) -> tuple[list[Any], Trace]:
-        self._trace = trace = Trace()
+        self._trace = trace = Trace(program=self.name)
         start = perf_counter_ns()
         body = self._body
         outputs = self._block(body, {n: feeds[n] for n in body["inputs"]})

@@ -81,8 +81,16 @@ class Runtime(Session):
         self.on_segment: Callable[[str, int], None] | None = None
         self.last_path: Trace | None = None
         self.record_margins = False  # True: If events carry "margin" (how close the decision was)
+        check = self._check_segment_feeds if any(self._fixed.values()) else None
         self._interp = Interpreter(self.manifest["program"], self._run_segment, consts, self._count,
-                                   self._check_segment_feeds if any(self._fixed.values()) else None)
+                                   check)
+        # A guarded program (docs/bundle-format.md) runs when the guarded inputs equal these values.
+        guarded = self.manifest.get("guarded")
+        self._guard = ([(name, consts[cid]) for name, cid in guarded["guard"].items()]
+                       if guarded else None)
+        self._guarded_interp = (Interpreter(guarded["program"], self._run_segment, consts,
+                                            self._count, check, name="guarded")
+                                if guarded else None)
 
     def _count(self, seg: str, ns: int) -> None:
         self.segment_ns[seg] += ns
@@ -110,8 +118,13 @@ class Runtime(Session):
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         feeds = {name: np.asarray(value) for name, value in feeds.items()}
         self._check_inputs(feeds)
-        self._interp.record_margins = self.record_margins
-        outputs, self.last_path = self._interp.run(feeds)
+        interp = self._interp
+        if self._guard is not None and all(
+                feeds[name].shape == value.shape and np.array_equal(feeds[name], value)
+                for name, value in self._guard):
+            interp = self._guarded_interp
+        interp.record_margins = self.record_margins
+        outputs, self.last_path = interp.run(feeds)
         return [to_numpy(o) for o in outputs]
 
     def segment_stats(self) -> list[dict[str, Any]]:
@@ -140,7 +153,10 @@ def _checked_upfront(manifest: dict[str, Any]) -> set[tuple[str, str]]:
     segment called in the program's top block reading a bundle input with the same spec."""
     inputs = manifest["inputs"]
     specs = {s["id"]: s["input_specs"] for s in manifest["segments"]}
-    return {(step["segment"], d["name"]) for step in manifest["program"]["body"]["steps"]
+    programs = [manifest["program"]]
+    if "guarded" in manifest:
+        programs.append(manifest["guarded"]["program"])
+    return {(step["segment"], d["name"]) for program in programs for step in program["body"]["steps"]
             if step["op"] == "call" for d in specs.get(step["segment"], []) if d in inputs}
 
 

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 
 def tvm_sources(bundle: Bundle) -> dict[str, bytes]:
-    """Segment id -> the ONNX bytes TVM compiled, for every TVM segment of ``bundle``."""
+    """Segment id -> the ONNX bytes TVM compiled, for every TVM segment of ``bundle``
+    (a guarded program's segments included: they are bundle segments like any other)."""
     sources = {}
     for entry in bundle.manifest["segments"]:
         if entry["engine"] != "tvm":

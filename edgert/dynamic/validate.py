@@ -19,8 +19,10 @@ from .runtime import load
 REPORT_SCHEMA = "edgert.validate/1"
 
 
-def _load_cases(cases: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """``cases``: None, a list of feed dicts, or an .npz (keys "input" or "case/input")."""
+def load_cases(cases: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """``cases``: None, a list of feed dicts, or an .npz (keys "input" or "case/input").
+
+    The one input-file convention of ``edgert validate --cases`` and ``compile --samples``."""
     if cases is None:
         return []
     if isinstance(cases, (str, Path)):
@@ -33,15 +35,16 @@ def _load_cases(cases: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
     return [(f"case{i}", dict(feed)) for i, feed in enumerate(cases)]
 
 
-def _branches(block: dict[str, Any]) -> Iterable[tuple[str, str]]:
-    """Every (If node, branch) in a program block, nested blocks included."""
+def _branches(block: dict[str, Any], program: str = "main") -> Iterable[tuple[str, str]]:
+    """Every (If node, branch) in a program block, nested blocks included; nodes of the
+    guarded program are named ``guarded:<node>``."""
     for step in block["steps"]:
         if step["op"] == "if":
             for taken in ("then", "else"):
-                yield step["node"], taken
-                yield from _branches(step[taken])
+                yield step["node"] if program == "main" else f"{program}:{step['node']}", taken
+                yield from _branches(step[taken], program)
         elif step["op"] in ("loop", "scan"):
-            yield from _branches(step["body"])
+            yield from _branches(step["body"], program)
 
 
 def _engine_control_flow(block: dict[str, Any]) -> Iterable[str]:
@@ -79,7 +82,7 @@ def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int
     """
     import onnxruntime as ort
 
-    todo = _load_cases(cases)
+    todo = load_cases(cases)
     with load(bundle) as runtime:
         hidden = sorted(set(_engine_control_flow(runtime.manifest["program"]["body"])))
         if force_paths and hidden:
@@ -96,6 +99,7 @@ def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int
         ref_names = [o.name for o in reference.get_outputs()]
         runtime.record_margins = True
         results, taken, exercised = [], set(), set()
+        programs: dict[str, int] = {}  # runs per program ("guarded": the specialised one)
         for case, feeds in todo:
             try:
                 got = runtime.run(feeds)
@@ -114,13 +118,17 @@ def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int
             path = runtime.last_path
             near = [{"node": e["node"], "margin": e["margin"]} for e in path.events
                     if e["kind"] == "if" and e.get("margin", np.inf) <= noise]
-            taken.update((e["node"], e["branch"]) for e in path.events if e["kind"] == "if")
+            prefix = "" if path.program == "main" else f"{path.program}:"
+            taken.update((prefix + e["node"], e["branch"]) for e in path.events if e["kind"] == "if")
+            programs[path.program] = programs.get(path.program, 0) + 1
             exercised.update(path.segments)
             results.append({"case": case, "ok": ok, "path": path.key(),
                             "max_abs_error": max((a for a, _ in errs), default=0.0),
                             "max_rel_error": max((r for _, r in errs), default=0.0),
                             "near_threshold": near})
         all_branches = set(_branches(runtime.manifest["program"]["body"]))
+        if "guarded" in runtime.manifest:
+            all_branches.update(_branches(runtime.manifest["guarded"]["program"]["body"], "guarded"))
         all_segments = {s["id"] for s in runtime.manifest["segments"]}
     failed = [r for r in results if not r["ok"] and not r.get("near_threshold")]
     untaken = sorted(all_branches - taken)
@@ -135,7 +143,7 @@ def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int
         "cases": results,
         "max_abs_error": max((r.get("max_abs_error", 0.0) for r in results), default=0.0),
         "max_rel_error": max((r.get("max_rel_error", 0.0) for r in results), default=0.0),
-        "paths": paths,
+        "paths": paths, "programs": programs,
         "branches_not_taken": [f"{node}={b}" for node, b in untaken],
         "control_flow_in_engine": hidden,
         "segments_exercised": sorted(exercised),
