@@ -369,7 +369,7 @@ def main() -> None:
     bench = BenchSettings(min_duration_ms=1000, max_duration_ms=args.max_time * 1000)
     result = {
         "benchmark": "variants", "schema": "edgert.bench.variants/1",
-        "command": "python benchmarks/variants.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python benchmarks/variants.py", *sys.argv[1:]]),
         "device": device_facts.collect("local"), "settings": bench.to_dict(),
         "load_average_before": os.getloadavg(),
         "levels": None if args.skip_levels else part_levels(args.work, bench, feeds),
