@@ -146,8 +146,9 @@ def _apply_database(mod: Any, target: Any, tuning_db: Path) -> Any:
 def _lower(mod: Any, target: Any, tuning_db: Path | None = None) -> tuple[Any, dict[str, Any]]:
     """``legalize``, tuned schedules from ``tuning_db``, ``_parallelize`` for the rest, lowering.
 
-    Also returns which fused functions got a tuned schedule (the sidecar keeps it, so a
-    cached library still says whether the database applied to it).
+    Also returns which fused functions got a tuned schedule and whether the records were
+    timed under emulation (the sidecar keeps both, so a cached library still says whether
+    and how the database applied to it).
     """
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
@@ -160,6 +161,10 @@ def _lower(mod: Any, target: Any, tuning_db: Path | None = None) -> tuple[Any, d
     tuned = {"functions": len(prims),
              "tuned_functions": sorted(name for name, func in prims.items()
                                        if func.attrs.get("tirx.is_scheduled", False))}
+    if tuning_db is not None:
+        from .tvm_tune import records_emulated
+
+        tuned["tuning_emulated"] = records_emulated(tuning_db, target)
     with target:
         mod = _parallelize(mod, target)
         return tvm.transform.Sequential(cpu.dataflow_lower_passes(target)
@@ -278,10 +283,11 @@ def read_signature(library: Path) -> tuple[list[TensorSpec], list[TensorSpec], s
 
 
 def read_tuning(library: Path) -> dict[str, Any]:
-    """``functions`` (fused kernels) and ``tuned_functions`` (those with a database schedule)
-    from the sidecar; empty for libraries compiled before the sidecar recorded them."""
+    """``functions`` (fused kernels), ``tuned_functions`` (those with a database schedule) and
+    ``tuning_emulated`` (its records were timed under emulation) from the sidecar; empty for
+    libraries compiled before the sidecar recorded them."""
     data = json.loads(signature_path(library).read_text())
-    return {key: data[key] for key in ("functions", "tuned_functions") if key in data}
+    return {key: data[key] for key in ("functions", "tuned_functions", "tuning_emulated") if key in data}
 
 
 _ELF_MACHINES = {62: "x86_64", 183: "aarch64"}  # e_machine values edgert builds for

@@ -33,6 +33,7 @@ from .tvm_target import export_compiler, is_cross, target_key
 WORKLOADS = "database_workload.json"  # MetaSchedule's own file names, so its tools can read them
 RECORDS = "database_tuning_record.json"
 TARGET_FILE = "target.json"
+EMULATED_FILE = "emulated.json"  # present once any record was timed on an emulated device
 DEFAULT_TRIALS_PER_ITER = 32
 NUMBER, REPEAT = 3, 3  # calls per repeat, repeats per candidate (runner results are per repeat)
 CROSS_NUM_CORES = 4  # assumed for foreign targets without "num-cores" (most arm64 boards)
@@ -52,11 +53,11 @@ def database_dir(root: Path, target: Any) -> Path:
 
 
 def database_digest(root: Path, target: Any) -> str:
-    """sha256 of ``target``'s workload and record files ("empty" when there are none)."""
+    """sha256 of ``target``'s workload, record and emulation files ("empty" when there are none)."""
     where = database_dir(root, target)
     digest = hashlib.sha256()
     found = False
-    for name in (WORKLOADS, RECORDS):
+    for name in (WORKLOADS, RECORDS, EMULATED_FILE):
         path = where / name
         if path.exists():
             found = True
@@ -75,6 +76,20 @@ def open_database(root: Path, target: Any, create: bool = False) -> Any:
     where.mkdir(parents=True, exist_ok=True)
     (where / TARGET_FILE).write_text(target_key(target) + "\n")
     return ms.database.JSONDatabase(str(where / WORKLOADS), str(where / RECORDS))
+
+
+def records_emulated(root: Path, target: Any) -> bool:
+    """True when some of ``target``'s records were timed on an emulated device: their schedules
+    were chosen by emulated speed, which says little about the real board."""
+    return (database_dir(root, target) / EMULATED_FILE).exists()
+
+
+def _mark_emulated(root: Path, target: Any) -> None:
+    """Label the database before the first emulated record lands (a killed run keeps it)."""
+    path = database_dir(root, target) / EMULATED_FILE
+    if not path.exists():
+        path.write_text(json.dumps({"emulated": True, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                             time.gmtime())}) + "\n")
 
 
 def _cpu_tensor_intrinsics() -> None:
@@ -218,6 +233,7 @@ class TuneProgress:
     best_ms: float | None
     elapsed_s: float
     budget_s: float | None
+    emulated: bool = False
 
 
 @dataclasses.dataclass
@@ -228,15 +244,18 @@ class TuneSummary:
     trials: int
     elapsed_s: float
     stopped_by: str  # "budget", "trials" or "search" (MetaSchedule ran out of candidates)
+    emulated: bool = False  # timed on an emulated device: best_us says nothing about real hardware
 
     def to_dict(self) -> dict[str, Any]:
         return {"database": str(self.database), "target": self.target, "trials": self.trials,
                 "elapsed_s": round(self.elapsed_s, 1), "stopped_by": self.stopped_by,
+                "emulated": self.emulated,
                 "tasks": [dataclasses.asdict(t) for t in self.tasks]}
 
 
 def _callback(tasks: list[TaskState], deadline: float | None, start: float, budget: float | None,
-              on_progress: Callable[[TuneProgress], None] | None, stopped: list[str]) -> Any:
+              on_progress: Callable[[TuneProgress], None] | None, stopped: list[str],
+              emulated: bool) -> Any:
     """Tracks best latencies, reports progress, and ends every task once the budget is spent."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
@@ -259,7 +278,7 @@ def _callback(tasks: list[TaskState], deadline: float | None, start: float, budg
                 measured = [t for t in tasks if t.best_us is not None]
                 best = sum(t.weight * t.best_us for t in measured) / 1e3 if measured else None
                 on_progress(TuneProgress(len(tasks), len(measured), sum(t.trials for t in tasks),
-                                         best, time.monotonic() - start, budget))
+                                         best, time.monotonic() - start, budget, emulated))
 
     return Watch()
 
@@ -315,7 +334,7 @@ def tune_model(models: Path | list[Path], db_root: Path, target: Any, *,
                trials: int | None = None, timer: Timer | None = None,
                on_progress: Callable[[TuneProgress], None] | None = None,
                trials_per_iter: int = DEFAULT_TRIALS_PER_ITER, seed: int | None = None,
-               verbose: bool = False) -> TuneSummary:
+               verbose: bool = False, emulated: bool = False) -> TuneSummary:
     """Tune every task of ``models`` for ``target`` into ``db_root``; returns a summary.
 
     ``models``: one ONNX file, or several (a bundle's TVM segments) that share the
@@ -323,7 +342,8 @@ def tune_model(models: Path | list[Path], db_root: Path, target: Any, *,
     Stops after ``time_budget_s`` (checked after each measured batch, so a run may
     overshoot by one batch) or ``trials`` measurements in total, whichever comes
     first. ``timer`` times one candidate (default: ``local_timer``; use
-    ``agent_timer(client)`` to measure on a device). Records already in the database
+    ``agent_timer(client)`` to measure on a device; ``emulated``: that device is an
+    emulator, and the summary and progress say so). Records already in the database
     are kept and seed the search. MetaSchedule's own logs go to ``<database>/logs``
     (and to stdout with ``verbose``).
     """
@@ -342,6 +362,8 @@ def tune_model(models: Path | list[Path], db_root: Path, target: Any, *,
     paths = [Path(models)] if isinstance(models, (str, Path)) else [Path(m) for m in models]
     extracted, occurs = _merge(paths, target)
     database = open_database(db_root, target, create=True)
+    if emulated:
+        _mark_emulated(db_root, target)
     logs = str(database_dir(db_root, target))  # MetaSchedule writes its logs to <this>/logs
     ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
     for handler in list(ms_logger.handlers):  # an earlier run's files; unnamed ones crash its config
@@ -356,11 +378,11 @@ def tune_model(models: Path | list[Path], db_root: Path, target: Any, *,
         where = dict(zip((t.task_name for t in extracted), occurs))
         states = [TaskState(c.task_name, float(w), where[c.task_name]) for c, w in zip(contexts, weights)]
         if not contexts:
-            return TuneSummary(Path(db_root), target_key(target), [], 0, 0.0, "search")
+            return TuneSummary(Path(db_root), target_key(target), [], 0, 0.0, "search", emulated)
         stopped = ["search"]
         budget_trials = trials if trials is not None else 1 << 30
         deadline = start + time_budget_s if time_budget_s is not None else None
-        watch = _callback(states, deadline, start, time_budget_s, on_progress, stopped)
+        watch = _callback(states, deadline, start, time_budget_s, on_progress, stopped, emulated)
         ms.tune_tasks(
             tasks=contexts, task_weights=weights, work_dir=logs,
             max_trials_global=budget_trials, max_trials_per_task=budget_trials,
@@ -374,7 +396,7 @@ def tune_model(models: Path | list[Path], db_root: Path, target: Any, *,
         if stopped == ["search"] and trials is not None and total >= trials:
             stopped = ["trials"]
         return TuneSummary(Path(db_root), target_key(target), states, total,
-                           time.monotonic() - start, stopped[0])
+                           time.monotonic() - start, stopped[0], emulated)
     except Exception as exc:
         if isinstance(exc, (UsageError, BackendError)):
             raise
@@ -389,8 +411,9 @@ def format_progress(p: TuneProgress) -> str:
     """One status line: tasks measured, trials, best total latency of the tuned kernels, time."""
     best = f"{p.best_ms:.3f} ms" if p.best_ms is not None else "-"
     budget = f"/{p.budget_s:.0f}" if p.budget_s is not None else ""
+    label = " [EMULATED]" if p.emulated else ""
     return (f"{p.tasks_measured}/{p.tasks_total} tasks, {p.trials} trials, "
-            f"best {best} (tuned kernels), {p.elapsed_s:.0f}{budget} s")
+            f"best {best} (tuned kernels{label}), {p.elapsed_s:.0f}{budget} s")
 
 
 def summary_json(summary: TuneSummary) -> str:

@@ -76,7 +76,8 @@ class Agent:
 
     def capabilities(self) -> protocol.Capabilities:
         return protocol.Capabilities(engines=tuple(available_backends()),
-                                     free_bytes=self.store.free_bytes(), arch=platform.machine())
+                                     free_bytes=self.store.free_bytes(), arch=platform.machine(),
+                                     emulated=self.emulated)
 
     # -- serving ---------------------------------------------------------------------------
 

@@ -55,12 +55,13 @@ class Capabilities:
     dvfs_domains: tuple[str, ...] = ()  # cpufreq/devfreq domains it may pin
     free_bytes: int = 0  # space left in the artifact store
     arch: str = ""  # platform.machine(), e.g. "aarch64"
+    emulated: bool = False  # an emulated board: the host labels every timing it takes there
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "engines": list(self.engines), "sensors": list(self.sensors),
             "dvfs_domains": list(self.dvfs_domains), "free_bytes": self.free_bytes,
-            "arch": self.arch,
+            "arch": self.arch, "emulated": self.emulated,
         }
 
     @classmethod
@@ -70,6 +71,7 @@ class Capabilities:
                 engines=tuple(data.get("engines", ())), sensors=tuple(data.get("sensors", ())),
                 dvfs_domains=tuple(data.get("dvfs_domains", ())),
                 free_bytes=int(data.get("free_bytes", 0)), arch=str(data.get("arch", "")),
+                emulated=bool(data.get("emulated", False)),
             )
         except (TypeError, ValueError) as exc:
             raise ProtocolError(f"the agent sent malformed capabilities: {exc}") from exc

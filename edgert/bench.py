@@ -10,6 +10,7 @@ import numpy as np
 from backends import BackendOptions
 from edgert import device_facts, result
 from edgert.devices.address import DeviceAddress
+from edgert.errors import UsageError
 from edgert.runner import run_benchmark
 from edgert.settings import BenchSettings
 from edgert.tensors import load_feeds
@@ -54,6 +55,10 @@ def bench(job: BenchJob, device: DeviceAddress | None = None,
                                  feeds=feeds, progress=progress(name) if progress else None)
         return _collect(job, facts, measure)
 
+    if job.tuning_db is not None:  # the device would compile without it, silently untuned
+        raise UsageError("--tuning-db is applied where TVM compiles, on this host; for a device, "
+                         "compile a bundle here (edgert compile MODEL --backend tvm --target ... "
+                         "--tuning-db DB) and bench that bundle on the device")
     from device_agents.protocol import pack_array
     from edgert.devices.connect import open_client
 

@@ -324,7 +324,8 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
         if "tuning" in seg:
             tuned = seg["tuning"]
             click.echo(f"  {seg['id']}: {len(tuned['tuned_functions'] or [])}/"
-                       f"{tuned['functions'] or '?'} TVM kernels tuned")
+                       f"{tuned['functions'] or '?'} TVM kernels tuned"
+                       + (" (records timed under emulation)" if tuned.get("emulated") else ""))
     if "guarded" in manifest:
         click.echo(f"  guarded program (segments g_*, all TVM) runs when "
                    f"{', '.join(manifest['guarded']['guard'])} equal the samples' values")
@@ -505,13 +506,14 @@ def tune(model: str, db: Path, time_budget: float | None, trials: int | None, ta
         sys.stderr.flush()
 
     with contextlib.ExitStack() as stack:
-        timer = None
+        timer, emulated = None, addr.emulated
         if addr.scheme != "local":
             from edgert.devices.connect import open_client
 
-            timer = agent_timer(stack.enter_context(open_client(addr)))
+            client = stack.enter_context(open_client(addr))
+            timer, emulated = agent_timer(client), emulated or client.capabilities.emulated
         options = dict(time_budget_s=time_budget, trials=trials, timer=timer, on_progress=show,
-                       trials_per_iter=trials_per_iter, seed=seed, verbose=verbose)
+                       trials_per_iter=trials_per_iter, seed=seed, verbose=verbose, emulated=emulated)
         if path.suffix == ".edgert":
             summary = tune_bundle(path, db, target, **options)
         else:
@@ -525,9 +527,10 @@ def tune(model: str, db: Path, time_budget: float | None, trials: int | None, ta
     name = path.name
     if path.suffix == ".edgert":
         name += f" (TVM segments {', '.join(sorted({m for t in summary.tasks for m in t.models}))})"
+    label = " [EMULATED: timed under emulation, not the board's speed]" if summary.emulated else ""
     click.echo(f"{name}: {len(measured)}/{len(summary.tasks)} tasks tuned, {summary.trials} trials "
                f"in {summary.elapsed_s:.0f} s (stopped by {summary.stopped_by}); "
-               f"tuned kernels {best:.3f} ms; database {db}")
+               f"tuned kernels {best:.3f} ms{label}; database {db}")
 
 
 def _floats(text: str, what: str) -> list[float]:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from arm64 import EM_AARCH64, address, arm64_board, board_root, device_args, elf_machine
-from conftest import REPO, run_cli
+from conftest import REPO, make_matmul_model, run_cli
 
 ZOO = REPO / "edgert" / "zoo" / "dynamic"
 MODEL, CASES = ZOO / "early_exit_cnn.onnx", ZOO / "early_exit_cnn.npz"
@@ -131,6 +131,63 @@ def test_onnxruntime_runs_on_the_board(tmp_path, sshd, root, store):
     r = json.loads(out.read_text())
     assert r["emulated"] is True and r["device"]["arch"] == "aarch64"
     assert r["backend"]["name"] == "ort" and len(r["samples_ms"]) == 5
+
+
+def test_tune_on_the_board_then_compile_with_its_records(tmp_path, sshd, root, store):
+    """edgert tune --target aarch64 --device BOARD: every candidate is cross-compiled here and
+    timed by the board's agent under qemu (no TVM RPC server there); the records, labelled
+    emulated, then compile into an aarch64 bundle without re-tuning, and the board runs it."""
+    pytest.importorskip("xgboost")
+    import onnxruntime as ort
+
+    from backends.tvm_target import resolve_target
+    from backends.tvm_tune import RECORDS, database_dir, records_emulated
+    from edgert.devices.connect import open_client
+    from edgert.dynamic.bundle import Bundle
+
+    model = make_matmul_model(tmp_path / "mm.onnx", symbolic=False)  # one fused matmul+relu task
+    db, env = tmp_path / "db", {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    objects = store / "objects"
+    before = set(objects.iterdir()) if objects.exists() else set()
+    proc = run_cli("tune", str(model), "--db", str(db), "--target", "aarch64", "--trials", "4",
+                   "--trials-per-iter", "4", "--seed", "0", "--json", str(tmp_path / "tune.json"),
+                   *device_args(sshd, root, store), env=env)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "tune.json").read_text())
+    assert summary["emulated"] is True and summary["trials"] == 4
+    assert "[EMULATED" in proc.stdout
+    [task] = summary["tasks"]
+    assert task["name"] == "fused_matmul_relu" and task["best_us"] > 0
+    candidates = [p for p in set(objects.iterdir()) - before if elf_machine(p.read_bytes()[:20])]
+    assert len(candidates) >= 1 and {elf_machine(p.read_bytes()[:20]) for p in candidates} == {EM_AARCH64}
+    records = database_dir(db, resolve_target("aarch64")) / RECORDS
+    lines = records.read_text().splitlines()
+    assert len(lines) == 4 and any(json.loads(line)[1][1] for line in lines)  # run_secs from the board
+    assert records_emulated(db, resolve_target("aarch64"))
+
+    bundle = tmp_path / "mm.edgert"
+    proc = run_cli("compile", str(model), "-o", str(bundle), "--backend", "tvm", "--target", "aarch64",
+                   "--tuning-db", str(db), "--cache-dir", str(tmp_path / "build"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert records.read_text().splitlines() == lines  # applying the records measured nothing new
+    assert "1/1 TVM kernels tuned (records timed under emulation)" in proc.stdout
+    [segment] = Bundle(bundle).manifest["segments"]
+    assert segment["engine"] == "tvm" and segment["tuning"]["tuned_functions"] == ["fused_matmul_relu"]
+    assert segment["tuning"]["emulated"] is True
+    with zipfile.ZipFile(bundle) as archive:
+        [library] = [n for n in archive.namelist() if n.endswith(".so")]
+        assert elf_machine(archive.read(library)[:20]) == EM_AARCH64
+
+    x = np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32)
+    with open_client(address(sshd, root, store)) as client:
+        assert client.capabilities.emulated is True
+        [got] = client.run_model(bundle, "bundle", {"x": x})
+    want = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+    proc = run_cli("bench", str(model), "--backend", "tvm", "--tuning-db", str(db),
+                   *device_args(sshd, root, store), env=env)
+    assert proc.returncode != 0 and "compile a bundle here" in proc.stderr
 
 
 def _save(directory: Path, array: np.ndarray) -> Path:

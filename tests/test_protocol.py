@@ -34,7 +34,8 @@ def test_binary_payload_is_msgpack_bin_not_base64():
 
 def test_hello_round_trip_and_version_check():
     caps = protocol.Capabilities(engines=("ort", "tvm"), sensors=("ina3221:VDD_IN",),
-                                 dvfs_domains=("cpu0",), free_bytes=123 << 30, arch="aarch64")
+                                 dvfs_domains=("cpu0",), free_bytes=123 << 30, arch="aarch64",
+                                 emulated=True)
     message = protocol.decode(protocol.encode(protocol.hello("0.1.0", caps)))
     assert protocol.check_hello(message) == caps
 

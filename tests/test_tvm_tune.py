@@ -21,7 +21,7 @@ from backends import BackendOptions, get_backend  # noqa: E402
 from backends.tvm import _apply_database, _import, cache_path, legalize, onnx_signature  # noqa: E402
 from backends.tvm_target import resolve_target  # noqa: E402
 from backends.tvm_tune import (RECORDS, agent_timer, database_digest, database_dir,  # noqa: E402
-                               open_database, tune_model)
+                               open_database, records_emulated, tune_model)
 from edgert.errors import BackendError, UsageError  # noqa: E402
 from edgert.tensors import random_feeds  # noqa: E402
 
@@ -169,6 +169,7 @@ def test_candidates_timed_by_a_tcp_agent_within_a_time_budget(tmp_path: Path) ->
     addr = parse_url(f"tcp://127.0.0.1:{ready.port}").replace(token_file=token)
     model = _matmul_model(tmp_path / "mm.onnx")
     with open_client(addr) as client:
+        assert client.capabilities.emulated is False  # `edgert agent` without --emulated
         with pytest.raises(BackendError):  # the device's own errors come back as EdgertErrors
             agent_timer(client)(model, [{"shape": [1], "dtype": "float32"}])
         summary = tune_model(model, tmp_path / "db", resolve_target("host"), time_budget_s=1.0,
@@ -176,6 +177,7 @@ def test_candidates_timed_by_a_tcp_agent_within_a_time_budget(tmp_path: Path) ->
     server.join(10)
     assert summary.stopped_by == "budget" and summary.trials == 4  # one batch, then the budget ends it
     assert summary.tasks[0].best_us is not None
+    assert not records_emulated(tmp_path / "db", resolve_target("host"))  # a real device's timings
     uploaded = [p for p in (tmp_path / "store").rglob("*") if p.is_file() and p.stat().st_size > 1000]
     assert len(uploaded) >= 4  # every candidate went to the device
     assert len(_records(tmp_path / "db")) == 4

@@ -156,7 +156,8 @@ def _prepare_tvm(seg: Segment, target: str, cache_dir: Path | None,
     if tuning_db is not None:
         used = backend.effective_options()
         tuning = {"db_sha256": used["tuning_db_sha256"], "functions": used.get("functions"),
-                  "tuned_functions": used.get("tuned_functions")}
+                  "tuned_functions": used.get("tuned_functions"),
+                  "emulated": bool(used.get("tuning_emulated"))}
     return Artifact("tvm", member, {member: library.read_bytes(),
                                     f"segments/{seg.id}.json": sidecar.read_bytes()},
                     specialized=note, tuning=tuning,
