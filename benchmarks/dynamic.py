@@ -7,7 +7,10 @@ engine in its own process started by this one (OpenMP, ORT and TVM thread pools 
 one process spin against each other on a small machine, and that measured contention,
 not the engines). The bundles are compiled once, up front. A model's
 latency is the mean over its cases of each case's median: the same mix of paths for
-every engine. Outputs are checked against ONNX Runtime on the whole model first.
+every engine. Outputs are checked against ONNX Runtime on the whole model first. The
+bundles are compiled with those cases as ``samples`` (``edgert compile --samples``), as a
+user would pass inputs representative of their workload: ``auto`` times its candidates on
+them instead of on random inputs, whose mix of paths can differ.
 
 * ``torch``: tools/dynamic_torch.py (Python control flow, the ONNX file's weights)
 * ``ort``: onnxruntime on the whole ONNX model
@@ -199,7 +202,8 @@ def main() -> None:
         for name in dynamic_torch.MODULES:
             for backend in ("tvm", "auto"):
                 dyn.compile(dynamic_torch.ZOO / f"{name}.onnx", backend=backend,
-                            out=Path(tmp) / f"{name}.{backend}.edgert", cache_dir=cache)
+                            out=Path(tmp) / f"{name}.{backend}.edgert", cache_dir=cache,
+                            samples=dynamic_torch.cases(name))
         for name in dynamic_torch.MODULES:
             # One process per engine: thread pools (OpenMP, ORT, TVM) that share a process
             # spin against each other on a small machine, which measured contention.
