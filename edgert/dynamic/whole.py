@@ -73,7 +73,7 @@ def choose(norm: NormalizedModel, manifest: dict[str, Any], members: dict[str, b
         return dict(manifest, auto={"chosen": "partitioned",
                                     "reason": f"the whole model does not load in ORT: {exc.message}"}), members
     if not inputs:
-        return dict(manifest, auto={"chosen": "partitioned", "reason": "no seeded sample input ran "
+        return dict(manifest, auto={"chosen": "partitioned", "reason": "no sample input ran "
                                     "through the model, so the whole model could not be timed"}), members
     art.note = {"chosen": "ort", "reason": "the whole model is one ORT segment (backend=auto)"}
     entry, whole_members = engines.manifest_entry(seg, art)
@@ -88,8 +88,8 @@ def choose(norm: NormalizedModel, manifest: dict[str, Any], members: dict[str, b
     if len(times) == 2:
         chosen = ("partitioned" if times["partitioned"] < (1 - MARGIN) * times["whole_model"]
                   else "whole_model")
-        reason = (f"fastest round over the seeded sample inputs on this machine at compile time "
-                  f"(the partitioned bundle must be more than {MARGIN:.0%} faster to be kept)")
+        reason = (f"fastest round over the sample inputs (compile --samples, else seeded random "
+                  f"ones) on this machine at compile time (the partitioned bundle must be more than {MARGIN:.0%} faster to be kept)")
     else:
         chosen = next(iter(times), "partitioned")
         reason = ("the other candidate failed to run (see timing_failed)" if times
