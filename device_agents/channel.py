@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from device_agents import protocol
-from device_agents.transports import Transport, TransportTimeout
+from device_agents.transports import Transport, TransportClosed, TransportTimeout
 from edgert.errors import ProtocolError
 
 READ_BYTES = 1 << 20
@@ -39,7 +39,12 @@ class Channel:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TransportTimeout(f"{self.transport.name}: no complete message in time")
-            self._buffer += self.transport.read(READ_BYTES, remaining)
+            try:
+                self._buffer += self.transport.read(READ_BYTES, remaining)
+            except TransportClosed as exc:
+                if exc.fields.get("peer_restarted"):
+                    self._buffer.clear()  # a partial message from the old peer must not prefix the new one's
+                raise
 
     def recv(self, timeout: float | None = None) -> dict[str, Any]:
         """The next message; ``TransportTimeout`` when none completes within ``timeout``."""

@@ -2,11 +2,19 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 import time
 
 
+import edgert
+from device_agents import protocol
+from device_agents.channel import Channel
+from device_agents.framing import DATA, ReliableTransport, encode_frame
+from device_agents.transports import SerialTransport
+from edgert.devices.client import AgentClient
 from conftest import make_matmul_model, run_cli
 from serial_line import Line
 from sshd import free_port
@@ -38,6 +46,24 @@ def test_bench_over_a_corrupting_serial_line(tmp_path):
         assert r["device"]["transport"] == "serial"
         assert len(r["samples_ms"]) == 25
         assert line.proxy.flipped > 0 and line.proxy.dropped > 0  # the line really was damaged
+    finally:
+        stop(agent)
+        line.close()
+
+
+def test_a_host_that_first_reads_a_dead_agent_links_hello_opens_a_session_with_the_live_one(tmp_path):
+    """An agent's serial link beacons its hello until a host answers and, after its retries, starts
+    over with a new link epoch; a host connecting later can find the old epoch's hellos queued in
+    its tty. The handshake must move on to the live agent instead of failing."""
+    line = Line()
+    host_tty = SerialTransport.open(line.end_b)  # opening flushes the tty: queue the stale frames after
+    stale = protocol.encode(protocol.hello(edgert.__version__, protocol.Capabilities(arch="stale")))
+    os.write(line.fds[2], encode_frame(DATA, 0x5EED, 0, 0, stale) * 3)
+    agent = start_agent("--serial", line.end_a, "--store", str(tmp_path / "store"))
+    try:
+        with AgentClient(Channel(ReliableTransport(host_tty)), "serial") as client:
+            assert client.capabilities.arch == platform.machine()
+            assert "device" in client.call("device.info")
     finally:
         stop(agent)
         line.close()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,9 +33,31 @@ class AgentClient:
         self.chunk_bytes = SERIAL_CHUNK_BYTES if transport_name == "serial" else CHUNK_BYTES
         self._on_close: list[Callable[[], None]] = []
         self._ids = itertools.count(1)
-        self.capabilities = protocol.check_hello(self._recv())
-        self.call("session.open", {"protocol": protocol.PROTOCOL_VERSION,
-                                   "edgert_version": edgert.__version__})
+        self.capabilities = self._open_session()
+
+    def _open_session(self) -> protocol.Capabilities:
+        """Read the agent's hello and open a session.
+
+        On a serial line, frames an agent sent before this host connected (hellos from earlier
+        link epochs) can come first; the link then reports that the peer restarted, and the
+        handshake starts again with the current agent's hello until ``silence_timeout`` passes.
+        """
+        deadline = time.monotonic() + self.silence_timeout
+        while True:
+            try:
+                capabilities = protocol.check_hello(self.channel.recv(self.silence_timeout))
+                request_id = next(self._ids)
+                self.channel.send(protocol.request(request_id, "session.open", {
+                    "protocol": protocol.PROTOCOL_VERSION, "edgert_version": edgert.__version__}))
+            except TransportClosed as exc:
+                if exc.fields.get("peer_restarted") and time.monotonic() < deadline:
+                    continue
+                raise DeviceError(f"cannot open a session with the agent: {exc.message}") from exc
+            except TransportTimeout as exc:
+                raise DeviceError(f"the agent sent no hello for {self.silence_timeout:.0f} s: "
+                                  "it hung or the link is down") from exc
+            self._wait(request_id, "session.open")
+            return capabilities
 
     def __enter__(self) -> "AgentClient":
         return self
