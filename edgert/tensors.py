@@ -5,7 +5,7 @@ Device-side: numpy only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -79,18 +79,20 @@ class FeedCheck:
              tuple((i, d) for i, d in enumerate(s.shape) if isinstance(d, str)))
             for s in specs]
 
-    def __call__(self, feeds: Mapping[str, np.ndarray]) -> None:
-        for extra in feeds:
-            if extra not in self.names:
-                raise InputError(
-                    f"the model has no input {extra!r}; its inputs are: "
-                    f"{', '.join(sorted(self.names))}", input=extra,
-                )
+    def __call__(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The feeds as numpy arrays (no copies), once they are known to fit."""
+        if not self.names.issuperset(feeds):
+            extra = next(name for name in feeds if name not in self.names)
+            raise InputError(
+                f"the model has no input {extra!r}; its inputs are: "
+                f"{', '.join(sorted(self.names))}", input=extra,
+            )
         bound: dict[str, int] = {}
+        arrays: dict[str, np.ndarray] = {}
         for spec, dtype, fixed, symbolic in self._specs:
             if spec.name not in feeds:
                 raise InputError(f"missing input {spec.name!r}", input=spec.name)
-            value = np.asarray(feeds[spec.name])
+            arrays[spec.name] = value = np.asarray(feeds[spec.name])
             if value.dtype != dtype:
                 raise InputError(
                     f"input {spec.name!r} must be {spec.dtype}, got {value.dtype}",
@@ -98,7 +100,7 @@ class FeedCheck:
                 )
             shape = value.shape
             ok = len(shape) == len(spec.shape)
-            if ok:
+            if ok and shape != spec.shape:  # equal tuples: all fixed dims match, nothing to bind
                 for i, size in fixed:
                     ok = ok and shape[i] == size
                 for i, name in symbolic:
@@ -108,3 +110,4 @@ class FeedCheck:
                     f"input {spec.name!r} must have shape {list(spec.shape)}, got {list(shape)}",
                     input=spec.name, expected=list(spec.shape), got=list(shape),
                 )
+        return arrays

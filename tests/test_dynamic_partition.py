@@ -199,6 +199,30 @@ def test_custom_domain_op_engine_rejection_names_segment(tmp_path):
     assert "Frob" in err.value.message
 
 
+def test_a_program_of_one_call_runs_it_directly_with_the_same_trace_and_checks(tmp_path):
+    """A static model is one segment called with every input for every output: the interpreter
+    skips its environment then, and nothing else may change."""
+    path = save(tmp_path, [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+                           helper.make_node("Neg", ["r"], ["y"], name="neg")],
+                [vi("x", F, ["n", 2])], [vi("y", F, ["n", 2])])
+    runtime = dyn.load(dyn.compile(path, backend="ort", out=tmp_path / "b.edgert"))
+    (step,) = runtime.manifest["program"]["body"]["steps"]
+    assert step["op"] == "call" and runtime._interp._only_call is step
+    got = runtime.run({"x": np.array([[-1.0, 2.0], [3.0, -4.0]], np.float32)})
+    assert isinstance(got[0], np.ndarray) and got[0].dtype == np.float32
+    np.testing.assert_array_equal(got[0], [[0, -2], [-3, 0]])
+    trace = runtime.last_path.to_dict()
+    assert runtime.last_path.segments == [step["segment"]]
+    assert trace["host_overhead_ns"] == trace["total_ns"] - trace["segment_ns"] >= 0
+    assert runtime.segment_calls[step["segment"]] == 1
+    with pytest.raises(InputError, match="must be float32"):
+        runtime.run({"x": np.ones((1, 2), np.float64)})
+    with pytest.raises(InputError, match="no input 'z'"):
+        runtime.run({"x": np.ones((1, 2), np.float32), "z": np.ones(1)})
+    with pytest.raises(InputError, match="'x' must have shape"):
+        runtime.run({"x": np.ones((1, 3), np.float32)})
+
+
 def test_wrong_input_shape_is_an_input_error(tmp_path):
     runtime = dyn.load(dyn.compile(if_model(tmp_path), backend="ort", out=tmp_path / "b.edgert"))
     with pytest.raises(InputError, match="'x' must have shape"):

@@ -75,6 +75,7 @@ class Runtime(Session):
         self._calls: dict[str, Callable[[dict[str, Any]], list[Any]]] = {
             seg: tensors.get(seg) or (_numpy_call(session) if tensors else session.run)
             for seg, session in self._sessions.items()}
+        self._numpy_out = not tensors  # no engine tensors anywhere: every value is numpy
         consts = {cid: bundle.array(member) for cid, member in self.manifest["consts"].items()}
         self.segment_ns: dict[str, int] = {s["id"]: 0 for s in self.manifest["segments"]}
         self.segment_calls: dict[str, int] = {s["id"]: 0 for s in self.manifest["segments"]}
@@ -116,8 +117,7 @@ class Runtime(Session):
         return self._calls[seg](feeds)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        feeds = {name: np.asarray(value) for name, value in feeds.items()}
-        self._check_inputs(feeds)
+        feeds = self._check_inputs(feeds)
         interp = self._interp
         if self._guard is not None and all(
                 feeds[name].shape == value.shape and np.array_equal(feeds[name], value)
@@ -125,7 +125,7 @@ class Runtime(Session):
             interp = self._guarded_interp
         interp.record_margins = self.record_margins
         outputs, self.last_path = interp.run(feeds)
-        return [to_numpy(o) for o in outputs]
+        return outputs if self._numpy_out else [to_numpy(o) for o in outputs]
 
     def segment_stats(self) -> list[dict[str, Any]]:
         """Engine time per segment since the last ``reset_counters`` (measured, wall clock)."""
