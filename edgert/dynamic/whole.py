@@ -9,7 +9,6 @@ take, so a run's path is reported as ``whole_model=hidden`` (``Trace.key``).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import tempfile
 import time
@@ -112,24 +111,24 @@ def time_bundles_ms(bundles: dict[str, Path], inputs: list[dict[str, np.ndarray]
     A round runs every input once, so every path the inputs take is weighted by how often
     they take it, host program included. The candidates' rounds come in alternating blocks,
     so both see the same machine load, and each one's fastest round counts: on a busy
-    machine that is the round other processes disturbed least.
+    machine that is the round other processes disturbed least. Only the timed candidate is
+    loaded during its block: another one's idle engine thread pools (one per ORT session)
+    would compete for the cores, which a deployed bundle never sees.
     """
     failed: dict[str, str] = {}
-    with contextlib.ExitStack() as stack:
-        runtimes = {}
+    fastest = {name: math.inf for name in bundles}
+    for _ in range(BLOCKS):
         for name, path in bundles.items():
+            if name in failed:
+                continue
             try:
-                runtime = stack.enter_context(load(path, threads=threads))
-                for feeds in inputs:  # warm-up (first-run allocations), and proof that it runs
-                    runtime.run(feeds)
+                with load(path, threads=threads) as runtime:
+                    for feeds in inputs:  # warm-up (first-run allocations), and proof that it runs
+                        runtime.run(feeds)
+                    fastest[name] = min(fastest[name], _fastest_round_ns(runtime, inputs))
             except EdgertError as exc:
                 failed[name] = exc.message.strip().splitlines()[0][:300]
-                continue
-            runtimes[name] = runtime
-        fastest = {name: math.inf for name in runtimes}
-        for _ in range(BLOCKS):
-            for name, runtime in runtimes.items():
-                fastest[name] = min(fastest[name], _fastest_round_ns(runtime, inputs))
+                del fastest[name]
     return {name: ns / len(inputs) / 1e6 for name, ns in fastest.items()}, failed
 
 
