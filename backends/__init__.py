@@ -12,10 +12,10 @@ from .base import Backend, BackendOptions, Session, TensorSpec
 
 # name -> "module:Class"; modules import their engine only when used.
 REGISTRY: dict[str, str] = {
-    "ort": "backends.ort:OrtBackend",
-    "tvm": "backends.tvm:TvmBackend",
-    "tflite": "backends.tflite:TfliteBackend",
-    "null": "backends.null:NullBackend",
+    "ort": "edgert.backends.ort:OrtBackend",
+    "tvm": "edgert.backends.tvm:TvmBackend",
+    "tflite": "edgert.backends.tflite:TfliteBackend",
+    "null": "edgert.backends.null:NullBackend",
 }
 
 

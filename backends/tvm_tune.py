@@ -197,7 +197,7 @@ def _make_runner(timer: Timer) -> Any:
 
 def local_timer(library: Path, args: list[dict[str, Any]]) -> list[float]:
     """Time a candidate in this process (device_agents.tvm_timer, as the agent would)."""
-    from device_agents.tvm_timer import time_function
+    from edgert.device_agents.tvm_timer import time_function
 
     return time_function(library, None, args, NUMBER, REPEAT)
 

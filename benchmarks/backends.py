@@ -20,7 +20,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from backends import backend_class  # noqa: E402
+from edgert.backends import backend_class  # noqa: E402
 from edgert import device_facts  # noqa: E402
 from edgert.bench import BenchJob, bench  # noqa: E402
 from edgert.settings import BenchSettings  # noqa: E402

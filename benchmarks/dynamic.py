@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import dynamic_torch  # noqa: E402  (tools/ is not a package)
 
-from backends import BackendOptions, get_backend  # noqa: E402
+from edgert.backends import BackendOptions, get_backend  # noqa: E402
 from edgert import device_facts  # noqa: E402
 import edgert.dynamic as dyn  # noqa: E402
 

@@ -209,7 +209,7 @@ def stability_subject(work: Path, side: int) -> Path:
 
 
 def part_stability(work: Path, runs: int, budget_ms: float | None, period_us: int, side: int) -> dict[str, Any]:
-    from device_agents.emulated import EmulatedDomain
+    from edgert.device_agents.emulated import EmulatedDomain
 
     domain = EmulatedDomain(levels=tuple(TRACE), period_us=period_us, cpus=1, min_read_interval_s=0.02)
     if not domain.available():

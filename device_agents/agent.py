@@ -15,10 +15,10 @@ from typing import Any, Callable
 import numpy as np
 
 import edgert
-from backends import BackendOptions, available_backends
-from device_agents import protocol
-from device_agents.channel import Channel, FrameTooLarge
-from device_agents.store import ArtifactStore
+from edgert.backends import BackendOptions, available_backends
+from edgert.device_agents import protocol
+from edgert.device_agents.channel import Channel, FrameTooLarge
+from edgert.device_agents.store import ArtifactStore
 from edgert import device_facts
 from edgert.errors import EdgertError, InternalError, ProtocolError, UsageError
 from edgert.runner import prepared_session, run_benchmark
@@ -135,7 +135,7 @@ class Agent:
         return {"agent_version": edgert.__version__}
 
     def _device_info(self, params: dict[str, Any], progress: Any) -> dict[str, Any]:
-        from device_agents.discovery import discover
+        from edgert.device_agents.discovery import discover
 
         root = params.get("sysfs_root") or self.sysfs_root
         info = {"device": self._facts(params.get("transport", "agent")), **discover(root)}
@@ -191,7 +191,7 @@ class Agent:
         return {"outputs": [protocol.pack_array(np.asarray(o)) for o in outputs]}
 
     def _sweep_run(self, params: dict[str, Any], progress: Callable[[Any], None]) -> dict[str, Any]:
-        from device_agents.sweep import serve_request
+        from edgert.device_agents.sweep import serve_request
 
         result = serve_request(params, self._artifact(params), self.sysfs_root, progress)
         result["device"] = self._facts(params.get("transport", "agent"))
@@ -200,7 +200,7 @@ class Agent:
 
     def _tvm_time(self, params: dict[str, Any], progress: Any) -> dict[str, Any]:
         """Time one TVM tuning candidate built on the host (MetaSchedule's runner, on the device)."""
-        from device_agents.tvm_timer import serve_request
+        from edgert.device_agents.tvm_timer import serve_request
 
         return serve_request(params, self._artifact(params))
 

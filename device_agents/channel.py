@@ -9,8 +9,8 @@ import threading
 import time
 from typing import Any
 
-from device_agents import protocol
-from device_agents.transports import Transport, TransportClosed, TransportTimeout
+from edgert.device_agents import protocol
+from edgert.device_agents.transports import Transport, TransportClosed, TransportTimeout
 from edgert.errors import ProtocolError
 
 READ_BYTES = 1 << 20

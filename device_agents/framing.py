@@ -37,7 +37,7 @@ import threading
 import time
 import zlib
 
-from device_agents.transports import Transport, TransportClosed, TransportTimeout
+from edgert.device_agents.transports import Transport, TransportClosed, TransportTimeout
 from edgert.errors import InternalError, TransportError, UsageError
 
 DATA, ACK, NAK = ord("D"), ord("A"), ord("N")

@@ -7,11 +7,11 @@ import sys
 import threading
 from pathlib import Path
 
-from device_agents import protocol
-from device_agents.agent import Agent
-from device_agents.channel import Channel
-from device_agents.framing import ReliableTransport
-from device_agents.transports import SerialTransport, StdioTransport, TcpTransport, TransportClosed
+from edgert.device_agents import protocol
+from edgert.device_agents.agent import Agent
+from edgert.device_agents.channel import Channel
+from edgert.device_agents.framing import ReliableTransport
+from edgert.device_agents.transports import SerialTransport, StdioTransport, TcpTransport, TransportClosed
 from edgert.errors import DeviceError, EdgertError, TransportError, UsageError
 
 AUTH_TIMEOUT_S = 10.0

@@ -20,7 +20,7 @@ import re
 import shutil
 from pathlib import Path
 
-from device_agents.fsutil import fsync_dir
+from edgert.device_agents.fsutil import fsync_dir
 from edgert.errors import BundleError, DeviceError, ProtocolError, UsageError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")

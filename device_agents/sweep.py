@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from backends import BackendOptions
+from edgert.backends import BackendOptions
 from edgert.errors import SysfsError, UsageError
 from edgert.runner import peak_rss_bytes, prepared_session, run_benchmark
 from edgert.settings import BenchSettings

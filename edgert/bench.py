@@ -7,7 +7,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from backends import BackendOptions
+from edgert.backends import BackendOptions
 from edgert import device_facts, result
 from edgert.devices.address import DeviceAddress
 from edgert.errors import UsageError
@@ -59,7 +59,7 @@ def bench(job: BenchJob, device: DeviceAddress | None = None,
         raise UsageError("--tuning-db is applied where TVM compiles, on this host; for a device, "
                          "compile a bundle here (edgert compile MODEL --backend tvm --target ... "
                          "--tuning-db DB) and bench that bundle on the device")
-    from device_agents.protocol import pack_array
+    from edgert.device_agents.protocol import pack_array
     from edgert.devices.connect import open_client
 
     params = {"settings": job.settings.to_dict(), "dims": dict(job.dims), "target": job.target,

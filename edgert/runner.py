@@ -13,7 +13,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from backends import BackendOptions, Session, get_backend
+from edgert.backends import BackendOptions, Session, get_backend
 from edgert.errors import ModelError, UsageError
 from edgert.settings import BenchSettings
 from edgert.tensors import check_feeds, random_feeds

@@ -258,13 +258,13 @@ def run_raw(job: SweepJob, device: Any = None,
     feeds = load_feeds(job.input_files)
     request = job.request()
     if device is None or device.scheme == "local":
-        from device_agents.sweep import run_sweep
+        from edgert.device_agents.sweep import run_sweep
 
         raw = run_sweep({**request, "model_path": str(job.model), "feeds": feeds}, progress)
         return raw, device_facts.collect("local")
 
-    from device_agents.protocol import pack_array
-    from device_agents.sweep import unpack_raw
+    from edgert.device_agents.protocol import pack_array
+    from edgert.device_agents.sweep import unpack_raw
     from edgert.devices.connect import open_client
 
     with open_client(device) as client:

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from backends.base import TensorSpec
+from edgert.backends.base import TensorSpec
 from edgert.errors import InputError, UsageError
 
 

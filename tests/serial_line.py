@@ -9,8 +9,8 @@ import threading
 import time
 import tty
 
-from device_agents.framing import ReliableTransport
-from device_agents.transports import SerialTransport
+from edgert.device_agents.framing import ReliableTransport
+from edgert.device_agents.transports import SerialTransport
 
 
 class CorruptingProxy:

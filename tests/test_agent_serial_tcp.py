@@ -10,10 +10,10 @@ import time
 
 
 import edgert
-from device_agents import protocol
-from device_agents.channel import Channel
-from device_agents.framing import DATA, ReliableTransport, encode_frame
-from device_agents.transports import SerialTransport
+from edgert.device_agents import protocol
+from edgert.device_agents.channel import Channel
+from edgert.device_agents.framing import DATA, ReliableTransport, encode_frame
+from edgert.device_agents.transports import SerialTransport
 from edgert.devices.client import AgentClient
 from conftest import make_matmul_model, run_cli
 from serial_line import Line

@@ -123,7 +123,7 @@ def test_agent_killed_during_measurement(tmp_path, sshd, store):
 
 
 def test_agent_refuses_bad_requests_and_keeps_serving(tmp_path, sshd, store):
-    from device_agents import protocol
+    from edgert.device_agents import protocol
     from edgert.devices.connect import open_client
     from edgert.errors import ProtocolError, UsageError
 

@@ -77,7 +77,7 @@ def test_device_info_reports_an_emulated_aarch64_board(tmp_path, sshd, root, sto
 def test_arm64_tvm_bundle_matches_onnxruntime_on_the_host(bundle, sshd, root, store):
     import onnxruntime as ort
 
-    from device_agents.protocol import pack_array
+    from edgert.device_agents.protocol import pack_array
     from edgert.devices.connect import open_client
     from edgert.settings import BenchSettings
 
@@ -140,8 +140,8 @@ def test_tune_on_the_board_then_compile_with_its_records(tmp_path, sshd, root, s
     pytest.importorskip("xgboost")
     import onnxruntime as ort
 
-    from backends.tvm_target import resolve_target
-    from backends.tvm_tune import RECORDS, database_dir, records_emulated
+    from edgert.backends.tvm_target import resolve_target
+    from edgert.backends.tvm_tune import RECORDS, database_dir, records_emulated
     from edgert.devices.connect import open_client
     from edgert.dynamic.bundle import Bundle
 

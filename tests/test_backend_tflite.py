@@ -10,10 +10,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from backends.base import BackendOptions
-from backends.ort import OrtBackend
-from backends.tflite import TfliteBackend
-from backends.tflite_convert import convert
+from edgert.backends.base import BackendOptions
+from edgert.backends.ort import OrtBackend
+from edgert.backends.tflite import TfliteBackend
+from edgert.backends.tflite_convert import convert
 from edgert.errors import ModelError
 from edgert.zoo import ZOO_DIR
 
@@ -82,12 +82,12 @@ def test_runs_a_tflite_file_without_onnx_or_the_converter() -> None:
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name.split('.')[0] in ('onnx', 'onnxruntime', 'flatbuffers') "
-        "or name == 'backends.tflite_convert':\n"
+        "or name == 'edgert.backends.tflite_convert':\n"
         "            raise ModuleNotFoundError(name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "import numpy as np\n"
         "from pathlib import Path\n"
-        "from backends.tflite import TfliteBackend\n"
+        "from edgert.backends.tflite import TfliteBackend\n"
         "s = TfliteBackend().load(Path(sys.argv[1]))\n"
         "print(s.run({'input': np.zeros((1, 3, 160, 160), np.float32)})[0].shape)\n"
     )

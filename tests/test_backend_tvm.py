@@ -15,9 +15,9 @@ pytest.importorskip("tvm")
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from backends import BackendOptions, get_backend  # noqa: E402
-from backends.tvm import TvmBackend, cache_path, compile_onnx  # noqa: E402
-from backends.tvm_target import resolve_target, target_key  # noqa: E402
+from edgert.backends import BackendOptions, get_backend  # noqa: E402
+from edgert.backends.tvm import TvmBackend, cache_path, compile_onnx  # noqa: E402
+from edgert.backends.tvm_target import resolve_target, target_key  # noqa: E402
 from edgert.errors import BundleError, ModelError, UsageError  # noqa: E402
 from edgert.tensors import random_feeds  # noqa: E402
 
@@ -155,7 +155,7 @@ class Block:
             raise ImportError("blocked " + name)
 
 sys.meta_path.insert(0, Block())
-from backends import BackendOptions, get_backend
+from edgert.backends import BackendOptions, get_backend
 from edgert.tensors import random_feeds
 
 backend = get_backend("tvm", BackendOptions(threads=int(sys.argv[2])))

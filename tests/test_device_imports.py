@@ -9,8 +9,8 @@ HOST_ONLY = ("onnx", "tvm", "paramiko", "torch", "scipy", "matplotlib", "safeten
 
 def test_device_modules_import_without_host_packages():
     proc = run_python(
-        "import device_agents.agent, device_agents.serve, device_agents.sweep, device_agents.meter\n"
-        "import edgert.runner, edgert.dynamic.runtime, backends.ort, backends.tvm, backends.tflite\n"
+        "import edgert.device_agents.agent, edgert.device_agents.serve, edgert.device_agents.sweep, edgert.device_agents.meter\n"
+        "import edgert.runner, edgert.dynamic.runtime, edgert.backends.ort, edgert.backends.tvm, edgert.backends.tflite\n"
         "import edgert.variants\n"
         "print('ok')\n", block=HOST_ONLY)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from device_agents import discovery, sysfs
+from edgert.device_agents import discovery, sysfs
 from edgert.errors import SysfsError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sysfs"

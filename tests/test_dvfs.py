@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from device_agents import sysfs
-from device_agents.dvfs import DvfsControl, replay_journal, run_command
+from edgert.device_agents import sysfs
+from edgert.device_agents.dvfs import DvfsControl, replay_journal, run_command
 from edgert.errors import SysfsError
 
 from test_discovery import board, tree
@@ -91,7 +91,7 @@ def test_writes_outside_the_allow_list_are_refused_untouched(tmp_path):
 CHILD = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from device_agents.dvfs import DvfsControl
+from edgert.device_agents.dvfs import DvfsControl
 with DvfsControl({root!r}, journal_path={journal!r}) as dvfs:
     dvfs.pin_cpu("policy0", 1479000)
     dvfs.pin_devfreq("57000000.gpu", 76800000)

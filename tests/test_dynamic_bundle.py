@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import backends
+from edgert import backends
 import edgert.dynamic as dyn
 from edgert.dynamic.bundle import FORMAT_VERSION, MANIFEST, Bundle, write_bundle
 from edgert.errors import BundleError

@@ -18,7 +18,7 @@ import pytest
 
 import edgert.dynamic as dyn
 from edgert.dynamic.normalize import CONTROL_FLOW, iter_graphs
-from backends import backend_class
+from edgert.backends import backend_class
 from edgert.errors import ModelError
 
 # Cases edgert refuses on purpose, with the reason its ModelError must give.

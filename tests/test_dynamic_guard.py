@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 import edgert.dynamic as dyn
-from backends import TensorSpec, backend_class
+from edgert.backends import TensorSpec, backend_class
 from conftest import run_cli
 from edgert.dynamic.bundle import Bundle
 from edgert.dynamic.guard import MAX_ELEMENTS, fixed_inputs

@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import backends
+from edgert import backends
 import edgert.dynamic as dyn
 from edgert.dynamic.normalize import normalize
 from edgert.dynamic.partition import partition

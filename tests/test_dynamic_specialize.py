@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import edgert.dynamic as dyn
-from backends import backend_class
+from edgert.backends import backend_class
 from edgert.dynamic.carry import static_shape
 from edgert.dynamic.normalize import iter_graphs, normalize
 from edgert.dynamic.partition import partition

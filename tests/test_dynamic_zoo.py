@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import edgert.dynamic as dyn
-from backends import backend_class
+from edgert.backends import backend_class
 
 ZOO = Path(dyn.__file__).resolve().parent.parent / "zoo" / "dynamic"
 MODELS = ["early_exit_cnn", "skipnet", "blockdrop", "moe_top1", "greedy_decoder", "symbolic_batch"]

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_agents import sysfs
-from device_agents.dvfs import replay_journal
-from device_agents.emulated import EmulatedDomain
+from edgert.device_agents import sysfs
+from edgert.device_agents.dvfs import replay_journal
+from edgert.device_agents.emulated import EmulatedDomain
 from edgert.errors import SysfsError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,7 +123,7 @@ def test_sigkill_inside_pinned_is_cleaned_up_by_replay(tmp_path):
     code = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
-        from device_agents.emulated import EmulatedDomain
+        from edgert.device_agents.emulated import EmulatedDomain
         with EmulatedDomain(cpus=1, name={NAME!r}, journal_path={str(journal)!r}).pinned(0.5):
             print("pinned", flush=True)
             time.sleep(60)

@@ -8,11 +8,11 @@ import zlib
 
 import pytest
 
-from device_agents import protocol
-from device_agents.framing import (
+from edgert.device_agents import protocol
+from edgert.device_agents.framing import (
     DATA, ReliableTransport, cobs_decode, cobs_encode, decode_frame, encode_frame,
 )
-from device_agents.transports import TransportClosed
+from edgert.device_agents.transports import TransportClosed
 from edgert.errors import TransportError
 from serial_line import Line
 

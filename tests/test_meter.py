@@ -10,9 +10,9 @@ import tty
 
 import pytest
 
-from device_agents.meter import (LineMeter, UmMeter, open_meter, parse_line, parse_meter_url,
+from edgert.device_agents.meter import (LineMeter, UmMeter, open_meter, parse_line, parse_meter_url,
                                  parse_um_frame)
-from device_agents.sampler import Sampler
+from edgert.device_agents.sampler import Sampler
 from edgert.errors import DeviceError, UsageError
 
 UM34C_CSUM_AT = (1, 3, 7, 9, 15, 17, 19, 23, 31, 39, 41, 45, 49, 53, 55, 57, 59, 63, 67, 69,

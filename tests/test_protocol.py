@@ -7,7 +7,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from device_agents import protocol
+from edgert.device_agents import protocol
 from edgert.errors import BundleError, ProtocolError, from_dict
 
 

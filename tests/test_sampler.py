@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from device_agents.sampler import (CounterSource, RailSource, Sampler, open_source,
+from edgert.device_agents.sampler import (CounterSource, RailSource, Sampler, open_source,
                                    read_temperatures, thermal_gate)
 from edgert.errors import UsageError
 

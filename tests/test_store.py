@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from device_agents.store import ArtifactStore, check_label
+from edgert.device_agents.store import ArtifactStore, check_label
 from edgert.errors import BundleError, DeviceError, ProtocolError, UsageError
 
 
@@ -153,7 +153,7 @@ def test_chunk_past_the_announced_size_is_refused(tmp_path):
 def test_named_path_keeps_the_suffix_through_links_and_goes_with_the_artifact(tmp_path):
     import hashlib
 
-    from device_agents.store import ArtifactStore
+    from edgert.device_agents.store import ArtifactStore
     from edgert.errors import UsageError
 
     store = ArtifactStore(tmp_path / "s", quota_bytes=150)

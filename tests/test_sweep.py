@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import make_matmul_model
-from device_agents.emulated import EmulatedDomain
-from device_agents.sweep import run_sweep
+from edgert.device_agents.emulated import EmulatedDomain
+from edgert.device_agents.sweep import run_sweep
 from edgert.errors import SysfsError, UsageError
 from edgert.settings import BenchSettings
 from edgert.sweep import SweepJob, build_result, mean_power_w, parse_freqs, parse_levels, sweep
@@ -100,7 +100,7 @@ def test_a_killed_sweep_is_restored_from_the_journal_by_the_next_one(tmp_path):
     code = textwrap.dedent(f"""
         import sys, time, json
         sys.path.insert(0, {str(REPO)!r})
-        from device_agents.sweep import run_sweep
+        from edgert.device_agents.sweep import run_sweep
         request = json.loads({json.dumps(json.dumps({**job.request(), "model_path": str(model)}))})
         def progress(data):
             if data.get("runs"):
@@ -184,10 +184,10 @@ def test_emulated_levels_on_a_real_model_slow_it_down_and_say_so(tmp_path):
 
 
 def test_the_same_sweep_through_a_tcp_agent(tmp_path, monkeypatch):
-    from device_agents import serve
-    from device_agents.agent import Agent
-    from device_agents.store import ArtifactStore
-    from device_agents.sweep import serve_request
+    from edgert.device_agents import serve
+    from edgert.device_agents.agent import Agent
+    from edgert.device_agents.store import ArtifactStore
+    from edgert.device_agents.sweep import serve_request
     from edgert.devices.address import parse_url
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # the agent's journal directory

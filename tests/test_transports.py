@@ -11,7 +11,7 @@ import tty
 
 import pytest
 
-from device_agents.transports import (
+from edgert.device_agents.transports import (
     PipeTransport, SerialTransport, TcpTransport, TransportClosed, TransportTimeout,
 )
 from edgert.errors import TransportError
@@ -75,7 +75,7 @@ def test_pipe_write_to_vanished_reader_is_closed():
 
 
 AGENT = textwrap.dedent("""
-    from device_agents.transports import StdioTransport, TransportClosed
+    from edgert.device_agents.transports import StdioTransport, TransportClosed
     link = StdioTransport()
     print("stray print from an engine library")
     while True:
@@ -197,6 +197,6 @@ def test_device_modules_import_without_host_libraries():
     code = ("import sys\n"
             "for name in ('serial', 'paramiko', 'onnx', 'tvm', 'torch'):\n"
             "    sys.modules[name] = None\n"
-            "import device_agents.protocol, device_agents.transports, device_agents.framing, device_agents.store\n")
+            "import edgert.device_agents.protocol, edgert.device_agents.transports, edgert.device_agents.framing, edgert.device_agents.store\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -17,10 +17,10 @@ pytest.importorskip("xgboost")
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from backends import BackendOptions, get_backend  # noqa: E402
-from backends.tvm import _apply_database, _import, cache_path, legalize, onnx_signature  # noqa: E402
-from backends.tvm_target import resolve_target  # noqa: E402
-from backends.tvm_tune import (RECORDS, agent_timer, database_digest, database_dir,  # noqa: E402
+from edgert.backends import BackendOptions, get_backend  # noqa: E402
+from edgert.backends.tvm import _apply_database, _import, cache_path, legalize, onnx_signature  # noqa: E402
+from edgert.backends.tvm_target import resolve_target  # noqa: E402
+from edgert.backends.tvm_tune import (RECORDS, agent_timer, database_digest, database_dir,  # noqa: E402
                                open_database, records_emulated, tune_model)
 from edgert.errors import BackendError, UsageError  # noqa: E402
 from edgert.tensors import random_feeds  # noqa: E402
@@ -117,8 +117,8 @@ def test_neither_budget_nor_trials_is_a_usage_error(tmp_path: Path) -> None:
 _TUNE_SCRIPT = """
 import sys
 from pathlib import Path
-from backends.tvm_target import resolve_target
-from backends.tvm_tune import tune_model
+from edgert.backends.tvm_target import resolve_target
+from edgert.backends.tvm_tune import tune_model
 tune_model(Path(sys.argv[1]), Path(sys.argv[2]), resolve_target("host"), time_budget_s=600,
            trials_per_iter=4)
 """
@@ -151,9 +151,9 @@ def test_a_killed_tune_keeps_the_records_measured_so_far(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_candidates_timed_by_a_tcp_agent_within_a_time_budget(tmp_path: Path) -> None:
-    from device_agents import serve
-    from device_agents.agent import Agent
-    from device_agents.store import ArtifactStore
+    from edgert.device_agents import serve
+    from edgert.device_agents.agent import Agent
+    from edgert.device_agents.store import ArtifactStore
     from edgert.devices.address import parse_url
     from edgert.devices.connect import open_client
 

@@ -24,7 +24,7 @@ def test_devfreq_reader() -> None:
 
 
 def test_emulated_settings_cover_every_level() -> None:
-    from device_agents.emulated import EmulatedDomain
+    from edgert.device_agents.emulated import EmulatedDomain
 
     domain = EmulatedDomain(str(FIXTURES / "x86_laptop"), levels=(1.0, 0.75, 0.5))
     settings = emulated_settings(domain)

@@ -80,7 +80,7 @@ def test_memory_budget_picks_copies_smallest_level_first(resnet_aio: Path) -> No
 def test_ort_reads_the_weights_in_place(resnet_aio: Path) -> None:
     """The session uses the caller's buffer (changing it changes the output); through
     ``add_external_initializers`` (``in_place=False``) ORT works on its own copy."""
-    from backends.ort import CallerWeightsSession
+    from edgert.backends.ort import CallerWeightsSession
     from edgert.variants import aiofile
 
     f = aiofile.read(resnet_aio)

@@ -9,8 +9,8 @@ import numpy as np
 import onnx
 import pytest
 
-from backends.ort import OrtBackend
-from backends.base import TensorSpec
+from edgert.backends.ort import OrtBackend
+from edgert.backends.base import TensorSpec
 from edgert.errors import ModelError, UsageError
 from edgert.zoo import ZOO_DIR, resolve, zoo_models
 

@@ -10,9 +10,9 @@ from typing import Any, Callable
 import numpy as np
 
 import edgert
-from device_agents import protocol
-from device_agents.channel import Channel
-from device_agents.transports import TransportClosed, TransportTimeout
+from edgert.device_agents import protocol
+from edgert.device_agents.channel import Channel
+from edgert.device_agents.transports import TransportClosed, TransportTimeout
 from edgert.errors import DeviceError, from_dict
 from edgert.hashing import sha256_file
 

@@ -5,9 +5,9 @@ import contextlib
 import os
 from typing import Any
 
-from device_agents import protocol
-from device_agents.channel import Channel
-from device_agents.transports import SocketTransport, TcpTransport, Transport
+from edgert.device_agents import protocol
+from edgert.device_agents.channel import Channel
+from edgert.device_agents.transports import SocketTransport, TcpTransport, Transport
 from edgert.devices.address import DeviceAddress
 from edgert.devices.client import AgentClient
 from edgert.errors import DeviceError, EdgertError, UsageError
@@ -59,7 +59,7 @@ def _authenticate(channel: Channel, addr: DeviceAddress) -> None:
     token_file = addr.token_file or os.environ.get("EDGERT_TOKEN_FILE")
     if not token_file:
         raise UsageError("tcp devices need a token: set token_file in edgert.toml or EDGERT_TOKEN_FILE")
-    from device_agents.serve import read_token
+    from edgert.device_agents.serve import read_token
 
     channel.send(protocol.request(0, "auth", {"token": read_token(token_file)}))
     if channel.recv(timeout=10.0).get("kind") != "response":
@@ -90,8 +90,8 @@ def open_client(addr: DeviceAddress) -> AgentClient:
     elif addr.scheme == "tcp":
         transport = TcpTransport.connect(addr.host, addr.port or 0)
     else:
-        from device_agents.framing import ReliableTransport
-        from device_agents.transports import SerialTransport
+        from edgert.device_agents.framing import ReliableTransport
+        from edgert.device_agents.transports import SerialTransport
 
         transport = ReliableTransport(SerialTransport.open(addr.path, addr.baud))
     channel = Channel(transport)

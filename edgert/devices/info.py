@@ -13,7 +13,7 @@ from edgert.devices.address import DeviceAddress
 def collect_info(addr: DeviceAddress, sysfs_root: str | None = None) -> dict[str, Any]:
     """``{"device": facts, "cpufreq": [...], "devfreq": [...], "power": [...], "thermal": [...]}``."""
     if addr.scheme == "local":
-        from device_agents.discovery import discover
+        from edgert.device_agents.discovery import discover
 
         return {"device": device_facts.collect("local"), **discover(sysfs_root or "/")}
     from edgert.devices.connect import open_client

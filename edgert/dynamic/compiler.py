@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 import edgert
-from backends import TensorSpec
+from edgert.backends import TensorSpec
 from edgert.errors import BackendError, EdgertError, InputError, ModelError, UsageError
 from edgert.tensors import FeedCheck
 

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from backends import BackendOptions, TensorSpec, backend_class, get_backend
+from edgert.backends import BackendOptions, TensorSpec, backend_class, get_backend
 from edgert.errors import BackendError, EdgertError, InputError, ModelError, UsageError
 
 from .bundle import sha256

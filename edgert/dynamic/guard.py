@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from backends import TensorSpec
+from edgert.backends import TensorSpec
 from . import engines
 from .normalize import NormalizedModel, with_constant_inputs
 from .partition import Partition, Segment, partition

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from backends import BackendOptions, Session, TensorSpec, get_backend
+from edgert.backends import BackendOptions, Session, TensorSpec, get_backend
 from edgert.errors import BundleError, InputError
 from edgert.tensors import FeedCheck
 

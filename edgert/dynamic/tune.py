@@ -20,7 +20,7 @@ from .bundle import Bundle, sha256
 from .specialize import specialize
 
 if TYPE_CHECKING:
-    from backends.tvm_tune import TuneSummary
+    from edgert.backends.tvm_tune import TuneSummary
 
 
 def tvm_sources(bundle: Bundle) -> dict[str, bytes]:
@@ -61,8 +61,8 @@ def tune_bundle(path: Path, db_root: Path, target: str | None = None, **options:
     ``target`` (an edgert target name) must be the one the bundle was compiled for;
     by default it is taken from the bundle. ``options`` go to ``tune_model``.
     """
-    from backends.tvm_target import resolve_target, target_key
-    from backends.tvm_tune import tune_model
+    from edgert.backends.tvm_target import resolve_target, target_key
+    from edgert.backends.tvm_tune import tune_model
 
     bundle = Bundle(path)
     sources = tvm_sources(bundle)

@@ -18,8 +18,8 @@ from .calibrate import FrequencySetting
 
 def cpufreq_reader(policy: str = "policy0", sysfs_root: str = "/") -> Callable[[], float]:
     """Current frequency of a cpufreq policy in kHz (``scaling_cur_freq``)."""
-    from device_agents import sysfs
-    from device_agents.discovery import cpufreq_dir
+    from edgert.device_agents import sysfs
+    from edgert.device_agents.discovery import cpufreq_dir
 
     rel = f"{cpufreq_dir(policy)}/scaling_cur_freq"
     return lambda: float(sysfs.read_int(sysfs_root, rel))
@@ -27,7 +27,7 @@ def cpufreq_reader(policy: str = "policy0", sysfs_root: str = "/") -> Callable[[
 
 def devfreq_reader(device: str, sysfs_root: str = "/") -> Callable[[], float]:
     """Current frequency of a devfreq device in Hz (``/sys/class/devfreq/NAME/cur_freq``)."""
-    from device_agents import sysfs
+    from edgert.device_agents import sysfs
 
     rel = f"sys/class/devfreq/{device}/cur_freq"
     return lambda: float(sysfs.read_int(sysfs_root, rel))
@@ -38,7 +38,7 @@ def cpufreq_settings(policy: str, khz: Sequence[int], sysfs_root: str = "/",
     """One setting per frequency, each pinning ``policy`` with ``DvfsControl`` and restoring after."""
     @contextlib.contextmanager
     def pinned(value: int) -> Iterator[Any]:
-        from device_agents.dvfs import DvfsControl
+        from edgert.device_agents.dvfs import DvfsControl
 
         with DvfsControl(sysfs_root, journal_path=journal_path) as dvfs:
             yield dvfs.pin_cpu(policy, value)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import TensorSpec
+from edgert.backends.base import TensorSpec
 from edgert.errors import BundleError, ModelError, UsageError
 from edgert.tensors import check_feeds
 
@@ -150,7 +150,7 @@ class VariantModel:
     def _load_level(self, lv: dict[str, Any], strategy: str, threads: int | None,
                     share_weights: bool) -> tuple[Any, int]:
         """One ORT session for a level and the bytes it copied; weights are map views or copies."""
-        from backends.ort import CallerWeightsSession
+        from edgert.backends.ort import CallerWeightsSession
 
         weights, copied = {}, 0
         for name, spec in lv["params"].items():

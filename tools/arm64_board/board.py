@@ -1,14 +1,18 @@
 """Run things on a built board: the emulated Python's argv and the agent command for SSH."""
 from __future__ import annotations
 
+import hashlib
+import os
 import shlex
 import shutil
+import tempfile
 from pathlib import Path
 
 from .recipe import PYTHON, QEMU_CPU
 
 REPO = Path(__file__).resolve().parents[2]  # edgert is pure Python: the board imports the checkout
 QEMU = "qemu-aarch64-static"
+MAPPED = {"backends": "backends", "device_agents": "device_agents"}  # pyproject's package-dir
 
 
 def qemu_path() -> str | None:
@@ -24,10 +28,37 @@ def python_argv(root: Path) -> list[str]:
     return [qemu_path() or QEMU, "-cpu", QEMU_CPU, "-L", str(root), str(root / "usr" / "bin" / PYTHON)]
 
 
+def source_tree(repo: Path = REPO) -> Path:
+    """A directory whose ``edgert`` package is the checkout's, laid out as pip installs it.
+
+    The checkout keeps backends/ and device_agents/ beside edgert/ and pyproject maps them to
+    ``edgert.backends``/``edgert.device_agents``; the board imports the live checkout (no
+    wheel to rebuild after each edit) through links that mirror that mapping.
+    """
+    key = hashlib.sha256(str(repo.resolve()).encode()).hexdigest()[:12]
+    tree = Path(tempfile.gettempdir()) / f"edgert-board-src-{os.getuid()}-{key}"
+    package = tree / "edgert"
+    package.mkdir(parents=True, exist_ok=True)
+    wanted = {entry.name: entry for entry in (repo / "edgert").iterdir()}
+    wanted.update({name: repo / folder for name, folder in MAPPED.items()})
+    for name, target in wanted.items():
+        link = package / name
+        if not (link.is_symlink() and os.readlink(link) == str(target)):
+            link.unlink(missing_ok=True)
+            try:
+                link.symlink_to(target)
+            except FileExistsError:  # another process laid the same link meanwhile
+                pass
+    for stale in package.iterdir():
+        if stale.name not in wanted:
+            stale.unlink(missing_ok=True)
+    return tree
+
+
 def python_env(repo: Path = REPO) -> dict[str, str]:
     """Environment for the board's Python: edgert from the checkout, no host user site."""
     # runtime-only TVM: skips loading the 240 MB compiler library the board never uses
-    return {"PYTHONPATH": str(repo), "PYTHONNOUSERSITE": "1", "TVM_USE_RUNTIME_LIB": "1"}
+    return {"PYTHONPATH": str(source_tree(repo)), "PYTHONNOUSERSITE": "1", "TVM_USE_RUNTIME_LIB": "1"}
 
 
 def agent_command(root: Path, store: Path, repo: Path = REPO) -> str:

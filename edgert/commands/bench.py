@@ -1,0 +1,91 @@
+"""`edgert bench`: latency of a model on one device or a fleet."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgert.commands.options import addresses_from, fleet_device_options, measure_args, measure_options
+
+
+@click.command()
+@click.argument("model")
+@click.option("--backend", "backends", multiple=True,
+              help="Engine: ort (default), tvm, tflite or null; repeat to compare side by side. "
+                   "Bundles (.edgert) run with their own engines: bundle.")
+@measure_options
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Write the result file (one per backend: NAME.BACKEND.json when several).")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None,
+              help="Write raw samples as CSV (same naming as --json).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--tuning-db", type=click.Path(path_type=Path), default=None,
+              help="TVM: apply this MetaSchedule database (from edgert tune --db).")
+@fleet_device_options
+def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_path: Path | None,
+          quiet: bool, tuning_db: Path | None, inputs: tuple[str, ...], shapes: tuple[str, ...], warmup: int,
+          runs: int | None, min_time: float, max_time: float, threads: int | None, seed: int,
+          target: str, devices: tuple[str, ...], all_devices: bool, **device: Any) -> None:
+    """Measure MODEL's latency on a device (this machine by default), or on many at once.
+
+    MODEL is an .onnx/.tflite file, a bundle, or zoo:NAME for a bundled model. With several
+    devices each board runs its own session in parallel; --json r.json then writes
+    r.BOARD.json per board and the summary r.fleet.json, and a failed board is reported
+    without stopping the others (exit code 1 if any failed).
+    """
+    from rich.console import Console
+
+    from edgert import result
+    from edgert.bench import BenchJob, bench as run_bench
+    from edgert.progress import Progress
+    from edgert.render import side_by_side
+    from edgert.zoo import resolve as resolve_model
+
+    from edgert.runner import BUNDLE_SUFFIX
+
+    path = resolve_model(model)
+    default = "bundle" if path.suffix == BUNDLE_SUFFIX else "ort"
+    job = BenchJob(model=path, backends=tuple(dict.fromkeys(backends or (default,))),
+                   tuning_db=tuning_db, **measure_args(inputs, shapes, warmup, runs, min_time, max_time, threads,
+                                   seed, target))
+    addrs = addresses_from(devices, all_devices, **device)
+    if len(addrs) > 1:
+        return _bench_fleet(job, addrs, json_path, csv_path, quiet)
+    with Progress(quiet=quiet, max_duration_ms=job.settings.max_duration_ms, runs=runs) as progress:
+        results = run_bench(job, addrs[0], progress.task)
+    for res in results:
+        name = res["backend"]["name"]
+        if json_path:
+            result.write_json(res, _per_backend(json_path, name, len(results)))
+        if csv_path:
+            result.write_csv(res, _per_backend(csv_path, name, len(results)))
+    side_by_side(results, Console())
+
+
+def _bench_fleet(job: Any, addrs: list[Any], json_path: Path | None, csv_path: Path | None,
+                 quiet: bool) -> None:
+    from rich.console import Console
+
+    from edgert.fleet import bench_fleet, write_results
+    from edgert.progress import Progress
+    from edgert.render import side_by_side
+
+    with Progress(quiet=quiet, max_duration_ms=job.settings.max_duration_ms,
+                  runs=job.settings.runs) as progress:
+        entries = bench_fleet(job, addrs, progress.task)
+    summary = write_results(entries, json_path, csv_path)
+    console = Console()
+    for entry in entries:
+        if entry.ok:
+            console.rule(entry.device)
+            side_by_side(entry.results, console)
+    for error in summary["errors"]:
+        click.echo(f"edgert: error: {error['device']}: {error['message']}", err=True)
+    if summary["errors"]:
+        sys.exit(1)
+
+
+def _per_backend(path: Path, backend: str, count: int) -> Path:
+    return path if count == 1 else path.with_name(f"{path.stem}.{backend}{path.suffix}")

@@ -1,0 +1,89 @@
+"""`edgert push`, `edgert device info` and `edgert agent`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgert.errors import UsageError
+
+import click
+
+from edgert.commands.options import address_from, device_options
+
+
+@click.command()
+@click.argument("model")
+@device_options
+def push(model: str, **device: Any) -> None:
+    """Upload MODEL (or a bundle) to a device's store; resumes an interrupted upload."""
+    from edgert.devices.connect import open_client
+    from edgert.zoo import resolve as resolve_model
+
+    path = resolve_model(model)
+    with open_client(address_from(**device)) as client:
+        sha = client.upload(path)
+    click.echo(f"{path} is on {device['device']} as {sha}")
+
+
+@click.group(name="device")
+def device_group() -> None:
+    """Inspect devices."""
+
+
+@device_group.command(name="info")
+@click.option("--sysfs-root", default=None, help="Read sysfs under this directory (fixtures, tests).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the facts as JSON.")
+@device_options
+def device_info(sysfs_root: str | None, json_path: Path | None, **device: Any) -> None:
+    """Print a device's CPU, frequency domains, power rails and temperatures."""
+    import json
+
+    from edgert.devices.info import collect_info, render_info
+
+    info = collect_info(address_from(**device), sysfs_root)
+    if json_path:
+        json_path.write_text(json.dumps(info, indent=1) + "\n")
+    render_info(info)
+
+
+@click.command()
+@click.option("--stdio", "mode", flag_value="stdio", help="Speak the protocol on stdin/stdout (SSH).")
+@click.option("--serial", "serial_dev", default=None, help="Serve on this serial device.")
+@click.option("--baud", default=115200, show_default=True, help="Serial line rate.")
+@click.option("--listen", default=None, metavar="HOST:PORT", help="Serve on TCP (needs --token-file).")
+@click.option("--token-file", type=click.Path(path_type=Path), default=None,
+              help="Shared secret for --listen.")
+@click.option("--store", "store_dir", type=click.Path(path_type=Path), default=None,
+              help="Artifact store directory [default: ~/.local/share/edgert/store].")
+@click.option("--store-quota-mb", default=2048, show_default=True, help="Evict old artifacts above this.")
+@click.option("--sysfs-root", default="/", show_default=True, help="sysfs root (fixtures, tests).")
+@click.option("--emulated", is_flag=True, help="This board is an emulator: label every number.")
+def agent(mode: str | None, serial_dev: str | None, baud: int, listen: str | None,
+          token_file: Path | None, store_dir: Path | None, store_quota_mb: int, sysfs_root: str,
+          emulated: bool) -> None:
+    """Run the device agent (on the board)."""
+    from edgert.device_agents import serve
+    from edgert.device_agents.agent import Agent, default_store_dir
+    from edgert.device_agents.store import ArtifactStore
+
+    chosen = [m for m in (mode, serial_dev, listen) if m]
+    if len(chosen) != 1:
+        raise UsageError("choose exactly one of --stdio, --serial DEV, --listen HOST:PORT")
+    from edgert.device_agents.dvfs import replay_journal
+    from edgert.device_agents.sweep import default_journal_path
+
+    undone = replay_journal(default_journal_path())  # a sweep that crashed left clocks pinned
+    if undone:
+        click.echo(f"edgert agent: restored {undone} DVFS setting(s) left by a crashed sweep", err=True)
+    store = ArtifactStore(store_dir or default_store_dir(), quota_bytes=store_quota_mb << 20)
+    the_agent = Agent(store, sysfs_root=sysfs_root, emulated=emulated)
+    if mode == "stdio":
+        serve.serve_stdio(the_agent)
+    elif serial_dev:
+        serve.serve_serial(the_agent, serial_dev, baud)
+    else:
+        host, _, port = (listen or "").rpartition(":")
+        if not host or not port.isdigit() or token_file is None:
+            raise UsageError("--listen needs HOST:PORT and --token-file")
+        serve.serve_tcp(the_agent, host, int(port), serve.read_token(token_file))

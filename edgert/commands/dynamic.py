@@ -1,0 +1,102 @@
+"""`edgert compile` and `edgert validate`: dynamic networks as bundles."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from edgert.commands.options import parse_dims
+
+
+@click.command(name="compile")
+@click.argument("model")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Bundle file [default: MODEL with .edgert].")
+@click.option("--backend", type=click.Choice(["auto", "tvm", "ort"]), default="auto", show_default=True,
+              help="Engine per segment; auto measures each segment on each engine here, then "
+                   "that bundle against the whole model as one ORT call, and keeps the faster.")
+@click.option("--target", default="host", show_default=True,
+              help="host, aarch64 (Raspberry Pi 4/5, Jetson), or a TVM target as JSON.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Compiled-segment cache [default: ~/.cache/edgert].")
+@click.option("--tuning-db", type=click.Path(path_type=Path), default=None,
+              help="Apply this edgert tune database to TVM segments.")
+@click.option("--samples", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Sample inputs as an .npz (arrays named like the inputs, or CASE/INPUT for "
+                   "several), used instead of random ones at compile time.")
+def compile_cmd(model: str, output: Path | None, backend: str, target: str,
+                cache_dir: Path | None, tuning_db: Path | None, samples: Path | None) -> None:
+    """Split a (dynamic) ONNX model into static segments plus a host program: one bundle."""
+    from edgert.dynamic import compile as compile_bundle
+    from edgert.dynamic import inspect as inspect_bundle
+    from edgert.dynamic.validate import load_cases
+    from edgert.zoo import resolve as resolve_model
+
+    feeds = [case for _, case in load_cases(samples)] if samples is not None else None
+    out = compile_bundle(resolve_model(model), backend=backend, target=target, out=output,
+                         cache_dir=cache_dir, tuning_db=tuning_db, samples=feeds)
+    manifest = inspect_bundle(out)
+    engines = sorted({s["engine"] for s in manifest["segments"]})
+    click.echo(f"{out}: {len(manifest['segments'])} segments on {', '.join(engines) or 'host only'}, "
+               f"target {manifest['target']}")
+    if manifest.get("host_folded"):
+        click.echo(f"  {len(manifest['host_folded'])} segment(s) folded into the host program "
+                   f"(kernel-less, or in a branch a constant If never takes)")
+    for seg in manifest["segments"]:
+        if seg["choice"].get("fallback_from"):
+            click.echo(f"  {seg['id']} runs on ORT: TVM could not build it ({seg['choice']['failed'][0]})")
+        if "tuning" in seg:
+            tuned = seg["tuning"]
+            click.echo(f"  {seg['id']}: {len(tuned['tuned_functions'] or [])}/"
+                       f"{tuned['functions'] or '?'} TVM kernels tuned"
+                       + (" (records timed under emulation)" if tuned.get("emulated") else ""))
+    if "guarded" in manifest:
+        click.echo(f"  guarded program (segments g_*, all TVM) runs when "
+                   f"{', '.join(manifest['guarded']['guard'])} equal the samples' values")
+    elif "guard_skipped" in manifest:
+        click.echo(f"  no guarded program: {manifest['guard_skipped']}")
+    auto = manifest.get("auto")
+    if auto:
+        times = ", ".join(f"{k} {v:.3f} ms" for k, v in sorted(auto.get("measured_ms", {}).items()))
+        click.echo(f"  auto kept the {auto['chosen'].replace('_', ' ')} bundle"
+                   f"{f' ({times})' if times else ''}: {auto['reason']}")
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--reference", type=click.Path(path_type=Path), required=True,
+              help="The original ONNX model, run with ONNX Runtime as the reference.")
+@click.option("--cases", type=click.Path(path_type=Path), default=None, help="Inputs as an .npz file.")
+@click.option("--random", "random_cases", default=0, show_default=True, help="Also this many random inputs.")
+@click.option("--force-paths", is_flag=True, help="Fail unless every branch was taken.")
+@click.option("--shape", "shapes", multiple=True, metavar="DIM=SIZE", help="Symbolic dimension sizes.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Write the validation report.")
+def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: int,
+             force_paths: bool, shapes: tuple[str, ...], json_path: Path | None) -> None:
+    """Differential test of a bundle against ONNX Runtime on the original model."""
+    import json
+
+    from edgert.dynamic import validate as run_validate
+
+    report = run_validate(bundle, reference, cases=cases, random=random_cases,
+                          force_paths=force_paths, dims=parse_dims(shapes))
+    if json_path:
+        json_path.write_text(json.dumps(report, indent=1) + "\n")
+    click.echo(f"{report['status']}: {len(report['cases'])} inputs, max abs error "
+               f"{report['max_abs_error']:.3g}, max rel error {report['max_rel_error']:.3g}")
+    click.echo(f"paths taken: {', '.join(sorted(report['paths']))}")
+    if set(report["programs"]) != {"main"}:
+        runs = ", ".join(f"{name} x{n}" for name, n in sorted(report["programs"].items()))
+        click.echo(f"programs run: {runs}")
+    if report["segments_not_exercised"]:
+        click.echo(f"segments never run: {', '.join(report['segments_not_exercised'])}")
+    if report["branches_not_taken"]:
+        click.echo(f"branches never taken: {report['branches_not_taken']}")
+    if report["control_flow_in_engine"]:
+        click.echo(f"control flow run inside the engine (branches not visible): "
+                   f"{', '.join(report['control_flow_in_engine'])}")
+    for case in report["near_threshold"]:
+        click.echo(f"near a threshold (within numerical noise): {case}")
+    sys.exit(report["exit_code"])

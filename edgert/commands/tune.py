@@ -1,0 +1,90 @@
+"""`edgert tune`: MetaSchedule tuning into a database."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgert.errors import UsageError
+
+import click
+
+from edgert.commands.options import address_from, device_options
+
+
+@click.command()
+@click.argument("model")
+@click.option("--db", type=click.Path(path_type=Path), required=True,
+              help="Tuning database directory (created if absent; one subdirectory per target). "
+                   "Reuse it with compile/bench --tuning-db.")
+@click.option("--time-budget", type=float, default=None, metavar="SECONDS",
+              help="Stop after this long (checked after each measured batch).")
+@click.option("--trials", type=int, default=None, metavar="N", help="Stop after N measured candidates.")
+@click.option("--target", default=None,
+              help="host, aarch64 (Raspberry Pi 4/5, Jetson), or a TVM target as JSON "
+                   "[default: host; for a bundle, the target it was compiled for].")
+@click.option("--trials-per-iter", default=32, show_default=True, help="Candidates per measured batch.")
+@click.option("--seed", type=int, default=None, help="Seed for MetaSchedule's search.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Write the tuning summary (tasks, trials, best latency per task).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--verbose", is_flag=True, help="Also print MetaSchedule's own log.")
+@device_options
+def tune(model: str, db: Path, time_budget: float | None, trials: int | None, target: str | None,
+         trials_per_iter: int, seed: int | None, json_path: Path | None, quiet: bool,
+         verbose: bool, **device: Any) -> None:
+    """MetaSchedule-tune MODEL (ONNX, or every TVM segment of a .edgert bundle) for TVM into a
+    database; candidates are timed on --device.
+
+    Records are appended as they are measured, so an interrupted run keeps its work and a
+    later run continues from it.
+    """
+    import contextlib
+
+    from edgert.backends.tvm_target import resolve_target
+    from edgert.backends.tvm_tune import agent_timer, format_progress, summary_json, tune_model
+    from edgert.dynamic.tune import tune_bundle
+    from edgert.zoo import resolve as resolve_model
+
+    path = resolve_model(model)
+    if path.suffix not in (".onnx", ".edgert"):
+        raise UsageError(f"edgert tune takes an .onnx model or an .edgert bundle, not {path.name}")
+    addr = address_from(**device)
+    last = [0.0]
+
+    def show(p: Any) -> None:
+        if quiet:
+            return
+        if sys.stderr.isatty():
+            sys.stderr.write("\r\033[K" + format_progress(p))
+        elif p.elapsed_s - last[0] >= 10:
+            last[0] = p.elapsed_s
+            sys.stderr.write(format_progress(p) + "\n")
+        sys.stderr.flush()
+
+    with contextlib.ExitStack() as stack:
+        timer, emulated = None, addr.emulated
+        if addr.scheme != "local":
+            from edgert.devices.connect import open_client
+
+            client = stack.enter_context(open_client(addr))
+            timer, emulated = agent_timer(client), emulated or client.capabilities.emulated
+        options = dict(time_budget_s=time_budget, trials=trials, timer=timer, on_progress=show,
+                       trials_per_iter=trials_per_iter, seed=seed, verbose=verbose, emulated=emulated)
+        if path.suffix == ".edgert":
+            summary = tune_bundle(path, db, target, **options)
+        else:
+            summary = tune_model(path, db, resolve_target(target or "host"), **options)
+    if not quiet and sys.stderr.isatty():
+        sys.stderr.write("\n")
+    if json_path:
+        json_path.write_text(summary_json(summary) + "\n")
+    measured = [t for t in summary.tasks if t.best_us is not None]
+    best = sum(t.weight * t.best_us for t in measured) / 1e3
+    name = path.name
+    if path.suffix == ".edgert":
+        name += f" (TVM segments {', '.join(sorted({m for t in summary.tasks for m in t.models}))})"
+    label = " [EMULATED: timed under emulation, not the board's speed]" if summary.emulated else ""
+    click.echo(f"{name}: {len(measured)}/{len(summary.tasks)} tasks tuned, {summary.trials} trials "
+               f"in {summary.elapsed_s:.0f} s (stopped by {summary.stopped_by}); "
+               f"tuned kernels {best:.3f} ms{label}; database {db}")
