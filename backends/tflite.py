@@ -1,16 +1,14 @@
 """LiteRT (TensorFlow Lite) with its default XNNPACK delegate.
 
 Device-side: imports numpy and the stdlib at module level and the engine inside methods;
-``ai_edge_litert`` is preferred, ``tflite_runtime`` serves boards stuck on numpy 1. Given
-an ``.onnx`` file (host only), ``load`` first converts it with ``backends.tflite_convert``
-into the cache, keyed by the model's sha256, so ``--backend tflite zoo:resnet`` works.
+``ai_edge_litert`` is preferred, ``tflite_runtime`` serves boards stuck on numpy 1. ``load``
+takes ``.tflite`` files only; the host step that converts an ONNX model (cached by its
+sha256, so ``--backend tflite zoo:resnet`` works) is ``edgert.compilers.tflite``.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.metadata
-import os
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +73,8 @@ class TfliteBackend(Backend):
         if not model_path.is_file():
             raise ModelError(f"no such model file: {model_path}", path=str(model_path))
         if model_path.suffix == ".onnx":
-            model_path = self.convert(model_path)
+            raise ModelError(f"LiteRT loads .tflite files, not {model_path.name}; convert it on the "
+                             "host first (edgert.compilers.tflite)", path=str(model_path))
         interpreter_cls, _ = _interpreter_class()
         try:
             # the default op resolver applies the XNNPACK delegate
@@ -86,31 +85,6 @@ class TfliteBackend(Backend):
             raise ModelError(f"LiteRT cannot load {model_path}: is it a .tflite file? ({exc})",
                              path=str(model_path)) from exc
         return TfliteSession(interpreter)
-
-    def convert(self, onnx_path: Path) -> Path:
-        """The cached .tflite for an ONNX model, converting it on a cache miss (host only)."""
-        try:
-            import onnx  # noqa: F401 (the converter needs it; boards usually lack it)
-
-            from .tflite_convert import CONVERTER_VERSION, convert
-        except ImportError as exc:
-            raise ModelError(f"converting {onnx_path.name} to .tflite needs the onnx package "
-                             f"({exc}); convert on the host or pass a .tflite file",
-                             path=str(onnx_path)) from exc
-        try:
-            digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-        except OSError as exc:
-            raise ModelError(f"cannot read {onnx_path}: {exc}", path=str(onnx_path)) from exc
-        target = self.cache_dir() / f"{onnx_path.stem}-{digest[:16]}-v{CONVERTER_VERSION}.tflite"
-        if not target.is_file():
-            convert(onnx_path, target)
-        return target
-
-    def cache_dir(self) -> Path:
-        if self.options.cache_dir is not None:
-            return Path(self.options.cache_dir) / "tflite"
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        return Path(base) / "edgert" / "tflite"
 
     def _threads(self) -> int:
         """All usable cores by default, like ONNX Runtime, so side-by-side numbers are fair

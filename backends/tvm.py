@@ -1,17 +1,13 @@
-"""Apache TVM (Relax): ONNX compiled to a shared library on the host, run by the Relax VM.
+"""Apache TVM (Relax), device step: a compiled ``.so`` and its signature sidecar, run by the VM.
 
-Host step (``compile_onnx``, needs onnx and the TVM compiler): ONNX -> Relax with
-weights bound -> fused, parallelised TIR -> ``<key>.so`` plus a ``<key>.json``
-signature sidecar, cached by model bytes, target, TVM version and pipeline.
-Device step (``TvmBackend.load`` of a ``.so``): the TVM runtime, numpy and the
-sidecar only. Measurements behind the pipeline choice are in docs/tvm-notes.md.
+Needs the TVM runtime and numpy only (no onnx, no ``tvm.relax``): the host step that
+turns ONNX into the library is ``edgert.compilers.tvm``. ``load`` accepts only ``.so``
+files with their ``.json`` sidecar next to them.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,252 +16,12 @@ import numpy as np
 from edgert.errors import BackendError, BundleError, ModelError
 
 from .base import Backend, BackendOptions, Session, TensorSpec
-from .tvm_target import export_compiler, is_cross, resolve_target, target_key
 
-# Bump when the passes in _lower change: cached libraries from another pipeline are not reused.
-PIPELINE_VERSION = "fuse+parallel-vectorize-unroll/1"
 SIDECAR_SCHEMA = "edgert.tvm.signature/1"
-_DIRECT_OPS = {"If", "Constant"}  # handled by the importer outside its converter table
-_JOBS_PER_CORE = 16  # MetaSchedule's default parallel extent per core
-_MAX_VECTOR = 64
-_UNROLL = 16
 
-
-# ---------------------------------------------------------------- host: ONNX side
-
-def onnx_signature(model: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Graph inputs (initializers excluded) and outputs, shapes inferred where ONNX can."""
-    import onnx
-
-    try:
-        model = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # inference is best effort; unknown dims stay "?"
-        pass
-    graph = model.graph
-    weights = {init.name for init in graph.initializer}
-
-    def spec(value: Any) -> TensorSpec:
-        ttype = value.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-                     for d in ttype.shape.dim)
-        return TensorSpec(value.name, dims, onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type).name)
-
-    inputs = [spec(v) for v in graph.input if v.name not in weights]
-    return inputs, [spec(v) for v in graph.output]
-
-
-def check_supported(model: Any) -> None:
-    """Raise ``ModelError`` naming the first node whose operator TVM's importer lacks."""
-    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
-
-    known = set(_get_convert_map()) | _DIRECT_OPS
-    pending = [model.graph]
-    while pending:
-        graph = pending.pop()
-        for index, node in enumerate(graph.node):
-            if node.op_type not in known:
-                where = node.name or f"#{index}"
-                raise ModelError(
-                    f"TVM's ONNX importer does not support operator {node.op_type!r} "
-                    f"(node {where!r}); try --backend ort",
-                    op=node.op_type, node=where,
-                )
-            for attr in node.attribute:  # If/Loop bodies
-                pending.extend([attr.g] if attr.HasField("g") else [])
-                pending.extend(attr.graphs)
-
-
-def _import(model: Any, inputs: list[TensorSpec]) -> Any:
-    from tvm.relax.frontend.onnx import from_onnx
-
-    check_supported(model)
-    shapes = {s.name: list(s.shape) for s in inputs if all(isinstance(d, int) for d in s.shape)}
-    try:
-        return from_onnx(model, shape_dict=shapes or None,
-                         dtype_dict={s.name: s.dtype for s in inputs},
-                         keep_params_in_input=False)
-    except Exception as exc:  # converters raise NotImplementedError/ValueError/TVMError
-        raise ModelError(f"TVM cannot import the model: {exc}; try --backend ort") from exc
-
-
-# ------------------------------------------------------------- host: the pipeline
-
-def _parallelize(mod: Any, target: Any) -> Any:
-    """Annotate every PrimFunc like MetaSchedule's ParallelizeVectorizeUnroll and apply it.
-
-    Untuned TIR is a single-threaded loop nest; this parallelises the outer
-    spatial loops and vectorises/unrolls the inner ones, deterministically.
-    """
-    import tvm
-    from tvm import s_tir
-    from tvm.s_tir import meta_schedule as ms
-
-    cores = int(target.attrs.get("num-cores", 0) or 4)  # only bounds the fused parallel extent
-    for gvar, func in list(mod.functions_items()):
-        if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
-            continue  # not TIR, or already given a tuned schedule by the database
-        sch = s_tir.Schedule(func)
-        try:
-            root = sch.get_sblock("root")
-        except s_tir.ScheduleError:  # no root block (e.g. a bare loop body): leave it serial
-            continue
-        sch.annotate(root, "meta_schedule.parallel", _JOBS_PER_CORE * cores)
-        sch.annotate(root, "meta_schedule.vectorize", _MAX_VECTOR)
-        sch.annotate(root, "meta_schedule.unroll_explicit", _UNROLL)
-        if ms.postproc.RewriteParallelVectorizeUnroll().apply(sch):
-            mod[gvar] = sch.mod["main"]
-    return mod
-
-
-def legalize(mod: Any, target: Any) -> Any:
-    """Relax passes of 0.27's CPU pipeline up to fused TIR: the functions MetaSchedule tunes.
-
-    ``tvm_tune`` extracts its tasks from this module, so compile and tune must share it.
-    """
-    import tvm
-    from tvm import relax
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-
-    with target:
-        mod = relax.transform.DecomposeOpsForInference()(mod)
-        return tvm.transform.Sequential(cpu.library_dispatch_passes(target)
-                                        + cpu.legalize_passes(target))(mod)
-
-
-def _apply_database(mod: Any, target: Any, tuning_db: Path) -> Any:
-    """Replace every PrimFunc that has a record for ``target`` by its best tuned schedule."""
-    from tvm import relax
-
-    from .tvm_tune import open_database, tuning_target
-
-    tuned_target = tuning_target(target)
-    with tuned_target, open_database(tuning_db, target):
-        return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
-
-
-def _lower(mod: Any, target: Any, tuning_db: Path | None = None) -> tuple[Any, dict[str, Any]]:
-    """``legalize``, tuned schedules from ``tuning_db``, ``_parallelize`` for the rest, lowering.
-
-    Also returns which fused functions got a tuned schedule and whether the records were
-    timed under emulation (the sidecar keeps both, so a cached library still says whether
-    and how the database applied to it).
-    """
-    import tvm
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-
-    mod = legalize(mod, target)
-    if tuning_db is not None:
-        mod = _apply_database(mod, target, tuning_db)
-    prims = {gvar.name_hint: func for gvar, func in mod.functions_items()
-             if isinstance(func, tvm.tirx.PrimFunc)}
-    tuned = {"functions": len(prims),
-             "tuned_functions": sorted(name for name, func in prims.items()
-                                       if func.attrs.get("tirx.is_scheduled", False))}
-    if tuning_db is not None:
-        from .tvm_tune import records_emulated
-
-        tuned["tuning_emulated"] = records_emulated(tuning_db, target)
-    with target:
-        mod = _parallelize(mod, target)
-        return tvm.transform.Sequential(cpu.dataflow_lower_passes(target)
-                                        + cpu.finalize_passes(target))(mod), tuned
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "edgert" / "tvm"
-
-
-def cache_path(model_path: Path, target: Any, cache_dir: Path | None = None,
-               tuning_db: Path | None = None) -> Path:
-    """Where ``compile_onnx`` puts (or finds) the library for this model, target and database.
-
-    The key covers the records for ``target`` in ``tuning_db`` (by content), so a
-    database that gained records compiles anew and an unchanged one hits the cache.
-    """
-    import tvm
-
-    from .tvm_tune import database_digest
-
-    digest = hashlib.sha256()
-    digest.update(Path(model_path).read_bytes())
-    records = database_digest(tuning_db, target) if tuning_db is not None else "untuned"
-    for part in (target_key(target), tvm.__version__, PIPELINE_VERSION, records):
-        digest.update(b"\0" + part.encode())
-    return Path(cache_dir or default_cache_dir()) / f"{Path(model_path).stem}-{digest.hexdigest()[:24]}.so"
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename, so readers never see a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o755 if path.suffix == ".so" else 0o644)  # mkstemp made it 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def compile_onnx(model_path: Path, target: Any, cache_dir: Path | None = None,
-                 tuning_db: Path | None = None) -> Path:
-    """Compile an ONNX file for ``target`` into a cached ``.so`` (+ ``.json`` signature).
-
-    With ``tuning_db`` (a directory written by ``tvm_tune.tune_model``), functions
-    with records use their best measured schedule. A library already in the cache
-    under the same key is returned untouched.
-    """
-    import onnx
-    import tvm
-
-    from .tvm_tune import database_digest
-
-    model_path = Path(model_path)
-    try:
-        out = cache_path(model_path, target, cache_dir, tuning_db)
-    except OSError as exc:
-        raise ModelError(f"cannot read model {model_path}: {exc}", path=str(model_path)) from exc
-    if is_cached(out):
-        return out
-    try:
-        model = onnx.load(str(model_path))
-    except Exception as exc:
-        raise ModelError(f"{model_path} is not a readable ONNX model: {exc}",
-                         path=str(model_path)) from exc
-    inputs, outputs = onnx_signature(model)
-    mod = _import(model, inputs)
-    fcompile = export_compiler(target)
-    try:
-        lowered, tuned = _lower(mod, target, tuning_db)
-        executable = tvm.compile(lowered, target=target, relax_pipeline=None)
-    except Exception as exc:
-        raise BackendError(f"TVM failed to compile {model_path} for {target_key(target)}: {exc}",
-                           path=str(model_path)) from exc
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sidecar = {"schema": SIDECAR_SCHEMA, "tvm": tvm.__version__, "target": target_key(target),
-               "pipeline": PIPELINE_VERSION,
-               "tuning_db": database_digest(tuning_db, target) if tuning_db is not None else None,
-               **tuned,
-               "inputs": [s.to_dict() for s in inputs],
-               "outputs": [s.to_dict() for s in outputs]}
-    _write_atomic(signature_path(out), lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=1)))
-    try:
-        _write_atomic(out, lambda tmp: executable.export_library(tmp, fcompile=fcompile))
-    except Exception as exc:
-        raise BackendError(f"TVM could not link {out}: {exc}", path=str(out)) from exc
-    return out
-
-
-# ------------------------------------------------------- device: runtime + numpy
 
 def signature_path(library: Path) -> Path:
     return Path(library).with_suffix(".json")
-
-
-def is_cached(library: Path) -> bool:
-    """A library counts only with its sidecar (the sidecar is written first, the .so last)."""
-    return Path(library).exists() and signature_path(library).exists()
 
 
 def read_signature(library: Path) -> tuple[list[TensorSpec], list[TensorSpec], str]:
@@ -288,6 +44,11 @@ def read_tuning(library: Path) -> dict[str, Any]:
     libraries compiled before the sidecar recorded them."""
     data = json.loads(signature_path(library).read_text())
     return {key: data[key] for key in ("functions", "tuned_functions", "tuning_emulated") if key in data}
+
+
+def read_pipeline(library: Path) -> str | None:
+    """The lowering pipeline the library was built with (read after ``read_signature`` passed)."""
+    return json.loads(signature_path(library).read_text()).get("pipeline")
 
 
 _ELF_MACHINES = {62: "x86_64", 183: "aarch64"}  # e_machine values edgert builds for
@@ -355,7 +116,7 @@ class TvmBackend(Backend):
     name = "tvm"
     extra = "tvm"
     engine_modules = ("tvm",)
-    suffixes = (".onnx", ".so")
+    suffixes = (".so",)
 
     def __init__(self, options: BackendOptions | None = None) -> None:
         super().__init__(options)
@@ -366,34 +127,14 @@ class TvmBackend(Backend):
 
         return tvm.__version__
 
-    def prepare(self, model_path: Path) -> Path:
-        """Host only: compile ``model_path`` for ``options.target`` (cached) and return the .so."""
-        target = resolve_target(self.options.target)
-        db = self.options.tuning_db
-        out = cache_path(model_path, target, self.options.cache_dir, db)
-        self._loaded.update(target=target_key(target), cache="hit" if is_cached(out) else "miss",
-                            artifact=str(out))
-        if db is not None:
-            from .tvm_tune import database_digest
-
-            self._loaded.update(tuning_db=str(db), tuning_db_sha256=database_digest(db, target))
-        library = compile_onnx(model_path, target, self.options.cache_dir, db)
-        if db is not None:
-            self._loaded.update(read_tuning(library))
-        return library
-
     def load(self, model_path: Path) -> TvmSession:
         model_path = Path(model_path)
         self._loaded = {}
-        if model_path.suffix == ".onnx":
-            target = resolve_target(self.options.target)
-            if is_cross(target):
-                raise BackendError(f"a library for {target_key(target)} cannot run on this machine; "
-                                   "compile it here and run it on the device", path=str(model_path))
-            model_path = self.prepare(model_path)
-        elif model_path.suffix != ".so":
-            raise ModelError(f"the tvm backend loads .onnx or .so files, not {model_path.name}",
-                             path=str(model_path))
+        if model_path.suffix != ".so":
+            hint = ("compile it on the host first (edgert.compilers.tvm, or edgert compile)"
+                    if model_path.suffix == ".onnx" else "pass a library compiled by edgert")
+            raise ModelError(f"the tvm backend loads compiled .so libraries, not {model_path.name}; "
+                             f"{hint}", path=str(model_path))
         return self._load_library(model_path)
 
     def _set_thread_env(self) -> None:
@@ -422,7 +163,7 @@ class TvmBackend(Backend):
             why = f"it was built for {arch}; run it on such a device" if arch else str(exc)
             raise BundleError(f"TVM cannot load the library {library}: {why}",
                               path=str(library)) from exc
-        self._loaded.update(artifact=str(library), target=target)
+        self._loaded.update(artifact=str(library), target=target, pipeline=read_pipeline(library))
         self._loaded["threads"] = int(tvm.get_global_func("runtime.NumThreads")())
         return TvmSession(vm, inputs, outputs)
 
@@ -430,6 +171,6 @@ class TvmBackend(Backend):
         options: dict[str, Any] = {"threads_requested": self.options.threads,
                                    "TVM_NUM_THREADS": os.environ.get("TVM_NUM_THREADS"),
                                    "TVM_BIND_THREADS": os.environ.get("TVM_BIND_THREADS"),
-                                   "pipeline": PIPELINE_VERSION, **self._loaded}
+                                   **self._loaded}
         options.setdefault("threads", self.options.threads)
         return options

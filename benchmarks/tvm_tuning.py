@@ -33,8 +33,8 @@ from typing import Iterator  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from edgert.backends.tvm_target import resolve_target  # noqa: E402
-from edgert.backends.tvm_tune import agent_timer, tune_model  # noqa: E402
+from edgert.compilers.tvm_target import resolve_target  # noqa: E402
+from edgert.compilers.tvm_tune import agent_timer, tune_model  # noqa: E402
 from edgert import device_facts  # noqa: E402
 from edgert.bench import BenchJob, bench  # noqa: E402
 from edgert.devices.address import DeviceAddress, inventory_path, resolve  # noqa: E402

@@ -7,8 +7,9 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from edgert.backends import BackendOptions
 from edgert import device_facts, result
+from edgert.backends import BackendOptions
+from edgert.compilers import compile_for, compile_for_device
 from edgert.devices.address import DeviceAddress
 from edgert.errors import UsageError
 from edgert.runner import run_benchmark
@@ -51,14 +52,19 @@ def bench(job: BenchJob, device: DeviceAddress | None = None,
         facts = device_facts.collect("local")
 
         def measure(name: str) -> dict[str, Any]:
-            return run_benchmark(job.model, name, job.settings, options=job.options(), dims=job.dims,
-                                 feeds=feeds, progress=progress(name) if progress else None)
+            compiled = compile_for(name, job.model, job.options())  # host step, then the session
+            measured = run_benchmark(compiled.path, name, job.settings, options=job.options(),
+                                     dims=job.dims, feeds=feeds,
+                                     progress=progress(name) if progress else None)
+            measured["backend"]["options"].update(compiled.notes)
+            return measured
         return _collect(job, facts, measure)
 
     if job.tuning_db is not None:  # the device would compile without it, silently untuned
         raise UsageError("--tuning-db is applied where TVM compiles, on this host; for a device, "
                          "compile a bundle here (edgert compile MODEL --backend tvm --target ... "
                          "--tuning-db DB) and bench that bundle on the device")
+    artifacts = {name: compile_for_device(name, job.model, job.options()) for name in job.backends}
     from edgert.device_agents.protocol import pack_array
     from edgert.devices.connect import open_client
 
@@ -66,7 +72,7 @@ def bench(job: BenchJob, device: DeviceAddress | None = None,
               "feeds": {k: pack_array(v) for k, v in feeds.items()}}
     with open_client(device) as client:
         def measure_remote(name: str) -> dict[str, Any]:
-            return client.bench(job.model, name, params, progress(name) if progress else None)
+            return client.bench(artifacts[name], name, params, progress(name) if progress else None)
         return _collect(job, None, measure_remote, emulated=device.emulated)
 
 

@@ -16,6 +16,8 @@ import numpy as np
 
 import edgert
 from edgert import device_facts
+from edgert.backends import BackendOptions
+from edgert.compilers import compile_for, compile_for_device
 from edgert.errors import UsageError
 from edgert.hashing import sha256_file
 from edgert.settings import BenchSettings
@@ -257,19 +259,24 @@ def run_raw(job: SweepJob, device: Any = None,
     this process for None/"local", else through the agent (the model pushed to its store)."""
     feeds = load_feeds(job.input_files)
     request = job.request()
+    options = BackendOptions(threads=job.settings.threads, target=job.target)
     if device is None or device.scheme == "local":
         from edgert.device_agents.sweep import run_sweep
 
-        raw = run_sweep({**request, "model_path": str(job.model), "feeds": feeds}, progress)
+        compiled = compile_for(job.backend, job.model, options)  # host step; the sweep loads it
+        raw = run_sweep({**request, "model_path": str(compiled.path), "feeds": feeds}, progress)
+        if compiled.notes and isinstance(raw.get("backend"), dict):
+            raw["backend"].setdefault("options", {}).update(compiled.notes)
         return raw, device_facts.collect("local")
 
     from edgert.device_agents.protocol import pack_array
     from edgert.device_agents.sweep import unpack_raw
     from edgert.devices.connect import open_client
 
+    artifact = compile_for_device(job.backend, job.model, options)
     with open_client(device) as client:
-        sha = client.upload(job.model)
-        raw = client.call("sweep.run", {**request, "sha256": sha, "suffix": job.model.suffix,
+        sha = client.upload(artifact)
+        raw = client.call("sweep.run", {**request, "sha256": sha, "suffix": artifact.suffix,
                                         "transport": client.transport_name,
                                         "feeds": {k: pack_array(v) for k, v in feeds.items()}},
                           progress)

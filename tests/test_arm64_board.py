@@ -140,8 +140,8 @@ def test_tune_on_the_board_then_compile_with_its_records(tmp_path, sshd, root, s
     pytest.importorskip("xgboost")
     import onnxruntime as ort
 
-    from edgert.backends.tvm_target import resolve_target
-    from edgert.backends.tvm_tune import RECORDS, database_dir, records_emulated
+    from edgert.compilers.tvm_target import resolve_target
+    from edgert.compilers.tvm_db import RECORDS, database_dir, records_emulated
     from edgert.devices.connect import open_client
     from edgert.dynamic.bundle import Bundle
 

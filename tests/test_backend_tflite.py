@@ -13,7 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 from edgert.backends.base import BackendOptions
 from edgert.backends.ort import OrtBackend
 from edgert.backends.tflite import TfliteBackend
-from edgert.backends.tflite_convert import convert
+from edgert.compilers import compile_for
+from edgert.compilers.tflite import convert
 from edgert.errors import ModelError
 from edgert.zoo import ZOO_DIR
 
@@ -46,15 +47,16 @@ def test_committed_tflite_agrees_with_onnxruntime(name: str) -> None:
 
 
 def test_onnx_path_is_converted_once_into_the_cache(tmp_path: Path) -> None:
-    backend = TfliteBackend(BackendOptions(cache_dir=tmp_path))
+    backend = TfliteBackend()
     x = np.random.default_rng(1).standard_normal((1, 3, 160, 160)).astype(np.float32)
-    with backend.load(ZOO_DIR / "resnet.onnx") as session:
+    options = BackendOptions(cache_dir=tmp_path)
+    with backend.load(compile_for("tflite", ZOO_DIR / "resnet.onnx", options).path) as session:
         first = session.run({"input": x})[0]
     (cached,) = (tmp_path / "tflite").iterdir()
     assert cached.name.startswith("resnet-") and cached.suffix == ".tflite"
     assert cached.read_bytes() == (ZOO_DIR / "resnet.tflite").read_bytes()
     stamp = cached.stat().st_mtime_ns
-    with backend.load(ZOO_DIR / "resnet.onnx") as session:
+    with backend.load(compile_for("tflite", ZOO_DIR / "resnet.onnx", options).path) as session:
         np.testing.assert_array_equal(session.run({"input": x})[0], first)
     assert cached.stat().st_mtime_ns == stamp  # a hit, not a rewrite
 
@@ -82,7 +84,7 @@ def test_runs_a_tflite_file_without_onnx_or_the_converter() -> None:
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name.split('.')[0] in ('onnx', 'onnxruntime', 'flatbuffers') "
-        "or name == 'edgert.backends.tflite_convert':\n"
+        "or name.startswith('edgert.compilers'):\n"
         "            raise ModuleNotFoundError(name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "import numpy as np\n"
@@ -95,12 +97,12 @@ def test_runs_a_tflite_file_without_onnx_or_the_converter() -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "(1, 10)"
-    # an ONNX file there cannot be converted: say so instead of an ImportError traceback
+    # an ONNX file is the host's to convert: say so instead of an ImportError traceback
     proc = subprocess.run([sys.executable, "-c", code, str(ZOO_DIR / "mobilenet_v2.onnx")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
-    assert "edgert.errors.ModelError: converting mobilenet_v2.onnx to .tflite needs the onnx " \
-           "package" in proc.stderr
+    assert "edgert.errors.ModelError: LiteRT loads .tflite files, not mobilenet_v2.onnx; " \
+           "convert it on the host first" in proc.stderr
 
 
 def test_missing_file_is_a_model_error(tmp_path: Path) -> None:

@@ -16,9 +16,11 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from edgert.backends import BackendOptions, get_backend  # noqa: E402
-from edgert.backends.tvm import TvmBackend, cache_path, compile_onnx  # noqa: E402
-from edgert.backends.tvm_target import resolve_target, target_key  # noqa: E402
-from edgert.errors import BundleError, ModelError, UsageError  # noqa: E402
+from edgert.backends.tvm import TvmBackend  # noqa: E402
+from edgert.compilers import compile_for  # noqa: E402
+from edgert.compilers.tvm import cache_path, compile_onnx  # noqa: E402
+from edgert.compilers.tvm_target import resolve_target, target_key  # noqa: E402
+from edgert.errors import BackendError, BundleError, ModelError, UsageError  # noqa: E402
 from edgert.tensors import random_feeds  # noqa: E402
 
 ZOO = Path(__file__).resolve().parents[1] / "edgert" / "zoo"
@@ -68,7 +70,8 @@ def small_cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _assert_matches_ort(model: Path, cache_dir: Path) -> None:
-    tvm_session = get_backend("tvm", BackendOptions(cache_dir=cache_dir)).load(model)
+    library = compile_for("tvm", model, BackendOptions(cache_dir=cache_dir)).path
+    tvm_session = get_backend("tvm").load(library)
     ort_session = get_backend("ort").load(model)
     assert tvm_session.inputs == ort_session.inputs
     assert [s.name for s in tvm_session.outputs] == [s.name for s in ort_session.outputs]
@@ -95,15 +98,14 @@ def test_zoo_model_matches_ort(name: str, cache_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_second_load_hits_the_cache(small_cnn: Path, tmp_path: Path) -> None:
-    first = TvmBackend(BackendOptions(cache_dir=tmp_path))
-    first.load(small_cnn)
-    library = Path(first.effective_options()["artifact"])
+def test_second_compile_hits_the_cache(small_cnn: Path, tmp_path: Path) -> None:
+    first = compile_for("tvm", small_cnn, BackendOptions(cache_dir=tmp_path))
+    library = first.path
+    assert first.notes["artifact"] == str(library)
     stamp = library.stat().st_mtime_ns
-    second = TvmBackend(BackendOptions(cache_dir=tmp_path))
-    second.load(small_cnn)
-    assert first.effective_options()["cache"] == "miss"
-    assert second.effective_options()["cache"] == "hit"
+    second = compile_for("tvm", small_cnn, BackendOptions(cache_dir=tmp_path))
+    assert first.notes["cache"] == "miss"
+    assert second.notes["cache"] == "hit" and second.path == library
     assert library.stat().st_mtime_ns == stamp
     assert sorted(p.name for p in tmp_path.iterdir()) == [library.with_suffix(".json").name, library.name]
 
@@ -137,7 +139,7 @@ def test_unsupported_operator_is_named(tmp_path: Path) -> None:
     path = tmp_path / "det.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     with pytest.raises(ModelError) as info:
-        TvmBackend(BackendOptions(cache_dir=tmp_path)).load(path)
+        compile_for("tvm", path, BackendOptions(cache_dir=tmp_path))
     assert info.value.fields == {"op": "Det", "node": "det_1"}
     assert "'Det'" in info.value.message and "--backend ort" in info.value.message
     assert not list(tmp_path.glob("*.so"))
@@ -191,6 +193,18 @@ def test_library_without_signature_is_a_bundle_error(tmp_path: Path) -> None:
 def test_other_suffix_is_a_model_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError):
         TvmBackend().load(tmp_path / "model.tflite")
+
+
+def test_the_device_session_does_not_compile(small_cnn: Path) -> None:
+    with pytest.raises(ModelError, match="compile it on the host first"):
+        TvmBackend().load(small_cnn)
+
+
+def test_a_cross_target_is_refused_before_compiling_for_this_machine(small_cnn: Path,
+                                                                     tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="cannot run on this machine"):
+        compile_for("tvm", small_cnn, BackendOptions(target="aarch64", cache_dir=tmp_path))
+    assert not list(tmp_path.iterdir())
 
 
 def test_unknown_target_is_a_usage_error() -> None:

@@ -14,8 +14,8 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import edgert.dynamic as dyn  # noqa: E402
-from edgert.backends.tvm_target import resolve_target  # noqa: E402
-from edgert.backends.tvm_tune import RECORDS, database_dir  # noqa: E402
+from edgert.compilers.tvm_target import resolve_target  # noqa: E402
+from edgert.compilers.tvm_db import RECORDS, database_dir  # noqa: E402
 from conftest import run_cli  # noqa: E402
 from edgert.dynamic.bundle import Bundle, write_bundle  # noqa: E402
 from edgert.dynamic.tune import tune_bundle, tvm_sources  # noqa: E402

@@ -18,10 +18,12 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from edgert.backends import BackendOptions, get_backend  # noqa: E402
-from edgert.backends.tvm import _apply_database, _import, cache_path, legalize, onnx_signature  # noqa: E402
-from edgert.backends.tvm_target import resolve_target  # noqa: E402
-from edgert.backends.tvm_tune import (RECORDS, agent_timer, database_digest, database_dir,  # noqa: E402
-                               open_database, records_emulated, tune_model)
+from edgert.compilers import compile_for  # noqa: E402
+from edgert.compilers.tvm import _apply_database, cache_path, import_onnx, legalize, onnx_signature  # noqa: E402
+from edgert.compilers.tvm_db import (RECORDS, database_digest, database_dir, open_database,  # noqa: E402
+                                     records_emulated)
+from edgert.compilers.tvm_target import resolve_target  # noqa: E402
+from edgert.compilers.tvm_tune import agent_timer, tune_model  # noqa: E402
 from edgert.errors import BackendError, UsageError  # noqa: E402
 from edgert.tensors import random_feeds  # noqa: E402
 
@@ -75,25 +77,24 @@ def test_every_measured_candidate_is_a_record(tuned: tuple[Path, Path]) -> None:
 def test_compile_applies_the_database_and_reuses_the_cache(tuned: tuple[Path, Path], tmp_path: Path) -> None:
     model, db = tuned
     target = resolve_target("host")
-    mod = _apply_database(legalize(_import(onnx.load(model), onnx_signature(onnx.load(model))[0]), target),
+    mod = _apply_database(legalize(import_onnx(onnx.load(model), onnx_signature(onnx.load(model))[0]), target),
                           target, db)
     prims = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     assert prims and all(f.attrs.get("tirx.is_scheduled", False) for f in prims)
 
     assert cache_path(model, target, tmp_path, db) != cache_path(model, target, tmp_path)
-    first = get_backend("tvm", BackendOptions(cache_dir=tmp_path, tuning_db=db))
-    session = first.load(model)
-    options = first.effective_options()
+    first = compile_for("tvm", model, BackendOptions(cache_dir=tmp_path, tuning_db=db))
+    session = get_backend("tvm").load(first.path)
+    options = first.notes
     assert options["cache"] == "miss" and options["tuning_db_sha256"] == database_digest(db, target)
     assert options["functions"] == 1 and options["tuned_functions"] == ["fused_matmul_relu"]
     feeds = random_feeds(session.inputs, {}, seed=3)
     np.testing.assert_allclose(session.run(feeds)[0], get_backend("ort").load(model).run(feeds)[0],
                                rtol=1e-4, atol=1e-4)
-    again = get_backend("tvm", BackendOptions(cache_dir=tmp_path, tuning_db=db))
-    again.load(model)
-    assert again.effective_options()["cache"] == "hit"
-    assert again.effective_options()["artifact"] == options["artifact"]
-    assert again.effective_options()["tuned_functions"] == ["fused_matmul_relu"]  # from the sidecar
+    again = compile_for("tvm", model, BackendOptions(cache_dir=tmp_path, tuning_db=db)).notes
+    assert again["cache"] == "hit"
+    assert again["artifact"] == options["artifact"]
+    assert again["tuned_functions"] == ["fused_matmul_relu"]  # from the sidecar
 
 
 def test_a_database_without_records_for_the_target_is_a_usage_error(tmp_path: Path) -> None:
@@ -117,8 +118,8 @@ def test_neither_budget_nor_trials_is_a_usage_error(tmp_path: Path) -> None:
 _TUNE_SCRIPT = """
 import sys
 from pathlib import Path
-from edgert.backends.tvm_target import resolve_target
-from edgert.backends.tvm_tune import tune_model
+from edgert.compilers.tvm_target import resolve_target
+from edgert.compilers.tvm_tune import tune_model
 tune_model(Path(sys.argv[1]), Path(sys.argv[2]), resolve_target("host"), time_budget_s=600,
            trials_per_iter=4)
 """
@@ -145,7 +146,8 @@ def test_a_killed_tune_keeps_the_records_measured_so_far(tmp_path: Path) -> None
             proc.kill()
     kept = [json.loads(line) for line in records.read_text().splitlines()]
     assert len(kept) >= 4
-    session = get_backend("tvm", BackendOptions(cache_dir=tmp_path / "cache", tuning_db=db)).load(model)
+    library = compile_for("tvm", model, BackendOptions(cache_dir=tmp_path / "cache", tuning_db=db)).path
+    session = get_backend("tvm").load(library)
     assert session.run(random_feeds(session.inputs, {}, seed=0))[0].shape == (32, 64)
 
 

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from edgert.backends.tflite_convert import convert  # noqa: E402
+from edgert.compilers.tflite import convert  # noqa: E402
 
 OPSET = 17
 IR_VERSION = 8  # the oldest IR that carries opset 17, so older runtimes on boards load it

@@ -41,8 +41,8 @@ def tune(model: str, db: Path, time_budget: float | None, trials: int | None, ta
     """
     import contextlib
 
-    from edgert.backends.tvm_target import resolve_target
-    from edgert.backends.tvm_tune import agent_timer, format_progress, summary_json, tune_model
+    from edgert.compilers.tvm_target import resolve_target
+    from edgert.compilers.tvm_tune import agent_timer, format_progress, summary_json, tune_model
     from edgert.dynamic.tune import tune_bundle
     from edgert.zoo import resolve as resolve_model
 

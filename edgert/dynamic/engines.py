@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edgert.backends import BackendOptions, TensorSpec, backend_class, get_backend
+from edgert.compilers.tvm import compile_cached
 from edgert.errors import BackendError, EdgertError, InputError, ModelError, UsageError
 
 from .bundle import sha256
@@ -126,7 +127,7 @@ def _prepare_ort(seg: Segment) -> Artifact:
 def _prepare_tvm(seg: Segment, target: str, cache_dir: Path | None,
                  observed: dict[str, set[tuple[int, ...]]] | None,
                  tuning_db: Path | None) -> Artifact:
-    """A TVM shared library plus its signature sidecar, via the backend's cached ``prepare``.
+    """A TVM shared library plus its signature sidecar, via the host compiler's cache.
 
     TVM imports the specialised segment (ranks filled in, shape computations folded;
     see ``specialize``); its sha256 goes into ``specialized`` so ``tvm_sources`` can
@@ -136,12 +137,13 @@ def _prepare_tvm(seg: Segment, target: str, cache_dir: Path | None,
     """
     special = specialize(seg.model_bytes, observed)
     source_bytes = special.model.SerializeToString(deterministic=True)
-    backend = get_backend("tvm", BackendOptions(target=target, cache_dir=cache_dir, tuning_db=tuning_db))
+    get_backend("tvm")  # raises EngineMissingError with the pip hint
+    options = BackendOptions(target=target, cache_dir=cache_dir, tuning_db=tuning_db)
     with tempfile.TemporaryDirectory(prefix="edgert-seg-") as tmp:
         source = Path(tmp) / f"{seg.id}.onnx"
         source.write_bytes(source_bytes)
         try:
-            library = Path(backend.prepare(source))
+            library, used = compile_cached(source, options)
         except EdgertError as exc:
             raise type(exc)(f"segment {seg.id}: {exc.message}", segment=seg.id,
                             **exc.fields) from exc
@@ -154,7 +156,6 @@ def _prepare_tvm(seg: Segment, target: str, cache_dir: Path | None,
         note["ranks_from_sample"] = special.ranks_from_sample
     tuning = None
     if tuning_db is not None:
-        used = backend.effective_options()
         tuning = {"db_sha256": used["tuning_db_sha256"], "functions": used.get("functions"),
                   "tuned_functions": used.get("tuned_functions"),
                   "emulated": bool(used.get("tuning_emulated"))}

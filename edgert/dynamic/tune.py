@@ -4,7 +4,7 @@ What is tuned must be exactly what TVM compiled, or the records would not match 
 compile time: the bundle keeps each segment's unspecialised ONNX, so ``tvm_sources``
 re-runs ``specialize`` with the ranks the manifest recorded and checks the result
 against the sha256 ``engines`` stored when it built the library. All segments share
-one budget and one round-robin scheduler (``backends.tvm_tune.tune_model``); a kernel
+one budget and one round-robin scheduler (``compilers.tvm_tune.tune_model``); a kernel
 that recurs across segments is one task. ``edgert compile --tuning-db`` applies them.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .bundle import Bundle, sha256
 from .specialize import specialize
 
 if TYPE_CHECKING:
-    from edgert.backends.tvm_tune import TuneSummary
+    from edgert.compilers.tvm_tune import TuneSummary
 
 
 def tvm_sources(bundle: Bundle) -> dict[str, bytes]:
@@ -61,8 +61,8 @@ def tune_bundle(path: Path, db_root: Path, target: str | None = None, **options:
     ``target`` (an edgert target name) must be the one the bundle was compiled for;
     by default it is taken from the bundle. ``options`` go to ``tune_model``.
     """
-    from edgert.backends.tvm_target import resolve_target, target_key
-    from edgert.backends.tvm_tune import tune_model
+    from edgert.compilers.tvm_target import resolve_target, target_key
+    from edgert.compilers.tvm_tune import tune_model
 
     bundle = Bundle(path)
     sources = tvm_sources(bundle)

@@ -1,12 +1,12 @@
 """MetaSchedule tuning of ONNX models into a persistent, per-target tuning database.
 
-Host-only. ``tune_model`` extracts the fused TIR functions that ``backends.tvm``
+Host-only. ``tune_model`` extracts the fused TIR functions that ``compilers.tvm``
 compiles (of one model, or of several such as a bundle's TVM segments, each distinct
 function once), searches schedules for them and measures each candidate either here or
 on a device through an edgert agent (``tvm.time``, see device_agents/tvm_timer.py).
 Every measured record is appended to the database as it arrives (MetaSchedule's
 JSON database writes one line per commit), so an interrupted run keeps its work;
-``backends.tvm.compile_onnx(..., tuning_db=...)`` applies the best records.
+``compilers.tvm.compile_onnx(..., tuning_db=...)`` applies the best records.
 
 0.27 workarounds (docs/tvm-notes.md): candidates are built in this process (the
 stock builder's fresh workers spend ~29 s importing tensor intrinsics and hit its
@@ -16,10 +16,8 @@ stock builder's fresh workers spend ~29 s importing tensor intrinsics and hit it
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -28,69 +26,17 @@ from typing import Any, Callable
 
 from edgert.errors import BackendError, UsageError
 
+from .tvm import import_onnx, legalize, onnx_signature
+from .tvm_db import database_dir, mark_emulated, open_database, tuning_target
 from .tvm_target import export_compiler, is_cross, target_key
 
-WORKLOADS = "database_workload.json"  # MetaSchedule's own file names, so its tools can read them
-RECORDS = "database_tuning_record.json"
-TARGET_FILE = "target.json"
-EMULATED_FILE = "emulated.json"  # present once any record was timed on an emulated device
 DEFAULT_TRIALS_PER_ITER = 32
 NUMBER, REPEAT = 3, 3  # calls per repeat, repeats per candidate (runner results are per repeat)
-CROSS_NUM_CORES = 4  # assumed for foreign targets without "num-cores" (most arm64 boards)
 
 Timer = Callable[[Path, list[dict[str, Any]]], list[float]]
 
 
-# ----------------------------------------------------------------------- the database
-
-def database_dir(root: Path, target: Any) -> Path:
-    """The directory holding ``target``'s records inside a database root (one per target)."""
-    key = target_key(target)
-    arch = str(target.attrs.get("mtriple", "") or "").split("-")[0] or "host"
-    cpu = str(target.attrs.get("mcpu", "") or "generic")
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{target.kind.name}-{arch}-{cpu}")
-    return Path(root) / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-
-
-def database_digest(root: Path, target: Any) -> str:
-    """sha256 of ``target``'s workload, record and emulation files ("empty" when there are none)."""
-    where = database_dir(root, target)
-    digest = hashlib.sha256()
-    found = False
-    for name in (WORKLOADS, RECORDS, EMULATED_FILE):
-        path = where / name
-        if path.exists():
-            found = True
-            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest() if found else "empty"
-
-
-def open_database(root: Path, target: Any, create: bool = False) -> Any:
-    """MetaSchedule's ``JSONDatabase`` for ``target`` under ``root``."""
-    from tvm.s_tir import meta_schedule as ms
-
-    where = database_dir(root, target)
-    if not create and not (where / RECORDS).exists():
-        raise UsageError(f"the tuning database {root} has no records for target {target_key(target)}; "
-                         "run edgert tune for this target first", path=str(root))
-    where.mkdir(parents=True, exist_ok=True)
-    (where / TARGET_FILE).write_text(target_key(target) + "\n")
-    return ms.database.JSONDatabase(str(where / WORKLOADS), str(where / RECORDS))
-
-
-def records_emulated(root: Path, target: Any) -> bool:
-    """True when some of ``target``'s records were timed on an emulated device: their schedules
-    were chosen by emulated speed, which says little about the real board."""
-    return (database_dir(root, target) / EMULATED_FILE).exists()
-
-
-def _mark_emulated(root: Path, target: Any) -> None:
-    """Label the database before the first emulated record lands (a killed run keeps it)."""
-    path = database_dir(root, target) / EMULATED_FILE
-    if not path.exists():
-        path.write_text(json.dumps({"emulated": True, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                             time.gmtime())}) + "\n")
-
+# ------------------------------------------------------------------ tensor intrinsics
 
 def _cpu_tensor_intrinsics() -> None:
     """Register only the CPU tensor intrinsics, before MetaSchedule imports all of them.
@@ -116,16 +62,6 @@ def _cpu_tensor_intrinsics() -> None:
     tvm.s_tir.tensor_intrin = package
     for cpu in ("x86", "arm_cpu", "riscv_cpu"):
         importlib.import_module(f"{name}.{cpu}")
-
-
-def tuning_target(target: Any) -> Any:
-    """``target`` with "num-cores", which MetaSchedule's CPU rules need to size parallel loops."""
-    import tvm
-
-    if target.attrs.get("num-cores"):
-        return target
-    cores = CROSS_NUM_CORES if is_cross(target) else (os.cpu_count() or 1)
-    return tvm.target.Target({**dict(target.export()), "num-cores": cores})
 
 
 # ------------------------------------------------------------ builder and runners
@@ -288,11 +224,9 @@ def extract(model_path: Path, target: Any) -> tuple[Any, list[Any]]:
     import onnx
     from tvm.s_tir import meta_schedule as ms
 
-    from .tvm import _import, legalize, onnx_signature
-
     model = onnx.load(str(model_path))
     inputs, _ = onnx_signature(model)
-    mod = legalize(_import(model, inputs), target)
+    mod = legalize(import_onnx(model, inputs), target)
     return mod, list(ms.relax_integration.extract_tasks(mod, tuning_target(target)))
 
 
@@ -363,7 +297,7 @@ def tune_model(models: Path | list[Path], db_root: Path, target: Any, *,
     extracted, occurs = _merge(paths, target)
     database = open_database(db_root, target, create=True)
     if emulated:
-        _mark_emulated(db_root, target)
+        mark_emulated(db_root, target)
     logs = str(database_dir(db_root, target))  # MetaSchedule writes its logs to <this>/logs
     ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
     for handler in list(ms_logger.handlers):  # an earlier run's files; unnamed ones crash its config

@@ -1,4 +1,4 @@
-"""Convert small float32 ONNX CNNs to .tflite without TensorFlow (host-only).
+"""Convert small float32 ONNX CNNs to .tflite without TensorFlow: LiteRT's host step.
 
 Why: boards that only have LiteRT should run the same models as ONNX Runtime, and
 TensorFlow is far too heavy a dependency for that. The converter writes the flatbuffer
@@ -17,6 +17,7 @@ makes zeros equivalent). Shapes must be static.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -45,6 +46,27 @@ class _AlignedBuilder(flatbuffers.Builder):
         self.head -= len(payload)
         self.Bytes[self.head:self.head + len(payload)] = payload
         return self.EndVector()
+
+
+def default_cache_dir(cache_dir: Path | None = None) -> Path:
+    """``<cache_dir>/tflite``, or the user cache's ``edgert/tflite``."""
+    if cache_dir is not None:
+        return Path(cache_dir) / "tflite"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "edgert" / "tflite"
+
+
+def convert_cached(onnx_path: Path, cache_dir: Path | None = None) -> Path:
+    """The cached .tflite for an ONNX model (keyed by its sha256 and ``CONVERTER_VERSION``),
+    converting it on a cache miss."""
+    try:
+        digest = hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ModelError(f"cannot read {onnx_path}: {exc}", path=str(onnx_path)) from exc
+    target = default_cache_dir(cache_dir) / f"{Path(onnx_path).stem}-{digest[:16]}-v{CONVERTER_VERSION}.tflite"
+    if not target.is_file():
+        convert(Path(onnx_path), target)
+    return target
 
 
 def convert(onnx_path: Path, out_path: Path) -> Path:

@@ -1,0 +1,68 @@
+"""Host steps that turn a model into the artifact an engine's device session loads.
+
+ExecuTorch's preprocess/runtime split: ``edgert.backends`` only loads artifacts
+(``.so`` + sidecar for TVM, ``.tflite`` for LiteRT, ``.onnx`` for ONNX Runtime);
+the compilers and converters here need onnx, the TVM compiler or flatbuffers and run
+on the host only. The host runner calls ``compile_for``, then the backend's ``load``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from edgert.backends import BackendOptions
+from edgert.errors import ModelError, UsageError
+
+
+@dataclasses.dataclass(frozen=True)
+class Compiled:
+    """The file to hand to the engine's ``load`` and what compiling it did (for the result)."""
+
+    path: Path
+    notes: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def needs_compile(backend: str, model_path: Path) -> bool:
+    """True when ``backend`` cannot load ``model_path`` as it is (an ONNX file for TVM or LiteRT)."""
+    return backend in ("tvm", "tflite") and Path(model_path).suffix == ".onnx"
+
+
+def compile_for(backend: str, model_path: Path, options: BackendOptions | None = None, *,
+                run_here: bool = True) -> Compiled:
+    """``model_path`` compiled (TVM) or converted (LiteRT) for ``options``, from the cache when
+    it is there; any other file is returned as it is. ``run_here``: the artifact will be
+    loaded on this machine, so a cross-compiling TVM target is refused before compiling."""
+    model_path = Path(model_path)
+    options = options or BackendOptions()
+    if not needs_compile(backend, model_path):
+        return Compiled(model_path)
+    if not model_path.is_file():
+        raise ModelError(f"no such model file: {model_path}", path=str(model_path))
+    if backend == "tflite":
+        try:
+            from .tflite import convert_cached
+        except ImportError as exc:
+            raise ModelError(f"converting {model_path.name} to .tflite needs onnx and flatbuffers "
+                             f"({exc}); pass a .tflite file", path=str(model_path)) from exc
+        return Compiled(convert_cached(model_path, options.cache_dir))
+    from . import tvm
+
+    if run_here:
+        tvm.check_runs_here(options, model_path)
+    library, notes = tvm.compile_cached(model_path, options)
+    return Compiled(library, notes)
+
+
+def compile_for_device(backend: str, model_path: Path, options: BackendOptions | None = None) -> Path:
+    """The file to push to a device for ``backend``: a LiteRT model is converted here; a TVM
+    library needs its sidecar next to it, which only a bundle carries, so an ONNX file for
+    TVM is refused with the command that builds one."""
+    if backend == "tvm" and needs_compile(backend, model_path):
+        raise UsageError("a device runs TVM libraries compiled on this host: compile a bundle "
+                         f"(edgert compile {model_path} --backend tvm --target TARGET) and run "
+                         "that bundle on the device with --backend bundle")
+    return compile_for(backend, model_path, options, run_here=False).path
+
+
+__all__ = ["Compiled", "compile_for", "compile_for_device", "needs_compile"]
