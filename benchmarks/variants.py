@@ -54,7 +54,8 @@ from edgert.settings import BenchSettings  # noqa: E402
 from edgert.stats import summarize  # noqa: E402
 from edgert.timing import measure  # noqa: E402
 from edgert.variants import AdaptiveModel, Policy, open as open_variants  # noqa: E402
-from edgert.variants.calibrate import FrequencySetting, calibrate  # noqa: E402
+from edgert.variants.calibrate import calibrate  # noqa: E402
+from edgert.variants.frequency import FrequencySetting  # noqa: E402
 from edgert.variants.prune import prune  # noqa: E402
 
 RESNET = ROOT / "edgert" / "zoo" / "resnet.onnx"

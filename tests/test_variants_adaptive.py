@@ -11,7 +11,8 @@ from edgert.errors import UsageError
 from edgert.settings import BenchSettings
 from edgert.variants import AdaptiveModel, Policy, open as open_variants
 from edgert.variants.adaptive import predict_ms
-from edgert.variants.calibrate import FrequencySetting, calibrate
+from edgert.variants.calibrate import calibrate
+from edgert.variants.frequency import FrequencySetting
 from edgert.variants.prune import prune
 
 from test_variants_prune import tiny_model

@@ -1,13 +1,25 @@
 """Dynamic ONNX networks: static segments compiled per engine + a host control-flow program.
 
-Host: ``compile(model) -> bundle path`` and ``validate``. Device: ``load(bundle) -> Runtime``
-(numpy and the engines only; onnx is imported only inside host functions).
+Device: ``load(bundle) -> Runtime`` and ``inspect`` (numpy and the engines' runtimes only),
+imported with this package. Host: ``compile(model) -> bundle path`` and ``validate``, which
+need onnx and the compilers; they are imported on first use (PEP 562), so loading a bundle
+never imports the partitioner, the specialiser or a compiler.
 """
 from __future__ import annotations
 
-from .compiler import compile
+import importlib
+from typing import Any
+
 from .program import Trace
 from .runtime import Runtime, inspect, load
-from .validate import validate
+
+_HOST = {"compile": ".compiler", "validate": ".validate"}  # name -> module defining it
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOST:
+        return getattr(importlib.import_module(_HOST[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["compile", "load", "inspect", "validate", "Runtime", "Trace"]

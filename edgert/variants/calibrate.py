@@ -16,12 +16,11 @@ checksum are unchanged), so one file carries its own timing.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -32,16 +31,10 @@ from edgert.sweep import Progress, SweepJob, build_point, run_raw
 from edgert.timing import measure
 
 from . import aiofile
+from .frequency import FrequencySetting
 from .runtime import VariantModel
 
 SCHEMA = "edgert.aio.calibration/1"
-
-
-@dataclasses.dataclass(frozen=True)
-class FrequencySetting:
-    frequency: float
-    apply: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
-    label: str = ""
 
 
 def calibrate(path: str | Path, settings: Sequence[FrequencySetting], bench: BenchSettings | None = None, *,

@@ -5,15 +5,24 @@ A reader is a plain ``Callable[[], float]``; its unit is the calibration table's
 context managers that hold the device at one frequency while calibration measures.
 
 Device-side: stdlib and ``device_agents`` (sysfs readers take a root path, so tests run
-on fixture trees).
+on fixture trees); the host's ``calibrate`` imports ``FrequencySetting`` from here, never
+the other way round.
 """
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
-from .calibrate import FrequencySetting
+
+@dataclasses.dataclass(frozen=True)
+class FrequencySetting:
+    """A frequency in the reader's unit, and a context manager factory holding the device there."""
+
+    frequency: float
+    apply: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+    label: str = ""
 
 
 def cpufreq_reader(policy: str = "policy0", sysfs_root: str = "/") -> Callable[[], float]:
@@ -31,19 +40,6 @@ def devfreq_reader(device: str, sysfs_root: str = "/") -> Callable[[], float]:
 
     rel = f"sys/class/devfreq/{device}/cur_freq"
     return lambda: float(sysfs.read_int(sysfs_root, rel))
-
-
-def cpufreq_settings(policy: str, khz: Sequence[int], sysfs_root: str = "/",
-                     journal_path: str | None = None) -> list[FrequencySetting]:
-    """One setting per frequency, each pinning ``policy`` with ``DvfsControl`` and restoring after."""
-    @contextlib.contextmanager
-    def pinned(value: int) -> Iterator[Any]:
-        from edgert.device_agents.dvfs import DvfsControl
-
-        with DvfsControl(sysfs_root, journal_path=journal_path) as dvfs:
-            yield dvfs.pin_cpu(policy, value)
-
-    return [FrequencySetting(float(f), lambda f=f: pinned(f), f"{policy} {f} kHz") for f in khz]
 
 
 def emulated_settings(domain: Any) -> list[FrequencySetting]:
