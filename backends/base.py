@@ -16,25 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgert.errors import EngineMissingError
-
-Dim = int | str  # a concrete size, or the name of a symbolic dimension
-
-
-@dataclasses.dataclass(frozen=True)
-class TensorSpec:
-    """Name, shape (ints, or strings for symbolic dims) and numpy dtype name of a graph tensor."""
-
-    name: str
-    shape: tuple[Dim, ...]
-    dtype: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TensorSpec":
-        return cls(data["name"], tuple(data["shape"]), data["dtype"])
-
+from edgert.tensors import Dim, TensorSpec  # noqa: F401 (part of the backend interface)
 
 @dataclasses.dataclass(frozen=True)
 class BackendOptions:

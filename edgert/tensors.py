@@ -1,16 +1,36 @@
-"""Input feeds: checked against a model's signature, or made up from a seed.
+"""Tensor signatures (``TensorSpec``) and input feeds: checked against a model's signature,
+or made up from a seed.
 
-Device-side: numpy only.
+Device-side: numpy only. ``TensorSpec`` lives here, in the lowest floor, because engines,
+runtimes and the host all speak it.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from edgert.backends.base import TensorSpec
 from edgert.errors import InputError, UsageError
+
+Dim = int | str  # a concrete size, or the name of a symbolic dimension
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape (ints, or strings for symbolic dims) and numpy dtype name of a graph tensor."""
+
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TensorSpec":
+        return cls(data["name"], tuple(data["shape"]), data["dtype"])
 
 
 def resolve_shape(spec: TensorSpec, dims: Mapping[str, int]) -> tuple[int, ...]:

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 from edgert.errors import UsageError
 
@@ -50,6 +50,28 @@ class DeviceAddress:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+@dataclasses.dataclass(frozen=True)
+class LabgridAddress(DeviceAddress):
+    """A ``labgrid://`` device: a place name or a tag selector, plus how to reach the board."""
+
+    place: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+    coordinator: str | None = None
+
+
+def parse_labgrid_url(url: str, name: str | None = None) -> LabgridAddress:
+    """``labgrid://PLACE`` or ``labgrid://?KEY=VALUE&...``; raises ``UsageError`` saying what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != "labgrid":
+        raise UsageError(f"not a labgrid URL: {url!r}")
+    place = parts.netloc
+    tags = tuple(parse_qsl(parts.query, keep_blank_values=True))
+    if parts.path or parts.fragment or bool(place) == bool(tags) or any(not v for _, v in tags):
+        raise UsageError(f"bad labgrid device {url!r}: use labgrid://PLACE, or "
+                         "labgrid://?KEY=VALUE[&KEY=VALUE] to match places by tag")
+    return LabgridAddress("labgrid", name or url, place=place, tags=tags)
+
+
 def parse_url(url: str, name: str | None = None) -> DeviceAddress:
     """Parse a device URL; raises ``UsageError`` saying which part is wrong."""
     if url == "local":
@@ -60,8 +82,6 @@ def parse_url(url: str, name: str | None = None) -> DeviceAddress:
                          "serial:///dev/ttyX?baud=N, tcp://host:port, labgrid://PLACE "
                          "or a name from edgert.toml")
     if parts.scheme == "labgrid":
-        from edgert.devices.labgrid import parse_url as parse_labgrid_url
-
         return parse_labgrid_url(url, name)
     try:
         port = parts.port

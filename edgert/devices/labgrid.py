@@ -26,34 +26,12 @@ import dataclasses
 import os
 import sys
 from typing import Any, Iterator
-from urllib.parse import parse_qsl, urlsplit
 
-from edgert.devices.address import DeviceAddress
-from edgert.errors import DeviceError, UsageError
+from edgert.devices.address import DeviceAddress, LabgridAddress
+from edgert.devices.address import parse_labgrid_url as parse_url  # noqa: F401 (labgrid.parse_url, as before)
+from edgert.errors import DeviceError
 
 DEFAULT_COORDINATOR = "127.0.0.1:20408"  # labgrid-client's own default
-
-
-@dataclasses.dataclass(frozen=True)
-class LabgridAddress(DeviceAddress):
-    """A ``labgrid://`` device: a place name or a tag selector, plus how to reach the board."""
-
-    place: str = ""
-    tags: tuple[tuple[str, str], ...] = ()
-    coordinator: str | None = None
-
-
-def parse_url(url: str, name: str | None = None) -> LabgridAddress:
-    """``labgrid://PLACE`` or ``labgrid://?KEY=VALUE&...``; raises ``UsageError`` saying what is wrong."""
-    parts = urlsplit(url)
-    if parts.scheme != "labgrid":
-        raise UsageError(f"not a labgrid URL: {url!r}")
-    place = parts.netloc
-    tags = tuple(parse_qsl(parts.query, keep_blank_values=True))
-    if parts.path or parts.fragment or bool(place) == bool(tags) or any(not v for _, v in tags):
-        raise UsageError(f"bad labgrid device {url!r}: use labgrid://PLACE, or "
-                         "labgrid://?KEY=VALUE[&KEY=VALUE] to match places by tag")
-    return LabgridAddress("labgrid", name or url, place=place, tags=tags)
 
 
 def coordinator_address(addr: LabgridAddress) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .normalize import free_names, iter_graphs
+from .graphs import free_names, iter_graphs
 from .specialize import specialize
 
 _LOOPS = ("Loop", "Scan")

@@ -10,9 +10,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from edgert.errors import ModelError
+
+from .carry import carry_static_shapes
+from .graphs import free_names, iter_graphs  # noqa: F401 (partition, whole and tests use them from here)
 
 CONTROL_FLOW = ("If", "Loop", "Scan")
 # Operators that only make sense with sequence/optional values.
@@ -30,37 +33,6 @@ class NormalizedModel:
     model: Any  # onnx.ModelProto
     source_sha256: str
     captures: dict[str, list[str]]  # "node/attr" -> outer names that subgraph body reads
-
-
-def iter_graphs(graph: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Yield ("node/attr", subgraph) for every subgraph, depth first."""
-    for node in graph.node:
-        for attr in node.attribute:
-            subs = [attr.g] if attr.HasField("g") else list(attr.graphs)
-            for sub in subs:
-                key = f"{prefix}{node.name}/{attr.name}"
-                yield key, sub
-                yield from iter_graphs(sub, key + "/")
-
-
-def free_names(graph: Any) -> list[str]:
-    """Names a (sub)graph reads that it does not define itself: its outer-scope captures."""
-    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    defined |= {s.values.name for s in graph.sparse_initializer}
-    free: list[str] = []
-    for node in graph.node:
-        reads = list(node.input)
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else list(attr.graphs)):
-                reads += free_names(sub)
-        for name in reads:
-            if name and name not in defined and name not in free:
-                free.append(name)
-        defined.update(o for o in node.output if o)
-    for out in graph.output:
-        if out.name not in defined and out.name not in free:
-            free.append(out.name)
-    return free
 
 
 def _name_nodes(graph: Any, used: set[str], counter: list[int]) -> None:
@@ -156,8 +128,6 @@ def _typed(model: Any, source_sha256: str, what: str) -> NormalizedModel:
     except Exception as exc:
         raise ModelError(f"ONNX shape inference failed on {what}: {exc}", path=what) from exc
     _reject_non_tensors(model.graph, "the main graph")
-    from .carry import carry_static_shapes  # imports this module
-
     model = carry_static_shapes(model)
     captures = {key: free_names(sub) for key, sub in iter_graphs(model.graph)}
     return NormalizedModel(model, source_sha256, captures)

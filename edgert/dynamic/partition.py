@@ -19,7 +19,8 @@ import numpy as np
 
 from edgert.errors import ModelError
 
-from .normalize import CONTROL_FLOW, NormalizedModel, free_names
+from .graphs import free_names
+from .normalize import CONTROL_FLOW, NormalizedModel
 from .program import PROGRAM_VERSION
 
 _HOST_OPS = ("Identity", "Constant")

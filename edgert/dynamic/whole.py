@@ -21,7 +21,8 @@ from edgert.errors import EdgertError, ModelError
 
 from . import engines
 from .bundle import write_bundle
-from .normalize import CONTROL_FLOW, NormalizedModel, iter_graphs
+from .graphs import iter_graphs
+from .normalize import CONTROL_FLOW, NormalizedModel
 from .partition import Segment
 from .program import PROGRAM_VERSION
 from .runtime import load
