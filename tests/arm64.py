@@ -8,7 +8,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 
 import arm64_board  # noqa: E402  (tools/ is not a package on sys.path by default)
+from arm64_board.recipe import cache_dir  # noqa: E402
+from agents import current_xdg  # noqa: E402
 from sshd import sshd_available  # noqa: E402
+
+# The board's cache as the environment pytest started in names it: the one cache the tests
+# share with the machine (conftest gives each test private XDG directories and no EDGERT_CACHE).
+BOARD_CACHE = cache_dir()
 
 EM_AARCH64 = 183  # ELF e_machine
 
@@ -25,7 +31,7 @@ def board_root() -> tuple[Path | None, str]:
         return None, (f"the emulated arm64 board needs {', '.join(missing)} "
                       "(apt-get install qemu-user-static openssh-server debian-archive-keyring)")
     try:
-        return arm64_board.build(), ""
+        return arm64_board.build(BOARD_CACHE), ""
     except arm64_board.BoardBuildError as exc:
         return None, f"the emulated arm64 board could not be built: {exc}"
 
@@ -41,11 +47,11 @@ def device_args(sshd, root: Path, store: Path) -> list[str]:
     """CLI options that point edgert at the emulated board behind ``sshd``."""
     return ["--device", sshd.url, "--ssh-key", str(sshd.client_key),
             "--known-hosts", str(sshd.known_hosts),
-            "--agent-cmd", arm64_board.agent_command(root, store)]
+            "--agent-cmd", arm64_board.agent_command(root, store, env=current_xdg())]
 
 
 def address(sshd, root: Path, store: Path):
     from edgert.devices.address import parse_url
 
     return parse_url(sshd.url).replace(ssh_key=sshd.client_key, known_hosts=sshd.known_hosts,
-                                       agent_cmd=arm64_board.agent_command(root, store))
+                                       agent_cmd=arm64_board.agent_command(root, store, env=current_xdg()))

@@ -1,6 +1,8 @@
-"""Shared fixtures: tiny seeded ONNX models written to tmp dirs, and the edgert CLI as a subprocess."""
+"""Shared fixtures: tiny seeded ONNX models written to tmp dirs, the edgert CLI as a subprocess,
+and private XDG directories for every test (the machine's own are checked to stay untouched)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -9,7 +11,60 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agents import private_env
+from arm64 import BOARD_CACHE
+
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _machine_dirs() -> list[Path]:
+    """edgert's directories in the environment pytest started with (before any test's)."""
+    home = Path.home()
+    return [Path(os.environ.get(var) or home / default) / "edgert" for var, default in (
+        ("XDG_STATE_HOME", ".local/state"), ("XDG_DATA_HOME", ".local/share"),
+        ("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config"))]
+
+
+MACHINE_DIRS = _machine_dirs()
+# The emulated arm64 board's root is the one cache tests share with the machine on purpose:
+# a cold build downloads ~150 MB; it is keyed by its recipe's hash and built under a lock.
+SHARED = {BOARD_CACHE}
+
+
+def _snapshot() -> dict[Path, tuple[int, int]]:
+    """Every file and directory under MACHINE_DIRS (except SHARED) with its size and mtime."""
+    found = {}
+    for top in MACHINE_DIRS:
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = [d for d in dirnames if Path(dirpath, d) not in SHARED]
+            for name in [*dirnames, *filenames]:
+                path = Path(dirpath, name)
+                if path not in SHARED:
+                    st = path.lstat()
+                    found[path] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def machine_dirs_untouched():
+    """Fail the run when a test wrote into the machine's own state, data, cache or config."""
+    before = _snapshot()
+    yield
+    after = _snapshot()
+    changed = sorted(str(p) for p in after.keys() | before.keys() if after.get(p) != before.get(p))
+    if changed:
+        pytest.fail("the tests changed the machine's edgert directories: " + ", ".join(changed[:10]),
+                    pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def private_dirs(tmp_path_factory, monkeypatch) -> Path:
+    """This test's XDG directories; subprocesses (agents, the CLI) inherit them."""
+    home = tmp_path_factory.mktemp("home")
+    for var, value in private_env(home).items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.delenv("EDGERT_CACHE", raising=False)  # the arm64 board's is passed explicitly
+    return home
 
 
 def make_matmul_model(path: Path, *, symbolic: bool = True, size: int = 64) -> Path:
@@ -29,6 +84,13 @@ def make_matmul_model(path: Path, *, symbolic: bool = True, size: int = 64) -> P
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
+
+
+def needs(*modules: str) -> pytest.MarkDecorator:
+    """Skip unless every module is installed, found without importing it: importing TVM or
+    torch at collection would cost every ``pytest -k`` seconds."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"needs {', '.join(missing)}")
 
 
 @pytest.fixture(scope="session")

@@ -4,22 +4,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
+
+from ports import ServerExited, free_port, listening_port
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 
 def sshd_available() -> bool:
     return os.path.exists(SSHD) and shutil.which("ssh-keygen") is not None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclasses.dataclass
@@ -44,8 +38,12 @@ class Sshd:
             self.proc.kill()
 
 
-def start_sshd(workdir: Path) -> Sshd:
-    """Start sshd in the foreground (-D) on a free loopback port; returns once it accepts."""
+def start_sshd(workdir: Path, attempts: int = 5) -> Sshd:
+    """Start sshd in the foreground (-D) on a free loopback port; returns once it listens.
+
+    sshd refuses ``Port 0``, so the port is picked first; when another process takes it
+    before sshd binds, sshd exits and the next attempt picks another port.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     host_key, client_key = workdir / "host_ed25519", workdir / "client_ed25519"
     for key in (host_key, client_key):
@@ -53,35 +51,36 @@ def start_sshd(workdir: Path) -> Sshd:
     authorized = workdir / "authorized_keys"
     authorized.write_text(client_key.with_suffix(".pub").read_text())
     authorized.chmod(0o600)
-    port = free_port()
     user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True,
                                                      text=True).stdout.strip()
-    config = workdir / "sshd_config"
-    config.write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
-        f"AuthorizedKeysFile {authorized}", f"PidFile {workdir / 'sshd.pid'}",
-        "StrictModes no", "UsePAM no", "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password",
-        "PubkeyAuthentication yes", "LogLevel ERROR", "PermitUserEnvironment no",
-        "AcceptEnv *", "Subsystem sftp internal-sftp",
-    ]) + "\n")
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege-separation directory sshd insists on
     log = workdir / "sshd.log"
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=open(log, "wb"))
+    for _ in range(attempts):
+        port = free_port()
+        config = workdir / "sshd_config"
+        config.write_text("\n".join([
+            f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
+            f"AuthorizedKeysFile {authorized}", f"PidFile {workdir / 'sshd.pid'}",
+            "StrictModes no", "UsePAM no", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password",
+            "PubkeyAuthentication yes", "LogLevel ERROR", "PermitUserEnvironment no",
+            "AcceptEnv *", "Subsystem sftp internal-sftp",
+        ]) + "\n")
+        with open(log, "wb") as err:
+            proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+                                    stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            listening_port(proc, port, timeout=30)  # sshd's own listener, not a stranger's
+            break
+        except ServerExited:
+            if "Address already in use" not in log.read_text():
+                raise RuntimeError(f"sshd exited: {log.read_text()}") from None
+        except TimeoutError:
+            proc.kill()
+            raise
+    else:
+        raise RuntimeError(f"sshd found no free port in {attempts} attempts: {log.read_text()}")
     known_hosts = workdir / "known_hosts"
     host_pub = host_key.with_suffix(".pub").read_text().split()
     known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sshd exited: {log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        raise RuntimeError("sshd did not start listening")
     return Sshd(port, user, client_key, known_hosts, host_key.with_suffix(".pub"), proc, log)

@@ -5,8 +5,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
-import time
 
 
 import edgert
@@ -15,14 +13,10 @@ from edgert.device_agents.channel import Channel
 from edgert.device_agents.framing import DATA, ReliableTransport, encode_frame
 from edgert.device_agents.transports import SerialTransport
 from edgert.devices.client import AgentClient
+from agents import start_agent
 from conftest import make_matmul_model, run_cli
 from serial_line import Line
-from sshd import free_port
-
-
-def start_agent(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edgert", "agent", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+from ports import listening_port
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -35,7 +29,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 def test_bench_over_a_corrupting_serial_line(tmp_path):
     line = Line(flip_rate=2e-4, drop_rate=1e-4, seed=7)
-    agent = start_agent("--serial", line.end_a, "--store", str(tmp_path / "store"))
+    agent = start_agent("--serial", line.end_a, "--store", str(tmp_path / "store"),
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         model = make_matmul_model(tmp_path / "m.onnx", symbolic=False)
         out = tmp_path / "r.json"
@@ -59,7 +54,8 @@ def test_a_host_that_first_reads_a_dead_agent_links_hello_opens_a_session_with_t
     host_tty = SerialTransport.open(line.end_b)  # opening flushes the tty: queue the stale frames after
     stale = protocol.encode(protocol.hello(edgert.__version__, protocol.Capabilities(arch="stale")))
     os.write(line.fds[2], encode_frame(DATA, 0x5EED, 0, 0, stale) * 3)
-    agent = start_agent("--serial", line.end_a, "--store", str(tmp_path / "store"))
+    agent = start_agent("--serial", line.end_a, "--store", str(tmp_path / "store"),
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         with AgentClient(Channel(ReliableTransport(host_tty)), "serial") as client:
             assert client.capabilities.arch == platform.machine()
@@ -69,27 +65,13 @@ def test_a_host_that_first_reads_a_dead_agent_links_hello_opens_a_session_with_t
         line.close()
 
 
-def _wait_port(port: int) -> None:
-    import socket
-
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("agent did not listen")
-
-
 def test_tcp_agent_refuses_a_wrong_token_and_keeps_serving(tmp_path, monkeypatch):
     token = tmp_path / "token"
     token.write_text("correct-horse-battery-staple\n")
-    port = free_port()
-    agent = start_agent("--listen", f"127.0.0.1:{port}", "--token-file", str(token),
-                        "--store", str(tmp_path / "store"))
+    agent = start_agent("--listen", "127.0.0.1:0", "--token-file", str(token),
+                        "--store", str(tmp_path / "store"), stdout=subprocess.DEVNULL)
     try:
-        _wait_port(port)
+        port = listening_port(agent)  # the port the agent bound, read back from the kernel
         model = make_matmul_model(tmp_path / "m.onnx", symbolic=False)
         wrong = tmp_path / "wrong"
         wrong.write_text("not-the-right-token-at-all")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agents import stdio_agent_command
 from conftest import make_matmul_model, run_cli
 from sshd import sshd_available
 
@@ -23,7 +24,7 @@ def store(tmp_path) -> Path:
 
 
 def agent_cmd(store: Path, pidfile: Path | None = None) -> str:
-    cmd = f"{sys.executable} -m edgert agent --stdio --store {store}"
+    cmd = stdio_agent_command(store)
     return f"echo $$ > {pidfile}; exec {cmd}" if pidfile else cmd
 
 

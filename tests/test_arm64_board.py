@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arm64 import EM_AARCH64, address, arm64_board, board_root, device_args, elf_machine
+from arm64 import BOARD_CACHE, EM_AARCH64, address, arm64_board, board_root, device_args, elf_machine
 from conftest import REPO, make_matmul_model, run_cli
 
 ZOO = REPO / "edgert" / "zoo" / "dynamic"
@@ -58,7 +58,7 @@ def test_board_python_is_arm64_and_build_is_cached(root):
     assert proc.stdout.split()[0] == "aarch64"
     marker = root.parent / "board.json"
     before = marker.stat().st_mtime_ns
-    assert arm64_board.build() == root  # the second call reuses the cached root
+    assert arm64_board.build(BOARD_CACHE) == root  # the second call reuses the cached root
     assert marker.stat().st_mtime_ns == before
     assert "python3.11=3.11.2" in " ".join(json.loads(marker.read_text())["debs"])
 

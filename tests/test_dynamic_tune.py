@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-tvm = pytest.importorskip("tvm")
-pytest.importorskip("xgboost")
+from conftest import needs
+
+pytestmark = needs("tvm", "xgboost", "onnx", "onnxruntime")
 onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import edgert.dynamic as dyn  # noqa: E402
@@ -90,6 +90,8 @@ def test_compile_with_the_database_tunes_segments_matches_ort_and_reuses_the_cac
     assert segments["seg_000"]["tuning"]["tuned_functions"] == ["fused_matmul_relu"]
     assert segments["seg_001"]["tuning"]["tuned_functions"] == ["fused_matmul_relu", "matmul"]
     assert "tuning" not in dyn.inspect(tuned["bundle"])["segments"][0]
+
+    import onnxruntime as ort
 
     reference = ort.InferenceSession(str(tuned["model"]), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(1).standard_normal((16, 32)).astype(np.float32)

@@ -54,7 +54,7 @@ def test_quota_levels_slow_a_real_workload_monotonically_and_restore():
     parent = gdir.parent
     parent_quota = (parent / "cpu.cfs_quota_us").read_text() if (parent / "cpu.cfs_quota_us").exists() else None
     times: dict[float, list[float]] = {lvl: [] for lvl in domain.levels}
-    share: list[float] = []
+    shares: dict[float, list[float]] = {lvl: [] for lvl in domain.levels}  # CPU time / wall time
     throttled = 0
     # Interleave the levels so load from other processes hits all of them alike.
     for _ in range(12):
@@ -65,20 +65,24 @@ def test_quota_levels_slow_a_real_workload_monotonically_and_restore():
                 w0, c0 = time.perf_counter(), time.process_time()
                 work()
                 times[level].append(time.perf_counter() - w0)
-                if level == 1.0:
-                    share.append((time.process_time() - c0) / times[level][-1])
+                shares[level].append((time.process_time() - c0) / times[level][-1])
                 if level == 0.25:
                     stat = (gdir / "cpu.stat").read_text().split()
                     throttled += int(stat[stat.index("nr_throttled") + 1])
     med = {lvl: statistics.median(ts) for lvl, ts in times.items()}
+    share = {lvl: statistics.median(s) for lvl, s in shares.items()}
     print("medians ms:", {k: round(v * 1e3, 2) for k, v in med.items()},
-          "cpu share at 100%:", round(statistics.median(share), 2))
-    assert throttled > 0  # the kernel really throttled the group
-    assert med[0.25] > 1.2 * med[1.0]
-    assert med[0.25] > 1.1 * med[0.5]
-    # A level only bites below the CPU share the unlimited run got: on a loaded 2-core
-    # machine (others' tests) that run itself gets about half a CPU and ties with 50%.
-    if statistics.median(share) > 0.8:
+          "cpu share:", {k: round(v, 2) for k, v in share.items()})
+    # A quota caps the CPU share whatever else runs (other load only lowers it); the slack
+    # covers the first period's burst and cgroup v1's coarse enforcement.
+    assert share[0.25] < 0.25 * 1.6 and share[0.5] < 0.5 * 1.4
+    # A level slows the work only below the share the unlimited run got: on a loaded 2-core
+    # machine that run itself may get half a CPU or less and tie with 50%, or with 25%.
+    if share[1.0] > 0.6:
+        assert throttled > 0  # the kernel really throttled the group
+        assert med[0.25] > 1.2 * med[1.0]
+        assert med[0.25] > 1.1 * med[0.5]
+    if share[1.0] > 0.8:
         assert med[0.5] > 1.3 * med[1.0]
         assert med[0.25] > 1.3 * med[0.5]
     # Everything back: our process in its old group, the child gone, the parent untouched.
@@ -93,7 +97,9 @@ def test_characterise_reports_measured_emulated_rows():
     rows = domain.characterise(make_workload(0.005), repeats=5, warmup=1)
     assert [r["level"] for r in rows] == [1.0, 0.25]
     assert all(r["emulated"] is True and r["domain"] == "emulated" for r in rows)
-    assert rows[0]["slowdown"] == 1.0 and rows[1]["slowdown"] > 1.2
+    # the slowdown itself depends on what else runs (see the quota test): check what it means
+    assert rows[0]["slowdown"] == 1.0
+    assert rows[1]["slowdown"] == pytest.approx(rows[1]["median_ms"] / rows[0]["median_ms"])
     assert rows[0]["short"] is True  # ~5 ms of work is under five 10 ms periods
 
 

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+from agents import stdio_agent_command
 from conftest import make_matmul_model, run_cli
-from sshd import free_port, sshd_available
+from ports import closed_port
+from sshd import sshd_available
 
 from edgert.bench import BenchJob
 from edgert.devices.address import parse_url
@@ -30,7 +31,7 @@ def board(sshd, store: Path, name: str, port: int | None = None):
     """An ssh:// board; ``port`` other than sshd's makes it a board that is down."""
     return parse_url(f"ssh://{sshd.user}@127.0.0.1:{port or sshd.port}", name).replace(
         ssh_key=sshd.client_key, known_hosts=sshd.known_hosts,
-        agent_cmd=f"{sys.executable} -m edgert agent --stdio --store {store}")
+        agent_cmd=stdio_agent_command(store))
 
 
 @needs_sshd
@@ -43,8 +44,9 @@ def test_one_board_down_gives_one_result_and_one_recorded_error(tmp_path, sshd):
             seen.append(task)
         return lambda runs, elapsed_ms: None
 
-    boards = [board(sshd, tmp_path / "store", "pi5"), board(sshd, tmp_path / "s2", "orin", free_port())]
-    entries = bench_fleet(job(tmp_path), boards, progress)
+    with closed_port() as down:
+        boards = [board(sshd, tmp_path / "store", "pi5"), board(sshd, tmp_path / "s2", "orin", down)]
+        entries = bench_fleet(job(tmp_path), boards, progress)
     assert [e.device for e in entries] == ["pi5", "orin"]
     good, down = entries
     assert good.ok and len(good.results) == 1
@@ -106,12 +108,17 @@ def test_boards_that_share_a_file_name_are_refused(tmp_path):
 
 @needs_sshd
 def test_cli_fleet_writes_one_file_per_board_and_exits_1(tmp_path, sshd):
+    with closed_port() as down:
+        cli_fleet_with_one_board_down(tmp_path, sshd, down)
+
+
+def cli_fleet_with_one_board_down(tmp_path: Path, sshd, down: int) -> None:
     model = make_matmul_model(tmp_path / "m.onnx", symbolic=False)
-    agent = f"{sys.executable} -m edgert agent --stdio --store {tmp_path / 'store'}"
+    agent = stdio_agent_command(tmp_path / "store").replace('"', '\\"')  # a TOML string
     (tmp_path / "edgert.toml").write_text("".join(
         f'[devices.{name}]\nurl = "ssh://{sshd.user}@127.0.0.1:{port}"\n'
         f'ssh_key = "{sshd.client_key}"\nknown_hosts = "{sshd.known_hosts}"\nagent_cmd = "{agent}"\n'
-        for name, port in (("pi5", sshd.port), ("orin", free_port()))))
+        for name, port in (("pi5", sshd.port), ("orin", down))))
     proc = run_cli("bench", str(model), "--runs", "10", "--quiet", "--all-devices",
                    "--json", str(tmp_path / "r.json"), cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from agents import private_env, start_agent, stdio_agent_command
 from conftest import REPO, make_matmul_model
 from labgrid_env import labgrid_available, start_lab
-from sshd import free_port, sshd_available
+from ports import closed_port, listening_port
+from sshd import sshd_available
 
 from edgert.bench import BenchJob, bench
 from edgert.devices.labgrid import LabgridAddress, acquired, expand, parse_url
@@ -40,7 +42,14 @@ ME = f"{socket.gethostname()}/{getpass.getuser()}"
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, sshd, lab_serial):
+def closed():
+    """Ports nothing serves, held for the module: pi-b's sshd (a board that is down) and uart's."""
+    with closed_port() as down, closed_port() as uart:
+        yield {"down": down, "uart": uart}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, sshd, lab_serial, closed):
     """Places: pi-a (board up), pi-b (its sshd port is closed), both tagged board=pi5; uart (a
     serial port nobody serves); wire (a raw TCP serial port with an agent on its far end); iso
     (behind an isolated exporter); bare (matches nothing)."""
@@ -51,9 +60,9 @@ def lab(tmp_path_factory, sshd, lab_serial):
 up:
   NetworkService: {{address: 127.0.0.1, port: {sshd.port}, username: {sshd.user}}}
 down:
-  NetworkService: {{address: 127.0.0.1, port: {free_port()}, username: {sshd.user}}}
+  NetworkService: {{address: 127.0.0.1, port: {closed['down']}, username: {sshd.user}}}
 uart:
-  NetworkSerialPort: {{host: 127.0.0.1, port: 4001, speed: 921600, protocol: rfc2217}}
+  NetworkSerialPort: {{host: 127.0.0.1, port: {closed['uart']}, speed: 921600, protocol: rfc2217}}
 wire:
   NetworkSerialPort: {{host: 127.0.0.1, port: {lab_serial.port}, speed: 115200, protocol: raw}}
 """,),
@@ -86,9 +95,9 @@ def lab_serial(tmp_path_factory):
     if shutil.which("socat") is None:
         pytest.skip("needs socat (apt-get install socat)")
     work = tmp_path_factory.mktemp("uart")
-    tty, port = work / "tty", free_port()
+    tty = work / "tty"
     bridge = subprocess.Popen(["socat", f"PTY,link={tty},raw,echo=0",  # one connection, one test
-                               f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"],
+                               "TCP-LISTEN:0,bind=127.0.0.1"],
                               stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while not tty.exists():  # socat creates the pty before it listens
@@ -96,10 +105,10 @@ def lab_serial(tmp_path_factory):
             bridge.kill()
             raise RuntimeError("socat did not create its pty")
         time.sleep(0.05)
-    agent = subprocess.Popen([sys.executable, "-m", "edgert", "agent", "--serial", str(tty),
-                              "--store", str(work / "store")], cwd=REPO, stderr=subprocess.DEVNULL)
+    agent = start_agent("--serial", str(tty), "--store", str(work / "store"),
+                        env=private_env(work / "home"), cwd=REPO, stderr=subprocess.DEVNULL)
     try:
-        yield SerialBoard(port, work / "store")
+        yield SerialBoard(listening_port(bridge), work / "store")
     finally:
         for proc in (agent, bridge):
             proc.terminate()
@@ -112,7 +121,7 @@ def lab_serial(tmp_path_factory):
 def address(lab, sshd, store: Path, url: str) -> LabgridAddress:
     return parse_url(url).replace(
         coordinator=lab.address, ssh_key=sshd.client_key, known_hosts=sshd.known_hosts,
-        agent_cmd=f"{sys.executable} -m edgert agent --stdio --store {store}")
+        agent_cmd=stdio_agent_command(store))
 
 
 def job(tmp_path: Path, settings: BenchSettings = BenchSettings(warmup_runs=1, runs=20)) -> BenchJob:
@@ -178,10 +187,10 @@ def test_tags_expand_to_every_matching_place(tmp_path, lab, sshd):
 
 
 @needs_lab
-def test_a_serial_port_is_reached_as_a_serial_address(tmp_path, lab, sshd):
+def test_a_serial_port_is_reached_as_a_serial_address(tmp_path, lab, sshd, closed):
     with acquired(address(lab, sshd, tmp_path, "labgrid://uart")) as reached:
         assert (reached.scheme, reached.path, reached.baud) == \
-            ("serial", "rfc2217://127.0.0.1:4001", 921600)
+            ("serial", f"rfc2217://127.0.0.1:{closed['uart']}", 921600)
     assert lab.acquired_by("uart") is None
 
 
@@ -211,8 +220,8 @@ def test_unreachable_places_are_refused_and_left_free(tmp_path, lab, sshd, place
 
 @pytest.mark.skipif(not labgrid_available(), reason="needs labgrid (pip install labgrid)")
 def test_coordinator_down_names_it(tmp_path):
-    port = free_port()
-    with pytest.raises(DeviceError, match=f"labgrid coordinator at 127.0.0.1:{port}"):
+    with closed_port() as port, pytest.raises(DeviceError,
+                                              match=f"labgrid coordinator at 127.0.0.1:{port}"):
         with acquired(parse_url("labgrid://pi").replace(coordinator=f"127.0.0.1:{port}")):
             pass
 
@@ -238,10 +247,10 @@ from edgert.devices.labgrid import parse_url
 from edgert.fleet import bench_fleet
 from edgert.settings import BenchSettings
 
-model, coordinator, key, known_hosts, store = sys.argv[1:]
+model, coordinator, key, known_hosts, agent_cmd = sys.argv[1:]
 addr = parse_url("labgrid://pi-a").replace(
     coordinator=coordinator, ssh_key=Path(key), known_hosts=Path(known_hosts),
-    agent_cmd=f"{sys.executable} -m edgert agent --stdio --store {store}")
+    agent_cmd=agent_cmd)
 settings = BenchSettings(warmup_runs=1, runs=100_000_000)  # ends only by the interrupt
 bench_fleet(BenchJob(model=Path(model), backends=("ort",), settings=settings), [addr])
 """
@@ -252,7 +261,7 @@ def test_ctrl_c_during_a_fleet_run_releases_the_places(tmp_path, lab, sshd):
     model = make_matmul_model(tmp_path / "m.onnx", symbolic=False)
     proc = subprocess.Popen(
         [sys.executable, "-c", FLEET_SCRIPT, str(model), lab.address, str(sshd.client_key),
-         str(sshd.known_hosts), str(tmp_path / "store")],
+         str(sshd.known_hosts), stdio_agent_command(tmp_path / "store")],
         cwd=REPO, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         deadline = time.monotonic() + 60

@@ -118,7 +118,9 @@ def test_line_meter_on_a_pty_feeds_the_sampler_every_line(pty):
     writer = threading.Thread(target=emit)
     writer.start()
     writer.join()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while len(sampler._v) < len(values) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the sampler thread reads what is queued in the pty at its own pace
     block = sampler.stop()
     meter.close()
     assert block["kind"] == "watts" and block["read_errors"] == 0

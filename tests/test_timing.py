@@ -1,13 +1,30 @@
 import time
+import types
 
+import pytest
+
+import edgert.timing
 from edgert.settings import BenchSettings
 from edgert.timing import measure
 
 
-def _busy(us: float) -> None:
-    end = time.perf_counter() + us / 1e6
-    while time.perf_counter() < end:
-        pass
+class FakeClock:
+    """The timing module's clock, advanced only by the work being measured: the stopping rules
+    are checked on exact durations, not on how a loaded machine schedules a busy loop."""
+
+    def __init__(self) -> None:
+        self.ns = 0
+
+    def work(self, us: float) -> None:
+        self.ns += int(us * 1000)
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(edgert.timing, "time", types.SimpleNamespace(
+        perf_counter_ns=lambda: fake.ns, time=time.time, get_clock_info=time.get_clock_info))
+    return fake
 
 
 def test_fixed_run_count_discards_warmup():
@@ -19,21 +36,22 @@ def test_fixed_run_count_discards_warmup():
     assert all(b > a for a, b in zip(raw.starts_ns, raw.starts_ns[1:]))  # monotonic clock
 
 
-def test_adaptive_stops_when_converged_after_min_time():
+def test_adaptive_stops_when_converged_after_min_time(clock):
     settings = BenchSettings(warmup_runs=1, min_duration_ms=50, max_duration_ms=5000)
-    raw = measure(lambda: _busy(200), settings)
+    raw = measure(lambda: clock.work(200), settings)
     assert raw.stop_reason == "converged"
     elapsed_ms = (raw.starts_ns[-1] + raw.samples_ns[-1] - raw.starts_ns[0]) / 1e6
     assert 50 <= elapsed_ms < 5000
+    assert set(raw.samples_ns) == {200_000}
 
 
-def test_adaptive_respects_max_time_for_noisy_work():
+def test_adaptive_respects_max_time_for_noisy_work(clock):
     # alternating 0.1 ms / 2 ms runs: the median's CI never gets within 0.1%
     state = {"i": 0}
 
     def noisy() -> None:
         state["i"] += 1
-        _busy(100 if state["i"] % 2 else 2000)
+        clock.work(100 if state["i"] % 2 else 2000)
 
     settings = BenchSettings(warmup_runs=0, min_duration_ms=10, max_duration_ms=150,
                              target_ci_fraction=0.001)

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-tvm = pytest.importorskip("tvm")
-pytest.importorskip("xgboost")
+from conftest import needs
+
+pytestmark = needs("tvm", "xgboost", "onnx")
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
@@ -75,6 +76,8 @@ def test_every_measured_candidate_is_a_record(tuned: tuple[Path, Path]) -> None:
 
 @pytest.mark.slow
 def test_compile_applies_the_database_and_reuses_the_cache(tuned: tuple[Path, Path], tmp_path: Path) -> None:
+    import tvm
+
     model, db = tuned
     target = resolve_target("host")
     mod = _apply_database(legalize(import_onnx(onnx.load(model), onnx_signature(onnx.load(model))[0]), target),

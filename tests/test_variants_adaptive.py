@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
@@ -110,10 +111,13 @@ def test_correction_is_the_median_of_recent_runs_per_frequency_and_level(tiny_ai
 def test_runs_record_real_latencies(tiny_aio: Path) -> None:
     model = AdaptiveModel(tiny_aio, budget_ms=1000.0, frequency_source=lambda: 1.0,
                           table=_table([100.0, 50.0, 25.0]))
+    t0 = time.perf_counter()
     for _ in range(5):
         model.run(FEEDS)
+    wall_ms = (time.perf_counter() - t0) * 1e3
     log = model.log()
-    assert all(0 < d["observed_ms"] < 100 for d in log) and log[-1]["level"] == 0
+    assert all(d["observed_ms"] > 0 for d in log) and log[-1]["level"] == 0
+    assert sum(d["observed_ms"] for d in log) <= wall_ms  # milliseconds, measured inside the runs
     assert model.corrections(1.0)[0] == pytest.approx(float(np.median([d["observed_ms"] for d in log])) / 100)
     model.close()
 

@@ -4,11 +4,11 @@ the accuracy table the report's Pareto fronts read."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from agents import agent_command, current_xdg
 from conftest import run_cli
 from edgert.errors import SysfsError, UsageError
 from edgert.hashing import sha256_file
@@ -130,7 +130,7 @@ def test_calibrate_on_a_device_over_ssh(tmp_path, sshd, tiny_aio):
     store = tmp_path / "store"
     state = tmp_path / "state"
     sha = sha256_file(tiny_aio)
-    agent = f"XDG_STATE_HOME={state} {sys.executable} -m edgert agent --stdio --store {store}"
+    agent = agent_command("--stdio", "--store", str(store), env={**current_xdg(), "XDG_STATE_HOME": str(state)})
     proc = run_cli("calibrate", str(tiny_aio), "--cpu-freqs", f"{CURRENT_KHZ},729600", "--cpu-policy", "policy0",
                    "--sysfs-root", str(root), "--idle", "0.05", "--max-time", "0.2",
                    "--device", sshd.url, "--ssh-key", str(sshd.client_key),

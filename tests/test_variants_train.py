@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("sklearn")
+from conftest import needs
+
+pytestmark = needs("torch", "sklearn")
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -61,12 +61,14 @@ def python_env(repo: Path = REPO) -> dict[str, str]:
     return {"PYTHONPATH": str(source_tree(repo)), "PYTHONNOUSERSITE": "1", "TVM_USE_RUNTIME_LIB": "1"}
 
 
-def agent_command(root: Path, store: Path, repo: Path = REPO) -> str:
+def agent_command(root: Path, store: Path, repo: Path = REPO,
+                  env: dict[str, str] | None = None) -> str:
     """The ``--agent-cmd`` (or sshd forced command) that starts the emulated agent on stdio.
 
     ``--emulated`` makes the agent label every result it returns: emulated timings say
-    nothing about a real Cortex-A76.
+    nothing about a real Cortex-A76. ``env`` adds variables (tests give the agent private
+    XDG directories: sshd starts the command with the login environment).
     """
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in python_env(repo).items())
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in {**python_env(repo), **(env or {})}.items())
     argv = [*python_argv(root), "-m", "edgert", "agent", "--stdio", "--emulated", "--store", str(store)]
     return f"exec env {env} {shlex.join(argv)}"
