@@ -59,9 +59,11 @@ def device_info(sysfs_root: str | None, json_path: Path | None, **device: Any) -
 @click.option("--store-quota-mb", default=2048, show_default=True, help="Evict old artifacts above this.")
 @click.option("--sysfs-root", default="/", show_default=True, help="sysfs root (fixtures, tests).")
 @click.option("--emulated", is_flag=True, help="This board is an emulator: label every number.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0.1), default=600.0, show_default=True,
+              help="End a serial or TCP session after this many seconds without a request.")
 def agent(mode: str | None, serial_dev: str | None, baud: int, listen: str | None,
           token_file: Path | None, store_dir: Path | None, store_quota_mb: int, sysfs_root: str,
-          emulated: bool) -> None:
+          emulated: bool, idle_timeout: float) -> None:
     """Run the device agent (on the board)."""
     from edgert.device_agents import serve
     from edgert.device_agents.agent import Agent, default_store_dir
@@ -81,7 +83,7 @@ def agent(mode: str | None, serial_dev: str | None, baud: int, listen: str | Non
     if mode == "stdio":
         serve.serve_stdio(the_agent)
     elif serial_dev:
-        serve.serve_serial(the_agent, serial_dev, baud)
+        serve.serve_serial(the_agent, serial_dev, baud, idle_timeout)
     else:
         host, _, port = (listen or "").rpartition(":")
         if not host or not port.isdigit() or token_file is None:
