@@ -15,11 +15,15 @@ from edgert.commands.options import address_from, device_options
 @click.argument("model")
 @device_options
 def push(model: str, **device: Any) -> None:
-    """Upload MODEL (or a bundle) to a device's store; resumes an interrupted upload."""
+    """Upload MODEL (or a bundle) to a device's store; resumes an interrupted upload.
+
+    Bundles, All-in-One files and ONNX models are checked first: a damaged file is refused."""
+    from edgert.artifacts import check_before_upload
     from edgert.devices.connect import open_client
     from edgert.zoo import resolve as resolve_model
 
     path = resolve_model(model)
+    check_before_upload(path)
     with open_client(address_from(**device)) as client:
         sha = client.upload(path)
     click.echo(f"{path} is on {device['device']} as {sha}")
