@@ -1,24 +1,27 @@
-"""The agent daemon: serves protocol requests on one channel at a time.
+"""The agent daemon: serves protocol requests, one session per channel.
 
 Runs on the device with numpy, msgpack and one engine. It stores artifacts, runs the timing
 loop with its own monotonic clock and streams raw samples back; statistics happen on the host.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 import edgert
 from edgert.backends import BackendOptions, available_backends
 from edgert.device_agents import protocol
-from edgert.device_agents.channel import Channel, FrameTooLarge
+from edgert.device_agents.channel import Channel
 from edgert.device_agents.store import ArtifactStore
+from edgert.device_agents.transports import TransportClosed, TransportTimeout
 from edgert import device_facts
 from edgert.errors import EdgertError, InternalError, ProtocolError, UsageError
 from edgert.runner import prepared_session, run_benchmark
@@ -26,6 +29,7 @@ from edgert.settings import BenchSettings
 
 HEARTBEAT_S = 2.0  # while a request runs, the host hears from us at least this often
 PROGRESS_S = 0.5
+MEASUREMENTS = frozenset({"bench.run", "model.run", "sweep.run", "tvm.time"})
 
 Handler = Callable[[dict[str, Any], Callable[[Any], None]], Any]
 
@@ -55,12 +59,14 @@ class _Heartbeat:
 
 
 class Agent:
-    """Request handlers over an artifact store; one instance serves sessions one after another."""
+    """Request handlers over an artifact store; one instance serves any number of sessions,
+concurrently on TCP (the store locks itself, measurements take turns)."""
 
     def __init__(self, store: ArtifactStore, sysfs_root: str = "/", emulated: bool = False) -> None:
         self.store = store
         self.sysfs_root = sysfs_root
         self.emulated = emulated
+        self._measuring = threading.Lock()
         self.handlers: dict[str, Handler] = {
             "session.open": self._session_open,
             "ping": lambda params, progress: {"monotonic_ns": time.monotonic_ns()},
@@ -81,25 +87,46 @@ class Agent:
 
     # -- serving ---------------------------------------------------------------------------
 
-    def serve(self, channel: Channel) -> None:
-        """Say hello, then answer requests until the stream ends (``TransportClosed``)."""
+    def serve(self, channel: Channel, idle_timeout: float | None = None) -> str:
+        """Say hello, then answer requests until the session ends; returns why it ended.
+
+        A session ends when the host sends ``session.close`` or nothing arrives for
+        ``idle_timeout`` s; a closed stream raises ``TransportClosed``. Opened sessions are
+        logged to stderr with how they ended, so an operator can follow who used the device.
+        """
         channel.send(protocol.hello(edgert.__version__, self.capabilities()))
-        while True:
-            try:
-                message = channel.recv(timeout=None)
-            except FrameTooLarge as exc:
-                channel.send(protocol.error(None, exc))
-                continue
-            except ProtocolError as exc:  # undecodable frame: say so and keep going
-                channel.send(protocol.error(None, exc))
-                continue
-            if message["kind"] == "heartbeat":
-                continue
-            if message["kind"] != "request":
-                channel.send(protocol.error(None, ProtocolError(
-                    f"the agent only accepts requests, got a {message['kind']!r} message")))
-                continue
-            self.handle(channel, message)
+        opened = False
+        reason = "the link closed"
+        try:
+            while True:
+                try:
+                    message = channel.recv(timeout=idle_timeout)
+                except TransportTimeout:
+                    reason = f"nothing received for {idle_timeout:g} s"
+                    return reason
+                except ProtocolError as exc:  # oversized or undecodable frame: say so and keep going
+                    channel.send(protocol.error(None, exc))
+                    continue
+                if message["kind"] == "heartbeat":
+                    continue
+                if message["kind"] != "request":
+                    channel.send(protocol.error(None, ProtocolError(
+                        f"the agent only accepts requests, got a {message['kind']!r} message")))
+                    continue
+                if message["method"] == "session.close":
+                    channel.send(protocol.response(message["id"], {"closed": True}))
+                    reason = "closed by the host"
+                    return reason
+                self.handle(channel, message)
+                if message["method"] == "session.open" and not opened:
+                    opened = True
+                    log(f"session opened on {channel.transport.name}")
+        except TransportClosed as exc:
+            reason = "a new host took over the link" if exc.fields.get("peer_restarted") else exc.message
+            raise
+        finally:
+            if opened:
+                log(f"session on {channel.transport.name} ended: {reason}")
 
     def handle(self, channel: Channel, message: dict[str, Any]) -> None:
         request_id, method = message["id"], message["method"]
@@ -118,7 +145,7 @@ class Agent:
                 channel.send(protocol.progress(request_id, data))
 
         try:
-            with _Heartbeat(channel):
+            with _Heartbeat(channel), self._exclusive(method):
                 result = handler(message["params"], progress)
         except EdgertError as exc:
             channel.send(protocol.error(request_id, exc))
@@ -127,6 +154,16 @@ class Agent:
                 f"agent failed on {method}: {type(exc).__name__}: {exc}", method=method)))
         else:
             channel.send(protocol.response(request_id, result))
+
+    @contextlib.contextmanager
+    def _exclusive(self, method: str) -> Iterator[None]:
+        """Measurements run one at a time (two would disturb each other's timings and DVFS
+        settings); a second one waits here, its host kept alive by the heartbeats."""
+        if method not in MEASUREMENTS:
+            yield
+            return
+        with self._measuring:
+            yield
 
     # -- handlers --------------------------------------------------------------------------
 
@@ -216,6 +253,12 @@ def _sha(params: dict[str, Any]) -> str:
     if not isinstance(sha, str):
         raise UsageError("request lacks the artifact's sha256")
     return sha
+
+
+def log(line: str) -> None:
+    """One line to the agent's stderr (journald or the terminal it runs in)."""
+    sys.stderr.write(f"edgert agent: {line}\n")
+    sys.stderr.flush()
 
 
 def default_store_dir() -> Path:

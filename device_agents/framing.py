@@ -25,7 +25,8 @@ ignored, so stale frames meant for an earlier incarnation of this end never surf
 DATA seq 0 from a new ``src`` starts a new session; if a different peer epoch was known before,
 the peer restarted: pending data in both
 directions is dropped and the next ``read`` raises TransportClosed with ``peer_restarted=True``
-once (the link stays usable; the caller starts a new protocol session on it).
+once, to the next read or write (the link stays usable; the caller starts a new protocol session
+on it).
 """
 from __future__ import annotations
 
@@ -161,10 +162,7 @@ class ReliableTransport(Transport):
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
-                if self._peer_restarted:
-                    self._peer_restarted = False
-                    raise TransportClosed(f"{self.name}: the peer restarted the link; start a new session",
-                                          peer_restarted=True)
+                self._raise_if_peer_restarted()
                 if self._rx:
                     data = bytes(self._rx[:max_bytes])
                     del self._rx[:max_bytes]
@@ -181,6 +179,7 @@ class ReliableTransport(Transport):
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._app_write_lock:
             with self._cond:
+                self._raise_if_peer_restarted()
                 generation = self._generation
             for start in range(0, len(data), self._payload_bytes):
                 chunk = bytes(data[start:start + self._payload_bytes])
@@ -222,6 +221,14 @@ class ReliableTransport(Transport):
                 raise TransportTimeout(f"{self.name}: the peer did not acknowledge within {timeout} s",
                                        timeout_s=timeout)
             self._cond.wait(remaining)
+
+    def _raise_if_peer_restarted(self) -> None:
+        """Report a peer restart once, to the first read or write after it (a reply meant for
+        the old peer must not become the new peer's first message)."""
+        if self._peer_restarted:
+            self._peer_restarted = False
+            raise TransportClosed(f"{self.name}: the peer restarted the link; start a new session",
+                                  peer_restarted=True)
 
     def _check_usable(self) -> None:
         if self._error is not None:

@@ -1,20 +1,24 @@
 """How the agent is reached: stdio (what SSH runs), a serial line, or TCP with a shared token."""
 from __future__ import annotations
 
+import collections
 import hmac
 import socket
-import sys
 import threading
 from pathlib import Path
 
 from edgert.device_agents import protocol
-from edgert.device_agents.agent import Agent
+from edgert.device_agents.agent import Agent, log
 from edgert.device_agents.channel import Channel
 from edgert.device_agents.framing import ReliableTransport
-from edgert.device_agents.transports import SerialTransport, StdioTransport, TcpTransport, TransportClosed
-from edgert.errors import DeviceError, EdgertError, TransportError, UsageError
+from edgert.device_agents.transports import (SerialTransport, StdioTransport, TcpTransport, TransportClosed,
+                                             TransportTimeout)
+from edgert.errors import DeviceError, EdgertError, ProtocolError, TransportError, UsageError
 
-AUTH_TIMEOUT_S = 10.0
+AUTH_TIMEOUT_S = 3.0  # from accept to a complete auth frame
+AUTH_FRAME_BYTES = 4096  # an auth request is tiny; nobody may make us buffer more before it
+MAX_UNAUTHENTICATED = 16
+IDLE_TIMEOUT_S = 600.0  # an opened session with no request for this long is over
 
 
 def serve_stdio(agent: Agent) -> None:
@@ -28,25 +32,29 @@ def serve_stdio(agent: Agent) -> None:
         channel.close()
 
 
-def serve_serial(agent: Agent, device: str, baud: int) -> None:
-    """Serve host sessions on a serial line until the device node goes away.
+def serve_serial(agent: Agent, device: str, baud: int, idle_timeout: float | None = IDLE_TIMEOUT_S) -> None:
+    """Serve host sessions on a serial line, one after another, until the device node goes away.
 
-    The link layer detects and repairs corruption. A host that starts a new session restarts
-    the link (served on the same link); a link that gave up retrying is reopened.
+    The link layer detects and repairs corruption. After each session (closed by the host, idle
+    for ``idle_timeout`` s, or a link that gave up retrying) the line is reopened with a new link
+    epoch and the agent beacons its hello again, so the next host finds it. A host whose first
+    frame arrives while another session is open takes the link over (the earlier host is gone:
+    a serial line has one host end).
     """
     while True:
         link = ReliableTransport(SerialTransport.open(device, baud))
         try:
             while True:
                 try:
-                    agent.serve(Channel(link))
+                    agent.serve(Channel(link), idle_timeout)
+                    break  # the session ended: a fresh link epoch for the next host
                 except TransportClosed as exc:
                     if not exc.fields.get("peer_restarted"):
                         raise
         except TransportClosed:
             raise  # the serial device itself vanished
-        except TransportError as exc:
-            sys.stderr.write(f"edgert agent: serial link lost ({exc.message}); reopening\n")
+        except TransportError:
+            pass  # nobody answered the hello beacon (or a session's link died): start over
         finally:
             link.close()
 
@@ -62,36 +70,90 @@ def read_token(path: Path) -> str:
 
 
 def serve_tcp(agent: Agent, host: str, port: int, token: str,
-              ready: threading.Event | None = None, max_sessions: int | None = None) -> None:
-    """Accept connections one at a time; each must authenticate with the token first.
+              ready: threading.Event | None = None, max_sessions: int | None = None,
+              idle_timeout: float | None = IDLE_TIMEOUT_S) -> None:
+    """Serve TCP connections concurrently; each must authenticate with the token first.
 
-    A wrong token gets an error reply and the connection is closed; the agent keeps listening.
+    Each connection has its own thread. An unauthenticated connection gets ``AUTH_TIMEOUT_S``
+    to send the token in one small frame; above ``MAX_UNAUTHENTICATED`` of them the oldest is
+    dropped, so idle sockets (no token needed to open one) cannot lock a real host out. An
+    authenticated session ends after ``idle_timeout`` s without a request. Measurements are
+    serialised by the agent itself. ``max_sessions`` (tests): stop accepting after that many
+    connections and return once they are served.
     """
+    pending = _Unauthenticated(MAX_UNAUTHENTICATED)
+    threads: list[threading.Thread] = []
+    accepted = 0
     with socket.create_server((host, port)) as server:
         if ready is not None:
             ready.port = server.getsockname()[1]  # type: ignore[attr-defined]
             ready.set()
-        served = 0
-        while max_sessions is None or served < max_sessions:
+        while max_sessions is None or accepted < max_sessions:
             conn, peer = server.accept()
-            served += 1
-            channel = Channel(TcpTransport.from_socket(conn, f"tcp {peer[0]}:{peer[1]}"))
-            try:
-                if _authenticate(channel, token):
-                    agent.serve(channel)
-            except EdgertError as exc:
-                sys.stderr.write(f"edgert agent: session from {peer[0]} ended: {exc.message}\n")
-            finally:
-                channel.close()
+            accepted += 1
+            name = f"tcp {peer[0]}:{peer[1]}"
+            thread = threading.Thread(target=_serve_connection, daemon=True, name=name,
+                                      args=(agent, conn, name, token, pending, idle_timeout))
+            thread.start()
+            threads = [t for t in threads if t.is_alive()] + [thread]
+    for thread in threads:
+        thread.join()
+
+
+class _Unauthenticated:
+    """Connections still owing the token; over ``limit`` the oldest one is shut down."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._socks: collections.OrderedDict[socket.socket, str] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, sock: socket.socket, name: str) -> None:
+        with self._lock:
+            self._socks[sock] = name
+            while len(self._socks) > self._limit:
+                oldest, oldest_name = self._socks.popitem(last=False)
+                log(f"{oldest_name}: dropped, {self._limit} connections were already waiting to authenticate")
+                try:
+                    oldest.shutdown(socket.SHUT_RDWR)  # wakes its thread's recv with end-of-stream
+                except OSError:
+                    pass
+
+    def remove(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.pop(sock, None)
+
+
+def _serve_connection(agent: Agent, conn: socket.socket, name: str, token: str,
+                      pending: _Unauthenticated, idle_timeout: float | None) -> None:
+    pending.add(conn, name)
+    channel = Channel(TcpTransport.from_socket(conn, name), max_frame_bytes=AUTH_FRAME_BYTES)
+    try:
+        authenticated = _authenticate(channel, token)
+        pending.remove(conn)
+        if authenticated:
+            channel.max_frame_bytes = protocol.MAX_FRAME_BYTES
+            agent.serve(channel, idle_timeout)
+    except EdgertError as exc:
+        if not isinstance(exc, (TransportClosed, TransportTimeout)):
+            log(f"{name}: {exc.message}")
+    finally:
+        pending.remove(conn)
+        channel.close()
 
 
 def _authenticate(channel: Channel, token: str) -> bool:
-    message = channel.recv(timeout=AUTH_TIMEOUT_S)
+    """Whether the first message, within ``AUTH_TIMEOUT_S``, is an auth request with the token."""
+    try:
+        message = channel.recv(timeout=AUTH_TIMEOUT_S)
+    except ProtocolError as exc:
+        channel.send(protocol.error(None, exc), timeout=AUTH_TIMEOUT_S)
+        return False
     given = message.get("params", {}).get("token") if message.get("kind") == "request" else None
     if message.get("method") == "auth" and isinstance(given, str) and \
             hmac.compare_digest(given.encode(), token.encode()):
-        channel.send(protocol.response(message["id"], {"ok": True}))
+        channel.send(protocol.response(message["id"], {"ok": True}), timeout=AUTH_TIMEOUT_S)
         return True
     channel.send(protocol.error(message.get("id"), DeviceError(
-        "wrong or missing token: the agent refuses this connection", reason="auth")))
+        "wrong or missing token: the agent refuses this connection", reason="auth")), timeout=AUTH_TIMEOUT_S)
     return False

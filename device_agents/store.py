@@ -10,15 +10,22 @@ Layout under ``root``:
 
 Everything the host names is checked before it touches a path: digests must be 64 lowercase hex
 characters and labels a plain file name, so nothing escapes ``root``.
-Not thread-safe: the agent serves one host request at a time.
+
+Uploads and publishing take an exclusive ``fcntl`` lock on ``root/.lock``, so agents serving
+several hosts at once (TCP threads, one process per SSH session) never interleave writes.
+Two hosts pushing one artifact share the upload: a chunk the store already holds is skipped,
+and chunks for an artifact completed meanwhile are accepted and dropped.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 from edgert.device_agents.fsutil import fsync_dir
 from edgert.errors import BundleError, DeviceError, ProtocolError, UsageError
@@ -79,56 +86,68 @@ class ArtifactStore:
         return False, 0
 
     def write_chunk(self, sha256: str, offset: int, data: bytes, total_bytes: int) -> int:
-        """Append ``data`` at ``offset`` (which must equal the bytes held); returns the new size.
+        """Store ``data`` at ``offset`` (at most the bytes held); returns the bytes now held.
 
-        ``total_bytes`` is the whole artifact's size, so room for all of it is made (or refused)
-        on the first chunk instead of evicting artifacts for an upload that cannot fit anyway.
+        Bytes the store already holds (sent by another host pushing the same artifact) are
+        skipped. ``total_bytes`` is the whole artifact's size, so room for all of it is made (or
+        refused) on the first chunk instead of evicting artifacts for an upload that cannot fit.
         """
-        complete, held = self.have(sha256)
-        if complete:
-            raise ProtocolError(f"artifact {sha256[:12]} is already complete; do not upload it again",
-                                sha256=sha256)
-        if offset != held:
-            raise ProtocolError(
-                f"chunk for artifact {sha256[:12]} starts at byte {offset} but the store holds {held}: "
-                f"resume from {held}", sha256=sha256, offset=offset, received_bytes=held,
-            )
-        if offset + len(data) > total_bytes:
-            raise ProtocolError(f"chunk for artifact {sha256[:12]} ends at byte {offset + len(data)}, "
-                                f"past its announced size of {total_bytes}", sha256=sha256)
-        self._make_room(total_bytes - held)
-        try:
-            with open(self._partial_path(sha256), "ab") as file:
-                file.write(data)
-        except OSError as exc:
-            raise DeviceError(f"cannot write artifact {sha256[:12]} to {self.root}: {exc}",
-                              sha256=sha256) from exc
-        return held + len(data)
+        with self._locked():
+            complete, held = self.have(sha256)
+            if offset + len(data) > total_bytes:
+                raise ProtocolError(f"chunk for artifact {sha256[:12]} ends at byte {offset + len(data)}, "
+                                    f"past its announced size of {total_bytes}", sha256=sha256)
+            if complete:
+                return held  # another host finished it meanwhile
+            if offset > held:
+                raise ProtocolError(
+                    f"chunk for artifact {sha256[:12]} starts at byte {offset} but the store holds {held}: "
+                    f"resume from {held}", sha256=sha256, offset=offset, received_bytes=held,
+                )
+            fresh = data[held - offset:]
+            if not fresh:
+                return held
+            self._make_room(total_bytes - held)
+            try:
+                with open(self._partial_path(sha256), "ab") as file:
+                    file.write(fresh)
+            except OSError as exc:
+                raise DeviceError(f"cannot write artifact {sha256[:12]} to {self.root}: {exc}",
+                                  sha256=sha256) from exc
+            return held + len(fresh)
 
     def finish(self, sha256: str) -> Path:
         """Verify the upload against its digest and publish it atomically; a corrupt one is discarded."""
         check_sha256(sha256)
-        partial = self._partial_path(sha256)
-        final = self._objects / sha256
-        if final.exists():
+        with self._locked():
+            partial = self._partial_path(sha256)
+            final = self._objects / sha256
+            if final.exists():
+                return self.path(sha256)
+            if not partial.exists():
+                raise ProtocolError(f"no upload of artifact {sha256[:12]} to finish", sha256=sha256)
+            digest = hashlib.sha256()
+            with open(partial, "rb") as file:
+                for block in iter(lambda: file.read(1 << 20), b""):
+                    digest.update(block)
+                os.fsync(file.fileno())
+            actual = digest.hexdigest()
+            if actual != sha256:
+                partial.unlink()
+                raise BundleError(
+                    f"upload of artifact {sha256[:12]} arrived with sha256 {actual[:12]}; "
+                    "the partial file was discarded, upload it again", sha256=sha256, actual=actual,
+                )
+            os.replace(partial, final)
+            fsync_dir(self._objects)
             return self.path(sha256)
-        if not partial.exists():
-            raise ProtocolError(f"no upload of artifact {sha256[:12]} to finish", sha256=sha256)
-        digest = hashlib.sha256()
-        with open(partial, "rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
-            os.fsync(file.fileno())
-        actual = digest.hexdigest()
-        if actual != sha256:
-            partial.unlink()
-            raise BundleError(
-                f"upload of artifact {sha256[:12]} arrived with sha256 {actual[:12]}; "
-                "the partial file was discarded, upload it again", sha256=sha256, actual=actual,
-            )
-        os.replace(partial, final)
-        fsync_dir(self._objects)
-        return self.path(sha256)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive over every process and thread using this store (a fresh open file per holder)."""
+        with open(self.root / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def path(self, sha256: str) -> Path:
         """A complete artifact's file; marks it as recently used."""

@@ -1,6 +1,7 @@
 """The bundle container: verified members, tamper detection, foreign-arch refusal."""
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -25,9 +26,13 @@ def bundle(tmp_path) -> Path:
 
 def rewrite(src: Path, dst: Path, change) -> None:
     """Copy a zip member by member, letting ``change(name, data)`` alter the bytes."""
+    """The manifest's checksum in the zip comment is recomputed, as a careful repacker would."""
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         for info in zin.infolist():
-            zout.writestr(info, change(info.filename, zin.read(info.filename)))
+            data = change(info.filename, zin.read(info.filename))
+            zout.writestr(info, data)
+            if info.filename == MANIFEST:
+                zout.comment = b"edgert-bundle manifest-sha256=" + hashlib.sha256(data).hexdigest().encode()
 
 
 def test_manifest_is_first_and_lists_every_member(bundle):

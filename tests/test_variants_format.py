@@ -14,7 +14,8 @@ from edgert.variants import aiofile
 
 TENSORS = {"w": np.arange(4, dtype=np.float32), "g": np.array([[7, 9]], np.uint8)}
 GOLDEN_HEADER = (
-    '{"__metadata__":{"format":"edgert-aio","version":"1","sha256":'
+    '{"__metadata__":{"header_sha256":"4851e040611aa57c23469b21e715b63d14fcf26c3fd0e0538b19783296263035",'
+    '"format":"edgert-aio","version":"2","sha256":'
     '"55df25ae85e44284271d4a757d88501d8805ddb4455f3b71e39a0f6b89484fa3","aio":"{\\"levels\\":[]}"},'
     '"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},'
     '"g":{"dtype":"U8","shape":[1,2],"data_offsets":[16,18]}}'
@@ -29,8 +30,10 @@ def _write(path: Path) -> Path:
 def test_golden_bytes(tmp_path: Path) -> None:
     raw = _write(tmp_path / "g.aio").read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    assert n == 312 and (8 + n) % aiofile.DATA_ALIGN == 0
+    assert n == 376 and (8 + n) % aiofile.DATA_ALIGN == 0
     assert raw[8:8 + n].decode().rstrip(" ") == GOLDEN_HEADER
+    zeroed = raw[:8 + n].replace(json.loads(GOLDEN_HEADER)["__metadata__"]["header_sha256"].encode(), b"0" * 64)
+    assert hashlib.sha256(zeroed).hexdigest() == json.loads(GOLDEN_HEADER)["__metadata__"]["header_sha256"]
     assert raw[8 + n:] == np.arange(4, dtype="<f4").tobytes() + b"\x07\x09"
     assert hashlib.sha256(raw[8 + n:]).hexdigest() == json.loads(GOLDEN_HEADER)["__metadata__"]["sha256"]
 
@@ -90,11 +93,10 @@ def test_absurd_header_length(tmp_path: Path) -> None:
     [1, 2, 3],  # not an object
 ])
 def test_malformed_tensor_entry(tmp_path: Path, entry: object) -> None:
-    meta = {"format": "edgert-aio", "version": "1", "sha256": hashlib.sha256(b"\0" * 4).hexdigest(), "aio": "{}"}
-    header = json.dumps({"__metadata__": meta, "x": entry}).encode()
+    meta = {"format": "edgert-aio", "version": "2", "sha256": hashlib.sha256(b"\0" * 4).hexdigest(), "aio": "{}"}
     path = tmp_path / "bad.aio"
-    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0\0\0\0")
-    with pytest.raises(BundleError):
+    path.write_bytes(aiofile._head_bytes({"__metadata__": meta, "x": entry}) + b"\0\0\0\0")  # checksum right
+    with pytest.raises(BundleError, match="bad.aio"):
         aiofile.read(path)
 
 
@@ -108,8 +110,9 @@ def test_plain_safetensors_file_is_refused(tmp_path: Path) -> None:
 
 def test_rewrite_metadata_keeps_data(tmp_path: Path) -> None:
     path = _write(tmp_path / "g.aio")
-    aiofile.rewrite_metadata(path, {"calibration": '{"x": 1}'})
-    f = aiofile.read(path)  # the checksum still verifies
-    assert f.metadata["calibration"] == '{"x": 1}'
+    table = '{"frequencies": [1.0], "ratios": [0.0], "p50_ms": [[2.5]]}'
+    aiofile.rewrite_metadata(path, {"calibration": table})
+    f = aiofile.read(path)  # both checksums still verify
+    assert f.metadata["calibration"] == table
     np.testing.assert_array_equal(f.tensors["w"], TENSORS["w"])
     f.close()

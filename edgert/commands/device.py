@@ -15,11 +15,15 @@ from edgert.commands.options import address_from, device_options
 @click.argument("model")
 @device_options
 def push(model: str, **device: Any) -> None:
-    """Upload MODEL (or a bundle) to a device's store; resumes an interrupted upload."""
+    """Upload MODEL (or a bundle) to a device's store; resumes an interrupted upload.
+
+    Bundles, All-in-One files and ONNX models are checked first: a damaged file is refused."""
+    from edgert.artifacts import check_before_upload
     from edgert.devices.connect import open_client
     from edgert.zoo import resolve as resolve_model
 
     path = resolve_model(model)
+    check_before_upload(path)
     with open_client(address_from(**device)) as client:
         sha = client.upload(path)
     click.echo(f"{path} is on {device['device']} as {sha}")
@@ -59,9 +63,11 @@ def device_info(sysfs_root: str | None, json_path: Path | None, **device: Any) -
 @click.option("--store-quota-mb", default=2048, show_default=True, help="Evict old artifacts above this.")
 @click.option("--sysfs-root", default="/", show_default=True, help="sysfs root (fixtures, tests).")
 @click.option("--emulated", is_flag=True, help="This board is an emulator: label every number.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0.1), default=600.0, show_default=True,
+              help="End a serial or TCP session after this many seconds without a request.")
 def agent(mode: str | None, serial_dev: str | None, baud: int, listen: str | None,
           token_file: Path | None, store_dir: Path | None, store_quota_mb: int, sysfs_root: str,
-          emulated: bool) -> None:
+          emulated: bool, idle_timeout: float) -> None:
     """Run the device agent (on the board)."""
     from edgert.device_agents import serve
     from edgert.device_agents.agent import Agent, default_store_dir
@@ -81,7 +87,7 @@ def agent(mode: str | None, serial_dev: str | None, baud: int, listen: str | Non
     if mode == "stdio":
         serve.serve_stdio(the_agent)
     elif serial_dev:
-        serve.serve_serial(the_agent, serial_dev, baud)
+        serve.serve_serial(the_agent, serial_dev, baud, idle_timeout)
     else:
         host, _, port = (listen or "").rpartition(":")
         if not host or not port.isdigit() or token_file is None:

@@ -13,12 +13,13 @@ import edgert
 from edgert.device_agents import protocol
 from edgert.device_agents.channel import Channel
 from edgert.device_agents.transports import TransportClosed, TransportTimeout
-from edgert.errors import DeviceError, from_dict
+from edgert.errors import DeviceError, EdgertError, from_dict
 from edgert.hashing import sha256_file
 
 CHUNK_BYTES = 1 << 20  # with UPLOAD_WINDOW in flight: measured best over SSH (benchmarks/transport.py)
 UPLOAD_WINDOW = 4
 SERIAL_CHUNK_BYTES = 64 << 10  # ~6 s per chunk at 115200 baud, so progress and timeouts stay sane
+GOODBYE_TIMEOUT_S = 5.0
 SILENCE_TIMEOUT_S = 30.0  # the agent heartbeats every 2 s while busy; silence this long means dead
 
 
@@ -71,10 +72,27 @@ class AgentClient:
 
     def close(self) -> None:
         try:
+            self._say_goodbye()
             self.channel.close()
         finally:
             while self._on_close:
                 self._on_close.pop()()
+
+    def _say_goodbye(self) -> None:
+        """End the session on the agent's side too, so a serial agent greets the next host at once.
+
+        Best effort and brief: a busy or vanished agent ends the session by itself (link
+        takeover, idle timeout or the closed stream)."""
+        deadline = time.monotonic() + GOODBYE_TIMEOUT_S
+        try:
+            request_id = next(self._ids)
+            self.channel.send(protocol.request(request_id, "session.close"), timeout=GOODBYE_TIMEOUT_S)
+            while (remaining := deadline - time.monotonic()) > 0:
+                message = self.channel.recv(remaining)
+                if message["kind"] in ("response", "error") and message["id"] == request_id:
+                    return
+        except EdgertError:
+            return
 
     def _recv(self) -> dict[str, Any]:
         try:

@@ -13,6 +13,7 @@ from edgert.devices.client import AgentClient
 from edgert.errors import DeviceError, EdgertError, UsageError
 
 
+SERIAL_WAKE_TIMEOUT_S = 30.0
 SSH_WRITE_SLICE = 256 << 10  # paramiko's sendall re-slices its argument per packet: keep it small
 
 
@@ -98,6 +99,10 @@ def open_client(addr: DeviceAddress) -> AgentClient:
     try:
         if addr.scheme == "tcp":
             _authenticate(channel, addr)
+        elif addr.scheme == "serial":
+            # The first frame of this link's epoch makes an agent still holding an earlier host's
+            # session start over and greet us (a serial line has one host end at a time).
+            channel.send(protocol.heartbeat(), timeout=SERIAL_WAKE_TIMEOUT_S)
         return AgentClient(channel, addr.scheme)
     except EdgertError as exc:
         detail = transport.remote_stderr() if isinstance(transport, _SshTransport) else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -19,12 +20,18 @@ import numpy as np
 from edgert.errors import BundleError
 
 # 1: first version (zip, manifest.json first, sha256 per member).
-FORMAT_VERSION = 1
+# 2: the zip comment carries the manifest's sha256, checked before the manifest is parsed.
+FORMAT_VERSION = 2
 FORMAT_NAME = "edgert-bundle"
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20
 MAX_MEMBERS = 10_000
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same inputs give byte-identical bundles
+_COMMENT = b"edgert-bundle manifest-sha256="
+# What zipfile raises on damaged archives: bad CRC or deflate data, truncation, a compression
+# method or encryption flag that a flipped bit invented, impossible offsets or sizes.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError,
+               NotImplementedError, struct.error, UnicodeDecodeError)
 
 
 def sha256(data: bytes) -> str:
@@ -51,6 +58,7 @@ def write_bundle(path: Path, manifest: dict[str, Any], members: dict[str, bytes]
             info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, data)
+        archive.comment = _COMMENT + sha256(text).encode()
     tmp.replace(path)
     return path
 
@@ -62,8 +70,10 @@ class Bundle:
         self.path = Path(path)
         try:
             archive = zipfile.ZipFile(self.path)
-        except (OSError, zipfile.BadZipFile) as exc:
-            raise BundleError(f"{self.path} is not an edgert bundle: {exc}",
+        except FileNotFoundError as exc:
+            raise BundleError(f"{self.path} does not exist", path=str(self.path)) from exc
+        except _ZIP_ERRORS as exc:
+            raise BundleError(f"{self.path} is not an edgert bundle or is damaged: {exc}",
                               path=str(self.path)) from exc
         with archive:
             self.manifest = self._read_manifest(archive)
@@ -78,11 +88,24 @@ class Bundle:
             raise BundleError(f"{self.path}: manifest or member count exceeds the format limits",
                               path=str(self.path), member=MANIFEST)
         try:
-            manifest = json.loads(archive.read(MANIFEST))
-        except (ValueError, zipfile.BadZipFile) as exc:
+            text = archive.read(MANIFEST)
+        except _ZIP_ERRORS as exc:
             raise BundleError(f"{self.path}: {MANIFEST} is unreadable: {exc}",
                               path=str(self.path), member=MANIFEST) from exc
-        if manifest.get("format") != FORMAT_NAME:
+        comment = archive.comment
+        if not comment.startswith(_COMMENT):
+            raise BundleError(f"{self.path} is not an edgert bundle of format version {FORMAT_VERSION} "
+                              "(no manifest checksum in the zip comment): recompile the model",
+                              path=str(self.path), member=MANIFEST)
+        if comment[len(_COMMENT):] != sha256(text).encode():
+            raise BundleError(f"{self.path}: {MANIFEST} does not match its sha256 in the zip comment "
+                              "(the bundle was modified or damaged)", path=str(self.path), member=MANIFEST)
+        try:
+            manifest = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise BundleError(f"{self.path}: {MANIFEST} is unreadable: {exc}",
+                              path=str(self.path), member=MANIFEST) from exc
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
             raise BundleError(f"{self.path} is not an edgert bundle", path=str(self.path))
         if manifest.get("format_version") != FORMAT_VERSION:
             raise BundleError(
@@ -92,7 +115,10 @@ class Bundle:
         return manifest
 
     def _read_members(self, archive: zipfile.ZipFile) -> dict[str, bytes]:
-        listed = self.manifest.get("members", {})
+        listed = self.manifest.get("members")
+        if not isinstance(listed, dict) or not all(isinstance(e, dict) for e in listed.values()):
+            raise BundleError(f"{self.path}: the manifest's members table is malformed",
+                              path=str(self.path), member=MANIFEST)
         present = [i.filename for i in archive.infolist()[1:]]
         for name in present:
             if name not in listed:
@@ -105,7 +131,7 @@ class Bundle:
                                   path=str(self.path), member=name)
             try:
                 blob = archive.read(name)
-            except (zipfile.BadZipFile, OSError, zlib.error) as exc:  # bad CRC, truncation, bad deflate
+            except _ZIP_ERRORS as exc:
                 raise BundleError(f"{self.path}: member {name!r} is corrupt: {exc}",
                                   path=str(self.path), member=name) from exc
             if sha256(blob) != entry.get("sha256"):

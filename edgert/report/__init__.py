@@ -38,6 +38,9 @@ def load(path: Path) -> Loaded:
         data = json.loads(path.read_text())
     except OSError as exc:
         raise UsageError(f"cannot read result file {path}: {exc.strerror}", path=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not a result file: it is not text (byte {exc.start} is not UTF-8)",
+                         path=str(path)) from exc
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path} is not JSON ({exc.msg} at line {exc.lineno})",
                          path=str(path)) from exc
@@ -57,7 +60,9 @@ def _aio_calibration(path: Path) -> dict[str, Any] | None:
 
     try:
         opened = aiofile.read(path, verify=False)
-    except (BundleError, OSError, ValueError):
+    except BundleError:
+        if path.suffix == ".aio":
+            raise  # an All-in-One file, but a broken one: say what is wrong with it
         return None
     try:
         raw = opened.metadata.get("calibration")

@@ -1,0 +1,33 @@
+"""What ``edgert push`` checks before it uploads: a file it can tell is damaged is never sent.
+
+Bundles and All-in-One files carry checksums (docs/bundle-format.md, docs/aio-format.md) and
+are opened the way the device will open them; an ONNX model must parse. Other files (TVM
+libraries, LiteRT flatbuffers) have no checksum of their own and go as they are.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgert.errors import ModelError
+
+
+def check_before_upload(path: Path) -> None:
+    """Raise BundleError/ModelError naming ``path`` when it is truncated or corrupt."""
+    if path.suffix == ".edgert":
+        from edgert.dynamic.bundle import Bundle
+
+        Bundle(path)
+    elif path.suffix == ".aio":
+        from edgert.variants import aiofile
+
+        aiofile.read(path).close()
+    elif path.suffix == ".onnx":
+        import onnx
+
+        try:
+            onnx.load_from_string(path.read_bytes())
+        except OSError as exc:
+            raise ModelError(f"cannot read model {path}: {exc.strerror}", path=str(path)) from exc
+        except Exception as exc:  # protobuf's DecodeError and friends: truncated or not ONNX
+            raise ModelError(f"{path} is not a readable ONNX model (truncated or corrupt?): {exc}",
+                             path=str(path)) from exc

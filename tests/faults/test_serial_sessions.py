@@ -1,0 +1,69 @@
+"""One serial agent serves any number of host sessions, one after another (issue 16, case 1)."""
+from __future__ import annotations
+
+import json
+
+from edgert.device_agents.channel import Channel
+from edgert.devices.client import AgentClient
+from conftest import make_matmul_model, run_cli
+from serial_line import Line
+from agents import agent_log, start_agent, stop, wait_until
+
+
+def test_ten_consecutive_sessions_then_push_and_bench(tmp_path):
+    line = Line()
+    agent = start_agent(tmp_path, "--serial", line.end_a)
+    device = f"serial://{line.end_b}"
+    try:
+        for n in range(10):
+            proc = run_cli("device", "info", "--device", device, "--json", str(tmp_path / "info.json"),
+                           timeout=120)
+            assert proc.returncode == 0, f"session {n + 1}: {proc.stderr}"
+            assert json.loads((tmp_path / "info.json").read_text())["device"]["transport"] == "serial"
+        model = make_matmul_model(tmp_path / "m.onnx", symbolic=False)
+        pushed = run_cli("push", str(model), "--device", device, timeout=120)
+        assert pushed.returncode == 0, pushed.stderr
+        out = tmp_path / "r.json"
+        bench = run_cli("bench", str(model), "--device", device, "--runs", "5", "--json", str(out),
+                        "--quiet", timeout=300)
+        assert bench.returncode == 0, bench.stderr
+        assert len(json.loads(out.read_text())["samples_ms"]) == 5
+        log = agent_log(tmp_path)
+        assert log.count("session opened") == 12 and log.count("ended: closed by the host") == 12, log
+    finally:
+        stop(agent)
+        line.close()
+
+
+def test_a_vanished_host_and_an_idle_one_do_not_keep_the_agent(tmp_path):
+    """A host that dies without a goodbye is replaced by the next one; an idle session ends."""
+    line = Line()
+    agent = start_agent(tmp_path, "--serial", line.end_a, "--idle-timeout", "1")
+    device = f"serial://{line.end_b}"
+    try:
+        ghost = AgentClient(Channel(line.open(line.end_b)), "serial")  # never says goodbye
+        ghost.call("ping")
+        wait_until(lambda: "ended: nothing received for 1 s" in agent_log(tmp_path), 30, "the idle timeout")
+        ghost.channel.close()
+        proc = run_cli("device", "info", "--device", device, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        killed = run_python_session_killed_midway(device)
+        assert killed.returncode != 0
+        proc = run_cli("device", "info", "--device", device, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        stop(agent)
+        line.close()
+
+
+def run_python_session_killed_midway(device: str):
+    """A host process that opens a session and exits hard (no goodbye, link left mid-session)."""
+    from conftest import run_python
+
+    return run_python(
+        "import os\n"
+        "from edgert.devices.address import parse_url\n"
+        "from edgert.devices.connect import open_client\n"
+        f"client = open_client(parse_url({device!r}))\n"
+        "client.call('ping')\n"
+        "os._exit(3)\n", timeout=120)
