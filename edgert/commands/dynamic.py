@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
-from edgert.commands.options import parse_dims
+from typing import Any
+
+from edgert.commands.options import address_from, device_options, parse_dims
 
 
 @click.command(name="compile")
@@ -71,21 +73,35 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
 @click.option("--random", "random_cases", default=0, show_default=True, help="Also this many random inputs.")
 @click.option("--force-paths", is_flag=True, help="Fail unless every branch was taken.")
 @click.option("--shape", "shapes", multiple=True, metavar="DIM=SIZE", help="Symbolic dimension sizes.")
+@click.option("--rtol", type=float, default=1e-3, show_default=True,
+              help="Relative tolerance of the output comparison.")
+@click.option("--atol", type=float, default=1e-4, show_default=True,
+              help="Absolute tolerance of the output comparison.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Write the validation report.")
+@device_options
 def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: int,
-             force_paths: bool, shapes: tuple[str, ...], json_path: Path | None) -> None:
-    """Differential test of a bundle against ONNX Runtime on the original model."""
+             force_paths: bool, shapes: tuple[str, ...], rtol: float, atol: float,
+             json_path: Path | None, **device: Any) -> None:
+    """Differential test of a bundle against ONNX Runtime on the original model.
+
+    The reference always runs here; the bundle runs on --device (default: here), so a
+    bundle cross-compiled for a board is checked on that board."""
     import json
 
+    from edgert.devices.execute import case_runner
     from edgert.dynamic import validate as run_validate
 
-    report = run_validate(bundle, reference, cases=cases, random=random_cases,
-                          force_paths=force_paths, dims=parse_dims(shapes))
+    with case_runner(address_from(**device), bundle, "bundle") as (runner, facts):
+        report = run_validate(bundle, reference, cases=cases, random=random_cases,
+                              force_paths=force_paths, dims=parse_dims(shapes), rtol=rtol,
+                              atol=atol, runner=runner, device=facts)
     if json_path:
         json_path.write_text(json.dumps(report, indent=1) + "\n")
     click.echo(f"{report['status']}: {len(report['cases'])} inputs, max abs error "
-               f"{report['max_abs_error']:.3g}, max rel error {report['max_rel_error']:.3g}")
+               f"{report['max_abs_error']:.3g}, max rel error {report['max_rel_error']:.3g} "
+               f"(rtol {rtol:g}, atol {atol:g})")
+    click.echo(f"bundle ran on: {describe_device(facts)}")
     click.echo(f"paths taken: {', '.join(sorted(report['paths']))}")
     if set(report["programs"]) != {"main"}:
         runs = ", ".join(f"{name} x{n}" for name, n in sorted(report["programs"].items()))
@@ -99,4 +115,15 @@ def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: in
                    f"{', '.join(report['control_flow_in_engine'])}")
     for case in report["near_threshold"]:
         click.echo(f"near a threshold (within numerical noise): {case}")
+    for case in report["cases"]:
+        if not case["ok"] and not case.get("near_threshold"):
+            click.echo(f"failed: {case['case']}: " + (case["error"] if "error" in case else
+                       f"max abs error {case['max_abs_error']:.3g} on path {case['path']}"))
     sys.exit(report["exit_code"])
+
+
+def describe_device(facts: dict[str, Any]) -> str:
+    """One line naming where something ran, with EMULATED when it was an emulator."""
+    line = (f"{facts.get('hostname', '?')} ({facts.get('arch', '?')}, {facts.get('cpu_model', '?')}, "
+            f"via {facts.get('transport', 'local')})")
+    return line + (" [EMULATED]" if facts.get("emulated") else "")

@@ -13,7 +13,7 @@ import edgert
 from edgert.device_agents import protocol
 from edgert.device_agents.channel import Channel
 from edgert.device_agents.transports import TransportClosed, TransportTimeout
-from edgert.errors import DeviceError, from_dict
+from edgert.errors import DeviceError, UsageError, from_dict
 from edgert.hashing import sha256_file
 
 CHUNK_BYTES = 1 << 20  # with UPLOAD_WINDOW in flight: measured best over SSH (benchmarks/transport.py)
@@ -165,3 +165,34 @@ class AgentClient:
                                         "target": target,
                                         "feeds": {k: protocol.pack_array(v) for k, v in feeds.items()}})
         return [np.array(protocol.unpack_array(o)) for o in reply["outputs"]]
+
+    def run_cases(self, model: Path, backend: str, cases: list[dict[str, np.ndarray]],
+                  target: str = "host") -> list[dict[str, Any]]:
+        """``edgert.execute.run_cases`` on the device: one record per case (outputs, the path
+        a bundle took, or the error it gave), in as few artifact.run requests as fit a frame."""
+        sha = self.upload(model)
+        records: list[dict[str, Any]] = []
+        while len(records) < len(cases):
+            batch = _batch(cases, len(records))
+            result = self.call(protocol.ARTIFACT_RUN, protocol.artifact_run_params(
+                sha, model.suffix, backend, batch, target))
+            done, got = protocol.read_artifact_run_result(result)
+            if done < 1:
+                raise DeviceError("the agent returned no outputs for artifact.run")
+            records += got
+        return records
+
+
+def _batch(cases: list[dict[str, np.ndarray]], start: int) -> list[dict[str, np.ndarray]]:
+    """Cases from ``start`` whose inputs fit the frame budget together (at least one)."""
+    size, end = 0, start
+    while end < len(cases):
+        size += protocol.array_bytes(cases[end])
+        if size > protocol.CASES_BUDGET_BYTES:
+            break
+        end += 1
+    if end == start:
+        raise UsageError(f"input case {start} is {protocol.array_bytes(cases[start])} bytes, above "
+                         f"the {protocol.CASES_BUDGET_BYTES}-byte budget of one protocol frame",
+                         case=start)
+    return cases[start:end]
