@@ -17,7 +17,8 @@ has its layouts here, built and read by the ``artifact_run_*`` functions:
 
     params     {"sha256": str, "suffix": str, "backend": str, "target": str,
                 "cases": [{input name: array}, ...]}
-    result     {"done": int, "results": [{"outputs": [array, ...], "path": {...}}
+    result     {"done": int, "results": [{"outputs": [array, ...], "names": [str, ...],
+                                          "path": {...} (bundles: Trace.to_dict + "segments")}
                                          | {"error": str}, ...]}
 
 ``done`` may be less than the number of cases: the agent stops once the outputs would not

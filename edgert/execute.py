@@ -19,7 +19,7 @@ from edgert.tensors import check_feeds
 
 def run_cases(model_path: Path, backend: str, cases: Sequence[Mapping[str, np.ndarray]], *,
               target: str = "host", threads: int | None = None) -> list[dict[str, Any]]:
-    """One record per case: ``{"outputs": [array, ...]}``, plus ``"path"`` (``Trace.to_dict``
+    """One record per case: ``{"outputs": [array, ...], "names": [output name, ...]}``, plus ``"path"`` (``Trace.to_dict``
     with If margins, and the segments called) for a bundle, or ``{"error": message}`` when
     the bundle refuses that input (InputError); other errors end the whole run.
 
@@ -45,7 +45,8 @@ def run_cases(model_path: Path, backend: str, cases: Sequence[Mapping[str, np.nd
                     raise
                 records.append({"error": exc.message})
                 continue
-            record: dict[str, Any] = {"outputs": [np.asarray(o) for o in outputs]}
+            record: dict[str, Any] = {"outputs": [np.asarray(o) for o in outputs],
+                                      "names": [o.name for o in session.outputs]}
             if bundle:
                 trace = session.last_path  # type: ignore[attr-defined]
                 record["path"] = dict(trace.to_dict(), segments=trace.segments)

@@ -6,6 +6,7 @@ is a different path, not a wrong kernel), and an exit status for the CLI.
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -27,11 +28,17 @@ def load_cases(cases: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
     if cases is None:
         return []
     if isinstance(cases, (str, Path)):
-        with np.load(cases, allow_pickle=False) as arrays:
-            grouped: dict[str, dict[str, np.ndarray]] = {}
-            for key in arrays.files:
-                case, _, name = key.rpartition("/")
-                grouped.setdefault(case or "case0", {})[name] = arrays[key]
+        grouped: dict[str, dict[str, np.ndarray]] = {}
+        try:
+            arrays = np.load(cases, allow_pickle=False)
+            if not isinstance(arrays, np.lib.npyio.NpzFile):
+                raise ValueError("it is one array, not an .npz of named inputs (np.savez)")
+            with arrays:
+                for key in arrays.files:
+                    case, _, name = key.rpartition("/")
+                    grouped.setdefault(case or "case0", {})[name] = arrays[key]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise UsageError(f"cannot read input cases from {cases}: {exc}", path=str(cases)) from exc
         return sorted(grouped.items())
     return [(f"case{i}", dict(feed)) for i, feed in enumerate(cases)]
 
