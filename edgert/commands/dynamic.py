@@ -9,6 +9,7 @@ import click
 from typing import Any
 
 from edgert.commands.options import address_from, device_options, parse_dims
+from edgert.errors import UsageError
 
 
 @click.command(name="compile")
@@ -16,8 +17,9 @@ from edgert.commands.options import address_from, device_options, parse_dims
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Bundle file [default: MODEL with .edgert].")
 @click.option("--backend", type=click.Choice(["auto", "tvm", "ort"]), default="auto", show_default=True,
-              help="Engine per segment; auto measures each segment on each engine here, then "
-                   "that bundle against the whole model as one ORT call, and keeps the faster.")
+              help="Engine per segment; auto times each segment on each engine, then that "
+                   "bundle against the whole model as one ORT call, and keeps the faster: here "
+                   "for --target host, on --device for a board (required for another target).")
 @click.option("--target", default="host", show_default=True,
               help="host, aarch64 (Raspberry Pi 4/5, Jetson), or a TVM target as JSON.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
@@ -27,17 +29,36 @@ from edgert.commands.options import address_from, device_options, parse_dims
 @click.option("--samples", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Sample inputs as an .npz (arrays named like the inputs, or CASE/INPUT for "
                    "several), used instead of random ones at compile time.")
+@click.option("--keep-candidates", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write every candidate auto timed here, as a bundle with the inputs it was "
+                   "timed on (NAME.inputs.npz), to re-time them with edgert bench.")
+@device_options
 def compile_cmd(model: str, output: Path | None, backend: str, target: str,
-                cache_dir: Path | None, tuning_db: Path | None, samples: Path | None) -> None:
+                cache_dir: Path | None, tuning_db: Path | None, samples: Path | None,
+                keep_candidates: Path | None, **device: Any) -> None:
     """Split a (dynamic) ONNX model into static segments plus a host program: one bundle."""
+    import contextlib
+
     from edgert.dynamic import compile as compile_bundle
     from edgert.dynamic import inspect as inspect_bundle
     from edgert.dynamic.validate import load_cases
     from edgert.zoo import resolve as resolve_model
 
     feeds = [case for _, case in load_cases(samples)] if samples is not None else None
-    out = compile_bundle(resolve_model(model), backend=backend, target=target, out=output,
-                         cache_dir=cache_dir, tuning_db=tuning_db, samples=feeds)
+    addr = address_from(**device)
+    if addr.scheme != "local" and backend != "auto":
+        raise UsageError(f"--device times auto's candidates; --backend {backend} times nothing "
+                         f"(leave out --device, or use --backend auto)")
+    with contextlib.ExitStack() as stack:
+        timer = None
+        if addr.scheme != "local":
+            from edgert.devices.connect import open_client
+            from edgert.devices.timer import DeviceTimer
+
+            timer = DeviceTimer(stack.enter_context(open_client(addr)), emulated=addr.emulated)
+        out = compile_bundle(resolve_model(model), backend=backend, target=target, out=output,
+                             cache_dir=cache_dir, tuning_db=tuning_db, samples=feeds, timer=timer,
+                             keep_candidates=keep_candidates)
     manifest = inspect_bundle(out)
     engines = sorted({s["engine"] for s in manifest["segments"]})
     click.echo(f"{out}: {len(manifest['segments'])} segments on {', '.join(engines) or 'host only'}, "
@@ -58,6 +79,8 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
                    f"{', '.join(manifest['guarded']['guard'])} equal the samples' values")
     elif "guard_skipped" in manifest:
         click.echo(f"  no guarded program: {manifest['guard_skipped']}")
+    if "timed_on" in manifest:
+        click.echo(f"  candidates timed on {describe_device(manifest['timed_on'])}")
     auto = manifest.get("auto")
     if auto:
         times = ", ".join(f"{k} {v:.3f} ms" for k, v in sorted(auto.get("measured_ms", {}).items()))

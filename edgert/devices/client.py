@@ -20,6 +20,10 @@ CHUNK_BYTES = 1 << 20  # with UPLOAD_WINDOW in flight: measured best over SSH (b
 UPLOAD_WINDOW = 4
 SERIAL_CHUNK_BYTES = 64 << 10  # ~6 s per chunk at 115200 baud, so progress and timeouts stay sane
 SILENCE_TIMEOUT_S = 30.0  # the agent heartbeats every 2 s while busy; silence this long means dead
+# An emulated board runs native code many times slower, and a native call that holds the GIL
+# stops the heartbeat thread meanwhile: loading TVM's FFI library (import tvm_ffi) takes 33 s
+# under qemu-aarch64 on a 2-core x86 host, so an emulated agent gets this much silence instead.
+EMULATED_SILENCE_TIMEOUT_S = 180.0
 
 
 class AgentClient:
@@ -34,6 +38,8 @@ class AgentClient:
         self._on_close: list[Callable[[], None]] = []
         self._ids = itertools.count(1)
         self.capabilities = self._open_session()
+        if self.capabilities.emulated:
+            self.silence_timeout = max(silence_timeout, EMULATED_SILENCE_TIMEOUT_S)
 
     def _open_session(self) -> protocol.Capabilities:
         """Read the agent's hello and open a session.
