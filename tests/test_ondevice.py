@@ -151,3 +151,94 @@ def test_run_on_the_board_refuses_bad_inputs_in_one_line(tmp_path, arm64_bundles
                    "-o", str(tmp_path / "o.npz"), *device_args(sshd, root, store))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("edgert: error:") and "refused by the bundle" in proc.stderr
+
+
+def test_compile_auto_on_the_board_times_every_candidate_there(tmp_path, sshd, root, store):
+    """Every candidate is cross-built here and timed by the board's agent: the kept candidate
+    files are the ones the board's store received, the manifest says where (emulated), and
+    the chosen bundle validates on the board."""
+    from edgert.dynamic import inspect
+    from edgert.hashing import sha256_file
+
+    name = "early_exit_cnn"
+    out, kept = tmp_path / "auto.edgert", tmp_path / "candidates"
+    proc = run_cli("compile", str(ZOO / f"{name}.onnx"), "-o", str(out), "--target", "aarch64",
+                   "--samples", str(ZOO / f"{name}.npz"), "--keep-candidates", str(kept),
+                   "--cache-dir", str(tmp_path / "cache"), *device_args(sshd, root, store))
+    assert proc.returncode == 0, proc.stderr
+    assert "candidates timed on" in proc.stdout and "[EMULATED]" in proc.stdout
+    manifest = inspect(out)
+    timed_on = manifest["timed_on"]
+    assert timed_on["arch"] == "aarch64" and timed_on["emulated"] is True
+    assert timed_on["transport"] == "ssh" and "QEMU" in timed_on["cpu_model"]
+    auto = manifest["auto"]
+    assert set(auto["measured_ms"]) == {"whole_model", "partitioned"}, auto
+    assert "the device in timed_on" in auto["reason"]
+    received = set(p.name for p in (store / "objects").iterdir())
+    candidates = sorted(kept.glob("*.edgert"))
+    assert {p.name for p in candidates} >= {"whole_model.edgert", "partitioned.edgert"}
+    assert {sha256_file(p) for p in candidates} <= received  # each one was uploaded and timed
+    partitioned = inspect(kept / "partitioned.edgert")
+    for seg in partitioned["segments"]:
+        choice = seg["choice"]
+        assert set(choice["measured_ms"]) == {"tvm", "ort"}, choice
+        assert choice["chosen"] == min(choice["measured_ms"], key=choice["measured_ms"].get)
+        assert "emulated" in choice["reason"]
+        for engine in ("tvm", "ort"):
+            assert (kept / f"{seg['id']}.{engine}.edgert").exists()
+    proc, report = _validate(out, name, tmp_path, *device_args(sshd, root, store))
+    assert proc.returncode == 0 and report["status"] == "pass", proc.stdout + proc.stderr
+
+
+def test_compile_auto_for_another_target_without_a_device_refuses(tmp_path):
+    proc = run_cli("compile", str(ZOO / "early_exit_cnn.onnx"), "-o", str(tmp_path / "b.edgert"),
+                   "--target", "aarch64")
+    assert proc.returncode == 2 and "pass --device" in proc.stderr and "pick a backend" in proc.stderr
+    assert not (tmp_path / "b.edgert").exists()
+
+
+def test_validate_and_run_over_tcp(tmp_path, monkeypatch):
+    """The same commands on another transport: a host agent on TCP, a host bundle."""
+    from sshd import free_port
+    from test_agent_serial_tcp import _wait_port, start_agent, stop
+
+    name = "early_exit_cnn"
+    bundle = tmp_path / "ee.edgert"
+    proc = run_cli("compile", str(ZOO / f"{name}.onnx"), "-o", str(bundle), "--backend", "ort")
+    assert proc.returncode == 0, proc.stderr
+    token, port = tmp_path / "token", free_port()
+    token.write_text("correct-horse-battery-staple\n")
+    monkeypatch.setenv("EDGERT_TOKEN_FILE", str(token))
+    agent = start_agent("--listen", f"127.0.0.1:{port}", "--token-file", str(token),
+                        "--store", str(tmp_path / "store"))
+    try:
+        _wait_port(port)
+        device = ("--device", f"tcp://127.0.0.1:{port}")
+        proc, report = _validate(bundle, name, tmp_path, *device)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert report["device"]["transport"] == "tcp" and report["device"]["emulated"] is False
+        assert len(report["paths"]) == 3  # the cases take all three exits on the agent
+        out = tmp_path / "out.npz"
+        proc = run_cli("run", str(bundle), "--cases", str(ZOO / f"{name}.npz"), "-o", str(out), *device)
+        assert proc.returncode == 0, proc.stderr
+        local = tmp_path / "local.npz"
+        proc = run_cli("run", str(bundle), "--cases", str(ZOO / f"{name}.npz"), "-o", str(local))
+        assert proc.returncode == 0, proc.stderr
+        got, want = np.load(out), np.load(local)
+        assert sorted(got.files) == sorted(want.files) and len(got.files) == 12
+        for key in want.files:  # the same machine and engine as this process
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-6, atol=1e-7)
+    finally:
+        stop(agent)
+
+
+def test_validate_reports_a_wrong_tolerance_and_a_bad_cases_file_in_one_line(tmp_path):
+    bundle = ZOO / "early_exit_cnn.onnx"
+    proc = run_cli("validate", str(bundle), "--reference", str(bundle), "--random", "1",
+                   "--rtol", "-1")
+    assert proc.returncode == 2 and proc.stderr.startswith("edgert: error: tolerances")
+    bad = tmp_path / "cases.npz"
+    bad.write_bytes(b"not a zip")
+    proc = run_cli("run", str(bundle), "--cases", str(bad), "-o", str(tmp_path / "o.npz"))
+    assert proc.returncode == 2 and "cannot read input cases" in proc.stderr
+    assert "Traceback" not in proc.stderr
