@@ -113,7 +113,7 @@ def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: in
     import json
 
     from edgert.devices.execute import case_runner
-    from edgert.dynamic import validate as run_validate
+    from edgert.dynamic.validate import validate as run_validate
 
     with case_runner(address_from(**device), bundle, "bundle") as (runner, facts):
         report = run_validate(bundle, reference, cases=cases, random=random_cases,
