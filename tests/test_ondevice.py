@@ -197,15 +197,12 @@ def test_compile_auto_for_another_target_without_a_device_refuses(tmp_path):
     assert not (tmp_path / "b.edgert").exists()
 
 
-def test_validate_and_run_over_tcp(tmp_path, monkeypatch):
-    """The same commands on another transport: a host agent on TCP, a host bundle."""
+@pytest.fixture
+def tcp_device(tmp_path, monkeypatch):
+    """``--device`` options of a host agent listening on TCP (token in EDGERT_TOKEN_FILE)."""
     from sshd import free_port
     from test_agent_serial_tcp import _wait_port, start_agent, stop
 
-    name = "early_exit_cnn"
-    bundle = tmp_path / "ee.edgert"
-    proc = run_cli("compile", str(ZOO / f"{name}.onnx"), "-o", str(bundle), "--backend", "ort")
-    assert proc.returncode == 0, proc.stderr
     token, port = tmp_path / "token", free_port()
     token.write_text("correct-horse-battery-staple\n")
     monkeypatch.setenv("EDGERT_TOKEN_FILE", str(token))
@@ -213,23 +210,70 @@ def test_validate_and_run_over_tcp(tmp_path, monkeypatch):
                         "--store", str(tmp_path / "store"))
     try:
         _wait_port(port)
-        device = ("--device", f"tcp://127.0.0.1:{port}")
-        proc, report = _validate(bundle, name, tmp_path, *device)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert report["device"]["transport"] == "tcp" and report["device"]["emulated"] is False
-        assert len(report["paths"]) == 3  # the cases take all three exits on the agent
-        out = tmp_path / "out.npz"
-        proc = run_cli("run", str(bundle), "--cases", str(ZOO / f"{name}.npz"), "-o", str(out), *device)
-        assert proc.returncode == 0, proc.stderr
-        local = tmp_path / "local.npz"
-        proc = run_cli("run", str(bundle), "--cases", str(ZOO / f"{name}.npz"), "-o", str(local))
-        assert proc.returncode == 0, proc.stderr
-        got, want = np.load(out), np.load(local)
-        assert sorted(got.files) == sorted(want.files) and len(got.files) == 12
-        for key in want.files:  # the same machine and engine as this process
-            np.testing.assert_allclose(got[key], want[key], rtol=1e-6, atol=1e-7)
+        yield ("--device", f"tcp://127.0.0.1:{port}")
     finally:
         stop(agent)
+
+
+def test_validate_and_run_over_tcp(tmp_path, tcp_device):
+    """The same commands on another transport: a host agent on TCP, a host bundle."""
+    name = "early_exit_cnn"
+    bundle = tmp_path / "ee.edgert"
+    proc = run_cli("compile", str(ZOO / f"{name}.onnx"), "-o", str(bundle), "--backend", "ort")
+    assert proc.returncode == 0, proc.stderr
+    proc, report = _validate(bundle, name, tmp_path, *tcp_device)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert report["device"]["transport"] == "tcp" and report["device"]["emulated"] is False
+    assert len(report["paths"]) == 3  # the cases take all three exits on the agent
+    out = tmp_path / "out.npz"
+    proc = run_cli("run", str(bundle), "--cases", str(ZOO / f"{name}.npz"), "-o", str(out), *tcp_device)
+    assert proc.returncode == 0, proc.stderr
+    local = tmp_path / "local.npz"
+    proc = run_cli("run", str(bundle), "--cases", str(ZOO / f"{name}.npz"), "-o", str(local))
+    assert proc.returncode == 0, proc.stderr
+    got, want = np.load(out), np.load(local)
+    assert sorted(got.files) == sorted(want.files) and len(got.files) == 12
+    for key in want.files:  # the same machine and engine as this process
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-6, atol=1e-7)
+
+
+def _tile_model(path: Path) -> Path:
+    """x[N,64] -> Tile 4x along N: outputs four times the inputs' bytes."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Tile", ["x", "repeats"], ["y"], name="tile")], "tile",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["M", 64])],
+        [numpy_helper.from_array(np.array([4, 1], np.int64), "repeats")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_run_splits_cases_across_frames_and_refuses_one_too_large(tmp_path, tcp_device):
+    """Five 1 MB cases with 4 MB outputs each: inputs fit one request, the agent returns the
+    outputs that fit a frame and the host asks again for the rest (3 requests); one case
+    whose outputs alone exceed a frame is refused in one line."""
+    from edgert.device_agents.protocol import CASES_BUDGET_BYTES
+
+    model = _tile_model(tmp_path / "tile.onnx")
+    rng = np.random.default_rng(0)
+    cases = {f"case{i}/x": rng.standard_normal((4000, 64)).astype(np.float32) for i in range(5)}
+    assert 4 * 4000 * 64 * 4 * 2 < CASES_BUDGET_BYTES < 4 * 4000 * 64 * 4 * 3
+    np.savez(tmp_path / "cases.npz", **cases)
+    out = tmp_path / "out.npz"
+    proc = run_cli("run", str(model), "--cases", str(tmp_path / "cases.npz"), "-o", str(out),
+                   *tcp_device)
+    assert proc.returncode == 0, proc.stderr
+    got = np.load(out)
+    assert sorted(got.files) == [f"case{i}/y" for i in range(5)]
+    for i in range(5):
+        np.testing.assert_array_equal(got[f"case{i}/y"], np.tile(cases[f"case{i}/x"], (4, 1)))
+    np.save(tmp_path / "big.npy", np.zeros((9000, 64), np.float32))  # 9.2 MB of outputs
+    proc = run_cli("run", str(model), "--input", f"x={tmp_path / 'big.npy'}", "-o", str(out),
+                   *tcp_device)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "above the" in proc.stderr and "budget of a protocol frame" in proc.stderr
 
 
 def test_validate_reports_a_wrong_tolerance_and_a_bad_cases_file_in_one_line(tmp_path):
