@@ -76,6 +76,7 @@ concurrently on TCP (the store locks itself, measurements take turns)."""
             "store.finish": self._store_finish,
             "bench.run": self._bench_run,
             "model.run": self._model_run,
+            protocol.ARTIFACT_RUN: self._artifact_run,
             "sweep.run": self._sweep_run,
             "tvm.time": self._tvm_time,
         }
@@ -226,6 +227,29 @@ concurrently on TCP (the store locks itself, measurements take turns)."""
                               feeds=feeds) as (_, session, all_feeds):
             outputs = session.run(all_feeds)
         return {"outputs": [protocol.pack_array(np.asarray(o)) for o in outputs]}
+
+    def _artifact_run(self, params: dict[str, Any], progress: Any) -> dict[str, Any]:
+        """Run a stored model or bundle on each input case: outputs and the path taken.
+
+        Stops early (``done``) once the outputs would not fit in one frame; the host resends
+        the rest. One case whose outputs alone do not fit is an error.
+        """
+        from edgert.execute import run_cases
+
+        cases = protocol.artifact_run_cases(params)
+        records = run_cases(self._artifact(params), str(_param(params, "backend")), cases,
+                            target=str(params.get("target", "host")))
+        done, size = 0, 0
+        for record in records:
+            size += protocol.array_bytes(record.get("outputs", []))
+            if size > protocol.CASES_BUDGET_BYTES:
+                break
+            done += 1
+        if not done and records:
+            raise UsageError(f"the outputs of one input case are {size} bytes, above the "
+                             f"{protocol.CASES_BUDGET_BYTES}-byte budget of a protocol frame",
+                             size=size, limit=protocol.CASES_BUDGET_BYTES)
+        return protocol.artifact_run_result(records[:done], done)
 
     def _sweep_run(self, params: dict[str, Any], progress: Callable[[Any], None]) -> dict[str, Any]:
         from edgert.device_agents.sweep import serve_request

@@ -12,6 +12,18 @@ Body   = a msgpack map with a ``"kind"`` key; the layouts are built by the funct
     progress   {"kind": "progress", "id": int, "data": any}
     heartbeat  {"kind": "heartbeat"}
 
+Requests are named by ``method``; most carry free-form params. ``artifact.run`` (protocol 2)
+has its layouts here, built and read by the ``artifact_run_*`` functions:
+
+    params     {"sha256": str, "suffix": str, "backend": str, "target": str,
+                "cases": [{input name: array}, ...]}
+    result     {"done": int, "results": [{"outputs": [array, ...], "names": [str, ...],
+                                          "path": {...} (bundles: Trace.to_dict + "segments")}
+                                         | {"error": str}, ...]}
+
+``done`` may be less than the number of cases: the agent stops once the outputs would not
+fit in one frame, and the host sends the rest again.
+
 Binary payloads (bundle chunks, tensors, sample arrays) travel as msgpack ``bin`` (``bytes``),
 never base64: ``pack_array`` gives ``{"dtype": "<f4", "shape": [..], "data": b".."}``.
 """
@@ -28,7 +40,9 @@ from edgert.errors import EdgertError, ProtocolError
 
 # History of PROTOCOL_VERSION (bump on any change a peer of the old version would misread):
 #   1  edgert 0.1.0: hello/request/response/error/progress/heartbeat, 4-byte length frames.
-PROTOCOL_VERSION = 1
+#   2  the "artifact.run" request (run a stored model or bundle on input cases; outputs and the
+#      path taken come back): an agent of version 1 would answer it with "unknown request".
+PROTOCOL_VERSION = 2
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # body bytes; bundle chunks must stay well below this
 HEADER = struct.Struct(">I")
@@ -139,6 +153,49 @@ def unpack_array(packed: dict[str, Any]) -> np.ndarray:
         return np.frombuffer(packed["data"], dtype=dtype).reshape(shape)
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolError(f"malformed array in message: {exc}") from exc
+
+
+# -- artifact.run (protocol 2) -------------------------------------------------------------
+ARTIFACT_RUN = "artifact.run"
+CASES_BUDGET_BYTES = MAX_FRAME_BYTES // 2  # array bytes per artifact.run frame, either way
+
+
+def array_bytes(arrays: Any) -> int:
+    """Raw bytes of the numpy arrays in a dict or list (what they add to a frame)."""
+    values = arrays.values() if isinstance(arrays, dict) else arrays
+    return sum(np.asarray(a).nbytes for a in values)
+
+
+def artifact_run_params(sha256: str, suffix: str, backend: str, cases: list[dict[str, np.ndarray]],
+                        target: str = "host") -> dict[str, Any]:
+    return {"sha256": sha256, "suffix": suffix, "backend": backend, "target": target,
+            "cases": [{name: pack_array(np.asarray(v)) for name, v in case.items()}
+                      for case in cases]}
+
+
+def artifact_run_cases(params: dict[str, Any]) -> list[dict[str, np.ndarray]]:
+    """The request's input cases as numpy feeds (ProtocolError when malformed)."""
+    cases = params.get("cases")
+    if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
+        raise ProtocolError("artifact.run needs 'cases': a list of {input name: array}")
+    return [{str(name): unpack_array(v) for name, v in case.items()} for case in cases]
+
+
+def artifact_run_result(records: list[dict[str, Any]], done: int) -> dict[str, Any]:
+    """``edgert.execute.run_cases`` records (numpy outputs) as a result body."""
+    return {"done": done, "results": [
+        dict(r, outputs=[pack_array(o) for o in r["outputs"]]) if "outputs" in r else r
+        for r in records]}
+
+
+def read_artifact_run_result(result: Any) -> tuple[int, list[dict[str, Any]]]:
+    """(cases done, their records with numpy outputs) from an artifact.run result."""
+    try:
+        done, records = int(result["done"]), list(result["results"])
+        return done, [dict(r, outputs=[unpack_array(o) for o in r["outputs"]])
+                      if "outputs" in r else dict(r) for r in records[:done]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"malformed artifact.run result: {exc}") from exc
 
 
 def _default(value: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgert.commands import bench, device, dynamic, results, sweep, tune, variants
+from edgert.commands import bench, device, dynamic, results, run, sweep, tune, variants
 from edgert.errors import EdgertError
 
 
@@ -20,9 +20,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-for _command in (bench.bench, sweep.sweep, dynamic.compile_cmd, dynamic.validate, device.push,
-                 device.device_group, device.agent, tune.tune, variants.prune, variants.calibrate,
-                 results.compare, results.report):
+for _command in (bench.bench, sweep.sweep, dynamic.compile_cmd, dynamic.validate, run.run,
+                 device.push, device.device_group, device.agent, tune.tune, variants.prune,
+                 variants.calibrate, results.compare, results.report):
     cli.add_command(_command)
 
 

@@ -43,7 +43,7 @@ def test_hello_round_trip_and_version_check():
 def test_version_mismatch_names_both_versions():
     message = protocol.hello("9.0.0", protocol.Capabilities())
     message["protocol"] = protocol.PROTOCOL_VERSION + 1
-    with pytest.raises(ProtocolError, match=r"edgert 9\.0\.0\) speaks protocol 2 but this edgert speaks protocol 1"):
+    with pytest.raises(ProtocolError, match=r"edgert 9\.0\.0\) speaks protocol 3 but this edgert speaks protocol 2"):
         protocol.check_hello(protocol.decode(protocol.encode(message)))
 
 
@@ -165,3 +165,45 @@ def test_random_garbage_never_escapes_as_another_exception():
             protocol.FrameDecoder().feed(len(body).to_bytes(4, "big") + body)
         except ProtocolError:
             pass
+
+
+def test_artifact_run_request_encodes_to_golden_bytes():
+    cases = [{"x": np.array([1.0], dtype="<f4")}]
+    frame = protocol.encode(protocol.request(
+        3, protocol.ARTIFACT_RUN, protocol.artifact_run_params("ab", ".onnx", "ort", cases)))
+    assert frame == (
+        b"\x00\x00\x00\x85\x84\xa4kind\xa7request\xa2id\x03"
+        b"\xa6method\xacartifact.run"
+        b"\xa6params\x85\xa6sha256\xa2ab\xa6suffix\xa5.onnx\xa7backend\xa3ort\xa6target\xa4host"
+        b"\xa5cases\x91\x81\xa1x"  # one case: {"x": array}
+        b"\x83\xa5dtype\xa3<f4\xa5shape\x91\x01\xa4data\xc4\x04\x00\x00\x80?"  # float32 1.0
+    )
+    [case] = protocol.artifact_run_cases(protocol.decode(frame)["params"])
+    assert case["x"].dtype == np.float32 and case["x"].tolist() == [1.0]
+
+
+def test_artifact_run_result_encodes_to_golden_bytes_and_reads_back():
+    records = [{"outputs": [np.array([2], dtype="<i8")], "path": {"key": "straight"}},
+               {"error": "bad"}]
+    frame = protocol.encode(protocol.response(3, protocol.artifact_run_result(records, 2)))
+    assert frame == (
+        b"\x00\x00\x00t\x83\xa4kind\xa8response\xa2id\x03"
+        b"\xa6result\x82\xa4done\x02\xa7results\x92"
+        b"\x82\xa7outputs\x91\x83\xa5dtype\xa3<i8\xa5shape\x91\x01"
+        b"\xa4data\xc4\x08\x02\x00\x00\x00\x00\x00\x00\x00\xa4path\x81\xa3key\xa8straight"
+        b"\x81\xa5error\xa3bad"
+    )
+    done, got = protocol.read_artifact_run_result(protocol.decode(frame)["result"])
+    assert done == 2 and got[0]["outputs"][0].tolist() == [2] and got[1] == {"error": "bad"}
+
+
+@pytest.mark.parametrize("params", [{}, {"cases": {"x": 1}}, {"cases": [1]},
+                                    {"cases": [{"x": {"dtype": "O", "shape": [], "data": b""}}]}])
+def test_malformed_artifact_run_cases_raise_protocol_error(params):
+    with pytest.raises(ProtocolError):
+        protocol.artifact_run_cases(params)
+
+
+def test_malformed_artifact_run_result_raises_protocol_error():
+    with pytest.raises(ProtocolError, match="artifact.run"):
+        protocol.read_artifact_run_result({"done": 1})

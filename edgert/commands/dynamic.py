@@ -6,7 +6,10 @@ from pathlib import Path
 
 import click
 
-from edgert.commands.options import parse_dims
+from typing import Any
+
+from edgert.commands.options import address_from, device_options, parse_dims
+from edgert.errors import UsageError
 
 
 @click.command(name="compile")
@@ -14,8 +17,9 @@ from edgert.commands.options import parse_dims
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Bundle file [default: MODEL with .edgert].")
 @click.option("--backend", type=click.Choice(["auto", "tvm", "ort"]), default="auto", show_default=True,
-              help="Engine per segment; auto measures each segment on each engine here, then "
-                   "that bundle against the whole model as one ORT call, and keeps the faster.")
+              help="Engine per segment; auto times each segment on each engine, then that "
+                   "bundle against the whole model as one ORT call, and keeps the faster: here "
+                   "for --target host, on --device for a board (required for another target).")
 @click.option("--target", default="host", show_default=True,
               help="host, aarch64 (Raspberry Pi 4/5, Jetson), or a TVM target as JSON.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
@@ -25,17 +29,36 @@ from edgert.commands.options import parse_dims
 @click.option("--samples", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Sample inputs as an .npz (arrays named like the inputs, or CASE/INPUT for "
                    "several), used instead of random ones at compile time.")
+@click.option("--keep-candidates", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write every candidate auto timed here, as a bundle with the inputs it was "
+                   "timed on (NAME.inputs.npz), to re-time them with edgert bench.")
+@device_options
 def compile_cmd(model: str, output: Path | None, backend: str, target: str,
-                cache_dir: Path | None, tuning_db: Path | None, samples: Path | None) -> None:
+                cache_dir: Path | None, tuning_db: Path | None, samples: Path | None,
+                keep_candidates: Path | None, **device: Any) -> None:
     """Split a (dynamic) ONNX model into static segments plus a host program: one bundle."""
+    import contextlib
+
     from edgert.dynamic import compile as compile_bundle
     from edgert.dynamic import inspect as inspect_bundle
     from edgert.dynamic.validate import load_cases
     from edgert.zoo import resolve as resolve_model
 
     feeds = [case for _, case in load_cases(samples)] if samples is not None else None
-    out = compile_bundle(resolve_model(model), backend=backend, target=target, out=output,
-                         cache_dir=cache_dir, tuning_db=tuning_db, samples=feeds)
+    addr = address_from(**device)
+    if addr.scheme != "local" and backend != "auto":
+        raise UsageError(f"--device times auto's candidates; --backend {backend} times nothing "
+                         f"(leave out --device, or use --backend auto)")
+    with contextlib.ExitStack() as stack:
+        timer = None
+        if addr.scheme != "local":
+            from edgert.devices.connect import open_client
+            from edgert.devices.timer import DeviceTimer
+
+            timer = DeviceTimer(stack.enter_context(open_client(addr)), emulated=addr.emulated)
+        out = compile_bundle(resolve_model(model), backend=backend, target=target, out=output,
+                             cache_dir=cache_dir, tuning_db=tuning_db, samples=feeds, timer=timer,
+                             keep_candidates=keep_candidates)
     manifest = inspect_bundle(out)
     engines = sorted({s["engine"] for s in manifest["segments"]})
     click.echo(f"{out}: {len(manifest['segments'])} segments on {', '.join(engines) or 'host only'}, "
@@ -56,6 +79,8 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
                    f"{', '.join(manifest['guarded']['guard'])} equal the samples' values")
     elif "guard_skipped" in manifest:
         click.echo(f"  no guarded program: {manifest['guard_skipped']}")
+    if "timed_on" in manifest:
+        click.echo(f"  candidates timed on {describe_device(manifest['timed_on'])}")
     auto = manifest.get("auto")
     if auto:
         times = ", ".join(f"{k} {v:.3f} ms" for k, v in sorted(auto.get("measured_ms", {}).items()))
@@ -71,21 +96,35 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
 @click.option("--random", "random_cases", default=0, show_default=True, help="Also this many random inputs.")
 @click.option("--force-paths", is_flag=True, help="Fail unless every branch was taken.")
 @click.option("--shape", "shapes", multiple=True, metavar="DIM=SIZE", help="Symbolic dimension sizes.")
+@click.option("--rtol", type=float, default=1e-3, show_default=True,
+              help="Relative tolerance of the output comparison.")
+@click.option("--atol", type=float, default=1e-4, show_default=True,
+              help="Absolute tolerance of the output comparison.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Write the validation report.")
+@device_options
 def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: int,
-             force_paths: bool, shapes: tuple[str, ...], json_path: Path | None) -> None:
-    """Differential test of a bundle against ONNX Runtime on the original model."""
+             force_paths: bool, shapes: tuple[str, ...], rtol: float, atol: float,
+             json_path: Path | None, **device: Any) -> None:
+    """Differential test of a bundle against ONNX Runtime on the original model.
+
+    The reference always runs here; the bundle runs on --device (default: here), so a
+    bundle cross-compiled for a board is checked on that board."""
     import json
 
-    from edgert.dynamic import validate as run_validate
+    from edgert.devices.execute import case_runner
+    from edgert.dynamic.validate import validate as run_validate
 
-    report = run_validate(bundle, reference, cases=cases, random=random_cases,
-                          force_paths=force_paths, dims=parse_dims(shapes))
+    with case_runner(address_from(**device), bundle, "bundle") as (runner, facts):
+        report = run_validate(bundle, reference, cases=cases, random=random_cases,
+                              force_paths=force_paths, dims=parse_dims(shapes), rtol=rtol,
+                              atol=atol, runner=runner, device=facts)
     if json_path:
         json_path.write_text(json.dumps(report, indent=1) + "\n")
     click.echo(f"{report['status']}: {len(report['cases'])} inputs, max abs error "
-               f"{report['max_abs_error']:.3g}, max rel error {report['max_rel_error']:.3g}")
+               f"{report['max_abs_error']:.3g}, max rel error {report['max_rel_error']:.3g} "
+               f"(rtol {rtol:g}, atol {atol:g})")
+    click.echo(f"bundle ran on: {describe_device(facts)}")
     click.echo(f"paths taken: {', '.join(sorted(report['paths']))}")
     if set(report["programs"]) != {"main"}:
         runs = ", ".join(f"{name} x{n}" for name, n in sorted(report["programs"].items()))
@@ -99,4 +138,15 @@ def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: in
                    f"{', '.join(report['control_flow_in_engine'])}")
     for case in report["near_threshold"]:
         click.echo(f"near a threshold (within numerical noise): {case}")
+    for case in report["cases"]:
+        if not case["ok"] and not case.get("near_threshold"):
+            click.echo(f"failed: {case['case']}: " + (case["error"] if "error" in case else
+                       f"max abs error {case['max_abs_error']:.3g} on path {case['path']}"))
     sys.exit(report["exit_code"])
+
+
+def describe_device(facts: dict[str, Any]) -> str:
+    """One line naming where something ran, with EMULATED when it was an emulator."""
+    line = (f"{facts.get('hostname', '?')} ({facts.get('arch', '?')}, {facts.get('cpu_model', '?')}, "
+            f"via {facts.get('transport', 'local')})")
+    return line + (" [EMULATED]" if facts.get("emulated") else "")

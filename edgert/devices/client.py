@@ -13,7 +13,7 @@ import edgert
 from edgert.device_agents import protocol
 from edgert.device_agents.channel import Channel
 from edgert.device_agents.transports import TransportClosed, TransportTimeout
-from edgert.errors import DeviceError, EdgertError, from_dict
+from edgert.errors import DeviceError, EdgertError, UsageError, from_dict
 from edgert.hashing import sha256_file
 
 CHUNK_BYTES = 1 << 20  # with UPLOAD_WINDOW in flight: measured best over SSH (benchmarks/transport.py)
@@ -21,6 +21,10 @@ UPLOAD_WINDOW = 4
 SERIAL_CHUNK_BYTES = 64 << 10  # ~6 s per chunk at 115200 baud, so progress and timeouts stay sane
 GOODBYE_TIMEOUT_S = 5.0
 SILENCE_TIMEOUT_S = 30.0  # the agent heartbeats every 2 s while busy; silence this long means dead
+# An emulated board runs native code many times slower, and a native call that holds the GIL
+# stops the heartbeat thread meanwhile: loading TVM's FFI library (import tvm_ffi) takes 33 s
+# under qemu-aarch64 on a 2-core x86 host, so an emulated agent gets this much silence instead.
+EMULATED_SILENCE_TIMEOUT_S = 180.0
 
 
 class AgentClient:
@@ -35,6 +39,8 @@ class AgentClient:
         self._on_close: list[Callable[[], None]] = []
         self._ids = itertools.count(1)
         self.capabilities = self._open_session()
+        if self.capabilities.emulated:
+            self.silence_timeout = max(silence_timeout, EMULATED_SILENCE_TIMEOUT_S)
 
     def _open_session(self) -> protocol.Capabilities:
         """Read the agent's hello and open a session.
@@ -183,3 +189,34 @@ class AgentClient:
                                         "target": target,
                                         "feeds": {k: protocol.pack_array(v) for k, v in feeds.items()}})
         return [np.array(protocol.unpack_array(o)) for o in reply["outputs"]]
+
+    def run_cases(self, model: Path, backend: str, cases: list[dict[str, np.ndarray]],
+                  target: str = "host") -> list[dict[str, Any]]:
+        """``edgert.execute.run_cases`` on the device: one record per case (outputs, the path
+        a bundle took, or the error it gave), in as few artifact.run requests as fit a frame."""
+        sha = self.upload(model)
+        records: list[dict[str, Any]] = []
+        while len(records) < len(cases):
+            batch = _batch(cases, len(records))
+            result = self.call(protocol.ARTIFACT_RUN, protocol.artifact_run_params(
+                sha, model.suffix, backend, batch, target))
+            done, got = protocol.read_artifact_run_result(result)
+            if done < 1:
+                raise DeviceError("the agent returned no outputs for artifact.run")
+            records += got
+        return records
+
+
+def _batch(cases: list[dict[str, np.ndarray]], start: int) -> list[dict[str, np.ndarray]]:
+    """Cases from ``start`` whose inputs fit the frame budget together (at least one)."""
+    size, end = 0, start
+    while end < len(cases):
+        size += protocol.array_bytes(cases[end])
+        if size > protocol.CASES_BUDGET_BYTES:
+            break
+        end += 1
+    if end == start:
+        raise UsageError(f"input case {start} is {protocol.array_bytes(cases[start])} bytes, above "
+                         f"the {protocol.CASES_BUDGET_BYTES}-byte budget of one protocol frame",
+                         case=start)
+    return cases[start:end]

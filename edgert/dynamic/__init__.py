@@ -18,7 +18,11 @@ _HOST = {"compile": ".compiler", "validate": ".validate"}  # name -> module defi
 
 def __getattr__(name: str) -> Any:
     if name in _HOST:
-        return getattr(importlib.import_module(_HOST[name], __name__), name)
+        value = getattr(importlib.import_module(_HOST[name], __name__), name)
+        # importing .validate set this package's ``validate`` to the submodule: the function
+        # replaces it, or the next lookup would return the module
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

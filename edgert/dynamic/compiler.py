@@ -2,14 +2,19 @@
 
 normalize -> partition -> prepare each segment on an engine (``engines``) -> write the
 bundle. With ``backend="auto"`` every segment is timed on each engine that can build
-it (on this machine, with inputs captured from sample runs) and the faster one kept;
-then that partitioned bundle is timed against the whole model as one ORT segment
-(``whole``), and the faster of the two is written. All times go into the manifest.
-When the target is another machine nothing is timed and TVM is preferred.
+it (with inputs captured from sample runs) and the faster one kept; then that
+partitioned bundle is timed against the whole model as one ORT segment (``whole``), and
+the faster of the two is written. The timing happens where the bundle will run: on this
+machine, or with a ``timer`` on a device whose agent times each candidate as a bundle
+(``candidates``). All times go into the manifest with the facts of where they were
+taken (``timed_on``). For another machine's target without a timer, auto refuses:
+times taken here would choose engines for the wrong CPU.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -17,14 +22,16 @@ import numpy as np
 
 import edgert
 from edgert.backends import TensorSpec
-from edgert.errors import BackendError, EdgertError, InputError, ModelError, UsageError
+from edgert.errors import (BackendError, DeviceError, EdgertError, InputError, ModelError,
+                           UsageError)
 from edgert.tensors import FeedCheck
 
 from . import engines, guard, whole
 from .bundle import npy_bytes, write_bundle
 from .normalize import NormalizedModel, normalize
 from .partition import Partition, Segment, partition
-from .runtime import machine_arch
+from .candidates import BundleTimer, keep, segment_bundle
+from .runtime import arch_name, machine_arch
 from .specialize import fold_constants
 
 BACKENDS = ("ort", "tvm", "auto")
@@ -48,7 +55,8 @@ def target_arch(target: str) -> str:
 def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
             out: Path | None = None, cache_dir: Path | None = None,
             threads: int | None = None, tuning_db: Path | None = None,
-            samples: Sequence[Mapping[str, np.ndarray]] | None = None) -> Path:
+            samples: Sequence[Mapping[str, np.ndarray]] | None = None,
+            timer: BundleTimer | None = None, keep_candidates: Path | None = None) -> Path:
     """Compile ``model_path`` into a bundle; returns the bundle's path.
 
     ``tuning_db``: an ``edgert tune`` database whose records TVM segments use (each
@@ -58,6 +66,9 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
     times on and the paths it sees. With ``backend="tvm"``, when some segment falls back
     to ORT, small integer inputs that had one value in every sample get a guarded
     program specialised to that value (``guard``).
+    ``timer``: times auto's candidates on a device (``edgert.devices.timer``) instead of here.
+    ``keep_candidates``: a directory that receives every candidate auto timed, as a bundle,
+    with the inputs it was timed on (``candidates.keep``).
     """
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r} for dynamic compilation; choose one of "
@@ -66,6 +77,7 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
         raise UsageError("a tuning database applies to TVM segments; use --backend tvm or auto")
     model_path = Path(model_path)
     arch = target_arch(target)
+    timed_on = _timing_place(backend, target, arch, timer)
     norm = normalize(model_path)
     graph = norm.model.graph
     inputs = [engines.spec(i) for i in graph.input if i.name not in {t.name for t in graph.initializer}]
@@ -74,8 +86,8 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
     part = partition(norm)
     host_folded = fold_constants(part)
     candidates = engines.candidates(backend, target)
-    # auto on this machine also times the whole model as one ORT segment (see ``whole``)
-    whole_candidate = backend == "auto" and arch == machine_arch() and engines.available("ort")
+    # auto also times the whole model as one ORT segment (see ``whole``)
+    whole_candidate = backend == "auto" and engines.available("ort")
     seen = (engines.probe(part, graph, samples=samples)
             if ("tvm" in candidates or whole_candidate) and engines.available("ort")
             else engines.Probe({}, {}))
@@ -84,12 +96,7 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
                             tuning_db)
              for seg in part.segments}
     if len(candidates) > 1:
-        if arch == machine_arch():
-            _choose_fastest(part, built, seen, threads)
-        else:
-            for options in built.values():
-                _keep(options, "tvm" if "tvm" in options else "ort",
-                      "target is not this machine: not timed, TVM preferred")
+        _choose_fastest(part, built, seen, threads, _Timing(timer, target, arch, keep_candidates))
     segments, consts, members = _contents(part, built)
     extra: dict[str, Any] = {}
     if fallback and samples and any(art.note.get("fallback_from")
@@ -111,10 +118,36 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
         "program": part.program, "segments": segments, "consts": consts,
         "host_folded": host_folded, **extra,
     }
+    if timed_on is not None:
+        manifest["timed_on"] = timed_on
     if whole_candidate:
-        manifest, members = whole.choose(norm, manifest, members, seen.inputs, threads)
+        manifest, members = whole.choose(norm, manifest, members, seen.inputs, threads,
+                                         timer, keep_candidates)
     out = Path(out) if out is not None else model_path.with_suffix(SUFFIX)
     return write_bundle(out, manifest, members)
+
+
+def _timing_place(backend: str, target: str, arch: str,
+                  timer: BundleTimer | None) -> dict[str, Any] | None:
+    """Facts of the machine auto times on (None when nothing is timed); refuses a timer
+    of another architecture than the target, and timing here for another machine's target."""
+    if backend != "auto":
+        return None
+    if timer is not None:
+        device_arch = arch_name(str(timer.facts.get("arch", "")))
+        if device_arch != arch:
+            raise UsageError(f"the timing device is {device_arch or 'of unknown architecture'} but "
+                             f"the target {target!r} builds for {arch}: pass the --target of "
+                             f"that device", device_arch=device_arch, target_arch=arch)
+        return dict(timer.facts)
+    if arch != machine_arch():
+        raise UsageError(f"--backend auto times every candidate where the bundle will run, and "
+                         f"target {target!r} ({arch}) is not this {machine_arch()} machine: "
+                         f"pass --device (a board of that target) or pick a backend "
+                         f"(--backend tvm or ort)", target=target)
+    from edgert import device_facts
+
+    return dict(device_facts.collect("local"), emulated=False)
 
 
 def _checked_samples(samples: Sequence[Mapping[str, np.ndarray]],
@@ -219,9 +252,38 @@ def _keep(options: dict[str, engines.Artifact], engine: str, reason: str,
     options[engine] = art
 
 
+@dataclasses.dataclass(frozen=True)
+class _Timing:
+    """Where segment candidates are timed: here (no timer) or on the timer's device."""
+
+    timer: BundleTimer | None
+    target: str
+    arch: str
+    keep_dir: Path | None
+
+    def segment_ms(self, seg: Segment, engine: str, art: engines.Artifact,
+                   sample: dict[str, np.ndarray], threads: int | None) -> float:
+        if self.timer is None and self.keep_dir is None:
+            return engines.time_ms(engine, art, sample, threads)
+        with tempfile.TemporaryDirectory(prefix="edgert-cand-") as tmp:
+            bundle = segment_bundle(Path(tmp) / f"{seg.id}.{engine}.edgert", seg, art,
+                                    self.target, self.arch)
+            keep(self.keep_dir, bundle, [sample])
+            if self.timer is None:
+                return engines.time_ms(engine, art, sample, threads)
+            return self.timer.bundle_ms(bundle, [sample])
+
+    def where(self) -> str:
+        if self.timer is None:
+            return "this machine"
+        facts = self.timer.facts
+        return (f"the device {facts.get('hostname', '?')} ({facts.get('arch', '?')}"
+                f"{', emulated' if facts.get('emulated') else ''}; see timed_on)")
+
+
 def _choose_fastest(part: Partition, built: dict[str, dict[str, engines.Artifact]],
-                    seen: engines.Probe, threads: int | None) -> None:
-    """Time each segment on each engine it built for; keep the faster (host-measured)."""
+                    seen: engines.Probe, threads: int | None, timing: _Timing) -> None:
+    """Time each segment on each engine it built for, where ``timing`` says; keep the faster."""
     feeds = seen.feeds
     for seg in part.segments:
         options = built[seg.id]
@@ -234,11 +296,13 @@ def _choose_fastest(part: Partition, built: dict[str, dict[str, engines.Artifact
         timing_failed: dict[str, str] = {}
         for engine, art in options.items():
             try:
-                times[engine] = engines.time_ms(engine, art, sample, threads)
+                times[engine] = timing.segment_ms(seg, engine, art, sample, threads)
+            except DeviceError:
+                raise  # the link or the agent failed, not this candidate
             except EdgertError as exc:
                 timing_failed[engine] = _first_line(exc.message)
         best = min(times, key=times.get) if times else "ort"
-        reason = ("fastest median time on this machine at compile time" if times
+        reason = (f"fastest median time on {timing.where()} at compile time" if times
                   else "no engine could be timed")
         _keep(options, best, reason, times)
         if timing_failed:

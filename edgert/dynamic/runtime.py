@@ -23,8 +23,12 @@ _ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
 
 def machine_arch() -> str:
     """This machine's CPU architecture, spelled as bundles record it."""
-    arch = platform.machine().lower()
-    return _ARCH_ALIASES.get(arch, arch)
+    return arch_name(platform.machine())
+
+
+def arch_name(machine: str) -> str:
+    """A ``platform.machine()`` string (of any machine) spelled as bundles record it."""
+    return _ARCH_ALIASES.get(machine.lower(), machine.lower())
 
 
 def inspect(bundle_path: Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Compare a bundle with ONNX Runtime on the original model (host only).
+"""Compare a bundle, run here or on a device, with ONNX Runtime on the original model here.
 
 The report says how far the outputs are apart, which paths and segments the inputs
 exercised, which If decisions were within numerical noise of flipping (a mismatch there
@@ -6,15 +6,17 @@ is a different path, not a wrong kernel), and an exit status for the CLI.
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from edgert.errors import InputError, ModelError, UsageError
+from edgert.backends import TensorSpec
+from edgert.errors import ModelError, UsageError
 from edgert.tensors import random_feeds
 
-from .runtime import load
+from .runtime import inspect
 
 REPORT_SCHEMA = "edgert.validate/1"
 
@@ -26,11 +28,17 @@ def load_cases(cases: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
     if cases is None:
         return []
     if isinstance(cases, (str, Path)):
-        with np.load(cases, allow_pickle=False) as arrays:
-            grouped: dict[str, dict[str, np.ndarray]] = {}
-            for key in arrays.files:
-                case, _, name = key.rpartition("/")
-                grouped.setdefault(case or "case0", {})[name] = arrays[key]
+        grouped: dict[str, dict[str, np.ndarray]] = {}
+        try:
+            arrays = np.load(cases, allow_pickle=False)
+            if not isinstance(arrays, np.lib.npyio.NpzFile):
+                raise ValueError("it is one array, not an .npz of named inputs (np.savez)")
+            with arrays:
+                for key in arrays.files:
+                    case, _, name = key.rpartition("/")
+                    grouped.setdefault(case or "case0", {})[name] = arrays[key]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise UsageError(f"cannot read input cases from {cases}: {exc}", path=str(cases)) from exc
         return sorted(grouped.items())
     return [(f"case{i}", dict(feed)) for i, feed in enumerate(cases)]
 
@@ -68,10 +76,14 @@ def _errors(got: np.ndarray, want: np.ndarray, atol: float) -> tuple[float, floa
     return float(diff.max()), float(rel.max())
 
 
+Runner = Callable[[list[dict[str, np.ndarray]]], list[dict[str, Any]]]
+
+
 def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int = 0,
              force_paths: bool = False, *, dims: Mapping[str, int] | None = None,
              seed: int = 0, rtol: float = 1e-3, atol: float = 1e-4,
-             noise: float = 1e-4) -> dict[str, Any]:
+             noise: float = 1e-4, runner: Runner | None = None,
+             device: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run ``cases`` (feeds or an .npz) and ``random`` seeded inputs through both and compare.
 
     ``force_paths``: fail unless every If branch in the program was taken by some input; a
@@ -79,57 +91,64 @@ def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int
     which branches ran, so asking for it there is a UsageError.
     ``noise``: an If whose compared operands are closer than this is reported as near
     its threshold; a mismatch on such an input does not fail validation.
+    ``runner``: runs the bundle on a list of feeds (``edgert.execute.run_cases`` records);
+    default: on this machine. ``device``: facts about where it ran, copied into the report.
     """
     import onnxruntime as ort
 
+    from edgert.execute import run_cases
+
+    if rtol < 0 or atol < 0:
+        raise UsageError(f"tolerances must not be negative (rtol={rtol}, atol={atol})")
     todo = load_cases(cases)
-    with load(bundle) as runtime:
-        hidden = sorted(set(_engine_control_flow(runtime.manifest["program"]["body"])))
-        if force_paths and hidden:
-            raise UsageError(
-                f"cannot check path coverage of {Path(bundle).name}: its control flow "
-                f"({', '.join(hidden)}) runs inside one engine call, out of the host's sight; "
-                f"compile with --backend ort or tvm for a bundle whose branches can be checked",
-                control_flow=hidden)
-        todo += [(f"random{i}", random_feeds(runtime.inputs, dims or {}, seed + i))
-                 for i in range(random)]
-        if not todo:
-            raise UsageError("nothing to validate: pass cases or random=N")
-        reference = ort.InferenceSession(str(reference_model), providers=["CPUExecutionProvider"])
-        ref_names = [o.name for o in reference.get_outputs()]
-        runtime.record_margins = True
-        results, taken, exercised = [], set(), set()
-        programs: dict[str, int] = {}  # runs per program ("guarded": the specialised one)
-        for case, feeds in todo:
-            try:
-                got = runtime.run(feeds)
-            except InputError as exc:
-                results.append({"case": case, "ok": False, "error": exc.message})
-                continue
-            try:
-                want = reference.run(ref_names, feeds)
-            except Exception as exc:  # ORT's untyped errors: the reference does not fit the bundle
-                raise ModelError(f"the reference model {Path(reference_model).name} cannot run the "
-                                 f"bundle's inputs (is it the model the bundle was compiled from?): "
-                                 f"{exc}", reference=str(reference_model)) from exc
-            errs = [_errors(np.asarray(g), np.asarray(w), atol) for g, w in zip(got, want)]
-            ok = all(np.allclose(g, w, rtol=rtol, atol=atol) if g.shape == np.shape(w) else False
-                     for g, w in zip(got, want))
-            path = runtime.last_path
-            near = [{"node": e["node"], "margin": e["margin"]} for e in path.events
-                    if e["kind"] == "if" and e.get("margin", np.inf) <= noise]
-            prefix = "" if path.program == "main" else f"{path.program}:"
-            taken.update((prefix + e["node"], e["branch"]) for e in path.events if e["kind"] == "if")
-            programs[path.program] = programs.get(path.program, 0) + 1
-            exercised.update(path.segments)
-            results.append({"case": case, "ok": ok, "path": path.key(),
-                            "max_abs_error": max((a for a, _ in errs), default=0.0),
-                            "max_rel_error": max((r for _, r in errs), default=0.0),
-                            "near_threshold": near})
-        all_branches = set(_branches(runtime.manifest["program"]["body"]))
-        if "guarded" in runtime.manifest:
-            all_branches.update(_branches(runtime.manifest["guarded"]["program"]["body"], "guarded"))
-        all_segments = {s["id"] for s in runtime.manifest["segments"]}
+    manifest = inspect(bundle)
+    hidden = sorted(set(_engine_control_flow(manifest["program"]["body"])))
+    if force_paths and hidden:
+        raise UsageError(
+            f"cannot check path coverage of {Path(bundle).name}: its control flow "
+            f"({', '.join(hidden)}) runs inside one engine call, out of the host's sight; "
+            f"compile with --backend ort or tvm for a bundle whose branches can be checked",
+            control_flow=hidden)
+    inputs = [TensorSpec.from_dict(d) for d in manifest["inputs"]]
+    todo += [(f"random{i}", random_feeds(inputs, dims or {}, seed + i)) for i in range(random)]
+    if not todo:
+        raise UsageError("nothing to validate: pass cases or random=N")
+    reference = ort.InferenceSession(str(reference_model), providers=["CPUExecutionProvider"])
+    ref_names = [o.name for o in reference.get_outputs()]
+    runner = runner or (lambda feeds: run_cases(Path(bundle), "bundle", feeds))
+    records = runner([feeds for _, feeds in todo])
+    results, taken, exercised = [], set(), set()
+    programs: dict[str, int] = {}  # runs per program ("guarded": the specialised one)
+    for (case, feeds), record in zip(todo, records):
+        if "error" in record:
+            results.append({"case": case, "ok": False, "error": record["error"]})
+            continue
+        try:
+            want = reference.run(ref_names, feeds)
+        except Exception as exc:  # ORT's untyped errors: the reference does not fit the bundle
+            raise ModelError(f"the reference model {Path(reference_model).name} cannot run the "
+                             f"bundle's inputs (is it the model the bundle was compiled from?): "
+                             f"{exc}", reference=str(reference_model)) from exc
+        got = record["outputs"]
+        errs = [_errors(np.asarray(g), np.asarray(w), atol) for g, w in zip(got, want)]
+        ok = len(got) == len(want) and all(
+            np.allclose(g, w, rtol=rtol, atol=atol) if np.shape(g) == np.shape(w) else False
+            for g, w in zip(got, want))
+        path = record["path"]
+        near = [{"node": e["node"], "margin": e["margin"]} for e in path["events"]
+                if e["kind"] == "if" and e.get("margin", np.inf) <= noise]
+        prefix = "" if path["program"] == "main" else f"{path['program']}:"
+        taken.update((prefix + e["node"], e["branch"]) for e in path["events"] if e["kind"] == "if")
+        programs[path["program"]] = programs.get(path["program"], 0) + 1
+        exercised.update(path["segments"])
+        results.append({"case": case, "ok": ok, "path": path["key"],
+                        "max_abs_error": max((a for a, _ in errs), default=0.0),
+                        "max_rel_error": max((r for _, r in errs), default=0.0),
+                        "near_threshold": near})
+    all_branches = set(_branches(manifest["program"]["body"]))
+    if "guarded" in manifest:
+        all_branches.update(_branches(manifest["guarded"]["program"]["body"], "guarded"))
+    all_segments = {s["id"] for s in manifest["segments"]}
     failed = [r for r in results if not r["ok"] and not r.get("near_threshold")]
     untaken = sorted(all_branches - taken)
     status = "fail" if failed or (force_paths and untaken) else "pass"
@@ -139,6 +158,7 @@ def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int
             paths[r["path"]] = paths.get(r["path"], 0) + 1
     return {
         "schema": REPORT_SCHEMA, "bundle": str(bundle), "reference": str(reference_model),
+        "device": dict(device) if device is not None else None,
         "tolerance": {"rtol": rtol, "atol": atol, "noise": noise},
         "cases": results,
         "max_abs_error": max((r.get("max_abs_error", 0.0) for r in results), default=0.0),

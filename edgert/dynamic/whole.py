@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from edgert.errors import EdgertError, ModelError
+from edgert.errors import DeviceError, EdgertError, ModelError
 
 from . import engines
 from .bundle import write_bundle
+from .candidates import BundleTimer, keep
 from .graphs import iter_graphs
 from .normalize import CONTROL_FLOW, NormalizedModel
 from .partition import Segment
@@ -62,10 +63,12 @@ def whole_program(seg: Segment, control_flow: list[str]) -> dict[str, Any]:
 
 
 def choose(norm: NormalizedModel, manifest: dict[str, Any], members: dict[str, bytes],
-           inputs: list[dict[str, np.ndarray]], threads: int | None
+           inputs: list[dict[str, np.ndarray]], threads: int | None,
+           timer: BundleTimer | None = None, keep_dir: Path | None = None
            ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The faster of the partitioned bundle (``manifest``, ``members``) and the whole model
-    on ORT, timed here on ``inputs``; the result's manifest says which, why, and both times."""
+    on ORT, timed on ``inputs`` here or by ``timer`` on its device; the result's manifest
+    says which, why, and both times. ``keep_dir`` receives both candidates and the inputs."""
     seg = whole_segment(norm)
     try:
         art = engines.prepare("ort", seg, "host", None)
@@ -84,12 +87,18 @@ def choose(norm: NormalizedModel, manifest: dict[str, Any], members: dict[str, b
         bundles = {name: write_bundle(Path(tmp) / f"{name}.edgert", man, mem)
                    for name, (man, mem) in (("whole_model", (whole, whole_members)),
                                             ("partitioned", (manifest, members)))}
-        times, failed = time_bundles_ms(bundles, inputs, threads)
+        for bundle in bundles.values():
+            keep(keep_dir, bundle, inputs)
+        times, failed = (time_bundles_ms(bundles, inputs, threads) if timer is None
+                         else _device_ms(bundles, inputs, timer))
     if len(times) == 2:
         chosen = ("partitioned" if times["partitioned"] < (1 - MARGIN) * times["whole_model"]
                   else "whole_model")
-        reason = (f"fastest round over the sample inputs (compile --samples, else seeded random "
-                  f"ones) on this machine at compile time (the partitioned bundle must be more than {MARGIN:.0%} faster to be kept)")
+        how = ("fastest round over the sample inputs" if timer is None
+               else "mean of the device's median times over the sample inputs")
+        where = "this machine" if timer is None else "the device in timed_on"
+        reason = (f"{how} (compile --samples, else seeded random ones) on {where} at compile "
+                  f"time (the partitioned bundle must be more than {MARGIN:.0%} faster to be kept)")
     else:
         chosen = next(iter(times), "partitioned")
         reason = ("the other candidate failed to run (see timing_failed)" if times
@@ -131,6 +140,21 @@ def time_bundles_ms(bundles: dict[str, Path], inputs: list[dict[str, np.ndarray]
                 failed[name] = exc.message.strip().splitlines()[0][:300]
                 del fastest[name]
     return {name: ns / len(inputs) / 1e6 for name, ns in fastest.items()}, failed
+
+
+def _device_ms(bundles: dict[str, Path], inputs: list[dict[str, np.ndarray]],
+               timer: BundleTimer) -> tuple[dict[str, float], dict[str, str]]:
+    """``time_bundles_ms`` on ``timer``'s device: each candidate uploaded and timed there."""
+    times: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    for name, path in bundles.items():
+        try:
+            times[name] = timer.bundle_ms(path, inputs)
+        except DeviceError:
+            raise  # the link or the agent failed, not this candidate
+        except EdgertError as exc:
+            failed[name] = exc.message.strip().splitlines()[0][:300]
+    return times, failed
 
 
 def _fastest_round_ns(runtime: Any, inputs: list[dict[str, np.ndarray]]) -> float:

@@ -39,7 +39,8 @@ def source_tree(repo: Path = REPO) -> Path:
     tree = Path(tempfile.gettempdir()) / f"edgert-board-src-{os.getuid()}-{key}"
     package = tree / "edgert"
     package.mkdir(parents=True, exist_ok=True)
-    wanted = {entry.name: entry for entry in (repo / "edgert").iterdir()}
+    # __pycache__ stays a real directory of the tree: the board's Python writes its .pyc there
+    wanted = {entry.name: entry for entry in (repo / "edgert").iterdir() if entry.name != "__pycache__"}
     wanted.update({name: repo / folder for name, folder in MAPPED.items()})
     for name, target in wanted.items():
         link = package / name
@@ -50,7 +51,7 @@ def source_tree(repo: Path = REPO) -> Path:
             except FileExistsError:  # another process laid the same link meanwhile
                 pass
     for stale in package.iterdir():
-        if stale.name not in wanted:
+        if stale.name not in wanted and stale.name != "__pycache__":
             stale.unlink(missing_ok=True)
     return tree
 

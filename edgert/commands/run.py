@@ -1,0 +1,69 @@
+"""`edgert run`: run a model or bundle once per input on a device and bring the outputs back."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgert.commands.dynamic import describe_device
+from edgert.commands.options import address_from, device_options, parse_pairs
+from edgert.errors import UsageError
+
+
+@click.command()
+@click.argument("model")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
+              help="One input from a .npy file (repeat for each input).")
+@click.option("--cases", type=click.Path(path_type=Path), default=None,
+              help="Several inputs as an .npz (arrays named like the inputs, or CASE/INPUT).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Write the outputs here as an .npz (OUTPUT, or CASE/OUTPUT with --cases).")
+@click.option("--backend", default=None,
+              help="Engine for a model file [default: ort; a bundle runs its own engines].")
+@click.option("--target", default="host", show_default=True, help="TVM target: host or aarch64.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write where it ran and, per input, the path a bundle took.")
+@device_options
+def run(model: str, inputs: tuple[str, ...], cases: Path | None, output: Path,
+        backend: str | None, target: str, json_path: Path | None, **device: Any) -> None:
+    """Run MODEL (or a bundle) on --device and write its outputs (and a bundle's path)."""
+    import json
+
+    import numpy as np
+
+    from edgert.devices.execute import case_runner
+    from edgert.dynamic.validate import load_cases
+    from edgert.runner import BUNDLE_SUFFIX
+    from edgert.tensors import load_feeds
+    from edgert.zoo import resolve as resolve_model
+
+    if bool(inputs) == bool(cases):
+        raise UsageError("pass the inputs either as --input NAME=FILE.npy or as --cases FILE.npz")
+    path = resolve_model(model)
+    bundle = path.suffix == BUNDLE_SUFFIX
+    if bundle and backend not in (None, "bundle"):
+        raise UsageError(f"{path.name} is a bundle: its engines were chosen at compile time "
+                         f"(leave out --backend)")
+    todo = (load_cases(cases) if cases is not None
+            else [("", load_feeds({k: Path(v) for k, v in parse_pairs(inputs, "--input").items()}))])
+    with case_runner(address_from(**device), path, "bundle" if bundle else backend or "ort",
+                     target) as (runner, facts):
+        records = runner([feeds for _, feeds in todo])
+    arrays: dict[str, np.ndarray] = {}
+    summary: list[dict[str, Any]] = []
+    for (case, _), record in zip(todo, records):
+        prefix = f"{case}/" if cases is not None else ""
+        if "error" in record:
+            raise UsageError(f"{prefix or 'the input '}was refused by the bundle: {record['error']}")
+        arrays.update({prefix + name: value for name, value in zip(record["names"], record["outputs"])})
+        shapes = ", ".join(f"{n} {list(np.shape(v))}" for n, v in zip(record["names"], record["outputs"]))
+        path_taken = f"  path: {record['path']['key']}" if "path" in record else ""
+        summary.append({"case": case or None, "outputs": record["names"],
+                        "path": record["path"] if "path" in record else None})
+        click.echo(f"{case or 'outputs'}: {shapes}{path_taken}")
+    np.savez(output, **arrays)
+    if json_path is not None:
+        json_path.write_text(json.dumps({"schema": "edgert.run/1", "model": str(path),
+                                         "device": facts, "cases": summary}, indent=1) + "\n")
+    click.echo(f"wrote {output} (ran on {describe_device(facts)})")

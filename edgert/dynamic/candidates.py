@@ -1,0 +1,71 @@
+"""``backend="auto"``'s candidates as bundle files, for timing them on a device (host only).
+
+A segment built for one engine becomes a bundle of one call step, so the device's agent
+times it with the same loop as any bundle (``bench.run``), and ``compile
+--keep-candidates DIR`` leaves every timed candidate there with the inputs it was timed on:
+``edgert bench FILE --device ...`` then re-times exactly what auto compared.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+import edgert
+
+from . import engines
+from .bundle import write_bundle
+from .partition import Segment
+from .program import PROGRAM_VERSION
+
+INPUTS_SUFFIX = ".inputs.npz"  # CASE/INPUT arrays, the convention of --cases and --samples
+
+
+class BundleTimer(Protocol):
+    """Times bundles somewhere other than this process (``edgert.devices.timer.DeviceTimer``)."""
+
+    facts: dict[str, Any]  # device facts of where the times are taken, "emulated" included
+
+    def bundle_ms(self, bundle: Path, inputs: list[dict[str, np.ndarray]]) -> float:
+        """Mean over ``inputs`` of the median milliseconds per run."""
+
+
+def segment_bundle(path: Path, seg: Segment, art: engines.Artifact, target: str,
+                   target_arch: str) -> Path:
+    """``seg`` on ``art``'s engine as a bundle whose program is one call of it."""
+    import onnx
+
+    entry, members = engines.manifest_entry(seg, art)
+    graph = onnx.load_from_string(seg.model_bytes).graph
+    step = {"op": "call", "segment": seg.id, "inputs": seg.inputs, "outputs": seg.outputs}
+    manifest = {
+        "created_by": f"edgert {edgert.__version__}",
+        "source": {"name": f"{seg.id} (an auto candidate)", "sha256": seg.sha256},
+        "target": target, "target_arch": target_arch if art.engine == "tvm" else "any",
+        "engines": {art.engine: engines.version(art.engine)},
+        "inputs": _input_specs(entry, graph), "outputs": [engines.spec(o).to_dict() for o in graph.output],
+        "program": {"version": PROGRAM_VERSION,
+                    "body": {"inputs": seg.inputs, "steps": [step], "outputs": seg.outputs}},
+        "segments": [entry], "consts": {}, "host_folded": [],
+    }
+    return write_bundle(path, manifest, members)
+
+
+def _input_specs(entry: dict[str, Any], graph: Any) -> list[dict[str, Any]]:
+    """Every segment input's spec: the one it was built for, else the graph's."""
+    built = {d["name"]: d for d in entry["input_specs"]}
+    return [built.get(i.name) or engines.spec(i).to_dict() for i in graph.input
+            if i.name in entry["inputs"]]
+
+
+def keep(directory: Path | None, bundle: Path, inputs: list[dict[str, np.ndarray]]) -> None:
+    """Copy a timed candidate and the inputs it was timed on into ``directory`` (if any)."""
+    if directory is None:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(bundle, directory / bundle.name)
+    np.savez(directory / (bundle.stem + INPUTS_SUFFIX),
+             **{f"case{i}/{name}": np.asarray(value)
+                for i, feeds in enumerate(inputs) for name, value in feeds.items()})

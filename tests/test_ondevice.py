@@ -1,0 +1,288 @@
+"""validate, run and compile --backend auto with --device: bundles cross-compiled here for
+aarch64 run on the emulated arm64 board (qemu behind a real sshd), outputs compared with
+ONNX Runtime on this host; a host agent over TCP shows the same commands on another transport.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from arm64 import address, board_root, device_args
+from conftest import REPO, run_cli
+
+ZOO = REPO / "edgert" / "zoo" / "dynamic"
+ZOO_MODELS = sorted(p.stem for p in ZOO.glob("*.onnx"))
+DEFAULT = ("early_exit_cnn", "moe_top1")  # the default suite's two; the rest are slow
+
+
+@pytest.fixture(scope="module")
+def root() -> Path:
+    built, why = board_root()
+    if built is None:
+        pytest.skip(why)
+    return built
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("board") / "store"
+
+
+@pytest.fixture(scope="module")
+def arm64_bundles(tmp_path_factory):
+    """name -> the zoo model compiled here with TVM for aarch64 (built on first use)."""
+    out = tmp_path_factory.mktemp("arm64-bundles")
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            path = out / f"{name}.edgert"
+            proc = run_cli("compile", str(ZOO / f"{name}.onnx"), "-o", str(path), "--backend",
+                           "tvm", "--target", "aarch64", "--cache-dir", str(out / "cache"))
+            assert proc.returncode == 0, proc.stderr
+            built[name] = path
+        return built[name]
+    return get
+
+
+def _validate(bundle: Path, name: str, tmp_path: Path, *device: str) -> tuple[object, dict]:
+    report = tmp_path / f"{name}.json"
+    proc = run_cli("validate", str(bundle), "--reference", str(ZOO / f"{name}.onnx"),
+                   "--cases", str(ZOO / f"{name}.npz"), "--random", "2", "--rtol", "1e-3",
+                   "--atol", "1e-4", "--json", str(report), *device)
+    return proc, json.loads(report.read_text()) if report.exists() else {}
+
+
+@pytest.mark.parametrize("name", [n if n in DEFAULT else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in ZOO_MODELS])
+def test_validate_on_the_board_passes_for_every_zoo_model(name, tmp_path, arm64_bundles, sshd,
+                                                          root, store):
+    bundle = arm64_bundles(name)
+    proc, report = _validate(bundle, name, tmp_path, *device_args(sshd, root, store))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert report["status"] == "pass" and report["device"]["arch"] == "aarch64"
+    assert report["device"]["emulated"] is True and report["device"]["transport"] == "ssh"
+    assert "[EMULATED]" in proc.stdout
+    cases = np.load(ZOO / f"{name}.npz").files
+    assert len(report["cases"]) == len({k.rpartition("/")[0] for k in cases}) + 2
+    assert report["segments_exercised"]  # the paths came back from the board
+    # a host run of the same arm64 bundle is refused: it was built for the board
+    here = run_cli("validate", str(bundle), "--reference", str(ZOO / f"{name}.onnx"), "--random", "1")
+    assert here.returncode != 0 and "compiled for aarch64" in here.stderr
+
+
+def _miscompile(bundle: Path, out: Path, cache: Path) -> str:
+    """A consistent but wrong copy of ``bundle``: its first segment's kernel is rebuilt from
+    its ONNX with one weight perturbed, and the bundle sealed again (every digest matches)."""
+    from edgert.dynamic import engines
+    from edgert.dynamic.bundle import Bundle, write_bundle
+    from edgert.dynamic.partition import Segment
+
+    opened = Bundle(bundle)
+    manifest = opened.manifest
+    members = {name: opened.read(name) for name in manifest["members"]}
+    entry = manifest["segments"][0]
+    model = onnx.load_from_string(members[entry["onnx"]])
+    weight = max((t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT),
+                 key=lambda t: np.prod(t.dims))
+    value = onnx.numpy_helper.to_array(weight)
+    weight.CopyFrom(onnx.numpy_helper.from_array(value * 1.5 + 0.1, weight.name))
+    seg = Segment(entry["id"], model.SerializeToString(), entry["inputs"], entry["outputs"],
+                  entry["nodes"], entry["ops"])
+    observed = {d["name"]: {tuple(d["shape"])} for d in entry["input_specs"]
+                if all(isinstance(x, int) and x >= 0 for x in d["shape"])}
+    art = engines.prepare("tvm", seg, manifest["target"], cache, observed or None)
+    assert art.members[art.artifact] != members[entry["artifact"]]
+    members.update(art.members)
+    write_bundle(out, manifest, members)
+    Bundle(out)  # opens: the tamper is consistent, only the numbers are wrong
+    return entry["id"]
+
+
+def test_validate_on_the_board_fails_clearly_on_a_miscompiled_segment(tmp_path, arm64_bundles,
+                                                                      sshd, root, store):
+    name = "early_exit_cnn"
+    bad = tmp_path / "bad.edgert"
+    segment = _miscompile(arm64_bundles(name), bad, tmp_path / "cache")
+    proc, report = _validate(bad, name, tmp_path, *device_args(sshd, root, store))
+    assert proc.returncode == 1, proc.stderr
+    assert report["status"] == "fail" and report["device"]["emulated"] is True
+    assert proc.stdout.startswith("fail:") and "failed: case0: max abs error" in proc.stdout
+    assert segment in report["segments_exercised"]
+    assert all(not c["ok"] for c in report["cases"] if "error" not in c)  # seg 0 runs on every path
+
+
+def test_run_on_the_board_returns_host_onnxruntime_outputs(tmp_path, arm64_bundles, sshd, root,
+                                                          store):
+    import onnxruntime as ort
+
+    name = "early_exit_cnn"
+    model, cases = ZOO / f"{name}.onnx", np.load(ZOO / f"{name}.npz")
+    reference = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    out, summary = tmp_path / "out.npz", tmp_path / "run.json"
+    proc = run_cli("run", str(arm64_bundles(name)), "--cases", str(ZOO / f"{name}.npz"), "-o",
+                   str(out), "--json", str(summary), *device_args(sshd, root, store))
+    assert proc.returncode == 0, proc.stderr
+    got, facts = np.load(out), json.loads(summary.read_text())
+    assert facts["device"]["arch"] == "aarch64" and facts["device"]["emulated"] is True
+    assert len({c["path"]["key"] for c in facts["cases"]}) == 3  # all three exits ran on the board
+    names = [o.name for o in reference.get_outputs()]
+    for key in cases.files:
+        case = key.rpartition("/")[0]
+        for out_name, want in zip(names, reference.run(None, {"x": cases[key]})):
+            np.testing.assert_allclose(got[f"{case}/{out_name}"], want, rtol=1e-4, atol=1e-5)
+    # the ONNX model itself on the board's onnxruntime, one --input
+    np.save(tmp_path / "x.npy", cases["case2/x"])
+    proc = run_cli("run", str(model), "--input", f"x={tmp_path / 'x.npy'}", "-o", str(out),
+                   *device_args(sshd, root, store))
+    assert proc.returncode == 0, proc.stderr
+    for out_name, want in zip(names, reference.run(None, {"x": cases["case2/x"]})):
+        np.testing.assert_allclose(np.load(out)[out_name], want, rtol=1e-4, atol=1e-5)
+    assert "[EMULATED]" in proc.stdout
+
+
+def test_run_on_the_board_refuses_bad_inputs_in_one_line(tmp_path, arm64_bundles, sshd, root, store):
+    np.save(tmp_path / "x.npy", np.zeros((2, 2), np.float32))
+    proc = run_cli("run", str(arm64_bundles("early_exit_cnn")), "--input", f"x={tmp_path / 'x.npy'}",
+                   "-o", str(tmp_path / "o.npz"), *device_args(sshd, root, store))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("edgert: error:") and "refused by the bundle" in proc.stderr
+
+
+def test_compile_auto_on_the_board_times_every_candidate_there(tmp_path, sshd, root, store):
+    """Every candidate is cross-built here and timed by the board's agent: the kept candidate
+    files are the ones the board's store received, the manifest says where (emulated), and
+    the chosen bundle validates on the board."""
+    from edgert.dynamic import inspect
+    from edgert.hashing import sha256_file
+
+    name = "early_exit_cnn"
+    out, kept = tmp_path / "auto.edgert", tmp_path / "candidates"
+    proc = run_cli("compile", str(ZOO / f"{name}.onnx"), "-o", str(out), "--target", "aarch64",
+                   "--samples", str(ZOO / f"{name}.npz"), "--keep-candidates", str(kept),
+                   "--cache-dir", str(tmp_path / "cache"), *device_args(sshd, root, store))
+    assert proc.returncode == 0, proc.stderr
+    assert "candidates timed on" in proc.stdout and "[EMULATED]" in proc.stdout
+    manifest = inspect(out)
+    timed_on = manifest["timed_on"]
+    assert timed_on["arch"] == "aarch64" and timed_on["emulated"] is True
+    assert timed_on["transport"] == "ssh" and "QEMU" in timed_on["cpu_model"]
+    auto = manifest["auto"]
+    assert set(auto["measured_ms"]) == {"whole_model", "partitioned"}, auto
+    assert "the device in timed_on" in auto["reason"]
+    received = set(p.name for p in (store / "objects").iterdir())
+    candidates = sorted(kept.glob("*.edgert"))
+    assert {p.name for p in candidates} >= {"whole_model.edgert", "partitioned.edgert"}
+    assert {sha256_file(p) for p in candidates} <= received  # each one was uploaded and timed
+    partitioned = inspect(kept / "partitioned.edgert")
+    for seg in partitioned["segments"]:
+        choice = seg["choice"]
+        assert set(choice["measured_ms"]) == {"tvm", "ort"}, choice
+        assert choice["chosen"] == min(choice["measured_ms"], key=choice["measured_ms"].get)
+        assert "emulated" in choice["reason"]
+        for engine in ("tvm", "ort"):
+            assert (kept / f"{seg['id']}.{engine}.edgert").exists()
+    proc, report = _validate(out, name, tmp_path, *device_args(sshd, root, store))
+    assert proc.returncode == 0 and report["status"] == "pass", proc.stdout + proc.stderr
+
+
+def test_compile_auto_for_another_target_without_a_device_refuses(tmp_path):
+    proc = run_cli("compile", str(ZOO / "early_exit_cnn.onnx"), "-o", str(tmp_path / "b.edgert"),
+                   "--target", "aarch64")
+    assert proc.returncode == 2 and "pass --device" in proc.stderr and "pick a backend" in proc.stderr
+    assert not (tmp_path / "b.edgert").exists()
+
+
+@pytest.fixture
+def tcp_device(tmp_path, monkeypatch):
+    """``--device`` options of a host agent listening on TCP (token in EDGERT_TOKEN_FILE)."""
+    from sshd import free_port
+    from test_agent_serial_tcp import _wait_port, start_agent, stop
+
+    token, port = tmp_path / "token", free_port()
+    token.write_text("correct-horse-battery-staple\n")
+    monkeypatch.setenv("EDGERT_TOKEN_FILE", str(token))
+    agent = start_agent("--listen", f"127.0.0.1:{port}", "--token-file", str(token),
+                        "--store", str(tmp_path / "store"))
+    try:
+        _wait_port(port)
+        yield ("--device", f"tcp://127.0.0.1:{port}")
+    finally:
+        stop(agent)
+
+
+def test_validate_and_run_over_tcp(tmp_path, tcp_device):
+    """The same commands on another transport: a host agent on TCP, a host bundle."""
+    name = "early_exit_cnn"
+    bundle = tmp_path / "ee.edgert"
+    proc = run_cli("compile", str(ZOO / f"{name}.onnx"), "-o", str(bundle), "--backend", "ort")
+    assert proc.returncode == 0, proc.stderr
+    proc, report = _validate(bundle, name, tmp_path, *tcp_device)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert report["device"]["transport"] == "tcp" and report["device"]["emulated"] is False
+    assert len(report["paths"]) == 3  # the cases take all three exits on the agent
+    out = tmp_path / "out.npz"
+    proc = run_cli("run", str(bundle), "--cases", str(ZOO / f"{name}.npz"), "-o", str(out), *tcp_device)
+    assert proc.returncode == 0, proc.stderr
+    local = tmp_path / "local.npz"
+    proc = run_cli("run", str(bundle), "--cases", str(ZOO / f"{name}.npz"), "-o", str(local))
+    assert proc.returncode == 0, proc.stderr
+    got, want = np.load(out), np.load(local)
+    assert sorted(got.files) == sorted(want.files) and len(got.files) == 12
+    for key in want.files:  # the same machine and engine as this process
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-6, atol=1e-7)
+
+
+def _tile_model(path: Path) -> Path:
+    """x[N,64] -> Tile 4x along N: outputs four times the inputs' bytes."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Tile", ["x", "repeats"], ["y"], name="tile")], "tile",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["M", 64])],
+        [numpy_helper.from_array(np.array([4, 1], np.int64), "repeats")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_run_splits_cases_across_frames_and_refuses_one_too_large(tmp_path, tcp_device):
+    """Five 1 MB cases with 4 MB outputs each: inputs fit one request, the agent returns the
+    outputs that fit a frame and the host asks again for the rest (3 requests); one case
+    whose outputs alone exceed a frame is refused in one line."""
+    from edgert.device_agents.protocol import CASES_BUDGET_BYTES
+
+    model = _tile_model(tmp_path / "tile.onnx")
+    rng = np.random.default_rng(0)
+    cases = {f"case{i}/x": rng.standard_normal((4000, 64)).astype(np.float32) for i in range(5)}
+    assert 4 * 4000 * 64 * 4 * 2 < CASES_BUDGET_BYTES < 4 * 4000 * 64 * 4 * 3
+    np.savez(tmp_path / "cases.npz", **cases)
+    out = tmp_path / "out.npz"
+    proc = run_cli("run", str(model), "--cases", str(tmp_path / "cases.npz"), "-o", str(out),
+                   *tcp_device)
+    assert proc.returncode == 0, proc.stderr
+    got = np.load(out)
+    assert sorted(got.files) == [f"case{i}/y" for i in range(5)]
+    for i in range(5):
+        np.testing.assert_array_equal(got[f"case{i}/y"], np.tile(cases[f"case{i}/x"], (4, 1)))
+    np.save(tmp_path / "big.npy", np.zeros((9000, 64), np.float32))  # 9.2 MB of outputs
+    proc = run_cli("run", str(model), "--input", f"x={tmp_path / 'big.npy'}", "-o", str(out),
+                   *tcp_device)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "above the" in proc.stderr and "budget of a protocol frame" in proc.stderr
+
+
+def test_validate_reports_a_wrong_tolerance_and_a_bad_cases_file_in_one_line(tmp_path):
+    bundle = ZOO / "early_exit_cnn.onnx"
+    proc = run_cli("validate", str(bundle), "--reference", str(bundle), "--random", "1",
+                   "--rtol", "-1")
+    assert proc.returncode == 2 and proc.stderr.startswith("edgert: error: tolerances")
+    bad = tmp_path / "cases.npz"
+    bad.write_bytes(b"not a zip")
+    proc = run_cli("run", str(bundle), "--cases", str(bad), "-o", str(tmp_path / "o.npz"))
+    assert proc.returncode == 2 and "cannot read input cases" in proc.stderr
+    assert "Traceback" not in proc.stderr
