@@ -20,7 +20,7 @@ from edgert.devices.address import parse_url
 from edgert.devices.client import AgentClient
 from edgert.devices.connect import open_client
 from conftest import make_matmul_model
-from agents import wait_until
+from fault_agents import wait_until
 
 TOKEN = "correct-horse-battery-staple"
 
