@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from edgert.backends import BackendOptions
+from edgert.backends import BackendOptions, get_backend
 from edgert.errors import ModelError, UsageError
 
 
@@ -39,6 +39,7 @@ def compile_for(backend: str, model_path: Path, options: BackendOptions | None =
         return Compiled(model_path)
     if not model_path.is_file():
         raise ModelError(f"no such model file: {model_path}", path=str(model_path))
+    get_backend(backend, options)  # the engine must be installed: EngineMissingError with the pip hint
     if backend == "tflite":
         try:
             from .tflite import convert_cached
