@@ -42,7 +42,8 @@ from edgert.errors import EdgertError, ProtocolError
 #   1  edgert 0.1.0: hello/request/response/error/progress/heartbeat, 4-byte length frames.
 #   2  the "artifact.run" request (run a stored model or bundle on input cases; outputs and the
 #      path taken come back): an agent of version 1 would answer it with "unknown request".
-PROTOCOL_VERSION = 2
+#   3  sweep.run carries a typed SweepRequest (settings.SweepRequest.to_dict) under "request".
+PROTOCOL_VERSION = 3
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # body bytes; bundle chunks must stay well below this
 HEADER = struct.Struct(">I")

@@ -11,15 +11,8 @@ on the host turns them into the result file. For every point:
 Every sysfs change is journaled (``dvfs.Journal``) and undone when the sweep ends, also on
 errors and SIGTERM; a journal left by a killed sweep is replayed before the next one starts.
 
-Request (a plain dict; keys other than ``model_path`` and ``backend`` are optional)::
-
-    model_path, backend, settings (BenchSettings.to_dict()), target, dims, feeds {name: ndarray},
-    sysfs_root "/", journal_path, cpu_freqs "all"|[kHz], cpu_policies [name], gpu_freqs "all"|[Hz],
-    gpu_device name, emulated [level], emulated_period_us, emulated_cpus, power "auto",
-    sample_rate_hz 100, idle_s 1.0, cool_below_c None, cool_timeout_s 120, pin_method "minmax",
-    all_levels False
-
-``all_levels``: the model is an All-in-One file (``edgert calibrate``); every level is measured
+The request is a ``settings.SweepRequest`` (its fields and defaults are documented there);
+the model file and the feeds come beside it. ``all_levels``: the model is an All-in-One file (``edgert calibrate``); every level is measured
 in turn at each setting (one pin, thermal gate and idle baseline per setting, a power window
 per level), and each point says which ``level`` it timed.
 """
@@ -29,7 +22,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +31,7 @@ import numpy as np
 from edgert.backends import BackendOptions
 from edgert.errors import SysfsError, UsageError
 from edgert.runner import peak_rss_bytes, prepared_session, run_benchmark
-from edgert.settings import BenchSettings
+from edgert.settings import SweepRequest
 from edgert.tensors import random_feeds
 from edgert.timing import measure
 
@@ -58,13 +51,13 @@ def default_journal_path() -> Path:
 
 # --- what to sweep ----------------------------------------------------------------------
 
-def plan(request: dict[str, Any], root: str) -> list[dict[str, Any]]:
+def plan(request: SweepRequest, root: str) -> list[dict[str, Any]]:
     """The settings to visit, in order: CPU frequencies, then GPU, then emulated levels."""
     points: list[dict[str, Any]] = []
-    cpu_freqs = request.get("cpu_freqs")
+    cpu_freqs = request.cpu_freqs
     if cpu_freqs:
         policies = discovery.read_cpufreq(root)
-        chosen = request.get("cpu_policies") or [p["policy"] for p in policies]
+        chosen = list(request.cpu_policies) or [p["policy"] for p in policies]
         known = {p["policy"]: p for p in policies}
         if not policies:
             raise SysfsError(f"no cpufreq policies under {root}: this machine cannot pin CPU clocks "
@@ -79,10 +72,10 @@ def plan(request: dict[str, Any], root: str) -> list[dict[str, Any]]:
                                  "give --cpu-freqs as a list of kHz")
         points += [{"domain": "+".join(chosen), "kind": "cpu", "policies": chosen,
                     "requested": int(f), "unit": "kHz"} for f in cpu_freqs]
-    gpu_freqs = request.get("gpu_freqs")
+    gpu_freqs = request.gpu_freqs
     if gpu_freqs:
         devices = discovery.read_devfreq(root)
-        name = request.get("gpu_device") or next((d["name"] for d in devices if d["kind"] == "gpu"), None)
+        name = request.gpu_device or next((d["name"] for d in devices if d["kind"] == "gpu"), None)
         device = next((d for d in devices if d["name"] == name), None)
         if device is None:
             raise UsageError(f"no devfreq device {name or '(GPU)'} under {root} (have "
@@ -92,7 +85,7 @@ def plan(request: dict[str, Any], root: str) -> list[dict[str, Any]]:
             if not gpu_freqs:
                 raise UsageError(f"{name} lists no available_frequencies: give --gpu-freqs as Hz")
         points += [{"domain": name, "kind": "gpu", "requested": int(f), "unit": "Hz"} for f in gpu_freqs]
-    for level in request.get("emulated") or ():
+    for level in request.emulated_levels:
         points.append({"domain": "emulated", "kind": "emulated", "requested": float(level), "unit": "share"})
     if not points:
         raise UsageError("nothing to sweep: give CPU frequencies, GPU frequencies or emulated levels")
@@ -163,17 +156,16 @@ class Workload:
     once: Callable[[], object] | None = None  # one untimed run (choosing the emulated period)
 
 
-def _workloads(request: dict[str, Any], settings: BenchSettings, options: BackendOptions,
-               stack: contextlib.ExitStack) -> list[Workload]:
-    model = Path(request["model_path"])
-    dims, feeds = request.get("dims") or {}, request.get("feeds") or {}
-    if not request.get("all_levels"):
-        return [Workload(None, lambda tick: run_benchmark(model, request["backend"], settings, options=options,
+def _workloads(request: SweepRequest, model: Path, feeds: Mapping[str, np.ndarray],
+               options: BackendOptions, stack: contextlib.ExitStack) -> list[Workload]:
+    settings, dims = request.settings, request.dims
+    if not request.all_levels:
+        return [Workload(None, lambda tick: run_benchmark(model, request.backend, settings, options=options,
                                                           dims=dims, feeds=feeds, progress=tick))]
     from edgert.variants.runtime import VariantModel  # numpy + onnxruntime
 
-    if request["backend"] != "ort":
-        raise UsageError(f"All-in-One levels run on ONNX Runtime, not {request['backend']!r}")
+    if request.backend != "ort":
+        raise UsageError(f"All-in-One levels run on ONNX Runtime, not {request.backend!r}")
     vm = stack.enter_context(VariantModel(model, threads=settings.threads))
     all_feeds = {**random_feeds([s for s in vm.inputs if s.name not in feeds], dims, settings.seed), **feeds}
     described = {"backend": {"name": "ort", "all_in_one": True, "strategies": vm.memory()["strategies"]},
@@ -195,17 +187,18 @@ def _workloads(request: dict[str, Any], settings: BenchSettings, options: Backen
 
 # --- the sweep ---------------------------------------------------------------------------
 
-def run_sweep(request: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
-    """Measure ``request["model_path"]`` at every planned setting; restore; return raw data.
+def run_sweep(request: SweepRequest, model: Path, feeds: Mapping[str, np.ndarray] | None = None,
+              progress: Progress | None = None) -> dict[str, Any]:
+    """Measure ``model`` at every setting ``request`` plans; restore; return raw data.
 
     Returns ``{"schema": "edgert.sweep-raw/1", "backend", "inputs", "outputs", "power_source",
     "points": [...], "warnings": [...]}``; each point holds ``setting``, ``error``, and when
     measured ``raw`` (RawRun dict), ``power``/``idle_power`` (Sampler dicts), ``thermal_gate``,
     ``temperatures_before_c``/``temperatures_after_c``, ``throttled``, ``peak_rss_bytes``.
     """
-    root = str(request.get("sysfs_root") or "/")
-    settings = BenchSettings.from_dict(request.get("settings") or {})
-    journal = Path(request.get("journal_path") or default_journal_path())
+    root = request.sysfs_root or "/"
+    settings = request.settings
+    journal = Path(request.journal_path or default_journal_path())
     emulated_journal = journal.with_name(journal.stem + ".emulated.json")
     warnings: list[str] = []
     for path in (journal, emulated_journal):
@@ -214,21 +207,24 @@ def run_sweep(request: dict[str, Any], progress: Progress | None = None) -> dict
             warnings.append(f"restored {undone} setting(s) left pinned by an earlier run that did not "
                             f"finish (journal {path})")
     points_plan = plan(request, root)
-    options = BackendOptions(threads=settings.threads, target=request.get("target") or "host")
+    options = BackendOptions(threads=settings.threads, target=request.target)
     with contextlib.ExitStack() as stack:
-        workloads = _workloads(request, settings, options, stack)
-        return _sweep(request, root, settings, points_plan, workloads, journal, emulated_journal,
-                      warnings, progress)
+        workloads = _workloads(request, Path(model), feeds or {}, options, stack)
+        return _sweep(request, root, points_plan, workloads, journal, emulated_journal, warnings,
+                      progress, lambda: prepared_session(Path(model), request.backend, settings,
+                                                         options=options, dims=request.dims,
+                                                         feeds=feeds or {}))
 
 
-def _sweep(request: dict[str, Any], root: str, settings: BenchSettings,
-           points_plan: list[dict[str, Any]], workloads: list[Workload], journal: Path,
-           emulated_journal: Path, warnings: list[str], progress: Progress | None) -> dict[str, Any]:
+def _sweep(request: SweepRequest, root: str, points_plan: list[dict[str, Any]],
+           workloads: list[Workload], journal: Path, emulated_journal: Path, warnings: list[str],
+           progress: Progress | None, open_session: Callable[[], Any]) -> dict[str, Any]:
+    settings = request.settings
     emulated = None
     if any(p["kind"] == "emulated" for p in points_plan):
-        emulated = EmulatedDomain(root, levels=tuple(request["emulated"]),
-                                  period_us=int(request.get("emulated_period_us") or 10000),  # or chosen below
-                                  cpus=request.get("emulated_cpus") or settings.threads,
+        emulated = EmulatedDomain(root, levels=request.emulated_levels,
+                                  period_us=request.emulated_period_us or 10000,  # or chosen below
+                                  cpus=request.emulated_cpus or settings.threads,
                                   # EmulatedDomain reuses an existing group of its name: keep
                                   # ours apart from other edgert processes on the machine.
                                   name=f"edgert-sweep-{os.getpid()}",
@@ -236,12 +232,12 @@ def _sweep(request: dict[str, Any], root: str, settings: BenchSettings,
         if not emulated.available():
             raise SysfsError("emulated levels need a writable cgroup with cpu bandwidth control "
                              "(run as root on cgroup v1 'cpu' or v2 with 'cpu' enabled)")
-        if request.get("emulated_period_us") is None:
-            chosen = _choose_period(request, settings, emulated, workloads[0].once)
+        if request.emulated_period_us is None:
+            chosen = _choose_period(emulated, workloads[0].once, open_session)
             warnings.append(f"emulated domain: cgroup period {chosen['period_us']} us chosen by "
                             "measurement (least spread at the lowest level)")
-    source = open_source(str(request.get("power") or "auto"), root)
-    method = str(request.get("pin_method") or "minmax")
+    source = open_source(request.power, root)
+    method = request.pin_method
     out: dict[str, Any] = {"schema": RAW_SCHEMA, "power_source": None, "points": [], "warnings": warnings}
     if source is not None:
         out["power_source"] = {"name": source.name, "kind": source.kind}
@@ -266,17 +262,14 @@ def _sweep(request: dict[str, Any], root: str, settings: BenchSettings,
     return out
 
 
-def _choose_period(request: dict[str, Any], settings: BenchSettings, emulated: EmulatedDomain,
-                   once: Callable[[], object] | None) -> dict[str, Any]:
+def _choose_period(emulated: EmulatedDomain, once: Callable[[], object] | None,
+                   open_session: Callable[[], Any]) -> dict[str, Any]:
     """Quota is not a clock: pick the period whose latency spreads least, by measuring the model
-    (an All-in-One file: its first level)."""
+    (an All-in-One file: its first level; a model: in a session closed again before the sweep)."""
     if once is not None:
         once()
         return emulated.choose_period(once, level=min(emulated.levels))
-    options = BackendOptions(threads=settings.threads, target=request.get("target") or "host")
-    with prepared_session(Path(request["model_path"]), request["backend"], settings, options=options,
-                          dims=request.get("dims") or {}, feeds=request.get("feeds") or {}
-                          ) as (_, session, feeds):
+    with open_session() as (_, session, feeds):
         session.run(feeds)
         return emulated.choose_period(lambda: session.run(feeds), level=min(emulated.levels))
 
@@ -300,7 +293,7 @@ def _public(setting: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in setting.items() if k != "policies"}
 
 
-def _measure_setting(request: dict[str, Any], root: str, setting: dict[str, Any],
+def _measure_setting(request: SweepRequest, root: str, setting: dict[str, Any],
                      workloads: list[Workload], dvfs: DvfsControl, emulated: EmulatedDomain | None,
                      source: Any, method: str, progress: Progress | None, index: int,
                      total: int) -> list[dict[str, Any]]:
@@ -315,10 +308,9 @@ def _measure_setting(request: dict[str, Any], root: str, setting: dict[str, Any]
             base["setting"]["readback"] = exc.fields.get("actual")  # what the clock stayed at
             return [{**base, "error": exc.message, "level": w.level} for w in workloads]
         base["setting"].update(_readback(root, setting, emulated))
-        base["thermal_gate"] = thermal_gate(root, request.get("cool_below_c"),
-                                            float(request.get("cool_timeout_s") or 120.0))
-        sampler = Sampler(source, float(request.get("sample_rate_hz") or 100.0)) if source else None
-        base["idle_power"] = sampler.sample_for(float(request.get("idle_s", 1.0))) if sampler else None
+        base["thermal_gate"] = thermal_gate(root, request.cool_below_c, request.cool_timeout_s)
+        sampler = Sampler(source, request.sample_rate_hz) if source else None
+        base["idle_power"] = sampler.sample_for(request.idle_s) if sampler else None
         return [_measure_workload(root, base, setting, workload, sampler, dvfs, emulated, progress, index, total)
                 for workload in workloads]
 
@@ -387,7 +379,7 @@ def serve_request(params: dict[str, Any], model_path: Path, sysfs_root: str,
 
     The journal always lives at the device's default path (a host may not pick files to write).
     """
-    request = {**params, "model_path": str(model_path), "journal_path": None,
-               "sysfs_root": params.get("sysfs_root") or sysfs_root,
-               "feeds": {k: np.array(protocol.unpack_array(v)) for k, v in (params.get("feeds") or {}).items()}}
-    return pack_raw(run_sweep(request, progress))
+    sent = SweepRequest.from_dict(params.get("request"))
+    request = dataclasses.replace(sent, journal_path=None, sysfs_root=sent.sysfs_root or sysfs_root)
+    feeds = {k: np.array(protocol.unpack_array(v)) for k, v in (params.get("feeds") or {}).items()}
+    return pack_raw(run_sweep(request, model_path, feeds, progress))

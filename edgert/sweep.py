@@ -20,7 +20,7 @@ from edgert.backends import BackendOptions
 from edgert.compilers import compile_for, compile_for_device
 from edgert.errors import UsageError
 from edgert.hashing import sha256_file
-from edgert.settings import BenchSettings
+from edgert.settings import BenchSettings, SweepRequest
 from edgert.stats import stability_warnings, summarize
 from edgert.tensors import load_feeds
 
@@ -32,46 +32,15 @@ _UNITS = {"hz": 1, "khz": 1_000, "mhz": 1_000_000, "ghz": 1_000_000_000}
 
 @dataclasses.dataclass(frozen=True)
 class SweepJob:
-    """One model, one backend, the settings to visit and how to measure power at each."""
+    """One model (and optional input files) and the request saying what to sweep on the device."""
 
     model: Path
-    settings: BenchSettings
-    backend: str = "ort"
-    cpu_freqs: str | tuple[int, ...] | None = None  # "all" or kHz
-    cpu_policies: tuple[str, ...] = ()  # default: every policy
-    gpu_freqs: str | tuple[int, ...] | None = None  # "all" or Hz
-    gpu_device: str | None = None  # default: the first devfreq GPU
-    emulated_levels: tuple[float, ...] = ()
-    emulated_period_us: int | None = None  # None: chosen by measurement on the device
-    power: str = "auto"  # auto | none | RAIL | counter:NAME | meter+line://... | meter+um25c://...
-    sample_rate_hz: float = 100.0
-    idle_s: float = 1.0
-    cool_below_c: float | None = None
-    cool_timeout_s: float = 120.0
-    sysfs_root: str | None = None
-    journal_path: Path | None = None
-    target: str = "host"
-    dims: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    request: SweepRequest = SweepRequest()
     input_files: Mapping[str, Path] = dataclasses.field(default_factory=dict)
-    all_levels: bool = False  # model is an All-in-One file: time each level (edgert calibrate)
 
-    def request(self) -> dict[str, Any]:
-        """The msgpack-friendly request for ``device_agents.sweep.run_sweep`` (no model, no feeds)."""
-        return {
-            "backend": self.backend, "settings": self.settings.to_dict(), "target": self.target,
-            "dims": dict(self.dims), "sysfs_root": self.sysfs_root,
-            "journal_path": str(self.journal_path) if self.journal_path else None,
-            "cpu_freqs": _wire(self.cpu_freqs), "cpu_policies": list(self.cpu_policies),
-            "gpu_freqs": _wire(self.gpu_freqs), "gpu_device": self.gpu_device,
-            "emulated": list(self.emulated_levels), "emulated_period_us": self.emulated_period_us,
-            "power": self.power, "sample_rate_hz": self.sample_rate_hz, "idle_s": self.idle_s,
-            "cool_below_c": self.cool_below_c, "cool_timeout_s": self.cool_timeout_s,
-            "all_levels": self.all_levels,
-        }
-
-
-def _wire(freqs: str | tuple[int, ...] | None) -> str | list[int] | None:
-    return freqs if freqs is None or isinstance(freqs, str) else list(freqs)
+    @property
+    def settings(self) -> BenchSettings:
+        return self.request.settings
 
 
 # --- option parsing ------------------------------------------------------------------------
@@ -233,16 +202,22 @@ def build_result(job: SweepJob, raw: dict[str, Any], device: dict[str, Any]) -> 
         "created": datetime.now(timezone.utc).isoformat(),
         "model": {"path": str(job.model), "sha256": sha256_file(job.model),
                   "inputs": raw.get("inputs", []), "outputs": raw.get("outputs", [])},
-        "backend": raw.get("backend") or {"name": job.backend},
+        "backend": raw.get("backend") or {"name": job.request.backend},
         "device": device,
-        "settings": {**job.settings.to_dict(), **{k: v for k, v in job.request().items()
-                                                  if k not in ("settings", "backend", "dims")},
-                     "dims": dict(job.dims)},
+        "settings": result_settings(job.request),
         "power_source": source,
         "points": points,
         "warnings": warnings,
         "emulated": emulated,
     }
+
+
+def result_settings(request: SweepRequest) -> dict[str, Any]:
+    """The result's ``settings`` block: bench settings and the request, flat (edgert.sweep/1 names
+    the emulated levels ``emulated``)."""
+    flat = {k: v for k, v in request.to_dict().items() if k not in ("settings", "backend")}
+    flat["emulated"] = flat.pop("emulated_levels")
+    return {**request.settings.to_dict(), **flat}
 
 
 def sweep(job: SweepJob, device: Any = None, progress: Progress | None = None) -> dict[str, Any]:
@@ -258,13 +233,13 @@ def run_raw(job: SweepJob, device: Any = None,
     """The device's raw sweep output (samples as lists) and the device facts, for ``job``: in
     this process for None/"local", else through the agent (the model pushed to its store)."""
     feeds = load_feeds(job.input_files)
-    request = job.request()
-    options = BackendOptions(threads=job.settings.threads, target=job.target)
+    request = job.request
+    options = BackendOptions(threads=request.settings.threads, target=request.target)
     if device is None or device.scheme == "local":
         from edgert.device_agents.sweep import run_sweep
 
-        compiled = compile_for(job.backend, job.model, options)  # host step; the sweep loads it
-        raw = run_sweep({**request, "model_path": str(compiled.path), "feeds": feeds}, progress)
+        compiled = compile_for(request.backend, job.model, options)  # host step; the sweep loads it
+        raw = run_sweep(request, compiled.path, feeds, progress)
         if compiled.notes and isinstance(raw.get("backend"), dict):
             raw["backend"].setdefault("options", {}).update(compiled.notes)
         return raw, device_facts.collect("local")
@@ -273,10 +248,11 @@ def run_raw(job: SweepJob, device: Any = None,
     from edgert.device_agents.sweep import unpack_raw
     from edgert.devices.connect import open_client
 
-    artifact = compile_for_device(job.backend, job.model, options)
+    artifact = compile_for_device(request.backend, job.model, options)
     with open_client(device) as client:
         sha = client.upload(artifact)
-        raw = client.call("sweep.run", {**request, "sha256": sha, "suffix": artifact.suffix,
+        raw = client.call("sweep.run", {"request": request.to_dict(), "sha256": sha,
+                                        "suffix": artifact.suffix,
                                         "transport": client.transport_name,
                                         "feeds": {k: pack_array(v) for k, v in feeds.items()}},
                           progress)

@@ -43,7 +43,9 @@ def test_hello_round_trip_and_version_check():
 def test_version_mismatch_names_both_versions():
     message = protocol.hello("9.0.0", protocol.Capabilities())
     message["protocol"] = protocol.PROTOCOL_VERSION + 1
-    with pytest.raises(ProtocolError, match=r"edgert 9\.0\.0\) speaks protocol 3 but this edgert speaks protocol 2"):
+    version = protocol.PROTOCOL_VERSION
+    with pytest.raises(ProtocolError, match=rf"edgert 9\.0\.0\) speaks protocol {version + 1} but this edgert "
+                                            rf"speaks protocol {version}"):
         protocol.check_hello(protocol.decode(protocol.encode(message)))
 
 

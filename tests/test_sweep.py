@@ -17,7 +17,7 @@ from conftest import make_matmul_model
 from edgert.device_agents.emulated import EmulatedDomain
 from edgert.device_agents.sweep import run_sweep
 from edgert.errors import SysfsError, UsageError
-from edgert.settings import BenchSettings
+from edgert.settings import BenchSettings, SweepRequest
 from edgert.sweep import SweepJob, build_result, mean_power_w, parse_freqs, parse_levels, sweep
 
 from test_discovery import board, tree
@@ -27,17 +27,21 @@ VDD_IN_W = 5.016 * 1.184  # jetson_orin fixture: in1_input 5016 mV, curr1_input 
 FAST = BenchSettings(warmup_runs=1, runs=25)
 
 
+def _job(model: Path, **request) -> SweepJob:
+    return SweepJob(model, SweepRequest(**request))
+
+
 def orin_job(tmp_path: Path, **changes) -> SweepJob:
     root = board(tmp_path, "jetson_orin")
     model = make_matmul_model(tmp_path / "m.onnx", symbolic=False)
-    fields = dict(model=model, settings=FAST, cpu_freqs=(1510400,), cpu_policies=("policy0",),
+    fields = dict(settings=FAST, cpu_freqs=(1510400,), cpu_policies=("policy0",),
                   sysfs_root=str(root), journal_path=tmp_path / "journal.json", idle_s=0.1)
-    return SweepJob(**{**fields, **changes})
+    return SweepJob(model, SweepRequest(**{**fields, **changes}))
 
 
 def test_energy_on_a_constant_rail_is_volts_times_amps_times_duration_over_runs(tmp_path):
     job = orin_job(tmp_path)
-    raw = run_sweep({**job.request(), "model_path": str(job.model), "feeds": {}})
+    raw = run_sweep(job.request, job.model)
     result = build_result(job, json.loads(json.dumps(raw)), {"emulated": False})
     [rp], [p] = raw["points"], result["points"]
     starts, samples = rp["raw"]["starts_ns"], rp["raw"]["samples_ns"]
@@ -73,7 +77,7 @@ def test_clocks_that_do_not_take_become_error_points_and_every_file_is_restored(
     before = tree(root)
     journal = tmp_path / "journal.json"
     model = make_matmul_model(tmp_path / "m.onnx", symbolic=False)
-    job = SweepJob(model=model, settings=BenchSettings(warmup_runs=0, runs=3), cpu_freqs="all",
+    job = _job(model, settings=BenchSettings(warmup_runs=0, runs=3), cpu_freqs="all",
                    gpu_freqs="all", sysfs_root=str(root), journal_path=journal, idle_s=0.02)
     result = sweep(job)
     points = result["points"]
@@ -95,18 +99,19 @@ def test_a_killed_sweep_is_restored_from_the_journal_by_the_next_one(tmp_path):
     before = tree(root)
     journal = tmp_path / "journal.json"
     model = make_matmul_model(tmp_path / "m.onnx", symbolic=False)
-    job = SweepJob(model=model, settings=BenchSettings(warmup_runs=0, runs=1000), cpu_freqs=(1479000,),
+    job = _job(model, settings=BenchSettings(warmup_runs=0, runs=1000), cpu_freqs=(1479000,),
                    sysfs_root=str(root), journal_path=journal, idle_s=0.0, power="none")
     code = textwrap.dedent(f"""
         import sys, time, json
         sys.path.insert(0, {str(REPO)!r})
         from edgert.device_agents.sweep import run_sweep
-        request = json.loads({json.dumps(json.dumps({**job.request(), "model_path": str(model)}))})
+        from edgert.settings import SweepRequest
+        request = SweepRequest.from_dict(json.loads({json.dumps(json.dumps(job.request.to_dict()))}))
         def progress(data):
             if data.get("runs"):
                 print("measuring", flush=True)
                 time.sleep(60)
-        run_sweep(request, progress)
+        run_sweep(request, {str(model)!r}, progress=progress)
     """)
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "measuring"
@@ -114,13 +119,13 @@ def test_a_killed_sweep_is_restored_from_the_journal_by_the_next_one(tmp_path):
     child.send_signal(signal.SIGKILL)
     assert child.wait(10) == -signal.SIGKILL
     assert tree(root) != before
-    again = sweep(SweepJob(**{**job.__dict__, "settings": BenchSettings(warmup_runs=0, runs=2)}))
+    again = sweep(_job(job.model, **{**job.request.__dict__, "settings": BenchSettings(warmup_runs=0, runs=2)}))
     assert any("restored 2 setting(s)" in w for w in again["warnings"])
     assert tree(root) == before and not journal.exists()
 
 
 def test_a_machine_without_cpufreq_says_to_use_emulated_levels(tmp_path):
-    job = SweepJob(model=make_matmul_model(tmp_path / "m.onnx", symbolic=False), settings=FAST,
+    job = _job(make_matmul_model(tmp_path / "m.onnx", symbolic=False), settings=FAST,
                    cpu_freqs="all", sysfs_root=str(tmp_path), journal_path=tmp_path / "j.json")
     with pytest.raises(SysfsError, match="--emulated"):
         sweep(job)
@@ -166,7 +171,7 @@ def test_emulated_levels_on_a_real_model_slow_it_down_and_say_so(tmp_path):
     # ~25 ms of work per run at full speed: the quota is enforced at the scheduler tick (4 ms at
     # CONFIG_HZ=250), so runs of a few ms can slip past it; runs spanning many ticks slow down
     # roughly as 1/level (measured for benchmarks/variants.py's stability subject).
-    job = SweepJob(model=make_matmul_chain(tmp_path / "chain.onnx", size=512, depth=10),
+    job = _job(make_matmul_chain(tmp_path / "chain.onnx", size=512, depth=10),
                    settings=BenchSettings(warmup_runs=2, runs=9, threads=1),
                    emulated_levels=(1.0, 0.5, 0.1), journal_path=tmp_path / "journal.json",
                    idle_s=0.0, power="none")
@@ -204,7 +209,7 @@ def test_the_same_sweep_through_a_tcp_agent(tmp_path, monkeypatch):
     server.start()
     assert ready.wait(10)
     job = orin_job(tmp_path, journal_path=None)
-    before = tree(Path(job.sysfs_root))
+    before = tree(Path(job.request.sysfs_root))
     addr = parse_url(f"tcp://127.0.0.1:{ready.port}").replace(token_file=token)
     seen: list[dict] = []
     result = sweep(job, addr, seen.append)
@@ -214,7 +219,7 @@ def test_the_same_sweep_through_a_tcp_agent(tmp_path, monkeypatch):
     assert p["runs"] == 25 and len(p["samples_ms"]) == 25
     assert p["energy_per_inference_mj"] == pytest.approx(VDD_IN_W * p["duration_s"] / 25 * 1e3, rel=1e-12)
     assert any("setting" in d for d in seen)
-    assert tree(Path(job.sysfs_root)) == before
+    assert tree(Path(job.request.sysfs_root)) == before
     assert (tmp_path / "state/edgert").is_dir() and not (tmp_path / "state/edgert/dvfs-journal.json").exists()
 
 

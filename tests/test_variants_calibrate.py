@@ -4,6 +4,7 @@ the accuracy table the report's Pareto fronts read."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from conftest import run_cli
 from edgert.errors import SysfsError, UsageError
 from edgert.hashing import sha256_file
 from edgert.report import render_report
-from edgert.settings import BenchSettings
+from edgert.settings import BenchSettings, SweepRequest
 from edgert.sweep import SweepJob
 from edgert.variants import aiofile, open as open_variants
 from edgert.variants.accuracy import accuracy_of, store_accuracy
@@ -58,8 +59,9 @@ def test_local_calibration_times_every_level_samples_power_and_leaves_out_a_cloc
     root = board(tmp_path, name)
     before = tree(root)
     data_sha = aiofile.read(tiny_aio).metadata["sha256"]
-    job = SweepJob(model=tiny_aio, settings=FAST, cpu_freqs=(khz, other), cpu_policies=("policy0",),
-                   sysfs_root=str(root), journal_path=tmp_path / "journal.json", idle_s=0.05)
+    job = SweepJob(tiny_aio, SweepRequest(settings=FAST, cpu_freqs=(khz, other), cpu_policies=("policy0",),
+                                          sysfs_root=str(root), journal_path=tmp_path / "journal.json",
+                                          idle_s=0.05))
     table = calibrate_device(job)
     assert table["frequencies"] == [khz] and table["frequency_unit"] == "khz"
     assert table["emulated"] is False and table["ratios"] == [0.0, 0.5, 0.75]
@@ -76,15 +78,16 @@ def test_local_calibration_times_every_level_samples_power_and_leaves_out_a_cloc
 
 def test_calibration_without_a_power_source_has_latency_only_and_no_setting_is_an_error(tmp_path, tiny_aio):
     root = board(tmp_path, "jetson_orin")
-    job = SweepJob(model=tiny_aio, settings=FAST, cpu_freqs=(CURRENT_KHZ,), cpu_policies=("policy0",),
-                   sysfs_root=str(root), journal_path=tmp_path / "journal.json", power="none", idle_s=0.0)
+    job = SweepJob(tiny_aio, SweepRequest(settings=FAST, cpu_freqs=(CURRENT_KHZ,), cpu_policies=("policy0",),
+                                          sysfs_root=str(root), journal_path=tmp_path / "journal.json",
+                                          power="none", idle_s=0.0))
     table = calibrate_device(job, write=False)
     assert "energy_mj" not in table and "power_w" not in table
     assert len(table["p50_ms"]) == 3 and all(v > 0 for row in table["p50_ms"] for v in row)
     with pytest.raises(SysfsError, match="measured no setting.*729600"):
-        calibrate_device(SweepJob(**{**job.__dict__, "cpu_freqs": (729600,)}), write=False)
+        calibrate_device(replace(job, request=replace(job.request, cpu_freqs=(729600,))), write=False)
     with pytest.raises(UsageError, match="one kind of setting"):
-        calibrate_device(SweepJob(**{**job.__dict__, "emulated_levels": (1.0,)}), write=False)
+        calibrate_device(replace(job, request=replace(job.request, emulated_levels=(1.0,))), write=False)
 
 
 def test_calibrate_through_the_cli_on_a_local_device_url_with_accuracy(tmp_path, tiny_aio):

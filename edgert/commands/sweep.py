@@ -48,17 +48,19 @@ def sweep(model: str, backend: str, cpu_freqs: str | None, cpu_policies: tuple[s
     journal, when the next sweep or agent starts).
     """
     from edgert import result
+    from edgert.settings import SweepRequest
     from edgert.sweep import SweepJob, parse_freqs, parse_levels, summary_lines, sweep as run_sweep
     from edgert.zoo import resolve as resolve_model
 
-    job = SweepJob(model=resolve_model(model), backend=backend,
-                   cpu_freqs=parse_freqs(cpu_freqs, "kHz"), cpu_policies=cpu_policies,
-                   gpu_freqs=parse_freqs(gpu_freqs, "Hz"), gpu_device=gpu_device,
-                   emulated_levels=parse_levels(emulated_levels), power=power,
-                   sample_rate_hz=sample_rate, idle_s=idle_s, cool_below_c=cool_below,
-                   cool_timeout_s=cool_timeout, sysfs_root=sysfs_root,
-                   **measure_args(inputs, shapes, warmup, runs, min_time, max_time, threads,
-                                 seed, target))
+    measure = measure_args(inputs, shapes, warmup, runs, min_time, max_time, threads, seed, target)
+    input_files = measure.pop("input_files")
+    request = SweepRequest(backend=backend, cpu_freqs=parse_freqs(cpu_freqs, "kHz"),
+                           cpu_policies=cpu_policies, gpu_freqs=parse_freqs(gpu_freqs, "Hz"),
+                           gpu_device=gpu_device, emulated_levels=parse_levels(emulated_levels),
+                           power=power, sample_rate_hz=sample_rate, idle_s=idle_s,
+                           cool_below_c=cool_below, cool_timeout_s=cool_timeout, sysfs_root=sysfs_root,
+                           **measure)
+    job = SweepJob(resolve_model(model), request, input_files)
 
     res = run_sweep(job, address_from(**device), echo_point)
     if json_path:

@@ -4,8 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgert.errors import UsageError
-
 import click
 
 from edgert.commands.options import address_from, device_options, echo_point, parse_floats
@@ -61,23 +59,19 @@ def calibrate(file: Path, cpu_freqs: str | None, cpu_policies: tuple[str, ...], 
               accuracy_path: Path | None, **device: Any) -> None:
     """Measure every level of an All-in-One FILE at every setting on --device (latency, and power
     and energy when the device has a sensor); store the table in FILE."""
-    from edgert.settings import BenchSettings
     from edgert.sweep import SweepJob, parse_freqs, parse_levels
     from edgert.variants.accuracy import read_accuracy_json, store_accuracy
-    from edgert.variants.calibrate import calibrate_device
+    from edgert.variants.calibrate import calibrate_device, calibration_request
 
     if accuracy_path is not None:
         table = store_accuracy(file, read_accuracy_json(accuracy_path))
         click.echo(f"{file}: accuracy stored for {len(table)} levels")
         if not (cpu_freqs or emulated_levels):
             return
-    if bool(cpu_freqs) == bool(emulated_levels):
-        raise UsageError("choose one of --cpu-freqs all|LIST and --emulated LEVELS")
-    bench = BenchSettings(warmup_runs=3, min_duration_ms=min(300.0, max_time * 1000),
-                          max_duration_ms=max_time * 1000, threads=threads)
-    job = SweepJob(model=file, settings=bench, cpu_freqs=parse_freqs(cpu_freqs, "kHz"),
-                   cpu_policies=cpu_policies, emulated_levels=parse_levels(emulated_levels),
-                   power=power, idle_s=idle_s, sysfs_root=sysfs_root)
+    request = calibration_request(parse_freqs(cpu_freqs, "kHz"), parse_levels(emulated_levels),
+                                  cpu_policies=cpu_policies, power=power, idle_s=idle_s,
+                                  sysfs_root=sysfs_root, threads=threads, max_time_s=max_time)
+    job = SweepJob(file, request)
 
     cal = calibrate_device(job, address_from(**device), progress=echo_point)
     energy = f", energy per inference from {cal['power_source']}" if "energy_mj" in cal else ""

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgert.errors import SysfsError, UsageError
-from edgert.settings import BenchSettings
+from edgert.settings import BenchSettings, SweepRequest
 from edgert.stats import summarize
 from edgert.sweep import Progress, SweepJob, build_point, run_raw
 from edgert.timing import measure
@@ -68,6 +68,21 @@ def calibrate(path: str | Path, settings: Sequence[FrequencySetting], bench: Ben
     return table
 
 
+def calibration_request(cpu_freqs: str | tuple[int, ...] | None, emulated_levels: tuple[float, ...], *,
+                        cpu_policies: tuple[str, ...] = (), power: str = "auto", idle_s: float = 1.0,
+                        sysfs_root: str | None = None, threads: int | None = None,
+                        max_time_s: float = 2.0) -> SweepRequest:
+    """The sweep ``edgert calibrate`` runs: one kind of setting (cpufreq clocks or emulated
+    levels), each level timed for at most ``max_time_s`` after 3 warm-up runs."""
+    if bool(cpu_freqs) == bool(emulated_levels):
+        raise UsageError("choose one of --cpu-freqs all|LIST and --emulated LEVELS")
+    bench = BenchSettings(warmup_runs=3, min_duration_ms=min(300.0, max_time_s * 1000),
+                          max_duration_ms=max_time_s * 1000, threads=threads)
+    return SweepRequest(settings=bench, cpu_freqs=cpu_freqs, cpu_policies=cpu_policies,
+                        emulated_levels=emulated_levels, power=power, idle_s=idle_s,
+                        sysfs_root=sysfs_root, all_levels=True)
+
+
 def calibrate_device(job: SweepJob, device: Any = None, *, progress: Progress | None = None,
                      write: bool = True) -> dict[str, Any]:
     """Calibrate the All-in-One file ``job.model`` on ``device`` (None/local: here) at the job's
@@ -77,13 +92,15 @@ def calibrate_device(job: SweepJob, device: Any = None, *, progress: Progress | 
     A setting whose clock did not take is left out with a warning in the table; none left
     is an error.
     """
-    kinds = [bool(job.cpu_freqs), bool(job.gpu_freqs), bool(job.emulated_levels)]
+    request = job.request
+    kinds = [bool(request.cpu_freqs), bool(request.gpu_freqs), bool(request.emulated_levels)]
     if sum(kinds) != 1:
         raise UsageError("calibrate at one kind of setting: --cpu-freqs all|LIST or --emulated LEVELS")
-    raw, facts = run_raw(dataclasses.replace(job, all_levels=True), device, progress)
+    all_levels = dataclasses.replace(request, all_levels=True)
+    raw, facts = run_raw(dataclasses.replace(job, request=all_levels), device, progress)
     warnings = list(raw.get("warnings") or [])
     source = raw.get("power_source")
-    emulated = bool(facts.get("emulated")) or bool(job.emulated_levels)
+    emulated = bool(facts.get("emulated")) or bool(request.emulated_levels)
     points = []
     for raw_point in raw["points"]:
         said: list[str] = []
@@ -101,7 +118,7 @@ def calibrate_device(job: SweepJob, device: Any = None, *, progress: Progress | 
     ratios = sorted({p["level"]["index"]: p["level"]["ratio"] for p in points}.items())
     grid = [[next(p for p in by_setting[f] if p["level"]["index"] == i) for f in freqs] for i, _ in ratios]
     blocks = [[{**p["latency_ms"], "stop_reason": p["stop_reason"]} for p in row] for row in grid]
-    unit = "emulated fraction" if job.emulated_levels else "khz" if job.cpu_freqs else "hz"
+    unit = "emulated fraction" if request.emulated_levels else "khz" if request.cpu_freqs else "hz"
     table = _table(emulated=emulated, unit=unit, frequencies=freqs,
                    labels=[labels[f] for f in freqs],
                    ratios=[r for _, r in ratios], blocks=blocks, threads=job.settings.threads,
