@@ -49,10 +49,6 @@ class MeterUrl:
     timeout_s: float = 1.0
 
 
-def is_meter_url(text: str) -> bool:
-    return text.startswith("meter+")
-
-
 def parse_meter_url(url: str) -> MeterUrl:
     """``meter+PROTOCOL:///dev/X?baud=N&timeout=S`` -> MeterUrl; UsageError naming the bad part."""
     parts = urlsplit(url)

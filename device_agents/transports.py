@@ -6,19 +6,23 @@ A transport has three methods, as in httpcore:
     write(data, timeout)                all of ``data``, or an error
     close()
 
-Library exceptions are translated here, at the boundary, into ``TransportTimeout`` (nothing
-arrived / could be sent in time; the stream may still be fine for reads) and ``TransportClosed``
-(the peer went away). Both are ``TransportError`` with ``fields["reason"]`` set accordingly.
-A write that timed out may have sent part of ``data``: close the transport after it.
+Library exceptions are translated here, at the boundary, by one ``map_exceptions`` (httpcore's
+``_exceptions.py``), into ``TransportTimeout`` (nothing arrived / could be sent in time; the
+stream may still be fine for reads) and ``TransportClosed`` (the peer went away). Both are
+``TransportError`` with ``fields["reason"]`` set accordingly. A write that timed out may have
+sent part of ``data``: close the transport after it.
 """
 from __future__ import annotations
 
 import abc
+import contextlib
+import functools
 import os
 import select
 import socket
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from edgert.errors import TransportError
@@ -36,6 +40,38 @@ class TransportClosed(TransportError):
 
     def __init__(self, message: str, **fields: Any) -> None:
         super().__init__(message, reason="closed", **fields)
+
+
+ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
+# library exception -> (edgert exception, message template); the first match wins
+ExceptionMap = Mapping[ExceptionTypes, tuple[type[TransportError], str]]
+TIMEOUTS = (TimeoutError, BlockingIOError)  # socket.timeout is TimeoutError
+READ_ERRORS: ExceptionMap = {TIMEOUTS: (TransportTimeout, "nothing received within {timeout_s} s"),
+                             (OSError, EOFError): (TransportClosed, "read failed: {exc}")}
+WRITE_ERRORS: ExceptionMap = {TIMEOUTS: (TransportTimeout, "could not send {size} bytes within {timeout_s} s"),
+                              (OSError, EOFError): (TransportClosed, "write failed: {exc}")}
+CONNECT_ERRORS: ExceptionMap = {TimeoutError: (TransportTimeout, "no answer within {timeout_s} s"),
+                                OSError: (TransportError, "cannot connect: {exc}")}
+
+
+@contextlib.contextmanager
+def map_exceptions(name: str, mapping: ExceptionMap, **fields: Any) -> Iterator[None]:
+    """Translate a library's exceptions raised in the block into edgert's, at the boundary.
+
+    ``mapping`` is tried in order; the message is ``"{name}: "`` plus its template filled
+    with ``exc`` and ``fields``, and ``fields`` go into the error (``size`` is only for the
+    message). edgert's own errors and unmapped exceptions pass through unchanged.
+    """
+    try:
+        yield
+    except TransportError:
+        raise
+    except Exception as exc:
+        for source, (target, template) in mapping.items():
+            if isinstance(exc, source):
+                raise target(f"{name}: " + template.format(exc=exc, **fields),
+                             **{k: v for k, v in fields.items() if k != "size"}) from exc
+        raise
 
 
 class Transport(abc.ABC):
@@ -92,10 +128,8 @@ class PipeTransport(Transport):
         ready, _, _ = select.select([self.read_fd], [], [], timeout)
         if not ready:
             raise TransportTimeout(f"{self.name}: nothing received within {timeout} s", timeout_s=timeout)
-        try:
+        with map_exceptions(self.name, READ_ERRORS, timeout_s=timeout):  # EIO: pty peer closed
             data = os.read(self.read_fd, max_bytes)
-        except OSError as exc:  # EIO: pty peer closed
-            raise TransportClosed(f"{self.name}: read failed: {exc}") from exc
         if not data:
             raise TransportClosed(f"{self.name}: closed by peer")
         return data
@@ -104,18 +138,18 @@ class PipeTransport(Transport):
         self._check_open()
         view = memoryview(data)
         deadline = _deadline(timeout)
-        while view:
-            _, ready, _ = select.select([], [self.write_fd], [], _remaining(deadline))
-            if not ready:
-                raise TransportTimeout(f"{self.name}: could not send {len(view)} bytes within {timeout} s",
-                                       timeout_s=timeout, unsent=len(view))
-            try:
-                sent = os.write(self.write_fd, view)
-            except BlockingIOError:
-                continue
-            except OSError as exc:  # EPIPE (SIGPIPE is ignored by Python), EIO
-                raise TransportClosed(f"{self.name}: write failed: {exc}") from exc
-            view = view[sent:]
+        # EPIPE (SIGPIPE is ignored by Python), EIO; a full pipe (BlockingIOError) waits again
+        with map_exceptions(self.name, {OSError: (TransportClosed, "write failed: {exc}")}):
+            while view:
+                _, ready, _ = select.select([], [self.write_fd], [], _remaining(deadline))
+                if not ready:
+                    raise TransportTimeout(f"{self.name}: could not send {len(view)} bytes within "
+                                           f"{timeout} s", timeout_s=timeout, unsent=len(view))
+                try:
+                    sent = os.write(self.write_fd, view)
+                except BlockingIOError:
+                    continue
+                view = view[sent:]
 
     def close(self) -> None:
         if self._closed:
@@ -165,28 +199,18 @@ class SocketTransport(Transport):
 
     def read(self, max_bytes: int, timeout: float | None) -> bytes:
         self._check_open()
-        try:
+        with map_exceptions(self.name, READ_ERRORS, timeout_s=timeout):
             self.sock.settimeout(timeout)
             data = self.sock.recv(max_bytes)
-        except (TimeoutError, BlockingIOError) as exc:  # socket.timeout is TimeoutError
-            raise TransportTimeout(f"{self.name}: nothing received within {timeout} s",
-                                   timeout_s=timeout) from exc
-        except (OSError, EOFError) as exc:
-            raise TransportClosed(f"{self.name}: read failed: {exc}") from exc
         if not data:
             raise TransportClosed(f"{self.name}: closed by peer")
         return data
 
     def write(self, data: bytes, timeout: float | None) -> None:
         self._check_open()
-        try:
+        with map_exceptions(self.name, WRITE_ERRORS, timeout_s=timeout, size=len(data)):
             self.sock.settimeout(timeout)
             self.sock.sendall(data)  # the timeout bounds the whole call (Python >= 3.5)
-        except (TimeoutError, BlockingIOError) as exc:
-            raise TransportTimeout(f"{self.name}: could not send {len(data)} bytes within {timeout} s",
-                                   timeout_s=timeout) from exc
-        except (OSError, EOFError) as exc:
-            raise TransportClosed(f"{self.name}: write failed: {exc}") from exc
 
     def close(self) -> None:
         if not self._closed:
@@ -202,13 +226,8 @@ class TcpTransport(SocketTransport):
 
     @classmethod
     def connect(cls, host: str, port: int, timeout: float | None = 10.0) -> "TcpTransport":
-        try:
+        with map_exceptions(f"tcp {host}:{port}", CONNECT_ERRORS, host=host, port=port, timeout_s=timeout):
             sock = socket.create_connection((host, port), timeout=timeout)
-        except TimeoutError as exc:
-            raise TransportTimeout(f"tcp {host}:{port}: no answer within {timeout} s",
-                                   host=host, port=port) from exc
-        except OSError as exc:
-            raise TransportError(f"tcp {host}:{port}: cannot connect: {exc}", host=host, port=port) from exc
         return cls.from_socket(sock, f"tcp {host}:{port}")
 
     @classmethod
@@ -235,17 +254,25 @@ class SerialTransport(Transport):
             raise TransportError("serial links need pyserial: pip install 'edgert[serial]'") from exc
         # exclusive: a second agent or a getty on the same tty would silently steal bytes.
         extra = {} if "://" in url else {"exclusive": True}
-        try:
+        with map_exceptions(f"serial {url}", {(serial.SerialException, OSError, ValueError):
+                                              (TransportError, "cannot open: {exc}")}, port=url):
             port = serial.serial_for_url(url, baudrate=baudrate, timeout=0, **extra)
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise TransportError(f"serial {url}: cannot open: {exc}", port=url) from exc
         return cls(port, name=f"serial {url}")
 
-    def read(self, max_bytes: int, timeout: float | None) -> bytes:
+    @staticmethod
+    @functools.cache
+    def _errors(write: bool) -> ExceptionMap:
+        """pyserial's exceptions (a vanished device is a SerialException) for ``map_exceptions``."""
         import serial
 
+        if write:
+            return {serial.SerialTimeoutException: WRITE_ERRORS[TIMEOUTS],
+                    (serial.SerialException, OSError): WRITE_ERRORS[OSError, EOFError]}
+        return {(serial.SerialException, OSError): READ_ERRORS[OSError, EOFError]}
+
+    def read(self, max_bytes: int, timeout: float | None) -> bytes:
         self._check_open()
-        try:
+        with map_exceptions(self.name, self._errors(write=False), timeout_s=timeout):
             if self.port.timeout != timeout:  # the setter reconfigures the tty: only when it changes
                 self.port.timeout = timeout
             data = self.port.read(1)
@@ -254,25 +281,14 @@ class SerialTransport(Transport):
             waiting = min(self.port.in_waiting, max_bytes - 1)
             if waiting > 0:
                 data += self.port.read(waiting)  # already buffered: returns at once
-        except serial.SerialException as exc:  # pyserial reports a vanished device this way
-            raise TransportClosed(f"{self.name}: read failed: {exc}") from exc
-        except OSError as exc:
-            raise TransportClosed(f"{self.name}: read failed: {exc}") from exc
         return data
 
     def write(self, data: bytes, timeout: float | None) -> None:
-        import serial
-
         self._check_open()
-        try:
+        with map_exceptions(self.name, self._errors(write=True), timeout_s=timeout, size=len(data)):
             if self.port.write_timeout != timeout:
                 self.port.write_timeout = timeout
             self.port.write(data)
-        except serial.SerialTimeoutException as exc:
-            raise TransportTimeout(f"{self.name}: could not send {len(data)} bytes within {timeout} s",
-                                   timeout_s=timeout) from exc
-        except (serial.SerialException, OSError) as exc:
-            raise TransportClosed(f"{self.name}: write failed: {exc}") from exc
 
     def close(self) -> None:
         if not self._closed:
