@@ -288,3 +288,17 @@ def log(line: str) -> None:
 def default_store_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "edgert" / "store"
+
+
+def start_agent(store_dir: Path | None = None, quota_bytes: int = 2048 << 20, sysfs_root: str = "/",
+                emulated: bool = False) -> Agent:
+    """An agent ready to serve. A sweep that crashed may have left clocks pinned: its DVFS
+    journal is replayed (and the restore logged) before anything else runs."""
+    from .dvfs import replay_journal
+    from .sweep import default_journal_path
+
+    undone = replay_journal(default_journal_path())
+    if undone:
+        log(f"restored {undone} DVFS setting(s) left by a crashed sweep")
+    store = ArtifactStore(store_dir or default_store_dir(), quota_bytes=quota_bytes)
+    return Agent(store, sysfs_root=sysfs_root, emulated=emulated)

@@ -6,9 +6,10 @@ import hmac
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 from edgert.device_agents import protocol
-from edgert.device_agents.agent import Agent, log
+from edgert.device_agents.agent import Agent, log, start_agent
 from edgert.device_agents.channel import Channel
 from edgert.device_agents.framing import ReliableTransport
 from edgert.device_agents.transports import (SerialTransport, StdioTransport, TcpTransport, TransportClosed,
@@ -19,6 +20,26 @@ AUTH_TIMEOUT_S = 3.0  # from accept to a complete auth frame
 AUTH_FRAME_BYTES = 4096  # an auth request is tiny; nobody may make us buffer more before it
 MAX_UNAUTHENTICATED = 16
 IDLE_TIMEOUT_S = 600.0  # an opened session with no request for this long is over
+
+
+def run(*, stdio: bool = False, serial: str | None = None, baud: int = 115200,
+        listen: str | None = None, token_file: Path | None = None,
+        idle_timeout: float | None = IDLE_TIMEOUT_S, **agent_options: Any) -> None:
+    """``edgert agent``: check the one way to serve (stdio, a serial device, or ``HOST:PORT``
+    over TCP with ``token_file``), start the agent (``start_agent(**agent_options)``) and serve."""
+    if sum(bool(m) for m in (stdio, serial, listen)) != 1:
+        raise UsageError("choose exactly one of --stdio, --serial DEV, --listen HOST:PORT")
+    host, _, port = (listen or "").rpartition(":")
+    if listen and (not host or not port.isdigit() or token_file is None):
+        raise UsageError("--listen needs HOST:PORT and --token-file")
+    token = read_token(token_file) if listen and token_file is not None else ""
+    agent = start_agent(**agent_options)
+    if stdio:
+        serve_stdio(agent)
+    elif serial:
+        serve_serial(agent, serial, baud, idle_timeout)
+    else:
+        serve_tcp(agent, host, int(port), token, idle_timeout=idle_timeout)
 
 
 def serve_stdio(agent: Agent) -> None:

@@ -56,3 +56,10 @@ def collect(transport: str = "local") -> dict[str, Any]:
         "transport": transport,
         "emulated": False,
     }
+
+
+def describe(facts: dict[str, Any]) -> str:
+    """One line naming where something ran, with EMULATED when it was an emulator."""
+    line = (f"{facts.get('hostname', '?')} ({facts.get('arch', '?')}, {facts.get('cpu_model', '?')}, "
+            f"via {facts.get('transport', 'local')})")
+    return line + (" [EMULATED]" if facts.get("emulated") else "")

@@ -4,8 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgert.errors import UsageError
-
 import click
 
 from edgert.commands.options import address_from, device_options
@@ -70,26 +68,7 @@ def agent(mode: str | None, serial_dev: str | None, baud: int, listen: str | Non
           emulated: bool, idle_timeout: float) -> None:
     """Run the device agent (on the board)."""
     from edgert.device_agents import serve
-    from edgert.device_agents.agent import Agent, default_store_dir
-    from edgert.device_agents.store import ArtifactStore
 
-    chosen = [m for m in (mode, serial_dev, listen) if m]
-    if len(chosen) != 1:
-        raise UsageError("choose exactly one of --stdio, --serial DEV, --listen HOST:PORT")
-    from edgert.device_agents.dvfs import replay_journal
-    from edgert.device_agents.sweep import default_journal_path
-
-    undone = replay_journal(default_journal_path())  # a sweep that crashed left clocks pinned
-    if undone:
-        click.echo(f"edgert agent: restored {undone} DVFS setting(s) left by a crashed sweep", err=True)
-    store = ArtifactStore(store_dir or default_store_dir(), quota_bytes=store_quota_mb << 20)
-    the_agent = Agent(store, sysfs_root=sysfs_root, emulated=emulated)
-    if mode == "stdio":
-        serve.serve_stdio(the_agent)
-    elif serial_dev:
-        serve.serve_serial(the_agent, serial_dev, baud, idle_timeout)
-    else:
-        host, _, port = (listen or "").rpartition(":")
-        if not host or not port.isdigit() or token_file is None:
-            raise UsageError("--listen needs HOST:PORT and --token-file")
-        serve.serve_tcp(the_agent, host, int(port), serve.read_token(token_file))
+    serve.run(stdio=mode == "stdio", serial=serial_dev, baud=baud, listen=listen, token_file=token_file,
+              idle_timeout=idle_timeout, store_dir=store_dir, quota_bytes=store_quota_mb << 20,
+              sysfs_root=sysfs_root, emulated=emulated)

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from typing import Any
-
 from edgert.commands.options import address_from, device_options, parse_dims
+from edgert.device_facts import describe
 from edgert.errors import UsageError
 
 
@@ -41,6 +41,7 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
 
     from edgert.dynamic import compile as compile_bundle
     from edgert.dynamic import inspect as inspect_bundle
+    from edgert.dynamic.summary import manifest_lines
     from edgert.dynamic.validate import load_cases
     from edgert.zoo import resolve as resolve_model
 
@@ -59,33 +60,8 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
         out = compile_bundle(resolve_model(model), backend=backend, target=target, out=output,
                              cache_dir=cache_dir, tuning_db=tuning_db, samples=feeds, timer=timer,
                              keep_candidates=keep_candidates)
-    manifest = inspect_bundle(out)
-    engines = sorted({s["engine"] for s in manifest["segments"]})
-    click.echo(f"{out}: {len(manifest['segments'])} segments on {', '.join(engines) or 'host only'}, "
-               f"target {manifest['target']}")
-    if manifest.get("host_folded"):
-        click.echo(f"  {len(manifest['host_folded'])} segment(s) folded into the host program "
-                   f"(kernel-less, or in a branch a constant If never takes)")
-    for seg in manifest["segments"]:
-        if seg["choice"].get("fallback_from"):
-            click.echo(f"  {seg['id']} runs on ORT: TVM could not build it ({seg['choice']['failed'][0]})")
-        if "tuning" in seg:
-            tuned = seg["tuning"]
-            click.echo(f"  {seg['id']}: {len(tuned['tuned_functions'] or [])}/"
-                       f"{tuned['functions'] or '?'} TVM kernels tuned"
-                       + (" (records timed under emulation)" if tuned.get("emulated") else ""))
-    if "guarded" in manifest:
-        click.echo(f"  guarded program (segments g_*, all TVM) runs when "
-                   f"{', '.join(manifest['guarded']['guard'])} equal the samples' values")
-    elif "guard_skipped" in manifest:
-        click.echo(f"  no guarded program: {manifest['guard_skipped']}")
-    if "timed_on" in manifest:
-        click.echo(f"  candidates timed on {describe_device(manifest['timed_on'])}")
-    auto = manifest.get("auto")
-    if auto:
-        times = ", ".join(f"{k} {v:.3f} ms" for k, v in sorted(auto.get("measured_ms", {}).items()))
-        click.echo(f"  auto kept the {auto['chosen'].replace('_', ' ')} bundle"
-                   f"{f' ({times})' if times else ''}: {auto['reason']}")
+    for line in manifest_lines(out, inspect_bundle(out)):
+        click.echo(line)
 
 
 @click.command()
@@ -124,7 +100,7 @@ def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: in
     click.echo(f"{report['status']}: {len(report['cases'])} inputs, max abs error "
                f"{report['max_abs_error']:.3g}, max rel error {report['max_rel_error']:.3g} "
                f"(rtol {rtol:g}, atol {atol:g})")
-    click.echo(f"bundle ran on: {describe_device(facts)}")
+    click.echo(f"bundle ran on: {describe(facts)}")
     click.echo(f"paths taken: {', '.join(sorted(report['paths']))}")
     if set(report["programs"]) != {"main"}:
         runs = ", ".join(f"{name} x{n}" for name, n in sorted(report["programs"].items()))
@@ -143,10 +119,3 @@ def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: in
             click.echo(f"failed: {case['case']}: " + (case["error"] if "error" in case else
                        f"max abs error {case['max_abs_error']:.3g} on path {case['path']}"))
     sys.exit(report["exit_code"])
-
-
-def describe_device(facts: dict[str, Any]) -> str:
-    """One line naming where something ran, with EMULATED when it was an emulator."""
-    line = (f"{facts.get('hostname', '?')} ({facts.get('arch', '?')}, {facts.get('cpu_model', '?')}, "
-            f"via {facts.get('transport', 'local')})")
-    return line + (" [EMULATED]" if facts.get("emulated") else "")

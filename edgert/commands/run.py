@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from edgert.commands.dynamic import describe_device
+from edgert.device_facts import describe as describe_device
 from edgert.commands.options import address_from, device_options, parse_pairs
 from edgert.errors import UsageError
 

@@ -42,7 +42,7 @@ def tune(model: str, db: Path, time_budget: float | None, trials: int | None, ta
     import contextlib
 
     from edgert.compilers.tvm_target import resolve_target
-    from edgert.compilers.tvm_tune import agent_timer, format_progress, summary_json, tune_model
+    from edgert.compilers.tvm_tune import agent_timer, format_progress, summary_json, summary_line, tune_model
     from edgert.dynamic.tune import tune_bundle
     from edgert.zoo import resolve as resolve_model
 
@@ -79,12 +79,4 @@ def tune(model: str, db: Path, time_budget: float | None, trials: int | None, ta
         sys.stderr.write("\n")
     if json_path:
         json_path.write_text(summary_json(summary) + "\n")
-    measured = [t for t in summary.tasks if t.best_us is not None]
-    best = sum(t.weight * t.best_us for t in measured) / 1e3
-    name = path.name
-    if path.suffix == ".edgert":
-        name += f" (TVM segments {', '.join(sorted({m for t in summary.tasks for m in t.models}))})"
-    label = " [EMULATED: timed under emulation, not the board's speed]" if summary.emulated else ""
-    click.echo(f"{name}: {len(measured)}/{len(summary.tasks)} tasks tuned, {summary.trials} trials "
-               f"in {summary.elapsed_s:.0f} s (stopped by {summary.stopped_by}); "
-               f"tuned kernels {best:.3f} ms{label}; database {db}")
+    click.echo(summary_line(summary, path))

@@ -159,6 +159,12 @@ class TaskState:
     best_us: float | None = None
 
 
+def best_total_ms(tasks: list[TaskState]) -> float | None:
+    """Weight x best latency summed over the tasks measured so far (None before the first)."""
+    measured = [t for t in tasks if t.best_us is not None]
+    return sum(t.weight * t.best_us for t in measured) / 1e3 if measured else None
+
+
 @dataclasses.dataclass
 class TuneProgress:
     """What a progress bar shows; ``best_ms`` sums weight x best latency over measured tasks."""
@@ -181,6 +187,10 @@ class TuneSummary:
     elapsed_s: float
     stopped_by: str  # "budget", "trials" or "search" (MetaSchedule ran out of candidates)
     emulated: bool = False  # timed on an emulated device: best_us says nothing about real hardware
+
+    @property
+    def best_ms(self) -> float | None:
+        return best_total_ms(self.tasks)
 
     def to_dict(self) -> dict[str, Any]:
         return {"database": str(self.database), "target": self.target, "trials": self.trials,
@@ -211,10 +221,9 @@ def _callback(tasks: list[TaskState], deadline: float | None, start: float, budg
                 for i in range(len(tasks)):
                     task_scheduler.terminate_task(i)
             if on_progress is not None:
-                measured = [t for t in tasks if t.best_us is not None]
-                best = sum(t.weight * t.best_us for t in measured) / 1e3 if measured else None
-                on_progress(TuneProgress(len(tasks), len(measured), sum(t.trials for t in tasks),
-                                         best, time.monotonic() - start, budget, emulated))
+                measured = sum(t.best_us is not None for t in tasks)
+                on_progress(TuneProgress(len(tasks), measured, sum(t.trials for t in tasks),
+                                         best_total_ms(tasks), time.monotonic() - start, budget, emulated))
 
     return Watch()
 
@@ -348,6 +357,20 @@ def format_progress(p: TuneProgress) -> str:
     label = " [EMULATED]" if p.emulated else ""
     return (f"{p.tasks_measured}/{p.tasks_total} tasks, {p.trials} trials, "
             f"best {best} (tuned kernels{label}), {p.elapsed_s:.0f}{budget} s")
+
+
+def summary_line(summary: TuneSummary, model: Path) -> str:
+    """What ``edgert tune`` prints at the end: tasks tuned, trials, why it stopped, the tuned
+    kernels' total latency (labelled when timed under emulation) and the database."""
+    name = model.name
+    if model.suffix == ".edgert":
+        name += f" (TVM segments {', '.join(sorted({m for t in summary.tasks for m in t.models}))})"
+    measured = sum(t.best_us is not None for t in summary.tasks)
+    best = summary.best_ms
+    label = " [EMULATED: timed under emulation, not the board's speed]" if summary.emulated else ""
+    return (f"{name}: {measured}/{len(summary.tasks)} tasks tuned, {summary.trials} trials "
+            f"in {summary.elapsed_s:.0f} s (stopped by {summary.stopped_by}); "
+            f"tuned kernels {best if best is not None else 0:.3f} ms{label}; database {summary.database}")
 
 
 def summary_json(summary: TuneSummary) -> str:
