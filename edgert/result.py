@@ -100,7 +100,16 @@ def write_csv(result: dict[str, Any], path: Path) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    data = json.loads(Path(path).read_text())
-    if not str(data.get("schema", "")).startswith("edgert.result/"):
-        raise UsageError(f"{path} is not an edgert result file (no 'schema' key)")
+    """A result file; UsageError naming it when it is unreadable, not JSON or not a result."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read result file {path}: {exc.strerror}", path=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not a result file: it is not text (byte {exc.start} is not UTF-8)",
+                         path=str(path)) from exc
+    except (ValueError, RecursionError) as exc:
+        raise UsageError(f"{path} is not a result file: it is not JSON ({exc})", path=str(path)) from exc
+    if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("edgert.result/"):
+        raise UsageError(f"{path} is not an edgert result file (no 'schema' key)", path=str(path))
     return data

@@ -16,7 +16,7 @@ import numpy as np
 from edgert.backends import BackendOptions, Session, get_backend
 from edgert.errors import ModelError, UsageError
 from edgert.settings import BenchSettings
-from edgert.tensors import check_feeds, random_feeds
+from edgert.tensors import check_dims, check_feeds, random_feeds
 from edgert.timing import ProgressFn, measure
 
 
@@ -56,6 +56,7 @@ def prepared_session(model_path: Path, backend_name: str, settings: BenchSetting
         session = backend.load(model_path)
         description = backend.describe()
     with session:
+        check_dims(session.inputs, dims or {})
         given = dict(feeds or {})
         made = random_feeds([s for s in session.inputs if s.name not in given], dims or {},
                             settings.seed)

@@ -7,12 +7,15 @@ runtimes and the host all speak it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from edgert.errors import InputError, UsageError
+
+MAX_RANDOM_FEED_BYTES = 4 << 30
 
 Dim = int | str  # a concrete size, or the name of a symbolic dimension
 
@@ -49,6 +52,16 @@ def resolve_shape(spec: TensorSpec, dims: Mapping[str, int]) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def check_dims(specs: list[TensorSpec], dims: Mapping[str, int]) -> None:
+    """Every ``--shape`` name must be a symbolic dimension of an input: a typo would otherwise
+    be ignored silently (and the run measure something else than asked)."""
+    known = sorted({d for spec in specs for d in spec.shape if isinstance(d, str)})
+    unknown = sorted(set(dims) - set(known))
+    if unknown:
+        raise UsageError(f"--shape {unknown[0]}: the model has no symbolic dimension {unknown[0]!r} "
+                         f"(its symbolic dimensions: {', '.join(known) or 'none'})", dim=unknown[0])
+
+
 def random_feeds(specs: list[TensorSpec], dims: Mapping[str, int], seed: int) -> dict[str, np.ndarray]:
     """Seeded inputs: standard normal for floats, small non-negative integers, random booleans."""
     rng = np.random.default_rng(seed)
@@ -56,6 +69,10 @@ def random_feeds(specs: list[TensorSpec], dims: Mapping[str, int], seed: int) ->
     for spec in specs:
         shape = resolve_shape(spec, dims)
         dtype = np.dtype(spec.dtype)
+        if math.prod(shape) * dtype.itemsize > MAX_RANDOM_FEED_BYTES:
+            raise InputError(f"input {spec.name!r} of shape {shape} would need "
+                             f"{math.prod(shape) * dtype.itemsize / 2**30:.1f} GiB: choose smaller --shape sizes",
+                             input=spec.name)
         if dtype.kind == "f":
             value = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind in "iu":

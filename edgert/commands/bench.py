@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from edgert.commands.options import addresses_from, fleet_device_options, measure_args, measure_options
+from edgert.commands.options import (
+    addresses_from, fleet_device_options, measure_args, measure_options, output_option)
 
 
 @click.command()
@@ -16,9 +17,9 @@ from edgert.commands.options import addresses_from, fleet_device_options, measur
               help="Engine: ort (default), tvm, tflite or null; repeat to compare side by side. "
                    "Bundles (.edgert) run with their own engines: bundle.")
 @measure_options
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+@output_option("--json", "json_path", default=None,
               help="Write the result file (one per backend: NAME.BACKEND.json when several).")
-@click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None,
+@output_option("--csv", "csv_path", default=None,
               help="Write raw samples as CSV (same naming as --json).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--tuning-db", type=click.Path(path_type=Path), default=None,

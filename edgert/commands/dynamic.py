@@ -7,14 +7,14 @@ from typing import Any
 
 import click
 
-from edgert.commands.options import address_from, device_options, parse_dims
+from edgert.commands.options import address_from, device_options, output_option, parse_dims
 from edgert.device_facts import describe
 from edgert.errors import UsageError
 
 
 @click.command(name="compile")
 @click.argument("model")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+@output_option("-o", "--output", default=None,
               help="Bundle file [default: MODEL with .edgert].")
 @click.option("--backend", type=click.Choice(["auto", "tvm", "ort"]), default="auto", show_default=True,
               help="Engine per segment; auto times each segment on each engine, then that "
@@ -76,7 +76,7 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
               help="Relative tolerance of the output comparison.")
 @click.option("--atol", type=float, default=1e-4, show_default=True,
               help="Absolute tolerance of the output comparison.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+@output_option("--json", "json_path", default=None,
               help="Write the validation report.")
 @device_options
 def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: int,

@@ -20,14 +20,46 @@ def parse_pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     return out
 
 
+MAX_DIM_SIZE = 2**31 - 1
+
+
 def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
+    """``--shape N=4`` values -> {"N": 4}; each size a whole number from 1 to 2**31 - 1."""
     dims = {}
     for key, value in parse_pairs(values, "--shape").items():
         try:
             dims[key] = int(value)
         except ValueError:
-            raise UsageError(f"--shape {key}= needs an integer, got {value!r}") from None
+            raise UsageError(f"--shape {key}= needs a whole number, got {value!r}") from None
+        if not 1 <= dims[key] <= MAX_DIM_SIZE:
+            raise UsageError(f"--shape {key}={value}: a dimension size must be 1..{MAX_DIM_SIZE}")
     return dims
+
+
+def output_option(*decls: str, **kwargs: Any) -> Any:
+    """A click option naming a file the command writes; checked before any work is done, so a
+    typo does not cost a whole measurement."""
+    return click.option(*decls, type=click.Path(path_type=Path), callback=_writable, **kwargs)
+
+
+def _writable(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None and str(value) != "-":
+        check_writable(value, param.opts[-1])
+    return value
+
+
+def check_writable(path: Path, what: str) -> None:
+    """UsageError unless ``path`` can be created or overwritten (a probe open, undone)."""
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a directory: give a file name")
+    existed = path.exists()
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{what} {path} cannot be written: {exc.strerror}", path=str(path)) from None
+    if not existed:
+        path.unlink(missing_ok=True)
 
 
 def device_options(func: Any, many: bool = False) -> Any:

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from edgert.commands.options import output_option
+
 
 
 @click.command()
@@ -27,7 +29,7 @@ def compare(a: Path, b: Path, alpha: float, allow_different_models: bool, as_jso
 
 @click.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("report.html"),
+@output_option("-o", "--output", default=Path("report.html"),
               show_default=True, help="The HTML file (plots are written beside it too).")
 def report(results: tuple[Path, ...], output: Path) -> None:
     """Render result, sweep and calibration files into one self-contained HTML report."""

@@ -6,7 +6,9 @@ from typing import Any
 
 import click
 
-from edgert.commands.options import address_from, device_options, echo_point, measure_args, measure_options
+from edgert.commands.options import (
+    address_from, device_options, echo_point, measure_args, measure_options, output_option)
+from edgert.errors import SysfsError
 
 
 @click.command()
@@ -33,7 +35,7 @@ from edgert.commands.options import address_from, device_options, echo_point, me
               help="Give up waiting to cool after this many seconds.")
 @click.option("--sysfs-root", default=None, help="sysfs root on the device (fixtures, tests).")
 @measure_options
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+@output_option("--json", "json_path", default=None,
               help="Write the edgert.sweep/1 result file.")
 @device_options
 def sweep(model: str, backend: str, cpu_freqs: str | None, cpu_policies: tuple[str, ...],
@@ -69,3 +71,5 @@ def sweep(model: str, backend: str, cpu_freqs: str | None, cpu_policies: tuple[s
         click.echo(line)
     for warning in res["warnings"]:
         click.echo(f"warning: {warning}", err=True)
+    if all(p["error"] for p in res["points"]):
+        raise SysfsError(f"the sweep measured no setting ({len(res['points'])} tried, every one failed)")

@@ -9,7 +9,7 @@ from edgert.errors import UsageError
 
 import click
 
-from edgert.commands.options import address_from, device_options
+from edgert.commands.options import address_from, device_options, output_option
 
 
 @click.command()
@@ -25,7 +25,7 @@ from edgert.commands.options import address_from, device_options
                    "[default: host; for a bundle, the target it was compiled for].")
 @click.option("--trials-per-iter", default=32, show_default=True, help="Candidates per measured batch.")
 @click.option("--seed", type=int, default=None, help="Seed for MetaSchedule's search.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+@output_option("--json", "json_path", default=None,
               help="Write the tuning summary (tasks, trials, best latency per task).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--verbose", is_flag=True, help="Also print MetaSchedule's own log.")

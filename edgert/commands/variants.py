@@ -6,14 +6,15 @@ from typing import Any
 
 import click
 
-from edgert.commands.options import address_from, device_options, echo_point, parse_floats
+from edgert.commands.options import (
+    address_from, device_options, echo_point, output_option, parse_floats)
 
 
 @click.command()
 @click.argument("model")
 @click.option("--ratios", default="0,0.25,0.5,0.75", show_default=True,
               help="Fractions of channels removed, increasing; 0 keeps the full model.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+@output_option("-o", "--output", required=True,
               help="The All-in-One weight+mask file (safetensors layout).")
 @click.option("--importance", type=click.Choice(["auto", "bn", "l1", "l2"]), default="auto",
               show_default=True, help="Channel importance: BN scale where BN survives, else weight norms.")

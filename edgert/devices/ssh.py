@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgert.devices.address import DeviceAddress
-from edgert.errors import DeviceError
+from edgert.errors import DeviceError, UsageError
 
 CONNECT_TIMEOUT_S = 15.0
 
@@ -46,6 +46,20 @@ def _policies(host: str, port: int) -> tuple[type, type]:
     return RefuseUnknown, InsecureAccept
 
 
+def _check_key(path: Path, paramiko: Any) -> None:
+    """Refuse an --ssh-key that is no private key before connecting (paramiko would fail deep
+    inside authentication with a UnicodeDecodeError)."""
+    try:
+        paramiko.PKey.from_path(str(path))
+    except paramiko.PasswordRequiredException:
+        return  # encrypted: paramiko asks the agent or fails with its own clear message
+    except OSError as exc:
+        raise UsageError(f"cannot read the SSH key {path}: {exc.strerror}", path=str(path)) from exc
+    except Exception as exc:  # ValueError, SSHException, UnicodeDecodeError from the key parsers
+        raise UsageError(f"the SSH key {path} is not a private key paramiko can read ({type(exc).__name__})",
+                         path=str(path)) from exc
+
+
 def connect(addr: DeviceAddress, ssh_config: Path | None = None) -> Any:
     """An authenticated ``paramiko.SSHClient`` for ``addr`` (a ``ssh://`` address)."""
     try:
@@ -60,6 +74,8 @@ def connect(addr: DeviceAddress, ssh_config: Path | None = None) -> Any:
     port = addr.port or int(host_cfg.get("port", 22))
     user = addr.user or host_cfg.get("user")
     key_files = [str(addr.ssh_key)] if addr.ssh_key else list(host_cfg.get("identityfile", []))
+    if addr.ssh_key:
+        _check_key(Path(addr.ssh_key), paramiko)
 
     client = paramiko.SSHClient()
     refuse, accept = _policies(hostname, port)

@@ -14,7 +14,7 @@ import numpy as np
 
 from edgert.backends import TensorSpec
 from edgert.errors import ModelError, UsageError
-from edgert.tensors import random_feeds
+from edgert.tensors import check_dims, random_feeds
 
 from .runtime import inspect
 
@@ -76,6 +76,18 @@ def _errors(got: np.ndarray, want: np.ndarray, atol: float) -> tuple[float, floa
     return float(diff.max()), float(rel.max())
 
 
+def _reference_session(path: Path) -> Any:
+    """ONNX Runtime on the reference model; a missing or unreadable file is a ModelError."""
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise ModelError(f"the reference model {path} does not exist", path=str(path))
+    try:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own pybind exception types
+        raise ModelError(f"ONNX Runtime cannot load the reference model {path}: {exc}", path=str(path)) from exc
+
+
 Runner = Callable[[list[dict[str, np.ndarray]]], list[dict[str, Any]]]
 
 
@@ -94,7 +106,6 @@ def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int
     ``runner``: runs the bundle on a list of feeds (``edgert.execute.run_cases`` records);
     default: on this machine. ``device``: facts about where it ran, copied into the report.
     """
-    import onnxruntime as ort
 
     from edgert.execute import run_cases
 
@@ -110,10 +121,11 @@ def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int
             f"compile with --backend ort or tvm for a bundle whose branches can be checked",
             control_flow=hidden)
     inputs = [TensorSpec.from_dict(d) for d in manifest["inputs"]]
+    check_dims(inputs, dims or {})
     todo += [(f"random{i}", random_feeds(inputs, dims or {}, seed + i)) for i in range(random)]
     if not todo:
         raise UsageError("nothing to validate: pass cases or random=N")
-    reference = ort.InferenceSession(str(reference_model), providers=["CPUExecutionProvider"])
+    reference = _reference_session(Path(reference_model))
     ref_names = [o.name for o in reference.get_outputs()]
     runner = runner or (lambda feeds: run_cases(Path(bundle), "bundle", feeds))
     records = runner([feeds for _, feeds in todo])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Callable
@@ -48,7 +49,27 @@ def load(path: Path) -> Loaded:
     if schema not in KINDS:
         raise UsageError(f"{path} has schema {schema!r}; the report reads "
                          f"{', '.join(KINDS)}", path=str(path), schema=schema)
+    summaries = [("latency_ms", data.get("latency_ms"))] if schema == bench.SCHEMA else \
+        [(f"point {i + 1}'s latency_ms", p.get("latency_ms") if isinstance(p, dict) else None)
+         for i, p in enumerate(data.get("points") or [])] if schema == sweep.SCHEMA else []
+    for where, summary in summaries:
+        _check_latency(summary, where, path)
     return Loaded(path, data)
+
+
+def _check_latency(summary: Any, where: str, path: Path) -> None:
+    """The numbers the plots draw: a finite median inside its confidence interval."""
+    def finite(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    p50 = summary.get("p50") if isinstance(summary, dict) else None
+    ci = summary.get("ci95") if isinstance(summary, dict) else None
+    if not finite(p50):
+        raise UsageError(f"{path} is inconsistent: {where} has no finite median (p50)", path=str(path))
+    if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and all(finite(v) for v in ci)
+                               and ci[0] <= p50 <= ci[1]):
+        raise UsageError(f"{path} is inconsistent: {where} has a 95% CI of {ci!r}, which does not "
+                         f"contain its median {p50}", path=str(path))
 
 
 def _aio_calibration(path: Path) -> dict[str, Any] | None:
