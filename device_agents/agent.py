@@ -62,9 +62,13 @@ class Agent:
     """Request handlers over an artifact store; one instance serves any number of sessions,
 concurrently on TCP (the store locks itself, measurements take turns)."""
 
-    def __init__(self, store: ArtifactStore, sysfs_root: str = "/", emulated: bool = False) -> None:
+    def __init__(self, store: ArtifactStore, sysfs_root: str = "/", emulated: bool = False,
+                 allowed_meters: tuple[str, ...] = ()) -> None:
+        """``sysfs_root`` and ``allowed_meters`` are the device's trust boundaries, fixed by
+        whoever starts the agent: a request naming another root or meter is refused."""
         self.store = store
         self.sysfs_root = sysfs_root
+        self.allowed_meters = tuple(allowed_meters)
         self.emulated = emulated
         self._measuring = threading.Lock()
         self.handlers: dict[str, Handler] = {
@@ -175,9 +179,24 @@ concurrently on TCP (the store locks itself, measurements take turns)."""
     def _device_info(self, params: dict[str, Any], progress: Any) -> dict[str, Any]:
         from edgert.device_agents.discovery import discover
 
-        root = params.get("sysfs_root") or self.sysfs_root
-        info = {"device": self._facts(params.get("transport", "agent")), **discover(root)}
-        return info
+        return {"device": self._facts(params.get("transport", "agent")), **discover(self._own_root(params))}
+
+    def _own_root(self, params: dict[str, Any]) -> str:
+        """The agent's sysfs root. The write allow-list applies under it, so a host naming
+        another one (e.g. a tree it uploaded) is refused rather than followed."""
+        asked = params.get("sysfs_root")
+        if asked and os.path.realpath(str(asked)) != os.path.realpath(self.sysfs_root):
+            raise UsageError(f"this agent reads and writes sysfs under {self.sysfs_root} (its --sysfs-root); "
+                             f"a host may not choose another root ({asked!r})", sysfs_root=str(asked))
+        return self.sysfs_root
+
+    def _check_meter(self, params: dict[str, Any]) -> None:
+        """A power-meter URL makes the device open a port: only those its operator allowed."""
+        power = str(params.get("power") or "auto")
+        if power.startswith("meter+") and power not in self.allowed_meters:
+            allowed = ", ".join(self.allowed_meters) or "none"
+            raise UsageError(f"this agent does not allow the power meter {power!r} (allowed: {allowed}); "
+                             f"start it with --allow-meter {power} to use it", meter=power)
 
     def _facts(self, transport: str) -> dict[str, Any]:
         facts = device_facts.collect(transport)
@@ -254,7 +273,9 @@ concurrently on TCP (the store locks itself, measurements take turns)."""
     def _sweep_run(self, params: dict[str, Any], progress: Callable[[Any], None]) -> dict[str, Any]:
         from edgert.device_agents.sweep import serve_request
 
-        result = serve_request(params, self._artifact(params), self.sysfs_root, progress)
+        asked = params.get("request") if isinstance(params.get("request"), dict) else {}
+        self._check_meter(asked)
+        result = serve_request(params, self._artifact(params), self._own_root(asked), progress)
         result["device"] = self._facts(params.get("transport", "agent"))
         return result
 
@@ -291,14 +312,15 @@ def default_store_dir() -> Path:
 
 
 def start_agent(store_dir: Path | None = None, quota_bytes: int = 2048 << 20, sysfs_root: str = "/",
-                emulated: bool = False) -> Agent:
+                emulated: bool = False, allowed_meters: tuple[str, ...] = ()) -> Agent:
     """An agent ready to serve. A sweep that crashed may have left clocks pinned: its DVFS
-    journal is replayed (and the restore logged) before anything else runs."""
-    from .dvfs import replay_journal
+    journal is replayed (and the restore logged) before anything else runs, unless a sweep of
+    another agent process holds it right now (then it is that sweep's to restore)."""
+    from .dvfs import replay_if_idle
     from .sweep import default_journal_path
 
-    undone = replay_journal(default_journal_path())
+    undone = replay_if_idle(default_journal_path())
     if undone:
         log(f"restored {undone} DVFS setting(s) left by a crashed sweep")
     store = ArtifactStore(store_dir or default_store_dir(), quota_bytes=quota_bytes)
-    return Agent(store, sysfs_root=sysfs_root, emulated=emulated)
+    return Agent(store, sysfs_root=sysfs_root, emulated=emulated, allowed_meters=allowed_meters)

@@ -13,13 +13,16 @@ Writes go through ``sysfs.write_text`` and its allow-list.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +69,10 @@ class Journal:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
         data = {"schema": JOURNAL_SCHEMA, "pid": os.getpid(),
                 "sysfs_root": str(Path(self.sysfs_root).resolve()), "entries": self.entries}
-        with open(tmp, "w") as fh:
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
+        with open(fd, "w") as fh:  # a unique name: no other writer can rename it away underneath
             json.dump(data, fh, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
@@ -125,6 +128,44 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@contextlib.contextmanager
+def exclusive(journal_path: str | os.PathLike, wait: bool = False) -> Iterator[None]:
+    """Hold the journal's fcntl lock (``<journal>.lock``) for a whole sweep, replay included.
+
+    A second sweep on the device gets a SysfsError (``reason="busy"``) naming the holder, or
+    with ``wait`` waits for it. Two sweeps would otherwise pin clocks under each other and race
+    on the journal file.
+    """
+    path = Path(journal_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip()
+            raise SysfsError(f"another sweep{f' (pid {holder})' if holder.isdigit() else ''} is changing "
+                             f"clocks on this device (lock {lock.name}): run one sweep at a time",
+                             journal=str(path), reason="busy") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
+
+
+def replay_if_idle(journal_path: str | os.PathLike) -> int:
+    """``replay_journal`` unless a sweep holds the journal right now (then it is that sweep's
+    to restore); for the agent's start, which must not fail because a sweep is running."""
+    try:
+        with exclusive(journal_path):
+            return replay_journal(journal_path)
+    except SysfsError as exc:
+        if exc.fields.get("reason") == "busy":
+            return 0
+        raise
 
 
 def replay_journal(journal_path: str | os.PathLike, sysfs_root: str | os.PathLike | None = None,

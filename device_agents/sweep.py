@@ -36,7 +36,7 @@ from edgert.tensors import random_feeds
 from edgert.timing import measure
 
 from . import discovery, protocol, sysfs
-from .dvfs import DvfsControl, replay_journal
+from .dvfs import DvfsControl, exclusive, replay_journal
 from .emulated import EmulatedDomain
 from .sampler import Sampler, open_source, read_temperatures, thermal_gate
 
@@ -201,14 +201,15 @@ def run_sweep(request: SweepRequest, model: Path, feeds: Mapping[str, np.ndarray
     journal = Path(request.journal_path or default_journal_path())
     emulated_journal = journal.with_name(journal.stem + ".emulated.json")
     warnings: list[str] = []
-    for path in (journal, emulated_journal):
-        undone = replay_journal(path)
-        if undone:
-            warnings.append(f"restored {undone} setting(s) left pinned by an earlier run that did not "
-                            f"finish (journal {path})")
-    points_plan = plan(request, root)
-    options = BackendOptions(threads=settings.threads, target=request.target)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(exclusive(journal))
+        for path in (journal, emulated_journal):
+            undone = replay_journal(path)
+            if undone:
+                warnings.append(f"restored {undone} setting(s) left pinned by an earlier run that did not "
+                                f"finish (journal {path})")
+        points_plan = plan(request, root)
+        options = BackendOptions(threads=settings.threads, target=request.target)
         workloads = _workloads(request, Path(model), feeds or {}, options, stack)
         return _sweep(request, root, points_plan, workloads, journal, emulated_journal, warnings,
                       progress, lambda: prepared_session(Path(model), request.backend, settings,
@@ -377,9 +378,10 @@ def serve_request(params: dict[str, Any], model_path: Path, sysfs_root: str,
                   progress: Progress | None = None) -> dict[str, Any]:
     """The agent's ``sweep.run``: unpack feeds, run the sweep on the stored model, pack samples.
 
-    The journal always lives at the device's default path (a host may not pick files to write).
+    The journal always lives at the device's default path and sysfs is read under the agent's
+    own root (a host may not pick files to write).
     """
     sent = SweepRequest.from_dict(params.get("request"))
-    request = dataclasses.replace(sent, journal_path=None, sysfs_root=sent.sysfs_root or sysfs_root)
+    request = dataclasses.replace(sent, journal_path=None, sysfs_root=sysfs_root)
     feeds = {k: np.array(protocol.unpack_array(v)) for k, v in (params.get("feeds") or {}).items()}
     return pack_raw(run_sweep(request, model_path, feeds, progress))

@@ -165,8 +165,9 @@ def test_push_then_bench_reuses_the_upload(tmp_path, sshd, store):
 def test_device_info_over_ssh(tmp_path, sshd, store):
     fixture = Path(__file__).parent / "fixtures" / "sysfs" / "jetson_orin"
     out = tmp_path / "info.json"
-    proc = run_cli("device", "info", "--sysfs-root", str(fixture), "--json", str(out),
-                   *device_args(sshd, store))
+    args = device_args(sshd, store)
+    args[-1] += f" --sysfs-root {fixture}"  # the agent's own root: a host may only name the same one
+    proc = run_cli("device", "info", "--sysfs-root", str(fixture), "--json", str(out), *args)
     assert proc.returncode == 0, proc.stderr
     info = json.loads(out.read_text())
     assert info["device"]["transport"] == "ssh"

@@ -198,7 +198,8 @@ def test_the_same_sweep_through_a_tcp_agent(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # the agent's journal directory
     token = tmp_path / "token"
     token.write_text("correct-horse-battery-staple\n")
-    agent = Agent(ArtifactStore(tmp_path / "store"))
+    job = orin_job(tmp_path, journal_path=None)
+    agent = Agent(ArtifactStore(tmp_path / "store"), sysfs_root=job.request.sysfs_root)  # its own root
     # The integrator's Agent._sweep_run; registered here until agent.py has it.
     agent.handlers.setdefault("sweep.run", lambda params, progress: {
         **serve_request(params, agent._artifact(params), agent.sysfs_root, progress),
@@ -208,7 +209,6 @@ def test_the_same_sweep_through_a_tcp_agent(tmp_path, monkeypatch):
                               args=(agent, "127.0.0.1", 0, serve.read_token(token), ready, 1))
     server.start()
     assert ready.wait(10)
-    job = orin_job(tmp_path, journal_path=None)
     before = tree(Path(job.request.sysfs_root))
     addr = parse_url(f"tcp://127.0.0.1:{ready.port}").replace(token_file=token)
     seen: list[dict] = []

@@ -133,7 +133,8 @@ def test_calibrate_on_a_device_over_ssh(tmp_path, sshd, tiny_aio):
     store = tmp_path / "store"
     state = tmp_path / "state"
     sha = sha256_file(tiny_aio)
-    agent = agent_command("--stdio", "--store", str(store), env={**current_xdg(), "XDG_STATE_HOME": str(state)})
+    agent = agent_command("--stdio", "--store", str(store), "--sysfs-root", str(root),  # the agent's own root
+                          env={**current_xdg(), "XDG_STATE_HOME": str(state)})
     proc = run_cli("calibrate", str(tiny_aio), "--cpu-freqs", f"{CURRENT_KHZ},729600", "--cpu-policy", "policy0",
                    "--sysfs-root", str(root), "--idle", "0.05", "--max-time", "0.2",
                    "--device", sshd.url, "--ssh-key", str(sshd.client_key),

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from edgert.commands.options import address_from, device_options
+from edgert.commands.options import address_from, device_options, output_option
 
 
 @click.command()
@@ -33,8 +33,10 @@ def device_group() -> None:
 
 
 @device_group.command(name="info")
-@click.option("--sysfs-root", default=None, help="Read sysfs under this directory (fixtures, tests).")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+@click.option("--sysfs-root", default=None,
+              help="Read sysfs under this directory (fixtures, tests); a remote agent must run with "
+                   "the same --sysfs-root.")
+@output_option("--json", "json_path", default=None,
               help="Also write the facts as JSON.")
 @device_options
 def device_info(sysfs_root: str | None, json_path: Path | None, **device: Any) -> None:
@@ -59,16 +61,19 @@ def device_info(sysfs_root: str | None, json_path: Path | None, **device: Any) -
 @click.option("--store", "store_dir", type=click.Path(path_type=Path), default=None,
               help="Artifact store directory [default: ~/.local/share/edgert/store].")
 @click.option("--store-quota-mb", default=2048, show_default=True, help="Evict old artifacts above this.")
-@click.option("--sysfs-root", default="/", show_default=True, help="sysfs root (fixtures, tests).")
+@click.option("--sysfs-root", default="/", show_default=True,
+              help="sysfs root (fixtures, tests); hosts may not choose another.")
 @click.option("--emulated", is_flag=True, help="This board is an emulator: label every number.")
+@click.option("--allow-meter", "allowed_meters", multiple=True, metavar="URL",
+              help="A power meter URL hosts may ask sweeps to read (repeat; default: none).")
 @click.option("--idle-timeout", type=click.FloatRange(min=0.1), default=600.0, show_default=True,
               help="End a serial or TCP session after this many seconds without a request.")
 def agent(mode: str | None, serial_dev: str | None, baud: int, listen: str | None,
           token_file: Path | None, store_dir: Path | None, store_quota_mb: int, sysfs_root: str,
-          emulated: bool, idle_timeout: float) -> None:
+          emulated: bool, allowed_meters: tuple[str, ...], idle_timeout: float) -> None:
     """Run the device agent (on the board)."""
     from edgert.device_agents import serve
 
     serve.run(stdio=mode == "stdio", serial=serial_dev, baud=baud, listen=listen, token_file=token_file,
               idle_timeout=idle_timeout, store_dir=store_dir, quota_bytes=store_quota_mb << 20,
-              sysfs_root=sysfs_root, emulated=emulated)
+              sysfs_root=sysfs_root, emulated=emulated, allowed_meters=allowed_meters)
