@@ -24,6 +24,9 @@ def push(model: str, **device: Any) -> None:
     check_before_upload(path)
     with open_client(address_from(**device)) as client:
         sha = client.upload(path)
+        link = client.link_summary()
+    if link:
+        click.echo(f"serial link: {link}", err=True)
     click.echo(f"{path} is on {device['device']} as {sha}")
 
 

@@ -165,6 +165,14 @@ class AgentClient:
         self.call("store.finish", {"sha256": sha, "size": size})
         return sha
 
+    def link_summary(self) -> str | None:
+        """How hard a serial link had to work (damaged frames, measured error rate, resends);
+        None on other transports or when nothing was damaged."""
+        stats = getattr(self.channel.transport, "stats", None)
+        if stats is None or not (stats.bad_frames or stats.retransmissions):
+            return None
+        return stats.summary()
+
     def device_info(self, sysfs_root: str | None = None) -> dict[str, Any]:
         return self.call("device.info", {"sysfs_root": sysfs_root, "transport": self.transport_name})
 
