@@ -9,7 +9,7 @@ from edgert.device_agents.framing import MIN_PAYLOAD_BYTES
 from edgert.hashing import sha256_file
 from conftest import make_matmul_model, run_cli
 from serial_line import Line
-from agents import agent_log, start_agent, stop
+from fault_agents import agent_log, start_agent, stop
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
