@@ -69,16 +69,18 @@ class AgentClient:
     def __enter__(self) -> "AgentClient":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        # After an error or Ctrl-C the agent may still be busy: do not wait for its goodbye.
+        self.close(goodbye=exc_type is None)
 
     def on_close(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` after the session closes (e.g. release a labgrid place)."""
         self._on_close.append(callback)
 
-    def close(self) -> None:
+    def close(self, goodbye: bool = True) -> None:
         try:
-            self._say_goodbye()
+            if goodbye:
+                self._say_goodbye()
             self.channel.close()
         finally:
             while self._on_close:
