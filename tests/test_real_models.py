@@ -65,13 +65,16 @@ def _assert_close(reference: list[np.ndarray], outputs: list[np.ndarray]) -> Non
 def _engine_outputs(engine: str, path: Path, feeds: dict[str, np.ndarray], cache: Path,
                     dims: dict[str, int]) -> list[np.ndarray]:
     from edgert.backends import BackendOptions
-    from edgert.runner import prepared_session
+    from edgert.compilers import compile_for
+    from edgert.runner import BUNDLE_SUFFIX, prepared_session
     from edgert.settings import BenchSettings
 
-    settings = BenchSettings()
     options = BackendOptions(cache_dir=cache, dims=dims)
-    with prepared_session(path, engine, settings, options=options, dims=dims, feeds=feeds) as (_, s, f):
-        return s.run(f)
+    artifact = compile_for(engine, path, options).path  # a control-flow model on TVM: a bundle
+    name = "bundle" if artifact.suffix == BUNDLE_SUFFIX else engine
+    with prepared_session(artifact, name, BenchSettings(), options=options, dims=dims,
+                          feeds=feeds) as (_, session, checked):
+        return session.run(checked)
 
 
 def _dims(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, int]:

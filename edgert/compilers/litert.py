@@ -62,12 +62,12 @@ def convert(onnx_path: Path, out_path: Path, dims: Mapping[str, int] | None = No
         if not _onnx2tf_available():
             raise ModelError(f"cannot convert {onnx_path.name} to .tflite: {exc.message} "
                              "(real models need onnx2tf: pip install 'edgert[convert]')",
-                             path=str(onnx_path)) from exc
+                             **{"path": str(onnx_path), **exc.fields}) from exc
         try:
             data, used = _onnx2tf(fixed.model), "onnx2tf"
         except ModelError as failed:
             raise ModelError(f"cannot convert {onnx_path.name} to .tflite: {failed.message}; "
-                             f"{exc.message}", path=str(onnx_path)) from failed
+                             f"{exc.message}", **{"path": str(onnx_path), **exc.fields}) from failed
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
