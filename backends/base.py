@@ -11,7 +11,7 @@ import abc
 import dataclasses
 import importlib.util
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -26,6 +26,8 @@ class BackendOptions:
     target: str = "host"  # TVM: "host", "aarch64" or a JSON target dict
     cache_dir: Path | None = None  # where compiled artifacts are kept; None: the user cache
     tuning_db: Path | None = None  # TVM MetaSchedule database to apply when compiling
+    # Sizes of symbolic input dims (--shape N=4): TVM and LiteRT build the model for them.
+    dims: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 class Session(abc.ABC):

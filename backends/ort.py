@@ -1,6 +1,8 @@
 """ONNX Runtime (CPU execution provider)."""
 from __future__ import annotations
 
+import os
+
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -132,6 +134,8 @@ class OrtBackend(Backend):
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not os.environ.get("EDGERT_DEBUG"):  # graph-cleanup warnings on exported models
+            opts.log_severity_level = 3  # errors only; edgert --debug shows the warnings
         if self.options.threads:
             opts.intra_op_num_threads = self.options.threads
             opts.inter_op_num_threads = 1

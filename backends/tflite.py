@@ -37,11 +37,24 @@ def _spec(detail: dict[str, Any]) -> TensorSpec:
     return TensorSpec(detail["name"], shape, np.dtype(detail["dtype"]).name)
 
 
+def _io_details(interpreter: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Input and output details named as the model's signature names them, if it has one.
+
+    Converters that go through TensorFlow (onnx2tf) name tensors ``serving_default_x:0``
+    and keep the ONNX names only in the signature.
+    """
+    signatures = interpreter.get_signature_list() if hasattr(interpreter, "get_signature_list") else {}
+    if len(signatures) != 1:
+        return interpreter.get_input_details(), interpreter.get_output_details()
+    runner = interpreter.get_signature_runner(next(iter(signatures)))
+    return ([dict(d, name=n) for n, d in runner.get_input_details().items()],
+            [dict(d, name=n) for n, d in runner.get_output_details().items()])
+
+
 class TfliteSession(Session):
     def __init__(self, interpreter: Any) -> None:
         self._interpreter = interpreter
-        inputs = interpreter.get_input_details()
-        outputs = interpreter.get_output_details()
+        inputs, outputs = _io_details(interpreter)
         self.inputs = [_spec(d) for d in inputs]
         self.outputs = [_spec(d) for d in outputs]
         self._input_index = {d["name"]: d["index"] for d in inputs}

@@ -11,8 +11,8 @@ from edgert import device_facts, result
 from edgert.backends import BackendOptions
 from edgert.compilers import compile_for, compile_for_device
 from edgert.devices.address import DeviceAddress
-from edgert.errors import UsageError
-from edgert.runner import run_benchmark
+from edgert.errors import EdgertError, UsageError
+from edgert.runner import BUNDLE_SUFFIX, prepared_session, run_benchmark
 from edgert.settings import BenchSettings
 from edgert.tensors import load_feeds
 
@@ -32,39 +32,73 @@ class BenchJob:
 
     def options(self) -> BackendOptions:
         return BackendOptions(threads=self.settings.threads, target=self.target,
-                              cache_dir=self.cache_dir, tuning_db=self.tuning_db)
+                              cache_dir=self.cache_dir, tuning_db=self.tuning_db, dims=dict(self.dims))
 
 
 ProgressFactory = Callable[[str], Callable[[int, float], None]]
 
 
+@dataclasses.dataclass(frozen=True)
+class EngineFailure:
+    """One engine of a multi-engine bench that could not prepare or run the model."""
+
+    backend: str
+    stage: str  # "prepare" (compile, convert, import, load) or "measure"
+    error: EdgertError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "stage": self.stage, "code": self.error.code,
+                "message": self.error.message}
+
+
 def bench(job: BenchJob, device: DeviceAddress | None = None,
-          progress: ProgressFactory | None = None) -> list[dict[str, Any]]:
+          progress: ProgressFactory | None = None,
+          failures: list[EngineFailure] | None = None) -> list[dict[str, Any]]:
     """Run every backend of ``job`` on ``device`` (this machine by default); results in backend order.
 
     On a remote device the agent runs the timing loop and sends raw samples; the statistics
     are computed here with the same code as local runs. When several backends run, each
     result's ``agreement`` block holds its max abs/rel difference from the first backend's
     outputs on the same inputs.
+
+    With ``failures`` (a list to fill), an engine that fails is recorded there and the
+    others still run; every engine's compile/convert (and, locally, a first load) comes
+    before any timing, so one that cannot take the model fails first. Without it the
+    first error is raised.
     """
     feeds = load_feeds(job.input_files)
     if device is None or device.scheme == "local":
         facts = device_facts.collect("local")
 
+        def prepare(name: str) -> None:  # compile/convert (cached), then load once
+            compiled = compile_for(name, job.model, job.options())
+            with prepared_session(compiled.path, _engine(name, compiled.path), job.settings,
+                                  options=job.options(), dims=job.dims, feeds=feeds):
+                pass
+
         def measure(name: str) -> dict[str, Any]:
             compiled = compile_for(name, job.model, job.options())  # host step, then the session
-            measured = run_benchmark(compiled.path, name, job.settings, options=job.options(),
-                                     dims=job.dims, feeds=feeds,
+            measured = run_benchmark(compiled.path, _engine(name, compiled.path), job.settings,
+                                     options=job.options(), dims=job.dims, feeds=feeds,
                                      progress=progress(name) if progress else None)
+            measured["backend"]["name"] = name  # a TVM bundle of a control-flow model is still tvm
             measured["backend"]["options"].update(compiled.notes)
             return measured
-        return _collect(job, facts, measure)
+        return _collect(job, facts, measure, failures=failures,
+                        prepare=prepare if failures is not None else None)
 
     if job.tuning_db is not None:  # the device would compile without it, silently untuned
         raise UsageError("--tuning-db is applied where TVM compiles, on this host; for a device, "
                          "compile a bundle here (edgert compile MODEL --backend tvm --target ... "
                          "--tuning-db DB) and bench that bundle on the device")
-    artifacts = {name: compile_for_device(name, job.model, job.options()) for name in job.backends}
+    artifacts: dict[str, Path] = {}
+    for name in job.backends:
+        try:
+            artifacts[name] = compile_for_device(name, job.model, job.options())
+        except EdgertError as exc:
+            if failures is None:
+                raise
+            failures.append(EngineFailure(name, "prepare", exc))
     from edgert.device_agents.protocol import pack_array
     from edgert.devices.connect import open_client
 
@@ -73,25 +107,50 @@ def bench(job: BenchJob, device: DeviceAddress | None = None,
     with open_client(device) as client:
         def measure_remote(name: str) -> dict[str, Any]:
             return client.bench(artifacts[name], name, params, progress(name) if progress else None)
-        return _collect(job, None, measure_remote, emulated=device.emulated)
+        return _collect(job, None, measure_remote, emulated=device.emulated, failures=failures,
+                        names=list(artifacts))
+
+
+def _engine(name: str, artifact: Path) -> str:
+    return "bundle" if artifact.suffix == BUNDLE_SUFFIX else name
 
 
 def _collect(job: BenchJob, facts: dict[str, Any] | None,
-             measure: Callable[[str], dict[str, Any]], emulated: bool = False) -> list[dict[str, Any]]:
+             measure: Callable[[str], dict[str, Any]], emulated: bool = False,
+             failures: list[EngineFailure] | None = None,
+             prepare: Callable[[str], None] | None = None,
+             names: list[str] | None = None) -> list[dict[str, Any]]:
+    names = list(job.backends if names is None else names)
+    if prepare is not None and failures is not None:
+        for name in list(names):
+            try:
+                prepare(name)
+            except EdgertError as exc:
+                failures.append(EngineFailure(name, "prepare", exc))
+                names.remove(name)
     results: list[dict[str, Any]] = []
-    reference: list[np.ndarray] | None = None
-    for name in job.backends:
-        measured = measure(name)
+    reference: tuple[str, list[np.ndarray]] | None = None
+    for name in names:
+        try:
+            measured = measure(name)
+        except EdgertError as exc:
+            if failures is None:
+                raise
+            failures.append(EngineFailure(name, "measure", exc))
+            continue
         outputs = measured.pop("first_outputs")
         device = measured.pop("device", None) or facts
         device["emulated"] = bool(device.get("emulated") or emulated)
         extra: dict[str, Any] = {}
         if reference is None:
-            reference = outputs
+            reference = (name, outputs)
         else:
-            extra["agreement"] = agreement(reference, outputs, job.backends[0])
+            extra["agreement"] = agreement(reference[1], outputs, reference[0])
         results.append(result.build(model_path=job.model, device=device, settings=job.settings,
                                     measured=measured, extra=extra))
+    if failures:
+        for res in results:
+            res["engine_failures"] = [f.to_dict() for f in failures]
     return results
 
 
@@ -101,6 +160,8 @@ def agreement(reference: list[np.ndarray], outputs: list[np.ndarray], against: s
     for ref, out in zip(reference, outputs):
         ref = np.asarray(ref, dtype=np.float64)
         out = np.asarray(out, dtype=np.float64)
+        if ref.ndim == 4 and out.shape == tuple(ref.shape[i] for i in (0, 2, 3, 1)):
+            out = out.transpose(0, 3, 1, 2)  # an NHWC engine output (LiteRT) of an NCHW model
         if ref.shape != out.shape:
             return {"against": against, "shape_mismatch": [list(ref.shape), list(out.shape)]}
         diff = np.abs(ref - out)

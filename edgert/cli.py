@@ -1,6 +1,7 @@
 """The ``edgert`` command: thin — parse, build settings, call one library function, render."""
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from typing import Any
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> Any:
     """Entry point: EdgertError -> one line on stderr and its exit code."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    if debug:  # engine libraries' own output reaches the terminal (edgert.compilers.chatter)
+        os.environ["EDGERT_DEBUG"] = "1"
     try:
         return cli.main(args=args, prog_name="edgert", standalone_mode=False)
     except click.exceptions.Abort:

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="all"
 if [ "${1:-}" = "dev" ]; then
-  extras="all,dev,torch"  # torch: the accuracy experiment and PyTorch references in tests
+  extras="all,dev,torch,convert"  # torch: the accuracy experiment, PyTorch references, real-model zoo
   need=""
   command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need="$need openssh-server"
   command -v socat >/dev/null || need="$need socat"
@@ -25,5 +25,8 @@ fi
 if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]" >.venv/pip.log 2>&1; then
   cat .venv/pip.log >&2
   exit 1
+fi
+if [[ ",$extras," == *",convert,"* ]]; then  # see the convert extra in pyproject.toml
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "onnx2tf==1.29.24" >>.venv/pip.log 2>&1
 fi
 .venv/bin/python -c "import edgert" # fail here, not later, if the install broke

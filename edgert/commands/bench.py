@@ -39,7 +39,7 @@ def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_pat
     from rich.console import Console
 
     from edgert import result
-    from edgert.bench import BenchJob, bench as run_bench
+    from edgert.bench import BenchJob, EngineFailure, bench as run_bench
     from edgert.progress import Progress
     from edgert.render import side_by_side
     from edgert.zoo import resolve as resolve_model
@@ -55,14 +55,23 @@ def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_pat
     if len(addrs) > 1:
         return _bench_fleet(job, addrs, json_path, csv_path, quiet)
     with Progress(quiet=quiet, max_duration_ms=job.settings.max_duration_ms, runs=runs) as progress:
-        results = run_bench(job, addrs[0], progress.task)
+        failures: list[EngineFailure] = []
+        results = run_bench(job, addrs[0], progress.task,
+                            failures=failures if len(job.backends) > 1 else None)
     for res in results:
         name = res["backend"]["name"]
         if json_path:
-            result.write_json(res, _per_backend(json_path, name, len(results)))
+            result.write_json(res, _per_backend(json_path, name, len(job.backends)))
         if csv_path:
-            result.write_csv(res, _per_backend(csv_path, name, len(results)))
-    side_by_side(results, Console())
+            result.write_csv(res, _per_backend(csv_path, name, len(job.backends)))
+        if res["backend"]["options"].get("note"):
+            click.echo(f"edgert: {res['backend']['options']['note']}", err=True)
+    if results:
+        side_by_side(results, Console())
+    for failure in failures:  # the others' results are shown and written above
+        click.echo(f"edgert: error: {failure.backend}: {failure.error.message}", err=True)
+    if failures:
+        sys.exit(failures[0].error.exit_code)
 
 
 def _bench_fleet(job: Any, addrs: list[Any], json_path: Path | None, csv_path: Path | None,

@@ -32,7 +32,9 @@ def compile_for(backend: str, model_path: Path, options: BackendOptions | None =
                 run_here: bool = True) -> Compiled:
     """``model_path`` compiled (TVM) or converted (LiteRT) for ``options``, from the cache when
     it is there; any other file is returned as it is. ``run_here``: the artifact will be
-    loaded on this machine, so a cross-compiling TVM target is refused before compiling."""
+    loaded on this machine, so a cross-compiling TVM target is refused before compiling.
+    A model with If/Loop/Scan for TVM becomes a bundle (``compilers.bundled``): run it with
+    the ``bundle`` engine."""
     model_path = Path(model_path)
     options = options or BackendOptions()
     if not needs_compile(backend, model_path):
@@ -46,11 +48,16 @@ def compile_for(backend: str, model_path: Path, options: BackendOptions | None =
         except ImportError as exc:
             raise ModelError(f"converting {model_path.name} to .tflite needs onnx and flatbuffers "
                              f"({exc}); pass a .tflite file", path=str(model_path)) from exc
-        return Compiled(convert_cached(model_path, options.cache_dir))
-    from . import tvm
+        return Compiled(convert_cached(model_path, options.cache_dir, options.dims))
+    from . import bundled, tvm
 
     if run_here:
         tvm.check_runs_here(options, model_path)
+    flow = bundled.control_flow_ops(model_path)
+    if flow:  # TVM's importer has no Loop/Scan: the bundle compiler splits the model for it
+        bundle = bundled.compile_bundle(model_path, options)
+        return Compiled(bundle, {"note": f"{model_path.name} has {'/'.join(flow)}: ran as a TVM "
+                                         f"bundle (edgert compile --backend tvm), {bundle}"})
     library, notes = tvm.compile_cached(model_path, options)
     return Compiled(library, notes)
 

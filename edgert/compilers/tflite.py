@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import flatbuffers
 import numpy as np
@@ -56,16 +56,22 @@ def default_cache_dir(cache_dir: Path | None = None) -> Path:
     return Path(base) / "edgert" / "tflite"
 
 
-def convert_cached(onnx_path: Path, cache_dir: Path | None = None) -> Path:
-    """The cached .tflite for an ONNX model (keyed by its sha256 and ``CONVERTER_VERSION``),
-    converting it on a cache miss."""
+def convert_cached(onnx_path: Path, cache_dir: Path | None = None,
+                   dims: Mapping[str, int] | None = None) -> Path:
+    """The cached .tflite for an ONNX model (keyed by its sha256, the converters' versions and
+    ``dims``), converted on a cache miss by ``compilers.litert`` (onnx2tf, this module as fallback)."""
+    from .litert import convert as convert_any, converter_version
+
+    digest = hashlib.sha256()
     try:
-        digest = hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest()
+        digest.update(Path(onnx_path).read_bytes())
     except OSError as exc:
         raise ModelError(f"cannot read {onnx_path}: {exc}", path=str(onnx_path)) from exc
-    target = default_cache_dir(cache_dir) / f"{Path(onnx_path).stem}-{digest[:16]}-v{CONVERTER_VERSION}.tflite"
+    shapes = ",".join(f"{k}={v}" for k, v in sorted((dims or {}).items()))
+    digest.update(f"\0{converter_version()}\0{shapes}".encode())
+    target = default_cache_dir(cache_dir) / f"{Path(onnx_path).stem}-{digest.hexdigest()[:16]}.tflite"
     if not target.is_file():
-        convert(Path(onnx_path), target)
+        convert_any(Path(onnx_path), target, dims)
     return target
 
 

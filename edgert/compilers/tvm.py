@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from edgert.backends.base import BackendOptions, TensorSpec
 from edgert.backends.tvm import SIDECAR_SCHEMA, read_tuning, signature_path
@@ -78,14 +78,30 @@ def import_onnx(model: Any, inputs: list[TensorSpec]) -> Any:
     """The Relax module of an ONNX model (weights bound), or ``ModelError`` naming what TVM lacks."""
     from tvm.relax.frontend.onnx import from_onnx
 
+    from .chatter import captured
+
     check_supported(model)
     shapes = {s.name: list(s.shape) for s in inputs if all(isinstance(d, int) for d in s.shape)}
     try:
-        return from_onnx(model, shape_dict=shapes or None,
-                         dtype_dict={s.name: s.dtype for s in inputs},
-                         keep_params_in_input=False)
+        with captured("tvm", "ONNX import") as log:
+            return from_onnx(model, shape_dict=shapes or None,
+                             dtype_dict={s.name: s.dtype for s in inputs},
+                             keep_params_in_input=False)
     except Exception as exc:  # converters raise NotImplementedError/ValueError/TVMError
-        raise ModelError(f"TVM cannot import the model: {exc}; try --backend ort") from exc
+        open_dims = sorted({d for s in inputs for d in s.shape if isinstance(d, str)})
+        hint = f"; set {', '.join(f'--shape {d}=SIZE' for d in open_dims)}" if open_dims else ""
+        last = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        raise ModelError(f"TVM cannot import the model: {last}{hint}; try --backend ort "
+                         f"(importer output: {log})") from exc
+
+
+def import_specialized(model: Any, dims: Mapping[str, int]) -> tuple[Any, list[TensorSpec], list[TensorSpec]]:
+    """(Relax module, inputs, outputs) of ``model`` with its input shapes fixed and folded first."""
+    from .shapes import fix_input_shapes
+
+    fixed = fix_input_shapes(model, dims).model
+    inputs, outputs = onnx_signature(fixed)
+    return import_onnx(fixed, inputs), inputs, outputs
 
 
 # ------------------------------------------------------------- host: the pipeline
@@ -173,7 +189,7 @@ def default_cache_dir() -> Path:
 
 
 def cache_path(model_path: Path, target: Any, cache_dir: Path | None = None,
-               tuning_db: Path | None = None) -> Path:
+               tuning_db: Path | None = None, dims: Mapping[str, int] | None = None) -> Path:
     """Where ``compile_onnx`` puts (or finds) the library for this model, target and database.
 
     The key covers the records for ``target`` in ``tuning_db`` (by content), so a
@@ -184,7 +200,8 @@ def cache_path(model_path: Path, target: Any, cache_dir: Path | None = None,
     digest = hashlib.sha256()
     digest.update(Path(model_path).read_bytes())
     records = database_digest(tuning_db, target) if tuning_db is not None else "untuned"
-    for part in (target_key(target), tvm.__version__, PIPELINE_VERSION, records):
+    shapes = ",".join(f"{k}={v}" for k, v in sorted((dims or {}).items()))  # --shape sizes
+    for part in (target_key(target), tvm.__version__, PIPELINE_VERSION, records, shapes):
         digest.update(b"\0" + part.encode())
     return Path(cache_dir or default_cache_dir()) / f"{Path(model_path).stem}-{digest.hexdigest()[:24]}.so"
 
@@ -203,19 +220,20 @@ def _write_atomic(path: Path, write: Any) -> None:
 
 
 def compile_onnx(model_path: Path, target: Any, cache_dir: Path | None = None,
-                 tuning_db: Path | None = None) -> Path:
+                 tuning_db: Path | None = None, dims: Mapping[str, int] | None = None) -> Path:
     """Compile an ONNX file for ``target`` into a cached ``.so`` (+ ``.json`` signature).
 
     With ``tuning_db`` (a directory written by ``tvm_tune.tune_model``), functions
     with records use their best measured schedule. A library already in the cache
-    under the same key is returned untouched.
+    under the same key is returned untouched. ``dims`` sizes symbolic input dims: the
+    library is built for them, shape arithmetic folded first (``compilers.shapes``).
     """
     import onnx
     import tvm
 
     model_path = Path(model_path)
     try:
-        out = cache_path(model_path, target, cache_dir, tuning_db)
+        out = cache_path(model_path, target, cache_dir, tuning_db, dims)
     except OSError as exc:
         raise ModelError(f"cannot read model {model_path}: {exc}", path=str(model_path)) from exc
     if is_cached(out):
@@ -225,8 +243,7 @@ def compile_onnx(model_path: Path, target: Any, cache_dir: Path | None = None,
     except Exception as exc:
         raise ModelError(f"{model_path} is not a readable ONNX model: {exc}",
                          path=str(model_path)) from exc
-    inputs, outputs = onnx_signature(model)
-    mod = import_onnx(model, inputs)
+    mod, inputs, outputs = import_specialized(model, dims or {})
     fcompile = export_compiler(target)
     try:
         lowered, tuned = _lower(mod, target, tuning_db)
@@ -260,12 +277,12 @@ def compile_cached(model_path: Path, options: BackendOptions) -> tuple[Path, dic
     and which kernels it tuned. These notes go into the result's backend options."""
     target = resolve_target(options.target)
     db = options.tuning_db
-    out = cache_path(model_path, target, options.cache_dir, db)
+    out = cache_path(model_path, target, options.cache_dir, db, options.dims)
     notes: dict[str, Any] = {"target": target_key(target), "cache": "hit" if is_cached(out) else "miss",
                              "artifact": str(out), "pipeline": PIPELINE_VERSION}
     if db is not None:
         notes.update(tuning_db=str(db), tuning_db_sha256=database_digest(db, target))
-    library = compile_onnx(model_path, target, options.cache_dir, db)
+    library = compile_onnx(model_path, target, options.cache_dir, db, options.dims)
     if db is not None:
         notes.update(read_tuning(library))
     return library, notes

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from edgert.errors import BackendError, UsageError
 
-from .tvm import import_onnx, legalize, onnx_signature
+from .tvm import import_specialized, legalize
 from .tvm_db import database_dir, mark_emulated, open_database, tuning_target
 from .tvm_target import export_compiler, is_cross, target_key
 
@@ -233,9 +233,7 @@ def extract(model_path: Path, target: Any) -> tuple[Any, list[Any]]:
     import onnx
     from tvm.s_tir import meta_schedule as ms
 
-    model = onnx.load(str(model_path))
-    inputs, _ = onnx_signature(model)
-    mod = legalize(import_onnx(model, inputs), target)
+    mod = legalize(import_specialized(onnx.load(str(model_path)), {})[0], target)
     return mod, list(ms.relax_integration.extract_tasks(mod, tuning_target(target)))
 
 
