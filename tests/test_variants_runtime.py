@@ -50,7 +50,7 @@ def test_switch_is_well_under_a_millisecond(resnet_aio: Path) -> None:
 
 
 def test_memory_accounting(resnet_aio: Path) -> None:
-    with open_variants(resnet_aio) as vm:
+    with open_variants(resnet_aio, full_level="shared") as vm:
         mem = vm.memory()
         weights = [lv.weight_bytes for lv in vm.levels]
     assert weights == sorted(weights, reverse=True) and weights[-1] < 0.15 * weights[0]
@@ -60,12 +60,32 @@ def test_memory_accounting(resnet_aio: Path) -> None:
     assert mem["resident_bytes"] == mem["full_weight_bytes"] + mem["copied_bytes"]
 
 
+def test_private_full_level_and_the_cheaper_of_sharing_or_not(resnet_aio: Path) -> None:
+    """By default the full level is ORT's own copy (fully optimised). Sharing the three
+    smaller levels would keep the whole tensors (1x) plus a copy, more than their own
+    weights (0.56 + 0.25 + 0.06 of the full level), so they are private too."""
+    feeds = {"input": np.random.default_rng(0).standard_normal((1, 3, 160, 160)).astype(np.float32)}
+    with open_variants(resnet_aio) as private, open_variants(resnet_aio, full_level="shared") as shared:
+        mem = private.memory()
+        for lv in private.levels:
+            private.select_index(lv.index)
+            shared.select_index(lv.index)
+            np.testing.assert_allclose(private.run(feeds)[0], shared.run(feeds)[0], rtol=1e-4, atol=1e-5)
+    assert mem["strategies"] == ["private"] * 4 and mem["copied_bytes"] == 0
+    assert mem["resident_bytes"] == sum(lv.weight_bytes for lv in private.levels)
+    with pytest.raises(UsageError, match="full_level"):
+        open_variants(resnet_aio, full_level="fast")
+
+
 def test_memory_budget_picks_copies_smallest_level_first(resnet_aio: Path) -> None:
-    with open_variants(resnet_aio, memory_budget=1.32) as vm:
+    with open_variants(resnet_aio, memory_budget=1.32, full_level="shared") as vm:
         assert vm.memory()["strategies"] == ["view", "slice", "copy", "copy"]
-    with open_variants(resnet_aio, memory_budget=None) as vm:
+    with open_variants(resnet_aio, memory_budget=None, full_level="shared") as vm:
         assert vm.memory()["strategies"] == ["view", "copy", "copy", "copy"]
         assert vm.memory()["resident_bytes"] > 1.8 * vm.full_weight_bytes
+    with open_variants(resnet_aio, share_weights=False) as vm:
+        assert vm.memory()["strategies"] == ["private"] * 4
+        assert vm.memory()["resident_bytes"] == sum(lv.weight_bytes for lv in vm.levels)
     with pytest.raises(UsageError, match="below 1"):
         open_variants(resnet_aio, memory_budget=0.9)
 

@@ -102,7 +102,7 @@ def data_sha256(tensors: Mapping[str, np.ndarray]) -> str:
 def write(path: Path, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any],
           extra: Mapping[str, str] | None = None) -> None:
     """Write atomically (temp file + rename), so a reader never sees half a file."""
-    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    tensors = {k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in tensors.items()}  # keeps 0-d
     metadata = {"format": FORMAT, "version": str(VERSION), "sha256": data_sha256(tensors),
                 "aio": json.dumps(meta, separators=(",", ":")), **(extra or {})}
     header, order = _header(tensors, metadata)

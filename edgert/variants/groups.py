@@ -202,6 +202,8 @@ class _Analyzer:
         segs = segs_in[0]
         cin = sum(n for _, n in segs) if segs else None
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        if bias and bias not in self.inits:
+            return self.unknown(node, segs_in, f"{where} has a bias that is not a constant")
         if group == 1:
             out = self.new(cout, f"{node.name} output")
             if segs:

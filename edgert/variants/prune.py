@@ -109,9 +109,11 @@ def level_kept(graph: ChannelGraph, ratio: float, multiple: int = 1) -> dict[int
 def level_params(graph: ChannelGraph, inits: Mapping[str, np.ndarray], kept: Mapping[int, int]
                  ) -> dict[str, list[list[list[int]]]]:
     """Per floating-point initializer, the [start, stop) ranges kept along every axis (integer
-    ones are shape constants and stay inline in the level graphs)."""
+    ones are shape constants and stay inline in the level graphs, as do float scalars that
+    follow no group: ORT's fusions read those, e.g. GELU's 1/sqrt(2), from the graph itself)."""
+    tied = {p.init for p in graph.params}
     ranges = {name: [[[0, d]] if d else [] for d in value.shape] for name, value in inits.items()
-              if value.dtype.kind == "f"}
+              if value.dtype.kind == "f" and (value.size > 1 or name in tied)}
     for p in graph.params:
         ranges[p.init][p.axis] = kept_ranges(p.segments, dict(kept))
     return ranges
@@ -218,6 +220,35 @@ def _load(model_path: Path) -> Any:
         raise ModelError(f"cannot read ONNX model {model_path}: {exc}", path=str(model_path)) from exc
 
 
+def untie_constants(model: Any) -> Any:
+    """A copy where every ``Constant`` node and every ``Identity`` of an initializer is an
+    initializer of its own. The torch exporter writes a weight equal to an earlier one (e.g.
+    two zero SE biases of MobileNetV3) as ``Identity(earlier)``; untied, each conv's weights
+    follow that conv's channels only."""
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    values = {t.name: t for t in out.graph.initializer}
+    kept = []
+    for node in out.graph.node:
+        if node.op_type == "Identity" and node.input[0] in values:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(values[node.input[0]])
+        elif node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(node.attribute[0].t)
+        else:
+            kept.append(node)
+            continue
+        tensor.name = node.output[0]
+        values[tensor.name] = tensor
+        out.graph.initializer.append(tensor)
+    del out.graph.node[:]
+    out.graph.node.extend(kept)
+    return out
+
+
 def build(model: Any, ratios: Sequence[float], *, importance_method: str = "auto", multiple: int = 1
           ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Tensors and metadata of an All-in-One file for an ``onnx.ModelProto``."""
@@ -226,6 +257,8 @@ def build(model: Any, ratios: Sequence[float], *, importance_method: str = "auto
     ratios = check_ratios(ratios)
     if multiple < 1:
         raise UsageError("the channel multiple must be >= 1")
+    source_sha256 = hashlib.sha256(model.SerializeToString()).hexdigest()
+    model = untie_constants(model)
     graph = analyze(model)
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     scores = importance(graph, inits, importance_method)
@@ -249,7 +282,7 @@ def build(model: Any, ratios: Sequence[float], *, importance_method: str = "auto
         "groups": [g.to_dict() for g in graph.groups.values()],
         "importance": importance_method,
         "template": template(model, graph),
-        "source": {"sha256": hashlib.sha256(model.SerializeToString()).hexdigest(),
+        "source": {"sha256": source_sha256,
                    "weight_bytes": sum(v.nbytes for v in inits.values())},
     }
     return tensors, meta
