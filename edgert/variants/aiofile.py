@@ -53,6 +53,13 @@ class AioFile:
     data_bytes: int
     _map: mmap.mmap | None = None
 
+    def release_pages(self) -> None:
+        """Drop this process's resident pages of the map (the checksum pass and ORT's private
+        copies touched them all). The views stay valid: a page read again faults back in
+        from the page cache, so only what sessions still read in place stays resident."""
+        if self._map is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED)
+
     def close(self) -> None:
         self.tensors = {}
         if self._map is not None:

@@ -16,6 +16,7 @@ Host-only: imports onnx.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 Segments = tuple[tuple[int, int], ...]  # (group id, channel count) along one axis
@@ -27,6 +28,9 @@ PASSTHROUGH = frozenset({
     "GlobalMaxPool", "LpPool", "Neg", "Abs", "Erf", "Gelu", "Mish",
 })
 ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum"})
+# Ops that read axis 1 as channels (and the spatial axes after it): channels-first inputs only.
+CHANNELS_FIRST = frozenset({"Conv", "BatchNormalization", "Flatten", "Gemm", "Concat", "MaxPool", "AveragePool",
+                            "GlobalAveragePool", "GlobalMaxPool", "LpPool"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +53,7 @@ class Group:
     size: int
     members: list[str]
     fixed: str | None = None  # why this group is never pruned; None: prunable
+    block: int = 1  # channels pruned together: a grouped conv's channels per group
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -61,6 +66,7 @@ class ChannelGraph:
     groups: dict[int, Group]
     params: list[ParamAxis]
     depthwise: dict[str, Segments]  # conv node name -> its channel segments (``group`` attr)
+    grouped: dict[str, int]  # grouped conv node name -> channels per group (``group`` = kept / that)
     bn: list[tuple[str, str, float]]  # (gamma, running var, epsilon) for importance
 
     def prunable(self) -> list[Group]:
@@ -85,8 +91,10 @@ class _Analyzer:
         self.parent: dict[int, int] = {}
         self.groups: dict[int, Group] = {}
         self.seg: dict[str, Segments | None] = {}
+        self.axis: dict[str, int] = {}  # channel axis of a tensor when not 1 (after a Transpose)
         self.params: dict[tuple[str, int], ParamAxis] = {}
         self.depthwise: dict[str, Segments] = {}
+        self.grouped: dict[str, int] = {}
         self.bn: list[tuple[str, str, float]] = []
 
     # -- union-find ------------------------------------------------------------------
@@ -113,6 +121,9 @@ class _Analyzer:
         self.parent[rb] = ra
         ga.members += gb.members
         ga.fixed = ga.fixed or gb.fixed
+        ga.block = math.lcm(ga.block, gb.block)
+        if ga.size % ga.block:
+            ga.fixed = ga.fixed or f"group {ra} is cut by grouped convolutions into blocks of {ga.block}"
 
     def fix(self, segs: Segments | None, reason: str) -> None:
         for gid, _ in segs or ():
@@ -166,7 +177,7 @@ class _Analyzer:
 
         params = [dataclasses.replace(p, segments=resolve(p.segments)) for p in self.params.values()]
         depthwise = {k: resolve(v) for k, v in self.depthwise.items()}
-        return ChannelGraph(roots, params, depthwise, self.bn)
+        return ChannelGraph(roots, params, depthwise, self.grouped, self.bn)
 
     def visit(self, node: Any) -> None:
         op, name = node.op_type, node.name or node.output[0]
@@ -174,8 +185,12 @@ class _Analyzer:
         segs_in = [self.seg.get(i) for i in acts]
         where = f"node {name!r} ({op})"
         handler = getattr(self, f"_{op.lower()}", None)
-        if op in PASSTHROUGH and len(acts) == 1:
+        axes = {self.axis.get(i, 1) for i, segs in zip(acts, segs_in) if segs}
+        if len(axes) > 1 or (op in CHANNELS_FIRST and axes - {1}):
+            self.unknown(node, segs_in, f"{where} reads channels on another axis than its input has them")
+        elif op in PASSTHROUGH and len(acts) == 1:
             self.seg[node.output[0]] = segs_in[0]
+            self.axis[node.output[0]] = self.axis.get(acts[0], 1)
             for extra in node.output[1:]:
                 self.seg[extra] = None
         elif op in ELEMENTWISE:
@@ -218,8 +233,27 @@ class _Analyzer:
             if bias:
                 self.param(bias, 0, segs, "channel", where)
             self.seg[node.output[0]] = segs
+        elif segs and len(segs) == 1 and cin == cout and cin % group == 0:
+            self._grouped(node, segs, cin // group, w, bias, where)
         else:
-            self.unknown(node, segs_in, f"{where} is a grouped convolution (group={group})")
+            self.unknown(node, segs_in, f"{where} is a grouped convolution (group={group}) whose "
+                                        "input and output channels differ")
+
+    def _grouped(self, node: Any, segs: Segments, per_group: int, w: str, bias: str | None, where: str) -> None:
+        """A grouped conv with as many outputs as inputs (ResNeXt, RegNet): output block j
+        reads input block j only, so input and output share one group that is permuted and
+        pruned by whole blocks of ``per_group`` channels; axis 1 of the weight (the channels
+        within a block) is left alone."""
+        gid = self.find(segs[0][0])
+        group = self.groups[gid]
+        group.block = math.lcm(group.block, per_group)
+        if group.size % group.block:
+            self.fix(segs, f"{where} cuts group {gid} into blocks that do not divide it")
+        self.grouped[node.name] = per_group
+        self.param(w, 0, segs, "channel", where)
+        if bias:
+            self.param(bias, 0, segs, "channel", where)
+        self.seg[node.output[0]] = segs
 
     def _batchnormalization(self, node: Any, acts: list[str], segs_in: list[Segments | None],
                             where: str) -> None:
@@ -241,11 +275,12 @@ class _Analyzer:
             if not self.merge(first, other, f"{where} adds tensors whose channel layouts differ"):
                 return self.unknown(node, segs_in, f"{where} adds tensors whose channel layouts differ")
         rank = len(self.ranks.get(acts[0]) or [0, 0, 0, 0])
+        channel_axis = self.axis.get(acts[0], 1)
         for const in (i for i in node.input if i in self.inits):
             value = self.inits[const]
             if value.size == 1:
                 continue
-            axis = value.ndim - (rank - 1)  # numpy broadcasting aligns shapes on the right
+            axis = value.ndim - (rank - channel_axis)  # numpy broadcasting aligns shapes on the right
             channels = sum(n for _, n in first)
             if 0 <= axis < value.ndim and value.shape[axis] == channels and value.size == channels:
                 self.param(const, axis, first, "channel", where)
@@ -253,6 +288,7 @@ class _Analyzer:
                 return self.unknown(node, segs_in, f"{where} broadcasts a constant of shape "
                                                    f"{list(value.shape)} over the channels")
         self.seg[node.output[0]] = first
+        self.axis[node.output[0]] = channel_axis
 
     def _concat(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
         rank = len(self.ranks.get(node.output[0]) or [])
@@ -284,14 +320,40 @@ class _Analyzer:
 
     def _matmul(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
         w = node.input[1]
-        if len(acts) != 1 or w not in self.inits or self.inits[w].ndim != 2 \
-                or len(self.ranks.get(node.input[0]) or []) != 2:
-            return self.unknown(node, segs_in, f"{where} is not a 2-D product with a constant weight")
+        rank = len(self.ranks.get(node.input[0]) or [])
+        last = rank - 1
+        if len(acts) != 1 or w not in self.inits or self.inits[w].ndim != 2 or rank < 2 \
+                or (segs_in[0] and self.axis.get(acts[0], 1) != last):
+            return self.unknown(node, segs_in, f"{where} is not a product over the channels with a constant weight")
         out = self.new(self.inits[w].shape[1], f"{node.name} output")
         if segs_in[0]:
             self.param(w, 0, segs_in[0], "consumer", where)
         self.param(w, 1, out, "producer", where)
         self.seg[node.output[0]] = out
+        self.axis[node.output[0]] = last
+
+    def _transpose(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
+        """Moves the channel axis (ConvNeXt's NCHW <-> NHWC around LayerNorm and Linear)."""
+        perm = list(self._attr(node, "perm", []))
+        axis = self.axis.get(acts[0], 1) if acts else 1
+        if len(acts) != 1 or segs_in[0] is None or axis not in perm:
+            return self.unknown(node, segs_in, f"{where} transposes a tensor without a channel layout")
+        self.seg[node.output[0]] = segs_in[0]
+        self.axis[node.output[0]] = perm.index(axis)
+
+    def _layernormalization(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
+        """Normalises over the channels alone (axis = the last, which holds them): scale and
+        bias follow the channels; a pruned level normalises over the channels it keeps."""
+        rank = len(self.ranks.get(acts[0]) or []) if acts else 0
+        axis = int(self._attr(node, "axis", -1)) % max(rank, 1)
+        if len(acts) != 1 or segs_in[0] is None or axis != rank - 1 or self.axis.get(acts[0], 1) != axis \
+                or len(node.output) > 1 and any(node.output[1:]):
+            return self.unknown(node, segs_in, f"{where} normalises over more than the channel axis")
+        for p in node.input[1:3]:
+            if p:
+                self.param(p, 0, segs_in[0], "channel", where)
+        self.seg[node.output[0]] = segs_in[0]
+        self.axis[node.output[0]] = axis
 
 
 def analyze(model: Any) -> ChannelGraph:

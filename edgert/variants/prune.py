@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -97,12 +98,22 @@ def permute(graph: ChannelGraph, inits: Mapping[str, np.ndarray], perms: Mapping
     return out
 
 
+def block_order(scores: np.ndarray, block: int) -> np.ndarray:
+    """Channels in descending importance, whole blocks at a time (a grouped conv's block j of
+    outputs reads block j of inputs only, so blocks move together and keep their inside)."""
+    by_block = scores.reshape(-1, block).sum(axis=1)
+    order = np.argsort(-by_block, kind="stable")
+    return (order[:, None] * block + np.arange(block)).reshape(-1)
+
+
 def level_kept(graph: ChannelGraph, ratio: float, multiple: int = 1) -> dict[int, int]:
-    """Channels kept per prunable group at ``ratio`` (rounded to ``multiple``, at least one)."""
+    """Channels kept per prunable group at ``ratio``: rounded to ``multiple`` and to whole
+    blocks of grouped convs, at least one unit."""
     kept = {}
     for g in graph.prunable():
-        k = int(round(g.size * (1.0 - ratio) / multiple)) * multiple
-        kept[g.id] = min(g.size, max(k, min(multiple, g.size), 1))
+        unit = math.lcm(multiple, g.block)
+        k = int(round(g.size * (1.0 - ratio) / unit)) * unit
+        kept[g.id] = min(g.size, max(k, min(unit, g.size), 1))
     return kept
 
 
@@ -148,7 +159,7 @@ def _slice_nodes(name: str, ranges: list[list[list[int]]], shape: tuple[int, ...
     return out, nodes, consts
 
 
-def level_graph(model: Any, ranges: Mapping[str, list[list[list[int]]]], depthwise_groups: Mapping[str, int],
+def level_graph(model: Any, ranges: Mapping[str, list[list[list[int]]]], conv_groups: Mapping[str, int],
                 inits: Mapping[str, np.ndarray], slice_at_run: bool = False) -> bytes:
     """The level's ONNX graph without weights: initializers point at external data that the
     runtime supplies from the file (see ``runtime.py``).
@@ -187,10 +198,10 @@ def level_graph(model: Any, ranges: Mapping[str, list[list[list[int]]]], depthwi
         for i, name in enumerate(node.input):
             if name in renamed:
                 node.input[i] = renamed[name]
-        if node.name in depthwise_groups:
+        if node.name in conv_groups:
             for a in node.attribute:
                 if a.name == "group":
-                    a.i = depthwise_groups[node.name]
+                    a.i = conv_groups[node.name]
     nodes = new_nodes + list(level.graph.node)
     del level.graph.node[:]
     level.graph.node.extend(nodes)
@@ -208,6 +219,7 @@ def template(model: Any, graph: ChannelGraph) -> dict[str, Any]:
         "param_axes": [{"init": p.init, "axis": p.axis, "segments": [list(s) for s in p.segments],
                         "role": p.role} for p in graph.params],
         "depthwise": {k: [list(s) for s in v] for k, v in graph.depthwise.items()},
+        "grouped": dict(graph.grouped),
     }
 
 
@@ -262,13 +274,16 @@ def build(model: Any, ratios: Sequence[float], *, importance_method: str = "auto
     graph = analyze(model)
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     scores = importance(graph, inits, importance_method)
-    perms = {gid: np.argsort(-s, kind="stable") for gid, s in scores.items()}
+    perms = {gid: block_order(s, graph.groups[gid].block) for gid, s in scores.items()}
+    conv_weight = {n.name: n.input[1] for n in model.graph.node if n.name in graph.grouped}
     tensors = permute(graph, inits, perms)
     levels = []
     for i, ratio in enumerate(ratios):
         kept = level_kept(graph, ratio, multiple)
         ranges = level_params(graph, inits, kept)
         dw = {name: sum(kept.get(g, n) for g, n in segs) for name, segs in graph.depthwise.items()}
+        for name, per_group in graph.grouped.items():
+            dw[name] = shape_of(ranges[conv_weight[name]])[0] // per_group
         tensors[GRAPH_TENSOR.format(i)] = np.frombuffer(level_graph(model, ranges, dw, inits), np.uint8)
         tensors[SLICED_TENSOR.format(i)] = np.frombuffer(level_graph(model, ranges, dw, inits, True), np.uint8)
         params = {name: {"tensor": name, "ranges": r} for name, r in ranges.items()}

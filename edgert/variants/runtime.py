@@ -167,6 +167,7 @@ class VariantModel:
             self.levels.append(Level(i, float(lv["ratio"]), dict(lv["kept"]), int(lv["weight_bytes"]),
                                      copied, strategy))
             self._sessions.append(session)
+        self._file.release_pages()
         self.resident_weight_bytes = sum(int(lv["weight_bytes"]) for lv, st in zip(meta["levels"], strategies)
                                          if st == "private") \
             + resident_bytes([lv for lv, st in zip(meta["levels"], strategies) if st != "private"],
