@@ -72,9 +72,9 @@ def reshape_model(path: Path) -> Path:
     """A Reshape between two convs: the pruner cannot follow channels through it."""
     g = _Builder()
     a = g.conv("c0", "x", 3, 8)
-    shape = g.inits.append(numpy_helper.from_array(np.array([1, 8, 16, 16], np.int64), "shape")) or "shape"
-    r = g.op("Reshape", "reshape_0", [a, shape])
-    return g.save(path, g.op("Relu", "relu", [g.conv("c1", r, 8, 12)]), 12)
+    shape = g.inits.append(numpy_helper.from_array(np.array([1, 16, 8, 16], np.int64), "shape")) or "shape"
+    r = g.op("Reshape", "reshape_0", [a, shape])  # folds rows into channels
+    return g.save(path, g.op("Relu", "relu", [g.conv("c1", r, 16, 12)]), 12)
 
 
 def _feeds(shape: tuple[int, ...], name: str = "x") -> dict[str, np.ndarray]:

@@ -61,9 +61,9 @@ def test_memory_accounting(resnet_aio: Path) -> None:
 
 
 def test_private_full_level_and_the_cheaper_of_sharing_or_not(resnet_aio: Path) -> None:
-    """By default the full level is ORT's own copy (fully optimised). Sharing the three
-    smaller levels would keep the whole tensors (1x) plus a copy, more than their own
-    weights (0.56 + 0.25 + 0.06 of the full level), so they are private too."""
+    """By default the full level is ORT's own copy (fully optimised), and the three smaller
+    levels' own weights (0.56 + 0.25 + 0.06 of the full level) fit the 1.3x budget, so they
+    are private too; a budget they do not fit makes them share the map."""
     feeds = {"input": np.random.default_rng(0).standard_normal((1, 3, 160, 160)).astype(np.float32)}
     with open_variants(resnet_aio) as private, open_variants(resnet_aio, full_level="shared") as shared:
         mem = private.memory()
@@ -73,6 +73,9 @@ def test_private_full_level_and_the_cheaper_of_sharing_or_not(resnet_aio: Path) 
             np.testing.assert_allclose(private.run(feeds)[0], shared.run(feeds)[0], rtol=1e-4, atol=1e-5)
     assert mem["strategies"] == ["private"] * 4 and mem["copied_bytes"] == 0
     assert mem["resident_bytes"] == sum(lv.weight_bytes for lv in private.levels)
+    with open_variants(resnet_aio, memory_budget=1.0) as tight:
+        assert tight.memory()["strategies"] == ["private", "slice", "slice", "slice"]
+        assert tight.memory()["resident_bytes"] == 2 * tight.full_weight_bytes
     with pytest.raises(UsageError, match="full_level"):
         open_variants(resnet_aio, full_level="fast")
 

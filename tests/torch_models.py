@@ -39,3 +39,43 @@ def export_cnn(name: str, path: Path, side: int = 64, seed: int = 0) -> Path:
     torch.onnx.export(model, (torch.randn(1, 3, side, side),), str(path), opset_version=17, dynamo=False,
                       input_names=["x"], output_names=["y"])
     return path
+
+
+def export_vit(path: Path, seed: int = 0) -> Path:
+    """torchvision's VisionTransformer in a tiny configuration: 32x32 input, 8x8 patches, two
+    layers of two heads, width 64, MLP 128; input ``x`` (1, 3, 32, 32)."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = torchvision_models().VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                                   hidden_dim=64, mlp_dim=128, num_classes=10).eval()
+    torch.nn.init.normal_(model.heads.head.weight, std=0.1)  # zero-initialised: every output would be 0
+    torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), str(path), opset_version=17, dynamo=False,
+                      input_names=["x"], output_names=["y"])
+    return path
+
+
+def export_bert(path: Path, seq: int = 16, seed: int = 0) -> Path:
+    """A two-layer BERT from transformers' code (config only: four heads, width 64, MLP 128);
+    inputs ``input_ids`` and ``attention_mask`` (1, seq) int64, output the last hidden state."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=128, max_position_embeddings=64)
+    model = BertModel(config).eval()
+    ids = torch.randint(0, 100, (1, seq))
+    mask = torch.ones(1, seq, dtype=torch.int64)
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    torch.onnx.export(LastHidden().eval(), (ids, mask), str(path), opset_version=17, dynamo=False,
+                      input_names=["input_ids", "attention_mask"], output_names=["y"])
+    return path

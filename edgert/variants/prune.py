@@ -160,14 +160,15 @@ def _slice_nodes(name: str, ranges: list[list[list[int]]], shape: tuple[int, ...
 
 
 def level_graph(model: Any, ranges: Mapping[str, list[list[list[int]]]], conv_groups: Mapping[str, int],
-                inits: Mapping[str, np.ndarray], slice_at_run: bool = False) -> bytes:
+                inits: Mapping[str, np.ndarray], slice_at_run: bool = False,
+                shapes: Mapping[str, tuple[int, int]] | None = None) -> bytes:
     """The level's ONNX graph without weights: initializers point at external data that the
     runtime supplies from the file (see ``runtime.py``).
 
     With ``slice_at_run`` a weight whose level part is not one contiguous block is declared
     whole and cut by Slice nodes in the graph, so no copy of it stays resident."""
     import onnx
-    from onnx import TensorProto
+    from onnx import TensorProto, numpy_helper
 
     level = onnx.ModelProto()
     level.CopyFrom(model)
@@ -175,6 +176,11 @@ def level_graph(model: Any, ranges: Mapping[str, list[list[list[int]]]], conv_gr
     renamed: dict[str, str] = {}
     new_nodes: list[Any] = []
     for t in level.graph.initializer:
+        if t.name in (shapes or {}):  # a Reshape's entry for a pruned axis (attention heads)
+            index, value = shapes[t.name]
+            const = numpy_helper.to_array(t).copy()
+            const[index] = value
+            t.CopyFrom(numpy_helper.from_array(const, t.name))
         if t.name not in ranges:  # shape constants stay inline: ORT's shape inference reads them
             continue
         shape = shape_of(ranges[t.name])
@@ -220,6 +226,7 @@ def template(model: Any, graph: ChannelGraph) -> dict[str, Any]:
                         "role": p.role} for p in graph.params],
         "depthwise": {k: [list(s) for s in v] for k, v in graph.depthwise.items()},
         "grouped": dict(graph.grouped),
+        "reshapes": {k: [i, [list(x) for x in segs], unit] for k, (i, segs, unit) in graph.reshapes.items()},
     }
 
 
@@ -284,8 +291,12 @@ def build(model: Any, ratios: Sequence[float], *, importance_method: str = "auto
         dw = {name: sum(kept.get(g, n) for g, n in segs) for name, segs in graph.depthwise.items()}
         for name, per_group in graph.grouped.items():
             dw[name] = shape_of(ranges[conv_weight[name]])[0] // per_group
-        tensors[GRAPH_TENSOR.format(i)] = np.frombuffer(level_graph(model, ranges, dw, inits), np.uint8)
-        tensors[SLICED_TENSOR.format(i)] = np.frombuffer(level_graph(model, ranges, dw, inits, True), np.uint8)
+        shapes = {name: (index, sum(kept.get(g, n) for g, n in segs) // unit)
+                  for name, (index, segs, unit) in graph.reshapes.items()}
+        tensors[GRAPH_TENSOR.format(i)] = np.frombuffer(level_graph(model, ranges, dw, inits, shapes=shapes),
+                                                        np.uint8)
+        tensors[SLICED_TENSOR.format(i)] = np.frombuffer(
+            level_graph(model, ranges, dw, inits, True, shapes=shapes), np.uint8)
         params = {name: {"tensor": name, "ranges": r} for name, r in ranges.items()}
         weight_bytes = sum(int(np.prod(shape_of(r), dtype=np.int64)) * inits[n].dtype.itemsize
                            for n, r in ranges.items())

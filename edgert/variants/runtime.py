@@ -5,34 +5,35 @@ slice that is contiguous in memory (the full tensor, or a prefix of its first ax
 read by ONNX Runtime in place from the map. Any other slice (a conv weight pruned on its
 input axis) costs either memory or time, so each level gets one *strategy*:
 
-* ``view``: every weight of the level is contiguous; nothing to copy (the full level).
+* ``view``: every weight of the level is contiguous; nothing to copy (a shared full level).
 * ``copy``: its non-contiguous weights are copied compactly once at open.
 * ``slice``: its graph cuts them from the whole weights with Slice nodes at every run
   (measured on the zoo ResNet: 5-8% slower per level; the cut weights live only in the
   shared arena while that level runs).
+* ``private``: ORT gets its own copy of the level's weights and optimises at
+  ORT_ENABLE_ALL, exactly as a plain ORT session of the source model.
 
-The full level (the first) is ``private`` by default (``full_level="private"``): ORT gets
-its own copy of those weights and optimises at ORT_ENABLE_ALL, exactly as a plain ORT
-session of the source model, because on x86 the gap to ORT is the NCHWc layout transform
-(measured on ResNet-50 and MobileNetV3-Small: ORT_ENABLE_ALL without ``NchwcTransformer``
-is as slow as a shared level), and that transform rewrites every conv filter into an
-ORT-owned blocked copy, so no level can run at that speed on weights it shares.
-Once the full level is private, the others share only where that is cheaper: a shared
-level that slices keeps the whole tensors' pages resident, so when the other levels' weights
-together are no more than what sharing them would keep (true for 0, 0.25, 0.5, 0.75), every
-level is private and runs at ORT's speed; with many levels sharing wins and they share.
+The full level (the first) is ``private`` by default (``full_level="private"``): on x86 the
+gap to ORT is the NCHWc layout transform (measured on ResNet-50 and MobileNetV3-Small:
+ORT_ENABLE_ALL without ``NchwcTransformer`` is as slow as a shared level), which rewrites
+every conv filter into an ORT-owned blocked copy, so no level runs at that speed on weights
+it shares.
+
+``memory_budget`` (default 1.3) caps the weights the other levels keep resident, as a
+multiple of the full level's weight bytes. When their own copies fit (ratios 0, 0.25, 0.5,
+0.75 of a CNN take 0.9-1.15x), every level is private and runs at ORT's speed, and memory is
+the sum of the levels. Otherwise (many levels) they share the map: levels get copies
+smallest first while the total fits, the rest slice. Smallest first because a copy costs
+bytes in proportion to the level's size while slicing costs every level about the same
+fraction of its run time, so small levels buy the most speed per byte.
+``memory_budget=None`` makes every level private (or, with the full level shared, copies
+for every level).
+
 ``full_level="shared"`` reads the full level in place too (``view``): one copy of the
-weights for all levels, every level at ORT_ENABLE_EXTENDED speed (1.3x the full weights
-with the default budget instead of the sum of all levels).
-
-``memory_budget`` (default 1.3) caps the weights the shared levels keep resident, as a
-multiple of the full level's weight bytes: levels get copies smallest first while the total
-fits, the rest slice. Smallest first because a copy costs bytes in proportion to the level's size while
-slicing costs every level about the same fraction of its run time, so small levels buy
-the most speed per byte. ``memory_budget=None`` copies for every level.
-
-With ``share_weights=False`` every level is private: every level at full ORT speed, the
-sum of all levels' weights in memory, no budget. All sessions are
+weights serves all levels within the budget (1.3x the full weights by default instead of
+the sum of the levels), every level at ORT_ENABLE_EXTENDED speed (the full level 1.4x
+ORT's on ResNet-50, 2.5x on MobileNetV3-Small: benchmarks/results/variants_real.md).
+With ``share_weights=False`` every level is private, whatever the budget. All sessions are
 built at open, so ``select`` only swaps a pointer.
 
 Device-side: stdlib, numpy and ``backends.ort`` (onnxruntime).
@@ -149,9 +150,8 @@ class VariantModel:
         private = len(meta["levels"]) if not share_weights else int(full_level == "private")
         shared = meta["levels"][private:]
         strategies = ["private"] * private + plan(shared, self._file.tensors, budget)
-        shared_bytes = resident_bytes(shared, self._file.tensors, strategies[private:])
-        if private and sum(int(lv["weight_bytes"]) for lv in shared) <= shared_bytes:
-            strategies = ["private"] * len(strategies)  # sharing would cost more than it saves
+        if private and (budget is None or sum(int(lv["weight_bytes"]) for lv in shared) <= budget):
+            strategies = ["private"] * len(strategies)  # the smaller levels' own copies fit the budget
         self.levels: list[Level] = []
         self._sessions = []
         for i, (lv, strategy) in enumerate(zip(meta["levels"], strategies)):
