@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -150,22 +151,34 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "variants_real.json")
     args = ap.parse_args()
     bench = BenchSettings(warmup_runs=3, min_runs=15, min_duration_ms=1000.0, max_duration_ms=3000.0)
-    results: dict[str, Any] = {"models": {}}
+    results: dict[str, Any] = {"models": {}, "load_average": os.getloadavg()}
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        print(line)
+        lines.append(line)
+
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             r = results["models"][name] = bench_model(name, Path(tmp), args.side, args.runs, bench)
             plain = r["plain_ort_session_rss"]
-            print(f"{name} ({args.side}x{args.side}): ORT on the original p50 {r['ort_original_p50_ms']:.2f} ms; "
+            say(f"{name} ({args.side}x{args.side}): ORT on the original p50 {r['ort_original_p50_ms']:.2f} ms; "
                   f"one plain ORT session RSS +{plain['anonymous_bytes'] / 2**20:.1f} MiB anon, "
                   f"+{plain['file_bytes'] / 2**20:.1f} MiB file")
             for mode, m in r["modes"].items():
                 rss = m["rss_growth_all_levels"]
                 p50s = " ".join(f"{lv['p50_ms']:.2f}" for lv in m["levels"])
-                print(f"  {mode:32s} level0/ORT {m['level0_vs_ort']:.3f}  strategies "
+                say(f"  {mode:32s} level0/ORT {m['level0_vs_ort']:.3f}  strategies "
                       f"{','.join(lv['strategy'] for lv in m['levels'])}  level p50s {p50s} ms  all levels RSS "
                       f"+{rss['anonymous_bytes'] / 2**20:.1f} MiB anon +{rss['file_bytes'] / 2**20:.1f} MiB file "
                       f"(accounted weights {m['resident_weight_bytes'] / m['full_weight_bytes']:.2f}x full)")
+    results["load_average_after"] = os.getloadavg()
     args.out.write_text(json.dumps(results, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(
+        "# All-in-One level 0 vs ORT on the original (benchmarks/variants_real.py)\n\n"
+        f"Load average {results['load_average'][0]:.1f} at start (2 shared cores); p50 ratios are medians "
+        f"of {args.runs} paired rounds, one thread, ORT_ENABLE_ALL for the plain session. RSS growth "
+        "is measured in a fresh process per mode.\n\n```\n" + "\n".join(lines) + "\n```\n")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def test_memory_accounting(resnet_aio: Path) -> None:
     assert mem["resident_bytes"] == mem["full_weight_bytes"] + mem["copied_bytes"]
 
 
-def test_private_full_level_and_the_cheaper_of_sharing_or_not(resnet_aio: Path) -> None:
+def test_private_full_level_and_private_or_shared_smaller_levels(resnet_aio: Path, tmp_path: Path) -> None:
     """By default the full level is ORT's own copy (fully optimised), and the three smaller
     levels' own weights (0.56 + 0.25 + 0.06 of the full level) fit the 1.3x budget, so they
     are private too; a budget they do not fit makes them share the map."""
@@ -73,9 +73,13 @@ def test_private_full_level_and_the_cheaper_of_sharing_or_not(resnet_aio: Path) 
             np.testing.assert_allclose(private.run(feeds)[0], shared.run(feeds)[0], rtol=1e-4, atol=1e-5)
     assert mem["strategies"] == ["private"] * 4 and mem["copied_bytes"] == 0
     assert mem["resident_bytes"] == sum(lv.weight_bytes for lv in private.levels)
-    with open_variants(resnet_aio, memory_budget=1.0) as tight:
-        assert tight.memory()["strategies"] == ["private", "slice", "slice", "slice"]
-        assert tight.memory()["resident_bytes"] == 2 * tight.full_weight_bytes
+    many = tmp_path / "many.aio"  # eight levels: the smaller ones' own copies are 2.8x the full level
+    prune(RESNET, [round(0.1 * i, 1) for i in range(8)], many)
+    with open_variants(many) as vm:
+        mem = vm.memory()
+        assert mem["strategies"][0] == "private" and set(mem["strategies"][1:]) <= {"slice", "copy"}
+        # the shared levels read whole tensors from the map (1x) plus copies within the 1.3x budget
+        assert mem["full_weight_bytes"] * 2 <= mem["resident_bytes"] <= 2.3 * mem["full_weight_bytes"]
     with pytest.raises(UsageError, match="full_level"):
         open_variants(resnet_aio, full_level="fast")
 
