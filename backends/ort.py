@@ -48,7 +48,7 @@ class OrtSession(Session):
 
 
 # Fusions that rewrite conv weights into new buffers (and so would copy caller-owned ones).
-WEIGHT_REWRITING_FUSIONS = ("ConvBNFusion", "ConvMulFusion", "ConvAddFusion")
+WEIGHT_REWRITING_FUSIONS = ("ConvBNFusion", "ConvMulFusion", "ConvAddFusion", "TransposeOptimizer")
 
 _shared_arena_registered = False
 
@@ -97,7 +97,8 @@ class CallerWeightsSession(OrtSession):
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         _use_shared_arena(ort, opts)
-        values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in weights.values()]
+        values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a).reshape(np.shape(a)))  # keeps 0-d
+                  for a in weights.values()]
         disabled: Sequence[str] = ()
         if in_place:
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED

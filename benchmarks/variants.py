@@ -87,14 +87,12 @@ def memory_kb() -> dict[str, int]:
     return {"anonymous": fields["Anonymous"], "file": fields["Rss"] - fields["Anonymous"]}
 
 
-def rss_probe(aio: str, mode: str) -> dict[str, int]:
-    """In this fresh process: RSS growth (bytes) of opening and running every level of ``aio``
-    in ``mode``, or of one plain ORT session of the original model (mode "plain")."""
+def warm_ort() -> None:
+    """ORT's one-time state, from a one-conv model: warming up with the measured model itself
+    would leave freed heap that the measured sessions then reuse unseen."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    # ORT's one-time state, from a one-conv model: warming up with the ResNet itself would
-    # leave freed heap that the measured sessions then reuse unseen
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["y"])], "warm",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
@@ -103,6 +101,14 @@ def rss_probe(aio: str, mode: str) -> dict[str, int]:
     warm = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     ort.InferenceSession(warm.SerializeToString(), providers=["CPUExecutionProvider"]).run(
         None, {"x": np.ones((1, 3, 8, 8), np.float32)})
+
+
+def rss_probe(aio: str, mode: str) -> dict[str, int]:
+    """In this fresh process: RSS growth (bytes) of opening and running every level of ``aio``
+    in ``mode``, or of one plain ORT session of the original model (mode "plain")."""
+    import onnxruntime as ort
+
+    warm_ort()
     feeds = {"input": np.zeros((1, 3, 160, 160), np.float32)}
     before = memory_kb()
     if mode == "plain":

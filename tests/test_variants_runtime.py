@@ -50,7 +50,7 @@ def test_switch_is_well_under_a_millisecond(resnet_aio: Path) -> None:
 
 
 def test_memory_accounting(resnet_aio: Path) -> None:
-    with open_variants(resnet_aio) as vm:
+    with open_variants(resnet_aio, full_level="shared") as vm:
         mem = vm.memory()
         weights = [lv.weight_bytes for lv in vm.levels]
     assert weights == sorted(weights, reverse=True) and weights[-1] < 0.15 * weights[0]
@@ -60,12 +60,39 @@ def test_memory_accounting(resnet_aio: Path) -> None:
     assert mem["resident_bytes"] == mem["full_weight_bytes"] + mem["copied_bytes"]
 
 
+def test_private_full_level_and_private_or_shared_smaller_levels(resnet_aio: Path, tmp_path: Path) -> None:
+    """By default the full level is ORT's own copy (fully optimised), and the three smaller
+    levels' own weights (0.56 + 0.25 + 0.06 of the full level) fit the 1.3x budget, so they
+    are private too; a budget they do not fit makes them share the map."""
+    feeds = {"input": np.random.default_rng(0).standard_normal((1, 3, 160, 160)).astype(np.float32)}
+    with open_variants(resnet_aio) as private, open_variants(resnet_aio, full_level="shared") as shared:
+        mem = private.memory()
+        for lv in private.levels:
+            private.select_index(lv.index)
+            shared.select_index(lv.index)
+            np.testing.assert_allclose(private.run(feeds)[0], shared.run(feeds)[0], rtol=1e-4, atol=1e-5)
+    assert mem["strategies"] == ["private"] * 4 and mem["copied_bytes"] == 0
+    assert mem["resident_bytes"] == sum(lv.weight_bytes for lv in private.levels)
+    many = tmp_path / "many.aio"  # eight levels: the smaller ones' own copies are 2.8x the full level
+    prune(RESNET, [round(0.1 * i, 1) for i in range(8)], many)
+    with open_variants(many) as vm:
+        mem = vm.memory()
+        assert mem["strategies"][0] == "private" and set(mem["strategies"][1:]) <= {"slice", "copy"}
+        # the shared levels read whole tensors from the map (1x) plus copies within the 1.3x budget
+        assert mem["full_weight_bytes"] * 2 <= mem["resident_bytes"] <= 2.3 * mem["full_weight_bytes"]
+    with pytest.raises(UsageError, match="full_level"):
+        open_variants(resnet_aio, full_level="fast")
+
+
 def test_memory_budget_picks_copies_smallest_level_first(resnet_aio: Path) -> None:
-    with open_variants(resnet_aio, memory_budget=1.32) as vm:
+    with open_variants(resnet_aio, memory_budget=1.32, full_level="shared") as vm:
         assert vm.memory()["strategies"] == ["view", "slice", "copy", "copy"]
-    with open_variants(resnet_aio, memory_budget=None) as vm:
+    with open_variants(resnet_aio, memory_budget=None, full_level="shared") as vm:
         assert vm.memory()["strategies"] == ["view", "copy", "copy", "copy"]
         assert vm.memory()["resident_bytes"] > 1.8 * vm.full_weight_bytes
+    with open_variants(resnet_aio, share_weights=False) as vm:
+        assert vm.memory()["strategies"] == ["private"] * 4
+        assert vm.memory()["resident_bytes"] == sum(lv.weight_bytes for lv in vm.levels)
     with pytest.raises(UsageError, match="below 1"):
         open_variants(resnet_aio, memory_budget=0.9)
 

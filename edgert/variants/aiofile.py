@@ -53,6 +53,13 @@ class AioFile:
     data_bytes: int
     _map: mmap.mmap | None = None
 
+    def release_pages(self) -> None:
+        """Drop this process's resident pages of the map (the checksum pass and ORT's private
+        copies touched them all). The views stay valid: a page read again faults back in
+        from the page cache, so only what sessions still read in place stays resident."""
+        if self._map is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED)
+
     def close(self) -> None:
         self.tensors = {}
         if self._map is not None:
@@ -102,7 +109,7 @@ def data_sha256(tensors: Mapping[str, np.ndarray]) -> str:
 def write(path: Path, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any],
           extra: Mapping[str, str] | None = None) -> None:
     """Write atomically (temp file + rename), so a reader never sees half a file."""
-    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    tensors = {k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in tensors.items()}  # keeps 0-d
     metadata = {"format": FORMAT, "version": str(VERSION), "sha256": data_sha256(tensors),
                 "aio": json.dumps(meta, separators=(",", ":")), **(extra or {})}
     header, order = _header(tensors, metadata)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -97,21 +98,33 @@ def permute(graph: ChannelGraph, inits: Mapping[str, np.ndarray], perms: Mapping
     return out
 
 
+def block_order(scores: np.ndarray, block: int) -> np.ndarray:
+    """Channels in descending importance, whole blocks at a time (a grouped conv's block j of
+    outputs reads block j of inputs only, so blocks move together and keep their inside)."""
+    by_block = scores.reshape(-1, block).sum(axis=1)
+    order = np.argsort(-by_block, kind="stable")
+    return (order[:, None] * block + np.arange(block)).reshape(-1)
+
+
 def level_kept(graph: ChannelGraph, ratio: float, multiple: int = 1) -> dict[int, int]:
-    """Channels kept per prunable group at ``ratio`` (rounded to ``multiple``, at least one)."""
+    """Channels kept per prunable group at ``ratio``: rounded to ``multiple`` and to whole
+    blocks of grouped convs, at least one unit."""
     kept = {}
     for g in graph.prunable():
-        k = int(round(g.size * (1.0 - ratio) / multiple)) * multiple
-        kept[g.id] = min(g.size, max(k, min(multiple, g.size), 1))
+        unit = math.lcm(multiple, g.block)
+        k = int(round(g.size * (1.0 - ratio) / unit)) * unit
+        kept[g.id] = min(g.size, max(k, min(unit, g.size), 1))
     return kept
 
 
 def level_params(graph: ChannelGraph, inits: Mapping[str, np.ndarray], kept: Mapping[int, int]
                  ) -> dict[str, list[list[list[int]]]]:
     """Per floating-point initializer, the [start, stop) ranges kept along every axis (integer
-    ones are shape constants and stay inline in the level graphs)."""
+    ones are shape constants and stay inline in the level graphs, as do float scalars that
+    follow no group: ORT's fusions read those, e.g. GELU's 1/sqrt(2), from the graph itself)."""
+    tied = {p.init for p in graph.params}
     ranges = {name: [[[0, d]] if d else [] for d in value.shape] for name, value in inits.items()
-              if value.dtype.kind == "f"}
+              if value.dtype.kind == "f" and (value.size > 1 or name in tied)}
     for p in graph.params:
         ranges[p.init][p.axis] = kept_ranges(p.segments, dict(kept))
     return ranges
@@ -146,15 +159,16 @@ def _slice_nodes(name: str, ranges: list[list[list[int]]], shape: tuple[int, ...
     return out, nodes, consts
 
 
-def level_graph(model: Any, ranges: Mapping[str, list[list[list[int]]]], depthwise_groups: Mapping[str, int],
-                inits: Mapping[str, np.ndarray], slice_at_run: bool = False) -> bytes:
+def level_graph(model: Any, ranges: Mapping[str, list[list[list[int]]]], conv_groups: Mapping[str, int],
+                inits: Mapping[str, np.ndarray], slice_at_run: bool = False,
+                shapes: Mapping[str, tuple[int, int]] | None = None) -> bytes:
     """The level's ONNX graph without weights: initializers point at external data that the
     runtime supplies from the file (see ``runtime.py``).
 
     With ``slice_at_run`` a weight whose level part is not one contiguous block is declared
     whole and cut by Slice nodes in the graph, so no copy of it stays resident."""
     import onnx
-    from onnx import TensorProto
+    from onnx import TensorProto, numpy_helper
 
     level = onnx.ModelProto()
     level.CopyFrom(model)
@@ -162,6 +176,11 @@ def level_graph(model: Any, ranges: Mapping[str, list[list[list[int]]]], depthwi
     renamed: dict[str, str] = {}
     new_nodes: list[Any] = []
     for t in level.graph.initializer:
+        if t.name in (shapes or {}):  # a Reshape's entry for a pruned axis (attention heads)
+            index, value = shapes[t.name]
+            const = numpy_helper.to_array(t).copy()
+            const[index] = value
+            t.CopyFrom(numpy_helper.from_array(const, t.name))
         if t.name not in ranges:  # shape constants stay inline: ORT's shape inference reads them
             continue
         shape = shape_of(ranges[t.name])
@@ -185,10 +204,10 @@ def level_graph(model: Any, ranges: Mapping[str, list[list[list[int]]]], depthwi
         for i, name in enumerate(node.input):
             if name in renamed:
                 node.input[i] = renamed[name]
-        if node.name in depthwise_groups:
+        if node.name in conv_groups:
             for a in node.attribute:
                 if a.name == "group":
-                    a.i = depthwise_groups[node.name]
+                    a.i = conv_groups[node.name]
     nodes = new_nodes + list(level.graph.node)
     del level.graph.node[:]
     level.graph.node.extend(nodes)
@@ -206,6 +225,8 @@ def template(model: Any, graph: ChannelGraph) -> dict[str, Any]:
         "param_axes": [{"init": p.init, "axis": p.axis, "segments": [list(s) for s in p.segments],
                         "role": p.role} for p in graph.params],
         "depthwise": {k: [list(s) for s in v] for k, v in graph.depthwise.items()},
+        "grouped": dict(graph.grouped),
+        "reshapes": {k: [i, [list(x) for x in segs], unit] for k, (i, segs, unit) in graph.reshapes.items()},
     }
 
 
@@ -218,6 +239,35 @@ def _load(model_path: Path) -> Any:
         raise ModelError(f"cannot read ONNX model {model_path}: {exc}", path=str(model_path)) from exc
 
 
+def untie_constants(model: Any) -> Any:
+    """A copy where every ``Constant`` node and every ``Identity`` of an initializer is an
+    initializer of its own. The torch exporter writes a weight equal to an earlier one (e.g.
+    two zero SE biases of MobileNetV3) as ``Identity(earlier)``; untied, each conv's weights
+    follow that conv's channels only."""
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    values = {t.name: t for t in out.graph.initializer}
+    kept = []
+    for node in out.graph.node:
+        if node.op_type == "Identity" and node.input[0] in values:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(values[node.input[0]])
+        elif node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(node.attribute[0].t)
+        else:
+            kept.append(node)
+            continue
+        tensor.name = node.output[0]
+        values[tensor.name] = tensor
+        out.graph.initializer.append(tensor)
+    del out.graph.node[:]
+    out.graph.node.extend(kept)
+    return out
+
+
 def build(model: Any, ratios: Sequence[float], *, importance_method: str = "auto", multiple: int = 1
           ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Tensors and metadata of an All-in-One file for an ``onnx.ModelProto``."""
@@ -226,18 +276,27 @@ def build(model: Any, ratios: Sequence[float], *, importance_method: str = "auto
     ratios = check_ratios(ratios)
     if multiple < 1:
         raise UsageError("the channel multiple must be >= 1")
+    source_sha256 = hashlib.sha256(model.SerializeToString()).hexdigest()
+    model = untie_constants(model)
     graph = analyze(model)
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     scores = importance(graph, inits, importance_method)
-    perms = {gid: np.argsort(-s, kind="stable") for gid, s in scores.items()}
+    perms = {gid: block_order(s, graph.groups[gid].block) for gid, s in scores.items()}
+    conv_weight = {n.name: n.input[1] for n in model.graph.node if n.name in graph.grouped}
     tensors = permute(graph, inits, perms)
     levels = []
     for i, ratio in enumerate(ratios):
         kept = level_kept(graph, ratio, multiple)
         ranges = level_params(graph, inits, kept)
         dw = {name: sum(kept.get(g, n) for g, n in segs) for name, segs in graph.depthwise.items()}
-        tensors[GRAPH_TENSOR.format(i)] = np.frombuffer(level_graph(model, ranges, dw, inits), np.uint8)
-        tensors[SLICED_TENSOR.format(i)] = np.frombuffer(level_graph(model, ranges, dw, inits, True), np.uint8)
+        for name, per_group in graph.grouped.items():
+            dw[name] = shape_of(ranges[conv_weight[name]])[0] // per_group
+        shapes = {name: (index, sum(kept.get(g, n) for g, n in segs) // unit)
+                  for name, (index, segs, unit) in graph.reshapes.items()}
+        tensors[GRAPH_TENSOR.format(i)] = np.frombuffer(level_graph(model, ranges, dw, inits, shapes=shapes),
+                                                        np.uint8)
+        tensors[SLICED_TENSOR.format(i)] = np.frombuffer(
+            level_graph(model, ranges, dw, inits, True, shapes=shapes), np.uint8)
         params = {name: {"tensor": name, "ranges": r} for name, r in ranges.items()}
         weight_bytes = sum(int(np.prod(shape_of(r), dtype=np.int64)) * inits[n].dtype.itemsize
                            for n, r in ranges.items())
@@ -249,7 +308,7 @@ def build(model: Any, ratios: Sequence[float], *, importance_method: str = "auto
         "groups": [g.to_dict() for g in graph.groups.values()],
         "importance": importance_method,
         "template": template(model, graph),
-        "source": {"sha256": hashlib.sha256(model.SerializeToString()).hexdigest(),
+        "source": {"sha256": source_sha256,
                    "weight_bytes": sum(v.nbytes for v in inits.values())},
     }
     return tensors, meta

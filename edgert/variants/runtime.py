@@ -5,20 +5,35 @@ slice that is contiguous in memory (the full tensor, or a prefix of its first ax
 read by ONNX Runtime in place from the map. Any other slice (a conv weight pruned on its
 input axis) costs either memory or time, so each level gets one *strategy*:
 
-* ``view``: every weight of the level is contiguous; nothing to copy (the full level).
+* ``view``: every weight of the level is contiguous; nothing to copy (a shared full level).
 * ``copy``: its non-contiguous weights are copied compactly once at open.
 * ``slice``: its graph cuts them from the whole weights with Slice nodes at every run
   (measured on the zoo ResNet: 5-8% slower per level; the cut weights live only in the
   shared arena while that level runs).
+* ``private``: ORT gets its own copy of the level's weights and optimises at
+  ORT_ENABLE_ALL, exactly as a plain ORT session of the source model.
 
-``memory_budget`` (default 1.3) caps the weights kept resident, as a multiple of the full
-level's weight bytes: levels get copies smallest first while the total fits, the rest
-slice. Smallest first because a copy costs bytes in proportion to the level's size while
-slicing costs every level about the same fraction of its run time, so small levels buy
-the most speed per byte. ``memory_budget=None`` copies for every level.
+The full level (the first) is ``private`` by default (``full_level="private"``): on x86 the
+gap to ORT is the NCHWc layout transform (measured on ResNet-50 and MobileNetV3-Small:
+ORT_ENABLE_ALL without ``NchwcTransformer`` is as slow as a shared level), which rewrites
+every conv filter into an ORT-owned blocked copy, so no level runs at that speed on weights
+it shares.
 
-With ``share_weights=False`` ORT optimises fully (NCHWc layouts, BN folding) from private
-copies of every weight: faster on x86, about twice the memory, no budget. All sessions are
+``memory_budget`` (default 1.3) caps the weights the other levels keep resident, as a
+multiple of the full level's weight bytes. When their own copies fit (ratios 0, 0.25, 0.5,
+0.75 of a CNN take 0.9-1.15x), every level is private and runs at ORT's speed, and memory is
+the sum of the levels. Otherwise (many levels) they share the map: levels get copies
+smallest first while the total fits, the rest slice. Smallest first because a copy costs
+bytes in proportion to the level's size while slicing costs every level about the same
+fraction of its run time, so small levels buy the most speed per byte.
+``memory_budget=None`` makes every level private (or, with the full level shared, copies
+for every level).
+
+``full_level="shared"`` reads the full level in place too (``view``): one copy of the
+weights serves all levels within the budget (1.3x the full weights by default instead of
+the sum of the levels), every level at ORT_ENABLE_EXTENDED speed (the full level 1.4x
+ORT's on ResNet-50, 2.5x on MobileNetV3-Small: benchmarks/results/variants_real.md).
+With ``share_weights=False`` every level is private, whatever the budget. All sessions are
 built at open, so ``select`` only swaps a pointer.
 
 Device-side: stdlib, numpy and ``backends.ort`` (onnxruntime).
@@ -39,7 +54,8 @@ from edgert.tensors import check_feeds
 
 from . import aiofile
 
-DEFAULT_MEMORY_BUDGET = 1.3  # resident weights, as a multiple of the full level's
+DEFAULT_MEMORY_BUDGET = 1.3  # resident shared weights, as a multiple of the full level's
+FULL_LEVEL = ("private", "shared")  # how the first level gets its weights (module docstring)
 EXTERNAL_LOCATION = "aio"  # where the level graphs declare their weights (prune.level_graph)
 
 
@@ -50,7 +66,7 @@ class Level:
     kept: dict[str, int]  # channels kept per group id
     weight_bytes: int
     copied_bytes: int  # weight bytes copied at open for this level (its non-contiguous slices)
-    strategy: str  # "view", "copy" or "slice" (module docstring)
+    strategy: str  # "private", "view", "copy" or "slice" (module docstring)
 
 
 def is_view(ranges: list[list[list[int]]], shape: tuple[int, ...]) -> bool:
@@ -114,9 +130,12 @@ class VariantModel:
     """An opened All-in-One file. ``levels`` are ordered from most to least accurate."""
 
     def __init__(self, path: str | Path, *, threads: int | None = None, share_weights: bool = True,
-                 memory_budget: float | None = DEFAULT_MEMORY_BUDGET, verify: bool = True) -> None:
+                 memory_budget: float | None = DEFAULT_MEMORY_BUDGET, full_level: str = "private",
+                 verify: bool = True) -> None:
         if memory_budget is not None and memory_budget < 1:
             raise UsageError(f"memory_budget {memory_budget} is below 1: the full level alone needs 1")
+        if full_level not in FULL_LEVEL:
+            raise UsageError(f"full_level must be one of {', '.join(FULL_LEVEL)}, not {full_level!r}")
         self.path = Path(path)
         self._file = aiofile.read(self.path, verify=verify)
         meta = self._file.meta
@@ -126,18 +145,33 @@ class VariantModel:
                 raise BundleError(f"{self.path} level {lv['ratio']} needs tensors {', '.join(missing)}, "
                                   "which are missing", path=str(self.path))
         full = int(meta["levels"][0]["weight_bytes"])
-        budget = None if memory_budget is None or not share_weights else memory_budget * full
-        strategies = plan(meta["levels"], self._file.tensors, budget)
-        # without share_weights ORT keeps a private copy of every level's weights (ours go)
-        self.resident_weight_bytes = resident_bytes(meta["levels"], self._file.tensors, strategies) \
-            if share_weights else sum(int(lv["weight_bytes"]) for lv in meta["levels"])
+        budget = None if memory_budget is None else memory_budget * full
+        # ORT keeps its own copy of a private level's weights (and may re-lay them out)
+        private = len(meta["levels"]) if not share_weights else int(full_level == "private")
+        shared = meta["levels"][private:]
+        strategies = ["private"] * private + plan(shared, self._file.tensors, budget)
+        if private and (budget is None or sum(int(lv["weight_bytes"]) for lv in shared) <= budget):
+            strategies = ["private"] * len(strategies)  # the smaller levels' own copies fit the budget
         self.levels: list[Level] = []
         self._sessions = []
         for i, (lv, strategy) in enumerate(zip(meta["levels"], strategies)):
-            session, copied = self._load_level(lv, strategy, threads, share_weights)
+            try:
+                session, copied = self._load_level(lv, strategy, threads)
+            except BundleError:
+                # ORT optimisers outside the disabled set read some weight patterns (seen on
+                # ConvNeXt's layer scales) from the declared file, which a shared level leaves empty
+                if strategy == "private":
+                    raise
+                strategy = strategies[i] = "private"
+                session, copied = self._load_level(lv, strategy, threads)
             self.levels.append(Level(i, float(lv["ratio"]), dict(lv["kept"]), int(lv["weight_bytes"]),
                                      copied, strategy))
             self._sessions.append(session)
+        self._file.release_pages()
+        self.resident_weight_bytes = sum(int(lv["weight_bytes"]) for lv, st in zip(meta["levels"], strategies)
+                                         if st == "private") \
+            + resident_bytes([lv for lv, st in zip(meta["levels"], strategies) if st != "private"],
+                             self._file.tensors, [st for st in strategies if st != "private"])
         self.calibration: dict[str, Any] | None = None
         if "calibration" in self._file.metadata:
             self.calibration = json.loads(self._file.metadata["calibration"])
@@ -147,9 +181,9 @@ class VariantModel:
         self.level = self.levels[0]
         self._session = first
 
-    def _load_level(self, lv: dict[str, Any], strategy: str, threads: int | None,
-                    share_weights: bool) -> tuple[Any, int]:
-        """One ORT session for a level and the bytes it copied; weights are map views or copies."""
+    def _load_level(self, lv: dict[str, Any], strategy: str, threads: int | None) -> tuple[Any, int]:
+        """One ORT session for a level and the bytes it copied; weights are map views or copies
+        (a private level's views are copied by ORT and not counted here)."""
         from edgert.backends.ort import CallerWeightsSession
 
         weights, copied = {}, 0
@@ -162,7 +196,7 @@ class VariantModel:
         graph = bytes(self._file.tensors[lv["sliced_graph" if strategy == "slice" else "graph"]])
         try:
             return CallerWeightsSession(graph, weights, location=EXTERNAL_LOCATION, threads=threads,
-                                        in_place=share_weights), copied
+                                        in_place=strategy != "private"), 0 if strategy == "private" else copied
         except ModelError as exc:
             raise BundleError(f"{self.path} level {lv['ratio']}: {exc}", path=str(self.path)) from exc
 
@@ -190,8 +224,9 @@ class VariantModel:
         return self._session.run(feeds)
 
     def memory(self) -> dict[str, Any]:
-        """Weight memory with every level open (``resident_bytes``: the map's pages that
-        sessions read in place plus the copies) and each level's strategy."""
+        """Weight memory with every level open (``resident_bytes``: the private levels'
+        weights, the map's pages that shared levels read in place, and the copies) and each
+        level's strategy."""
         return {"full_weight_bytes": self.full_weight_bytes, "resident_bytes": self.resident_weight_bytes,
                 "copied_bytes": sum(lv.copied_bytes for lv in self.levels),
                 "strategies": [lv.strategy for lv in self.levels]}

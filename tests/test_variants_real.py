@@ -1,0 +1,126 @@
+"""``edgert prune`` on real architectures (torchvision CNNs, a tiny ViT, a two-layer BERT;
+seeded random weights, tests/torch_models.py): every level runs with finite outputs, level 0
+computes what ORT computes on the original, and every level removes about its share of the
+weights. The fast subset runs in CI; the larger CNNs carry the ``slow`` marker.
+
+Removed weight fraction: a ratio r removes r of the channels of every prunable group. A weight
+pruned on one axis (the stem conv, the classifier, a depthwise filter, a transformer's
+projections whose other side is the fixed residual width) loses r of its elements, one pruned
+on both axes about 1 - (1 - r)^2. So a level's removed fraction must lie in
+[r - 0.1, 1 - (1 - r)^2 + 0.05]: 0.1 below for weights no rule can prune (a transformer's
+embeddings, groups that reach the output) and for rounding small groups (six RegNet blocks
+of 8 channels keep 4 or 5 at 0.25), 0.05 above for rounding up the other way.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from torch_models import export_bert, export_cnn, export_vit, torchvision_models  # noqa: E402
+
+try:
+    torchvision_models()
+except ImportError:
+    pytest.skip("needs torchvision (the torch extra)", allow_module_level=True)
+
+from edgert.variants import open as open_variants  # noqa: E402
+from edgert.variants.prune import prune  # noqa: E402
+
+RATIOS = [0.0, 0.25, 0.5, 0.75]
+SIDE = 64  # small inputs keep ORT's session builds and runs quick; the weights are full size
+FAST = ["mobilenet_v3_small", "squeezenet1_1", "regnet_y_400mf"]
+SLOW = ["resnet50", "efficientnet_b0", "convnext_tiny"]
+
+
+def _image(side: int) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(0).standard_normal((1, 3, side, side)).astype(np.float32)}
+
+
+def _tokens() -> dict[str, np.ndarray]:
+    ids = np.random.default_rng(0).integers(0, 100, (1, 16), dtype=np.int64)
+    mask = np.ones((1, 16), np.int64)
+    mask[0, 12:] = 0  # padding: the mask path is exercised too
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def check_levels(model: Path, feeds: dict[str, np.ndarray], tmp_path: Path, *, ratio_check: bool = True) -> list[float]:
+    """Prune ``model``, run every level; returns each level's removed weight fraction."""
+    import onnxruntime as ort
+
+    report = prune(model, RATIOS, tmp_path / "m.aio")
+    reference = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert np.abs(reference).max() > 0  # a model that outputs zeros would hide wrong levels
+    with open_variants(tmp_path / "m.aio", threads=1) as vm:
+        outputs = []
+        for lv in vm.levels:
+            vm.select_index(lv.index)
+            outputs.append(vm.run(feeds)[0])
+    scale = float(np.abs(reference).max())
+    np.testing.assert_allclose(outputs[0], reference, rtol=1e-4, atol=1e-4 * scale)
+    for lv, out in zip(report.levels, outputs):
+        assert out.shape == reference.shape and np.isfinite(out).all(), lv["ratio"]
+    assert not np.allclose(outputs[-1], reference, rtol=1e-3, atol=1e-3 * scale)  # pruning did something
+    full = report.levels[0]["weight_bytes"]
+    removed = [1 - lv["weight_bytes"] / full for lv in report.levels]
+    if ratio_check:
+        for r, got in zip(RATIOS, removed):
+            assert r - 0.1 <= got <= 1 - (1 - r) ** 2 + 0.05, (r, got, report.skipped)
+    return removed
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_cnn_levels(name: str, tmp_path: Path) -> None:
+    check_levels(export_cnn(name, tmp_path / f"{name}.onnx", side=SIDE), _image(SIDE), tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SLOW)
+def test_large_cnn_levels(name: str, tmp_path: Path) -> None:
+    check_levels(export_cnn(name, tmp_path / f"{name}.onnx", side=SIDE), _image(SIDE), tmp_path)
+
+
+@pytest.mark.slow
+def test_shufflenet_levels_keep_the_shuffled_channels(tmp_path: Path) -> None:
+    """ShuffleNetV2's channel shuffle (Reshape, Transpose, Reshape) interleaves the two halves
+    of a Concat; the pruner does not follow that yet, so those groups stay whole (named in the
+    report) and the levels remove less than their ratio, but they run and agree at level 0."""
+    model = export_cnn("shufflenet_v2_x1_0", tmp_path / "s.onnx", side=SIDE)
+    removed = check_levels(model, _image(SIDE), tmp_path, ratio_check=False)
+    assert 0 < removed[1] < removed[2] < removed[3]
+
+
+def test_vit_levels_prune_the_mlp_width(tmp_path: Path) -> None:
+    """torchvision's ViT packs Q, K and V into one 64x192 projection that the exporter
+    unflattens through Shape/Slice/Concat, Unsqueeze, Transpose, Squeeze and Gather; the
+    pruner keeps its heads whole (named in the report) and prunes the MLP hidden width, which
+    carries about 40% of the weights here."""
+    removed = check_levels(export_vit(tmp_path / "vit.onnx"), _image(32), tmp_path, ratio_check=False)
+    for r, got in zip(RATIOS[1:], removed[1:]):
+        assert 0.3 * r <= got <= r, (r, got)
+
+
+def test_bert_levels_prune_heads_and_mlp_width(tmp_path: Path) -> None:
+    """Heads (Reshape to (1, 16, -1, 16), Q K^T, the mask, P V, Reshape back) follow one
+    group per layer pruned by whole heads, with the MLP width; the residual width stays."""
+    pytest.importorskip("transformers")
+    import onnx
+
+    from edgert.variants.groups import analyze
+    from edgert.variants.prune import untie_constants
+
+    model = export_bert(tmp_path / "bert.onnx")
+    proto = onnx.load(model)
+    heads = [g for g in analyze(untie_constants(proto)).prunable() if g.block == 16]
+    assert len(heads) == 2 and all(g.size == 64 for g in heads)  # one per layer: 4 heads of 16
+    removed = check_levels(model, _tokens(), tmp_path, ratio_check=False)
+    # the embedding tables (read by Gather) keep the residual width: only the rest prunes, and
+    # every pruned weight is cut on one axis (heads, MLP width), so a level removes about r of it
+    tables = {n.input[0] for n in proto.graph.node if n.op_type == "Gather"}
+    sizes = {t.name: np.prod(t.dims) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    prunable = 1 - sum(v for k, v in sizes.items() if k in tables) / sum(sizes.values())
+    for r, got in zip(RATIOS, removed):
+        assert r * prunable - 0.1 <= got <= r + 0.05, (r, got, prunable)
