@@ -9,7 +9,7 @@ sys.path.insert(0, str(REPO / "tools"))
 
 import arm64_board  # noqa: E402  (tools/ is not a package on sys.path by default)
 from arm64_board.recipe import cache_dir  # noqa: E402
-from agents import current_xdg  # noqa: E402
+from agent_env import current_xdg  # noqa: E402
 from sshd import sshd_available  # noqa: E402
 
 # The board's cache as the environment pytest started in names it: the one cache the tests

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents import private_env
+from agent_env import private_env
 from arm64 import BOARD_CACHE
 
 REPO = Path(__file__).resolve().parents[1]

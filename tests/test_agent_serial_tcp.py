@@ -13,7 +13,7 @@ from edgert.device_agents.channel import Channel
 from edgert.device_agents.framing import DATA, ReliableTransport, encode_frame
 from edgert.device_agents.transports import SerialTransport
 from edgert.devices.client import AgentClient
-from agents import start_agent
+from agent_env import start_agent
 from conftest import make_matmul_model, run_cli
 from serial_line import Line
 from ports import listening_port

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents import stdio_agent_command
+from agent_env import stdio_agent_command
 from conftest import make_matmul_model, run_cli
 from sshd import sshd_available
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agents import stdio_agent_command
+from agent_env import stdio_agent_command
 from conftest import make_matmul_model, run_cli
 from ports import closed_port
 from sshd import sshd_available

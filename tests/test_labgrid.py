@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agents import private_env, start_agent, stdio_agent_command
+from agent_env import private_env, start_agent, stdio_agent_command
 from conftest import REPO, make_matmul_model
 from labgrid_env import labgrid_available, start_lab
 from ports import closed_port, listening_port

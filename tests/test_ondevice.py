@@ -5,6 +5,7 @@ ONNX Runtime on this host; a host agent over TCP shows the same commands on anot
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -200,16 +201,17 @@ def test_compile_auto_for_another_target_without_a_device_refuses(tmp_path):
 @pytest.fixture
 def tcp_device(tmp_path, monkeypatch):
     """``--device`` options of a host agent listening on TCP (token in EDGERT_TOKEN_FILE)."""
-    from sshd import free_port
-    from test_agent_serial_tcp import _wait_port, start_agent, stop
+    from agent_env import start_agent
+    from ports import listening_port
+    from test_agent_serial_tcp import stop
 
-    token, port = tmp_path / "token", free_port()
+    token = tmp_path / "token"
     token.write_text("correct-horse-battery-staple\n")
     monkeypatch.setenv("EDGERT_TOKEN_FILE", str(token))
-    agent = start_agent("--listen", f"127.0.0.1:{port}", "--token-file", str(token),
-                        "--store", str(tmp_path / "store"))
+    agent = start_agent("--listen", "127.0.0.1:0", "--token-file", str(token),
+                        "--store", str(tmp_path / "store"), stdout=subprocess.DEVNULL)
     try:
-        _wait_port(port)
+        port = listening_port(agent)  # the port the agent bound, read back from the kernel
         yield ("--device", f"tcp://127.0.0.1:{port}")
     finally:
         stop(agent)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agents import agent_command, current_xdg
+from agent_env import agent_command, current_xdg
 from conftest import run_cli
 from edgert.errors import SysfsError, UsageError
 from edgert.hashing import sha256_file
