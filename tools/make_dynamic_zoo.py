@@ -9,9 +9,10 @@ chosen test inputs sit well away from every decision boundary.
 The files are the same on every machine: ONNX Runtime's (and numpy's log's) last bits
 depend on the CPU's vector unit and the engine's version, so every value derived from them
 that lands in a file is rounded to a multiple of GRID first, and the chosen test inputs keep
-MARGIN from every threshold. tests/test_dynamic_zoo.py regenerates the zoo with every ORT
-output perturbed far beyond such noise and checks that the bytes do not change. Beside
-each model:
+MARGIN from every threshold. The decoder's trip counts come from argmaxes inside its Loop,
+which no output shows: a float64 replay checks that no greedy step is a near tie.
+tests/test_dynamic_zoo.py regenerates the zoo with every ORT output perturbed beyond such
+noise and checks that the bytes do not change. Beside each model:
 
     <name>.npz         arrays "<case>/<input name>" for each test case
     <name>.cases.json  for each case the path ONNX Runtime's outputs imply:
@@ -372,12 +373,35 @@ def decoder(eos_bias: float, seed: int = 50) -> onnx.ModelProto:
                    _tensor("h_final", TensorProto.FLOAT, [1, HIDDEN])])
 
 
+DECODE_GAP = 1e-4  # least top-2 logit gap of any greedy step: ~100 float32 ulps of a logit
+
+
+def _decode_lengths(model: onnx.ModelProto, probes: list[dict]) -> np.ndarray:
+    """Decode lengths of a float64 replay of ``decoder``, refusing a step whose argmax is a
+    near tie: the Loop's trip counts are then the same on any CPU and engine."""
+    w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    lengths = []
+    for feed in probes:
+        h, tok, steps = feed["h0"].astype(np.float64), 0, 0
+        while steps < MAX_STEPS and (steps == 0 or tok != EOS):
+            h = np.tanh(h @ w["w_h"] + w["embed"][tok])
+            logits = (h @ w["w_out"] + w["b_out"])[0]
+            top2 = np.sort(logits)[-2:]
+            if top2[1] - top2[0] < DECODE_GAP:
+                raise RuntimeError(f"greedy_decoder: a near tie decides a token ({top2})")
+            tok, steps = int(np.argmax(logits)), steps + 1
+        lengths.append(steps)
+    return np.array(lengths)
+
+
 def _decoder_zoo(rng: np.random.Generator) -> tuple[onnx.ModelProto, list[dict], list[dict]]:
     probes = [{"h0": rng.standard_normal((1, HIDDEN)).astype(np.float32)} for _ in range(PROBES)]
     best, model, lengths = None, None, None
     for eos_bias in np.linspace(-2.0, 2.0, 9):  # the bias that spreads decode lengths widest
         candidate = decoder(float(eos_bias))
         found = np.array([len(out[0]) for out in _run(candidate, probes)])
+        if not np.array_equal(found, _decode_lengths(candidate, probes)):
+            raise RuntimeError("greedy_decoder: the float64 replay decodes other lengths than ORT")
         spread = len(set(found.tolist()))
         if best is None or spread > best:
             best, model, lengths = spread, candidate, found

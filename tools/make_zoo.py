@@ -2,7 +2,10 @@
 
 The weights come from fixed seeds, so re-running this script reproduces the committed
 files byte for byte (with the same numpy, onnx and flatbuffers versions); the zoo test
-regenerates into a temporary directory and compares.
+regenerates into a temporary directory and compares. That holds on any CPU: only
+elementwise IEEE operations touch the weights (seeded draws times constants here,
+BatchNorm folded in float64 by the converter), which round alike everywhere, and no
+reduction or engine run, whose summation order a vector unit (AVX-512 or not) changes.
 
     python tools/make_zoo.py [--out edgert/zoo]
 """
