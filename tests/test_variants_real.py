@@ -18,17 +18,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
+from conftest import needs
+from torch_models import export_bert, export_cnn, export_vit, torchvision_models
 
-from torch_models import export_bert, export_cnn, export_vit, torchvision_models  # noqa: E402
+from edgert.variants import open as open_variants
+from edgert.variants.prune import prune
 
-try:
-    torchvision_models()
-except ImportError:
-    pytest.skip("needs torchvision (the torch extra)", allow_module_level=True)
+pytestmark = needs("torch", "torchvision")  # found without importing: collection stays fast
 
-from edgert.variants import open as open_variants  # noqa: E402
-from edgert.variants.prune import prune  # noqa: E402
+
+@pytest.fixture(scope="module", autouse=True)
+def _torchvision_loads() -> None:
+    try:
+        torchvision_models()
+    except ImportError:
+        pytest.skip("needs torchvision (the torch extra)")
 
 RATIOS = [0.0, 0.25, 0.5, 0.75]
 SIDE = 64  # small inputs keep ORT's session builds and runs quick; the weights are full size
