@@ -4,8 +4,8 @@ under an emulated DVFS trace (of the same ResNet at a larger input).
     .venv/bin/python benchmarks/variants.py [--out benchmarks/results/variants.json]
 
 Part 1 prunes edgert/zoo/resnet.onnx to ratios 0, 0.25, 0.5, 0.75 and, for each memory
-mode (the default 1.3x budget, copies for every level, slicing for every level, ORT's full
-optimisation), measures every level (p50 with edgert.timing + edgert.stats), the median
+mode (the default, the full level shared with the 1.3x budget, copies or slicing for every
+shared level, ORT's full optimisation; MODES), measures every level (p50 with edgert.timing + edgert.stats), the median
 ``select`` time, the weight bytes the runtime keeps resident and each level's strategy, and,
 in a fresh process per mode, the RSS growth of opening and running every level (anonymous
 and file-backed pages, so ORT's own copies and arenas count), next to one plain ORT session
@@ -70,9 +70,10 @@ CALIBRATION_LEVELS = sorted(set(TRACE), reverse=True)  # the emulation is not li
 PERIOD_US = 4000
 STABILITY_SIDE = 640  # input side of the stability subject: about 50 ms per run at full speed
 DRAIN_S = 0.05  # pause between blocks: lets the quota debt of the last block drain
-MODES = {"budget 1.3x (default)": {},
-         "copy every level": {"memory_budget": None},
-         "slice every level": {"memory_budget": 1.0},
+MODES = {"default (levels private while they fit the 1.3x budget)": {},
+         "shared, budget 1.3x": {"full_level": "shared"},
+         "shared, copy every level": {"full_level": "shared", "memory_budget": None},
+         "shared, slice every level": {"full_level": "shared", "memory_budget": 1.0},
          "ort_full_optimisation": {"share_weights": False}}
 
 

@@ -207,3 +207,32 @@ def test_per_level_tensors_override_the_shared_slice(tmp_path: Path) -> None:
         np.testing.assert_array_equal(vm.run(feeds)[0], full)  # level 0 unchanged
         vm.select(0.5)
         assert not np.allclose(vm.run(feeds)[0], before)
+
+
+def test_grouped_conv_prunes_whole_groups(tmp_path: Path) -> None:
+    """A grouped conv (16 channels, 4 groups of 4) between two convs: its input and output
+    share one group pruned in whole blocks, each level's graph has group = kept blocks (ORT
+    refuses a conv whose weight and group disagree), and level 0 is the original model."""
+    g = _Builder()
+    a = g.op("Relu", "relu_a", [g.conv("c0", "x", 3, 16)])
+    b = g.op("Relu", "relu_b", [g.conv("gc", a, 16, 16, group=4)])
+    model = g.save(tmp_path / "m.onnx", g.op("Relu", "relu_c", [g.conv("c1", b, 16, 6)]), 6)
+    graph = analyze(onnx.load(model))
+    shared = [grp for grp in graph.prunable() if grp.block == 4]
+    assert len(shared) == 1 and shared[0].size == 16 and graph.grouped == {"gc": 4}
+    aio = tmp_path / "m.aio"
+    report = prune(model, [0, 0.3, 0.5, 0.75], aio)
+    kept = [lv["kept"][str(shared[0].id)] for lv in report.levels]
+    assert kept == [16, 12, 8, 4]  # 0.3 of 16 is 11.2 channels: whole blocks of 4 -> 12
+    feeds = _feeds((1, 3, 16, 16))
+    with open_variants(aio) as vm:
+        np.testing.assert_allclose(vm.run(feeds)[0], _reference(model, feeds), rtol=1e-4, atol=1e-5)
+        f = aiofile.read(aio)
+        for lv, k in zip(f.meta["levels"], kept):
+            level = onnx.load_from_string(bytes(f.tensors[lv["graph"]]))
+            node = next(n for n in level.graph.node if n.name == "gc")
+            assert next(a.i for a in node.attribute if a.name == "group") == k // 4
+        f.close()
+        for lv in vm.levels:
+            vm.select_index(lv.index)
+            assert np.isfinite(vm.run(feeds)[0]).all()

@@ -37,7 +37,7 @@ def _torchvision_loads() -> None:
 RATIOS = [0.0, 0.25, 0.5, 0.75]
 SIDE = 64  # small inputs keep ORT's session builds and runs quick; the weights are full size
 FAST = ["mobilenet_v3_small", "squeezenet1_1", "regnet_y_400mf"]
-SLOW = ["resnet50", "efficientnet_b0", "convnext_tiny"]
+SLOW = ["resnet50", "resnext50_32x4d", "efficientnet_b0", "convnext_tiny"]
 
 
 def _image(side: int) -> dict[str, np.ndarray]:

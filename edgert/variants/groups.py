@@ -1,17 +1,22 @@
 """Channel groups: the sets of channels that must be pruned together, found from the ONNX graph.
 
-Every activation tensor's channel axis (axis 1) is described as a list of *segments*
-``(group id, length)``: one segment for a conv output, several after a channel Concat.
-Walking the graph in order, a Conv opens a new group for its output; element-wise and
-pooling ops pass segments through; a residual Add merges the groups of its operands
-(union-find); a depthwise Conv shares its input's group; Gemm/MatMul after
-GlobalAveragePool+Flatten consume the channels on their weight's input axis.
+Every activation tensor's channel axis (axis 1, or where a Transpose moved it) is described
+as a list of *segments* ``(group id, length)``: one segment for a conv output, several after
+a channel Concat. Walking the graph in order, a Conv, Gemm or MatMul with a constant weight
+opens a new group for its output; element-wise and pooling ops pass segments through; a
+residual Add merges the groups of its operands (union-find); a depthwise Conv shares its
+input's group, a grouped Conv with as many outputs as inputs too, in blocks of its channels
+per group; Gemm/MatMul consume the channels on their weight's input axis. Transformers: a
+MatMul over the last axis (a MLP's hidden width), LayerNormalization over the channels, and
+attention heads, whose Reshape splits the channel axis into (heads, width) with a *unit*
+(channels per index along the heads axis), meet in Q K^T and P V and merge back.
 
 A group is *fixed* (never pruned) when it touches something the pruner does not understand
-— a graph input or output, a grouped conv, a Reshape — and the reason names the node, so
-``edgert prune`` can say which part of a model was skipped and why.
+— a graph input or output, a Reshape it cannot follow, a Shape — and the reason names the
+node, so ``edgert prune`` can say which part of a model was skipped and why. An op it does
+not understand leaves its outputs without a layout (never pruned).
 
-Host-only: imports onnx.
+Host-only: imports onnx (and onnxruntime's symbolic shape inference when present).
 """
 from __future__ import annotations
 
