@@ -179,7 +179,8 @@ concurrently on TCP (the store locks itself, measurements take turns)."""
     def _device_info(self, params: dict[str, Any], progress: Any) -> dict[str, Any]:
         from edgert.device_agents.discovery import discover
 
-        return {"device": self._facts(params.get("transport", "agent")), **discover(self._own_root(params))}
+        root = self._own_root(params)
+        return {"device": self._facts(params.get("transport", "agent")), **discover(root), "sysfs_root": root}
 
     def _own_root(self, params: dict[str, Any]) -> str:
         """The agent's sysfs root. The write allow-list applies under it, so a host naming

@@ -75,7 +75,8 @@ def calibrate(file: Path, cpu_freqs: str | None, cpu_policies: tuple[str, ...], 
     job = SweepJob(file, request)
 
     cal = calibrate_device(job, address_from(**device), progress=echo_point)
-    energy = f", energy per inference from {cal['power_source']}" if "energy_mj" in cal else ""
+    energy = f", energy per inference from {cal['power_source']}" if "energy_mj" in cal else \
+        f", power {cal['power']['status']}: not measured" if cal["power"]["status"] != "none" else ""
     click.echo(f"{file}: calibration table stored in the file ({len(cal['p50_ms'])} levels x "
                f"{len(cal['frequencies'])} settings{energy})")
     for warning in cal["warnings"]:

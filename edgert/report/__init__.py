@@ -104,6 +104,8 @@ def _aio_calibration(path: Path) -> dict[str, Any] | None:
            "latency_ms": table["p50_ms"], "warnings": warnings + list(table.get("warnings") or [])}
     if "energy_mj" in table:
         out.update(energy_mj=table["energy_mj"], power_source=table.get("power_source"))
+    if table.get("power"):
+        out["power"] = table["power"]
     return out
 
 
