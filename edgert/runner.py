@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from edgert import loadgen, run_metadata
 from edgert.backends import BackendOptions, Session, get_backend
 from edgert.errors import ModelError, UsageError
 from edgert.settings import BenchSettings
@@ -105,17 +107,30 @@ def run_benchmark(model_path: Path, backend_name: str, settings: BenchSettings, 
                   progress: ProgressFn | None = None) -> dict[str, Any]:
     """Load ``model_path`` with ``backend_name``, check inputs, time it; return raw facts.
 
-    Returns ``{"backend", "inputs", "outputs", "raw", "peak_rss_bytes", "first_outputs"}``
-    and, for bundles, ``"dynamic"`` (path per run, segment call times, host overhead).
+    Returns ``{"backend", "inputs", "outputs", "raw", "peak_rss_bytes", "first_outputs",
+    "load_ms", "first_inference_ms", "scenario", "run_metadata"}`` and, for bundles,
+    ``"dynamic"`` (path per run, segment call times, host overhead). ``load_ms`` covers
+    building the session (for TVM a compile unless cached); the first inference is timed
+    apart from the warm-up. Offline and server scenarios open one session per worker.
     """
+    before = run_metadata.snapshot()
+    t_load = time.perf_counter_ns()
     with prepared_session(model_path, backend_name, settings, options=options, dims=dims,
                           feeds=feeds) as (description, session, all_feeds):
+        load_ms = (time.perf_counter_ns() - t_load) / 1e6
         recorder = _PathRecorder(session) if hasattr(session, "last_path") else None
+        t_first = time.perf_counter_ns()
         first = session.run(all_feeds)  # also the first warm-up run; catches run errors early
+        first_ms = (time.perf_counter_ns() - t_first) / 1e6
         if recorder is not None:
             recorder.after_run(warmup=True)
-        raw = measure(lambda: session.run(all_feeds), settings, progress,
-                      after_each=recorder.after_run if recorder else None)
+        scenario: dict[str, Any] = {"name": settings.scenario, "concurrency": settings.concurrency}
+        if settings.scenario == "single-stream":
+            raw = measure(lambda: session.run(all_feeds), settings, progress,
+                          after_each=recorder.after_run if recorder else None)
+        else:
+            raw, scenario = _loadgen(session, all_feeds, settings, progress, model_path, backend_name,
+                                     options, dims, feeds)
         measured = {
             "backend": description,
             "inputs": [s.to_dict() | {"shape": list(all_feeds[s.name].shape)} for s in session.inputs],
@@ -123,7 +138,28 @@ def run_benchmark(model_path: Path, backend_name: str, settings: BenchSettings, 
             "raw": raw.to_dict(),
             "peak_rss_bytes": peak_rss_bytes(),
             "first_outputs": [np.asarray(o) for o in first],
+            "load_ms": load_ms,
+            "first_inference_ms": first_ms,
+            "scenario": scenario,
+            "run_metadata": {"before": before, "after": run_metadata.snapshot()},
         }
-        if recorder is not None:
+        if recorder is not None and settings.scenario == "single-stream":
             measured["dynamic"] = recorder.to_dict()
         return measured
+
+
+def _loadgen(session: Session, all_feeds: dict[str, np.ndarray], settings: BenchSettings,
+             progress: ProgressFn | None, model_path: Path, backend_name: str,
+             options: BackendOptions | None, dims: Mapping[str, int] | None,
+             feeds: Mapping[str, np.ndarray] | None) -> tuple[Any, dict[str, Any]]:
+    """Offline or server on ``settings.concurrency`` sessions (this one and fresh ones)."""
+    with contextlib.ExitStack() as stack:
+        runs = [lambda: session.run(all_feeds)]
+        for _ in range(settings.concurrency - 1):
+            _, other, other_feeds = stack.enter_context(prepared_session(
+                model_path, backend_name, settings, options=options, dims=dims, feeds=feeds))
+            runs.append(lambda s=other, f=other_feeds: s.run(f))
+        if settings.scenario == "offline":
+            return loadgen.offline(runs, settings, progress)
+        assert settings.rate_qps is not None
+        return loadgen.server(runs, settings, settings.rate_qps, progress)

@@ -47,7 +47,7 @@ def test_bench_over_ssh_writes_the_same_result_file(tmp_path, sshd, store):
                    *device_args(sshd, store))
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
-    assert r["schema"] == "edgert.result/1"
+    assert r["schema"] == "edgert.result/2"
     assert r["device"]["transport"] == "ssh"
     assert len(r["samples_ms"]) == 30 and r["latency_ms"]["n"] == 30
     assert r["latency_ms"]["ci95"][0] <= r["latency_ms"]["p50"] <= r["latency_ms"]["ci95"][1]

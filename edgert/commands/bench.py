@@ -1,6 +1,7 @@
 """`edgert bench`: latency of a model on one device or a fleet."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,20 @@ from edgert.commands.options import (
               help="Write the result file (one per backend: NAME.BACKEND.json when several).")
 @output_option("--csv", "csv_path", default=None,
               help="Write raw samples as CSV (same naming as --json).")
+@click.option("--scenario", type=click.Choice(["single-stream", "offline", "server"]),
+              default="single-stream", show_default=True,
+              help="MLPerf LoadGen's: one query after another; offline: all at once, throughput "
+                   "with --concurrency workers; server: Poisson arrivals at --rate, latency incl. queueing.")
+@click.option("--rate", "rate_qps", type=float, default=None, metavar="QPS",
+              help="Server scenario: mean arrival rate (queries per second).")
+@click.option("--concurrency", type=int, default=1, show_default=True,
+              help="Offline/server: workers, each with its own session.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--tuning-db", type=click.Path(path_type=Path), default=None,
               help="TVM: apply this MetaSchedule database (from edgert tune --db).")
 @fleet_device_options
 def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_path: Path | None,
-          quiet: bool, tuning_db: Path | None, inputs: tuple[str, ...], shapes: tuple[str, ...], warmup: int,
+          scenario: str, rate_qps: float | None, concurrency: int, quiet: bool, tuning_db: Path | None, inputs: tuple[str, ...], shapes: tuple[str, ...], warmup: int,
           runs: int | None, min_time: float, max_time: float, threads: int | None, seed: int,
           target: str, devices: tuple[str, ...], all_devices: bool, **device: Any) -> None:
     """Measure MODEL's latency on a device (this machine by default), or on many at once.
@@ -48,9 +57,11 @@ def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_pat
 
     path = resolve_model(model)
     default = "bundle" if path.suffix == BUNDLE_SUFFIX else "ort"
+    measured = measure_args(inputs, shapes, warmup, runs, min_time, max_time, threads, seed, target)
+    measured["settings"] = dataclasses.replace(measured["settings"], scenario=scenario, rate_qps=rate_qps,
+                                               concurrency=concurrency)
     job = BenchJob(model=path, backends=tuple(dict.fromkeys(backends or (default,))),
-                   tuning_db=tuning_db, **measure_args(inputs, shapes, warmup, runs, min_time, max_time, threads,
-                                   seed, target))
+                   tuning_db=tuning_db, **measured)
     addrs = addresses_from(devices, all_devices, **device)
     if len(addrs) > 1:
         return _bench_fleet(job, addrs, json_path, csv_path, quiet)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import edgert
+from edgert import result
 from edgert.errors import UsageError
 from edgert.report import bench, calibration, page, sweep
 from edgert.report.model import Built, Loaded, Plot
@@ -46,6 +47,8 @@ def load(path: Path) -> Loaded:
         raise UsageError(f"{path} is not JSON ({exc.msg} at line {exc.lineno})",
                          path=str(path)) from exc
     schema = data.get("schema") if isinstance(data, dict) else None
+    if schema in result.OLD_SCHEMAS:
+        data, schema = result.upgrade(data), result.SCHEMA
     if schema not in KINDS:
         raise UsageError(f"{path} has schema {schema!r}; the report reads "
                          f"{', '.join(KINDS)}", path=str(path), schema=schema)

@@ -1,4 +1,4 @@
-"""``edgert.result/1`` files: latency distributions, p50 comparison, per-segment/per-path bars."""
+"""``edgert.result/2`` files (and /1, upgraded on load): latency distributions, p50 comparison, per-segment/per-path bars."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +6,11 @@ from typing import Any
 
 import numpy as np
 
+from edgert import result
 from edgert.report import plots
 from edgert.report.model import Built, Loaded, Note, Plot, Section, Table, file_warnings
 
-SCHEMA = "edgert.result/1"
+SCHEMA = result.SCHEMA
 
 
 def labels(items: list[Loaded]) -> list[str]:

@@ -5,7 +5,7 @@ from typing import Any
 
 from edgert.report.model import Loaded
 
-_KIND = {"edgert.result/1": "bench", "edgert.sweep/1": "clock sweep",
+_KIND = {"edgert.result/1": "bench", "edgert.result/2": "bench", "edgert.sweep/1": "clock sweep",
          "edgert.calibration/1": "All-in-One calibration"}
 
 
