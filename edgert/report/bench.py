@@ -26,7 +26,7 @@ def labels(items: list[Loaded]) -> list[str]:
     varying = [k for k in ("model", "backend", "host", "threads")
                if len({f[k] for f in all_facts}) > 1] or ["backend"]
     out = [" · ".join(f[k] for k in varying) for f in all_facts]
-    if len(set(out)) < len(out):  # still ambiguous: fall back to file names
+    if len(set(out)) < len(out):  # still ambiguous: the full names from the contents
         out = [i.label for i in items]
     return out
 
@@ -67,13 +67,6 @@ def _distribution(items: list[Loaded], names: list[str]) -> Plot:
                 "or steps).", plots.to_png(fig))
 
 
-def _comparison(items: list[Loaded], names: list[str]) -> Plot:
-    fig, axes = plots.figure(11, 1.2 + 0.55 * len(items))
-    plots.summary_bars(axes[0][0], names, [i.data["latency_ms"] for i in items])
-    return Plot("p50-comparison", "Median latency per configuration with its bootstrap 95% CI; "
-                "the red tick is p99.", plots.to_png(fig))
-
-
 def _table(items: list[Loaded], names: list[str]) -> Table:
     rows = []
     for item, name in zip(items, names):
@@ -105,8 +98,7 @@ def _breakdown(item: Loaded, name: str, idx: int) -> Plot | None:
 def build(items: list[Loaded]) -> Built:
     """One section for all bench files together, so configurations sit side by side."""
     names = labels(items)
-    section = Section("Latency", [_table(items, names), _comparison(items, names),
-                                  _distribution(items, names)])
+    section = Section("Bench details", [_table(items, names), _distribution(items, names)])
     for idx, (item, name) in enumerate(zip(items, names)):
         plot = _breakdown(item, name, idx)
         if plot is not None:
