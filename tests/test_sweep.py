@@ -63,6 +63,14 @@ def test_a_fixture_rail_is_a_labelled_reading_never_measured_energy(tmp_path):
     assert p["power_source"] == "VDD_IN (watts)" and p["power_samples"] >= 1
     [line] = summary_lines(result)
     assert "fixture, not measured" in line and "mJ" not in line
+    from edgert.report import render_report
+    from edgert.result import write_json
+
+    write_json(result, tmp_path / "sweep.json")
+    page = render_report([tmp_path / "sweep.json"], tmp_path / "report.html").read_text()
+    summary = page[page.index('id="summary"'):page.index('id="warnings"')]
+    assert "<td>fixture, not measured</td>" in summary and " mJ</td>" not in summary
+    assert "Power and energy: not measured (fixture)" in page and "Least energy" not in page
     assert p["setting"] == {"domain": "policy0", "kind": "cpu", "requested": 1510400, "unit": "kHz",
                             "readback": 1510400, "readback_by_domain": {"policy0": 1510400},
                             "readback_after": 1510400}
