@@ -79,6 +79,9 @@ def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_pat
             click.echo(f"edgert: {res['backend']['options']['note']}", err=True)
     if results:
         side_by_side(results, Console())
+        hint = untuned_tvm_hint(results, model, tuning_db)
+        if hint and not quiet:
+            click.echo(hint, err=True)
     for failure in failures:  # the others' results are shown and written above
         click.echo(f"edgert: error: {failure.backend}: {failure.error.message}", err=True)
     if failures:
@@ -110,3 +113,15 @@ def _bench_fleet(job: Any, addrs: list[Any], json_path: Path | None, csv_path: P
 
 def _per_backend(path: Path, backend: str, count: int) -> Path:
     return path if count == 1 else path.with_name(f"{path.stem}.{backend}{path.suffix}")
+
+
+SLOW_UNTUNED = 3.0  # untuned TVM this many times ORT's p50 is worth a tuning run
+
+
+def untuned_tvm_hint(results: list[dict[str, Any]], model: str, tuning_db: Path | None) -> str | None:
+    """One line when TVM ran without a tuning database and is much slower than ORT beside it."""
+    p50 = {r["backend"]["name"]: r["latency_ms"]["p50"] for r in results}
+    if tuning_db is not None or "tvm" not in p50 or "ort" not in p50 or p50["tvm"] < SLOW_UNTUNED * p50["ort"]:
+        return None
+    return (f"hint: untuned TVM is {p50['tvm'] / p50['ort']:.0f}x slower than ORT here; tune it "
+            f"(edgert tune {model} --db tune.db --time-budget 600) and bench with --tuning-db tune.db")

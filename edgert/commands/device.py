@@ -11,20 +11,25 @@ from edgert.commands.options import address_from, device_options, output_option
 
 @click.command()
 @click.argument("model")
+@click.option("--quiet", is_flag=True, help="No progress output.")
 @device_options
-def push(model: str, **device: Any) -> None:
+def push(model: str, quiet: bool, **device: Any) -> None:
     """Upload MODEL (or a bundle) to a device's store; resumes an interrupted upload.
 
     Bundles, All-in-One files and ONNX models are checked first: a damaged file is refused."""
     from edgert.artifacts import check_before_upload
     from edgert.devices.connect import open_client
+    from edgert.progress import Progress, step
     from edgert.zoo import resolve as resolve_model
 
     path = resolve_model(model)
     check_before_upload(path)
-    with open_client(address_from(**device)) as client:
-        sha = client.upload(path)
-        link = client.link_summary()
+    with Progress(quiet=quiet):
+        with step(f"connecting to {device['device']}"):
+            client = open_client(address_from(**device))
+        with client:
+            sha = client.upload(path)
+            link = client.link_summary()
     if link:
         click.echo(f"serial link: {link}", err=True)
     click.echo(f"{path} is on {device['device']} as {sha}")

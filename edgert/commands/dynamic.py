@@ -32,10 +32,11 @@ from edgert.errors import UsageError
 @click.option("--keep-candidates", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write every candidate auto timed here, as a bundle with the inputs it was "
                    "timed on (NAME.inputs.npz), to re-time them with edgert bench.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
 @device_options
 def compile_cmd(model: str, output: Path | None, backend: str, target: str,
                 cache_dir: Path | None, tuning_db: Path | None, samples: Path | None,
-                keep_candidates: Path | None, **device: Any) -> None:
+                keep_candidates: Path | None, quiet: bool, **device: Any) -> None:
     """Split a (dynamic) ONNX model into static segments plus a host program: one bundle."""
     import contextlib
 
@@ -45,19 +46,25 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
     from edgert.dynamic.validate import load_cases
     from edgert.zoo import resolve as resolve_model
 
+    from edgert.progress import Progress
+
     feeds = [case for _, case in load_cases(samples)] if samples is not None else None
     addr = address_from(**device)
     if addr.scheme != "local" and backend != "auto":
         raise UsageError(f"--device times auto's candidates; --backend {backend} times nothing "
                          f"(leave out --device, or use --backend auto)")
+    path = resolve_model(model)
+    what = "measuring each segment on each engine" if backend == "auto" else f"segments on {backend}"
     with contextlib.ExitStack() as stack:
+        progress = stack.enter_context(Progress(quiet=quiet))
         timer = None
         if addr.scheme != "local":
             from edgert.devices.connect import open_client
             from edgert.devices.timer import DeviceTimer
 
             timer = DeviceTimer(stack.enter_context(open_client(addr)), emulated=addr.emulated)
-        out = compile_bundle(resolve_model(model), backend=backend, target=target, out=output,
+        stack.callback(progress.step(f"compiling {path.name} for {target} ({what})").close)
+        out = compile_bundle(path, backend=backend, target=target, out=output,
                              cache_dir=cache_dir, tuning_db=tuning_db, samples=feeds, timer=timer,
                              keep_candidates=keep_candidates)
     for line in manifest_lines(out, inspect_bundle(out)):

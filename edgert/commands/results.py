@@ -30,7 +30,7 @@ def compare(a: Path, b: Path, alpha: float, allow_different_models: bool, as_jso
 @click.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
 @output_option("-o", "--output", default=Path("report.html"),
-              show_default=True, help="The HTML file (plots are written beside it too).")
+              show_default=True, help="The HTML file (every plot is inside it).")
 def report(results: tuple[Path, ...], output: Path) -> None:
     """Render result, sweep and calibration files into one self-contained HTML report."""
     from edgert.report import render_report

@@ -1,7 +1,6 @@
 """`edgert tune`: MetaSchedule tuning into a database."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,20 +48,20 @@ def tune(model: str, db: Path, time_budget: float | None, trials: int | None, ta
     path = resolve_model(model)
     if path.suffix not in (".onnx", ".edgert"):
         raise UsageError(f"edgert tune takes an .onnx model or an .edgert bundle, not {path.name}")
-    addr = address_from(**device)
-    last = [0.0]
+    from edgert.progress import Progress
 
-    def show(p: Any) -> None:
-        if quiet:
-            return
-        if sys.stderr.isatty():
-            sys.stderr.write("\r\033[K" + format_progress(p))
-        elif p.elapsed_s - last[0] >= 10:
-            last[0] = p.elapsed_s
-            sys.stderr.write(format_progress(p) + "\n")
-        sys.stderr.flush()
+    addr = address_from(**device)
 
     with contextlib.ExitStack() as stack:
+        live = stack.enter_context(Progress(quiet=quiet))
+        # from the first second: importing, extracting tasks and building the first batch
+        # take a while before MetaSchedule reports its first measured batch
+        status = live.step(f"tuning {path.name}: importing and extracting tasks")
+        stack.callback(status.close)
+
+        def show(p: Any) -> None:
+            if not quiet:
+                status.update(f"tuning {path.name}", format_progress(p))
         timer, emulated = None, addr.emulated
         if addr.scheme != "local":
             from edgert.devices.connect import open_client
@@ -75,8 +74,6 @@ def tune(model: str, db: Path, time_budget: float | None, trials: int | None, ta
             summary = tune_bundle(path, db, target, **options)
         else:
             summary = tune_model(path, db, resolve_target(target or "host"), **options)
-    if not quiet and sys.stderr.isatty():
-        sys.stderr.write("\n")
     if json_path:
         json_path.write_text(summary_json(summary) + "\n")
     click.echo(summary_line(summary, path))

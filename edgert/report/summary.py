@@ -91,7 +91,8 @@ def _sweep(item: Loaded) -> list[Config]:
         energy = p.get("energy_per_inference_mj")
         note = power_status.label(p) if energy is None else ""
         runs, window = p.get("runs"), p.get("duration_s")
-        out.append(Config(model_name(d, item.path), _backend(d, "ort"), _host(d), "—", _setting(p["setting"]),
+        setting = _setting(p["setting"]) + (" (fixture clock)" if d.get("fixture") else "")
+        out.append(Config(model_name(d, item.path), _backend(d, "ort"), _host(d), "—", setting,
                           lat["p50"], lat.get("p99"), tuple(lat["ci95"]) if lat.get("ci95") else None,
                           energy, note or "not measured", runs / window if runs and window else None,
                           bool(p.get("emulated") or d.get("emulated")), "sweep"))
@@ -171,8 +172,7 @@ def plot(model: str, ranked: Ranked, idx: int) -> Plot:
     p99 = [(yi, c.p99_ms * s) for yi, c in zip(y, configs) if c.p99_ms]
     if p99:
         ax.scatter([v for _, v in p99], [yi for yi, _ in p99], marker="|", s=160, color=plots.P99_COLOR,
-                   linewidths=2, zorder=3, label="p99")
-        ax.legend(loc="lower right", fontsize=8)
+                   linewidths=2, zorder=3)  # no legend box over the bars: the axis label says it
     ax.set_yticks(y, [c.name for c in configs], fontsize=8)
     ax.invert_yaxis()
     ax.grid(axis="y", visible=False)

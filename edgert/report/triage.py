@@ -17,7 +17,7 @@ RULES: tuple[tuple[int, str, str], ...] = (
     (0, "power not measured (fixture or static reading)", r"fixture|static value|power read from"),
     (2, "noisy or drifting runs", r"above the median|standard deviation|drifted"),
     (2, "confidence interval too wide", r"CI of the median"),
-    (2, "too few runs or too short a workload", r"timer resolution|too few|fewer than"),
+    (2, "too few runs or too short a workload", r"timer resolution|too few|fewer than|runs were measured"),
     (1, "server scenario: the system did not keep up", r"^server:"),
     (1, "a clock setting did not take or was not measured", r"did not take|not measured|throttled|left out"),
     (1, "busy or warming machine", r"busy|load average|warmed by|clock of .* changed"),
