@@ -143,6 +143,9 @@ def run_benchmark(model_path: Path, backend_name: str, settings: BenchSettings, 
             "scenario": scenario,
             "run_metadata": {"before": before, "after": run_metadata.snapshot()},
         }
+        source = (getattr(session, "manifest", None) or {}).get("source")
+        if source:  # a bundle: the ONNX model it was compiled from (compare pairs them)
+            measured["model_source"] = source
         if recorder is not None and settings.scenario == "single-stream":
             measured["dynamic"] = recorder.to_dict()
         return measured
