@@ -230,7 +230,9 @@ concurrently on TCP (the store locks itself, measurements take turns)."""
         measured = run_benchmark(
             model, _param(params, "backend"), settings, options=options,
             dims=params.get("dims") or {}, feeds=feeds,
-            progress=lambda n, ms: progress({"runs": n, "elapsed_ms": ms}))
+            progress=lambda n, ms: progress({"runs": n, "elapsed_ms": ms}),
+            cases=[(str(name), {k: protocol.unpack_array(v) for k, v in case.items()})
+                   for name, case in params.get("cases") or []])
         raw = measured["raw"]
         for key in ("samples_ns", "starts_ns", "warmup_ns"):
             raw[key] = protocol.pack_array(np.asarray(raw[key], dtype=np.int64))

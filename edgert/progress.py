@@ -27,6 +27,8 @@ class Step:
         self._tid: Any = None
         self._last_plain = 0.0
         self._timer: threading.Timer | None = None
+        if progress.quiet:
+            return
         if progress._rich is not None:
             self._tid = progress._rich.add_task(text, total=None, detail="")
         else:  # plain lines (a log, a pipe): only for steps still running after PLAIN_AFTER_S,
@@ -41,6 +43,8 @@ class Step:
 
     def update(self, text: str, detail: str = "") -> None:
         self.text = text
+        if self._p.quiet:
+            return
         if self._tid is not None:
             self._p._rich.update(self._tid, description=text, detail=detail)
         elif time.monotonic() - max(self._last_plain, self.started) >= PLAIN_INTERVAL_S:

@@ -37,7 +37,8 @@ def side_by_side(results: list[dict[str, Any]], console: Console) -> None:
     scenario = results[0].get("scenario") or {"name": "single-stream"}
     table.add_row("scenario", *(_scenario(r.get("scenario") or scenario) for r in results))
     table.add_row("throughput", *(rate(r.get("throughput_ips")) for r in results))
-    table.add_row("load (compile)", *(duration_ms(r.get("load_ms")) for r in results))
+    table.add_row("compile (host)", *(duration_ms(r.get("compile_ms")) for r in results))
+    table.add_row("load", *(duration_ms(r.get("load_ms")) for r in results))
     table.add_row("first inference", *(duration_ms(r.get("first_inference_ms")) for r in results))
     table.add_row("peak memory", *(size_bytes(r.get("peak_rss_bytes")) for r in results))
     table.add_row("load avg before..after", *(_loadavg(r.get("run_metadata")) for r in results))
@@ -50,7 +51,7 @@ def side_by_side(results: list[dict[str, Any]], console: Console) -> None:
                                               for r in results[1:]))
     console.print(table)
     for r in results:
-        if r.get("paths"):
+        if r.get("paths") or r.get("cases_ms"):
             dynamic_breakdown(r, console)
     for r in results:
         for w in r["warnings"]:
@@ -59,12 +60,16 @@ def side_by_side(results: list[dict[str, Any]], console: Console) -> None:
 
 def dynamic_breakdown(r: dict[str, Any], console: Console) -> None:
     """Latency per control-flow path and per segment call, and the host program's own overhead."""
-    table = Table(title=f"dynamic bundle: host overhead p50 {r['host_overhead_us']['p50']:.1f} us per run")
-    table.add_column("path or segment")
+    overhead = r.get("host_overhead_us")
+    table = Table(title=f"dynamic bundle: host overhead p50 {overhead['p50']:.1f} us per run" if overhead
+                  else f"{r['backend']['name']}: latency per input case")
+    table.add_column("case, path or segment")
     table.add_column("runs or calls", justify="right")
     table.add_column("p50", justify="right")
     table.add_column("p99", justify="right")
-    for name, block in list(r["paths"].items()) + list(r["segments_ms"].items()):
+    blocks = [(f"input {k}", v) for k, v in (r.get("cases_ms") or {}).items()] + \
+        list((r.get("paths") or {}).items()) + list((r.get("segments_ms") or {}).items())
+    for name, block in blocks:
         table.add_row(name, str(block["n"]), duration_ms(block["p50"]), duration_ms(block["p99"]))
     console.print(table)
 

@@ -75,6 +75,7 @@ def build(*, model_path: Path, device: dict[str, Any], settings: BenchSettings,
         "warmup_ms": [ns / 1e6 for ns in raw.warmup_ns],
         "warnings": warnings,
         "peak_rss_bytes": measured["peak_rss_bytes"],
+        "compile_ms": measured.get("compile_ms"),
         "load_ms": measured.get("load_ms"),
         "first_inference_ms": measured.get("first_inference_ms"),
         "scenario": scenario,
@@ -84,6 +85,11 @@ def build(*, model_path: Path, device: dict[str, Any], settings: BenchSettings,
     }
     if "dynamic" in measured:
         result.update(dynamic_breakdown(measured["dynamic"], samples_ms, settings.seed))
+    if measured.get("cases"):
+        by_case: dict[str, list[float]] = {}
+        for case, ms in zip(measured["cases"], samples_ms):
+            by_case.setdefault(case, []).append(ms)
+        result["cases_ms"] = {case: summarize(v, seed=settings.seed) for case, v in sorted(by_case.items())}
     result.update(extra or {})
     return result
 
@@ -122,7 +128,7 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
                          f"{', '.join(OLD_SCHEMAS)})")
     samples, starts = data.get("samples_ms") or [], data.get("sample_starts_ns") or []
     ips = throughput(samples, starts) if len(starts) == len(samples) else None
-    return {**data, "schema": SCHEMA, "upgraded_from": schema, "load_ms": None,
+    return {**data, "schema": SCHEMA, "upgraded_from": schema, "compile_ms": None, "load_ms": None,
             "first_inference_ms": None, "run_metadata": None, "throughput_ips": ips,
             "scenario": {"name": "single-stream", "concurrency": 1, "throughput_ips": ips}}
 

@@ -10,7 +10,7 @@ import contextlib
 import resource
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -104,8 +104,13 @@ def run_benchmark(model_path: Path, backend_name: str, settings: BenchSettings, 
                   options: BackendOptions | None = None,
                   dims: Mapping[str, int] | None = None,
                   feeds: Mapping[str, np.ndarray] | None = None,
-                  progress: ProgressFn | None = None) -> dict[str, Any]:
+                  progress: ProgressFn | None = None,
+                  cases: Sequence[tuple[str, Mapping[str, np.ndarray]]] = ()) -> dict[str, Any]:
     """Load ``model_path`` with ``backend_name``, check inputs, time it; return raw facts.
+
+    With ``cases`` (name, feeds) the runs cycle through them in order (each checked first)
+    and ``"cases"`` gives the case of every measured run, for per-case latency (and, for a
+    bundle, per-path: different inputs take different branches).
 
     Returns ``{"backend", "inputs", "outputs", "raw", "peak_rss_bytes", "first_outputs",
     "load_ms", "first_inference_ms", "scenario", "run_metadata"}`` and, for bundles,
@@ -119,15 +124,26 @@ def run_benchmark(model_path: Path, backend_name: str, settings: BenchSettings, 
                           feeds=feeds) as (description, session, all_feeds):
         load_ms = (time.perf_counter_ns() - t_load) / 1e6
         recorder = _PathRecorder(session) if hasattr(session, "last_path") else None
+        case_feeds = [_case_feeds(session, all_feeds, name, given) for name, given in cases]
+        if case_feeds:
+            all_feeds = case_feeds[0]
         t_first = time.perf_counter_ns()
         first = session.run(all_feeds)  # also the first warm-up run; catches run errors early
         first_ms = (time.perf_counter_ns() - t_first) / 1e6
         if recorder is not None:
             recorder.after_run(warmup=True)
         scenario: dict[str, Any] = {"name": settings.scenario, "concurrency": settings.concurrency}
-        if settings.scenario == "single-stream":
+        order: list[int] = []
+        if settings.scenario == "single-stream" and case_feeds:
+            def run_case() -> object:
+                order.append(len(order) % len(case_feeds))
+                return session.run(case_feeds[order[-1]])
+            raw = measure(run_case, settings, progress, after_each=recorder.after_run if recorder else None)
+        elif settings.scenario == "single-stream":
             raw = measure(lambda: session.run(all_feeds), settings, progress,
                           after_each=recorder.after_run if recorder else None)
+        elif case_feeds:
+            raise UsageError("--cases runs with --scenario single-stream only")
         else:
             raw, scenario = _loadgen(session, all_feeds, settings, progress, model_path, backend_name,
                                      options, dims, feeds)
@@ -143,12 +159,26 @@ def run_benchmark(model_path: Path, backend_name: str, settings: BenchSettings, 
             "scenario": scenario,
             "run_metadata": {"before": before, "after": run_metadata.snapshot()},
         }
+        if case_feeds:
+            names = [name for name, _ in cases]
+            measured["cases"] = [names[i] for i in order[len(raw.warmup_ns):]]
         source = (getattr(session, "manifest", None) or {}).get("source")
         if source:  # a bundle: the ONNX model it was compiled from (compare pairs them)
             measured["model_source"] = source
         if recorder is not None and settings.scenario == "single-stream":
             measured["dynamic"] = recorder.to_dict()
         return measured
+
+
+def _case_feeds(session: Session, defaults: dict[str, np.ndarray], name: str,
+                given: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One case's feeds: its arrays over the defaults, checked against the model's inputs."""
+    unknown = set(given) - {s.name for s in session.inputs}
+    if unknown:
+        raise UsageError(f"case {name!r} has arrays the model does not take: {', '.join(sorted(unknown))}")
+    feeds = {**defaults, **{k: np.asarray(v) for k, v in given.items()}}
+    check_feeds(session.inputs, feeds)
+    return feeds
 
 
 def _loadgen(session: Session, all_feeds: dict[str, np.ndarray], settings: BenchSettings,

@@ -50,6 +50,8 @@ def test_quiet_and_no_progress_print_nothing():
         with progress.step("compiling"):
             pass
         p.task("ort")(5, 100.0)
+        p.step("a command's own step").update("still quiet")
+        time.sleep(progress.PLAIN_AFTER_S * 1.5)  # a timer would have fired by now
     with progress.step("outside any command") as handle:  # library code run by a program
         assert handle is None
     assert out.getvalue() == ""

@@ -30,12 +30,16 @@ from edgert.commands.options import (
               help="Server scenario: mean arrival rate (queries per second).")
 @click.option("--concurrency", type=int, default=1, show_default=True,
               help="Offline/server: workers, each with its own session.")
+@click.option("--cases", "cases_path", default=None, metavar="F.npz",
+              help="Cycle the runs through these inputs (arrays INPUT or CASE/INPUT, as for validate; "
+                   "zoo:NAME.npz for a zoo model's): latency per case and, for bundles, per path.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--tuning-db", type=click.Path(path_type=Path), default=None,
               help="TVM: apply this MetaSchedule database (from edgert tune --db).")
 @fleet_device_options
 def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_path: Path | None,
-          scenario: str, rate_qps: float | None, concurrency: int, quiet: bool, tuning_db: Path | None, inputs: tuple[str, ...], shapes: tuple[str, ...], warmup: int,
+          scenario: str, rate_qps: float | None, concurrency: int, cases_path: str | None, quiet: bool,
+          tuning_db: Path | None, inputs: tuple[str, ...], shapes: tuple[str, ...], warmup: int,
           runs: int | None, min_time: float, max_time: float, threads: int | None, seed: int,
           target: str, devices: tuple[str, ...], all_devices: bool, **device: Any) -> None:
     """Measure MODEL's latency on a device (this machine by default), or on many at once.
@@ -61,7 +65,7 @@ def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_pat
     measured["settings"] = dataclasses.replace(measured["settings"], scenario=scenario, rate_qps=rate_qps,
                                                concurrency=concurrency)
     job = BenchJob(model=path, backends=tuple(dict.fromkeys(backends or (default,))),
-                   tuning_db=tuning_db, **measured)
+                   tuning_db=tuning_db, cases=_read_cases(cases_path), **measured)
     addrs = addresses_from(devices, all_devices, **device)
     if len(addrs) > 1:
         return _bench_fleet(job, addrs, json_path, csv_path, quiet)
@@ -125,3 +129,21 @@ def untuned_tvm_hint(results: list[dict[str, Any]], model: str, tuning_db: Path 
         return None
     return (f"hint: untuned TVM is {p50['tvm'] / p50['ort']:.0f}x slower than ORT here; tune it "
             f"(edgert tune {model} --db tune.db --time-budget 600) and bench with --tuning-db tune.db")
+
+
+def _read_cases(spec: str | None) -> tuple[tuple[str, Any], ...]:
+    """``--cases F.npz`` (or ``zoo:NAME.npz``) -> ((case, {input: array}), ...)."""
+    if spec is None:
+        return ()
+    from edgert.dynamic.validate import load_cases
+    from edgert.errors import UsageError
+    from edgert.zoo import resolve
+
+    path = resolve(spec) if spec.startswith("zoo:") else Path(spec)
+    try:
+        cases = tuple(load_cases(path))
+    except (OSError, ValueError, EOFError) as exc:
+        raise UsageError(f"--cases {spec}: cannot read it as an .npz of input arrays ({exc})") from None
+    if not cases:
+        raise UsageError(f"--cases {spec}: the file holds no arrays")
+    return cases
