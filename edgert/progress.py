@@ -98,10 +98,10 @@ class Progress:
 
     def task(self, name: str) -> Callable[[int, float], None]:
         """A callback ``(runs, elapsed_ms)`` for ``timing.measure``; until its first call the
-        line says the model is loading (a TVM compile happens there unless cached)."""
+        line says the model is loading (on a device: the upload and the load there)."""
         if self.quiet:
             return lambda n, ms: None
-        step = self.step(f"{name}: loading the model (compiling if needed)")
+        step = self.step(f"{name}: loading the model")
         if step._tid is not None:
             rich, tid = self._rich, step._tid
 

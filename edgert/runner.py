@@ -115,8 +115,8 @@ def run_benchmark(model_path: Path, backend_name: str, settings: BenchSettings, 
     Returns ``{"backend", "inputs", "outputs", "raw", "peak_rss_bytes", "first_outputs",
     "load_ms", "first_inference_ms", "scenario", "run_metadata"}`` and, for bundles,
     ``"dynamic"`` (path per run, segment call times, host overhead). ``load_ms`` covers
-    building the session (for TVM a compile unless cached); the first inference is timed
-    apart from the warm-up. Offline and server scenarios open one session per worker.
+    building the session from the compiled artifact; the first inference is timed apart from
+    the warm-up. Offline and server scenarios open one session per worker.
     """
     before = run_metadata.snapshot()
     t_load = time.perf_counter_ns()
