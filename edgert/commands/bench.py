@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from edgert.commands.options import (
-    addresses_from, fleet_device_options, measure_args, measure_options, output_option)
+    addresses_from, fleet_device_options, measure_args, measure_options, output_option, write_json_output)
+from edgert.errors import UsageError
 
 
 @click.command()
@@ -18,8 +19,9 @@ from edgert.commands.options import (
               help="Engine: ort (default), tvm, tflite or null; repeat to compare side by side. "
                    "Bundles (.edgert) run with their own engines: bundle.")
 @measure_options
-@output_option("--json", "json_path", default=None,
-              help="Write the result file (one per backend: NAME.BACKEND.json when several).")
+@output_option("--json", "json_path", default=None, metavar="PATH|-",
+              help="Write the result file (one per backend: NAME.BACKEND.json when several); - prints "
+                   "it on stdout (a list when several) and the table on stderr.")
 @output_option("--csv", "csv_path", default=None,
               help="Write raw samples as CSV (same naming as --json).")
 @click.option("--scenario", type=click.Choice(["single-stream", "offline", "server"]),
@@ -67,22 +69,27 @@ def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_pat
     job = BenchJob(model=path, backends=tuple(dict.fromkeys(backends or (default,))),
                    tuning_db=tuning_db, cases=_read_cases(cases_path), **measured)
     addrs = addresses_from(devices, all_devices, **device)
+    to_stdout = str(json_path) == "-"
     if len(addrs) > 1:
+        if to_stdout:
+            raise UsageError("--json - prints one device's results; with several devices give a file name")
         return _bench_fleet(job, addrs, json_path, csv_path, quiet)
     with Progress(quiet=quiet, max_duration_ms=job.settings.max_duration_ms, runs=runs) as progress:
         failures: list[EngineFailure] = []
         results = run_bench(job, addrs[0], progress.task,
                             failures=failures if len(job.backends) > 1 else None)
+    if to_stdout:
+        write_json_output(results[0] if len(job.backends) == 1 else results, "-")
     for res in results:
         name = res["backend"]["name"]
-        if json_path:
+        if json_path and not to_stdout:
             result.write_json(res, _per_backend(json_path, name, len(job.backends)))
         if csv_path:
             result.write_csv(res, _per_backend(csv_path, name, len(job.backends)))
         if res["backend"]["options"].get("note"):
             click.echo(f"edgert: {res['backend']['options']['note']}", err=True)
     if results:
-        side_by_side(results, Console())
+        side_by_side(results, Console(stderr=to_stdout))
         hint = untuned_tvm_hint(results, model, tuning_db)
         if hint and not quiet:
             click.echo(hint, err=True)

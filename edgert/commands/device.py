@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from edgert.commands.options import address_from, device_options, output_option
+from edgert.commands.options import address_from, device_options, output_option, write_json_output
 
 
 @click.command()
@@ -44,19 +44,18 @@ def device_group() -> None:
 @click.option("--sysfs-root", default=None,
               help="Read sysfs under this directory (fixtures, tests); a remote agent must run with "
                    "the same --sysfs-root.")
-@output_option("--json", "json_path", default=None,
-              help="Also write the facts as JSON.")
+@output_option("--json", "json_path", default=None, metavar="PATH|-",
+              help="Also write the facts as JSON (- prints only the JSON, on stdout).")
 @device_options
 def device_info(sysfs_root: str | None, json_path: Path | None, **device: Any) -> None:
     """Print a device's CPU, frequency domains, power rails and temperatures."""
-    import json
-
     from edgert.devices.info import collect_info, render_info
 
     info = collect_info(address_from(**device), sysfs_root)
     if json_path:
-        json_path.write_text(json.dumps(info, indent=1) + "\n")
-    render_info(info)
+        write_json_output(info, json_path)
+    if str(json_path) != "-":
+        render_info(info)
 
 
 @click.command()

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgert.commands.options import address_from, device_options, output_option, parse_dims
+from edgert.commands.options import address_from, device_options, output_option, parse_dims, write_json_output
 from edgert.device_facts import describe
 from edgert.errors import UsageError
 
@@ -23,7 +23,7 @@ from edgert.errors import UsageError
 @click.option("--target", default="host", show_default=True,
               help="host, aarch64 (Raspberry Pi 4/5, Jetson), or a TVM target as JSON.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
-              help="Compiled-segment cache [default: ~/.cache/edgert].")
+              help="Compiled-segment cache [default: $EDGERT_CACHE, else ~/.cache/edgert].")
 @click.option("--tuning-db", type=click.Path(path_type=Path), default=None,
               help="Apply this edgert tune database to TVM segments.")
 @click.option("--samples", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -83,7 +83,7 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
               help="Relative tolerance of the output comparison.")
 @click.option("--atol", type=float, default=1e-4, show_default=True,
               help="Absolute tolerance of the output comparison.")
-@output_option("--json", "json_path", default=None,
+@output_option("--json", "json_path", default=None, metavar="PATH|-",
               help="Write the validation report.")
 @device_options
 def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: int,
@@ -93,8 +93,6 @@ def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: in
 
     The reference always runs here; the bundle runs on --device (default: here), so a
     bundle cross-compiled for a board is checked on that board."""
-    import json
-
     from edgert.devices.execute import case_runner
     from edgert.dynamic.validate import validate as run_validate
 
@@ -103,26 +101,27 @@ def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: in
                               force_paths=force_paths, dims=parse_dims(shapes), rtol=rtol,
                               atol=atol, runner=runner, device=facts)
     if json_path:
-        json_path.write_text(json.dumps(report, indent=1) + "\n")
+        write_json_output(report, json_path)
+    err = str(json_path) == "-"  # stdout holds the JSON alone
     click.echo(f"{report['status']}: {len(report['cases'])} inputs, max abs error "
                f"{report['max_abs_error']:.3g}, max rel error {report['max_rel_error']:.3g} "
-               f"(rtol {rtol:g}, atol {atol:g})")
-    click.echo(f"bundle ran on: {describe(facts)}")
-    click.echo(f"paths taken: {', '.join(sorted(report['paths']))}")
+               f"(rtol {rtol:g}, atol {atol:g})", err=err)
+    click.echo(f"bundle ran on: {describe(facts)}", err=err)
+    click.echo(f"paths taken: {', '.join(sorted(report['paths']))}", err=err)
     if set(report["programs"]) != {"main"}:
         runs = ", ".join(f"{name} x{n}" for name, n in sorted(report["programs"].items()))
-        click.echo(f"programs run: {runs}")
+        click.echo(f"programs run: {runs}", err=err)
     if report["segments_not_exercised"]:
-        click.echo(f"segments never run: {', '.join(report['segments_not_exercised'])}")
+        click.echo(f"segments never run: {', '.join(report['segments_not_exercised'])}", err=err)
     if report["branches_not_taken"]:
-        click.echo(f"branches never taken: {report['branches_not_taken']}")
+        click.echo(f"branches never taken: {report['branches_not_taken']}", err=err)
     if report["control_flow_in_engine"]:
         click.echo(f"control flow run inside the engine (branches not visible): "
-                   f"{', '.join(report['control_flow_in_engine'])}")
+                   f"{', '.join(report['control_flow_in_engine'])}", err=err)
     for case in report["near_threshold"]:
-        click.echo(f"near a threshold (within numerical noise): {case}")
+        click.echo(f"near a threshold (within numerical noise): {case}", err=err)
     for case in report["cases"]:
         if not case["ok"] and not case.get("near_threshold"):
             click.echo(f"failed: {case['case']}: " + (case["error"] if "error" in case else
-                       f"max abs error {case['max_abs_error']:.3g} on path {case['path']}"))
+                       f"max abs error {case['max_abs_error']:.3g} on path {case['path']}"), err=err)
     sys.exit(report["exit_code"])

@@ -8,7 +8,7 @@ from edgert.errors import UsageError
 
 import click
 
-from edgert.commands.options import address_from, device_options, output_option
+from edgert.commands.options import address_from, device_options, output_option, write_json_output
 
 
 @click.command()
@@ -24,8 +24,8 @@ from edgert.commands.options import address_from, device_options, output_option
                    "[default: host; for a bundle, the target it was compiled for].")
 @click.option("--trials-per-iter", default=32, show_default=True, help="Candidates per measured batch.")
 @click.option("--seed", type=int, default=None, help="Seed for MetaSchedule's search.")
-@output_option("--json", "json_path", default=None,
-              help="Write the tuning summary (tasks, trials, best latency per task).")
+@output_option("--json", "json_path", default=None, metavar="PATH|-",
+              help="Write the tuning summary (tasks, trials, best latency per task); - prints it on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--verbose", is_flag=True, help="Also print MetaSchedule's own log.")
 @device_options
@@ -41,7 +41,7 @@ def tune(model: str, db: Path, time_budget: float | None, trials: int | None, ta
     import contextlib
 
     from edgert.compilers.tvm_target import resolve_target
-    from edgert.compilers.tvm_tune import agent_timer, format_progress, summary_json, summary_line, tune_model
+    from edgert.compilers.tvm_tune import agent_timer, format_progress, summary_line, tune_model
     from edgert.dynamic.tune import tune_bundle
     from edgert.zoo import resolve as resolve_model
 
@@ -75,5 +75,5 @@ def tune(model: str, db: Path, time_budget: float | None, trials: int | None, ta
         else:
             summary = tune_model(path, db, resolve_target(target or "host"), **options)
     if json_path:
-        json_path.write_text(summary_json(summary) + "\n")
-    click.echo(summary_line(summary, path))
+        write_json_output(summary.to_dict(), json_path)
+    click.echo(summary_line(summary, path), err=str(json_path) == "-")

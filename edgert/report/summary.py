@@ -191,7 +191,7 @@ def cells(ranked: Ranked) -> tuple[tuple[str, ...], list[tuple[Any, ...]], list[
     s, unit = ranked.scale, ranked.unit
     fastest = ranked.configs[0].p50_ms
     header = ("#", "configuration", f"p50 ({unit})", f"p99 ({unit})", "× fastest",
-              f"× baseline", "energy / inference", "throughput", "notes")
+              "× baseline", "energy / inference", "throughput", "notes")
     rows, classes = [], []
     for n, c in enumerate(ranked.configs, 1):
         marks = []
