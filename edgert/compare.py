@@ -203,13 +203,15 @@ def _describe(side: dict[str, Any]) -> str:
 
 def render_compare(report: dict[str, Any]) -> str:
     """The report as a few plain lines: what was compared, the numbers, the verdict, warnings."""
+    from edgert.units import duration_ms
+
     a, b = report["a"], report["b"]
     lo, hi = report["median_ratio_ci95"]
     lines = [
         f"A: {_describe(a)}",
         f"B: {_describe(b)}",
-        f"p50: {a['p50']:.4g} ms -> {b['p50']:.4g} ms ({100 * report['p50_change']:+.1f}%)",
-        f"p99: {a['p99']:.4g} ms -> {b['p99']:.4g} ms ({100 * report['p99_change']:+.1f}%)",
+        f"p50: {duration_ms(a['p50'])} -> {duration_ms(b['p50'])} ({100 * report['p50_change']:+.1f}%)",
+        f"p99: {duration_ms(a['p99'])} -> {duration_ms(b['p99'])} ({100 * report['p99_change']:+.1f}%)",
         f"median B/A: {report['median_ratio']:.3f} (95% CI {lo:.3f}..{hi:.3f}, bootstrap)",
         f"Mann-Whitney U, two-sided: {format_p(report['test']['p_value'])} "
         f"(alpha {report['test']['alpha']:g})",

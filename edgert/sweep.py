@@ -23,6 +23,7 @@ from edgert.hashing import sha256_file
 from edgert.settings import BenchSettings, SweepRequest
 from edgert.stats import stability_warnings, summarize
 from edgert.tensors import load_feeds
+from edgert.units import duration_ms
 
 SCHEMA = "edgert.sweep/1"
 Progress = Callable[[dict[str, Any]], None]
@@ -313,6 +314,6 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         lat = p["latency_ms"]
         energy = f"  power {power_status.label(p)}" if p["power_status"] != power_status.MEASURED \
             else f"  {p['power_w']:.2f} W  {p['energy_per_inference_mj']:.3f} mJ/inf"
-        lines.append(f"{head}  p50 {lat['p50']:.3f} ms  n={lat['n']}{energy}"
+        lines.append(f"{head}  p50 {duration_ms(lat['p50'])}  n={lat['n']}{energy}"
                      + ("  [emulated]" if p["emulated"] else "") + ("  [throttled]" if p["throttled"] else ""))
     return lines
