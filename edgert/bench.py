@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from edgert import device_facts, result
+from edgert import device_facts, result, run_metadata
 from edgert import progress as live
 from edgert.backends import BackendOptions
 from edgert.compilers import compile_for, compile_for_device
@@ -91,9 +91,9 @@ def bench(job: BenchJob, device: DeviceAddress | None = None,
 
         def measure(name: str) -> dict[str, Any]:
             compiled = compiled_for(name)  # host step (timed once), then the session
-            measured = run_benchmark(compiled.path, _engine(name, compiled.path), job.settings,
-                                     options=job.options(), dims=job.dims, feeds=feeds,
-                                     progress=progress(name) if progress else None, cases=job.cases)
+            measured = run_metadata.around(lambda: run_benchmark(
+                compiled.path, _engine(name, compiled.path), job.settings, options=job.options(),
+                dims=job.dims, feeds=feeds, progress=progress(name) if progress else None, cases=job.cases))
             measured["backend"]["name"] = name  # a TVM bundle of a control-flow model is still tvm
             measured["backend"]["options"].update(compiled.notes)
             measured["compile_ms"] = compile_ms[name]

@@ -3,7 +3,7 @@ load average, CPU governors and clocks, temperatures. Read on the device, before
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 from edgert.device_agents.discovery import read_cpufreq, read_thermal
 
@@ -20,6 +20,14 @@ def snapshot(sysfs_root: str = "/") -> dict[str, Any]:
             "governors": {p["policy"]: p.get("governor") for p in policies},
             "cpu_khz": {p["policy"]: p.get("cur_khz") for p in policies},
             "temperatures_c": {t["type"] or t["zone"]: t["celsius"] for t in read_thermal(sysfs_root)}}
+
+
+def around(measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``measure()``'s dict with ``run_metadata`` ``{"before", "after"}`` added."""
+    before = snapshot()
+    measured = measure()
+    measured["run_metadata"] = {"before": before, "after": snapshot()}
+    return measured
 
 
 def warnings(before: dict[str, Any], after: dict[str, Any], cores: int | None) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from edgert import loadgen, run_metadata
+from edgert import loadgen
 from edgert.backends import BackendOptions, Session, get_backend
 from edgert.errors import ModelError, UsageError
 from edgert.settings import BenchSettings
@@ -113,12 +113,11 @@ def run_benchmark(model_path: Path, backend_name: str, settings: BenchSettings, 
     bundle, per-path: different inputs take different branches).
 
     Returns ``{"backend", "inputs", "outputs", "raw", "peak_rss_bytes", "first_outputs",
-    "load_ms", "first_inference_ms", "scenario", "run_metadata"}`` and, for bundles,
+    "load_ms", "first_inference_ms", "scenario"}`` and, for bundles,
     ``"dynamic"`` (path per run, segment call times, host overhead). ``load_ms`` covers
     building the session from the compiled artifact; the first inference is timed apart from
     the warm-up. Offline and server scenarios open one session per worker.
     """
-    before = run_metadata.snapshot()
     t_load = time.perf_counter_ns()
     with prepared_session(model_path, backend_name, settings, options=options, dims=dims,
                           feeds=feeds) as (description, session, all_feeds):
@@ -157,7 +156,6 @@ def run_benchmark(model_path: Path, backend_name: str, settings: BenchSettings, 
             "load_ms": load_ms,
             "first_inference_ms": first_ms,
             "scenario": scenario,
-            "run_metadata": {"before": before, "after": run_metadata.snapshot()},
         }
         if case_feeds:
             names = [name for name, _ in cases]

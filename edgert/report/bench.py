@@ -8,6 +8,8 @@ import numpy as np
 
 from edgert import result
 from edgert.report import plots
+from edgert.stats import CI_METHOD
+from edgert.units import duration_ms, size_bytes
 from edgert.report.model import Built, Loaded, Note, Plot, Section, Table, file_warnings
 
 SCHEMA = result.SCHEMA
@@ -70,13 +72,19 @@ def _distribution(items: list[Loaded], names: list[str]) -> Plot:
 def _table(items: list[Loaded], names: list[str]) -> Table:
     rows = []
     for item, name in zip(items, names):
-        lat = item.data["latency_ms"]
+        d = item.data
+        lat = d["latency_ms"]
         lo, hi = lat.get("ci95") or (float("nan"), float("nan"))
-        rows.append((name, lat["n"], lat["p50"], f"{lo:.4g}..{hi:.4g}", lat["p90"], lat["p99"],
-                     lat["max"], item.data.get("stop_reason", "—"),
-                     len(item.data.get("warnings") or [])))
-    return Table(("configuration", "runs", "p50 ms", "95% CI of p50", "p90 ms", "p99 ms",
-                  "max ms", "stopped by", "warnings"), tuple(rows))
+        scenario = (d.get("scenario") or {}).get("name", "single-stream")
+        rate = d.get("throughput_ips")
+        rows.append((name, scenario, lat["n"], lat["p50"], f"{lo:.4g}..{hi:.4g}", lat["p90"], lat["p99"],
+                     lat["max"], "—" if rate is None else f"{rate:.4g}/s", duration_ms(d.get("compile_ms")),
+                     duration_ms(d.get("load_ms")), duration_ms(d.get("first_inference_ms")),
+                     size_bytes(d.get("peak_rss_bytes")), d.get("stop_reason", "—"),
+                     len(d.get("warnings") or [])))
+    return Table(("configuration", "scenario", "runs", "p50 ms", f"95% CI of p50 ({CI_METHOD})", "p90 ms",
+                  "p99 ms", "max ms", "throughput", "compile", "load", "first inference", "peak memory",
+                  "stopped by", "warnings"), tuple(rows))
 
 
 def _breakdown(item: Loaded, name: str, idx: int) -> Plot | None:
