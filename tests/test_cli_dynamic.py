@@ -118,7 +118,8 @@ def test_bench_a_bundle_over_its_cases_gives_per_case_and_per_path_latency(tmp_p
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     proc = run_cli("bench", str(bundle), "--cases", str(bad))
-    assert proc.returncode == 2 and "--cases" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "bad.npz" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_every_bundled_model_has_a_zoo_name():

@@ -87,12 +87,14 @@ def test_a_cold_tvm_compile_shows_its_step_while_it_runs(tmp_path):
 def test_push_over_ssh_shows_the_upload_and_quiet_hides_it(tmp_path, sshd):
     from test_agent_ssh import device_args
 
-    model = tmp_path / "blob.onnx"
-    model.write_bytes(b"\0" * 3_000_000)
+    from edgert.zoo import resolve
+
+    model = resolve("zoo:resnet")
+    size_mb = model.stat().st_size / 1e6
     proc = run_cli("push", str(model), *device_args(sshd, tmp_path / "store"))
     assert proc.returncode == 0, proc.stderr
-    assert "upload blob.onnx: 3.0 MB in " in proc.stderr
-    again = run_cli("push", str(tmp_path / "blob.onnx"), "--quiet", *device_args(sshd, tmp_path / "store2"))
+    assert f"upload resnet.onnx: {size_mb:.1f} MB in " in proc.stderr and " MB/s)" in proc.stderr
+    again = run_cli("push", str(model), "--quiet", *device_args(sshd, tmp_path / "store2"))
     assert again.returncode == 0 and again.stderr == ""
 
 
