@@ -169,3 +169,16 @@ def test_a_tflite_file_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
     assert r["model"]["path"].endswith("mobilenet_v2.tflite") and r["backend"]["name"] == "tflite"
+
+
+def test_server_scenario_and_run_metadata_through_an_ssh_agent(tmp_path, sshd, matmul_model):
+    from test_agent_ssh import device_args  # (the sshd fixture skips without OpenSSH)
+
+    out = tmp_path / "r.json"
+    proc = run_cli("bench", str(matmul_model), "--shape", "N=4", "--scenario", "server", "--rate", "100",
+                   "--runs", "30", "--json", str(out), "--quiet", *device_args(sshd, tmp_path / "store"))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["device"]["transport"] == "ssh" and r["scenario"]["name"] == "server"
+    assert r["scenario"]["queries"] == 30 == len(r["samples_ms"]) and r["scenario"]["service_ms"]["n"] == 30
+    assert set(r["run_metadata"]) == {"before", "after"} and r["load_ms"] > 0
