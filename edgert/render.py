@@ -36,7 +36,7 @@ def side_by_side(results: list[dict[str, Any]], console: Console) -> None:
                   *(f"{r['latency_ms']['p50'] / base:.2f}x" for r in results))
     scenario = results[0].get("scenario") or {"name": "single-stream"}
     table.add_row("scenario", *(_scenario(r.get("scenario") or scenario) for r in results))
-    table.add_row("throughput", *(rate(r.get("throughput_ips")) for r in results))
+    table.add_row("throughput", *(rate(r.get("throughput_ips")) + _samples(r.get("scenario")) for r in results))
     table.add_row("compile (host)", *(duration_ms(r.get("compile_ms")) for r in results))
     table.add_row("load", *(duration_ms(r.get("load_ms")) for r in results))
     table.add_row("first inference", *(duration_ms(r.get("first_inference_ms")) for r in results))
@@ -97,3 +97,9 @@ def _clocks(meta: dict[str, Any] | None) -> str:
 def _temps(meta: dict[str, Any] | None) -> str:
     temps = (meta or {}).get("after", {}).get("temperatures_c") or {}
     return f"{max(temps.values()):.0f} °C" if temps else "—"
+
+
+def _samples(s: dict[str, Any] | None) -> str:
+    if not s or not s.get("samples_per_query"):
+        return ""
+    return f" ({s['samples_per_s']:.4g} samples/s, batch {s['samples_per_query']})"

@@ -51,6 +51,9 @@ def build(*, model_path: Path, device: dict[str, Any], settings: BenchSettings,
         scenario["service_ms"] = summarize([ns / 1e6 for ns in scenario.pop("service_ns")], seed=settings.seed)
     if "throughput_ips" not in scenario:
         scenario["throughput_ips"] = throughput(samples_ms, raw.starts_ns)
+    batch = int(measured.get("batch") or 1)
+    if batch > 1 and scenario["throughput_ips"]:  # a query is a batch: samples per second too
+        scenario.update(samples_per_query=batch, samples_per_s=scenario["throughput_ips"] * batch)
     if scenario["name"] == "server":
         warnings += server_warnings(scenario, samples_ms)
     if device.get("emulated"):

@@ -156,6 +156,7 @@ def run_benchmark(model_path: Path, backend_name: str, settings: BenchSettings, 
             "load_ms": load_ms,
             "first_inference_ms": first_ms,
             "scenario": scenario,
+            "batch": _batch(session, all_feeds),
         }
         if case_feeds:
             names = [name for name, _ in cases]
@@ -166,6 +167,15 @@ def run_benchmark(model_path: Path, backend_name: str, settings: BenchSettings, 
         if recorder is not None and settings.scenario == "single-stream":
             measured["dynamic"] = recorder.to_dict()
         return measured
+
+
+def _batch(session: Session, feeds: Mapping[str, np.ndarray]) -> int:
+    """Samples per query: the first input's leading size when that dimension is symbolic (a
+    batch chosen with --shape), else 1."""
+    first = session.inputs[0] if session.inputs else None
+    if first is None or not first.shape or not isinstance(first.shape[0], str):
+        return 1
+    return int(np.shape(feeds[first.name])[0])
 
 
 def _case_feeds(session: Session, defaults: dict[str, np.ndarray], name: str,

@@ -29,7 +29,8 @@ def test_bench_writes_result_file(tmp_path, matmul_model):
     assert "p50" in proc.stdout
     # the standard metrics and what the machine was doing (edgert.result/2)
     assert r["compile_ms"] >= 0 and r["load_ms"] > 0 and r["first_inference_ms"] > 0
-    assert r["scenario"] == {"name": "single-stream", "concurrency": 1, "throughput_ips": r["throughput_ips"]}
+    assert r["scenario"] == {"name": "single-stream", "concurrency": 1, "throughput_ips": r["throughput_ips"],
+                             "samples_per_query": 4, "samples_per_s": 4 * r["throughput_ips"]}
     window_s = (r["sample_starts_ns"][-1] - r["sample_starts_ns"][0]) / 1e9 + r["samples_ms"][-1] / 1e3
     assert r["throughput_ips"] == 40 / window_s
     assert len(r["run_metadata"]["before"]["loadavg"]) == 3 and "governors" in r["run_metadata"]["after"]
@@ -48,7 +49,8 @@ def test_offline_and_server_scenarios(tmp_path, matmul_model):
     s = r["scenario"]
     assert s["name"] == "offline" and s["concurrency"] == 2 and s["queries"] == 60 == len(r["samples_ms"])
     assert s["throughput_ips"] == r["throughput_ips"] == 60 / s["duration_s"]
-    assert "offline x2" in proc.stdout
+    assert s["samples_per_query"] == 4 and s["samples_per_s"] == 4 * s["throughput_ips"]  # N=4: a batch
+    assert "offline x2" in proc.stdout and "samples/s, batch 4" in proc.stdout
     out = tmp_path / "server.json"
     proc = run_cli("bench", str(matmul_model), "--shape", "N=4", "--scenario", "server", "--rate", "200",
                    "--runs", "50", "--json", str(out), "--quiet")
