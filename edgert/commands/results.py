@@ -13,9 +13,9 @@ from edgert.errors import UsageError
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--alpha", default=0.01, show_default=True, help="Significance level.")
 @click.option("--allow-different-models", is_flag=True, help="Compare results of different models.")
-@click.option("--json", "json_path", default=None, metavar="PATH|-",
+@output_option("--json", "json_path", default=None, metavar="PATH|-",
               help="Write the comparison as JSON to PATH, or to stdout with -.")
-def compare(files: tuple[Path, ...], alpha: float, allow_different_models: bool, json_path: str | None) -> None:
+def compare(files: tuple[Path, ...], alpha: float, allow_different_models: bool, json_path: Path | None) -> None:
     """Is B (C, ...) faster or slower than A? Mann-Whitney U on the raw samples, p50 and p99
     verdicts in plain words; with 3+ files a table against A and the geometric mean."""
     from edgert.commands.options import write_json_output

@@ -55,8 +55,8 @@ def load(path: Path) -> Loaded:
     summaries = [("latency_ms", data.get("latency_ms"))] if schema == bench.SCHEMA else \
         [(f"point {i + 1}'s latency_ms", p.get("latency_ms") if isinstance(p, dict) else None)
          for i, p in enumerate(data.get("points") or [])] if schema == sweep.SCHEMA else []
-    for where, summary in summaries:
-        _check_latency(summary, where, path)
+    for where, block in summaries:
+        _check_latency(block, where, path)
     return Loaded(path, data)
 
 
