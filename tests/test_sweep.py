@@ -71,6 +71,7 @@ def test_a_fixture_rail_is_a_labelled_reading_never_measured_energy(tmp_path):
     summary = page[page.index('id="summary"'):page.index('id="warnings"')]
     assert "<td>fixture, not measured</td>" in summary and " mJ</td>" not in summary
     assert "Power and energy: not measured (fixture)" in page and "Least energy" not in page
+
     assert p["setting"] == {"domain": "policy0", "kind": "cpu", "requested": 1510400, "unit": "kHz",
                             "readback": 1510400, "readback_by_domain": {"policy0": 1510400},
                             "readback_after": 1510400}
@@ -285,3 +286,15 @@ def test_energy_from_a_um25c_meter_on_a_pty(tmp_path):
     assert reading["power_w"] == pytest.approx(5.1 * 0.8, rel=1e-12)
     assert reading["energy_per_inference_mj"] == pytest.approx(5.1 * 0.8 * p["duration_s"] / 25 * 1e3, rel=1e-12)
     assert reading["idle_power_w"] == pytest.approx(5.1 * 0.8, rel=1e-12) and p["power_samples"] >= 2
+
+
+def test_a_sweep_with_a_clock_that_did_not_take_still_renders(tmp_path):
+    """The fixture's other clocks do not take: error points carry no latency and are listed, not drawn."""
+    from edgert.report import render_report
+    from edgert.result import write_json
+
+    result = sweep(orin_job(tmp_path, cpu_freqs=(1510400, 729600)))
+    assert [p["error"] is None for p in result["points"]] == [True, False]
+    write_json(result, tmp_path / "sweep.json")
+    page = render_report([tmp_path / "sweep.json"], tmp_path / "report.html").read_text()
+    assert "policy0 = 729600: not measured" in page and "policy0 1510.4 MHz (fixture clock)" in page

@@ -54,7 +54,8 @@ def load(path: Path) -> Loaded:
                          f"{', '.join(KINDS)}", path=str(path), schema=schema)
     summaries = [("latency_ms", data.get("latency_ms"))] if schema == bench.SCHEMA else \
         [(f"point {i + 1}'s latency_ms", p.get("latency_ms") if isinstance(p, dict) else None)
-         for i, p in enumerate(data.get("points") or [])] if schema == sweep.SCHEMA else []
+         for i, p in enumerate(data.get("points") or [])
+         if not (isinstance(p, dict) and p.get("error"))] if schema == sweep.SCHEMA else []  # errors: no timing
     for where, block in summaries:
         _check_latency(block, where, path)
     return Loaded(path, data)
