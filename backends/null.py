@@ -8,6 +8,9 @@ import numpy as np
 from .base import Backend, Session, TensorSpec
 
 
+NO_ENGINE = "none (harness overhead only)"
+
+
 class NullSession(Session):
     def __init__(self) -> None:
         self.inputs = [TensorSpec("x", (1,), "float32")]
@@ -24,7 +27,9 @@ class NullBackend(Backend):
     engine_modules = ("numpy",)
 
     def version(self) -> str:
-        return np.__version__
+        """No engine, so no engine version (numpy only holds the output; its version would
+        claim an engine that is not there)."""
+        return NO_ENGINE
 
     def load(self, model_path: Path) -> NullSession:
         return NullSession()

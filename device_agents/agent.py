@@ -24,6 +24,7 @@ from edgert.device_agents.store import ArtifactStore
 from edgert.device_agents.transports import TransportClosed, TransportTimeout
 from edgert import device_facts
 from edgert.errors import EdgertError, InternalError, ProtocolError, UsageError
+from edgert import run_metadata
 from edgert.runner import prepared_session, run_benchmark
 from edgert.settings import BenchSettings
 
@@ -179,7 +180,8 @@ concurrently on TCP (the store locks itself, measurements take turns)."""
     def _device_info(self, params: dict[str, Any], progress: Any) -> dict[str, Any]:
         from edgert.device_agents.discovery import discover
 
-        return {"device": self._facts(params.get("transport", "agent")), **discover(self._own_root(params))}
+        root = self._own_root(params)
+        return {"device": self._facts(params.get("transport", "agent")), **discover(root), "sysfs_root": root}
 
     def _own_root(self, params: dict[str, Any]) -> str:
         """The agent's sysfs root. The write allow-list applies under it, so a host naming
@@ -226,10 +228,12 @@ concurrently on TCP (the store locks itself, measurements take turns)."""
         settings = BenchSettings.from_dict(_param(params, "settings"))
         options = BackendOptions(threads=settings.threads, target=params.get("target", "host"))
         feeds = {k: protocol.unpack_array(v) for k, v in (params.get("feeds") or {}).items()}
-        measured = run_benchmark(
+        measured = run_metadata.around(lambda: run_benchmark(
             model, _param(params, "backend"), settings, options=options,
             dims=params.get("dims") or {}, feeds=feeds,
-            progress=lambda n, ms: progress({"runs": n, "elapsed_ms": ms}))
+            progress=lambda n, ms: progress({"runs": n, "elapsed_ms": ms}),
+            cases=[(str(name), {k: protocol.unpack_array(v) for k, v in case.items()})
+                   for name, case in params.get("cases") or []]))
         raw = measured["raw"]
         for key in ("samples_ns", "starts_ns", "warmup_ns"):
             raw[key] = protocol.pack_array(np.asarray(raw[key], dtype=np.int64))

@@ -239,7 +239,8 @@ def _sweep(request: SweepRequest, root: str, points_plan: list[dict[str, Any]],
                             "measurement (least spread at the lowest level)")
     source = open_source(request.power, root)
     method = request.pin_method
-    out: dict[str, Any] = {"schema": RAW_SCHEMA, "power_source": None, "points": [], "warnings": warnings}
+    out: dict[str, Any] = {"schema": RAW_SCHEMA, "power_source": None, "points": [], "warnings": warnings,
+                           "sysfs_root": root}
     if source is not None:
         out["power_source"] = {"name": source.name, "kind": source.kind}
     try:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from edgert import device_facts, result
+from edgert import device_facts, result, run_metadata
+from edgert import progress as live
 from edgert.backends import BackendOptions
 from edgert.compilers import compile_for, compile_for_device
 from edgert.devices.address import DeviceAddress
@@ -29,6 +31,7 @@ class BenchJob:
     target: str = "host"
     cache_dir: Path | None = None
     tuning_db: Path | None = None
+    cases: tuple[tuple[str, Mapping[str, np.ndarray]], ...] = ()  # runs cycle through these inputs
 
     def options(self) -> BackendOptions:
         return BackendOptions(threads=self.settings.threads, target=self.target,
@@ -70,19 +73,30 @@ def bench(job: BenchJob, device: DeviceAddress | None = None,
     if device is None or device.scheme == "local":
         facts = device_facts.collect("local")
 
+        compile_ms: dict[str, float] = {}
+
+        def compiled_for(name: str) -> Any:
+            """The host compile step (cached), shown as it runs; the first call's time is kept."""
+            started = time.perf_counter()
+            with live.step(f"{name}: compiling {job.model.name} (cached after the first time)"):
+                compiled = compile_for(name, job.model, job.options())
+            compile_ms.setdefault(name, (time.perf_counter() - started) * 1e3)
+            return compiled
+
         def prepare(name: str) -> None:  # compile/convert (cached), then load once
-            compiled = compile_for(name, job.model, job.options())
+            compiled = compiled_for(name)
             with prepared_session(compiled.path, _engine(name, compiled.path), job.settings,
                                   options=job.options(), dims=job.dims, feeds=feeds):
                 pass
 
         def measure(name: str) -> dict[str, Any]:
-            compiled = compile_for(name, job.model, job.options())  # host step, then the session
-            measured = run_benchmark(compiled.path, _engine(name, compiled.path), job.settings,
-                                     options=job.options(), dims=job.dims, feeds=feeds,
-                                     progress=progress(name) if progress else None)
+            compiled = compiled_for(name)  # host step (timed once), then the session
+            measured = run_metadata.around(lambda: run_benchmark(
+                compiled.path, _engine(name, compiled.path), job.settings, options=job.options(),
+                dims=job.dims, feeds=feeds, progress=progress(name) if progress else None, cases=job.cases))
             measured["backend"]["name"] = name  # a TVM bundle of a control-flow model is still tvm
             measured["backend"]["options"].update(compiled.notes)
+            measured["compile_ms"] = compile_ms[name]
             return measured
         return _collect(job, facts, measure, failures=failures,
                         prepare=prepare if failures is not None else None)
@@ -92,21 +106,27 @@ def bench(job: BenchJob, device: DeviceAddress | None = None,
                          "compile a bundle here (edgert compile MODEL --backend tvm --target ... "
                          "--tuning-db DB) and bench that bundle on the device")
     artifacts: dict[str, Path] = {}
+    compile_ms: dict[str, float] = {}
     for name in job.backends:
+        started = time.perf_counter()
         try:
-            artifacts[name] = compile_for_device(name, job.model, job.options())
+            with live.step(f"{name}: compiling {job.model.name} for the device (cached after the first time)"):
+                artifacts[name] = compile_for_device(name, job.model, job.options())
         except EdgertError as exc:
             if failures is None:
                 raise
             failures.append(EngineFailure(name, "prepare", exc))
+        compile_ms[name] = (time.perf_counter() - started) * 1e3
     from edgert.device_agents.protocol import pack_array
     from edgert.devices.connect import open_client
 
     params = {"settings": job.settings.to_dict(), "dims": dict(job.dims), "target": job.target,
-              "feeds": {k: pack_array(v) for k, v in feeds.items()}}
+              "feeds": {k: pack_array(v) for k, v in feeds.items()},
+              "cases": [[name, {k: pack_array(np.asarray(v)) for k, v in case.items()}] for name, case in job.cases]}
     with open_client(device) as client:
         def measure_remote(name: str) -> dict[str, Any]:
-            return client.bench(artifacts[name], name, params, progress(name) if progress else None)
+            measured = client.bench(artifacts[name], name, params, progress(name) if progress else None)
+            return {**measured, "compile_ms": compile_ms[name]}
         return _collect(job, None, measure_remote, emulated=device.emulated, failures=failures,
                         names=list(artifacts))
 

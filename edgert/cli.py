@@ -29,8 +29,7 @@ for _command in (bench.bench, sweep.sweep, dynamic.compile_cmd, dynamic.validate
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: EdgertError -> one line on stderr and its exit code."""
-    args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
+    args, debug = debug_anywhere(sys.argv[1:] if argv is None else argv)
     if debug:  # engine libraries' own output reaches the terminal (edgert.compilers.chatter)
         os.environ["EDGERT_DEBUG"] = "1"
     try:
@@ -49,3 +48,12 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         click.echo("edgert: interrupted", err=True)
         sys.exit(130)
+
+
+def debug_anywhere(args: list[str]) -> tuple[list[str], bool]:
+    """``--debug`` is accepted anywhere on the command line (before a ``--``): it moves to the
+    group, where click parses it."""
+    cut = args.index("--") if "--" in args else len(args)
+    debug = "--debug" in args[:cut]
+    rest = [a for a in args[:cut] if a != "--debug"] + args[cut:]
+    return (["--debug", *rest] if debug else rest), debug

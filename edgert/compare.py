@@ -1,9 +1,12 @@
-"""Is B faster than A? Compare two bench result files on their raw samples.
+"""Is B faster than A? Compare bench result files on their raw samples (two, or N against the first).
 
 The medians alone cannot say whether a difference is real: the test runs on ``samples_ms``
 (two-sided Mann-Whitney U, no normality assumed), the effect size is the ratio of medians with a
 seeded bootstrap CI, and a difference below a practical threshold is called not meaningful even
-when it is significant (with thousands of runs, 0.2% differences are "significant").
+when it is significant (with thousands of runs, 0.2% differences are "significant"). The p99
+gets its own verdict from a bootstrap CI of its ratio, so a tail that moves the other way is
+said. With N files each is compared with the first and the geometric mean of the ratios
+summarises them (pyperf's ``compare_to``).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import numpy as np
 from edgert.errors import UsageError
 
 SCHEMA = "edgert.compare/1"
+MANY_SCHEMA = "edgert.compare-many/1"
 PRACTICAL_FRACTION = 0.01  # differences under 1% of A's median do not matter in practice
 BOOTSTRAP_RESAMPLES = 2000
 _DEVICE_KEYS = ("hostname", "arch", "cpu_model", "cores", "kernel", "transport")
@@ -27,13 +31,15 @@ def _side(result: dict[str, Any], name: str) -> tuple[dict[str, Any], np.ndarray
         raise UsageError(f"{name} is not a bench result (schema {result.get('schema')!r}); "
                          "compare takes two files written by `edgert bench --json`", side=name)
     samples = np.asarray(result.get("samples_ms") or [], dtype=np.float64)
+    model = result.get("model") or {}
     if samples.size < 2:
         raise UsageError(f"{name} has {samples.size} raw samples; comparing needs at least 2 "
                          "(re-run `edgert bench` with more runs)", side=name)
     backend = result.get("backend") or {}
     summary = {
         "model": (result.get("model") or {}).get("path"),
-        "sha256": (result.get("model") or {}).get("sha256"),
+        "sha256": model.get("sha256"),
+        "source_sha256": model.get("source_sha256"),  # a bundle: the ONNX file it was compiled from
         "backend": f"{backend.get('name', '?')} {backend.get('version', '')}".strip(),
         "hostname": (result.get("device") or {}).get("hostname"),
         "n": int(samples.size),
@@ -46,19 +52,36 @@ def _side(result: dict[str, Any], name: str) -> tuple[dict[str, Any], np.ndarray
 
 
 def bootstrap_ratio_ci95(a: Sequence[float], b: Sequence[float], seed: int = 0,
-                         resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
-    """Percentile-bootstrap 95% CI of median(b) / median(a), resampling each side on its own."""
+                         resamples: int = BOOTSTRAP_RESAMPLES, q: float = 50.0) -> tuple[float, float]:
+    """Percentile-bootstrap 95% CI of percentile_q(b) / percentile_q(a) (the median by
+    default), resampling each side on its own."""
     rng = np.random.default_rng(seed)
-    medians = []
+    stats = []
     for x in (np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)):
         out = np.empty(resamples)
         chunk = max(1, 2_000_000 // x.size)  # bound memory: ~2M resampled values at a time
         for start in range(0, resamples, chunk):
             stop = min(start + chunk, resamples)
-            out[start:stop] = np.median(x[rng.integers(0, x.size, (stop - start, x.size))], axis=1)
-        medians.append(out)
-    low, high = np.percentile(medians[1] / medians[0], [2.5, 97.5])
+            out[start:stop] = np.percentile(x[rng.integers(0, x.size, (stop - start, x.size))], q, axis=1)
+        stats.append(out)
+    low, high = np.percentile(stats[1] / stats[0], [2.5, 97.5])
     return float(low), float(high)
+
+
+def same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """The same file, or a bundle and the ONNX model it was compiled from (its manifest's
+    ``source.sha256``, recorded in the result), or two bundles of one source."""
+    ids_a = {a["sha256"], a.get("source_sha256")} - {None}
+    ids_b = {b["sha256"], b.get("source_sha256")} - {None}
+    return bool(ids_a & ids_b)
+
+
+def _p99_verdict(ratio: float, ci: tuple[float, float], practical_fraction: float) -> str:
+    change = abs(ratio - 1.0) * 100
+    if ci[0] <= 1.0 <= ci[1] or abs(ratio - 1.0) < practical_fraction:
+        return "p99: no clear change"
+    return f"p99 is {change:.0f}% {'lower (better)' if ratio < 1 else 'higher (worse)'} (95% CI of the ratio " \
+           f"{ci[0]:.2f}..{ci[1]:.2f})"
 
 
 def format_p(p: float) -> str:
@@ -115,11 +138,11 @@ def compare(a: dict[str, Any], b: dict[str, Any], alpha: float = 0.01, *,
                          practical_fraction=practical_fraction)
     side_a, xa = _side(a, "A")
     side_b, xb = _side(b, "B")
-    if side_a["sha256"] != side_b["sha256"] and not allow_different_models:
+    if not same_model(side_a, side_b) and not allow_different_models:
         raise UsageError(
             f"A and B measured different models ({side_a['model']} sha256 "
             f"{str(side_a['sha256'])[:12]}..., {side_b['model']} sha256 "
-            f"{str(side_b['sha256'])[:12]}...); pass allow_different_models to compare anyway",
+            f"{str(side_b['sha256'])[:12]}...); add --allow-different-models to compare anyway",
             a_sha256=side_a["sha256"], b_sha256=side_b["sha256"])
     p = float(mannwhitneyu(xa, xb, alternative="two-sided").pvalue)
     if math.isnan(p):  # every sample identical on both sides
@@ -127,6 +150,12 @@ def compare(a: dict[str, Any], b: dict[str, Any], alpha: float = 0.01, *,
     ratio = side_b["p50"] / side_a["p50"]
     significant = p < alpha
     meaningful = significant and abs(ratio - 1.0) >= practical_fraction
+    p99_ratio = side_b["p99"] / side_a["p99"]
+    p99_ci = bootstrap_ratio_ci95(xa, xb, seed=seed, q=99.0)
+    p99_verdict = _p99_verdict(p99_ratio, p99_ci, practical_fraction)
+    verdict = _verdict(ratio, p, alpha, significant, meaningful, practical_fraction)
+    if meaningful and not p99_verdict.endswith("no clear change") and (ratio < 1) != (p99_ratio < 1):
+        verdict += f", but its {p99_verdict}"
     return {
         "schema": SCHEMA,
         "a": side_a, "b": side_b,
@@ -134,6 +163,9 @@ def compare(a: dict[str, Any], b: dict[str, Any], alpha: float = 0.01, *,
         "p99_change": side_b["p99"] / side_a["p99"] - 1.0,
         "median_ratio": ratio,
         "median_ratio_ci95": list(bootstrap_ratio_ci95(xa, xb, seed=seed)),
+        "p99_ratio": p99_ratio,
+        "p99_ratio_ci95": list(p99_ci),
+        "p99_verdict": p99_verdict,
         "test": {"name": "mann-whitney-u", "alternative": "two-sided", "p_value": p,
                  "alpha": alpha},
         "practical_fraction": practical_fraction,
@@ -141,8 +173,26 @@ def compare(a: dict[str, Any], b: dict[str, Any], alpha: float = 0.01, *,
         "meaningful": meaningful,
         "faster": meaningful and ratio < 1,
         "slower": meaningful and ratio > 1,
-        "verdict": _verdict(ratio, p, alpha, significant, meaningful, practical_fraction),
+        "verdict": verdict,
         "warnings": _warnings(side_a, side_b, a, b),
+    }
+
+
+def compare_many(results: Sequence[dict[str, Any]], alpha: float = 0.01, *,
+                 allow_different_models: bool = False,
+                 practical_fraction: float = PRACTICAL_FRACTION, seed: int = 0) -> dict[str, Any]:
+    """Every result against the first (the same test for each pair), plus the geometric mean of
+    the p50 and p99 ratios over the others."""
+    if len(results) < 2:
+        raise UsageError("compare needs at least two result files")
+    pairs = [compare(results[0], other, alpha, allow_different_models=allow_different_models,
+                     practical_fraction=practical_fraction, seed=seed) for other in results[1:]]
+    return {
+        "schema": MANY_SCHEMA,
+        "baseline": pairs[0]["a"],
+        "comparisons": pairs,
+        "geometric_mean": {key: float(np.exp(np.mean(np.log([p[key] for p in pairs]))))
+                           for key in ("median_ratio", "p99_ratio")},
     }
 
 
@@ -153,17 +203,50 @@ def _describe(side: dict[str, Any]) -> str:
 
 def render_compare(report: dict[str, Any]) -> str:
     """The report as a few plain lines: what was compared, the numbers, the verdict, warnings."""
+    from edgert.units import duration_ms
+
     a, b = report["a"], report["b"]
     lo, hi = report["median_ratio_ci95"]
     lines = [
         f"A: {_describe(a)}",
         f"B: {_describe(b)}",
-        f"p50: {a['p50']:.4g} ms -> {b['p50']:.4g} ms ({100 * report['p50_change']:+.1f}%)",
-        f"p99: {a['p99']:.4g} ms -> {b['p99']:.4g} ms ({100 * report['p99_change']:+.1f}%)",
+        f"p50: {duration_ms(a['p50'])} -> {duration_ms(b['p50'])} ({100 * report['p50_change']:+.1f}%)",
+        f"p99: {duration_ms(a['p99'])} -> {duration_ms(b['p99'])} ({100 * report['p99_change']:+.1f}%)",
         f"median B/A: {report['median_ratio']:.3f} (95% CI {lo:.3f}..{hi:.3f}, bootstrap)",
         f"Mann-Whitney U, two-sided: {format_p(report['test']['p_value'])} "
         f"(alpha {report['test']['alpha']:g})",
         f"verdict: {report['verdict']}",
+        f"         {report['p99_verdict']}",
     ]
     lines += [f"warning: {w}" for w in report["warnings"]]
+    return "\n".join(lines)
+
+
+def render_many(report: dict[str, Any]) -> str:
+    """A table of every file against the first, the geometric mean, then the warnings."""
+    from edgert.units import duration_ms
+
+    base = report["baseline"]
+    rows = [("", "configuration", "runs", "p50", "p99", "p50 vs A", "p99 vs A", "test", "verdict")]
+    rows.append(("A", _describe(base), str(base["n"]), duration_ms(base["p50"]), duration_ms(base["p99"]),
+                 "baseline", "baseline", "", ""))
+    for n, pair in enumerate(report["comparisons"]):
+        b = pair["b"]
+        rows.append((chr(ord("B") + n) if n < 25 else str(n + 1), _describe(b), str(b["n"]),
+                     duration_ms(b["p50"]), duration_ms(b["p99"]),
+                     f"{pair['median_ratio']:.3f}x", f"{pair['p99_ratio']:.3f}x",
+                     format_p(pair["test"]["p_value"]),
+                     pair["verdict"].replace("B is", "is").split(" (p")[0] + "; " + pair["p99_verdict"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+    gm = report["geometric_mean"]
+    lines.append(f"geometric mean of the ratios to A: p50 {gm['median_ratio']:.3f}x, p99 {gm['p99_ratio']:.3f}x "
+                 f"(Mann-Whitney U, two-sided, alpha {report['comparisons'][0]['test']['alpha']:g}, per file)")
+    seen = set()
+    for n, pair in enumerate(report["comparisons"]):
+        for w in pair["warnings"]:
+            w = w.replace("B ", f"{chr(ord('B') + n)} ", 1) if w.startswith("B ") else w
+            if w not in seen:
+                seen.add(w)
+                lines.append(f"warning: {w}")
     return "\n".join(lines)

@@ -1,4 +1,10 @@
-"""The versioned result file (``edgert.result/1``); the schema is documented in docs/result-schema.md."""
+"""The versioned result file (``edgert.result/2``); the schema is documented in docs/result-schema.md.
+
+History: /1 had no scenario, load or first-inference times, throughput or run metadata, and its
+``samples_ms`` were always back-to-back runs. /2 adds those; under the offline and server
+scenarios ``samples_ms`` are per-query latencies (server: from scheduled arrival, so queueing
+counts). ``upgrade`` reads a /1 file as /2 (the missing measurements are null).
+"""
 from __future__ import annotations
 
 import csv
@@ -9,14 +15,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import edgert
+from edgert import run_metadata
 from edgert.errors import UsageError
 from edgert.hashing import sha256_file
 from edgert.settings import BenchSettings
 from edgert.stats import stability_warnings, summarize
 from edgert.timing import RawRun
 
-SCHEMA = "edgert.result/1"
+SCHEMA = "edgert.result/2"
+OLD_SCHEMAS = ("edgert.result/1",)
 
 
 def _iso(unix: float) -> str:
@@ -31,14 +41,29 @@ def build(*, model_path: Path, device: dict[str, Any], settings: BenchSettings,
     warnings = stability_warnings(
         samples_ms, timer_resolution_ms=raw.timer_resolution_ns / 1e6,
         target_ci_fraction=settings.target_ci_fraction if raw.stop_reason == "max_time" else None,
+        seed=settings.seed,
     )
+    meta = measured.get("run_metadata") or {}
+    if meta:
+        warnings += run_metadata.warnings(meta["before"], meta["after"], device.get("cores_usable"))
+    scenario = dict(measured.get("scenario") or {"name": "single-stream", "concurrency": 1})
+    if "service_ns" in scenario:
+        scenario["service_ms"] = summarize([ns / 1e6 for ns in scenario.pop("service_ns")], seed=settings.seed)
+    if "throughput_ips" not in scenario:
+        scenario["throughput_ips"] = throughput(samples_ms, raw.starts_ns)
+    batch = int(measured.get("batch") or 1)
+    if batch > 1 and scenario["throughput_ips"]:  # a query is a batch: samples per second too
+        scenario.update(samples_per_query=batch, samples_per_s=scenario["throughput_ips"] * batch)
+    if scenario["name"] == "server":
+        warnings += server_warnings(scenario, samples_ms)
     if device.get("emulated"):
         warnings.insert(0, "measured on an emulated device: timings say nothing about real hardware")
     result = {
         "schema": SCHEMA,
         "edgert_version": edgert.__version__,
         "model": {"path": str(model_path), "sha256": sha256_file(model_path),
-                  "inputs": measured["inputs"], "outputs": measured["outputs"]},
+                  "inputs": measured["inputs"], "outputs": measured["outputs"],
+                  **({"source_sha256": measured["model_source"]["sha256"]} if measured.get("model_source") else {})},
         "backend": measured["backend"],
         "device": device,
         "settings": settings.to_dict(),
@@ -53,12 +78,62 @@ def build(*, model_path: Path, device: dict[str, Any], settings: BenchSettings,
         "warmup_ms": [ns / 1e6 for ns in raw.warmup_ns],
         "warnings": warnings,
         "peak_rss_bytes": measured["peak_rss_bytes"],
+        "compile_ms": measured.get("compile_ms"),
+        "load_ms": measured.get("load_ms"),
+        "first_inference_ms": measured.get("first_inference_ms"),
+        "scenario": scenario,
+        "throughput_ips": scenario["throughput_ips"],
+        "run_metadata": meta or None,
         "emulated": bool(device.get("emulated")),
     }
     if "dynamic" in measured:
         result.update(dynamic_breakdown(measured["dynamic"], samples_ms, settings.seed))
+    if measured.get("cases"):
+        by_case: dict[str, list[float]] = {}
+        for case, ms in zip(measured["cases"], samples_ms):
+            by_case.setdefault(case, []).append(ms)
+        result["cases_ms"] = {case: summarize(v, seed=settings.seed) for case, v in sorted(by_case.items())}
     result.update(extra or {})
     return result
+
+
+def throughput(samples_ms: list[float], starts_ns: list[int]) -> float | None:
+    """Inferences per second over the measured window (first start to last end)."""
+    if not samples_ms:
+        return None
+    window_s = (starts_ns[-1] - starts_ns[0]) / 1e9 + samples_ms[-1] / 1e3
+    return len(samples_ms) / window_s if window_s > 0 else None
+
+
+def server_warnings(scenario: dict[str, Any], samples_ms: list[float]) -> list[str]:
+    """Did the system keep up with the offered load? (LoadGen would call the run invalid.)"""
+    out = []
+    if scenario["throughput_ips"] < 0.9 * scenario["scheduled_qps"]:
+        out.append(f"server: completed {scenario['throughput_ips']:.3g} inferences/s of the "
+                   f"{scenario['scheduled_qps']:.3g}/s offered: the queue grew, latencies are unbounded "
+                   "at this rate (lower --rate or raise --concurrency)")
+    quarter = len(samples_ms) // 4
+    if quarter >= 5:
+        first, last = np.median(samples_ms[:quarter]), np.median(samples_ms[-quarter:])
+        if last > 2 * first:
+            out.append(f"server: the median latency of the last quarter of queries ({last:.3g} ms) is "
+                       f"{last / first:.1f}x the first quarter's: the queue was still growing")
+    return out
+
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A result file of any known version as the current one (pyperf reads old files too)."""
+    schema = data.get("schema")
+    if schema == SCHEMA:
+        return data
+    if schema not in OLD_SCHEMAS:
+        raise UsageError(f"unknown result schema {schema!r} (this edgert reads {SCHEMA} and "
+                         f"{', '.join(OLD_SCHEMAS)})")
+    samples, starts = data.get("samples_ms") or [], data.get("sample_starts_ns") or []
+    ips = throughput(samples, starts) if len(starts) == len(samples) else None
+    return {**data, "schema": SCHEMA, "upgraded_from": schema, "compile_ms": None, "load_ms": None,
+            "first_inference_ms": None, "run_metadata": None, "throughput_ips": ips,
+            "scenario": {"name": "single-stream", "concurrency": 1, "throughput_ips": ips}}
 
 
 def dynamic_breakdown(dynamic: dict[str, Any], samples_ms: list[float], seed: int) -> dict[str, Any]:
@@ -100,7 +175,8 @@ def write_csv(result: dict[str, Any], path: Path) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A result file; UsageError naming it when it is unreadable, not JSON or not a result."""
+    """A result file upgraded to the current schema; UsageError naming it when it is unreadable,
+    not JSON or not a result."""
     try:
         data = json.loads(Path(path).read_text())
     except OSError as exc:
@@ -112,4 +188,4 @@ def read_json(path: Path) -> dict[str, Any]:
         raise UsageError(f"{path} is not a result file: it is not JSON ({exc})", path=str(path)) from exc
     if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("edgert.result/"):
         raise UsageError(f"{path} is not an edgert result file (no 'schema' key)", path=str(path))
-    return data
+    return upgrade(data)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from edgert import loadgen
 from edgert.backends import BackendOptions, Session, get_backend
 from edgert.errors import ModelError, UsageError
 from edgert.settings import BenchSettings
@@ -102,20 +104,48 @@ def run_benchmark(model_path: Path, backend_name: str, settings: BenchSettings, 
                   options: BackendOptions | None = None,
                   dims: Mapping[str, int] | None = None,
                   feeds: Mapping[str, np.ndarray] | None = None,
-                  progress: ProgressFn | None = None) -> dict[str, Any]:
+                  progress: ProgressFn | None = None,
+                  cases: Sequence[tuple[str, Mapping[str, np.ndarray]]] = ()) -> dict[str, Any]:
     """Load ``model_path`` with ``backend_name``, check inputs, time it; return raw facts.
 
-    Returns ``{"backend", "inputs", "outputs", "raw", "peak_rss_bytes", "first_outputs"}``
-    and, for bundles, ``"dynamic"`` (path per run, segment call times, host overhead).
+    With ``cases`` (name, feeds) the runs cycle through them in order (each checked first)
+    and ``"cases"`` gives the case of every measured run, for per-case latency (and, for a
+    bundle, per-path: different inputs take different branches).
+
+    Returns ``{"backend", "inputs", "outputs", "raw", "peak_rss_bytes", "first_outputs",
+    "load_ms", "first_inference_ms", "scenario"}`` and, for bundles,
+    ``"dynamic"`` (path per run, segment call times, host overhead). ``load_ms`` covers
+    building the session from the compiled artifact; the first inference is timed apart from
+    the warm-up. Offline and server scenarios open one session per worker.
     """
+    t_load = time.perf_counter_ns()
     with prepared_session(model_path, backend_name, settings, options=options, dims=dims,
                           feeds=feeds) as (description, session, all_feeds):
+        load_ms = (time.perf_counter_ns() - t_load) / 1e6
         recorder = _PathRecorder(session) if hasattr(session, "last_path") else None
+        case_feeds = [_case_feeds(session, all_feeds, name, given) for name, given in cases]
+        if case_feeds:
+            all_feeds = case_feeds[0]
+        t_first = time.perf_counter_ns()
         first = session.run(all_feeds)  # also the first warm-up run; catches run errors early
+        first_ms = (time.perf_counter_ns() - t_first) / 1e6
         if recorder is not None:
             recorder.after_run(warmup=True)
-        raw = measure(lambda: session.run(all_feeds), settings, progress,
-                      after_each=recorder.after_run if recorder else None)
+        scenario: dict[str, Any] = {"name": settings.scenario, "concurrency": settings.concurrency}
+        order: list[int] = []
+        if settings.scenario == "single-stream" and case_feeds:
+            def run_case() -> object:
+                order.append(len(order) % len(case_feeds))
+                return session.run(case_feeds[order[-1]])
+            raw = measure(run_case, settings, progress, after_each=recorder.after_run if recorder else None)
+        elif settings.scenario == "single-stream":
+            raw = measure(lambda: session.run(all_feeds), settings, progress,
+                          after_each=recorder.after_run if recorder else None)
+        elif case_feeds:
+            raise UsageError("--cases runs with --scenario single-stream only")
+        else:
+            raw, scenario = _loadgen(session, all_feeds, settings, progress, model_path, backend_name,
+                                     options, dims, feeds)
         measured = {
             "backend": description,
             "inputs": [s.to_dict() | {"shape": list(all_feeds[s.name].shape)} for s in session.inputs],
@@ -123,7 +153,54 @@ def run_benchmark(model_path: Path, backend_name: str, settings: BenchSettings, 
             "raw": raw.to_dict(),
             "peak_rss_bytes": peak_rss_bytes(),
             "first_outputs": [np.asarray(o) for o in first],
+            "load_ms": load_ms,
+            "first_inference_ms": first_ms,
+            "scenario": scenario,
+            "batch": _batch(session, all_feeds),
         }
-        if recorder is not None:
+        if case_feeds:
+            names = [name for name, _ in cases]
+            measured["cases"] = [names[i] for i in order[len(raw.warmup_ns):]]
+        source = (getattr(session, "manifest", None) or {}).get("source")
+        if source:  # a bundle: the ONNX model it was compiled from (compare pairs them)
+            measured["model_source"] = source
+        if recorder is not None and settings.scenario == "single-stream":
             measured["dynamic"] = recorder.to_dict()
         return measured
+
+
+def _batch(session: Session, feeds: Mapping[str, np.ndarray]) -> int:
+    """Samples per query: the first input's leading size when that dimension is symbolic (a
+    batch chosen with --shape), else 1."""
+    first = session.inputs[0] if session.inputs else None
+    if first is None or not first.shape or not isinstance(first.shape[0], str):
+        return 1
+    return int(np.shape(feeds[first.name])[0])
+
+
+def _case_feeds(session: Session, defaults: dict[str, np.ndarray], name: str,
+                given: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One case's feeds: its arrays over the defaults, checked against the model's inputs."""
+    unknown = set(given) - {s.name for s in session.inputs}
+    if unknown:
+        raise UsageError(f"case {name!r} has arrays the model does not take: {', '.join(sorted(unknown))}")
+    feeds = {**defaults, **{k: np.asarray(v) for k, v in given.items()}}
+    check_feeds(session.inputs, feeds)
+    return feeds
+
+
+def _loadgen(session: Session, all_feeds: dict[str, np.ndarray], settings: BenchSettings,
+             progress: ProgressFn | None, model_path: Path, backend_name: str,
+             options: BackendOptions | None, dims: Mapping[str, int] | None,
+             feeds: Mapping[str, np.ndarray] | None) -> tuple[Any, dict[str, Any]]:
+    """Offline or server on ``settings.concurrency`` sessions (this one and fresh ones)."""
+    with contextlib.ExitStack() as stack:
+        runs = [lambda: session.run(all_feeds)]
+        for _ in range(settings.concurrency - 1):
+            _, other, other_feeds = stack.enter_context(prepared_session(
+                model_path, backend_name, settings, options=options, dims=dims, feeds=feeds))
+            runs.append(lambda s=other, f=other_feeds: s.run(f))
+        if settings.scenario == "offline":
+            return loadgen.offline(runs, settings, progress)
+        assert settings.rate_qps is not None
+        return loadgen.server(runs, settings, settings.rate_qps, progress)

@@ -14,6 +14,9 @@ from typing import Any
 from edgert.errors import ProtocolError, UsageError
 
 
+SCENARIOS = ("single-stream", "offline", "server")
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchSettings:
     """How long and how often to run a model. ``runs`` fixes the count and turns adaptivity off."""
@@ -27,6 +30,9 @@ class BenchSettings:
     target_ci_fraction: float = 0.01  # stop when the 95% CI of the median is within +-1% of it
     threads: int | None = None
     seed: int = 0
+    scenario: str = "single-stream"  # MLPerf LoadGen's: single-stream | offline | server (edgert/loadgen.py)
+    rate_qps: float | None = None  # server: mean Poisson arrival rate
+    concurrency: int = 1  # offline/server: workers, one session each
 
     def __post_init__(self) -> None:
         if self.warmup_runs < 0:
@@ -41,6 +47,14 @@ class BenchSettings:
             raise UsageError("the target CI fraction must be between 0 and 1")
         if self.threads is not None and self.threads < 1:
             raise UsageError("--threads must be >= 1")
+        if self.scenario not in SCENARIOS:
+            raise UsageError(f"--scenario must be one of {', '.join(SCENARIOS)}, not {self.scenario!r}")
+        if (self.scenario == "server") != (self.rate_qps is not None):
+            raise UsageError("--scenario server needs --rate QPS (and --rate only applies to server)")
+        if self.rate_qps is not None and not 0 < self.rate_qps < 1e6:
+            raise UsageError("--rate must be a positive number of queries per second")
+        if self.concurrency < 1 or (self.concurrency > 1 and self.scenario == "single-stream"):
+            raise UsageError("--concurrency must be >= 1, and above 1 only with --scenario offline or server")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

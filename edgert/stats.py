@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 BOOTSTRAP_RESAMPLES = 2000
+CI_METHOD = "bootstrap"  # the one CI of the median edgert reports: seeded percentile bootstrap
 MIN_RUNS_FOR_TAILS = 20
 
 
@@ -70,11 +71,12 @@ def summarize(samples_ms: Sequence[float], seed: int = 0) -> dict[str, Any]:
         "min": float(x.min()), "max": float(x.max()),
         "mad": float(np.median(np.abs(x - p50))),
         "ci95": list(bootstrap_median_ci95(x, seed=seed)),
+        "ci_method": f"percentile {CI_METHOD}, {BOOTSTRAP_RESAMPLES} resamples",
     }
 
 
 def stability_warnings(samples_ms: Sequence[float], *, timer_resolution_ms: float,
-                       target_ci_fraction: float | None = None) -> list[str]:
+                       target_ci_fraction: float | None = None, seed: int = 0) -> list[str]:
     """Plain-language reasons not to trust a measurement too much."""
     x = np.asarray(samples_ms, dtype=np.float64)
     n = x.size
@@ -101,7 +103,7 @@ def stability_warnings(samples_ms: Sequence[float], *, timer_resolution_ms: floa
         warnings.append(f"the median ({med * 1000:.3f} us) is under 1000x the timer resolution "
                         f"({timer_resolution_ms * 1e6:.0f} ns): measure a longer workload")
     if target_ci_fraction is not None and n >= 6 and not ci_converged(x, target_ci_fraction):
-        lo, hi = median_ci95(x)
-        warnings.append(f"the 95% CI of the median ({lo:.4g}..{hi:.4g} ms) is wider than "
+        lo, hi = bootstrap_median_ci95(x, seed=seed)  # the reported CI, not the stopping rule's
+        warnings.append(f"the 95% CI of the median ({CI_METHOD}: {lo:.4g}..{hi:.4g} ms) is wider than "
                         f"+-{100 * target_ci_fraction:g}%: increase --max-time")
     return warnings

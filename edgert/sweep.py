@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 import edgert
-from edgert import device_facts
+from edgert import device_facts, power_status
 from edgert.backends import BackendOptions
 from edgert.compilers import compile_for, compile_for_device
 from edgert.errors import UsageError
@@ -23,6 +23,7 @@ from edgert.hashing import sha256_file
 from edgert.settings import BenchSettings, SweepRequest
 from edgert.stats import stability_warnings, summarize
 from edgert.tensors import load_feeds
+from edgert.units import duration_ms
 
 SCHEMA = "edgert.sweep/1"
 Progress = Callable[[dict[str, Any]], None]
@@ -125,14 +126,19 @@ def _label(setting: Mapping[str, Any]) -> str:
 
 
 def build_point(raw_point: dict[str, Any], power_source: str | None, device_emulated: bool,
-                seed: int, warnings: list[str]) -> dict[str, Any]:
-    """One result point from one raw device point; appends its warnings to ``warnings``."""
+                seed: int, warnings: list[str], sysfs_root: str | None = None) -> dict[str, Any]:
+    """One result point from one raw device point; appends its warnings to ``warnings``.
+
+    Power from a fixture sysfs root, or that never changed between idle and load, is kept as
+    ``power_reading`` and labelled in ``power_status``; ``power_w`` and the energies stay null.
+    """
     setting = raw_point["setting"]
     emulated = bool(raw_point.get("emulated") or device_emulated)
     point: dict[str, Any] = {
         "setting": setting, "latency_ms": None, "samples_ms": [], "runs": 0, "duration_s": None,
         "power_w": None, "idle_power_w": None, "energy_per_inference_mj": None,
         "energy_above_idle_mj": None, "power_source": power_source, "power_samples": 0,
+        "power_status": power_status.source_status(power_source, sysfs_root),
         "temperatures_c": {}, "temperatures_before_c": {}, "thermal_gate": None,
         "throttled": None, "emulated": emulated, "error": raw_point.get("error"),
     }
@@ -174,10 +180,26 @@ def build_point(raw_point: dict[str, Any], power_source: str | None, device_emul
                 warnings.append(f"{label}: the power samples do not span the whole measured window; "
                                 "the ends are extrapolated (slow meter?)")
             idle = _block_mean_w(raw_point.get("idle_power"))
-            point.update(power_w=watts, idle_power_w=idle,
-                         energy_per_inference_mj=watts * duration_s / runs * 1e3,
-                         energy_above_idle_mj=None if idle is None else (watts - idle) * duration_s / runs * 1e3)
+            energy = watts * duration_s / runs * 1e3
+            if point["power_status"] == power_status.MEASURED and power_status.is_static(
+                    power, raw_point.get("idle_power")):
+                point["power_status"] = power_status.STATIC
+            if point["power_status"] == power_status.MEASURED:
+                point.update(power_w=watts, idle_power_w=idle, energy_per_inference_mj=energy,
+                             energy_above_idle_mj=None if idle is None else (watts - idle) * duration_s / runs * 1e3)
+            else:  # what the source read, for the record; no energy above idle from it
+                point["power_reading"] = {"power_w": watts, "idle_power_w": idle,
+                                          "energy_per_inference_mj": energy}
     return point
+
+
+def power_of(points: list[dict[str, Any]], source_name: str | None, sysfs_root: str | None) -> dict[str, Any]:
+    """The result's ``power`` block: measured only when every measured point's power is."""
+    statuses = {p["power_status"] for p in points if p["error"] is None} or \
+        {power_status.source_status(source_name, sysfs_root)}
+    worst = next((s for s in (power_status.NONE, power_status.FIXTURE, power_status.STATIC)
+                  if s in statuses), power_status.MEASURED)
+    return power_status.block(worst, source_name, sysfs_root)
 
 
 def build_result(job: SweepJob, raw: dict[str, Any], device: dict[str, Any]) -> dict[str, Any]:
@@ -186,14 +208,20 @@ def build_result(job: SweepJob, raw: dict[str, Any], device: dict[str, Any]) -> 
     device_emulated = bool(device.get("emulated"))
     source = raw.get("power_source")
     source_name = f"{source['name']} ({source['kind']})" if source else None
-    points = [build_point(p, source_name, device_emulated, job.settings.seed, warnings)
+    root = sysfs_root_of(job, raw)
+    points = [build_point(p, source_name, device_emulated, job.settings.seed, warnings, root)
               for p in raw["points"]]
+    power = power_of(points, source_name, root)
     emulated = device_emulated or any(p["emulated"] for p in points)
     if emulated:
         warnings.insert(0, "emulated settings (CPU-bandwidth quota levels, not clocks): the timings "
                            "say nothing about real frequency scaling")
     if source is None:
         warnings.append("no power source: power and energy are not reported (--power RAIL or a meter URL)")
+    elif not power["measured"]:
+        warnings.insert(0, power["reason"] + "; energy per inference is not reported")
+    if power_status.is_fixture_root(root):
+        warnings.insert(0, fixture_warning(root))
     if all(p["error"] for p in points):
         warnings.append("no setting could be measured")
     return {
@@ -206,6 +234,8 @@ def build_result(job: SweepJob, raw: dict[str, Any], device: dict[str, Any]) -> 
         "device": device,
         "settings": result_settings(job.request),
         "power_source": source,
+        "power": power,
+        "fixture": power_status.is_fixture_root(root),
         "points": points,
         "warnings": warnings,
         "emulated": emulated,
@@ -218,6 +248,16 @@ def result_settings(request: SweepRequest) -> dict[str, Any]:
     flat = {k: v for k, v in request.to_dict().items() if k not in ("settings", "backend")}
     flat["emulated"] = flat.pop("emulated_levels")
     return {**request.settings.to_dict(), **flat}
+
+
+def fixture_warning(root: str | None) -> str:
+    return (f"sysfs root {root} is a fixture, not this machine: the clocks were pinned in its files "
+            "only, so every point ran at the machine's own clock")
+
+
+def sysfs_root_of(job: SweepJob, raw: Mapping[str, Any]) -> str | None:
+    """The sysfs root the device read (it reports its own; an agent may run on a fixture)."""
+    return raw.get("sysfs_root") or job.request.sysfs_root
 
 
 def sweep(job: SweepJob, device: Any = None, progress: Progress | None = None) -> dict[str, Any]:
@@ -272,8 +312,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             lines.append(f"{head}  ERROR {p['error']}")
             continue
         lat = p["latency_ms"]
-        energy = "" if p["energy_per_inference_mj"] is None else \
-            f"  {p['power_w']:.2f} W  {p['energy_per_inference_mj']:.3f} mJ/inf"
-        lines.append(f"{head}  p50 {lat['p50']:.3f} ms  n={lat['n']}{energy}"
+        energy = f"  power {power_status.label(p)}" if p["power_status"] != power_status.MEASURED \
+            else f"  {p['power_w']:.2f} W  {p['energy_per_inference_mj']:.3f} mJ/inf"
+        lines.append(f"{head}  p50 {duration_ms(lat['p50'])}  n={lat['n']}{energy}"
                      + ("  [emulated]" if p["emulated"] else "") + ("  [throttled]" if p["throttled"] else ""))
     return lines

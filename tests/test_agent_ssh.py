@@ -47,7 +47,7 @@ def test_bench_over_ssh_writes_the_same_result_file(tmp_path, sshd, store):
                    *device_args(sshd, store))
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
-    assert r["schema"] == "edgert.result/1"
+    assert r["schema"] == "edgert.result/2"
     assert r["device"]["transport"] == "ssh"
     assert len(r["samples_ms"]) == 30 and r["latency_ms"]["n"] == 30
     assert r["latency_ms"]["ci95"][0] <= r["latency_ms"]["p50"] <= r["latency_ms"]["ci95"][1]
@@ -172,3 +172,19 @@ def test_device_info_over_ssh(tmp_path, sshd, store):
     info = json.loads(out.read_text())
     assert info["device"]["transport"] == "ssh"
     assert any(r["rail"] == "VDD_IN" for r in info["power"])
+    # The agent's CPU facts are its machine's, the rails the fixture's: labelled as such.
+    assert info["fixture"] is True and info["sysfs_root"] == str(fixture)
+    assert f"read from {fixture}" in " ".join(proc.stdout.split()) and "cpufreq (fixture)" in proc.stdout
+
+
+def test_device_info_on_a_fixture_root_labels_the_fixture(tmp_path):
+    fixture = Path(__file__).parent / "fixtures" / "sysfs" / "raspberry_pi5"
+    out = tmp_path / "info.json"
+    proc = run_cli("device", "info", "--sysfs-root", str(fixture), "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(out.read_text())
+    assert info["fixture"] is True and info["sysfs_root"] == str(fixture)
+    assert "FIXTURE" in proc.stdout and "cpufreq (fixture)" in proc.stdout
+    plain = run_cli("device", "info", "--json", str(tmp_path / "here.json"))
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads((tmp_path / "here.json").read_text())["fixture"] is False and "FIXTURE" not in plain.stdout

@@ -14,7 +14,7 @@ def test_bench_writes_result_file(tmp_path, matmul_model):
                    "--json", str(out), "--csv", str(csv), "--quiet")
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
-    assert r["schema"] == "edgert.result/1"
+    assert r["schema"] == "edgert.result/2"
     assert r["model"]["sha256"] == hashlib.sha256(matmul_model.read_bytes()).hexdigest()
     assert r["model"]["inputs"] == [{"name": "x", "shape": [4, 64], "dtype": "float32"}]
     assert r["backend"]["name"] == "ort" and r["backend"]["version"]
@@ -27,6 +27,63 @@ def test_bench_writes_result_file(tmp_path, matmul_model):
     assert r["peak_rss_bytes"] > 0 and r["start_time"] <= r["end_time"]
     assert len(csv.read_text().splitlines()) == 41
     assert "p50" in proc.stdout
+    # the standard metrics and what the machine was doing (edgert.result/2)
+    assert r["compile_ms"] >= 0 and r["load_ms"] > 0 and r["first_inference_ms"] > 0
+    assert r["scenario"] == {"name": "single-stream", "concurrency": 1, "throughput_ips": r["throughput_ips"],
+                             "samples_per_query": 4, "samples_per_s": 4 * r["throughput_ips"]}
+    window_s = (r["sample_starts_ns"][-1] - r["sample_starts_ns"][0]) / 1e9 + r["samples_ms"][-1] / 1e3
+    assert r["throughput_ips"] == 40 / window_s
+    assert len(r["run_metadata"]["before"]["loadavg"]) == 3 and "governors" in r["run_metadata"]["after"]
+    assert lat["ci_method"] == "percentile bootstrap, 2000 resamples"
+    for row in ("throughput", "compile (host)", "load", "first inference", "peak memory", "load avg before..after",
+                "95% CI of p50 (bootstrap)"):
+        assert row in proc.stdout
+
+
+def test_offline_and_server_scenarios(tmp_path, matmul_model):
+    out = tmp_path / "offline.json"
+    proc = run_cli("bench", str(matmul_model), "--shape", "N=4", "--scenario", "offline", "--concurrency", "2",
+                   "--runs", "60", "--warmup", "2", "--json", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    s = r["scenario"]
+    assert s["name"] == "offline" and s["concurrency"] == 2 and s["queries"] == 60 == len(r["samples_ms"])
+    assert s["throughput_ips"] == r["throughput_ips"] == 60 / s["duration_s"]
+    assert s["samples_per_query"] == 4 and s["samples_per_s"] == 4 * s["throughput_ips"]  # N=4: a batch
+    assert "offline x2" in proc.stdout and "samples/s, batch 4" in proc.stdout
+    out = tmp_path / "server.json"
+    proc = run_cli("bench", str(matmul_model), "--shape", "N=4", "--scenario", "server", "--rate", "200",
+                   "--runs", "50", "--json", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    s = r["scenario"]
+    assert s["name"] == "server" and s["rate_qps"] == 200 and s["queries"] == 50 == len(r["samples_ms"])
+    assert s["service_ms"]["n"] == 50
+    # latency counts from the scheduled arrival: never below the query's own service time
+    assert r["latency_ms"]["min"] >= s["service_ms"]["min"] * (1 - 1e-9)
+    assert r["sample_starts_ns"] == sorted(r["sample_starts_ns"])  # the Poisson arrival times
+    assert "200 QPS offered" in proc.stdout
+    bad = run_cli("bench", str(matmul_model), "--scenario", "server")
+    assert bad.returncode == 2 and "--scenario server needs --rate QPS" in bad.stderr
+    bad = run_cli("bench", str(matmul_model), "--concurrency", "2")
+    assert bad.returncode == 2 and "only with --scenario offline or server" in bad.stderr
+
+
+def test_a_result_1_file_reads_as_result_2(tmp_path):
+    from pathlib import Path
+
+    from edgert.result import read_json
+
+    old_path = Path(__file__).parent / "fixtures" / "results" / "v1" / "resnet.ort.result1.json"
+    old = json.loads(old_path.read_text())
+    assert old["schema"] == "edgert.result/1" and "scenario" not in old
+    r = read_json(old_path)
+    assert r["schema"] == "edgert.result/2" and r["upgraded_from"] == "edgert.result/1"
+    assert r["scenario"]["name"] == "single-stream" and r["load_ms"] is None and r["run_metadata"] is None
+    assert r["throughput_ips"] > 0 and r["latency_ms"] == old["latency_ms"]
+    (tmp_path / "future.json").write_text(json.dumps({**old, "schema": "edgert.result/9"}))
+    proc = run_cli("compare", str(old_path), str(tmp_path / "future.json"))
+    assert proc.returncode == 2 and "unknown result schema 'edgert.result/9'" in proc.stderr
 
 
 def test_input_file_feeds_the_model(tmp_path, matmul_model):
@@ -114,3 +171,16 @@ def test_a_tflite_file_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
     assert r["model"]["path"].endswith("mobilenet_v2.tflite") and r["backend"]["name"] == "tflite"
+
+
+def test_server_scenario_and_run_metadata_through_an_ssh_agent(tmp_path, sshd, matmul_model):
+    from test_agent_ssh import device_args  # (the sshd fixture skips without OpenSSH)
+
+    out = tmp_path / "r.json"
+    proc = run_cli("bench", str(matmul_model), "--shape", "N=4", "--scenario", "server", "--rate", "100",
+                   "--runs", "30", "--json", str(out), "--quiet", *device_args(sshd, tmp_path / "store"))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["device"]["transport"] == "ssh" and r["scenario"]["name"] == "server"
+    assert r["scenario"]["queries"] == 30 == len(r["samples_ms"]) and r["scenario"]["service_ms"]["n"] == 30
+    assert set(r["run_metadata"]) == {"before", "after"} and r["load_ms"] > 0

@@ -94,3 +94,42 @@ def test_whole_model_bundle_through_validate_bench_and_inspect(tmp_path, monkeyp
     r = json.loads(out.read_text())
     assert list(r["paths"]) == ["whole_model=hidden"] and r["paths"]["whole_model=hidden"]["n"] == 20
     assert list(r["segments_ms"]) == ["whole_model"] and r["host_overhead_us"]["p50"] > 0
+
+
+def test_bench_a_bundle_over_its_cases_gives_per_case_and_per_path_latency(tmp_path):
+    import json
+
+    import numpy as np
+
+    bundle = tmp_path / "eec.edgert"
+    assert run_cli("compile", "zoo:early_exit_cnn", "-o", str(bundle), "--backend", "ort",
+                   "--quiet").returncode == 0
+    out = tmp_path / "r.json"
+    proc = run_cli("bench", str(bundle), "--cases", "zoo:early_exit_cnn.npz", "--runs", "24", "--warmup", "2",
+                   "--json", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    with np.load(ZOO / "early_exit_cnn.npz") as arrays:
+        names = sorted({key.rpartition("/")[0] or "case0" for key in arrays.files})
+    assert sorted(r["cases_ms"]) == names
+    assert sum(c["n"] for c in r["cases_ms"].values()) == 24 == sum(p["n"] for p in r["paths"].values())
+    assert len(r["paths"]) >= 2  # the cases take different exits
+    assert f"input {names[0]}" in proc.stdout
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    proc = run_cli("bench", str(bundle), "--cases", str(bad))
+    assert proc.returncode == 2 and "bad.npz" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_every_bundled_model_has_a_zoo_name():
+    import pytest
+
+    from edgert.errors import UsageError
+    from edgert.zoo import ZOO_DIR, all_models, resolve
+
+    for path in ZOO_DIR.rglob("*.onnx"):
+        assert resolve(f"zoo:{path.stem}") == path and all_models()[path.stem] == path
+    assert resolve("zoo:early_exit_cnn.npz") == ZOO / "early_exit_cnn.npz"
+    with pytest.raises(UsageError, match=r"early_exit_cnn\[.npz\].*resnet\[.tflite\]"):
+        resolve("zoo:nope")

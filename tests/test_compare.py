@@ -125,3 +125,74 @@ def test_format_p() -> None:
     assert format_p(0.0004) == "p<0.001"
     assert format_p(0.0031) == "p=0.0031"
     assert format_p(0.41) == "p=0.41"
+
+
+def test_three_files_against_the_first_with_a_geometric_mean(real: dict, tmp_path: Path) -> None:
+    from conftest import run_cli
+    from edgert.compare import compare_many, render_many
+
+    files = []
+    for name, median in (("a", 5.0), ("b", 4.0), ("c", 5.5)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(with_samples(real, lognormal(ord(name), median))))
+        files.append(path)
+    report = compare_many([json.loads(f.read_text()) for f in files])
+    [b, c] = report["comparisons"]
+    assert b["faster"] and c["slower"] and report["baseline"]["p50"] == b["a"]["p50"]
+    ratios = [b["median_ratio"], c["median_ratio"]]
+    assert report["geometric_mean"]["median_ratio"] == pytest.approx(float(np.sqrt(ratios[0] * ratios[1])))
+    lines = render_many(report).splitlines()
+    assert lines[1].startswith("A  ") and "baseline" in lines[1]
+    assert lines[2].startswith("B  ") and "faster than A" in lines[2] and "p99" in lines[2]
+    assert lines[3].startswith("C  ") and "slower than A" in lines[3]
+    assert lines[4].startswith("geometric mean of the ratios to A: p50 ")
+    proc = run_cli("compare", *map(str, files))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[4] == lines[4]
+    proc = run_cli("compare", *map(str, files), "--json", "-")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["schema"] == "edgert.compare-many/1"
+    proc = run_cli("compare", str(files[0]), "--json", str(tmp_path / "one.json"))
+    assert proc.returncode == 2 and "at least two result files" in proc.stderr
+
+
+def test_p99_has_its_own_verdict_when_the_tail_moves_the_other_way(real: dict) -> None:
+    rng = np.random.default_rng(3)
+    a = with_samples(real, 5.0 * rng.lognormal(0.0, 0.02, 1000))
+    faster_body = 4.5 * rng.lognormal(0.0, 0.02, 1000)
+    faster_body[::20] *= 3.0  # 5% of runs three times as slow: a worse tail
+    report = compare(a, with_samples(real, faster_body))
+    assert report["faster"] and report["p99_ratio"] > 2
+    assert report["p99_verdict"].startswith("p99 is") and "higher (worse)" in report["p99_verdict"]
+    assert ", but its p99 is" in report["verdict"]
+    assert "         p99 is" in render_compare(report)
+
+
+def test_a_bundle_and_its_source_model_compare_without_a_flag(real: dict) -> None:
+    bundle = copy.deepcopy(real)
+    bundle["model"] = {**bundle["model"], "path": "m.edgert", "sha256": "b" * 64,
+                       "source_sha256": real["model"]["sha256"]}
+    assert compare(real, bundle)["b"]["source_sha256"] == real["model"]["sha256"]
+    other = copy.deepcopy(bundle)
+    other["model"]["source_sha256"] = "c" * 64
+    with pytest.raises(UsageError, match="add --allow-different-models"):
+        compare(real, other)
+
+
+def test_bench_a_real_bundle_and_its_onnx_then_compare(tmp_path: Path) -> None:
+    from conftest import run_cli
+    from edgert.hashing import sha256_file
+    from edgert.zoo import resolve
+
+    bundle = tmp_path / "resnet.edgert"
+    proc = run_cli("compile", "zoo:resnet", "--backend", "ort", "-o", str(bundle), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    for model, out in ((bundle, "b.json"), ("zoo:resnet", "a.json")):
+        proc = run_cli("bench", str(model), "--runs", "20", "--warmup", "1", "--json", str(tmp_path / out),
+                       "--quiet")
+        assert proc.returncode == 0, proc.stderr
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert b["model"]["source_sha256"] == json.loads((tmp_path / "a.json").read_text())["model"]["sha256"]
+    assert b["model"]["source_sha256"] == sha256_file(resolve("zoo:resnet"))
+    proc = run_cli("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert "verdict: " in proc.stdout and "resnet.edgert, bundle" in proc.stdout

@@ -58,7 +58,7 @@ def test_one_board_down_gives_one_result_and_one_recorded_error(tmp_path, sshd):
 
     summary = write_results(entries, tmp_path / "out" / "r.json")
     written = json.loads((tmp_path / "out" / "r.pi5.json").read_text())
-    assert written["schema"] == "edgert.result/1" and written["latency_ms"]["n"] == 10
+    assert written["schema"] == "edgert.result/2" and written["latency_ms"]["n"] == 10
     assert not (tmp_path / "out" / "r.orin.json").exists()
     on_disk = json.loads((tmp_path / "out" / "r.fleet.json").read_text())
     assert on_disk == summary

@@ -23,7 +23,6 @@ from edgert.report.calibration import non_dominated, pareto_front
 RESULTS = Path(__file__).parent / "fixtures" / "results"
 ALL = sorted(RESULTS.glob("*.json"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DATA_URI = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
 
 def png_size(png: bytes) -> tuple[int, int]:
@@ -36,30 +35,74 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return render_report(ALL, tmp_path_factory.mktemp("report") / "report.html")
 
 
-def test_plots_are_embedded_and_saved_beside(page: Path) -> None:
+def section(text: str, start: str, end: str) -> str:
+    return text[text.index(start):text.index(end, text.index(start))]
+
+
+def test_one_file_with_every_plot_embedded(page: Path) -> None:
     text = page.read_text()
-    embedded = [base64.b64decode(m) for m in DATA_URI.findall(text)]
-    saved = sorted((page.parent / "report_plots").glob("*.png"))
-    assert [p.name for p in saved] == [
-        "01-p50-comparison.png", "02-latency-distribution.png", "03-breakdown-0.png",
-        "04-sweep-0-cpu0.png", "05-sweep-0-emulated.png", "06-calibration-0.png"]
-    assert embedded == [p.read_bytes() for p in saved]
-    assert all(png_size(png)[0] > 300 for png in embedded)
-    assert text.count("<img ") == len(saved)
+    assert [p.name for p in page.parent.iterdir()] == ["report.html"]  # nothing written beside it
+    images = re.findall(r'<img src="data:(image/(?:png|svg\+xml));base64,([A-Za-z0-9+/=]+)"', text)
+    assert text.count("<img ") == len(images) == 8  # 3 models' summaries, bench, 2 sweep domains, calibration
+    for mime, data in images:
+        raw = base64.b64decode(data)
+        if mime == "image/png":
+            assert png_size(raw)[0] > 300
+        else:
+            assert raw.lstrip().startswith(b"<?xml") and b"<svg" in raw
     assert not re.search(r"(src|href)=\"(https?:)?//", text)  # nothing to fetch from a network
     assert "<script" not in text
 
 
-def test_warnings_come_first_and_emulation_is_marked(page: Path) -> None:
+def test_the_ranked_summary_comes_first(page: Path) -> None:
     text = page.read_text()
-    box = text.index('id="warnings"')
-    assert box < text.index("<section>")
-    first = text.index("<li", box)
-    assert text.startswith('<li class="emulated"><span class="src">sweep.json</span>: 1 of 5 '
-                           "sweep points are emulated", first)
+    assert text.index('id="summary"') < text.index('id="warnings"') < text.index("<h2>Bench details</h2>")
+    summary = section(text, 'id="summary"', 'id="warnings"')
+    models = re.findall(r"<h3>([^<]+) <span", summary)
+    assert models == ["mobilenet_v2", "detector", "resnet"]
+    mnv2 = section(summary, "<h3>mobilenet_v2", "</table>")
+    rows = re.findall(r'<tr class="(\w*)"><td class="num">(\d+)</td><td>([^<]+)</td><td>([\d.]+)</td>', mnv2)
+    p50 = [float(r[3]) for r in rows]
+    assert p50 == sorted(p50) and len(rows) == 2 + 5 + 4 * 3  # 2 bench files, 5 sweep points, 4 levels x 3 clocks
+    assert rows[0][0] == "best" and "★ fastest" in mnv2.split("</tr>")[1]
+    cal = json.loads((RESULTS / "calibration.json").read_text())
+    assert rows[0][2] == "ort (All-in-One) · vm · 75% pruned · 1800 MHz"
+    assert float(rows[0][3]) == float(f"{cal['latency_ms'][3][2]:.4g}")
+    assert "★ least energy" in mnv2 and "baseline" in mnv2 and "EMULATED" in mnv2
+    answer = re.sub(r"<[^>]+>", "", section(summary, '<p class="answer">', "</p>"))
+    ort = json.loads((RESULTS / "mobilenet_v2.ort.json").read_text())["latency_ms"]["p50"]
+    assert answer.startswith("Fastest: ort (All-in-One) · vm · 75% pruned · 1800 MHz, p50 1.934 ms, "
+                             f"{ort / cal['latency_ms'][3][2]:.2f}× faster than the baseline ort 1 thread · vm")
+    # names come from the contents: no file name outside the provenance cards
     for path in ALL:
-        for warning in json.loads(path.read_text()).get("warnings", []):
-            assert warning.replace("'", "&#x27;") in text[box:text.index("</div>", box)]
+        assert path.name not in text[:text.index("<h2>Provenance</h2>")]
+
+
+def test_one_plot_per_model_with_a_log_axis_past_10x(tmp_path: Path) -> None:
+    from edgert.report.summary import Config, plot, rank
+
+    def config(p50: float) -> Config:
+        return Config("m", "ort", "vm", "—", "—", p50, p50 * 1.2, None, None, "", None, False, "bench")
+
+    wide, narrow = rank([config(1.0), config(30.0)]), rank([config(1.0), config(3.0)])
+    assert "log axis" in plot("m", wide, 0).caption and "log axis" not in plot("m", narrow, 0).caption
+    assert b"log scale" in plot("m", wide, 0).image and wide.unit == "ms"
+    assert rank([config(0.0004)]).unit == "ns" and rank([config(2500.0)]).unit == "s"
+
+
+def test_warnings_are_grouped_by_kind_and_severity_and_collapsed(page: Path) -> None:
+    text = page.read_text()
+    box = section(text, 'id="warnings"', "</section>")
+    groups = re.findall(r'<details class="sev(\d)"><summary><span class="sev">([^<]+)</span> ([^<]+) '
+                        r'<span class="count">\((\d+)\)</span>', box)
+    assert [int(g[0]) for g in groups] == sorted(int(g[0]) for g in groups)  # most severe first
+    assert ("0", "numbers not measured", "emulated: not hardware numbers", "1") in groups
+    assert any(kind == "noisy or drifting runs" for _, _, kind, _ in groups)
+    assert "<details open" not in box  # collapsed below the summary
+    every = [w for path in ALL for w in json.loads(path.read_text()).get("warnings", [])]
+    assert sum(int(g[3]) for g in groups) == len(every) + 1  # + the sweep's emulated points
+    for warning in every:
+        assert warning.replace("'", "&#x27;") in box
 
 
 def test_provenance_lists_every_file(page: Path) -> None:
@@ -67,7 +110,7 @@ def test_provenance_lists_every_file(page: Path) -> None:
     prov = text[text.index("<h2>Provenance</h2>"):]
     for path in ALL:
         data = json.loads(path.read_text())
-        assert f"<caption>{path.name}</caption>" in prov
+        assert f"<tr><th>file</th><td>{path.name}</td></tr>" in prov
         assert data["model"]["sha256"] in prov
         if "backend" in data:
             assert f"{data['backend']['name']} {data['backend']['version']}" in prov
@@ -88,23 +131,21 @@ def test_clean_results_say_no_warnings(tmp_path: Path) -> None:
     data["warnings"] = []
     (tmp_path / "clean.json").write_text(json.dumps(data))
     text = render_report([tmp_path / "clean.json"], tmp_path / "out.html").read_text()
-    assert '<div class="warnings ok" id="warnings"><h2>No warnings</h2>' in text
-    assert [p.name for p in sorted((tmp_path / "out_plots").iterdir())] == [
-        "01-p50-comparison.png", "02-latency-distribution.png"]
+    assert '<section class="warnings ok" id="warnings"><h2>No warnings</h2>' in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean.json", "out.html"]
 
 
-def test_emulated_bench_result_leads_the_warnings(tmp_path: Path) -> None:
+def test_emulated_bench_result_is_marked_in_the_summary_and_leads_the_warnings(tmp_path: Path) -> None:
     data = json.loads((RESULTS / "resnet.ort.json").read_text())
     data["emulated"] = data["device"]["emulated"] = True
     data["warnings"] = ["the max is 9% above the median"]  # no emulation warning in the file
     (tmp_path / "emu.json").write_text(json.dumps(data))
     text = render_report([RESULTS / "mobilenet_v2.ort.json", tmp_path / "emu.json"],
                          tmp_path / "out.html").read_text()
-    box = text[text.index('id="warnings"'):text.index("</div>")]
-    assert box.startswith('id="warnings"><h2>4 warnings — includes EMULATED numbers</h2><ul>'
-                          '<li class="emulated"><span class="src">emu.json</span>: measured on '
-                          "an emulated device")
-    assert box.count('class="emulated"') == 1
+    box = section(text, 'id="warnings"', "</section>")
+    assert '<details class="sev0"><summary><span class="sev">numbers not measured</span> emulated' in box
+    assert "resnet · ort · vm (emulated)</span>: measured on an emulated device" in box
+    assert '<tr class="emulated">' in text or "EMULATED" in section(text, 'id="summary"', 'id="warnings"')
     assert "<tr><th>emulated</th><td>YES</td></tr>" in text
 
 
@@ -115,7 +156,7 @@ def test_bad_inputs_are_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="is not JSON"):
         render_report([tmp_path / "bad.json"], tmp_path / "r.html")
     (tmp_path / "future.json").write_text(json.dumps({"schema": "edgert.result/9"}))
-    with pytest.raises(UsageError, match="the report reads edgert.result/1, edgert.sweep/1"):
+    with pytest.raises(UsageError, match="the report reads edgert.result/2, edgert.sweep/1"):
         render_report([tmp_path / "future.json"], tmp_path / "r.html")
     cal = json.loads((RESULTS / "calibration.json").read_text())
     cal["latency_ms"] = cal["latency_ms"][:-1]
@@ -261,14 +302,10 @@ def load_in_chromium(page: Path, profile: Path) -> tuple[list[dict[str, Any]], l
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
-@pytest.mark.parametrize("alone", [False, True], ids=["with-plot-dir", "html-file-alone"])
-def test_page_loads_in_chromium(page: Path, tmp_path: Path, alone: bool) -> None:
-    if alone:  # the single HTML file, without its PNG directory, must still show every plot
-        page = Path(shutil.copy(page, tmp_path / "moved.html"))
+def test_page_loads_in_chromium(page: Path, tmp_path: Path) -> None:
+    page = Path(shutil.copy(page, tmp_path / "moved.html"))  # the one HTML file is all there is
     images, events = load_in_chromium(page, tmp_path / "profile")
-    expected = [png_size(base64.b64decode(m)) for m in DATA_URI.findall(page.read_text())]
-    assert len(expected) == 6
-    assert [(i["w"], i["h"]) for i in images] == expected
+    assert len(images) == 8 and all(i["w"] > 300 and i["h"] > 50 for i in images), images
     errors = [e for e in events if e.get("method") == "Runtime.exceptionThrown"
               or (e.get("method") == "Runtime.consoleAPICalled"
                   and e["params"]["type"] in ("error", "warning", "assert"))
@@ -296,6 +333,6 @@ def test_all_in_one_file_with_calibration_renders(tmp_path):
     calibrate(aio, [FrequencySetting(1.0), FrequencySetting(2.0)],
               BenchSettings(warmup_runs=1, runs=5))
     page = render_report([aio], tmp_path / "report.html").read_text()
-    assert "All-in-One calibration" in page and page.count("<img") == 1
+    assert "All-in-One calibration" in page and page.count("<img") == 2  # the summary and the detail
     assert "no accuracy recorded" in page and "No power was measured, so no energy." in page
     assert "<th>mJ at" not in page and "Pareto-optimal" not in page

@@ -17,8 +17,10 @@ from conftest import make_matmul_model
 from edgert.device_agents.emulated import EmulatedDomain
 from edgert.device_agents.sweep import run_sweep
 from edgert.errors import SysfsError, UsageError
+from edgert import power_status
 from edgert.settings import BenchSettings, SweepRequest
-from edgert.sweep import SweepJob, build_result, mean_power_w, parse_freqs, parse_levels, sweep
+from edgert.sweep import (SweepJob, build_point, build_result, mean_power_w, parse_freqs, parse_levels,
+                          summary_lines, sweep)
 
 from test_discovery import board, tree
 
@@ -39,7 +41,7 @@ def orin_job(tmp_path: Path, **changes) -> SweepJob:
     return SweepJob(model, SweepRequest(**{**fields, **changes}))
 
 
-def test_energy_on_a_constant_rail_is_volts_times_amps_times_duration_over_runs(tmp_path):
+def test_a_fixture_rail_is_a_labelled_reading_never_measured_energy(tmp_path):
     job = orin_job(tmp_path)
     raw = run_sweep(job.request, job.model)
     result = build_result(job, json.loads(json.dumps(raw)), {"emulated": False})
@@ -47,11 +49,29 @@ def test_energy_on_a_constant_rail_is_volts_times_amps_times_duration_over_runs(
     starts, samples = rp["raw"]["starts_ns"], rp["raw"]["samples_ns"]
     duration_s = (starts[-1] + samples[-1] - starts[0]) / 1e9
     assert p["runs"] == 25 and p["duration_s"] == duration_s >= sum(samples) / 1e9
-    assert p["power_w"] == pytest.approx(VDD_IN_W, rel=1e-12)
-    assert p["energy_per_inference_mj"] == pytest.approx(VDD_IN_W * duration_s / 25 * 1e3, rel=1e-12)
-    assert p["idle_power_w"] == pytest.approx(VDD_IN_W, rel=1e-12)
-    assert p["energy_above_idle_mj"] == pytest.approx(0.0, abs=1e-12)
+    # The fixture's files gave the watts while this host ran the model: not a measurement.
+    assert p["power_status"] == "fixture"
+    assert p["power_w"] is p["energy_per_inference_mj"] is p["energy_above_idle_mj"] is None
+    reading = p["power_reading"]
+    assert reading["power_w"] == pytest.approx(VDD_IN_W, rel=1e-12)  # V x A of the fixture files
+    assert reading["energy_per_inference_mj"] == pytest.approx(VDD_IN_W * duration_s / 25 * 1e3, rel=1e-12)
+    assert "energy_above_idle_mj" not in reading
+    assert result["power"] == {"source": "VDD_IN (watts)", "measured": False, "status": "fixture",
+                               "reason": result["power"]["reason"]}
+    assert "fixture" in result["power"]["reason"] and result["fixture"] is True
+    assert "fixture" in result["warnings"][0] and "not measured" in result["warnings"][1]
     assert p["power_source"] == "VDD_IN (watts)" and p["power_samples"] >= 1
+    [line] = summary_lines(result)
+    assert "fixture, not measured" in line and "mJ" not in line
+    from edgert.report import render_report
+    from edgert.result import write_json
+
+    write_json(result, tmp_path / "sweep.json")
+    page = render_report([tmp_path / "sweep.json"], tmp_path / "report.html").read_text()
+    summary = page[page.index('id="summary"'):page.index('id="warnings"')]
+    assert "<td>fixture, not measured</td>" in summary and " mJ</td>" not in summary
+    assert "Power and energy: not measured (fixture)" in page and "Least energy" not in page
+
     assert p["setting"] == {"domain": "policy0", "kind": "cpu", "requested": 1510400, "unit": "kHz",
                             "readback": 1510400, "readback_by_domain": {"policy0": 1510400},
                             "readback_after": 1510400}
@@ -60,6 +80,28 @@ def test_energy_on_a_constant_rail_is_volts_times_amps_times_duration_over_runs(
     assert result["schema"] == "edgert.sweep/1" and result["emulated"] is False
     assert not any("span" in w for w in result["warnings"])  # the samples bracket the window
     assert result["backend"]["name"] == "ort" and result["model"]["inputs"][0]["name"] == "x"
+
+
+def _raw_point(watts: list[float], idle: list[float]) -> dict:
+    s = 1_000_000
+    return {"setting": {"domain": "policy0", "kind": "cpu", "requested": 1, "unit": "kHz"}, "error": None,
+            "raw": {"samples_ns": [s] * 4, "starts_ns": [0, s, 2 * s, 3 * s], "stop_reason": "runs",
+                    "timer_resolution_ns": 1},
+            "power": {"kind": "watts", "t_ns": [0, 4 * s], "values": watts, "read_errors": 0},
+            "idle_power": {"kind": "watts", "t_ns": [0, s], "values": idle, "read_errors": 0}}
+
+
+def test_power_that_moves_is_measured_and_power_that_never_moves_is_static():
+    moving = build_point(_raw_point([5.0, 7.0], [2.0, 2.0]), "VDD_IN (watts)", False, 0, [], "/")
+    assert moving["power_status"] == "measured" and moving["power_w"] == pytest.approx(6.0)
+    assert moving["energy_above_idle_mj"] == pytest.approx((6.0 - 2.0) * 0.004 / 4 * 1e3)
+    static = build_point(_raw_point([5.0, 5.0], [5.0, 5.0]), "VDD_IN (watts)", False, 0, [], "/")
+    assert static["power_status"] == "static" and static["power_w"] is None
+    assert static["energy_above_idle_mj"] is None and static["power_reading"]["power_w"] == 5.0
+    assert power_status.label(static) == "static, not measured"
+    meter_on_fixture = build_point(_raw_point([5.0, 6.0], [2.0, 2.5]), "meter+line:///dev/ttyUSB0 (watts)",
+                                   False, 0, [], "/fixtures/orin")
+    assert meter_on_fixture["power_status"] == "measured"  # a meter is read on the device, not from sysfs
 
 
 def test_mean_power_integrates_rails_and_differences_counters():
@@ -90,7 +132,8 @@ def test_clocks_that_do_not_take_become_error_points_and_every_file_is_restored(
     assert all("did not take" in p["error"] and p["latency_ms"] is None and p["power_w"] is None
                for p in failed)
     assert {p["setting"]["readback"] for p in failed} == {1479000, 76800000}
-    assert measured[0]["power_w"] == pytest.approx(5.573, rel=1e-3)  # POM_5V_IN
+    assert measured[0]["power_w"] is None and measured[0]["power_status"] == "fixture"
+    assert measured[0]["power_reading"]["power_w"] == pytest.approx(5.573, rel=1e-3)  # POM_5V_IN
     assert tree(root) == before and not journal.exists()
 
 
@@ -217,7 +260,9 @@ def test_the_same_sweep_through_a_tcp_agent(tmp_path, monkeypatch):
     [p] = result["points"]
     assert result["device"]["transport"] == "tcp" and result["device"]["emulated"] is False
     assert p["runs"] == 25 and len(p["samples_ms"]) == 25
-    assert p["energy_per_inference_mj"] == pytest.approx(VDD_IN_W * p["duration_s"] / 25 * 1e3, rel=1e-12)
+    assert p["power_status"] == "fixture" and p["energy_per_inference_mj"] is None
+    assert p["power_reading"]["energy_per_inference_mj"] == pytest.approx(
+        VDD_IN_W * p["duration_s"] / 25 * 1e3, rel=1e-12)
     assert any("setting" in d for d in seen)
     assert tree(Path(job.request.sysfs_root)) == before
     assert (tmp_path / "state/edgert").is_dir() and not (tmp_path / "state/edgert/dvfs-journal.json").exists()
@@ -235,6 +280,21 @@ def test_energy_from_a_um25c_meter_on_a_pty(tmp_path):
         pty.close()
     [p] = result["points"]
     assert result["power_source"] == {"name": f"meter+um25c://{pty.path}", "kind": "watts"}
-    assert p["power_w"] == pytest.approx(5.1 * 0.8, rel=1e-12)
-    assert p["energy_per_inference_mj"] == pytest.approx(5.1 * 0.8 * p["duration_s"] / 25 * 1e3, rel=1e-12)
-    assert p["idle_power_w"] == pytest.approx(5.1 * 0.8, rel=1e-12) and p["power_samples"] >= 2
+    # The emulated meter sends one constant frame: a meter, so not "fixture", but static.
+    assert p["power_status"] == "static" and p["power_w"] is None and result["power"]["measured"] is False
+    reading = p["power_reading"]
+    assert reading["power_w"] == pytest.approx(5.1 * 0.8, rel=1e-12)
+    assert reading["energy_per_inference_mj"] == pytest.approx(5.1 * 0.8 * p["duration_s"] / 25 * 1e3, rel=1e-12)
+    assert reading["idle_power_w"] == pytest.approx(5.1 * 0.8, rel=1e-12) and p["power_samples"] >= 2
+
+
+def test_a_sweep_with_a_clock_that_did_not_take_still_renders(tmp_path):
+    """The fixture's other clocks do not take: error points carry no latency and are listed, not drawn."""
+    from edgert.report import render_report
+    from edgert.result import write_json
+
+    result = sweep(orin_job(tmp_path, cpu_freqs=(1510400, 729600)))
+    assert [p["error"] is None for p in result["points"]] == [True, False]
+    write_json(result, tmp_path / "sweep.json")
+    page = render_report([tmp_path / "sweep.json"], tmp_path / "report.html").read_text()
+    assert "policy0 = 729600: not measured" in page and "policy0 1510.4 MHz (fixture clock)" in page

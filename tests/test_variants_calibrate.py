@@ -38,8 +38,13 @@ def tiny_aio(tmp_path: Path) -> Path:
 
 
 def _energy_is_power_times_window(table: dict, watts_expected: float) -> None:
-    """With a constant rail every level's energy is that power x its measured window / runs."""
-    for row_p, row_e, row_d in zip(table["power_w"], table["energy_mj"], table["detail"]):
+    """A fixture's constant rail is a labelled reading, never energy; its arithmetic still holds:
+    every level's reading is that power x its measured window / runs."""
+    assert "energy_mj" not in table and "power_w" not in table
+    assert table["power"]["status"] == "fixture" and table["power"]["measured"] is False
+    assert "not measured" in table["warnings"][1] and "fixture" in table["warnings"][0]
+    reading = table["power_reading"]
+    for row_p, row_e, row_d in zip(reading["power_w"], reading["energy_mj"], table["detail"]):
         for watts, mj, block in zip(row_p, row_e, row_d):
             assert watts == pytest.approx(watts_expected, rel=1e-3)
             assert block["n"] == 20
@@ -67,12 +72,12 @@ def test_local_calibration_times_every_level_samples_power_and_leaves_out_a_cloc
     assert table["emulated"] is False and table["ratios"] == [0.0, 0.5, 0.75]
     assert table["labels"] == [f"policy0 {khz} kHz"] and table["readback"] == [khz]
     assert any(f"left out policy0 {other} kHz" in w and "did not take" in w for w in table["warnings"])
-    assert table["power_source"] == source
+    assert table["power"]["source"] == source
     _energy_is_power_times_window(table, watts)
-    assert all(v == pytest.approx(watts, rel=1e-3) for row in table["idle_power_w"] for v in row)
+    assert all(v == pytest.approx(watts, rel=1e-3) for row in table["power_reading"]["idle_power_w"] for v in row)
     assert tree(root) == before  # every pinned file restored
     with open_variants(tiny_aio) as vm:  # stored; the data section (and its checksum) untouched
-        assert vm.calibration["p50_ms"] == table["p50_ms"] and vm.calibration["energy_mj"] == table["energy_mj"]
+        assert vm.calibration["p50_ms"] == table["p50_ms"] and vm.calibration["power"] == table["power"]
     assert aiofile.read(tiny_aio).metadata["sha256"] == data_sha
 
 
@@ -99,13 +104,13 @@ def test_calibrate_through_the_cli_on_a_local_device_url_with_accuracy(tmp_path,
                    "--max-time", "0.2", "--accuracy", str(acc),
                    env={"XDG_STATE_HOME": str(tmp_path / "state")})
     assert proc.returncode == 0, proc.stderr
-    assert "accuracy stored for 3 levels" in proc.stdout and "energy per inference from VDD_IN" in proc.stdout
+    assert "accuracy stored for 3 levels" in proc.stdout and "power fixture: not measured" in proc.stdout
     with open_variants(tiny_aio) as vm:
-        assert len(vm.calibration["energy_mj"]) == 3
+        assert "energy_mj" not in vm.calibration and len(vm.calibration["power_reading"]["energy_mj"]) == 3
         assert [accuracy_of(vm._file.meta, lv.ratio) for lv in vm.levels] == [0.97, 0.95, 0.9]
     page = render_report([tiny_aio], tmp_path / "report.html").read_text()  # reads it all from the file
-    assert "<th>mJ at 1510.4 MHz</th>" in page and "<th>Pareto-optimal at</th>" in page
-    assert '<td class="num">0.95</td>' in page and "power from VDD_IN (watts)" in page
+    assert "<th>mJ at 1510.4 MHz</th>" not in page and "<th>Pareto-optimal at</th>" in page
+    assert '<td class="num">0.95</td>' in page and "not measured" in page
 
 
 def test_accuracy_is_checked_against_the_levels(tiny_aio, tmp_path):
@@ -145,6 +150,7 @@ def test_calibrate_on_a_device_over_ssh(tmp_path, sshd, tiny_aio):
     with open_variants(tiny_aio) as vm:
         table = vm.calibration
     assert table["device"]["transport"] == "ssh" and table["frequencies"] == [CURRENT_KHZ]
-    assert table["power_source"] == "VDD_IN (watts)" and len(table["energy_mj"]) == 3
-    assert all(v == pytest.approx(VDD_IN_W, rel=1e-12) for row in table["power_w"] for v in row)
+    assert table["power"]["source"] == "VDD_IN (watts)" and table["power"]["status"] == "fixture"
+    assert "energy_mj" not in table and len(table["power_reading"]["energy_mj"]) == 3
+    assert all(v == pytest.approx(VDD_IN_W, rel=1e-12) for row in table["power_reading"]["power_w"] for v in row)
     assert tree(root) == before and not (state / "edgert/dvfs-journal.json").exists()

@@ -6,25 +6,30 @@ from typing import Any
 
 import click
 
-from edgert.commands.options import address_from, device_options, output_option
+from edgert.commands.options import address_from, device_options, output_option, write_json_output
 
 
 @click.command()
 @click.argument("model")
+@click.option("--quiet", is_flag=True, help="No progress output.")
 @device_options
-def push(model: str, **device: Any) -> None:
+def push(model: str, quiet: bool, **device: Any) -> None:
     """Upload MODEL (or a bundle) to a device's store; resumes an interrupted upload.
 
     Bundles, All-in-One files and ONNX models are checked first: a damaged file is refused."""
     from edgert.artifacts import check_before_upload
     from edgert.devices.connect import open_client
+    from edgert.progress import Progress, step
     from edgert.zoo import resolve as resolve_model
 
     path = resolve_model(model)
     check_before_upload(path)
-    with open_client(address_from(**device)) as client:
-        sha = client.upload(path)
-        link = client.link_summary()
+    with Progress(quiet=quiet):
+        with step(f"connecting to {device['device']}"):
+            client = open_client(address_from(**device))
+        with client:
+            sha = client.upload(path)
+            link = client.link_summary()
     if link:
         click.echo(f"serial link: {link}", err=True)
     click.echo(f"{path} is on {device['device']} as {sha}")
@@ -39,19 +44,18 @@ def device_group() -> None:
 @click.option("--sysfs-root", default=None,
               help="Read sysfs under this directory (fixtures, tests); a remote agent must run with "
                    "the same --sysfs-root.")
-@output_option("--json", "json_path", default=None,
-              help="Also write the facts as JSON.")
+@output_option("--json", "json_path", default=None, metavar="PATH|-",
+              help="Also write the facts as JSON (- prints only the JSON, on stdout).")
 @device_options
 def device_info(sysfs_root: str | None, json_path: Path | None, **device: Any) -> None:
     """Print a device's CPU, frequency domains, power rails and temperatures."""
-    import json
-
     from edgert.devices.info import collect_info, render_info
 
     info = collect_info(address_from(**device), sysfs_root)
     if json_path:
-        json_path.write_text(json.dumps(info, indent=1) + "\n")
-    render_info(info)
+        write_json_output(info, json_path)
+    if str(json_path) != "-":
+        render_info(info)
 
 
 @click.command()

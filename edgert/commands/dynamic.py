@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgert.commands.options import address_from, device_options, output_option, parse_dims
+from edgert.commands.options import address_from, device_options, output_option, parse_dims, write_json_output
 from edgert.device_facts import describe
 from edgert.errors import UsageError
 
@@ -23,7 +23,7 @@ from edgert.errors import UsageError
 @click.option("--target", default="host", show_default=True,
               help="host, aarch64 (Raspberry Pi 4/5, Jetson), or a TVM target as JSON.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
-              help="Compiled-segment cache [default: ~/.cache/edgert].")
+              help="Compiled-segment cache [default: $EDGERT_CACHE, else ~/.cache/edgert].")
 @click.option("--tuning-db", type=click.Path(path_type=Path), default=None,
               help="Apply this edgert tune database to TVM segments.")
 @click.option("--samples", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -32,10 +32,11 @@ from edgert.errors import UsageError
 @click.option("--keep-candidates", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write every candidate auto timed here, as a bundle with the inputs it was "
                    "timed on (NAME.inputs.npz), to re-time them with edgert bench.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
 @device_options
 def compile_cmd(model: str, output: Path | None, backend: str, target: str,
                 cache_dir: Path | None, tuning_db: Path | None, samples: Path | None,
-                keep_candidates: Path | None, **device: Any) -> None:
+                keep_candidates: Path | None, quiet: bool, **device: Any) -> None:
     """Split a (dynamic) ONNX model into static segments plus a host program: one bundle."""
     import contextlib
 
@@ -45,19 +46,25 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
     from edgert.dynamic.validate import load_cases
     from edgert.zoo import resolve as resolve_model
 
+    from edgert.progress import Progress
+
     feeds = [case for _, case in load_cases(samples)] if samples is not None else None
     addr = address_from(**device)
     if addr.scheme != "local" and backend != "auto":
         raise UsageError(f"--device times auto's candidates; --backend {backend} times nothing "
                          f"(leave out --device, or use --backend auto)")
+    path = resolve_model(model)
+    what = "measuring each segment on each engine" if backend == "auto" else f"segments on {backend}"
     with contextlib.ExitStack() as stack:
+        progress = stack.enter_context(Progress(quiet=quiet))
         timer = None
         if addr.scheme != "local":
             from edgert.devices.connect import open_client
             from edgert.devices.timer import DeviceTimer
 
             timer = DeviceTimer(stack.enter_context(open_client(addr)), emulated=addr.emulated)
-        out = compile_bundle(resolve_model(model), backend=backend, target=target, out=output,
+        stack.callback(progress.step(f"compiling {path.name} for {target} ({what})").close)
+        out = compile_bundle(path, backend=backend, target=target, out=output,
                              cache_dir=cache_dir, tuning_db=tuning_db, samples=feeds, timer=timer,
                              keep_candidates=keep_candidates)
     for line in manifest_lines(out, inspect_bundle(out)):
@@ -76,7 +83,7 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
               help="Relative tolerance of the output comparison.")
 @click.option("--atol", type=float, default=1e-4, show_default=True,
               help="Absolute tolerance of the output comparison.")
-@output_option("--json", "json_path", default=None,
+@output_option("--json", "json_path", default=None, metavar="PATH|-",
               help="Write the validation report.")
 @device_options
 def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: int,
@@ -86,8 +93,6 @@ def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: in
 
     The reference always runs here; the bundle runs on --device (default: here), so a
     bundle cross-compiled for a board is checked on that board."""
-    import json
-
     from edgert.devices.execute import case_runner
     from edgert.dynamic.validate import validate as run_validate
 
@@ -96,26 +101,27 @@ def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: in
                               force_paths=force_paths, dims=parse_dims(shapes), rtol=rtol,
                               atol=atol, runner=runner, device=facts)
     if json_path:
-        json_path.write_text(json.dumps(report, indent=1) + "\n")
+        write_json_output(report, json_path)
+    err = str(json_path) == "-"  # stdout holds the JSON alone
     click.echo(f"{report['status']}: {len(report['cases'])} inputs, max abs error "
                f"{report['max_abs_error']:.3g}, max rel error {report['max_rel_error']:.3g} "
-               f"(rtol {rtol:g}, atol {atol:g})")
-    click.echo(f"bundle ran on: {describe(facts)}")
-    click.echo(f"paths taken: {', '.join(sorted(report['paths']))}")
+               f"(rtol {rtol:g}, atol {atol:g})", err=err)
+    click.echo(f"bundle ran on: {describe(facts)}", err=err)
+    click.echo(f"paths taken: {', '.join(sorted(report['paths']))}", err=err)
     if set(report["programs"]) != {"main"}:
         runs = ", ".join(f"{name} x{n}" for name, n in sorted(report["programs"].items()))
-        click.echo(f"programs run: {runs}")
+        click.echo(f"programs run: {runs}", err=err)
     if report["segments_not_exercised"]:
-        click.echo(f"segments never run: {', '.join(report['segments_not_exercised'])}")
+        click.echo(f"segments never run: {', '.join(report['segments_not_exercised'])}", err=err)
     if report["branches_not_taken"]:
-        click.echo(f"branches never taken: {report['branches_not_taken']}")
+        click.echo(f"branches never taken: {report['branches_not_taken']}", err=err)
     if report["control_flow_in_engine"]:
         click.echo(f"control flow run inside the engine (branches not visible): "
-                   f"{', '.join(report['control_flow_in_engine'])}")
+                   f"{', '.join(report['control_flow_in_engine'])}", err=err)
     for case in report["near_threshold"]:
-        click.echo(f"near a threshold (within numerical noise): {case}")
+        click.echo(f"near a threshold (within numerical noise): {case}", err=err)
     for case in report["cases"]:
         if not case["ok"] and not case.get("near_threshold"):
             click.echo(f"failed: {case['case']}: " + (case["error"] if "error" in case else
-                       f"max abs error {case['max_abs_error']:.3g} on path {case['path']}"))
+                       f"max abs error {case['max_abs_error']:.3g} on path {case['path']}"), err=err)
     sys.exit(report["exit_code"])

@@ -174,3 +174,15 @@ def echo_point(data: dict[str, Any]) -> None:
         s = data["setting"]
         click.echo(f"[{data['point'] + 1}/{data['points']}] {s['domain']} = {s['requested']} "
                    f"{s['unit']}", err=True)
+
+
+def write_json_output(data: Any, path: str | Path) -> None:
+    """``--json PATH|-``: ``-`` prints to stdout (and nothing else goes there), else an atomic file."""
+    import json
+
+    if str(path) == "-":
+        click.echo(json.dumps(data, indent=1))
+        return
+    from edgert.result import write_json
+
+    write_json(data, Path(path))

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from edgert.commands.options import (
-    address_from, device_options, echo_point, measure_args, measure_options, output_option)
+    address_from, device_options, echo_point, measure_args, measure_options, output_option, write_json_output)
 from edgert.errors import SysfsError
 
 
@@ -35,13 +35,14 @@ from edgert.errors import SysfsError
               help="Give up waiting to cool after this many seconds.")
 @click.option("--sysfs-root", default=None, help="sysfs root on the device (fixtures, tests).")
 @measure_options
-@output_option("--json", "json_path", default=None,
-              help="Write the edgert.sweep/1 result file.")
+@output_option("--json", "json_path", default=None, metavar="PATH|-",
+              help="Write the edgert.sweep/1 result file (- prints it on stdout, the summary on stderr).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
 @device_options
 def sweep(model: str, backend: str, cpu_freqs: str | None, cpu_policies: tuple[str, ...],
           gpu_freqs: str | None, gpu_device: str | None, emulated_levels: str | None, power: str,
           sample_rate: float, idle_s: float, cool_below: float | None, cool_timeout: float,
-          sysfs_root: str | None, json_path: Path | None, inputs: tuple[str, ...],
+          sysfs_root: str | None, json_path: Path | None, quiet: bool, inputs: tuple[str, ...],
           shapes: tuple[str, ...], warmup: int, runs: int | None, min_time: float, max_time: float,
           threads: int | None, seed: int, target: str, **device: Any) -> None:
     """Measure MODEL at each CPU/GPU clock (or emulated level): latency, power, energy.
@@ -49,7 +50,7 @@ def sweep(model: str, backend: str, cpu_freqs: str | None, cpu_policies: tuple[s
     Every sysfs file the sweep changes is restored afterwards (also after a crash, from the
     journal, when the next sweep or agent starts).
     """
-    from edgert import result
+    from edgert.progress import Progress
     from edgert.settings import SweepRequest
     from edgert.sweep import SweepJob, parse_freqs, parse_levels, summary_lines, sweep as run_sweep
     from edgert.zoo import resolve as resolve_model
@@ -64,11 +65,12 @@ def sweep(model: str, backend: str, cpu_freqs: str | None, cpu_policies: tuple[s
                            **measure)
     job = SweepJob(resolve_model(model), request, input_files)
 
-    res = run_sweep(job, address_from(**device), echo_point)
+    with Progress(quiet=quiet):
+        res = run_sweep(job, address_from(**device), None if quiet else echo_point)
     if json_path:
-        result.write_json(res, json_path)
+        write_json_output(res, json_path)
     for line in summary_lines(res):
-        click.echo(line)
+        click.echo(line, err=str(json_path) == "-")
     for warning in res["warnings"]:
         click.echo(f"warning: {warning}", err=True)
     if all(p["error"] for p in res["points"]):

@@ -1,7 +1,6 @@
 """`edgert tune`: MetaSchedule tuning into a database."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +8,7 @@ from edgert.errors import UsageError
 
 import click
 
-from edgert.commands.options import address_from, device_options, output_option
+from edgert.commands.options import address_from, device_options, output_option, write_json_output
 
 
 @click.command()
@@ -25,8 +24,8 @@ from edgert.commands.options import address_from, device_options, output_option
                    "[default: host; for a bundle, the target it was compiled for].")
 @click.option("--trials-per-iter", default=32, show_default=True, help="Candidates per measured batch.")
 @click.option("--seed", type=int, default=None, help="Seed for MetaSchedule's search.")
-@output_option("--json", "json_path", default=None,
-              help="Write the tuning summary (tasks, trials, best latency per task).")
+@output_option("--json", "json_path", default=None, metavar="PATH|-",
+              help="Write the tuning summary (tasks, trials, best latency per task); - prints it on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--verbose", is_flag=True, help="Also print MetaSchedule's own log.")
 @device_options
@@ -42,27 +41,27 @@ def tune(model: str, db: Path, time_budget: float | None, trials: int | None, ta
     import contextlib
 
     from edgert.compilers.tvm_target import resolve_target
-    from edgert.compilers.tvm_tune import agent_timer, format_progress, summary_json, summary_line, tune_model
+    from edgert.compilers.tvm_tune import agent_timer, format_progress, summary_line, tune_model
     from edgert.dynamic.tune import tune_bundle
     from edgert.zoo import resolve as resolve_model
 
     path = resolve_model(model)
     if path.suffix not in (".onnx", ".edgert"):
         raise UsageError(f"edgert tune takes an .onnx model or an .edgert bundle, not {path.name}")
-    addr = address_from(**device)
-    last = [0.0]
+    from edgert.progress import Progress
 
-    def show(p: Any) -> None:
-        if quiet:
-            return
-        if sys.stderr.isatty():
-            sys.stderr.write("\r\033[K" + format_progress(p))
-        elif p.elapsed_s - last[0] >= 10:
-            last[0] = p.elapsed_s
-            sys.stderr.write(format_progress(p) + "\n")
-        sys.stderr.flush()
+    addr = address_from(**device)
 
     with contextlib.ExitStack() as stack:
+        live = stack.enter_context(Progress(quiet=quiet))
+        # from the first second: importing, extracting tasks and building the first batch
+        # take a while before MetaSchedule reports its first measured batch
+        status = live.step(f"tuning {path.name}: importing and extracting tasks")
+        stack.callback(status.close)
+
+        def show(p: Any) -> None:
+            if not quiet:
+                status.update(f"tuning {path.name}", format_progress(p))
         timer, emulated = None, addr.emulated
         if addr.scheme != "local":
             from edgert.devices.connect import open_client
@@ -75,8 +74,6 @@ def tune(model: str, db: Path, time_budget: float | None, trials: int | None, ta
             summary = tune_bundle(path, db, target, **options)
         else:
             summary = tune_model(path, db, resolve_target(target or "host"), **options)
-    if not quiet and sys.stderr.isatty():
-        sys.stderr.write("\n")
     if json_path:
-        json_path.write_text(summary_json(summary) + "\n")
-    click.echo(summary_line(summary, path))
+        write_json_output(summary.to_dict(), json_path)
+    click.echo(summary_line(summary, path), err=str(json_path) == "-")

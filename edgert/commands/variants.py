@@ -54,10 +54,11 @@ def prune(model: str, ratios: str, output: Path, importance: str, channel_multip
 @click.option("--accuracy", "accuracy_path", type=click.Path(path_type=Path), default=None,
               metavar="ACC.json", help='Store the levels\' accuracy, {"0.0": 0.97, "0.5": 0.95, ...} '
                                        "(alone, or with a measurement).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
 @device_options
 def calibrate(file: Path, cpu_freqs: str | None, cpu_policies: tuple[str, ...], emulated_levels: str | None,
               power: str, idle_s: float, sysfs_root: str | None, threads: int | None, max_time: float,
-              accuracy_path: Path | None, **device: Any) -> None:
+              accuracy_path: Path | None, quiet: bool, **device: Any) -> None:
     """Measure every level of an All-in-One FILE at every setting on --device (latency, and power
     and energy when the device has a sensor); store the table in FILE."""
     from edgert.sweep import SweepJob, parse_freqs, parse_levels
@@ -74,8 +75,12 @@ def calibrate(file: Path, cpu_freqs: str | None, cpu_policies: tuple[str, ...], 
                                   sysfs_root=sysfs_root, threads=threads, max_time_s=max_time)
     job = SweepJob(file, request)
 
-    cal = calibrate_device(job, address_from(**device), progress=echo_point)
-    energy = f", energy per inference from {cal['power_source']}" if "energy_mj" in cal else ""
+    from edgert.progress import Progress
+
+    with Progress(quiet=quiet):  # uploads to a device show their progress
+        cal = calibrate_device(job, address_from(**device), progress=None if quiet else echo_point)
+    energy = f", energy per inference from {cal['power_source']}" if "energy_mj" in cal else \
+        f", power {cal['power']['status']}: not measured" if cal["power"]["status"] != "none" else ""
     click.echo(f"{file}: calibration table stored in the file ({len(cal['p50_ms'])} levels x "
                f"{len(cal['frequencies'])} settings{energy})")
     for warning in cal["warnings"]:

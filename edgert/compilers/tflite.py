@@ -26,6 +26,7 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as tfl
 
+from edgert.cache import cache_root
 from edgert.errors import ModelError
 
 CONVERTER_VERSION = "1"  # part of the cache key: bump when the output for a model changes
@@ -49,11 +50,10 @@ class _AlignedBuilder(flatbuffers.Builder):
 
 
 def default_cache_dir(cache_dir: Path | None = None) -> Path:
-    """``<cache_dir>/tflite``, or the user cache's ``edgert/tflite``."""
+    """``<cache_dir>/tflite``, or ``tflite`` under edgert's cache root (``$EDGERT_CACHE``)."""
     if cache_dir is not None:
         return Path(cache_dir) / "tflite"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "edgert" / "tflite"
+    return cache_root() / "tflite"
 
 
 def convert_cached(onnx_path: Path, cache_dir: Path | None = None,

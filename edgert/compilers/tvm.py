@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from edgert.backends.base import BackendOptions, TensorSpec
 from edgert.backends.tvm import SIDECAR_SCHEMA, read_tuning, signature_path
+from edgert.cache import cache_root
 from edgert.errors import BackendError, ModelError
 
 from .tvm_db import database_digest, open_database, records_emulated, tuning_target
@@ -184,8 +185,7 @@ def _lower(mod: Any, target: Any, tuning_db: Path | None = None) -> tuple[Any, d
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "edgert" / "tvm"
+    return cache_root() / "tvm"
 
 
 def cache_path(model_path: Path, target: Any, cache_dir: Path | None = None,

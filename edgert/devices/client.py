@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 import edgert
+from edgert import progress as live
 from edgert.device_agents import protocol
 from edgert.device_agents.channel import Channel
 from edgert.device_agents.transports import TransportClosed, TransportTimeout
@@ -152,7 +154,9 @@ class AgentClient:
         size = path.stat().st_size
         offset = int(status["received"])
         in_flight: collections.deque[int] = collections.deque()
-        with open(path, "rb") as fh:
+        shown, close_shown = live.transfer(f"upload {path.name}", size)
+        with contextlib.ExitStack() as stack, open(path, "rb") as fh:
+            stack.callback(close_shown)
             fh.seek(offset)
             while offset < size or in_flight:
                 # keep UPLOAD_WINDOW chunks in flight: the agent stores one while the next arrives
@@ -162,6 +166,7 @@ class AgentClient:
                                                               "size": size, "data": data}))
                     offset += len(data)
                 done = int(self._wait(in_flight.popleft(), "store.put")["received"])
+                shown(done)
                 if on_progress is not None:
                     on_progress(done, size)
         self.call("store.finish", {"sha256": sha, "size": size})

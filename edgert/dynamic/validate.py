@@ -124,7 +124,7 @@ def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int
     check_dims(inputs, dims or {})
     todo += [(f"random{i}", random_feeds(inputs, dims or {}, seed + i)) for i in range(random)]
     if not todo:
-        raise UsageError("nothing to validate: pass cases or random=N")
+        raise UsageError("nothing to validate: pass --cases F.npz or --random N")
     reference = _reference_session(Path(reference_model))
     ref_names = [o.name for o in reference.get_outputs()]
     runner = runner or (lambda feeds: run_cases(Path(bundle), "bundle", feeds))

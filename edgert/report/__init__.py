@@ -1,4 +1,4 @@
-"""``edgert report``: result files in, one self-contained HTML page (plus its PNGs) out.
+"""``edgert report``: result files in, one self-contained HTML page out (plots embedded).
 
 Each result kind is dispatched on the file's ``schema`` key to a module that turns it into
 plots, tables and warnings (``edgert.report.model``); ``page`` writes the HTML. Layouts of
@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import dataclasses
 import json
 import math
-import re
 from pathlib import Path
 from typing import Callable
 
 import edgert
+from edgert import result
 from edgert.errors import UsageError
-from edgert.report import bench, calibration, page, sweep
-from edgert.report.model import Built, Loaded, Plot
+from edgert.report import bench, calibration, page, summary, sweep
+from edgert.report.model import Built, Loaded
 
 KINDS: dict[str, Callable[[list[Loaded]], Built]] = {
     bench.SCHEMA: bench.build,
@@ -46,14 +47,17 @@ def load(path: Path) -> Loaded:
         raise UsageError(f"{path} is not JSON ({exc.msg} at line {exc.lineno})",
                          path=str(path)) from exc
     schema = data.get("schema") if isinstance(data, dict) else None
+    if schema in result.OLD_SCHEMAS:
+        data, schema = result.upgrade(data), result.SCHEMA
     if schema not in KINDS:
         raise UsageError(f"{path} has schema {schema!r}; the report reads "
                          f"{', '.join(KINDS)}", path=str(path), schema=schema)
     summaries = [("latency_ms", data.get("latency_ms"))] if schema == bench.SCHEMA else \
         [(f"point {i + 1}'s latency_ms", p.get("latency_ms") if isinstance(p, dict) else None)
-         for i, p in enumerate(data.get("points") or [])] if schema == sweep.SCHEMA else []
-    for where, summary in summaries:
-        _check_latency(summary, where, path)
+         for i, p in enumerate(data.get("points") or [])
+         if not (isinstance(p, dict) and p.get("error"))] if schema == sweep.SCHEMA else []  # errors: no timing
+    for where, block in summaries:
+        _check_latency(block, where, path)
     return Loaded(path, data)
 
 
@@ -98,23 +102,46 @@ def _aio_calibration(path: Path) -> dict[str, Any] | None:
         if table.get("emulated") else []
     units = {"khz": "kHz", "hz": "Hz", "emulated fraction": "share"}  # the table's unit -> the report's
     out = {"schema": "edgert.calibration/1", "emulated": table.get("emulated", False),
+           "model": {"path": str(path)}, "device": table.get("device") or {},
            "frequency_unit": units.get(table.get("frequency_unit", "khz"), table.get("frequency_unit")),
            "frequencies": table["frequencies"],
            "levels": [{"ratio": r, "accuracy": accuracy_of(meta, r)} for r in table["ratios"]],
            "latency_ms": table["p50_ms"], "warnings": warnings + list(table.get("warnings") or [])}
     if "energy_mj" in table:
         out.update(energy_mj=table["energy_mj"], power_source=table.get("power_source"))
+    if table.get("power"):
+        out["power"] = table["power"]
     return out
 
 
-def render_report(result_paths: list[Path], out_html: Path) -> Path:
-    """Write ``out_html`` and its plots as PNGs in ``<stem>_plots/`` beside it; return the page.
+KIND_OF_SCHEMA = {bench.SCHEMA: "bench", sweep.SCHEMA: "sweep", calibration.SCHEMA: "calibration"}
 
-    The page embeds every plot as a data URI too, so the HTML file works alone.
-    """
+
+def content_names(items: list[Loaded]) -> list[Loaded]:
+    """Each file named by what it holds (model · engine · device · kind), never by its file name;
+    a repeat gets ``(2)``, ``(3)``."""
+    named, seen = [], {}
+    for item in items:
+        kind = KIND_OF_SCHEMA[item.data["schema"]]
+        d = item.data
+        parts = [summary.model_name(d, item.path)]
+        if kind == "bench":
+            scenario = (d.get("scenario") or {}).get("name", "single-stream")
+            parts += [summary._backend(d)] + ([scenario] if scenario != "single-stream" else [])
+        else:
+            parts += ["clock sweep" if kind == "sweep" else "All-in-One calibration"]
+        parts.append(summary._host(d))
+        name = " · ".join(parts)
+        seen[name] = seen.get(name, 0) + 1
+        named.append(dataclasses.replace(item, name=name if seen[name] == 1 else f"{name} ({seen[name]})"))
+    return named
+
+
+def render_report(result_paths: list[Path], out_html: Path) -> Path:
+    """Write ``out_html``: one file, every plot embedded (nothing written beside it)."""
     if not result_paths:
         raise UsageError("give at least one result file to report on")
-    items = [load(p) for p in result_paths]
+    items = content_names([load(p) for p in result_paths])
     built = Built()
     for schema, build in KINDS.items():
         group = [i for i in items if i.data["schema"] == schema]
@@ -122,15 +149,8 @@ def render_report(result_paths: list[Path], out_html: Path) -> Path:
             part = build(group)
             built.sections += part.sections
             built.warnings += part.warnings
+    models = summary.configurations([(KIND_OF_SCHEMA[i.data["schema"]], i) for i in items])
     out_html = Path(out_html)
-    plot_dir = out_html.with_name(f"{out_html.stem}_plots")
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    hrefs = {}
-    plots = [b for s in built.sections for b in s.blocks if isinstance(b, Plot)]
-    for n, plot in enumerate(plots, 1):
-        name = f"{n:02d}-{re.sub(r'[^A-Za-z0-9_-]+', '-', plot.slug)}.png"
-        (plot_dir / name).write_bytes(plot.png)
-        hrefs[plot.slug] = f"{plot_dir.name}/{name}"
-    out_html.write_text(page.render(items, built.sections, built.warnings, hrefs,
-                                    edgert.__version__), encoding="utf-8")
+    text = page.render(items, models, built.sections, built.warnings, edgert.__version__)
+    out_html.write_text(text, encoding="utf-8")
     return out_html

@@ -1,4 +1,4 @@
-"""``edgert.result/1`` files: latency distributions, p50 comparison, per-segment/per-path bars."""
+"""``edgert.result/2`` files (and /1, upgraded on load): latency distributions, p50 comparison, per-segment/per-path bars."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +6,13 @@ from typing import Any
 
 import numpy as np
 
+from edgert import result
 from edgert.report import plots
+from edgert.stats import CI_METHOD
+from edgert.units import duration_ms, size_bytes
 from edgert.report.model import Built, Loaded, Note, Plot, Section, Table, file_warnings
 
-SCHEMA = "edgert.result/1"
+SCHEMA = result.SCHEMA
 
 
 def labels(items: list[Loaded]) -> list[str]:
@@ -25,7 +28,7 @@ def labels(items: list[Loaded]) -> list[str]:
     varying = [k for k in ("model", "backend", "host", "threads")
                if len({f[k] for f in all_facts}) > 1] or ["backend"]
     out = [" · ".join(f[k] for k in varying) for f in all_facts]
-    if len(set(out)) < len(out):  # still ambiguous: fall back to file names
+    if len(set(out)) < len(out):  # still ambiguous: the full names from the contents
         out = [i.label for i in items]
     return out
 
@@ -66,23 +69,22 @@ def _distribution(items: list[Loaded], names: list[str]) -> Plot:
                 "or steps).", plots.to_png(fig))
 
 
-def _comparison(items: list[Loaded], names: list[str]) -> Plot:
-    fig, axes = plots.figure(11, 1.2 + 0.55 * len(items))
-    plots.summary_bars(axes[0][0], names, [i.data["latency_ms"] for i in items])
-    return Plot("p50-comparison", "Median latency per configuration with its bootstrap 95% CI; "
-                "the red tick is p99.", plots.to_png(fig))
-
-
 def _table(items: list[Loaded], names: list[str]) -> Table:
     rows = []
     for item, name in zip(items, names):
-        lat = item.data["latency_ms"]
+        d = item.data
+        lat = d["latency_ms"]
         lo, hi = lat.get("ci95") or (float("nan"), float("nan"))
-        rows.append((name, lat["n"], lat["p50"], f"{lo:.4g}..{hi:.4g}", lat["p90"], lat["p99"],
-                     lat["max"], item.data.get("stop_reason", "—"),
-                     len(item.data.get("warnings") or [])))
-    return Table(("configuration", "runs", "p50 ms", "95% CI of p50", "p90 ms", "p99 ms",
-                  "max ms", "stopped by", "warnings"), tuple(rows))
+        scenario = (d.get("scenario") or {}).get("name", "single-stream")
+        rate = d.get("throughput_ips")
+        rows.append((name, scenario, lat["n"], lat["p50"], f"{lo:.4g}..{hi:.4g}", lat["p90"], lat["p99"],
+                     lat["max"], "—" if rate is None else f"{rate:.4g}/s", duration_ms(d.get("compile_ms")),
+                     duration_ms(d.get("load_ms")), duration_ms(d.get("first_inference_ms")),
+                     size_bytes(d.get("peak_rss_bytes")), d.get("stop_reason", "—"),
+                     len(d.get("warnings") or [])))
+    return Table(("configuration", "scenario", "runs", "p50 ms", f"95% CI of p50 ({CI_METHOD})", "p90 ms",
+                  "p99 ms", "max ms", "throughput", "compile", "load", "first inference", "peak memory",
+                  "stopped by", "warnings"), tuple(rows))
 
 
 def _breakdown(item: Loaded, name: str, idx: int) -> Plot | None:
@@ -104,8 +106,7 @@ def _breakdown(item: Loaded, name: str, idx: int) -> Plot | None:
 def build(items: list[Loaded]) -> Built:
     """One section for all bench files together, so configurations sit side by side."""
     names = labels(items)
-    section = Section("Latency", [_table(items, names), _comparison(items, names),
-                                  _distribution(items, names)])
+    section = Section("Bench details", [_table(items, names), _distribution(items, names)])
     for idx, (item, name) in enumerate(zip(items, names)):
         plot = _breakdown(item, name, idx)
         if plot is not None:

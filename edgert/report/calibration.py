@@ -6,7 +6,7 @@ from typing import Any
 
 from edgert.errors import UsageError
 from edgert.report import plots
-from edgert.report.model import Built, Loaded, Plot, Section, Table, file_warnings
+from edgert.report.model import Built, Loaded, Note, Plot, Section, Table, file_warnings
 from edgert.report.sweep import axis
 
 SCHEMA = "edgert.calibration/1"
@@ -160,7 +160,11 @@ def _table(item: Loaded) -> Table:
 def build(items: list[Loaded]) -> Built:
     built = Built()
     for idx, item in enumerate(items):
-        built.sections.append(Section(f"All-in-One calibration — {item.label}",
-                                      [_plot(item, idx), _table(item)]))
+        blocks: list[Any] = [_plot(item, idx), _table(item)]
+        power = item.data.get("power") or {}
+        if power and not power.get("measured"):
+            blocks.insert(0, Note(f"Power and energy: not measured ({power.get('status')}). "
+                                  f"{power.get('reason', '')}"))
+        built.sections.append(Section(f"All-in-One calibration — {item.label}", blocks))
         built.warnings += file_warnings(item)
     return built

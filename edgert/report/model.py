@@ -12,11 +12,12 @@ from typing import Any
 
 @dataclasses.dataclass(frozen=True)
 class Plot:
-    """A rendered figure; ``slug`` names its PNG file next to the report."""
+    """A rendered figure, embedded in the page as a data URI (``mime``: PNG or SVG)."""
 
     slug: str
     caption: str
-    png: bytes
+    image: bytes
+    mime: str = "image/png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +58,11 @@ class Loaded:
 
     path: Path
     data: dict[str, Any]
+    name: str = ""  # from the contents (model, engine, device); the file name only as a fallback
 
     @property
     def label(self) -> str:
-        return self.path.name
+        return self.name or self.path.name
 
 
 @dataclasses.dataclass

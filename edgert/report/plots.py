@@ -36,6 +36,17 @@ def to_png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def to_svg(fig: Any) -> bytes:
+    """SVG bytes (crisp at any zoom, small for bar charts); no date or random ids, so the same
+    data gives the same file."""
+    import matplotlib
+
+    buf = io.BytesIO()
+    with matplotlib.rc_context({"svg.hashsalt": "edgert", "svg.fonttype": "none"}):
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    return buf.getvalue()
+
+
 def color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 

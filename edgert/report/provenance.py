@@ -5,7 +5,7 @@ from typing import Any
 
 from edgert.report.model import Loaded
 
-_KIND = {"edgert.result/1": "bench", "edgert.sweep/1": "clock sweep",
+KIND_NAMES = {"edgert.result/1": "bench", "edgert.result/2": "bench", "edgert.sweep/1": "clock sweep",
          "edgert.calibration/1": "All-in-One calibration"}
 
 
@@ -33,7 +33,7 @@ def facts(item: Loaded) -> list[tuple[str, str]]:
     model = d.get("model") or {}
     settings = d.get("settings") or {}
     rows = [
-        ("kind", _KIND.get(str(d.get("schema")), str(d.get("schema")))),
+        ("kind", KIND_NAMES.get(str(d.get("schema")), str(d.get("schema")))),
         ("model", str(model.get("path", "—"))),
         ("model sha256", str(model.get("sha256", "—"))),
         ("engine", _engine(d)),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgert import power_status
 from edgert.errors import UsageError
 from edgert.report import plots
 from edgert.report.model import Built, Finding, Loaded, Note, Plot, Section, Table, file_warnings
@@ -78,9 +79,11 @@ def _table(points: list[dict[str, Any]]) -> Table:
     for p in points:
         s = p["setting"]
         temps = ", ".join(f"{k} {v:.0f}°C" for k, v in (p.get("temperatures_c") or {}).items())
+        unmeasured = power_status.label(p)
         rows.append((s["domain"], s.get("requested"), s.get("readback"), p["latency_ms"]["p50"],
-                     p["latency_ms"]["p99"], _fmt(p.get("power_w")),
-                     _fmt(p.get("energy_per_inference_mj")), _fmt(p.get("energy_above_idle_mj")),
+                     p["latency_ms"]["p99"], unmeasured or _fmt(p.get("power_w")),
+                     unmeasured or _fmt(p.get("energy_per_inference_mj")),
+                     unmeasured or _fmt(p.get("energy_above_idle_mj")),
                      temps or "—", "yes" if p.get("emulated") else "no"))
     return Table(("domain", "requested", "read back", "p50 ms", "p99 ms", "power W",
                   "energy/inf mJ", "above idle mJ", "temperatures", "emulated"), tuple(rows))
@@ -119,7 +122,11 @@ def build(items: list[Loaded]) -> Built:
             domains.setdefault(str(p["setting"]["domain"]), []).append(p)
         section = Section(f"Clock sweep — {item.label}")
         section.blocks += [_domain_plot(item.label, d, pts, idx) for d, pts in domains.items()]
-        if not any(p.get("power_w") is not None for p in measured):
+        power = item.data.get("power") or {}
+        if power and not power.get("measured"):
+            section.blocks.append(Note(f"Power and energy: not measured ({power.get('status')}). "
+                                       f"{power.get('reason', '')}"))
+        elif not any(p.get("power_w") is not None for p in measured):
             section.blocks.append(Note("No power was measured in this sweep."))
         section.blocks.append(_table(measured))
         built.sections.append(section)

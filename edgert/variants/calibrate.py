@@ -27,7 +27,8 @@ import numpy as np
 from edgert.errors import SysfsError, UsageError
 from edgert.settings import BenchSettings, SweepRequest
 from edgert.stats import summarize
-from edgert.sweep import Progress, SweepJob, build_point, run_raw
+from edgert import power_status
+from edgert.sweep import Progress, SweepJob, build_point, fixture_warning, power_of, run_raw, sysfs_root_of
 from edgert.timing import measure
 
 from . import aiofile
@@ -100,11 +101,13 @@ def calibrate_device(job: SweepJob, device: Any = None, *, progress: Progress | 
     raw, facts = run_raw(dataclasses.replace(job, request=all_levels), device, progress)
     warnings = list(raw.get("warnings") or [])
     source = raw.get("power_source")
+    source_name = f"{source['name']} ({source['kind']})" if source else None
+    root = sysfs_root_of(job, raw)
     emulated = bool(facts.get("emulated")) or bool(request.emulated_levels)
     points = []
     for raw_point in raw["points"]:
         said: list[str] = []
-        points.append(dict(build_point(raw_point, source and source["name"], emulated, job.settings.seed, said),
+        points.append(dict(build_point(raw_point, source_name, emulated, job.settings.seed, said, root),
                            level=raw_point["level"]))
         warnings += [f"{raw_point['level']['ratio']:.0%} pruned level at {w}" for w in said]
     by_setting: dict[float, list[dict[str, Any]]] = {}
@@ -123,13 +126,23 @@ def calibrate_device(job: SweepJob, device: Any = None, *, progress: Progress | 
                    labels=[labels[f] for f in freqs],
                    ratios=[r for _, r in ratios], blocks=blocks, threads=job.settings.threads,
                    bench=job.settings)
+    power = power_of([p for row in grid for p in row], source_name, root)
+    table["power"] = power
     if source is None:
         warnings.append("no power source: no power or energy per level (--power RAIL or a meter URL)")
+    elif not power["measured"]:
+        warnings.insert(0, power["reason"] + ": no power or energy per level")
+        if all(p.get("power_reading") for row in grid for p in row):  # kept for the record, labelled
+            table["power_reading"] = {key: [[p["power_reading"][name] for p in row] for row in grid]
+                                      for key, name in (("power_w", "power_w"), ("idle_power_w", "idle_power_w"),
+                                                        ("energy_mj", "energy_per_inference_mj"))}
+    if power_status.is_fixture_root(root):
+        warnings.insert(0, fixture_warning(root))
     elif any(p["energy_per_inference_mj"] is None for row in grid for p in row):
         warnings.append("power was sampled but too sparsely to give every level an energy: no energy "
                         "table (a faster sensor or longer --max-time)")
     else:  # power sampled while each level ran: mean power and energy per inference
-        table.update(power_source=f"{source['name']} ({source['kind']})",
+        table.update(power_source=source_name,
                      power_w=[[p["power_w"] for p in row] for row in grid],
                      idle_power_w=[[p["idle_power_w"] for p in row] for row in grid],
                      energy_mj=[[p["energy_per_inference_mj"] for p in row] for row in grid])
