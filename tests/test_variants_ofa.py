@@ -206,3 +206,16 @@ def test_cli_lut_and_search_and_bad_input(tmp_path: Path, capsys: pytest.Capture
     with pytest.raises(SystemExit):
         cli_main(["lut", str(path), "--device", "ssh://pi@board", "--emulated", "1.0"])
     assert "in this process" in capsys.readouterr().err
+
+
+def test_lut_on_emulated_levels_is_labelled(tmp_path: Path) -> None:
+    from edgert.device_agents.emulated import EmulatedDomain
+
+    if not EmulatedDomain().available():
+        pytest.skip("no writable cgroup with cpu bandwidth control")
+    path = _cnn(tmp_path / "emu.aio")
+    settings, unit, emulated = lut.settings_for(None, "policy0", (1.0, 0.5))
+    table = lut.measure(path, settings, FAST, unit=unit, emulated=emulated)
+    assert table["emulated"] is True and table["device"]["emulated"] is True
+    assert table["frequencies"] == [0.5, 1.0] and table["labels"] == ["emulated 0.5", "emulated 1"]
+    assert tables.read(path, tables.LUT)["frequency_unit"] == "emulated fraction"
