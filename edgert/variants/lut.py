@@ -218,7 +218,7 @@ def _block_graph(model: Any, block: Block, shapes: dict[str, list[int]], float_i
 class _Prepared:
     """Everything to time at one setting: block entries, the empty call, whole-network checks."""
 
-    entries: list[tuple[int, str, Callable[[], object]]]  # (block, width key, run)
+    entries: list[tuple[int, str, Callable[[], Callable[[], object]]]]  # (block, width key, make a run)
     overhead: Callable[[], object]
     checks: list[C.Config]
 
@@ -239,6 +239,18 @@ def _empty_call(threads: int | None) -> Callable[[], object]:
     session = _session(helper.make_model(graph).SerializeToString(), {}, threads)
     feeds = {"x": np.zeros(1, np.float32)}
     return lambda: session.run(feeds)
+
+
+def _builder(graph: bytes, weights: dict[str, np.ndarray], shapes: dict[str, list[int]], settings: LutSettings
+             ) -> Callable[[], Callable[[], object]]:
+    """Build the block's session when it is timed (not all at once: hundreds of sessions)."""
+    def make() -> Callable[[], object]:
+        session = _session(graph, weights, settings.threads)
+        rng = np.random.default_rng(settings.seed)
+        feeds = {s.name: rng.standard_normal(shapes[s.name]).astype(np.float32) for s in session.inputs}
+        return lambda: session.run(feeds)
+
+    return make
 
 
 def width_key(widths: Sequence[int]) -> str:
@@ -266,10 +278,8 @@ def _prepare(vm: VariantModel, feeds: dict[str, np.ndarray], settings: LutSettin
             specs = C.weight_specs(meta, config)
             used = {n for node in block.nodes for n in node.input if n in float_inits}
             weights = {n: _slice(tensors[specs[n]["tensor"]], specs[n]["ranges"]) for n in used}
-            session = _session(_block_graph(model, block, shapes, float_inits), weights, settings.threads)
-            rng = np.random.default_rng(settings.seed)
-            block_feeds = {s.name: rng.standard_normal(shapes[s.name]).astype(np.float32) for s in session.inputs}
-            entries.append((index, width_key(combo), lambda s=session, f=block_feeds: s.run(f)))
+            graph = _block_graph(model, block, shapes, float_inits)
+            entries.append((index, width_key(combo), _builder(graph, weights, shapes, settings)))
     rng = random.Random(settings.seed)
     checks = [C.of_level(meta, i) for i in range(len(meta["levels"]))]
     checks += [C.make(meta, {g: rng.choice(ws) for g, ws in widths.items()}) for _ in range(settings.checks)]
@@ -319,8 +329,8 @@ def measure(path: str | Path, settings_list: Sequence[FrequencySetting], lut: Lu
                              f"networks at {setting.label or setting.frequency}")
                 with setting.apply():
                     overhead.append(time_ms(prepared.overhead, lut))
-                    for index, key, run in prepared.entries:
-                        ms, mj = timed(run)
+                    for index, key, make in prepared.entries:
+                        ms, mj = timed(make())
                         latency[index].setdefault(key, []).append(ms - overhead[-1])
                         energy[index].setdefault(key, []).append(mj)
                         powered = powered and mj is not None
