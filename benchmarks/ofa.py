@@ -40,7 +40,7 @@ from edgert import device_facts  # noqa: E402
 from edgert.device_agents.emulated import EmulatedDomain  # noqa: E402
 from edgert.variants import config as C  # noqa: E402
 from edgert.variants import evaluate, lut, search  # noqa: E402
-from edgert.variants.calibrate import FrequencySetting  # noqa: E402
+from edgert.variants.frequency import FrequencySetting  # noqa: E402
 from edgert.variants.frequency import emulated_settings  # noqa: E402
 from edgert.variants.prune import prune  # noqa: E402
 from edgert.variants.runtime import VariantModel  # noqa: E402

@@ -19,7 +19,7 @@ from edgert.variants import aiofile, tables
 from edgert.variants import config as C
 from edgert.variants import lut, search
 from edgert.variants.adaptive_configs import ConfigAdaptiveModel
-from edgert.variants.calibrate import FrequencySetting
+from edgert.variants.frequency import FrequencySetting
 from edgert.variants.prune import prune
 
 FAST = lut.LutSettings(window_ms=1.0, repeats=1, checks=3)

@@ -31,8 +31,6 @@ import numpy as np
 
 from edgert.errors import BundleError, ModelError, UsageError
 
-from .groups import kept_ranges
-
 if TYPE_CHECKING:
     from .runtime import VariantModel
 
@@ -116,6 +114,8 @@ def candidate_widths(meta: Mapping[str, Any]) -> dict[int, list[int]]:
 
 def param_ranges(meta: Mapping[str, Any], config: Config) -> dict[str, list[list[list[int]]]]:
     """Per floating-point initializer, the [start, stop) spans the configuration keeps per axis."""
+    from .groups import kept_ranges  # pure, but groups.py is a host module (the import contract)
+
     kept = config.as_dict()
     ranges: dict[str, list[list[list[int]]]] = {}
     base = meta["levels"][0]["params"]

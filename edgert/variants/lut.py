@@ -21,17 +21,18 @@ would hide the quota.
 
 The measurement runs in this process at frequency settings the caller gives (context
 managers that pin a cpufreq clock or an emulated level and restore it:
-``frequency.cpufreq_settings`` / ``emulated_settings``). Host-only: imports onnx.
+``cpufreq_settings`` here, ``frequency.emulated_settings``). Host-only: imports onnx.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import platform
 import random
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from edgert.errors import UsageError
 
 from . import config as C
 from . import tables
-from .calibrate import FrequencySetting
+from .frequency import FrequencySetting
 from .runtime import EXTERNAL_LOCATION, VariantModel, _slice
 
 SCHEMA = "edgert.aio.lut/1"
@@ -430,10 +431,23 @@ def read(path: str | Path) -> dict[str, Any]:
     return table
 
 
+def cpufreq_settings(policy: str, khz: Sequence[int], sysfs_root: str = "/") -> list[FrequencySetting]:
+    """One setting per clock, each pinning ``policy`` (journaled ``DvfsControl``) and restoring after."""
+    @contextlib.contextmanager
+    def pinned(value: int) -> Iterator[int]:
+        from edgert.device_agents.dvfs import DvfsControl
+        from edgert.device_agents.sweep import default_journal_path
+
+        with DvfsControl(sysfs_root, journal_path=default_journal_path()) as dvfs:
+            yield dvfs.pin_cpu(policy, int(value))
+
+    return [FrequencySetting(float(f), lambda f=f: pinned(f), f"{policy} {f} kHz") for f in khz]
+
+
 def settings_for(cpu_freqs: Sequence[int] | None, policy: str, emulated_levels: Sequence[float] | None,
                  sysfs_root: str = "/") -> tuple[list[FrequencySetting], str, bool]:
     """Frequency settings (and their unit) for cpufreq clocks or emulated levels, as ``calibrate``."""
-    from .frequency import cpufreq_settings, emulated_settings
+    from .frequency import emulated_settings
 
     if bool(cpu_freqs) == bool(emulated_levels):
         raise UsageError("choose one of --cpu-freqs LIST and --emulated LEVELS")
