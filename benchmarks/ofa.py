@@ -173,10 +173,11 @@ def switch_times(path: Path, n: int = 2000) -> dict[str, float]:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = ["# Once-for-All from one file: per-layer widths from block latency tables", "",
-             f"Command: `{result['command']}`. Machine: {result['device'].get('cpu_model') or 'local'}, "
-             f"load average {result['load_average_before'][0]:.1f} before, "
-             f"{result['load_average_after'][0]:.1f} after (shared, 2 cores). Rows marked EMULATED ran "
-             "on cgroup CPU-quota levels, not clock frequencies.", "",
+             f"Command: `{result['command']}` (parts may come from separate runs: see the JSON). Machine: "
+             f"{result['device'].get('cpu_model') or 'local'}, {result['device'].get('cores')} cores shared with "
+             "other jobs; 1-minute load averages per part: "
+             + ", ".join(f"{k} {v[0]:.1f}" for k, v in result["load_average"].items())
+             + ". Rows marked EMULATED ran on cgroup CPU-quota levels, not clock frequencies.", "",
              "## Block-table prediction of whole-network latency", "",
              "Error = |predicted - measured| / measured over the table's whole-network checks (uniform "
              "levels + random configurations). Raw: sum of block entries + one call's fixed cost. "
@@ -189,12 +190,12 @@ def markdown(result: dict[str, Any]) -> str:
             s, c = r["sum_of_blocks"], r["corrected_leave_one_out"]
             lines.append(f"| {model} | {label} | {r['blocks']} / {r['entries']} | {r['checks']} | {s['p50']:.1%} | "
                          f"{s['p90']:.1%} | {c['p50']:.1%} | {c['p90']:.1%} |")
-    lines += ["", "## Digits: searched configuration vs uniform level (held-out accuracy, measured latency)", "",
+    lines += [] if "digits_compare" not in result else ["", "## Digits: searched configuration vs uniform level (held-out accuracy, measured latency)", "",
               "Per setting and level L: C = most accurate Pareto configuration predicted no slower than L; both "
               "timed interleaved in the same run.", "",
               "| setting | level | level acc | level ms | searched acc | searched ms | searched | verdict |",
               "|---|---|---|---|---|---|---|---|"]
-    for r in result["digits_compare"]:
+    for r in result.get("digits_compare", []):
         label = f"EMULATED {r['setting']}" if r["emulated"] else r["setting"]
         if "config" not in r:
             lines.append(f"| {label} | {r['level_ratio']:g} | {r['level_accuracy']:.4f} | {r['level_ms']:.4f} | "
@@ -207,8 +208,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {label} | {r['level_ratio']:g} | {r['level_accuracy']:.4f} | {r['level_ms']:.4f} | "
                      f"{r['config_accuracy']:.4f} | {r['config_ms']:.4f} | "
                      f"{'the level itself' if r['uniform'] else 'per-layer'} | {verdict} |")
-    s = result["switch"]
-    lines += ["", "## Switching", "",
+    s = result.get("switch")
+    lines += [] if s is None else ["", "## Switching", "",
               f"Between two cached configurations of the zoo ResNet: p50 {s['config_switch_p50_us']:.2f} us, "
               f"p99 {s['config_switch_p99_us']:.2f} us, max {s['config_switch_max_us']:.1f} us; between two levels: "
               f"p50 {s['level_switch_p50_us']:.2f} us, p99 {s['level_switch_p99_us']:.2f} us."]
@@ -217,39 +218,53 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--digits", type=Path, required=True, help="digits-aio.aio from tools/train_digits_aio.py")
+    parser.add_argument("--digits", type=Path, help="digits-aio.aio from tools/train_digits_aio.py")
     parser.add_argument("--work", type=Path, default=Path("/tmp/edgert-ofa"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ofa.json")
     parser.add_argument("--emulated", default="1.0,0.5,0.25", help="emulated levels (digits)")
     parser.add_argument("--resnet-emulated", default="1.0,0.5", help="emulated levels (zoo ResNet)")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--skip-resnet", action="store_true")
+    parser.add_argument("--part", choices=("all", "digits", "resnet"), default="all",
+                        help="run one part; the other's results already in --out are kept")
+    parser.add_argument("--window-ms", type=float, default=40.0)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--checks", type=int, default=8)
+    parser.add_argument("--population", type=int, default=24)
+    parser.add_argument("--generations", type=int, default=8)
     args = parser.parse_args()
+    if args.part != "resnet" and args.digits is None:
+        parser.error("--digits FILE is needed (tools/train_digits_aio.py writes digits-aio.aio)")
     args.work.mkdir(parents=True, exist_ok=True)
-    settings = lut.LutSettings(window_ms=40.0, repeats=5, checks=8)
+    settings = lut.LutSettings(window_ms=args.window_ms, repeats=args.repeats, checks=args.checks)
     levels = tuple(float(x) for x in args.emulated.split(",") if x)
-    result: dict[str, Any] = {
+    result: dict[str, Any] = json.loads(args.out.read_text()) if args.part != "all" and args.out.exists() else {}
+    result.update({
         "benchmark": "ofa", "schema": "edgert.bench.ofa/1",
         "command": " ".join(["python benchmarks/ofa.py", *sys.argv[1:]]),
-        "device": device_facts.collect("local"), "lut_settings": settings.__dict__,
-        "load_average_before": os.getloadavg(), "prediction": {}, "digits_compare": []}
+        "device": device_facts.collect("local"), "lut_settings": settings.__dict__})
+    result.setdefault("prediction", {})
+    result.setdefault("load_average", {})
     t0 = time.time()
-    digits = tables_for(args.digits, args.work, "digits", levels, settings)
-    result["prediction"]["digits"] = [r for p in digits.values() for r in prediction_rows(p)]
-    search_settings = search.SearchSettings(population=24, generations=8)
-    result["digits_compare"] += compare(digits["local"], settings, args.rounds, None, search_settings)
-    if "emulated" in digits:
-        domain = EmulatedDomain(levels=levels, cpus=1)
-        result["digits_compare"] += compare(digits["emulated"], settings, args.rounds, domain, search_settings)
-    resnet_aio = args.work / "resnet.aio"
-    prune(RESNET, RATIOS, resnet_aio)
-    if not args.skip_resnet:
+    if args.part in ("all", "digits"):
+        result["load_average"]["digits_before"] = os.getloadavg()
+        digits = tables_for(args.digits, args.work, "digits", levels, settings)
+        result["prediction"]["digits"] = [r for p in digits.values() for r in prediction_rows(p)]
+        search_settings = search.SearchSettings(population=args.population, generations=args.generations)
+        result["digits_compare"] = compare(digits["local"], settings, args.rounds, None, search_settings)
+        if "emulated" in digits:
+            domain = EmulatedDomain(levels=levels, cpus=1)
+            result["digits_compare"] += compare(digits["emulated"], settings, args.rounds, domain, search_settings)
+        result["load_average"]["digits_after"] = os.getloadavg()
+    if args.part in ("all", "resnet"):
+        result["load_average"]["resnet_before"] = os.getloadavg()
+        resnet_aio = args.work / "resnet.aio"
+        prune(RESNET, RATIOS, resnet_aio)
         resnet_levels = tuple(float(x) for x in args.resnet_emulated.split(",") if x)
         resnet = tables_for(resnet_aio, args.work, "resnet", resnet_levels, settings)
         result["prediction"]["zoo:resnet"] = [r for p in resnet.values() for r in prediction_rows(p)]
-    result["switch"] = switch_times(resnet_aio)
-    result["load_average_after"] = os.getloadavg()
-    result["seconds"] = round(time.time() - t0, 1)
+        result["switch"] = switch_times(resnet_aio)
+        result["load_average"]["resnet_after"] = os.getloadavg()
+    result[f"seconds_{args.part}"] = round(time.time() - t0, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
     text = markdown(result)
