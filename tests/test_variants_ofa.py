@@ -219,3 +219,20 @@ def test_lut_on_emulated_levels_is_labelled(tmp_path: Path) -> None:
     assert table["emulated"] is True and table["device"]["emulated"] is True
     assert table["frequencies"] == [0.5, 1.0] and table["labels"] == ["emulated 0.5", "emulated 1"]
     assert tables.read(path, tables.LUT)["frequency_unit"] == "emulated fraction"
+
+
+def test_cli_lut_then_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgert.device_agents.emulated import EmulatedDomain
+
+    if not EmulatedDomain().available():
+        pytest.skip("no writable cgroup with cpu bandwidth control")
+    path = _cnn(tmp_path / "cli.aio")
+    cli_main(["lut", str(path), "--emulated", "1.0", "--window-ms", "1", "--repeats", "1", "--checks", "2"])
+    out = capsys.readouterr().out
+    assert "EMULATED" in out and "sum of blocks vs whole network p50" in out
+    cli_main(["search", str(path), "--latency-ms", "1000", "--freq", "1.0", "--population", "4",
+              "--generations", "1"])
+    out = capsys.readouterr().out
+    assert "best: " in out and "proxy score" in out
+    best = search.read(path)["best"]
+    assert C.decode(_meta(path), best["config"]).key == best["key"]
