@@ -236,3 +236,21 @@ def test_cli_lut_then_search(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "best: " in out and "proxy score" in out
     best = search.read(path)["best"]
     assert C.decode(_meta(path), best["config"]).key == best["key"]
+
+
+def test_energy_table_from_a_power_rail_and_energy_budget(tmp_path: Path) -> None:
+    """Power from the Jetson Orin fixture's rails (constant fixture values, not a measurement):
+    the table then has energy per block, and search honours an energy budget."""
+    fixture = Path(__file__).parent / "fixtures" / "sysfs" / "jetson_orin"
+    path = _cnn(tmp_path / "energy.aio")
+    table = lut.measure(path, [FrequencySetting(1.0, label="fixture")], FAST, power="auto",
+                        sysfs_root=str(fixture))
+    assert table["power_source"] and all("energy_mj" in b for b in table["blocks"])
+    assert all(v[0] > 0 for b in table["blocks"] for v in b["energy_mj"].values())
+    meta = _meta(path)
+    energies = [lut.predict(table, C.of_level(meta, i), 0, quantity="energy_mj") for i in range(3)]
+    budget = float(np.median(energies))
+    result = search.search(path, latency_ms=1e6, energy_mj=budget, frequency=1.0,
+                           settings=search.SearchSettings(population=6, generations=2))
+    assert result["best"]["energy_mj"] <= budget
+    assert all("energy_mj" in e for e in result["pareto"][0])
