@@ -49,15 +49,16 @@ RESNET = ROOT / "edgert" / "zoo" / "resnet.onnx"
 RATIOS = [0.0, 0.25, 0.5, 0.75]
 
 
-def tables_for(src: Path, work: Path, stem: str, emulated: tuple[float, ...], settings: lut.LutSettings
-               ) -> dict[str, Path]:
+def tables_for(src: Path, work: Path, stem: str, emulated: tuple[float, ...], settings: lut.LutSettings,
+               local: bool = True) -> dict[str, Path]:
     """Two copies of ``src``: one measured locally (unpinned), one on the emulated domain."""
     out = {}
-    local = work / f"{stem}-local.aio"
-    shutil.copy(src, local)
-    lut.measure(local, [FrequencySetting(1.0, label="local (unpinned)")], settings, unit="none",
-                progress=print)
-    out["local"] = local
+    if local:
+        here = work / f"{stem}-local.aio"
+        shutil.copy(src, here)
+        lut.measure(here, [FrequencySetting(1.0, label="local (unpinned)")], settings, unit="none",
+                    progress=print)
+        out["local"] = here
     if emulated:
         emu = work / f"{stem}-emulated.aio"
         shutil.copy(src, emu)
@@ -226,6 +227,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--part", choices=("all", "digits", "resnet"), default="all",
                         help="run one part; the other's results already in --out are kept")
+    parser.add_argument("--no-local", action="store_true", help="ResNet: only the emulated table")
     parser.add_argument("--window-ms", type=float, default=40.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--checks", type=int, default=8)
@@ -260,8 +262,11 @@ def main() -> None:
         resnet_aio = args.work / "resnet.aio"
         prune(RESNET, RATIOS, resnet_aio)
         resnet_levels = tuple(float(x) for x in args.resnet_emulated.split(",") if x)
-        resnet = tables_for(resnet_aio, args.work, "resnet", resnet_levels, settings)
-        result["prediction"]["zoo:resnet"] = [r for p in resnet.values() for r in prediction_rows(p)]
+        resnet = tables_for(resnet_aio, args.work, "resnet", resnet_levels, settings, local=not args.no_local)
+        rows = [r for p in resnet.values() for r in prediction_rows(p)]
+        kept = [r for r in result["prediction"].get("zoo:resnet", []) if r["setting"] not in
+                {n["setting"] for n in rows}]  # rows of an earlier run at other settings stay
+        result["prediction"]["zoo:resnet"] = kept + rows
         result["switch"] = switch_times(resnet_aio)
         result["load_average"]["resnet_after"] = os.getloadavg()
     result[f"seconds_{args.part}"] = round(time.time() - t0, 1)
