@@ -23,6 +23,7 @@ The machine is shared: load averages are recorded before and after each part.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -50,15 +51,17 @@ RATIOS = [0.0, 0.25, 0.5, 0.75]
 
 
 def tables_for(src: Path, work: Path, stem: str, emulated: tuple[float, ...], settings: lut.LutSettings,
-               local: bool = True) -> dict[str, Path]:
-    """Two copies of ``src``: one measured locally (unpinned), one on the emulated domain."""
+               local: tuple[str, ...] = ("wall", "cpu")) -> dict[str, Path]:
+    """Copies of ``src``: measured locally (unpinned) with each clock in ``local``, and on the
+    emulated domain (wall clock)."""
     out = {}
-    if local:
-        here = work / f"{stem}-local.aio"
+    for clock in local:
+        here = work / f"{stem}-local-{clock}.aio"
         shutil.copy(src, here)
-        lut.measure(here, [FrequencySetting(1.0, label="local (unpinned)")], settings, unit="none",
-                    progress=print)
-        out["local"] = here
+        label = "local (unpinned)" if clock == "wall" else "local (unpinned), CPU time"
+        lut.measure(here, [FrequencySetting(1.0, label=label)], dataclasses.replace(settings, clock=clock),
+                    unit="none", progress=print)
+        out[f"local-{clock}"] = here
     if emulated:
         emu = work / f"{stem}-emulated.aio"
         shutil.copy(src, emu)
@@ -172,13 +175,31 @@ def switch_times(path: Path, n: int = 2000) -> dict[str, float]:
             "level_switch_p99_us": float(np.percentile(levels, 99)) / 1e3}
 
 
+def merge(result: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """Fold one run into the results file: its rows replace rows of the same model and setting,
+    other rows (earlier runs, other parts) stay; each run's command and load are kept."""
+    out = {"benchmark": "ofa", "schema": "edgert.bench.ofa/1", "device": device_facts.collect("local"),
+           "runs": result.get("runs", []) + [{k: run[k] for k in ("command", "lut_settings", "load_average_before",
+                                                                 "load_average_after", "seconds")}],
+           "prediction": dict(result.get("prediction", {}))}
+    for model, rows in run["prediction"].items():
+        fresh = {r["setting"] for r in rows}
+        out["prediction"][model] = [r for r in out["prediction"].get(model, []) if r["setting"] not in fresh] + rows
+    for key in ("digits_compare", "switch"):
+        if key in run or key in result:
+            out[key] = run.get(key, result.get(key))
+    return out
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = ["# Once-for-All from one file: per-layer widths from block latency tables", "",
-             f"Command: `{result['command']}` (parts may come from separate runs: see the JSON). Machine: "
-             f"{result['device'].get('cpu_model') or 'local'}, {result['device'].get('cores')} cores shared with "
-             "other jobs; 1-minute load averages per part: "
-             + ", ".join(f"{k} {v[0]:.1f}" for k, v in result["load_average"].items())
-             + ". Rows marked EMULATED ran on cgroup CPU-quota levels, not clock frequencies.", "",
+             f"Machine: {result['device'].get('cpu_model') or 'local'}, {result['device'].get('cores')} cores "
+             "shared with other jobs. Rows marked EMULATED ran on cgroup CPU-quota levels, not clock "
+             "frequencies; 'CPU time' rows count the measuring thread's CPU time (the work without "
+             "the waits other processes cause; no latency). Runs (1-minute load average before -> after):", ""]
+    lines += [f"- `{r['command']}`: {r['load_average_before'][0]:.1f} -> {r['load_average_after'][0]:.1f}, "
+              f"{r['seconds']:.0f} s" for r in result["runs"]]
+    lines += ["",
              "## Block-table prediction of whole-network latency", "",
              "Error = |predicted - measured| / measured over the table's whole-network checks (uniform "
              "levels + random configurations). Raw: sum of block entries + one call's fixed cost. "
@@ -227,7 +248,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--part", choices=("all", "digits", "resnet"), default="all",
                         help="run one part; the other's results already in --out are kept")
-    parser.add_argument("--no-local", action="store_true", help="ResNet: only the emulated table")
+    parser.add_argument("--local-clocks", default="wall,cpu",
+                        help="local tables to measure: wall (latency) and/or cpu (thread CPU time); '' for none")
     parser.add_argument("--window-ms", type=float, default=40.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--checks", type=int, default=8)
@@ -239,37 +261,31 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     settings = lut.LutSettings(window_ms=args.window_ms, repeats=args.repeats, checks=args.checks)
     levels = tuple(float(x) for x in args.emulated.split(",") if x)
-    result: dict[str, Any] = json.loads(args.out.read_text()) if args.part != "all" and args.out.exists() else {}
-    result.update({
-        "benchmark": "ofa", "schema": "edgert.bench.ofa/1",
-        "command": " ".join(["python benchmarks/ofa.py", *sys.argv[1:]]),
-        "device": device_facts.collect("local"), "lut_settings": settings.__dict__})
-    result.setdefault("prediction", {})
-    result.setdefault("load_average", {})
+    clocks = tuple(c for c in args.local_clocks.split(",") if c)
+    run = {"command": " ".join(["python benchmarks/ofa.py", *sys.argv[1:]]), "lut_settings": settings.__dict__,
+           "load_average_before": os.getloadavg(), "prediction": {}}
     t0 = time.time()
     if args.part in ("all", "digits"):
-        result["load_average"]["digits_before"] = os.getloadavg()
-        digits = tables_for(args.digits, args.work, "digits", levels, settings)
-        result["prediction"]["digits"] = [r for p in digits.values() for r in prediction_rows(p)]
+        digits = tables_for(args.digits, args.work, "digits", levels, settings, clocks)
+        run["prediction"]["digits"] = [r for p in digits.values() for r in prediction_rows(p)]
         search_settings = search.SearchSettings(population=args.population, generations=args.generations)
-        result["digits_compare"] = compare(digits["local"], settings, args.rounds, None, search_settings)
+        run["digits_compare"] = []
+        for clock in clocks:
+            run["digits_compare"] += compare(digits[f"local-{clock}"], dataclasses.replace(settings, clock=clock),
+                                             args.rounds, None, search_settings)
         if "emulated" in digits:
             domain = EmulatedDomain(levels=levels, cpus=1)
-            result["digits_compare"] += compare(digits["emulated"], settings, args.rounds, domain, search_settings)
-        result["load_average"]["digits_after"] = os.getloadavg()
+            run["digits_compare"] += compare(digits["emulated"], settings, args.rounds, domain, search_settings)
     if args.part in ("all", "resnet"):
-        result["load_average"]["resnet_before"] = os.getloadavg()
         resnet_aio = args.work / "resnet.aio"
         prune(RESNET, RATIOS, resnet_aio)
         resnet_levels = tuple(float(x) for x in args.resnet_emulated.split(",") if x)
-        resnet = tables_for(resnet_aio, args.work, "resnet", resnet_levels, settings, local=not args.no_local)
-        rows = [r for p in resnet.values() for r in prediction_rows(p)]
-        kept = [r for r in result["prediction"].get("zoo:resnet", []) if r["setting"] not in
-                {n["setting"] for n in rows}]  # rows of an earlier run at other settings stay
-        result["prediction"]["zoo:resnet"] = kept + rows
-        result["switch"] = switch_times(resnet_aio)
-        result["load_average"]["resnet_after"] = os.getloadavg()
-    result[f"seconds_{args.part}"] = round(time.time() - t0, 1)
+        resnet = tables_for(resnet_aio, args.work, "resnet", resnet_levels, settings, local=clocks)
+        run["prediction"]["zoo:resnet"] = [r for p in resnet.values() for r in prediction_rows(p)]
+        run["switch"] = switch_times(resnet_aio)
+    run["load_average_after"] = os.getloadavg()
+    run["seconds"] = round(time.time() - t0, 1)
+    result = merge(json.loads(args.out.read_text()) if args.part != "all" and args.out.exists() else {}, run)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
     text = markdown(result)

@@ -23,10 +23,14 @@ from edgert.errors import UsageError
 @click.option("--threads", type=int, default=1, show_default=True, help="Engine threads.")
 @click.option("--window-ms", default=30.0, show_default=True, help="One timing window (ms).")
 @click.option("--repeats", default=5, show_default=True, help="Windows per entry (median).")
+@click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+              help="wall: latency; cpu: this thread's CPU time (needs --threads 1; immune to other "
+                   "processes, blind to stalls, so not with --emulated).")
 @click.option("--checks", default=8, show_default=True,
               help="Random whole-network configurations checked besides the uniform levels.")
 def lut(file: Path, cpu_freqs: str | None, cpu_policy: str, emulated_levels: str | None, device: str,
-        power: str, sysfs_root: str, threads: int, window_ms: float, repeats: int, checks: int) -> None:
+        power: str, sysfs_root: str, threads: int, window_ms: float, repeats: int, clock: str,
+        checks: int) -> None:
     """Measure FILE's per-block latency table (FBNet style) at every setting; store it in FILE."""
     from edgert.sweep import parse_freqs, parse_levels
     from edgert.variants import lut as lut_mod
@@ -39,7 +43,7 @@ def lut(file: Path, cpu_freqs: str | None, cpu_policy: str, emulated_levels: str
         raise UsageError("--cpu-freqs all is not supported by lut: list the clocks (each costs a full table)")
     settings, unit, emulated = lut_mod.settings_for(freqs, cpu_policy, parse_levels(emulated_levels), sysfs_root)
     table = lut_mod.measure(file, settings, lut_mod.LutSettings(window_ms=window_ms, repeats=repeats,
-                                                                checks=checks, threads=threads),
+                                                                checks=checks, threads=threads, clock=clock),
                             unit=unit, emulated=emulated, power=power, sysfs_root=sysfs_root,
                             progress=lambda line: click.echo(line, err=True))
     label = " (EMULATED levels, not clocks)" if emulated else ""
