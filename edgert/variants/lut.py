@@ -9,7 +9,8 @@ widths), measured alone: the block cut out as its own graph, weights sliced from
 run by the same kind of ORT session the runtime builds.
 
 A configuration's predicted time is the sum of its blocks' entries plus one call's fixed
-cost (each entry has that cost, measured on an empty graph, taken out). Whole-network
+cost. Each entry has its own call's cost taken out: the block's *twin* (its inputs, one
+Identity, nothing else) timed the same way; the network's one call is an empty graph's. Whole-network
 *checks* on a few configurations (the uniform levels and random ones) measure how well the
 sum predicts; per frequency a line ``measured = a * predicted + b`` is fitted to them and
 both errors (raw and corrected) are reported as percentiles.
@@ -233,6 +234,7 @@ class _Prepared:
     """Everything to time at one setting: block entries, the empty call, whole-network checks."""
 
     entries: list[tuple[int, str, Callable[[], Callable[[], object]]]]  # (block, width key, make a run)
+    twins: list[Callable[[], Callable[[], object]]]  # per block: a call with its inputs that does nothing
     overhead: Callable[[], object]
     checks: list[C.Config]
 
@@ -241,6 +243,18 @@ def _session(graph: bytes, weights: dict[str, np.ndarray], threads: int | None) 
     from edgert.backends.ort import CallerWeightsSession
 
     return CallerWeightsSession(graph, weights, location=EXTERNAL_LOCATION, threads=threads)
+
+
+def _twin_graph(model: Any, block: Block, shapes: dict[str, list[int]], float_inits: set[str]) -> bytes:
+    """The block's call cost without its work: the same activation inputs, one Identity."""
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load_from_string(_block_graph(model, block, shapes, float_inits)).graph
+    first = graph.input[0].name
+    twin = helper.make_graph([helper.make_node("Identity", [first], ["twin"])], "twin", list(graph.input),
+                             [helper.make_tensor_value_info("twin", onnx.TensorProto.FLOAT, shapes[first])])
+    return helper.make_model(twin, opset_imports=model.opset_import, ir_version=model.ir_version).SerializeToString()
 
 
 def _empty_call(threads: int | None) -> Callable[[], object]:
@@ -286,7 +300,7 @@ def _prepare(vm: VariantModel, feeds: dict[str, np.ndarray], settings: LutSettin
     widths = C.candidate_widths(meta)
     sizes = C.prunable(meta)
     float_inits = set(meta["levels"][0]["params"])
-    entries = []
+    entries, twins = [], []
     described = []
     for index, block in enumerate(blocks):
         combos = list(itertools.product(*(widths[g] for g in block.groups)))
@@ -300,10 +314,12 @@ def _prepare(vm: VariantModel, feeds: dict[str, np.ndarray], settings: LutSettin
             weights = {n: _slice(tensors[specs[n]["tensor"]], specs[n]["ranges"]) for n in used}
             graph = _block_graph(model, block, shapes, float_inits)
             entries.append((index, width_key(combo), _builder(graph, weights, shapes, settings)))
+        full = shape_of.shapes(C.make(meta, sizes))
+        twins.append(_builder(_twin_graph(model, block, full, float_inits), {}, full, settings))
     rng = random.Random(settings.seed)
     checks = [C.of_level(meta, i) for i in range(len(meta["levels"]))]
     checks += [C.make(meta, {g: rng.choice(ws) for g, ws in widths.items()}) for _ in range(settings.checks)]
-    return blocks, _Prepared(entries, _empty_call(settings.threads), checks), described
+    return blocks, _Prepared(entries, twins, _empty_call(settings.threads), checks), described
 
 
 def measure(path: str | Path, settings_list: Sequence[FrequencySetting], lut: LutSettings | None = None, *,
@@ -335,6 +351,7 @@ def measure(path: str | Path, settings_list: Sequence[FrequencySetting], lut: Lu
         latency = [{} for _ in blocks]
         energy = [{} for _ in blocks]
         overhead, check_ms, check_mj = [], [[] for _ in prepared.checks], [[] for _ in prepared.checks]
+        call_ms: list[list[float]] = [[] for _ in blocks]
         powered = sampler is not None
 
         def timed(run: Callable[[], object]) -> tuple[float, float | None]:
@@ -352,9 +369,12 @@ def measure(path: str | Path, settings_list: Sequence[FrequencySetting], lut: Lu
                              f"networks at {setting.label or setting.frequency}")
                 with setting.apply():
                     overhead.append(time_ms(prepared.overhead, lut))
+                    calls = [time_ms(make(), lut) for make in prepared.twins]
+                    for index, call in enumerate(calls):
+                        call_ms[index].append(call)
                     for index, key, make in prepared.entries:
                         ms, mj = timed(make())
-                        latency[index].setdefault(key, []).append(ms - overhead[-1])
+                        latency[index].setdefault(key, []).append(ms - calls[index])
                         energy[index].setdefault(key, []).append(mj)
                         powered = powered and mj is not None
                     for i, c in enumerate(prepared.checks):
@@ -370,7 +390,8 @@ def measure(path: str | Path, settings_list: Sequence[FrequencySetting], lut: Lu
         "frequencies": [s.frequency for s in order], "labels": [s.label for s in order],
         "feeds": {k: list(v.shape) for k, v in feeds.items()},
         "overhead_ms": overhead,
-        "blocks": [{**d, "latency_ms": latency[i], **({"energy_mj": energy[i]} if powered else {})}
+        "blocks": [{**d, "latency_ms": latency[i], "call_ms": call_ms[i],
+                    **({"energy_mj": energy[i]} if powered else {})}
                    for i, d in enumerate(described)],
         "checks": [{"config": c.encode(), "measured_ms": check_ms[i],
                     **({"measured_mj": check_mj[i]} if powered else {})} for i, c in enumerate(prepared.checks)],
