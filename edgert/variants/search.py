@@ -142,10 +142,11 @@ class Searcher:
 
 
 def search(path: str | Path, *, latency_ms: float, frequency: float, energy_mj: float | None = None,
-           accuracy: str = "proxy", settings: SearchSettings | None = None, threads: int | None = 1,
+           accuracy: str | Callable[[VariantModel], float] = "proxy", settings: SearchSettings | None = None, threads: int | None = 1,
            write: bool = True) -> dict[str, Any]:
     """``edgert search``: the best configuration under the budget at ``frequency`` and the Pareto set
-    at every frequency of the table; stored in the file as ``ofa/pareto`` unless ``write`` is False."""
+    at every frequency of the table; stored in the file as ``ofa/pareto`` unless ``write`` is False.
+    ``accuracy``: "proxy", "digits", "MODULE:FUNCTION" or the evaluation itself."""
     from . import evaluate
 
     if latency_ms <= 0 or (energy_mj is not None and energy_mj <= 0):
@@ -165,7 +166,7 @@ def search(path: str | Path, *, latency_ms: float, frequency: float, energy_mj: 
             def score(config: C.Config) -> float:
                 return evaluate.proxy_score(mass, config)
         else:
-            fn = evaluate.resolve(accuracy)
+            fn = evaluate.resolve(accuracy) if isinstance(accuracy, str) else accuracy
 
             def score(config: C.Config) -> float:
                 vm.select_config(config)
@@ -175,7 +176,9 @@ def search(path: str | Path, *, latency_ms: float, frequency: float, energy_mj: 
         pool = searcher.run(j, latency_ms, energy_mj)
     best = best_under(pool, j, latency_ms, energy_mj)
     result = {
-        "schema": SCHEMA, "accuracy": accuracy, "proxy": accuracy == "proxy",
+        "schema": SCHEMA, "accuracy": accuracy if isinstance(accuracy, str) else
+        f"{getattr(accuracy, '__module__', '?')}:{getattr(accuracy, '__qualname__', '?')}",
+        "proxy": accuracy == "proxy",
         "frequencies": table["frequencies"], "frequency_unit": table["frequency_unit"],
         "emulated": table["emulated"], "lut_measured_unix": table["measured_unix"],
         "pareto": [[c.to_dict(k) for c in pareto(pool, k)] for k in range(len(table["frequencies"]))],
