@@ -224,7 +224,8 @@ def markdown(result: dict[str, Any]) -> str:
             s, c = r["sum_of_blocks"], r["corrected_leave_one_out"]
             lines.append(f"| {model} | {label} | {r['blocks']} / {r['entries']} | {r['checks']} | {s['p50']:.1%} | "
                          f"{s['p90']:.1%} | {c['p50']:.1%} | {c['p90']:.1%} |")
-    lines += [] if "digits_compare" not in result else ["", "## Digits: searched configuration vs uniform level (held-out accuracy, measured latency)", "",
+    title = "## Digits: searched configuration vs uniform level (held-out accuracy, measured latency)"
+    lines += [] if "digits_compare" not in result else ["", title, "",
               "Per setting and level L: C = most accurate Pareto configuration predicted no slower than L; both "
               "timed interleaved in the same run.", "",
               "| setting | level | level acc | level ms | searched acc | searched ms | searched | verdict |",

@@ -84,9 +84,9 @@ def search(file: Path, latency_ms: float, energy_mj: float | None, frequency: fl
                f"{', '.join(str(len(p)) for p in result['pareto'])} stored in the file")
     best = result["best"]
     if best is None:
+        front = result["pareto"][result["frequencies"].index(result["query"]["frequency"])]
         raise UsageError(f"no configuration meets {latency_ms:g} ms at {frequency:g}: the fastest predicts "
-                         f"{min(e['latency_ms'] for e in result['pareto'][result['frequencies'].index(frequency)]):.3f} ms"
-                         if frequency in result["frequencies"] else "no configuration meets the budget")
+                         f"{min(e['latency_ms'] for e in front):.3f} ms (the Pareto sets are stored)")
     click.echo(f"best: {best['config']} (key {best['key']}), {what} {best['accuracy']:.4f}, "
                f"predicted {best['latency_ms']:.3f} ms"
                + (f", {best['energy_mj']:.3f} mJ" if "energy_mj" in best else ""))

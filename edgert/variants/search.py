@@ -142,8 +142,8 @@ class Searcher:
 
 
 def search(path: str | Path, *, latency_ms: float, frequency: float, energy_mj: float | None = None,
-           accuracy: str | Callable[[VariantModel], float] = "proxy", settings: SearchSettings | None = None, threads: int | None = 1,
-           write: bool = True) -> dict[str, Any]:
+           accuracy: str | Callable[[VariantModel], float] = "proxy", settings: SearchSettings | None = None,
+           threads: int | None = 1, write: bool = True) -> dict[str, Any]:
     """``edgert search``: the best configuration under the budget at ``frequency`` and the Pareto set
     at every frequency of the table; stored in the file as ``ofa/pareto`` unless ``write`` is False.
     ``accuracy``: "proxy", "digits", "MODULE:FUNCTION" or the evaluation itself."""
