@@ -254,3 +254,23 @@ def test_energy_table_from_a_power_rail_and_energy_budget(tmp_path: Path) -> Non
                            settings=search.SearchSettings(population=6, generations=2))
     assert result["best"]["energy_mj"] <= budget
     assert all("energy_mj" in e for e in result["pareto"][0])
+
+
+def _synthetic(measured: list[float]) -> dict:
+    """A table of one block over one group with widths 1..4 (entry = width ms), no overhead."""
+    return {"frequencies": [1.0], "overhead_ms": [0.0],
+            "blocks": [{"groups": [7], "latency_ms": {str(w): [float(w)] for w in (1, 2, 3, 4)}}],
+            "checks": [{"config": f"7:{w}", "measured_ms": [m]} for w, m in zip((1, 2, 3, 4), measured)]}
+
+
+def test_correction_is_fitted_and_used_only_when_it_helps() -> None:
+    table = _synthetic([3.0, 5.0, 7.0, 9.0])  # exactly 2 x sum + 1
+    fitted = lut.fit(table)
+    assert fitted["correction"][0]["used"] and fitted["correction"][0]["a"] == pytest.approx(2.0)
+    assert fitted["prediction_error"][0]["corrected_leave_one_out"]["p50"] == pytest.approx(0.0, abs=1e-9)
+    assert lut.predict({**table, **fitted}, C.Config(((7, 3),)), 0) == pytest.approx(7.0)
+    exact = lut.fit(_synthetic([1.0, 2.0, 3.0, 4.0]))  # the sum is already right
+    assert exact["prediction_error"][0]["sum_of_blocks"]["p50"] == 0.0
+    assert not exact["correction"][0]["used"] and exact["correction"][0]["a"] == 1.0
+    with pytest.raises(UsageError, match="did not measure"):
+        lut.predict(table, C.Config(((7, 5),)), 0)

@@ -54,8 +54,9 @@ def lut(file: Path, cpu_freqs: str | None, cpu_policy: str, emulated_levels: str
         c = table["correction"][j]
         click.echo(f"  {table['labels'][j] or f}: sum of blocks vs whole network p50 "
                    f"{err['sum_of_blocks']['p50']:.1%} p90 {err['sum_of_blocks']['p90']:.1%}; corrected "
-                   f"({c['a']:.3f} x sum + {c['b']:.3f} ms, leave-one-out) p50 "
-                   f"{err['corrected_leave_one_out']['p50']:.1%} p90 {err['corrected_leave_one_out']['p90']:.1%}")
+                   f"({c['fitted']['a']:.3f} x sum + {c['fitted']['b']:.3f} ms, leave-one-out) p50 "
+                   f"{err['corrected_leave_one_out']['p50']:.1%} p90 {err['corrected_leave_one_out']['p90']:.1%}"
+                   + ("" if c["used"] else " (not used: no better than the sum)"))
 
 
 @click.command()

@@ -374,7 +374,7 @@ def measure(path: str | Path, settings_list: Sequence[FrequencySetting], lut: Lu
                         call_ms[index].append(call)
                     for index, key, make in prepared.entries:
                         ms, mj = timed(make())
-                        latency[index].setdefault(key, []).append(ms - calls[index])
+                        latency[index].setdefault(key, []).append(max(ms - calls[index], 0.0))  # noise
                         energy[index].setdefault(key, []).append(mj)
                         powered = powered and mj is not None
                     for i, c in enumerate(prepared.checks):
@@ -441,25 +441,35 @@ def _errors(pred: Sequence[float], meas: Sequence[float]) -> dict[str, float]:
 
 
 def fit(table: dict[str, Any]) -> dict[str, Any]:
-    """Per frequency: the sum-of-blocks error over the checks, a least-squares line
-    ``measured = a * sum + b`` and its error (leave-one-out, so the line is not judged on the
-    points it was fitted to)."""
+    """Per frequency: the sum-of-blocks error over the checks and a least-squares line
+    ``measured = a * sum + b``, judged leave-one-out (each check predicted by the line fitted to
+    the others). The line is kept only when it helps (a lower leave-one-out p50 than the raw
+    sum, a > 0, positive at every check); otherwise the correction is the identity (``used: false``)."""
     meta_free = {**table, "correction": None}
     correction, errors = [], []
+    configs = [_decode_free(c["config"]) for c in table["checks"]]
     for j in range(len(table["frequencies"])):
-        configs = [_decode_free(c["config"]) for c in table["checks"]]
-        raw = [predict(meta_free, c, j, corrected=False) for c in configs]
-        meas = [c["measured_ms"][j] for c in table["checks"]]
-        x, y = np.asarray(raw), np.asarray(meas)
-        a, b = np.polyfit(x, y, 1) if len(x) >= 2 and np.ptp(x) > 0 else (1.0, 0.0)
+        x = np.asarray([predict(meta_free, c, j, corrected=False) for c in configs])
+        y = np.asarray([c["measured_ms"][j] for c in table["checks"]])
+        a, b = _line(x, y)
         loo = []
         for k in range(len(x)):
             rest = np.arange(len(x)) != k
-            ak, bk = np.polyfit(x[rest], y[rest], 1) if rest.sum() >= 2 and np.ptp(x[rest]) > 0 else (1.0, 0.0)
+            ak, bk = _line(x[rest], y[rest])
             loo.append(ak * x[k] + bk)
-        correction.append({"a": float(a), "b": float(b)})
-        errors.append({"sum_of_blocks": _errors(raw, meas), "corrected_leave_one_out": _errors(loo, meas)})
+        raw_err, loo_err = _errors(x, y), _errors(loo, y)
+        used = a > 0 and a * x.min() + b > 0 and loo_err["p50"] < raw_err["p50"]
+        correction.append({"a": float(a) if used else 1.0, "b": float(b) if used else 0.0, "used": bool(used),
+                           "fitted": {"a": float(a), "b": float(b)}})
+        errors.append({"sum_of_blocks": raw_err, "corrected_leave_one_out": loo_err})
     return {"correction": correction, "prediction_error": errors}
+
+
+def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    if len(x) < 2 or np.ptp(x) == 0:
+        return 1.0, 0.0
+    a, b = np.polyfit(x, y, 1)
+    return float(a), float(b)
 
 
 def _decode_free(text: str) -> C.Config:
