@@ -1,9 +1,11 @@
 """JSON tables kept *inside* an All-in-One file's data section (``ofa/lut``, ``ofa/pareto``).
 
 The latency tables and Pareto sets decide what runs on a device, so they are stored as
-``U8`` tensors of UTF-8 JSON: the data section's sha256 (checked at open) covers them,
-which ``__metadata__`` entries are not on format version 1. Writing one rewrites the file
-through ``aiofile.write`` (atomic rename), keeping every other tensor and metadata entry.
+``U8`` tensors of UTF-8 JSON: the data section's sha256 (checked at open) covers them (the
+header has its own digest since format version 2; the data checksum also covered them on
+version 1, and a table of hundreds of entries is data rather than header). Writing one
+rewrites the file through ``aiofile.write`` (atomic rename), keeping every other tensor and
+metadata entry.
 
 Device-side: stdlib and numpy only.
 """
@@ -22,7 +24,7 @@ from . import aiofile
 
 LUT = "ofa/lut"
 PARETO = "ofa/pareto"
-_OWN_METADATA = ("format", "version", "sha256", "aio")  # aiofile.write sets these itself
+_OWN_METADATA = ("format", "version", "sha256", "aio", "header_sha256")  # aiofile.write sets these
 
 
 def load(tensors: Mapping[str, np.ndarray], name: str) -> dict[str, Any] | None:
