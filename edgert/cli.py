@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from edgert.commands import bench, device, dynamic, results, run, sweep, tune, variants
+from edgert.commands import bench, device, dynamic, ofa, results, run, sweep, tune, variants
 from edgert.errors import EdgertError
 
 
@@ -23,7 +23,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 for _command in (bench.bench, sweep.sweep, dynamic.compile_cmd, dynamic.validate, run.run,
                  device.push, device.device_group, device.agent, tune.tune, variants.prune,
-                 variants.calibrate, results.compare, results.report):
+                 variants.calibrate, ofa.lut, ofa.search, results.compare, results.report):
     cli.add_command(_command)
 
 

@@ -56,6 +56,7 @@ from . import aiofile
 
 DEFAULT_MEMORY_BUDGET = 1.3  # resident shared weights, as a multiple of the full level's
 FULL_LEVEL = ("private", "shared")  # how the first level gets its weights (module docstring)
+DEFAULT_CONFIG_BUDGET = 1.0  # weights copied for cached per-layer configurations (config.py), same unit
 EXTERNAL_LOCATION = "aio"  # where the level graphs declare their weights (prune.level_graph)
 
 
@@ -131,7 +132,7 @@ class VariantModel:
 
     def __init__(self, path: str | Path, *, threads: int | None = None, share_weights: bool = True,
                  memory_budget: float | None = DEFAULT_MEMORY_BUDGET, full_level: str = "private",
-                 verify: bool = True) -> None:
+                 verify: bool = True, config_budget: float | None = DEFAULT_CONFIG_BUDGET) -> None:
         if memory_budget is not None and memory_budget < 1:
             raise UsageError(f"memory_budget {memory_budget} is below 1: the full level alone needs 1")
         if full_level not in FULL_LEVEL:
@@ -154,6 +155,7 @@ class VariantModel:
             strategies = ["private"] * len(strategies)  # the smaller levels' own copies fit the budget
         self.levels: list[Level] = []
         self._sessions = []
+        self._threads = threads
         for i, (lv, strategy) in enumerate(zip(meta["levels"], strategies)):
             try:
                 session, copied = self._load_level(lv, strategy, threads)
@@ -180,6 +182,9 @@ class VariantModel:
         self.outputs: list[TensorSpec] = first.outputs
         self.level = self.levels[0]
         self._session = first
+        self.config = None  # the per-layer configuration selected last (config.py), None: a level
+        self._config_budget = None if config_budget is None else config_budget * full
+        self._configs = None
 
     def _load_level(self, lv: dict[str, Any], strategy: str, threads: int | None) -> tuple[Any, int]:
         """One ORT session for a level and the bytes it copied; weights are map views or copies
@@ -216,10 +221,27 @@ class VariantModel:
     def select_index(self, index: int) -> Level:
         self.level = self.levels[index]
         self._session = self._sessions[index]
+        self.config = None
         return self.level
 
+    @property
+    def configs(self) -> Any:
+        """Sessions of per-layer width configurations (``config.ConfigCache``), built on demand;
+        their copied weights stay within ``config_budget`` times the full level's weight bytes."""
+        if self._configs is None:
+            from .config import ConfigCache
+
+            self._configs = ConfigCache(self, self._config_budget, self._threads)
+        return self._configs
+
+    def select_config(self, config: Any) -> Any:
+        """Switch to a ``config.Config`` (its session built on first use, then cached)."""
+        self._session = self.configs.session(config)
+        self.config = config
+        return config
+
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run the selected level; feeds are checked against the model's inputs."""
+        """Run the selected level or configuration; feeds are checked against the model's inputs."""
         check_feeds(self.inputs, feeds)
         return self._session.run(feeds)
 
@@ -232,6 +254,7 @@ class VariantModel:
                 "strategies": [lv.strategy for lv in self.levels]}
 
     def close(self) -> None:
+        self._configs = None
         self._sessions = []
         self._session = None
         self._file.close()

@@ -1,0 +1,310 @@
+"""Once-for-All from one file: block-table prediction error, searched vs uniform accuracy, switch time.
+
+    .venv/bin/python tools/train_digits_aio.py --work /tmp/edgert-digits   # the trained digits file
+    .venv/bin/python benchmarks/ofa.py --digits /tmp/edgert-digits/digits-aio.aio
+
+For the trained digits CNN (``tools/train_digits_aio.py``: levels 0, 0.25, 0.5, 0.75 of one
+fine-tuned weight set) and the zoo ResNet (pruned here to the same ratios, seeded weights):
+
+1. ``edgert lut`` on this machine, unpinned ("local"), and on the emulated DVFS domain
+   (cgroup CPU-quota levels: EMULATED, not clocks), each into its own copy of the file; the
+   table's own whole-network checks (uniform levels + random configurations) give the
+   error of the sum of block times, raw and after the leave-one-out linear correction.
+2. Digits only: ``edgert search --accuracy digits`` (held-out split) on each table, then per
+   setting and uniform level L: the searched configuration C = the most accurate Pareto entry
+   whose predicted latency is at most L's predicted latency; C and L are then timed
+   interleaved (``--rounds`` rounds of windowed means, median) and their held-out accuracy
+   taken from running the file. C must be at least as accurate as L at no more measured
+   latency; the table says where it is and is not.
+3. Switching between two cached configurations (``select_config``) next to switching levels.
+
+The machine is shared: load averages are recorded before and after each part.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edgert import device_facts  # noqa: E402
+from edgert.device_agents.emulated import EmulatedDomain  # noqa: E402
+from edgert.variants import config as C  # noqa: E402
+from edgert.variants import evaluate, lut, search  # noqa: E402
+from edgert.variants.frequency import FrequencySetting  # noqa: E402
+from edgert.variants.frequency import emulated_settings  # noqa: E402
+from edgert.variants.prune import prune  # noqa: E402
+from edgert.variants.runtime import VariantModel  # noqa: E402
+
+RESNET = ROOT / "edgert" / "zoo" / "resnet.onnx"
+RATIOS = [0.0, 0.25, 0.5, 0.75]
+
+
+def tables_for(src: Path, work: Path, stem: str, emulated: tuple[float, ...], settings: lut.LutSettings,
+               local: tuple[str, ...] = ("wall", "cpu")) -> dict[str, Path]:
+    """Copies of ``src``: measured locally (unpinned) with each clock in ``local``, and on the
+    emulated domain (wall clock)."""
+    out = {}
+    for clock in local:
+        here = work / f"{stem}-local-{clock}.aio"
+        shutil.copy(src, here)
+        label = "local (unpinned)" if clock == "wall" else "local (unpinned), CPU time"
+        lut.measure(here, [FrequencySetting(1.0, label=label)], dataclasses.replace(settings, clock=clock),
+                    unit="none", progress=print)
+        out[f"local-{clock}"] = here
+    if emulated:
+        emu = work / f"{stem}-emulated.aio"
+        shutil.copy(src, emu)
+        domain = EmulatedDomain(levels=emulated, cpus=1)
+        lut.measure(emu, emulated_settings(domain), settings, unit="emulated fraction", emulated=True,
+                    progress=print)
+        out["emulated"] = emu
+    return out
+
+
+def prediction_rows(path: Path) -> list[dict[str, Any]]:
+    table = lut.read(path)
+    return [{"setting": table["labels"][j], "emulated": table["emulated"],
+             "checks": len(table["checks"]), "blocks": len(table["blocks"]),
+             "entries": sum(len(b["latency_ms"]) for b in table["blocks"]),
+             "sum_of_blocks": table["prediction_error"][j]["sum_of_blocks"],
+             "corrected_leave_one_out": table["prediction_error"][j]["corrected_leave_one_out"],
+             "correction": table["correction"][j],
+             "measured_ms": [c["measured_ms"][j] for c in table["checks"]],
+             "predicted_raw_ms": [lut.predict(table, lut._decode_free(c["config"]), j, corrected=False)
+                                  for c in table["checks"]]}
+            for j in range(len(table["frequencies"]))]
+
+
+def _interleaved_ms(vm: VariantModel, configs: list[C.Config], feeds: dict[str, np.ndarray],
+                    settings: lut.LutSettings, rounds: int) -> list[float]:
+    times: list[list[float]] = [[] for _ in configs]
+    for _ in range(rounds):
+        for i, c in enumerate(configs):
+            vm.select_config(c)
+            times[i].append(lut.time_ms(lambda: vm.run(feeds), settings))
+    return [float(np.median(t)) for t in times]
+
+
+def compare(path: Path, settings: lut.LutSettings, rounds: int, domain: EmulatedDomain | None,
+            search_settings: search.SearchSettings) -> list[dict[str, Any]]:
+    """Searched configuration vs each uniform level at every setting of ``path``'s table."""
+    table = lut.read(path)
+    result = search.search(path, latency_ms=1e9, frequency=table["frequencies"][0], accuracy=_digits_memo,
+                           settings=search_settings)
+    rows = []
+    with VariantModel(path, threads=settings.threads, config_budget=None) as vm:
+        meta = vm._file.meta
+        feeds = {"x": np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)}
+        accuracy: dict[C.Config, float] = {}
+
+        def acc(c: C.Config) -> float:
+            if c not in accuracy:
+                vm.select_config(c)
+                accuracy[c] = _digits_memo(vm)
+            return accuracy[c]
+
+        for j, f in enumerate(table["frequencies"]):
+            front = result["pareto"][j]
+            pairs = []
+            for i in range(len(meta["levels"])):
+                level = C.of_level(meta, i)
+                budget = lut.predict(table, level, j)
+                fitting = [e for e in front if e["latency_ms"] <= budget]
+                best = max(fitting, key=lambda e: (e["accuracy"], -e["latency_ms"])) if fitting else None
+                pairs.append((i, level, budget, C.decode(meta, best["config"]) if best else None))
+            configs = [p[1] for p in pairs] + [p[3] for p in pairs if p[3] is not None]
+            hold = domain.pinned(f) if domain is not None else _nothing()
+            with hold:
+                measured = _interleaved_ms(vm, configs, feeds, settings, rounds)
+            by_config = dict(zip(configs, measured))
+            for i, level, budget, chosen in pairs:
+                row = {"setting": table["labels"][j], "emulated": table["emulated"], "level_ratio": RATIOS[i]
+                       if i < len(RATIOS) else meta["levels"][i]["ratio"],
+                       "level_accuracy": acc(level), "level_ms": by_config[level], "level_predicted_ms": budget}
+                if chosen is not None:
+                    row.update(config=chosen.encode(), config_accuracy=acc(chosen), config_ms=by_config[chosen],
+                               config_predicted_ms=lut.predict(table, chosen, j), uniform=chosen == level)
+                rows.append(row)
+    return rows
+
+
+_SCORES: dict[str, float] = {}
+
+
+def _digits_memo(vm: VariantModel) -> float:
+    """``evaluate.digits``, remembered per configuration across the searches of this run (the
+    accuracy does not depend on the table the search reads)."""
+    key = vm.config.encode()
+    if key not in _SCORES:
+        _SCORES[key] = evaluate.digits(vm)
+    return _SCORES[key]
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def switch_times(path: Path, n: int = 2000) -> dict[str, float]:
+    with VariantModel(path, threads=1, config_budget=None) as vm:
+        meta = vm._file.meta
+        widths = C.candidate_widths(meta)
+        a = C.make(meta, {g: ws[-1] for g, ws in widths.items()})
+        b = C.make(meta, {g: ws[len(ws) // 2] for g, ws in widths.items()})
+        feeds = {s.name: np.zeros([d if isinstance(d, int) else 1 for d in s.shape], np.float32) for s in vm.inputs}
+        for c in (a, b):
+            vm.select_config(c)
+            vm.run(feeds)
+
+        def timed(select: Any) -> list[int]:
+            out = []
+            for k in range(n):
+                t0 = time.perf_counter_ns()
+                select(k)
+                out.append(time.perf_counter_ns() - t0)
+            return out
+
+        configs = timed(lambda k: vm.select_config(a if k % 2 else b))
+        levels = timed(lambda k: vm.select_index(k % 2))
+    return {"config_switch_p50_us": float(np.median(configs)) / 1e3,
+            "config_switch_p99_us": float(np.percentile(configs, 99)) / 1e3,
+            "config_switch_max_us": float(np.max(configs)) / 1e3,
+            "level_switch_p50_us": float(np.median(levels)) / 1e3,
+            "level_switch_p99_us": float(np.percentile(levels, 99)) / 1e3}
+
+
+def merge(result: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """Fold one run into the results file: its rows replace rows of the same model and setting,
+    other rows (earlier runs, other parts) stay; each run's command and load are kept."""
+    out = {"benchmark": "ofa", "schema": "edgert.bench.ofa/1", "device": device_facts.collect("local"),
+           "runs": result.get("runs", []) + [{k: run[k] for k in ("command", "lut_settings", "load_average_before",
+                                                                 "load_average_after", "seconds")}],
+           "prediction": dict(result.get("prediction", {}))}
+    for model, rows in run["prediction"].items():
+        fresh = {r["setting"] for r in rows}
+        out["prediction"][model] = [r for r in out["prediction"].get(model, []) if r["setting"] not in fresh] + rows
+    for key in ("digits_compare", "switch"):
+        if key in run or key in result:
+            out[key] = run.get(key, result.get(key))
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = ["# Once-for-All from one file: per-layer widths from block latency tables", "",
+             f"Machine: {result['device'].get('cpu_model') or 'local'}, {result['device'].get('cores')} cores "
+             "shared with other jobs. Rows marked EMULATED ran on cgroup CPU-quota levels, not clock "
+             "frequencies; 'CPU time' rows count the measuring thread's CPU time (the work without "
+             "the waits other processes cause; no latency). Runs (1-minute load average before -> after):", ""]
+    lines += [f"- `{r['command']}`: {r['load_average_before'][0]:.1f} -> {r['load_average_after'][0]:.1f}, "
+              f"{r['seconds']:.0f} s" for r in result["runs"]]
+    lines += ["",
+             "## Block-table prediction of whole-network latency", "",
+             "Error = |predicted - measured| / measured over the table's whole-network checks (uniform "
+             "levels + random configurations). Raw: sum of block entries + one call's fixed cost. "
+             "Corrected: a x sum + b fitted per setting, each check predicted by the line fitted to the others.", "",
+             "| model | setting | blocks / entries | checks | raw p50 | raw p90 | corrected p50 | corrected p90 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for model, rows in result["prediction"].items():
+        for r in rows:
+            label = f"EMULATED {r['setting']}" if r["emulated"] else r["setting"]
+            s, c = r["sum_of_blocks"], r["corrected_leave_one_out"]
+            lines.append(f"| {model} | {label} | {r['blocks']} / {r['entries']} | {r['checks']} | {s['p50']:.1%} | "
+                         f"{s['p90']:.1%} | {c['p50']:.1%} | {c['p90']:.1%} |")
+    title = "## Digits: searched configuration vs uniform level (held-out accuracy, measured latency)"
+    lines += [] if "digits_compare" not in result else ["", title, "",
+              "Per setting and level L: C = most accurate Pareto configuration predicted no slower than L; both "
+              "timed interleaved in the same run.", "",
+              "| setting | level | level acc | level ms | searched acc | searched ms | searched | verdict |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in result.get("digits_compare", []):
+        label = f"EMULATED {r['setting']}" if r["emulated"] else r["setting"]
+        if "config" not in r:
+            lines.append(f"| {label} | {r['level_ratio']:g} | {r['level_accuracy']:.4f} | {r['level_ms']:.4f} | "
+                         "- | - | none fits | - |")
+            continue
+        faster = r["config_ms"] <= r["level_ms"]
+        verdict = ("better" if r["config_accuracy"] > r["level_accuracy"] else
+                   "equal" if r["config_accuracy"] == r["level_accuracy"] else "WORSE")
+        verdict += "" if faster else f", {r['config_ms'] / r['level_ms'] - 1:+.1%} slower"
+        lines.append(f"| {label} | {r['level_ratio']:g} | {r['level_accuracy']:.4f} | {r['level_ms']:.4f} | "
+                     f"{r['config_accuracy']:.4f} | {r['config_ms']:.4f} | "
+                     f"{'the level itself' if r['uniform'] else 'per-layer'} | {verdict} |")
+    s = result.get("switch")
+    lines += [] if s is None else ["", "## Switching", "",
+              f"Between two cached configurations of the zoo ResNet: p50 {s['config_switch_p50_us']:.2f} us, "
+              f"p99 {s['config_switch_p99_us']:.2f} us, max {s['config_switch_max_us']:.1f} us; between two levels: "
+              f"p50 {s['level_switch_p50_us']:.2f} us, p99 {s['level_switch_p99_us']:.2f} us."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--digits", type=Path, help="digits-aio.aio from tools/train_digits_aio.py")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/edgert-ofa"))
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ofa.json")
+    parser.add_argument("--emulated", default="1.0,0.5,0.25", help="emulated levels (digits)")
+    parser.add_argument("--resnet-emulated", default="1.0,0.5", help="emulated levels (zoo ResNet)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--part", choices=("all", "digits", "resnet"), default="all",
+                        help="run one part; the other's results already in --out are kept")
+    parser.add_argument("--local-clocks", default="wall,cpu",
+                        help="local tables to measure: wall (latency) and/or cpu (thread CPU time); '' for none")
+    parser.add_argument("--window-ms", type=float, default=40.0)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--checks", type=int, default=8)
+    parser.add_argument("--population", type=int, default=24)
+    parser.add_argument("--generations", type=int, default=8)
+    args = parser.parse_args()
+    if args.part != "resnet" and args.digits is None:
+        parser.error("--digits FILE is needed (tools/train_digits_aio.py writes digits-aio.aio)")
+    args.work.mkdir(parents=True, exist_ok=True)
+    settings = lut.LutSettings(window_ms=args.window_ms, repeats=args.repeats, checks=args.checks)
+    levels = tuple(float(x) for x in args.emulated.split(",") if x)
+    clocks = tuple(c for c in args.local_clocks.split(",") if c)
+    run = {"command": " ".join(["python benchmarks/ofa.py", *sys.argv[1:]]), "lut_settings": settings.__dict__,
+           "load_average_before": os.getloadavg(), "prediction": {}}
+    t0 = time.time()
+    if args.part in ("all", "digits"):
+        digits = tables_for(args.digits, args.work, "digits", levels, settings, clocks)
+        run["prediction"]["digits"] = [r for p in digits.values() for r in prediction_rows(p)]
+        search_settings = search.SearchSettings(population=args.population, generations=args.generations)
+        run["digits_compare"] = []
+        for clock in clocks:
+            run["digits_compare"] += compare(digits[f"local-{clock}"], dataclasses.replace(settings, clock=clock),
+                                             args.rounds, None, search_settings)
+        if "emulated" in digits:
+            domain = EmulatedDomain(levels=levels, cpus=1)
+            run["digits_compare"] += compare(digits["emulated"], settings, args.rounds, domain, search_settings)
+    if args.part in ("all", "resnet"):
+        resnet_aio = args.work / "resnet.aio"
+        prune(RESNET, RATIOS, resnet_aio)
+        resnet_levels = tuple(float(x) for x in args.resnet_emulated.split(",") if x)
+        resnet = tables_for(resnet_aio, args.work, "resnet", resnet_levels, settings, local=clocks)
+        run["prediction"]["zoo:resnet"] = [r for p in resnet.values() for r in prediction_rows(p)]
+        run["switch"] = switch_times(resnet_aio)
+    run["load_average_after"] = os.getloadavg()
+    run["seconds"] = round(time.time() - t0, 1)
+    result = merge(json.loads(args.out.read_text()) if args.part != "all" and args.out.exists() else {}, run)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    text = markdown(result)
+    args.out.with_suffix(".md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

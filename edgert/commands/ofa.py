@@ -1,0 +1,93 @@
+"""`edgert lut` and `edgert search`: per-layer width configurations of All-in-One files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgert.errors import UsageError
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--cpu-freqs", default=None, metavar="LIST",
+              help="Measure at these cpufreq clocks, e.g. 600000,1.2GHz (plain numbers are kHz).")
+@click.option("--cpu-policy", default="policy0", show_default=True, help="cpufreq policy to pin.")
+@click.option("--emulated", "emulated_levels", default=None, metavar="LEVELS",
+              help="Measure at emulated CPU-quota levels instead, e.g. 1.0,0.5 (labelled emulated).")
+@click.option("--device", default="local", show_default=True,
+              help="Only 'local': lut times blocks in this process (run it on the device itself).")
+@click.option("--power", default="none", show_default=True,
+              help="Power source for energy per block: none, auto, a rail name, counter:NAME, a meter URL.")
+@click.option("--sysfs-root", default="/", show_default=True, help="sysfs root (fixtures, tests).")
+@click.option("--threads", type=int, default=1, show_default=True, help="Engine threads.")
+@click.option("--window-ms", default=30.0, show_default=True, help="One timing window (ms).")
+@click.option("--repeats", default=5, show_default=True, help="Windows per entry (median).")
+@click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+              help="wall: latency; cpu: this thread's CPU time (needs --threads 1; immune to other "
+                   "processes, blind to stalls, so not with --emulated).")
+@click.option("--checks", default=8, show_default=True,
+              help="Random whole-network configurations checked besides the uniform levels.")
+def lut(file: Path, cpu_freqs: str | None, cpu_policy: str, emulated_levels: str | None, device: str,
+        power: str, sysfs_root: str, threads: int, window_ms: float, repeats: int, clock: str,
+        checks: int) -> None:
+    """Measure FILE's per-block latency table (FBNet style) at every setting; store it in FILE."""
+    from edgert.sweep import parse_freqs, parse_levels
+    from edgert.variants import lut as lut_mod
+
+    if device != "local":
+        raise UsageError("edgert lut times blocks in this process: run it on the device (--device local) "
+                         "and copy the file back")
+    freqs = parse_freqs(cpu_freqs, "kHz")
+    if freqs == "all":
+        raise UsageError("--cpu-freqs all is not supported by lut: list the clocks (each costs a full table)")
+    settings, unit, emulated = lut_mod.settings_for(freqs, cpu_policy, parse_levels(emulated_levels), sysfs_root)
+    table = lut_mod.measure(file, settings, lut_mod.LutSettings(window_ms=window_ms, repeats=repeats,
+                                                                checks=checks, threads=threads, clock=clock),
+                            unit=unit, emulated=emulated, power=power, sysfs_root=sysfs_root,
+                            progress=lambda line: click.echo(line, err=True))
+    label = " (EMULATED levels, not clocks)" if emulated else ""
+    click.echo(f"{file}: latency table of {len(table['blocks'])} blocks at {len(table['frequencies'])} "
+               f"settings{label} stored in the file")
+    for j, f in enumerate(table["frequencies"]):
+        err = table["prediction_error"][j]
+        c = table["correction"][j]
+        click.echo(f"  {table['labels'][j] or f}: sum of blocks vs whole network p50 "
+                   f"{err['sum_of_blocks']['p50']:.1%} p90 {err['sum_of_blocks']['p90']:.1%}; corrected "
+                   f"({c['fitted']['a']:.3f} x sum + {c['fitted']['b']:.3f} ms, leave-one-out) p50 "
+                   f"{err['corrected_leave_one_out']['p50']:.1%} p90 {err['corrected_leave_one_out']['p90']:.1%}"
+                   + ("" if c["used"] else " (not used: no better than the sum)"))
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--latency-ms", type=float, required=True, help="Latency budget (predicted, corrected).")
+@click.option("--energy-mj", type=float, default=None, help="Energy budget per inference (needs energy).")
+@click.option("--freq", "frequency", type=float, required=True,
+              help="The table frequency to meet the budget at (its unit: kHz, or the emulated level).")
+@click.option("--accuracy", default="proxy", show_default=True,
+              help="'digits' (held-out split), MODULE:FUNCTION (fn(VariantModel) -> score), or 'proxy' "
+                   "(kept importance mass, no data).")
+@click.option("--population", default=24, show_default=True)
+@click.option("--generations", default=10, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def search(file: Path, latency_ms: float, energy_mj: float | None, frequency: float, accuracy: str,
+           population: int, generations: int, seed: int) -> None:
+    """Find FILE's most accurate configuration under the budget; store the Pareto sets in FILE."""
+    from edgert.variants.search import SearchSettings
+    from edgert.variants.search import search as run_search
+
+    result = run_search(file, latency_ms=latency_ms, energy_mj=energy_mj, frequency=frequency,
+                        accuracy=accuracy, settings=SearchSettings(population=population,
+                                                                   generations=generations, seed=seed))
+    what = "proxy score (kept importance mass)" if result["proxy"] else f"accuracy ({accuracy})"
+    click.echo(f"{file}: {result['evaluated']} configurations evaluated; Pareto sets of "
+               f"{', '.join(str(len(p)) for p in result['pareto'])} stored in the file")
+    best = result["best"]
+    if best is None:
+        front = result["pareto"][result["frequencies"].index(result["query"]["frequency"])]
+        raise UsageError(f"no configuration meets {latency_ms:g} ms at {frequency:g}: the fastest predicts "
+                         f"{min(e['latency_ms'] for e in front):.3f} ms (the Pareto sets are stored)")
+    click.echo(f"best: {best['config']} (key {best['key']}), {what} {best['accuracy']:.4f}, "
+               f"predicted {best['latency_ms']:.3f} ms"
+               + (f", {best['energy_mj']:.3f} mJ" if "energy_mj" in best else ""))

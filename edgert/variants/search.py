@@ -1,0 +1,198 @@
+"""Search per-layer width configurations under a latency (and energy) budget, OFA style.
+
+The space is every combination of the file's level widths per prunable group (the widths
+its shared weights were trained for, and the ones the latency table measured). Latency and
+energy come from the table (``lut.predict``, corrected), accuracy from an evaluation
+(``evaluate``), cached per configuration since it is the expensive part.
+
+Evolution (Once-for-All's search, made multi-objective): start from the uniform levels and
+random configurations; every generation, parents are drawn from the Pareto fronts of all
+frequencies plus the best configurations under the budget at the target frequency; children
+come by crossover (each group's width from either parent) and mutation (a group moves to a
+neighbouring width). The result is the Pareto set per frequency over everything evaluated
+(no configuration in it is beaten on latency, energy where measured, and accuracy at once)
+and the best configuration under the budget.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from edgert.errors import UsageError
+
+from . import config as C
+from . import lut, tables
+from .runtime import VariantModel
+
+SCHEMA = "edgert.aio.pareto/1"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSettings:
+    population: int = 24
+    generations: int = 10
+    mutation: float = 0.2  # chance that a child's group moves to a neighbouring width
+    parents: int = 12
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.population < 2 or self.generations < 0 or not 0 <= self.mutation <= 1 or self.parents < 2:
+            raise UsageError("search: need population >= 2, generations >= 0, 0 <= mutation <= 1, parents >= 2")
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    config: C.Config
+    accuracy: float
+    latency_ms: tuple[float, ...]  # per table frequency, corrected prediction
+    energy_mj: tuple[float, ...] | None
+
+    def to_dict(self, j: int) -> dict[str, Any]:
+        out = {"config": self.config.encode(), "key": self.config.key, "accuracy": self.accuracy,
+               "latency_ms": self.latency_ms[j]}
+        if self.energy_mj is not None:
+            out["energy_mj"] = self.energy_mj[j]
+        return out
+
+
+def dominates(a: Candidate, b: Candidate, j: int) -> bool:
+    """``a`` is no worse than ``b`` on every objective at frequency ``j`` and better on one."""
+    ka, kb = _objectives(a, j), _objectives(b, j)
+    return all(x <= y for x, y in zip(ka, kb)) and ka != kb
+
+
+def _objectives(c: Candidate, j: int) -> tuple[float, ...]:
+    energy = () if c.energy_mj is None else (c.energy_mj[j],)
+    return (c.latency_ms[j], *energy, -c.accuracy)
+
+
+def pareto(cands: Sequence[Candidate], j: int) -> list[Candidate]:
+    """The non-dominated candidates at frequency ``j``, fastest first."""
+    unique = list({c.config: c for c in cands}.values())
+    front = [c for c in unique if not any(dominates(o, c, j) for o in unique)]
+    return sorted(front, key=lambda c: (c.latency_ms[j], -c.accuracy))
+
+
+def fits(c: Candidate, j: int, latency_ms: float, energy_mj: float | None) -> bool:
+    return c.latency_ms[j] <= latency_ms and (energy_mj is None or (c.energy_mj is not None
+                                                                     and c.energy_mj[j] <= energy_mj))
+
+
+def best_under(cands: Sequence[Candidate], j: int, latency_ms: float, energy_mj: float | None
+               ) -> Candidate | None:
+    ok = [c for c in cands if fits(c, j, latency_ms, energy_mj)]
+    return max(ok, key=lambda c: (c.accuracy, -c.latency_ms[j])) if ok else None
+
+
+class Searcher:
+    def __init__(self, meta: dict[str, Any], table: dict[str, Any], score: Callable[[C.Config], float],
+                 settings: SearchSettings) -> None:
+        self.meta, self.table, self.score, self.settings = meta, table, score, settings
+        self.widths = C.candidate_widths(meta)
+        self.rng = random.Random(settings.seed)
+        self.seen: dict[C.Config, Candidate] = {}
+        self.energy = all("energy_mj" in b for b in table["blocks"])
+
+    def evaluate(self, config: C.Config) -> Candidate:
+        if config not in self.seen:
+            n = len(self.table["frequencies"])
+            latency = tuple(lut.predict(self.table, config, j) for j in range(n))
+            energy = tuple(lut.predict(self.table, config, j, quantity="energy_mj") for j in range(n)) \
+                if self.energy else None
+            self.seen[config] = Candidate(config, float(self.score(config)), latency, energy)
+        return self.seen[config]
+
+    def random_config(self) -> C.Config:
+        return C.make(self.meta, {g: self.rng.choice(ws) for g, ws in self.widths.items()})
+
+    def child(self, a: C.Config, b: C.Config) -> C.Config:
+        da, db = a.as_dict(), b.as_dict()
+        kept = {}
+        for g, ws in self.widths.items():
+            w = da[g] if self.rng.random() < 0.5 else db[g]
+            if self.rng.random() < self.settings.mutation:
+                i = ws.index(w) + self.rng.choice((-1, 1))
+                w = ws[min(max(i, 0), len(ws) - 1)]
+            kept[g] = w
+        return C.make(self.meta, kept)
+
+    def run(self, j: int, latency_ms: float, energy_mj: float | None) -> list[Candidate]:
+        s = self.settings
+        population = [C.of_level(self.meta, i) for i in range(len(self.meta["levels"]))]
+        population += [self.random_config() for _ in range(max(0, s.population - len(population)))]
+        for config in population:
+            self.evaluate(config)
+        for _ in range(s.generations):
+            pool = list(self.seen.values())
+            fronts = {c.config for k in range(len(self.table["frequencies"])) for c in pareto(pool, k)}
+            under = sorted((c for c in pool if fits(c, j, latency_ms, energy_mj)),
+                           key=lambda c: -c.accuracy)[:s.parents // 2]
+            parents = list(fronts | {c.config for c in under})
+            self.rng.shuffle(parents)
+            parents = parents[:s.parents] if len(parents) > s.parents else parents
+            if len(parents) < 2:
+                parents += [self.random_config() for _ in range(2 - len(parents))]
+            for _ in range(s.population):
+                self.evaluate(self.child(*self.rng.sample(parents, 2)))
+        return list(self.seen.values())
+
+
+def search(path: str | Path, *, latency_ms: float, frequency: float, energy_mj: float | None = None,
+           accuracy: str | Callable[[VariantModel], float] = "proxy", settings: SearchSettings | None = None,
+           threads: int | None = 1, write: bool = True) -> dict[str, Any]:
+    """``edgert search``: the best configuration under the budget at ``frequency`` and the Pareto set
+    at every frequency of the table; stored in the file as ``ofa/pareto`` unless ``write`` is False.
+    ``accuracy``: "proxy", "digits", "MODULE:FUNCTION" or the evaluation itself."""
+    from . import evaluate
+
+    if latency_ms <= 0 or (energy_mj is not None and energy_mj <= 0):
+        raise UsageError("the latency and energy budgets must be positive")
+    table = lut.read(path)
+    j = lut.frequency_index(table, frequency)
+    if energy_mj is not None and not all("energy_mj" in b for b in table["blocks"]):
+        raise UsageError(f"{path}'s table has no energy (no power sensor when `edgert lut` ran): "
+                         "search with --latency-ms only")
+    settings = settings or SearchSettings()
+    t0 = time.time()
+    with VariantModel(path, threads=threads, config_budget=0.5) as vm:
+        meta = vm._file.meta
+        if accuracy == "proxy":
+            mass = evaluate.importance_mass(meta, vm._file.tensors)
+
+            def score(config: C.Config) -> float:
+                return evaluate.proxy_score(mass, config)
+        else:
+            fn = evaluate.resolve(accuracy) if isinstance(accuracy, str) else accuracy
+
+            def score(config: C.Config) -> float:
+                vm.select_config(config)
+                return float(fn(vm))
+
+        searcher = Searcher(meta, table, score, settings)
+        pool = searcher.run(j, latency_ms, energy_mj)
+    best = best_under(pool, j, latency_ms, energy_mj)
+    result = {
+        "schema": SCHEMA, "accuracy": accuracy if isinstance(accuracy, str) else
+        f"{getattr(accuracy, '__module__', '?')}:{getattr(accuracy, '__qualname__', '?')}",
+        "proxy": accuracy == "proxy",
+        "frequencies": table["frequencies"], "frequency_unit": table["frequency_unit"],
+        "emulated": table["emulated"], "lut_measured_unix": table["measured_unix"],
+        "pareto": [[c.to_dict(k) for c in pareto(pool, k)] for k in range(len(table["frequencies"]))],
+        "query": {"latency_ms": latency_ms, "energy_mj": energy_mj, "frequency": table["frequencies"][j]},
+        "best": best.to_dict(j) if best else None,
+        "evaluated": len(pool), "settings": dataclasses.asdict(settings), "seconds": round(time.time() - t0, 1),
+    }
+    if write:
+        tables.store(path, {tables.PARETO: result})
+    return result
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    result = tables.read(path, tables.PARETO)
+    if result is None:
+        raise UsageError(f"{path} has no Pareto sets: run `edgert search {path} ...` first", path=str(path))
+    return result

@@ -1,0 +1,64 @@
+"""JSON tables kept *inside* an All-in-One file's data section (``ofa/lut``, ``ofa/pareto``).
+
+The latency tables and Pareto sets decide what runs on a device, so they are stored as
+``U8`` tensors of UTF-8 JSON: the data section's sha256 (checked at open) covers them (the
+header has its own digest since format version 2; the data checksum also covered them on
+version 1, and a table of hundreds of entries is data rather than header). Writing one
+rewrites the file through ``aiofile.write`` (atomic rename), keeping every other tensor and
+metadata entry.
+
+Device-side: stdlib and numpy only.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgert.errors import BundleError
+
+from . import aiofile
+
+LUT = "ofa/lut"
+PARETO = "ofa/pareto"
+_OWN_METADATA = ("format", "version", "sha256", "aio", "header_sha256")  # aiofile.write sets these
+
+
+def load(tensors: Mapping[str, np.ndarray], name: str) -> dict[str, Any] | None:
+    """The table ``name`` from an opened file's tensors (None when the file has none)."""
+    if name not in tensors:
+        return None
+    try:
+        value = json.loads(bytes(tensors[name]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BundleError(f"table {name!r} in the file is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BundleError(f"table {name!r} in the file is not a JSON object")
+    return value
+
+
+def read(path: str | Path, name: str) -> dict[str, Any] | None:
+    """Open ``path`` (checksum verified) and return the table ``name``, or None."""
+    f = aiofile.read(Path(path))
+    try:
+        return load(f.tensors, name)
+    finally:
+        f.close()
+
+
+def store(path: str | Path, tables: Mapping[str, Mapping[str, Any]]) -> None:
+    """Write ``tables`` ({tensor name: JSON object}) into ``path``; the checksum is recomputed."""
+    path = Path(path)
+    f = aiofile.read(path)
+    try:
+        tensors = {k: np.array(v) for k, v in f.tensors.items()}
+        meta = f.meta
+        extra = {k: v for k, v in f.metadata.items() if k not in _OWN_METADATA}
+    finally:
+        f.close()
+    for name, table in tables.items():
+        tensors[name] = np.frombuffer(json.dumps(table, separators=(",", ":")).encode("utf-8"), np.uint8)
+    aiofile.write(path, tensors, meta, extra)

@@ -1,0 +1,146 @@
+"""Per-layer width configurations: encoding, checks, and on-demand sessions on the zoo ResNet.
+
+The reference for a configuration's output is independent of the runtime's slicing: the
+full (permuted) model from the file with every removed channel masked out (its producer
+weights, bias and BN scale/shift set to zero), run by a plain ORT session.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from edgert.errors import UsageError
+from edgert.variants import aiofile
+from edgert.variants import config as C
+from edgert.variants import open as open_variants
+from edgert.variants.prune import prune
+
+RESNET = Path(__file__).resolve().parents[1] / "edgert" / "zoo" / "resnet.onnx"
+
+
+@pytest.fixture(scope="module")
+def resnet_aio(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("aio") / "resnet.aio"
+    prune(RESNET, [0, 0.25, 0.5, 0.75], path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def meta(resnet_aio: Path) -> dict:
+    f = aiofile.read(resnet_aio)
+    try:
+        return f.meta
+    finally:
+        f.close()
+
+
+def _random_config(meta: dict, seed: int) -> C.Config:
+    rng = random.Random(seed)
+    return C.make(meta, {g: rng.choice(ws) for g, ws in C.candidate_widths(meta).items()})
+
+
+def _masked_reference(aio: Path, config: C.Config) -> ort.InferenceSession:
+    """The full permuted model with the channels ``config`` removes zeroed at their producers."""
+    f = aiofile.read(aio)
+    meta, tensors = f.meta, {k: np.array(v) for k, v in f.tensors.items()}
+    f.close()
+    model = onnx.load_from_string(bytes(tensors[meta["levels"][0]["graph"]]))
+    kept = config.as_dict()
+    weights = {name: tensors[name].copy() for name in meta["levels"][0]["params"]}
+    for p in meta["template"]["param_axes"]:
+        if p["role"] not in ("producer", "bn_scale") and not (p["role"] == "channel" and p["init"].endswith(
+                ("bias", "beta"))):
+            continue
+        start = 0
+        for gid, n in p["segments"]:
+            if gid in kept and kept[gid] < n:
+                index = [slice(None)] * weights[p["init"]].ndim
+                index[p["axis"]] = slice(start + kept[gid], start + n)
+                weights[p["init"]][tuple(index)] = 0.0
+            start += n
+    for t in model.graph.initializer:
+        if t.name in weights:
+            t.CopyFrom(numpy_helper.from_array(weights[t.name], t.name))
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_encoding_round_trip_and_key(meta: dict) -> None:
+    config = _random_config(meta, 0)
+    text = config.encode()
+    assert C.decode(meta, text) == config
+    shuffled = ",".join(reversed(text.split(",")))
+    assert C.decode(meta, shuffled).encode() == text  # canonical whatever the order given
+    assert C.decode(meta, shuffled).key == config.key and len(config.key) == 16
+    other = _random_config(meta, 1)
+    assert other != config and other.key != config.key
+    assert C.of_level(meta, 2).as_dict() == {int(g): k for g, k in meta["levels"][2]["kept"].items()}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("1:8", "missing groups"),
+    ("garbage", "not GROUP:KEPT"),
+    ("1:x", "must be an integer"),
+])
+def test_bad_configurations_are_refused(meta: dict, text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        C.decode(meta, text)
+
+
+def test_out_of_range_and_unknown_groups(meta: dict) -> None:
+    kept = _random_config(meta, 0).as_dict()
+    first = next(iter(kept))
+    with pytest.raises(UsageError, match="out of range"):
+        C.make(meta, {**kept, first: 10_000})
+    with pytest.raises(UsageError, match="out of range"):
+        C.make(meta, {**kept, first: 0})
+    fixed = next(g["id"] for g in meta["groups"] if g["fixed"] is not None)
+    with pytest.raises(UsageError, match="not prunable"):
+        C.make(meta, {**kept, fixed: 1})
+
+
+def test_uniform_configuration_equals_its_level(resnet_aio: Path, meta: dict) -> None:
+    feeds = {"input": np.random.default_rng(0).standard_normal((1, 3, 160, 160)).astype(np.float32)}
+    with open_variants(resnet_aio, threads=1) as vm:
+        for index in (1, 3):
+            vm.select_index(index)
+            level = vm.run(feeds)[0]
+            vm.select_config(C.of_level(meta, index))
+            np.testing.assert_allclose(vm.run(feeds)[0], level, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mixed_configuration_equals_masked_full_model(resnet_aio: Path, meta: dict, seed: int) -> None:
+    config = _random_config(meta, seed)
+    assert len(set(config.as_dict().values())) > 2  # really per-layer, not a level
+    feeds = {"input": np.random.default_rng(seed).standard_normal((1, 3, 160, 160)).astype(np.float32)}
+    reference = _masked_reference(resnet_aio, config).run(None, feeds)[0]
+    with open_variants(resnet_aio, threads=1) as vm:
+        vm.select_config(config)
+        out = vm.run(feeds)[0]
+        assert vm.config == config
+    np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
+    full = _masked_reference(resnet_aio, C.of_level(meta, 0)).run(None, feeds)[0]
+    assert not np.allclose(out, full, atol=1e-3)  # the masking did remove something
+
+
+def test_cache_keeps_sessions_within_budget(resnet_aio: Path, meta: dict) -> None:
+    configs = [_random_config(meta, s) for s in range(4)]
+    feeds = {"input": np.zeros((1, 3, 160, 160), np.float32)}
+    with open_variants(resnet_aio, threads=1, config_budget=None) as vm:
+        for c in configs + configs:
+            vm.select_config(c)
+            vm.run(feeds)
+        assert vm.configs.built == 4 and len(vm.configs) == 4  # the second pass hit the cache
+    with open_variants(resnet_aio, threads=1, config_budget=0.05) as vm:
+        for c in configs:
+            vm.select_config(c)
+        assert len(vm.configs) < 4 and configs[-1] in vm.configs
+        assert vm.configs.copied_bytes <= 0.05 * vm.full_weight_bytes or len(vm.configs) == 1
+        vm.select_index(0)
+        assert vm.config is None

@@ -1,0 +1,276 @@
+"""lut, search and the Pareto-set adaptive model on a small real CNN (random weights, real ORT).
+
+Timing numbers here are whatever this machine gives: the tests check structure, storage,
+budgets and dominance, never speed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgert.cli import main as cli_main
+from edgert.errors import BundleError, UsageError
+from edgert.variants import aiofile, tables
+from edgert.variants import config as C
+from edgert.variants import lut, search
+from edgert.variants.adaptive_configs import ConfigAdaptiveModel
+from edgert.variants.frequency import FrequencySetting
+from edgert.variants.prune import prune
+
+FAST = lut.LutSettings(window_ms=1.0, repeats=1, checks=3)
+
+
+def _cnn(path: Path) -> Path:
+    """conv-BN-relu, conv-BN-relu with a residual add, strided conv-BN-relu, GAP, Gemm."""
+    rng = np.random.default_rng(0)
+    inits, nodes = [], []
+
+    def conv_bn(name: str, x: str, cin: int, cout: int, stride: int = 1, relu: bool = True) -> str:
+        inits.append(numpy_helper.from_array(rng.standard_normal((cout, cin, 3, 3)).astype(np.float32) * 0.2,
+                                             f"{name}.w"))
+        for suffix, value in (("g", rng.uniform(0.2, 1.5, cout)), ("b", rng.standard_normal(cout) * 0.1),
+                              ("m", rng.standard_normal(cout) * 0.1), ("v", rng.uniform(0.5, 1.5, cout))):
+            inits.append(numpy_helper.from_array(value.astype(np.float32), f"{name}.{suffix}"))
+        nodes.append(helper.make_node("Conv", [x, f"{name}.w"], [f"{name}.c"], name=name, pads=[1, 1, 1, 1],
+                                      strides=[stride, stride]))
+        nodes.append(helper.make_node("BatchNormalization", [f"{name}.c"] + [f"{name}.{s}" for s in "gbmv"],
+                                      [f"{name}.bn"], name=f"{name}_bn"))
+        if not relu:
+            return f"{name}.bn"
+        nodes.append(helper.make_node("Relu", [f"{name}.bn"], [f"{name}.r"], name=f"{name}_relu"))
+        return f"{name}.r"
+
+    h = conv_bn("stem", "x", 1, 16)
+    b = conv_bn("b1b", conv_bn("b1a", h, 16, 16), 16, 16, relu=False)
+    nodes.append(helper.make_node("Add", [h, b], ["res"], name="res"))
+    nodes.append(helper.make_node("Relu", ["res"], ["res.r"], name="res_relu"))
+    d = conv_bn("down", "res.r", 16, 32, stride=2)
+    nodes.append(helper.make_node("GlobalAveragePool", [d], ["gap"], name="gap"))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flat"))
+    inits.append(numpy_helper.from_array(rng.standard_normal((10, 32)).astype(np.float32), "fc.w"))
+    inits.append(numpy_helper.from_array(np.zeros(10, np.float32), "fc.b"))
+    nodes.append(helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], name="fc", transB=1))
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    src = path.with_suffix(".onnx")
+    onnx.save(model, str(src))
+    prune(src, [0, 0.5, 0.75], path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A file with a latency table at two (unpinned, local) settings."""
+    path = _cnn(tmp_path_factory.mktemp("ofa") / "cnn.aio")
+    lut.measure(path, [FrequencySetting(1.0, label="local a"), FrequencySetting(2.0, label="local b")], FAST)
+    return path
+
+
+def _meta(path: Path) -> dict:
+    f = aiofile.read(path)
+    try:
+        return f.meta
+    finally:
+        f.close()
+
+
+def test_lut_is_stored_with_provenance_and_covers_every_width(measured: Path) -> None:
+    table = lut.read(measured)
+    meta = _meta(measured)
+    widths = C.candidate_widths(meta)
+    assert table["schema"] == lut.SCHEMA and table["frequencies"] == [1.0, 2.0]
+    assert table["device"]["transport"] == "local" and table["emulated"] is False
+    assert table["device"]["hostname"] and table["settings"]["repeats"] == 1
+    for block in table["blocks"]:
+        expected = int(np.prod([len(widths[g]) for g in block["groups"]]))
+        assert len(block["latency_ms"]) == expected
+        assert all(len(v) == 2 for v in block["latency_ms"].values())
+    convs = [b for b in table["blocks"] if b["ops"][0] == "Conv"]
+    assert [b["ops"] for b in convs][0] == ["Conv", "BatchNormalization", "Relu"]  # fused chain
+    assert all(len(b["groups"]) >= 1 for b in convs)
+    assert len(table["checks"]) == 3 + len(meta["levels"])
+    assert {"a", "b"} <= set(table["correction"][0]) and "p50" in table["prediction_error"][1]["sum_of_blocks"]
+    config = C.of_level(meta, 1)
+    raw = lut.predict(table, config, 0, corrected=False)
+    by_hand = table["overhead_ms"][0] + sum(
+        b["latency_ms"][lut.width_key([config.as_dict()[g] for g in b["groups"]])][0] for b in table["blocks"])
+    assert raw == pytest.approx(by_hand)
+
+
+def test_tables_are_covered_by_the_checksum(measured: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.aio"
+    copy.write_bytes(measured.read_bytes())
+    raw = bytearray(copy.read_bytes())
+    start = bytes(raw).index(b'"schema":"edgert.aio.lut/1"')
+    raw[start + 1] ^= 0x01  # one flipped bit inside the stored table
+    copy.write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="checksum"):
+        lut.read(copy)
+
+
+def test_search_respects_budget_and_pareto_dominance(measured: Path) -> None:
+    table = lut.read(measured)
+    meta = _meta(measured)
+    levels = [lut.predict(table, C.of_level(meta, i), 0) for i in range(len(meta["levels"]))]
+    budget = (levels[0] + levels[-1]) / 2
+    result = search.search(measured, latency_ms=budget, frequency=1.0,
+                           settings=search.SearchSettings(population=8, generations=3))
+    best = result["best"]
+    assert best is not None and best["latency_ms"] <= budget
+    assert lut.predict(table, C.decode(meta, best["config"]), 0) == pytest.approx(best["latency_ms"])
+    for j, front in enumerate(result["pareto"]):
+        assert front
+        for a in front:
+            for b in front:  # nobody in a front is dominated by another member
+                assert not (a["latency_ms"] <= b["latency_ms"] and a["accuracy"] >= b["accuracy"]
+                            and (a["latency_ms"], a["accuracy"]) != (b["latency_ms"], b["accuracy"])) or a is b
+        assert [e["latency_ms"] for e in front] == sorted(e["latency_ms"] for e in front)
+    # the best under the budget is at least as good as every uniform level that fits
+    fitting = [i for i, t in enumerate(levels) if t <= budget]
+    from edgert.variants.evaluate import importance_mass, proxy_score
+
+    f = aiofile.read(measured)
+    mass = importance_mass(f.meta, f.tensors)
+    f.close()
+    assert all(best["accuracy"] >= proxy_score(mass, C.of_level(meta, i)) for i in fitting)
+    stored = search.read(measured)
+    assert stored["pareto"] == json.loads(json.dumps(result["pareto"]))
+    assert lut.read(measured)["blocks"] == table["blocks"]  # the lut survived the rewrite
+
+
+def test_search_refuses_bad_queries(measured: Path) -> None:
+    with pytest.raises(UsageError, match="no frequency 3"):
+        search.search(measured, latency_ms=1.0, frequency=3.0)
+    with pytest.raises(UsageError, match="no energy"):
+        search.search(measured, latency_ms=1.0, energy_mj=1.0, frequency=1.0)
+    with pytest.raises(UsageError, match="MODULE:FUNCTION"):
+        search.search(measured, latency_ms=1.0, frequency=1.0, accuracy="nonsense")
+
+
+def test_search_with_a_user_evaluation(measured: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "my_eval.py").write_text(
+        "import numpy as np\n"
+        "def score(model):\n"
+        "    x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)\n"
+        "    return float(np.abs(model.run({'x': x})[0]).sum()) + model.configs.built * 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = search.search(measured, latency_ms=1e6, frequency=2.0, accuracy="my_eval:score",
+                           settings=search.SearchSettings(population=4, generations=1), write=False)
+    assert result["best"] is not None and not result["proxy"]
+    best = max((e for front in result["pareto"] for e in front), key=lambda e: e["accuracy"])
+    assert result["best"]["accuracy"] == pytest.approx(best["accuracy"])  # no budget: the top score
+
+
+def test_adaptive_model_runs_pareto_configurations(measured: Path) -> None:
+    search.search(measured, latency_ms=1e6, frequency=1.0, settings=search.SearchSettings(population=6,
+                                                                                          generations=2))
+    pareto = search.read(measured)
+    front_keys = [{e["key"] for e in front} for front in pareto["pareto"]]
+    freq = {"now": 1.0}
+    feeds = {"x": np.zeros((1, 1, 8, 8), np.float32)}
+    fastest = min(e["latency_ms"] for e in pareto["pareto"][0])
+    model = ConfigAdaptiveModel(measured, budget_ms=1e6, frequency_source=lambda: freq["now"], threads=1)
+    try:
+        model.run(feeds)
+        top = max(pareto["pareto"][0], key=lambda e: e["accuracy"])
+        assert model.current["key"] == top["key"]  # roomy budget: the most accurate
+        model.budget_ms = fastest * 1.0000001
+        for _ in range(10):
+            model.run(feeds)
+        assert all(c.config in front_keys[0] for c in model.choices)
+        freq["now"] = 2.5  # above the table: the fastest setting's set
+        model._freq = None
+        model.run(feeds)
+        assert model.choices[-1].config in front_keys[1]
+        assert len(model.model.configs) >= len(front_keys[0] | front_keys[1]) - 1
+    finally:
+        model.close()
+
+
+def test_cli_lut_and_search_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _cnn(tmp_path / "cli.aio")
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["search", str(path), "--latency-ms", "5", "--freq", "1"])
+    assert exit_info.value.code != 0
+    assert "no latency table" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["lut", str(path), "--emulated", "1.0", "--cpu-freqs", "600000"])
+    assert "choose one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["lut", str(path), "--device", "ssh://pi@board", "--emulated", "1.0"])
+    assert "in this process" in capsys.readouterr().err
+
+
+def test_lut_on_emulated_levels_is_labelled(tmp_path: Path) -> None:
+    from edgert.device_agents.emulated import EmulatedDomain
+
+    if not EmulatedDomain().available():
+        pytest.skip("no writable cgroup with cpu bandwidth control")
+    path = _cnn(tmp_path / "emu.aio")
+    settings, unit, emulated = lut.settings_for(None, "policy0", (1.0, 0.5))
+    table = lut.measure(path, settings, FAST, unit=unit, emulated=emulated)
+    assert table["emulated"] is True and table["device"]["emulated"] is True
+    assert table["frequencies"] == [0.5, 1.0] and table["labels"] == ["emulated 0.5", "emulated 1"]
+    assert tables.read(path, tables.LUT)["frequency_unit"] == "emulated fraction"
+
+
+def test_cli_lut_then_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgert.device_agents.emulated import EmulatedDomain
+
+    if not EmulatedDomain().available():
+        pytest.skip("no writable cgroup with cpu bandwidth control")
+    path = _cnn(tmp_path / "cli.aio")
+    cli_main(["lut", str(path), "--emulated", "1.0", "--window-ms", "1", "--repeats", "1", "--checks", "2"])
+    out = capsys.readouterr().out
+    assert "EMULATED" in out and "sum of blocks vs whole network p50" in out
+    cli_main(["search", str(path), "--latency-ms", "1000", "--freq", "1.0", "--population", "4",
+              "--generations", "1"])
+    out = capsys.readouterr().out
+    assert "best: " in out and "proxy score" in out
+    best = search.read(path)["best"]
+    assert C.decode(_meta(path), best["config"]).key == best["key"]
+
+
+def test_energy_table_from_a_power_rail_and_energy_budget(tmp_path: Path) -> None:
+    """Power from the Jetson Orin fixture's rails (constant fixture values, not a measurement):
+    the table then has energy per block, and search honours an energy budget."""
+    fixture = Path(__file__).parent / "fixtures" / "sysfs" / "jetson_orin"
+    path = _cnn(tmp_path / "energy.aio")
+    table = lut.measure(path, [FrequencySetting(1.0, label="fixture")], FAST, power="auto",
+                        sysfs_root=str(fixture))
+    assert table["power_source"] and all("energy_mj" in b for b in table["blocks"])
+    assert all(v[0] > 0 for b in table["blocks"] for v in b["energy_mj"].values())
+    meta = _meta(path)
+    energies = [lut.predict(table, C.of_level(meta, i), 0, quantity="energy_mj") for i in range(3)]
+    budget = float(np.median(energies))
+    result = search.search(path, latency_ms=1e6, energy_mj=budget, frequency=1.0,
+                           settings=search.SearchSettings(population=6, generations=2))
+    assert result["best"]["energy_mj"] <= budget
+    assert all("energy_mj" in e for e in result["pareto"][0])
+
+
+def _synthetic(measured: list[float]) -> dict:
+    """A table of one block over one group with widths 1..4 (entry = width ms), no overhead."""
+    return {"frequencies": [1.0], "overhead_ms": [0.0],
+            "blocks": [{"groups": [7], "latency_ms": {str(w): [float(w)] for w in (1, 2, 3, 4)}}],
+            "checks": [{"config": f"7:{w}", "measured_ms": [m]} for w, m in zip((1, 2, 3, 4), measured)]}
+
+
+def test_correction_is_fitted_and_used_only_when_it_helps() -> None:
+    table = _synthetic([3.0, 5.0, 7.0, 9.0])  # exactly 2 x sum + 1
+    fitted = lut.fit(table)
+    assert fitted["correction"][0]["used"] and fitted["correction"][0]["a"] == pytest.approx(2.0)
+    assert fitted["prediction_error"][0]["corrected_leave_one_out"]["p50"] == pytest.approx(0.0, abs=1e-9)
+    assert lut.predict({**table, **fitted}, C.Config(((7, 3),)), 0) == pytest.approx(7.0)
+    exact = lut.fit(_synthetic([1.0, 2.0, 3.0, 4.0]))  # the sum is already right
+    assert exact["prediction_error"][0]["sum_of_blocks"]["p50"] == 0.0
+    assert not exact["correction"][0]["used"] and exact["correction"][0]["a"] == 1.0
+    with pytest.raises(UsageError, match="did not measure"):
+        lut.predict(table, C.Config(((7, 5),)), 0)
