@@ -55,7 +55,7 @@ def test_a_sweep_may_name_neither_another_root_nor_an_unlisted_meter(device, tmp
     url, root, env = device
     model = make_matmul_model(tmp_path / "m.onnx", symbolic=False)
     base = ["sweep", str(model), "--device", url, "--cpu-freqs", "1510400", "--cpu-policy", "policy0",
-            "--runs", "3", "--idle", "0"]
+            "--runs", "3", "--idle", "0", "--quiet"]
     proc = run_cli(*base, "--sysfs-root", str(tmp_path), env=env)
     assert proc.returncode != 0 and "a host may not choose another root" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
