@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from edgert import device_facts  # noqa: E402
 from edgert.device_agents.emulated import EmulatedDomain  # noqa: E402
 from edgert.variants import config as C  # noqa: E402
-from edgert.variants import evaluate, lut, search  # noqa: E402
+from edgert.variants import evaluate, lut, search, tables  # noqa: E402
 from edgert.variants.frequency import FrequencySetting  # noqa: E402
 from edgert.variants.frequency import emulated_settings  # noqa: E402
 from edgert.variants.prune import prune  # noqa: E402
@@ -98,44 +98,44 @@ def _interleaved_ms(vm: VariantModel, configs: list[C.Config], feeds: dict[str, 
 
 def compare(path: Path, settings: lut.LutSettings, rounds: int, domain: EmulatedDomain | None,
             search_settings: search.SearchSettings) -> list[dict[str, Any]]:
-    """Searched configuration vs each uniform level at every setting of ``path``'s table."""
+    """At every setting of ``path``'s table, time the uniform levels and the searched Pareto
+    configurations interleaved; then, at each budget T (every measured latency among them), set
+    the most accurate uniform level measured within T against the most accurate Pareto
+    configuration measured within T (OFA's comparison: the same measured latency budget)."""
+    pareto = tables.read(path, tables.PARETO)
+    if pareto is None or pareto.get("accuracy", "").split(":")[-1] != "_digits_memo":
+        table = lut.read(path)
+        pareto = search.search(path, latency_ms=1e9, frequency=table["frequencies"][0], accuracy=_digits_memo,
+                               settings=search_settings)
     table = lut.read(path)
-    result = search.search(path, latency_ms=1e9, frequency=table["frequencies"][0], accuracy=_digits_memo,
-                           settings=search_settings)
     rows = []
     with VariantModel(path, threads=settings.threads, config_budget=None) as vm:
         meta = vm._file.meta
         feeds = {"x": np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)}
-        accuracy: dict[C.Config, float] = {}
-
-        def acc(c: C.Config) -> float:
-            if c not in accuracy:
-                vm.select_config(c)
-                accuracy[c] = _digits_memo(vm)
-            return accuracy[c]
-
+        levels = [C.of_level(meta, i) for i in range(len(meta["levels"]))]
         for j, f in enumerate(table["frequencies"]):
-            front = result["pareto"][j]
-            pairs = []
-            for i in range(len(meta["levels"])):
-                level = C.of_level(meta, i)
-                budget = lut.predict(table, level, j)
-                fitting = [e for e in front if e["latency_ms"] <= budget]
-                best = max(fitting, key=lambda e: (e["accuracy"], -e["latency_ms"])) if fitting else None
-                pairs.append((i, level, budget, C.decode(meta, best["config"]) if best else None))
-            configs = [p[1] for p in pairs] + [p[3] for p in pairs if p[3] is not None]
+            front = [C.decode(meta, e["config"]) for e in pareto["pareto"][j]]
+            configs = list(dict.fromkeys(levels + front))
             hold = domain.pinned(f) if domain is not None else _nothing()
             with hold:
-                measured = _interleaved_ms(vm, configs, feeds, settings, rounds)
-            by_config = dict(zip(configs, measured))
-            for i, level, budget, chosen in pairs:
-                row = {"setting": table["labels"][j], "emulated": table["emulated"], "level_ratio": RATIOS[i]
-                       if i < len(RATIOS) else meta["levels"][i]["ratio"],
-                       "level_accuracy": acc(level), "level_ms": by_config[level], "level_predicted_ms": budget}
-                if chosen is not None:
-                    row.update(config=chosen.encode(), config_accuracy=acc(chosen), config_ms=by_config[chosen],
-                               config_predicted_ms=lut.predict(table, chosen, j), uniform=chosen == level)
-                rows.append(row)
+                measured = dict(zip(configs, _interleaved_ms(vm, configs, feeds, settings, rounds)))
+            acc = {}
+            for c in configs:
+                vm.select_config(c)
+                acc[c] = _digits_memo(vm)
+            for budget in sorted(set(measured.values())):
+                uniform = [c for c in levels if measured[c] <= budget]
+                searched = [c for c in front if measured[c] <= budget]
+                best_u = max(uniform, key=lambda c: acc[c]) if uniform else None
+                best_s = max(searched, key=lambda c: (acc[c], -measured[c])) if searched else None
+                rows.append({
+                    "setting": table["labels"][j], "emulated": table["emulated"], "budget_ms": budget,
+                    "uniform": None if best_u is None else {
+                        "ratio": meta["levels"][levels.index(best_u)]["ratio"], "accuracy": acc[best_u],
+                        "measured_ms": measured[best_u]},
+                    "searched": None if best_s is None else {
+                        "config": best_s.encode(), "accuracy": acc[best_s], "measured_ms": measured[best_s],
+                        "predicted_ms": lut.predict(table, best_s, j), "is_level": best_s in levels}})
     return rows
 
 
@@ -224,25 +224,24 @@ def markdown(result: dict[str, Any]) -> str:
             s, c = r["sum_of_blocks"], r["corrected_leave_one_out"]
             lines.append(f"| {model} | {label} | {r['blocks']} / {r['entries']} | {r['checks']} | {s['p50']:.1%} | "
                          f"{s['p90']:.1%} | {c['p50']:.1%} | {c['p90']:.1%} |")
-    title = "## Digits: searched configuration vs uniform level (held-out accuracy, measured latency)"
-    lines += [] if "digits_compare" not in result else ["", title, "",
-              "Per setting and level L: C = most accurate Pareto configuration predicted no slower than L; both "
-              "timed interleaved in the same run.", "",
-              "| setting | level | level acc | level ms | searched acc | searched ms | searched | verdict |",
-              "|---|---|---|---|---|---|---|---|"]
+    title = "## Digits: searched configuration vs best uniform level at the same measured latency budget"
+    lines += [] if "digits_compare" not in result else [
+        "", title, "",
+        "Per setting: the uniform levels and the searched Pareto configurations (held-out accuracy) timed "
+        "interleaved; at each budget T (each measured latency among them) the most accurate uniform level "
+        "measured within T against the most accurate searched configuration measured within T.", "",
+        "| setting | budget ms | best uniform (ratio: acc @ ms) | searched (acc @ ms) | searched config | verdict |",
+        "|---|---|---|---|---|---|"]
     for r in result.get("digits_compare", []):
         label = f"EMULATED {r['setting']}" if r["emulated"] else r["setting"]
-        if "config" not in r:
-            lines.append(f"| {label} | {r['level_ratio']:g} | {r['level_accuracy']:.4f} | {r['level_ms']:.4f} | "
-                         "- | - | none fits | - |")
-            continue
-        faster = r["config_ms"] <= r["level_ms"]
-        verdict = ("better" if r["config_accuracy"] > r["level_accuracy"] else
-                   "equal" if r["config_accuracy"] == r["level_accuracy"] else "WORSE")
-        verdict += "" if faster else f", {r['config_ms'] / r['level_ms'] - 1:+.1%} slower"
-        lines.append(f"| {label} | {r['level_ratio']:g} | {r['level_accuracy']:.4f} | {r['level_ms']:.4f} | "
-                     f"{r['config_accuracy']:.4f} | {r['config_ms']:.4f} | "
-                     f"{'the level itself' if r['uniform'] else 'per-layer'} | {verdict} |")
+        u, c = r["uniform"], r["searched"]
+        cell_u = "none fits" if u is None else f"{u['ratio']:g}: {u['accuracy']:.4f} @ {u['measured_ms']:.4f}"
+        cell_c = "none fits" if c is None else f"{c['accuracy']:.4f} @ {c['measured_ms']:.4f}"
+        what = "-" if c is None else ("a uniform level" if c["is_level"] else f"`{c['config']}`")
+        ua = -1.0 if u is None else u["accuracy"]
+        ca = -1.0 if c is None else c["accuracy"]
+        verdict = "better" if ca > ua else "equal" if ca == ua else "WORSE"
+        lines.append(f"| {label} | {r['budget_ms']:.4f} | {cell_u} | {cell_c} | {what} | {verdict} |")
     s = result.get("switch")
     lines += [] if s is None else ["", "## Switching", "",
               f"Between two cached configurations of the zoo ResNet: p50 {s['config_switch_p50_us']:.2f} us, "
@@ -259,7 +258,7 @@ def main() -> None:
     parser.add_argument("--emulated", default="1.0,0.5,0.25", help="emulated levels (digits)")
     parser.add_argument("--resnet-emulated", default="1.0,0.5", help="emulated levels (zoo ResNet)")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--part", choices=("all", "digits", "resnet"), default="all",
+    parser.add_argument("--part", choices=("all", "digits", "resnet", "compare"), default="all",
                         help="run one part; the other's results already in --out are kept")
     parser.add_argument("--local-clocks", default="wall,cpu",
                         help="local tables to measure: wall (latency) and/or cpu (thread CPU time); '' for none")
@@ -269,7 +268,7 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=24)
     parser.add_argument("--generations", type=int, default=8)
     args = parser.parse_args()
-    if args.part != "resnet" and args.digits is None:
+    if args.part in ("all", "digits") and args.digits is None:
         parser.error("--digits FILE is needed (tools/train_digits_aio.py writes digits-aio.aio)")
     args.work.mkdir(parents=True, exist_ok=True)
     settings = lut.LutSettings(window_ms=args.window_ms, repeats=args.repeats, checks=args.checks)
@@ -289,6 +288,15 @@ def main() -> None:
         if "emulated" in digits:
             domain = EmulatedDomain(levels=levels, cpus=1)
             run["digits_compare"] += compare(digits["emulated"], settings, args.rounds, domain, search_settings)
+    if args.part == "compare":  # only the comparison, on the digits tables already in --work
+        found = {p.stem.split("-", 1)[1]: p for p in sorted(args.work.glob("digits-*.aio"))}
+        run["digits_compare"] = []
+        for key, path in found.items():
+            clock = "cpu" if key == "local-cpu" else "wall"
+            domain = EmulatedDomain(levels=tuple(lut.read(path)["frequencies"]), cpus=1) if key == "emulated" else None
+            run["digits_compare"] += compare(path, dataclasses.replace(settings, clock=clock), args.rounds, domain,
+                                             search.SearchSettings(population=args.population,
+                                                                   generations=args.generations))
     if args.part in ("all", "resnet"):
         resnet_aio = args.work / "resnet.aio"
         prune(RESNET, RATIOS, resnet_aio)
