@@ -22,7 +22,7 @@ from edgert.errors import UsageError
 @click.option("--sysfs-root", default="/", show_default=True, help="sysfs root (fixtures, tests).")
 @click.option("--threads", type=int, default=1, show_default=True, help="Engine threads.")
 @click.option("--window-ms", default=30.0, show_default=True, help="One timing window (ms).")
-@click.option("--repeats", default=5, show_default=True, help="Windows per entry (median).")
+@click.option("--repeats", default=5, show_default=True, help="Windows per entry (the entry is the fastest).")
 @click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
               help="wall: latency; cpu: this thread's CPU time (needs --threads 1; immune to other "
                    "processes, blind to stalls, so not with --emulated).")
