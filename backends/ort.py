@@ -97,7 +97,8 @@ class CallerWeightsSession(OrtSession):
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         _use_shared_arena(ort, opts)
-        opts.log_severity_level = 4  # a load failure is raised as ModelError; ORT's own log line is noise
+        if not os.environ.get("EDGERT_DEBUG"):  # a load failure is raised as ModelError (the runtime
+            opts.log_severity_level = 4  # may then retry a level privately); ORT's own line is noise
         values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a).reshape(np.shape(a)))  # keeps 0-d
                   for a in weights.values()]
         disabled: Sequence[str] = ()

@@ -394,6 +394,25 @@ class _Analyzer:
         self.axis[node.output[0]] = axes[0]
         self.unit[node.output[0]] = units[0]
 
+    def _reducemean(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
+        """A mean over other axes than the channels (the dynamo exporter's global pooling in
+        SE blocks: ReduceMean over H, W) keeps the channels where they are."""
+        rank = len(self.ranks.get(acts[0]) or []) if acts else 0
+        axis = self.axis.get(acts[0], 1) if acts else 1
+        axes_input = node.input[1] if len(node.input) > 1 and node.input[1] else ""
+        axes = self.inits[axes_input].tolist() if axes_input in self.inits else self._attr(node, "axes", None)
+        if len(acts) != 1 or segs_in[0] is None or not rank or axes is None:
+            return self.unknown(node, segs_in, f"{where} reduces axes the pruner cannot see")
+        axes = sorted(int(a) % rank for a in axes)
+        keep = int(self._attr(node, "keepdims", 1))
+        if axis in axes or (not keep and any(a < axis for a in axes)):
+            return self.unknown(node, segs_in, f"{where} reduces over the channels")
+        self.seg[node.output[0]] = segs_in[0]
+        self.axis[node.output[0]] = axis
+        self.unit[node.output[0]] = self.unit.get(acts[0], 1)
+
+    _reducemax = _reducemean
+
     def _softmax(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
         rank = len(self.ranks.get(acts[0]) or []) if acts else 0
         axis = int(self._attr(node, "axis", -1)) % max(rank, 1)
@@ -424,6 +443,10 @@ class _Analyzer:
 
         if same(list(din), dout) and dout[axis] in (None, channels // unit):  # to its own shape
             out_axis, out_unit = axis, unit
+        elif axis == 1 and unit == 1 and len(din) > 2 and len(dout) >= 2 and same([din[0]], [dout[0]]) \
+                and all(d == 1 for d in din[2:]) and all(d == 1 for d in dout[2:]) \
+                and dout[1] in (None, channels):
+            out_axis, out_unit = 1, 1  # (N, C, 1, 1) -> (N, C): the dynamo exporter's flatten
         elif axis == len(din) - 1 and unit == 1 and len(dout) == len(din) + 1 and same(dout[:-2], list(din[:-1])) \
                 and dout[-1] and channels % dout[-1] == 0 and dout[-2] in (None, channels // dout[-1]) \
                 and len(segs) == 1:

@@ -241,9 +241,11 @@ def _load(model_path: Path) -> Any:
 
 def untie_constants(model: Any) -> Any:
     """A copy where every ``Constant`` node and every ``Identity`` of an initializer is an
-    initializer of its own. The torch exporter writes a weight equal to an earlier one (e.g.
-    two zero SE biases of MobileNetV3) as ``Identity(earlier)``; untied, each conv's weights
-    follow that conv's channels only."""
+    initializer of its own, and an initializer read by several nodes is copied for each.
+    The torch exporters write a weight equal to an earlier one (two zero SE biases of
+    MobileNetV3, BERT's zero biases and unit LayerNorm scales) as ``Identity(earlier)`` or
+    share it by name; untied, each node's weights follow that node's channels only (a shared
+    one would tie unrelated groups together and keep them whole)."""
     import onnx
 
     out = onnx.ModelProto()
@@ -265,6 +267,18 @@ def untie_constants(model: Any) -> Any:
         out.graph.initializer.append(tensor)
     del out.graph.node[:]
     out.graph.node.extend(kept)
+    uses: dict[str, int] = {}
+    for node in out.graph.node:
+        for i, name in enumerate(node.input):
+            if name not in values:
+                continue
+            uses[name] = uses.get(name, 0) + 1
+            if uses[name] > 1:  # a later reader gets its own copy
+                copy = onnx.TensorProto()
+                copy.CopyFrom(values[name])
+                copy.name = f"{name}/use{uses[name]}"
+                out.graph.initializer.append(copy)
+                node.input[i] = copy.name
     return out
 
 
