@@ -219,7 +219,7 @@ def test_grouped_conv_prunes_whole_groups(tmp_path: Path) -> None:
     model = g.save(tmp_path / "m.onnx", g.op("Relu", "relu_c", [g.conv("c1", b, 16, 6)]), 6)
     graph = analyze(onnx.load(model))
     shared = [grp for grp in graph.prunable() if grp.block == 4]
-    assert len(shared) == 1 and shared[0].size == 16 and graph.grouped == {"gc": 4}
+    assert len(shared) == 1 and shared[0].size == 16 and graph.grouped == {"gc": (((shared[0].id, 16),), 4)}
     aio = tmp_path / "m.aio"
     report = prune(model, [0, 0.3, 0.5, 0.75], aio)
     kept = [lv["kept"][str(shared[0].id)] for lv in report.levels]
@@ -236,3 +236,9 @@ def test_grouped_conv_prunes_whole_groups(tmp_path: Path) -> None:
         for lv in vm.levels:
             vm.select_index(lv.index)
             assert np.isfinite(vm.run(feeds)[0]).all()
+        # a per-layer configuration (edgert.variants.config) mixing widths gets group = kept blocks too
+        from edgert.variants import config as C
+
+        widths = {g: (8 if int(g) == shared[0].id else k) for g, k in report.levels[1]["kept"].items()}
+        vm.select_config(C.make(f.meta, widths))
+        assert np.isfinite(vm.run(feeds)[0]).all()

@@ -1,5 +1,6 @@
 """``edgert prune`` on real architectures (torchvision CNNs, a tiny ViT, a two-layer BERT;
-seeded random weights, tests/torch_models.py): every level runs with finite outputs, level 0
+seeded random weights; TorchScript exports from tests/torch_models.py and the dynamo exports
+of tools/make_real_zoo.py): every level runs with finite outputs, level 0
 computes what ORT computes on the original, and every level removes about its share of the
 weights. The fast subset runs in CI; the larger CNNs carry the ``slow`` marker.
 
@@ -33,6 +34,7 @@ def _torchvision_loads() -> None:
         torchvision_models()
     except ImportError:
         pytest.skip("needs torchvision (the torch extra)")
+
 
 RATIOS = [0.0, 0.25, 0.5, 0.75]
 SIDE = 64  # small inputs keep ORT's session builds and runs quick; the weights are full size

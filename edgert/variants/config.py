@@ -155,8 +155,11 @@ def weight_specs(meta: Mapping[str, Any], config: Config) -> dict[str, dict[str,
 
 def depthwise_groups(meta: Mapping[str, Any], config: Config) -> dict[str, int]:
     kept = config.as_dict()
-    return {node: sum(kept.get(int(g), int(n)) for g, n in segs)
-            for node, segs in meta["template"].get("depthwise", {}).items()}
+    groups = {node: sum(kept.get(int(g), int(n)) for g, n in segs)
+              for node, segs in meta["template"].get("depthwise", {}).items()}
+    for node, (segs, per_group) in meta["template"].get("grouped", {}).items():  # kept blocks
+        groups[node] = sum(kept.get(int(g), int(n)) for g, n in segs) // int(per_group)
+    return groups
 
 
 def config_graph(graph: bytes, shapes: Mapping[str, list[int]], depthwise: Mapping[str, int]) -> bytes:

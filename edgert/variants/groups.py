@@ -71,7 +71,7 @@ class ChannelGraph:
     groups: dict[int, Group]
     params: list[ParamAxis]
     depthwise: dict[str, Segments]  # conv node name -> its channel segments (``group`` attr)
-    grouped: dict[str, int]  # grouped conv node name -> channels per group (``group`` = kept / that)
+    grouped: dict[str, tuple[Segments, int]]  # grouped conv -> (its channels, per group): group = kept / per group
     reshapes: dict[str, tuple[int, Segments, int]]  # shape constant -> (entry, channel segments, per entry)
     bn: list[tuple[str, str, float]]  # (gamma, running var, epsilon) for importance
 
@@ -120,7 +120,7 @@ class _Analyzer:
         self.reshapes: dict[str, tuple[int, Segments, int]] = {}  # shape constant -> (index, segs, unit)
         self.params: dict[tuple[str, int], ParamAxis] = {}
         self.depthwise: dict[str, Segments] = {}
-        self.grouped: dict[str, int] = {}
+        self.grouped: dict[str, tuple[Segments, int]] = {}
         self.bn: list[tuple[str, str, float]] = []
 
     # -- union-find ------------------------------------------------------------------
@@ -205,7 +205,8 @@ class _Analyzer:
         params = [dataclasses.replace(p, segments=resolve(p.segments)) for p in self.params.values()]
         depthwise = {k: resolve(v) for k, v in self.depthwise.items()}
         reshapes = {k: (i, resolve(segs), unit) for k, (i, segs, unit) in self.reshapes.items()}
-        return ChannelGraph(roots, params, depthwise, self.grouped, reshapes, self.bn)
+        grouped = {k: (resolve(segs), per) for k, (segs, per) in self.grouped.items()}
+        return ChannelGraph(roots, params, depthwise, grouped, reshapes, self.bn)
 
     def visit(self, node: Any) -> None:
         op, name = node.op_type, node.name or node.output[0]
@@ -279,7 +280,7 @@ class _Analyzer:
         group.block = math.lcm(group.block, per_group)
         if group.size % group.block:
             self.fix(segs, f"{where} cuts group {gid} into blocks that do not divide it")
-        self.grouped[node.name] = per_group
+        self.grouped[node.name] = (segs, per_group)
         self.param(w, 0, segs, "channel", where)
         if bias:
             self.param(bias, 0, segs, "channel", where)

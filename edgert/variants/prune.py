@@ -225,7 +225,7 @@ def template(model: Any, graph: ChannelGraph) -> dict[str, Any]:
         "param_axes": [{"init": p.init, "axis": p.axis, "segments": [list(s) for s in p.segments],
                         "role": p.role} for p in graph.params],
         "depthwise": {k: [list(s) for s in v] for k, v in graph.depthwise.items()},
-        "grouped": dict(graph.grouped),
+        "grouped": {k: [[list(x) for x in segs], per] for k, (segs, per) in graph.grouped.items()},
         "reshapes": {k: [i, [list(x) for x in segs], unit] for k, (i, segs, unit) in graph.reshapes.items()},
     }
 
@@ -296,15 +296,14 @@ def build(model: Any, ratios: Sequence[float], *, importance_method: str = "auto
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     scores = importance(graph, inits, importance_method)
     perms = {gid: block_order(s, graph.groups[gid].block) for gid, s in scores.items()}
-    conv_weight = {n.name: n.input[1] for n in model.graph.node if n.name in graph.grouped}
     tensors = permute(graph, inits, perms)
     levels = []
     for i, ratio in enumerate(ratios):
         kept = level_kept(graph, ratio, multiple)
         ranges = level_params(graph, inits, kept)
         dw = {name: sum(kept.get(g, n) for g, n in segs) for name, segs in graph.depthwise.items()}
-        for name, per_group in graph.grouped.items():
-            dw[name] = shape_of(ranges[conv_weight[name]])[0] // per_group
+        for name, (segs, per_group) in graph.grouped.items():
+            dw[name] = sum(kept.get(g, n) for g, n in segs) // per_group
         shapes = {name: (index, sum(kept.get(g, n) for g, n in segs) // unit)
                   for name, (index, segs, unit) in graph.reshapes.items()}
         tensors[GRAPH_TENSOR.format(i)] = np.frombuffer(level_graph(model, ranges, dw, inits, shapes=shapes),
