@@ -31,8 +31,8 @@ for every level).
 
 ``full_level="shared"`` reads the full level in place too (``view``): one copy of the
 weights serves all levels within the budget (1.3x the full weights by default instead of
-the sum of the levels), every level at ORT_ENABLE_EXTENDED speed (the full level 1.4x
-ORT's on ResNet-50, 2.5x on MobileNetV3-Small: benchmarks/results/variants_real.md).
+the sum of the levels), every level at ORT_ENABLE_EXTENDED speed (the full level 1.3x
+ORT's on ResNet-50, 2.2x on MobileNetV3-Small: benchmarks/results/variants_real.md).
 With ``share_weights=False`` every level is private, whatever the budget. All sessions are
 built at open, so ``select`` only swaps a pointer.
 
