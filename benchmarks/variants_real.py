@@ -32,11 +32,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from edgert.settings import BenchSettings  # noqa: E402
-from edgert.stats import summarize  # noqa: E402
-from edgert.timing import measure  # noqa: E402
-from edgert.variants import open as open_variants  # noqa: E402
-from edgert.variants.prune import prune  # noqa: E402
+from edgert.settings import BenchSettings
+from edgert.stats import summarize
+from edgert.timing import measure
+from edgert.variants import open as open_variants
+from edgert.variants.prune import prune
 
 RATIOS = [0.0, 0.25, 0.5, 0.75]
 MODES = {"default": {}, "full level shared (old default)": {"full_level": "shared"},
@@ -125,7 +125,7 @@ def bench_model(name: str, work: Path, side: int, runs: int, bench: BenchSetting
         for lv in vm.levels:
             vm.select_index(lv.index)
             levels.append({"ratio": lv.ratio, "strategy": lv.strategy, "weight_bytes": lv.weight_bytes,
-                           "p50_ms": _p50(lambda: vm.run(feeds), bench)})
+                           "p50_ms": _p50(lambda vm=vm: vm.run(feeds), bench)})
         vm.select_index(0)
         rel = float(np.max(np.abs(vm.run(feeds)[0] - ref)) / np.max(np.abs(ref)))
         mem = vm.memory()

@@ -92,16 +92,13 @@ def _infer_shapes(model: Any) -> Any:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
         inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
-        if inferred is not None:
-            return inferred
     except Exception:  # noqa: BLE001 - any failure there leaves ONNX's inference, which always runs
-        pass
-    return onnx.shape_inference.infer_shapes(model)
+        inferred = None
+    return inferred if inferred is not None else onnx.shape_inference.infer_shapes(model)
 
 
 class _Analyzer:
     def __init__(self, model: Any) -> None:
-        import onnx
         from onnx import numpy_helper
 
         self.model = _infer_shapes(model)
