@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -95,6 +96,29 @@ def load_feeds(files: Mapping[str, Path]) -> dict[str, np.ndarray]:
         except (OSError, ValueError, EOFError) as exc:
             raise UsageError(f"cannot read input {name!r} from {path}: {exc}", input=name) from exc
     return feeds
+
+
+def load_cases(cases: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """``cases``: None, a list of feed dicts, or an .npz (keys "input" or "case/input").
+
+    The one input-file convention of ``validate --cases``, ``run --cases`` and
+    ``compile --samples``."""
+    if cases is None:
+        return []
+    if isinstance(cases, (str, Path)):
+        grouped: dict[str, dict[str, np.ndarray]] = {}
+        try:
+            arrays = np.load(cases, allow_pickle=False)
+            if not isinstance(arrays, np.lib.npyio.NpzFile):
+                raise ValueError("it is one array, not an .npz of named inputs (np.savez)")
+            with arrays:
+                for key in arrays.files:
+                    case, _, name = key.rpartition("/")
+                    grouped.setdefault(case or "case0", {})[name] = arrays[key]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise UsageError(f"cannot read input cases from {cases}: {exc}", path=str(cases)) from exc
+        return sorted(grouped.items())
+    return [(f"case{i}", dict(feed)) for i, feed in enumerate(cases)]
 
 
 def check_feeds(specs: list[TensorSpec], feeds: Mapping[str, np.ndarray]) -> None:

@@ -17,7 +17,8 @@ pytest.importorskip("onnxruntime")
 HOST_MODULES = (
     "edgert.dynamic.partition", "edgert.dynamic.specialize", "edgert.dynamic.compiler",
     "edgert.dynamic.validate", "edgert.dynamic.normalize", "edgert.dynamic.engines",
-    "edgert.dynamic.guard", "edgert.dynamic.whole", "edgert.dynamic.carry", "edgert.dynamic.tune",
+    "edgert.dynamic.guard", "edgert.dynamic.whole", "edgert.dynamic.candidates",
+    "edgert.dynamic.carry", "edgert.dynamic.tune",
     "edgert.variants.prune", "edgert.variants.groups", "edgert.variants.calibrate",
     "edgert.sweep", "edgert.device_agents.sweep",
 )

@@ -142,7 +142,7 @@ def _read_cases(spec: str | None) -> tuple[tuple[str, Any], ...]:
     """``--cases F.npz`` (or ``zoo:NAME.npz``) -> ((case, {input: array}), ...)."""
     if spec is None:
         return ()
-    from edgert.dynamic.validate import load_cases
+    from edgert.tensors import load_cases
     from edgert.errors import UsageError
     from edgert.zoo import resolve
 

@@ -43,7 +43,7 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
     from edgert.dynamic import compile as compile_bundle
     from edgert.dynamic import inspect as inspect_bundle
     from edgert.dynamic.summary import manifest_lines
-    from edgert.dynamic.validate import load_cases
+    from edgert.tensors import load_cases
     from edgert.zoo import resolve as resolve_model
 
     from edgert.progress import Progress

@@ -33,7 +33,7 @@ def run(model: str, inputs: tuple[str, ...], cases: Path | None, output: Path,
     import numpy as np
 
     from edgert.devices.execute import case_runner
-    from edgert.dynamic.validate import load_cases
+    from edgert.tensors import load_cases
     from edgert.runner import BUNDLE_SUFFIX
     from edgert.tensors import load_feeds
     from edgert.zoo import resolve as resolve_model

@@ -6,7 +6,6 @@ is a different path, not a wrong kernel), and an exit status for the CLI.
 """
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -14,33 +13,11 @@ import numpy as np
 
 from edgert.backends import TensorSpec
 from edgert.errors import ModelError, UsageError
-from edgert.tensors import check_dims, random_feeds
+from edgert.tensors import check_dims, load_cases, random_feeds
 
 from .runtime import inspect
 
 REPORT_SCHEMA = "edgert.validate/1"
-
-
-def load_cases(cases: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """``cases``: None, a list of feed dicts, or an .npz (keys "input" or "case/input").
-
-    The one input-file convention of ``edgert validate --cases`` and ``compile --samples``."""
-    if cases is None:
-        return []
-    if isinstance(cases, (str, Path)):
-        grouped: dict[str, dict[str, np.ndarray]] = {}
-        try:
-            arrays = np.load(cases, allow_pickle=False)
-            if not isinstance(arrays, np.lib.npyio.NpzFile):
-                raise ValueError("it is one array, not an .npz of named inputs (np.savez)")
-            with arrays:
-                for key in arrays.files:
-                    case, _, name = key.rpartition("/")
-                    grouped.setdefault(case or "case0", {})[name] = arrays[key]
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise UsageError(f"cannot read input cases from {cases}: {exc}", path=str(cases)) from exc
-        return sorted(grouped.items())
-    return [(f"case{i}", dict(feed)) for i, feed in enumerate(cases)]
 
 
 def _branches(block: dict[str, Any], program: str = "main") -> Iterable[tuple[str, str]]:
