@@ -31,6 +31,7 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO / "tools")]
 from arm64 import board_root, device_args  # noqa: E402
 from sshd import start_sshd  # noqa: E402
 
+from edgert.devices.timer import WARMUP_RUNS  # noqa: E402
 from edgert.dynamic import inspect  # noqa: E402
 
 MARGIN = 0.05  # whole.MARGIN: the partitioned bundle must win by this much
@@ -58,7 +59,7 @@ def bench_ms(candidate: Path, device: list[str], runs: int, tmp: Path) -> float:
             np.save(path, value)
             inputs += ["--input", f"{name}={path}"]
         out = tmp / "r.json"
-        edgert("bench", str(candidate), "--backend", "bundle", "--runs", str(runs), "--warmup", "2",
+        edgert("bench", str(candidate), "--backend", "bundle", "--runs", str(runs), "--warmup", str(WARMUP_RUNS),
                *inputs, "--json", str(out), "--quiet", *device)
         result = json.loads(out.read_text())
         assert result["emulated"] is True

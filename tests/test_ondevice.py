@@ -50,11 +50,14 @@ def arm64_bundles(tmp_path_factory):
     return get
 
 
+SHAPES = {"symbolic_batch": ("--shape", "N=3")}  # random inputs need their symbolic dims
+
+
 def _validate(bundle: Path, name: str, tmp_path: Path, *device: str) -> tuple[object, dict]:
     report = tmp_path / f"{name}.json"
     proc = run_cli("validate", str(bundle), "--reference", str(ZOO / f"{name}.onnx"),
                    "--cases", str(ZOO / f"{name}.npz"), "--random", "2", "--rtol", "1e-3",
-                   "--atol", "1e-4", "--json", str(report), *device)
+                   "--atol", "1e-4", *SHAPES.get(name, ()), "--json", str(report), *device)
     return proc, json.loads(report.read_text()) if report.exists() else {}
 
 
@@ -72,7 +75,8 @@ def test_validate_on_the_board_passes_for_every_zoo_model(name, tmp_path, arm64_
     assert len(report["cases"]) == len({k.rpartition("/")[0] for k in cases}) + 2
     assert report["segments_exercised"]  # the paths came back from the board
     # a host run of the same arm64 bundle is refused: it was built for the board
-    here = run_cli("validate", str(bundle), "--reference", str(ZOO / f"{name}.onnx"), "--random", "1")
+    here = run_cli("validate", str(bundle), "--reference", str(ZOO / f"{name}.onnx"), "--random", "1",
+                   *SHAPES.get(name, ()))
     assert here.returncode != 0 and "compiled for aarch64" in here.stderr
 
 

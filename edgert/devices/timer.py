@@ -15,7 +15,9 @@ import numpy as np
 from edgert.devices.client import AgentClient
 from edgert.settings import BenchSettings
 
-WARMUP_RUNS = 2
+# Under qemu the first runs of an engine's code also translate it (TCG): a candidate timed
+# after only 2 warm-up runs was measured 2x slower than in a fresh bench process
+WARMUP_RUNS = 5
 TIMED_RUNS = 15  # per input; under qemu a TVM segment run takes milliseconds, so this stays short
 
 
