@@ -15,8 +15,8 @@ import numpy as np
 from edgert.devices.client import AgentClient
 from edgert.settings import BenchSettings
 
-# Under qemu the first runs of an engine's code also translate it (TCG): a candidate timed
-# after only 2 warm-up runs was measured 2x slower than in a fresh bench process
+# Under qemu an engine's first runs in a process also pay for translating its code (TCG);
+# with 2 warm-up runs one segment's ranking flipped between compile and bench --device
 WARMUP_RUNS = 5
 TIMED_RUNS = 15  # per input; under qemu a TVM segment run takes milliseconds, so this stays short
 
