@@ -61,8 +61,21 @@ def _validate(bundle: Path, name: str, tmp_path: Path, *device: str) -> tuple[ob
     return proc, json.loads(report.read_text()) if report.exists() else {}
 
 
-@pytest.mark.parametrize("name", [n if n in DEFAULT else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in ZOO_MODELS])
+# What validate --device found: on the board, symbolic_batch's 0-d output "score" comes back
+# with shape (1,) (ORT, and the same bundle compiled for this host, give shape ()). The board
+# has apache-tvm-ffi 0.1.15.post2, the host 0.1.14.post1; which of the two (or the aarch64
+# lowering) drops the 0-d shape is not known yet. strict: the test says when it is fixed.
+ON_BOARD_BUGS = {"symbolic_batch": "0-d output returned as shape (1,) on the arm64 board"}
+
+
+def _zoo_param(name: str) -> object:
+    marks = [] if name in DEFAULT else [pytest.mark.slow]
+    if name in ON_BOARD_BUGS:
+        marks.append(pytest.mark.xfail(reason=ON_BOARD_BUGS[name], strict=True))
+    return pytest.param(name, marks=marks)
+
+
+@pytest.mark.parametrize("name", [_zoo_param(n) for n in ZOO_MODELS])
 def test_validate_on_the_board_passes_for_every_zoo_model(name, tmp_path, arm64_bundles, sshd,
                                                           root, store):
     bundle = arm64_bundles(name)
