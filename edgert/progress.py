@@ -70,6 +70,7 @@ class Progress:
         self.by_runs = runs is not None
         self._rich: Any = None
         self._token: Any = None
+        self._steps: list[Step] = []
 
     def __enter__(self) -> "Progress":
         if not self.quiet and self.stream.isatty():
@@ -85,6 +86,8 @@ class Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for step in self._steps:  # a step still open (an error ended the command) says nothing more
+            step.close()
         _ACTIVE.reset(self._token)
         if self._rich is not None:
             self._rich.__exit__(*exc)
@@ -94,7 +97,8 @@ class Progress:
         self.stream.flush()
 
     def step(self, text: str) -> Step:
-        return Step(self, text)
+        self._steps.append(Step(self, text))
+        return self._steps[-1]
 
     def task(self, name: str) -> Callable[[int, float], None]:
         """A callback ``(runs, elapsed_ms)`` for ``timing.measure``; until its first call the
@@ -111,6 +115,8 @@ class Progress:
             return update_rich
 
         def update_plain(n: int, ms: float) -> None:
+            if step._timer is not None:
+                step._timer.cancel()  # measuring: "loading" is over, announced or not
             step.update(f"{name}: {n} runs, {ms / 1000:.1f} s")
         return update_plain
 

@@ -17,7 +17,7 @@ def test_units_fit_the_value():
 
 
 def test_json_dash_prints_the_result_alone_and_null_claims_no_engine_version(matmul_model):
-    proc = run_cli("bench", str(matmul_model), "--shape", "N=2", "--backend", "null", "--runs", "20",
+    proc = run_cli("bench", str(matmul_model), "--backend", "null", "--runs", "20",
                    "--json", "-", "--quiet")
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)  # nothing else on stdout: the table went to stderr
@@ -41,12 +41,13 @@ def test_debug_is_accepted_anywhere(tmp_path):
 
 def test_edgert_cache_is_the_root_of_every_cache(tmp_path, monkeypatch):
     from edgert.cache import cache_root
-    from edgert.compilers import tflite, tvm
+    from edgert.compilers import chatter, tflite, tvm
 
     monkeypatch.setenv("EDGERT_CACHE", str(tmp_path / "c"))
     assert cache_root() == tmp_path / "c"
     assert tvm.default_cache_dir() == tmp_path / "c" / "tvm"
     assert tflite.default_cache_dir() == tmp_path / "c" / "tflite"
+    assert chatter.log_path("tvm") == tmp_path / "c" / "logs" / "tvm.log"  # engine logs too
     monkeypatch.delenv("EDGERT_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert tvm.default_cache_dir() == tmp_path / "xdg" / "edgert" / "tvm"

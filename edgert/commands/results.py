@@ -33,7 +33,7 @@ def compare(files: tuple[Path, ...], alpha: float, allow_different_models: bool,
         text = render_many(report)
     if json_path is not None:
         write_json_output(report, json_path)
-    if json_path != "-":
+    if str(json_path) != "-":
         click.echo(text)
 
 

@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from edgert.cache import cache_root
+
 DEBUG_ENV = "EDGERT_DEBUG"  # set by ``edgert --debug``
 _MAX_LOG_BYTES = 4 << 20  # a log above this starts over
 
 
 def log_path(engine: str) -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "edgert" / "logs" / f"{engine}.log"
+    return cache_root() / "logs" / f"{engine}.log"  # $EDGERT_CACHE like every other cache
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;margin:36px 0 10px;border-bot
 h3{font-size:18px;margin:22px 0 4px}h3 .count{font-size:13px;color:#666;font-weight:400}
 .answer{margin:4px 0 8px;font-size:15px}
 .pair{display:grid;grid-template-columns:minmax(0,1fr);gap:4px}
-table.ranked{margin:4px 0}table.ranked tr.best td{background:#e8f5e9;font-weight:600}
+table.ranked{margin:4px 0}table.ranked td:nth-child(n+3):not(:last-child){white-space:nowrap}table.ranked tr.best td{background:#e8f5e9;font-weight:600}
 table.ranked tr.emulated td{background:#fdecea}
 .warnings{border-radius:6px;padding:10px 16px;margin:26px 0 20px;border:1px solid #e0c070;background:#fffaf0}
 .warnings.ok{border-color:#2e7d32;background:#edf7ed}

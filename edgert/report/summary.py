@@ -7,7 +7,6 @@ per level and setting. Each is named from its contents, never from the file it c
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from edgert import power_status
 from edgert.report import plots
 from edgert.report.model import Loaded, Plot
 from edgert.report.sweep import axis
-from edgert.units import unit_for
+from edgert.units import duration_ms, unit_for
 
 LOG_SPAN = 10.0  # a plot whose values span more than this factor gets a log axis
 
@@ -187,10 +186,10 @@ def plot(model: str, ranked: Ranked, idx: int) -> Plot:
 
 
 def cells(ranked: Ranked) -> tuple[tuple[str, ...], list[tuple[Any, ...]], list[str]]:
-    """Header, rows and a CSS class per row (``best`` for the fastest) of the ranked table."""
-    s, unit = ranked.scale, ranked.unit
+    """Header, rows and a CSS class per row (``best`` for the fastest) of the ranked table; each
+    latency in the unit that suits it (a 0.6 ms level beside a 1 s engine)."""
     fastest = ranked.configs[0].p50_ms
-    header = ("#", "configuration", f"p50 ({unit})", f"p99 ({unit})", "× fastest",
+    header = ("#", "configuration", "p50", "p99", "× fastest",
               "× baseline", "energy / inference", "throughput", "notes")
     rows, classes = [], []
     for n, c in enumerate(ranked.configs, 1):
@@ -206,12 +205,8 @@ def cells(ranked: Ranked) -> tuple[tuple[str, ...], list[tuple[Any, ...]], list[
         if c.emulated:
             marks.append("EMULATED")
         energy = f"{c.energy_mj:.4g} mJ" if c.energy_mj is not None else c.energy_note
-        rows.append((n, c.name, _num(c.p50_ms * s), _num(c.p99_ms * s if c.p99_ms else None),
+        rows.append((n, c.name, duration_ms(c.p50_ms), duration_ms(c.p99_ms),  # each in its own unit
                      f"{c.p50_ms / fastest:.2f}×", f"{c.p50_ms / ranked.base.p50_ms:.2f}×", energy,
                      "—" if c.throughput_ips is None else f"{c.throughput_ips:.4g}/s", ", ".join(marks)))
         classes.append("best" if n == 1 else "emulated" if c.emulated else "")
     return header, rows, classes
-
-
-def _num(value: float | None) -> str:
-    return "—" if value is None or math.isnan(value) else f"{value:.4g}"
