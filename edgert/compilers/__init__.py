@@ -13,6 +13,7 @@ from typing import Any
 
 from edgert.backends import BackendOptions, get_backend
 from edgert.errors import ModelError, UsageError
+from edgert.runner import BUNDLE_SUFFIX
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,9 @@ def compile_for(backend: str, model_path: Path, options: BackendOptions | None =
     the ``bundle`` engine."""
     model_path = Path(model_path)
     options = options or BackendOptions()
+    if model_path.suffix == BUNDLE_SUFFIX and backend != "bundle":
+        raise UsageError(f"{model_path.name} is a bundle: its engines were chosen at compile time "
+                         "(use --backend bundle, or recompile with edgert compile --backend)")
     if not needs_compile(backend, model_path):
         return Compiled(model_path)
     if not model_path.is_file():
