@@ -44,7 +44,7 @@ def _graph_report(tree: Path) -> dict:
 import json, sys
 import grimp
 
-graph = grimp.build_graph("edgert", cache_dir=None)
+graph = grimp.build_graph("edgert", cache_dir=None, exclude_type_checking_imports=True)
 modules = sorted(graph.modules)
 index, low, stack, on_stack, cycles = {}, {}, [], set(), []
 

@@ -48,7 +48,7 @@ def compile_for(backend: str, model_path: Path, options: BackendOptions | None =
     get_backend(backend, options)  # the engine must be installed: EngineMissingError with the pip hint
     if backend == "tflite":
         try:
-            from .tflite import convert_cached
+            from .litert import convert_cached
         except ImportError as exc:
             raise ModelError(f"converting {model_path.name} to .tflite needs onnx and flatbuffers "
                              f"({exc}); pass a .tflite file", path=str(model_path)) from exc

@@ -14,12 +14,14 @@ input/output names.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
+from edgert.cache import cache_root
 from edgert.errors import ModelError
 
 
@@ -126,3 +128,27 @@ def _failed_node(model: Any, log: Path, start: int) -> str:
         return ""
     ops = {n.name: n.op_type for n in model.graph.node}
     return f"operator {ops.get(names[-1], '?')} (node {names[-1]!r}) "
+
+
+def default_cache_dir(cache_dir: Path | None = None) -> Path:
+    """``<cache_dir>/tflite``, or ``tflite`` under edgert's cache root (``$EDGERT_CACHE``)."""
+    if cache_dir is not None:
+        return Path(cache_dir) / "tflite"
+    return cache_root() / "tflite"
+
+
+def convert_cached(onnx_path: Path, cache_dir: Path | None = None,
+                   dims: Mapping[str, int] | None = None) -> Path:
+    """The cached .tflite for an ONNX model (keyed by its sha256, the converters' versions and
+    ``dims``), converted on a cache miss by ``convert`` (light converter first, then onnx2tf)."""
+    digest = hashlib.sha256()
+    try:
+        digest.update(Path(onnx_path).read_bytes())
+    except OSError as exc:
+        raise ModelError(f"cannot read {onnx_path}: {exc}", path=str(onnx_path)) from exc
+    shapes = ",".join(f"{k}={v}" for k, v in sorted((dims or {}).items()))
+    digest.update(f"\0{converter_version()}\0{shapes}".encode())
+    target = default_cache_dir(cache_dir) / f"{Path(onnx_path).stem}-{digest.hexdigest()[:16]}.tflite"
+    if not target.is_file():
+        convert(Path(onnx_path), target, dims)
+    return target

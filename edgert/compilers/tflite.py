@@ -17,16 +17,14 @@ makes zeros equivalent). Shapes must be static.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as tfl
 
-from edgert.cache import cache_root
 from edgert.errors import ModelError
 
 CONVERTER_VERSION = "1"  # part of the cache key: bump when the output for a model changes
@@ -47,32 +45,6 @@ class _AlignedBuilder(flatbuffers.Builder):
         self.head -= len(payload)
         self.Bytes[self.head:self.head + len(payload)] = payload
         return self.EndVector()
-
-
-def default_cache_dir(cache_dir: Path | None = None) -> Path:
-    """``<cache_dir>/tflite``, or ``tflite`` under edgert's cache root (``$EDGERT_CACHE``)."""
-    if cache_dir is not None:
-        return Path(cache_dir) / "tflite"
-    return cache_root() / "tflite"
-
-
-def convert_cached(onnx_path: Path, cache_dir: Path | None = None,
-                   dims: Mapping[str, int] | None = None) -> Path:
-    """The cached .tflite for an ONNX model (keyed by its sha256, the converters' versions and
-    ``dims``), converted on a cache miss by ``compilers.litert`` (onnx2tf, this module as fallback)."""
-    from .litert import convert as convert_any, converter_version
-
-    digest = hashlib.sha256()
-    try:
-        digest.update(Path(onnx_path).read_bytes())
-    except OSError as exc:
-        raise ModelError(f"cannot read {onnx_path}: {exc}", path=str(onnx_path)) from exc
-    shapes = ",".join(f"{k}={v}" for k, v in sorted((dims or {}).items()))
-    digest.update(f"\0{converter_version()}\0{shapes}".encode())
-    target = default_cache_dir(cache_dir) / f"{Path(onnx_path).stem}-{digest.hexdigest()[:16]}.tflite"
-    if not target.is_file():
-        convert_any(Path(onnx_path), target, dims)
-    return target
 
 
 def convert(onnx_path: Path, out_path: Path) -> Path:

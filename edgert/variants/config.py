@@ -8,7 +8,7 @@ ascending group id, every prunable group listed (``encode``); ``key`` is a short
 that text, used to name stored configurations and cached sessions.
 
 A configuration's weights are built like a level's: per initializer, the prefix ranges of
-its group axes (``groups.kept_ranges``). A per-level tensor (e.g. BN statistics re-estimated
+its group axes (``ranges.kept_ranges``). A per-level tensor (e.g. BN statistics re-estimated
 for a level) serves a configuration wherever its ranges equal that level's, so a group
 kept at a level's width uses that level's statistics. Contiguous parts are read in place
 from the memory map; the others are copied once per configuration.
@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgert.errors import BundleError, ModelError, UsageError
+
+from .ranges import EXTERNAL_LOCATION, kept_ranges, slice_ranges
 
 if TYPE_CHECKING:
     from .runtime import VariantModel
@@ -114,8 +116,6 @@ def candidate_widths(meta: Mapping[str, Any]) -> dict[int, list[int]]:
 
 def param_ranges(meta: Mapping[str, Any], config: Config) -> dict[str, list[list[list[int]]]]:
     """Per floating-point initializer, the [start, stop) spans the configuration keeps per axis."""
-    from .groups import kept_ranges  # pure, but groups.py is a host module (the import contract)
-
     kept = config.as_dict()
     ranges: dict[str, list[list[list[int]]]] = {}
     base = meta["levels"][0]["params"]
@@ -235,14 +235,12 @@ class ConfigCache:
     def _build(self, config: Config) -> _Entry:
         from edgert.backends.ort import CallerWeightsSession
 
-        from .runtime import EXTERNAL_LOCATION, _slice
-
         meta, tensors = self.model._file.meta, self.model._file.tensors
         specs = weight_specs(meta, config)
         weights, copied = {}, 0
         for name, spec in specs.items():
             whole = tensors[spec["tensor"]]
-            weights[name] = _slice(whole, spec["ranges"])
+            weights[name] = slice_ranges(whole, spec["ranges"])
             if not np.shares_memory(weights[name], whole):
                 copied += weights[name].nbytes
         graph = config_graph(bytes(tensors[meta["levels"][0]["graph"]]),

@@ -24,7 +24,8 @@ import dataclasses
 import math
 from typing import Any
 
-Segments = tuple[tuple[int, int], ...]  # (group id, channel count) along one axis
+from .ranges import Segments, group_offsets, kept_ranges  # noqa: F401 (prune uses them from here)
+
 
 # Ops whose output channel axis is their first input's, channel for channel.
 PASSTHROUGH = frozenset({
@@ -496,26 +497,3 @@ class _Analyzer:
 def analyze(model: Any) -> ChannelGraph:
     """Find the channel groups of an ``onnx.ModelProto`` (nodes must be in topological order)."""
     return _Analyzer(model).run()
-
-
-def group_offsets(segments: Segments) -> list[tuple[int, int, int]]:
-    """(group id, start, length) of each segment along its axis."""
-    out, start = [], 0
-    for gid, n in segments:
-        out.append((gid, start, n))
-        start += n
-    return out
-
-
-def kept_ranges(segments: Segments, kept: dict[int, int]) -> list[list[int]]:
-    """The [start, stop) ranges one level keeps along an axis: a prefix of every segment."""
-    ranges: list[list[int]] = []
-    for gid, start, n in group_offsets(segments):
-        k = kept.get(gid, n)
-        if k == 0:
-            continue
-        if ranges and ranges[-1][1] == start:  # the previous segment was kept whole: extend it
-            ranges[-1][1] = start + k
-        else:
-            ranges.append([start, start + k])
-    return ranges

@@ -53,11 +53,11 @@ from edgert.errors import BundleError, ModelError, UsageError
 from edgert.tensors import check_feeds
 
 from . import aiofile
+from .ranges import EXTERNAL_LOCATION, is_view, slice_ranges as _slice  # noqa: F401 (lut uses them from here)
 
 DEFAULT_MEMORY_BUDGET = 1.3  # resident shared weights, as a multiple of the full level's
 FULL_LEVEL = ("private", "shared")  # how the first level gets its weights (module docstring)
 DEFAULT_CONFIG_BUDGET = 1.0  # weights copied for cached per-layer configurations (config.py), same unit
-EXTERNAL_LOCATION = "aio"  # where the level graphs declare their weights (prune.level_graph)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,25 +68,6 @@ class Level:
     weight_bytes: int
     copied_bytes: int  # weight bytes copied at open for this level (its non-contiguous slices)
     strategy: str  # "private", "view", "copy" or "slice" (module docstring)
-
-
-def is_view(ranges: list[list[list[int]]], shape: tuple[int, ...]) -> bool:
-    """True when the kept part is one contiguous block of the C-ordered tensor."""
-    cut = [i for i, spans in enumerate(ranges) if spans != [[0, shape[i]]]]
-    return not cut or (len(cut) == 1 and len(ranges[cut[0]]) == 1 and all(d == 1 for d in shape[:cut[0]]))
-
-
-def _slice(tensor: np.ndarray, ranges: list[list[list[int]]]) -> np.ndarray:
-    """The level's part of ``tensor``: a view when contiguous, else a compact copy."""
-    view = tensor
-    for axis, spans in enumerate(ranges):
-        if len(spans) == 1:
-            a, b = spans[0]
-            if (a, b) != (0, tensor.shape[axis]):
-                view = view[(slice(None),) * axis + (slice(a, b),)]
-        else:
-            view = np.concatenate([view[(slice(None),) * axis + (slice(a, b),)] for a, b in spans], axis=axis)
-    return view if view.flags.c_contiguous else np.ascontiguousarray(view)
 
 
 def _part_bytes(ranges: list[list[list[int]]], itemsize: int) -> int:

@@ -1,0 +1,53 @@
+"""Which slices of a stored axis a width keeps: every prunable group is a prefix of its segment.
+
+Device side (numpy only): the runtime slices levels' and configurations' weights with these,
+and the host's channel analysis (``groups``) and pruner use the same functions.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+EXTERNAL_LOCATION = "aio"  # where the level graphs declare their weights (prune.level_graph)
+Segments = tuple[tuple[int, int], ...]  # (group id, channel count) along one axis
+
+
+def group_offsets(segments: Segments) -> list[tuple[int, int, int]]:
+    """(group id, start, length) of each segment along its axis."""
+    out, start = [], 0
+    for gid, n in segments:
+        out.append((gid, start, n))
+        start += n
+    return out
+
+
+def kept_ranges(segments: Segments, kept: dict[int, int]) -> list[list[int]]:
+    """The [start, stop) ranges one level keeps along an axis: a prefix of every segment."""
+    ranges: list[list[int]] = []
+    for gid, start, n in group_offsets(segments):
+        k = kept.get(gid, n)
+        if k == 0:
+            continue
+        if ranges and ranges[-1][1] == start:  # the previous segment was kept whole: extend it
+            ranges[-1][1] = start + k
+        else:
+            ranges.append([start, start + k])
+    return ranges
+
+
+def is_view(ranges: list[list[list[int]]], shape: tuple[int, ...]) -> bool:
+    """True when the kept part is one contiguous block of the C-ordered tensor."""
+    cut = [i for i, spans in enumerate(ranges) if spans != [[0, shape[i]]]]
+    return not cut or (len(cut) == 1 and len(ranges[cut[0]]) == 1 and all(d == 1 for d in shape[:cut[0]]))
+
+
+def slice_ranges(tensor: np.ndarray, ranges: list[list[list[int]]]) -> np.ndarray:
+    """The level's part of ``tensor``: a view when contiguous, else a compact copy."""
+    view = tensor
+    for axis, spans in enumerate(ranges):
+        if len(spans) == 1:
+            a, b = spans[0]
+            if (a, b) != (0, tensor.shape[axis]):
+                view = view[(slice(None),) * axis + (slice(a, b),)]
+        else:
+            view = np.concatenate([view[(slice(None),) * axis + (slice(a, b),)] for a, b in spans], axis=axis)
+    return view if view.flags.c_contiguous else np.ascontiguousarray(view)
