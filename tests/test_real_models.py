@@ -131,7 +131,7 @@ def test_control_flow_model_benches_on_tvm_as_a_bundle(zoo_dir, tmp_path):
         np.save(tmp_path / f"{name}.npy", value)
         args += ["--input", f"{name}={tmp_path / name}.npy"]
     proc = run_cli("bench", str(path), "--backend", "ort", "--backend", "tvm", *args, "--runs", "3",
-                   "--quiet", "--cache-dir", str(tmp_path / "cache"), "--json", str(tmp_path / "r.json"),
+                   "--quiet", "--json", str(tmp_path / "r.json"),
                    env={"XDG_CACHE_HOME": str(tmp_path / "xdg")})
     assert proc.returncode == 0, proc.stderr
     notes = [ln for ln in proc.stderr.splitlines() if ln.startswith("edgert:")]
@@ -147,8 +147,9 @@ def test_multi_engine_bench_keeps_the_engines_that_ran(zoo_dir, tmp_path):
     for name, value in feeds.items():
         np.save(tmp_path / f"{name}.npy", value)
         args += ["--input", f"{name}={tmp_path / name}.npy"]
-    proc = run_cli("bench", str(path), "--backend", "ort", "--backend", "tflite", *args, "--runs", "3",
-                   "--quiet", "--cache-dir", str(tmp_path / "cache"), "--json", str(tmp_path / "r.json"),
+    proc = run_cli("bench", str(path), "--backend", "ort", "--backend", "tflite", *args,
+                   "--shape", f"prompt={feeds['input_ids'].shape[1]}", "--runs", "3",
+                   "--quiet", "--json", str(tmp_path / "r.json"),
                    env={"XDG_CACHE_HOME": str(tmp_path / "xdg")})
     assert proc.returncode == 1
     errors = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]
