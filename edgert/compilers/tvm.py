@@ -8,6 +8,7 @@ sidecar. Measurements behind the pipeline choice are in docs/tvm-notes.md.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -83,17 +84,20 @@ def import_onnx(model: Any, inputs: list[TensorSpec]) -> Any:
 
     check_supported(model)
     shapes = {s.name: list(s.shape) for s in inputs if all(isinstance(d, int) for d in s.shape)}
-    try:
-        with captured("tvm", "ONNX import") as log:
+    with captured("tvm", "ONNX import") as log:
+        try:
             return from_onnx(model, shape_dict=shapes or None,
                              dtype_dict={s.name: s.dtype for s in inputs},
                              keep_params_in_input=False)
-    except Exception as exc:  # converters raise NotImplementedError/ValueError/TVMError
-        open_dims = sorted({d for s in inputs for d in s.shape if isinstance(d, str)})
-        hint = f"; set {', '.join(f'--shape {d}=SIZE' for d in open_dims)}" if open_dims else ""
-        last = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-        raise ModelError(f"TVM cannot import the model: {last}{hint}; try --backend ort "
-                         f"(importer output: {log})") from exc
+        except Exception as exc:  # converters raise NotImplementedError/ValueError/TVMError
+            last = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        # The failed import's frames hold a BlockBuilder whose destructor warns: free it here,
+        # inside the capture, not at some later collection on the terminal.
+        gc.collect()
+    open_dims = sorted({d for s in inputs for d in s.shape if isinstance(d, str)})
+    hint = f"; set {', '.join(f'--shape {d}=SIZE' for d in open_dims)}" if open_dims else ""
+    raise ModelError(f"TVM cannot import the model: {last}{hint}; try --backend ort "
+                     f"(importer output: {log})")
 
 
 def import_specialized(model: Any, dims: Mapping[str, int]) -> tuple[Any, list[TensorSpec], list[TensorSpec]]:

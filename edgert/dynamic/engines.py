@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 import tempfile
 import time
@@ -112,10 +113,17 @@ def prepare(engine: str, seg: Segment, target: str, cache_dir: Path | None,
     raise UsageError(f"engine {engine!r} cannot run dynamic segments", engine=engine)
 
 
+def quiet_ort(ort: Any) -> None:
+    """ORT's graph-cleanup warnings on segments are not the user's errors: off unless --debug."""
+    if not os.environ.get("EDGERT_DEBUG"):
+        ort.set_default_logger_severity(3)
+
+
 def _prepare_ort(seg: Segment) -> Artifact:
     """The artifact is the segment ONNX itself; loading it once proves ORT accepts it."""
     import onnxruntime as ort
 
+    quiet_ort(ort)
     try:
         ort.InferenceSession(seg.model_bytes, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises untyped errors
@@ -203,6 +211,7 @@ def probe(part: Partition, graph: Any, runs: int = PROBE_RUNS,
     """
     import onnxruntime as ort
 
+    quiet_ort(ort)
     sessions = {seg.id: ort.InferenceSession(seg.model_bytes, providers=["CPUExecutionProvider"])
                 for seg in part.segments}
     seen = Probe({}, {})
