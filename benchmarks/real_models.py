@@ -60,6 +60,8 @@ def bench_model(model: Path, feeds: dict[str, np.ndarray], engines: list[str], r
         for name, value in feeds.items():
             np.save(f"{tmp}/{name}.npy", value)
             args += ["--input", f"{name}={tmp}/{name}.npy"]
+        for dim, size in _dims(model, feeds).items():  # TVM and LiteRT build for these sizes
+            args += ["--shape", f"{dim}={size}"]
         start = time.monotonic()
         try:
             proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s)
@@ -85,6 +87,18 @@ def bench_model(model: Path, feeds: dict[str, np.ndarray], engines: list[str], r
                 per[engine] = {"ran": False,
                                "error": errors.get(engine) or (last[-1] if last else f"exit {code}")}
     return {"engines": per, "exit_code": code, "wall_s": round(wall, 1)}
+
+
+def _dims(model: Path, feeds: dict[str, np.ndarray]) -> dict[str, int]:
+    """Sizes of the model's symbolic input dims in ``feeds``: what a user passes as --shape."""
+    import onnx
+
+    dims = {}
+    for info in onnx.load(str(model), load_external_data=False).graph.input:
+        for dim, size in zip(info.type.tensor_type.shape.dim, np.shape(feeds.get(info.name, ()))):
+            if dim.dim_param:
+                dims[dim.dim_param] = int(size)
+    return dims
 
 
 def _machine() -> dict[str, Any]:
@@ -133,10 +147,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per model")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "real_models.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the models already in --out (same engines) and run the others")
     args = parser.parse_args()
     names, engines = args.models.split(","), args.engines.split(",")
     report: dict[str, Any] = {"machine": _machine(), "engines": engines, "models": {},
                               "command": "python benchmarks/real_models.py " + " ".join(sys.argv[1:])}
+    if args.resume and args.out.is_file():
+        previous = json.loads(args.out.read_text())
+        if previous["engines"] == engines:
+            report = previous
+            names = [n for n in names if n not in previous["models"]]
     for name in names:
         model = zoo.build([name])[name]
         feeds = zoo.inputs(model)
