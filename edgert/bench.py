@@ -86,14 +86,16 @@ def bench(job: BenchJob, device: DeviceAddress | None = None,
         def prepare(name: str) -> None:  # compile/convert (cached), then load once
             compiled = compiled_for(name)
             with prepared_session(compiled.path, _engine(name, compiled.path), job.settings,
-                                  options=job.options(), dims=job.dims, feeds=feeds):
+                                  options=job.options(), dims=_run_dims(job, compiled.path),
+                                  feeds=feeds):
                 pass
 
         def measure(name: str) -> dict[str, Any]:
             compiled = compiled_for(name)  # host step (timed once), then the session
             measured = run_metadata.around(lambda: run_benchmark(
                 compiled.path, _engine(name, compiled.path), job.settings, options=job.options(),
-                dims=job.dims, feeds=feeds, progress=progress(name) if progress else None, cases=job.cases))
+                dims=_run_dims(job, compiled.path), feeds=feeds,
+                progress=progress(name) if progress else None, cases=job.cases))
             measured["backend"]["name"] = name  # a TVM bundle of a control-flow model is still tvm
             measured["backend"]["options"].update(compiled.notes)
             measured["compile_ms"] = compile_ms[name]
@@ -129,6 +131,12 @@ def bench(job: BenchJob, device: DeviceAddress | None = None,
             return {**measured, "compile_ms": compile_ms[name]}
         return _collect(job, None, measure_remote, emulated=device.emulated, failures=failures,
                         names=list(artifacts))
+
+
+def _run_dims(job: BenchJob, artifact: Path) -> Mapping[str, int]:
+    """The --shape sizes for the session: none for a library or .tflite built for them
+    (``compilers.shapes`` checked the names against the model)."""
+    return {} if artifact.suffix in (".so", ".tflite") and artifact != job.model else job.dims
 
 
 def _engine(name: str, artifact: Path) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from edgert.errors import InputError
+from edgert.errors import InputError, UsageError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +48,11 @@ def fix_input_shapes(model: Any, dims: Mapping[str, int]) -> Fixed:
 
     from edgert.dynamic.specialize import specialize
 
+    known = symbolic_dims(model)
+    unknown = sorted(set(dims) - set(known))
+    if unknown:  # a typo would otherwise be ignored and the library built for other sizes
+        raise UsageError(f"--shape {unknown[0]}: the model has no symbolic dimension {unknown[0]!r} "
+                         f"(its symbolic dimensions: {', '.join(known) or 'none'})", dim=unknown[0])
     for name, size in dims.items():
         if int(size) < 1:
             raise InputError(f"--shape {name}={size}: a dimension needs a size of at least 1", dim=name)
