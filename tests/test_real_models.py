@@ -36,6 +36,12 @@ def _zoo():
     return _tool()
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Engine logs and caches under tmp_path, never the user's ~/.cache/edgert."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
 @pytest.fixture(scope="session")
 def zoo_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("real_zoo")
