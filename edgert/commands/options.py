@@ -49,11 +49,15 @@ def _writable(ctx: click.Context, param: click.Parameter, value: Path | None) ->
 
 
 def check_writable(path: Path, what: str) -> None:
-    """UsageError unless ``path`` can be created or overwritten (a probe open, undone)."""
+    """UsageError unless ``path`` can be created or overwritten (a probe open, undone).
+
+    Missing parent directories are created, as the result writers do (the quick start writes
+    into a ``results/`` folder a fresh clone does not have)."""
     if path.is_dir():
         raise UsageError(f"{what} {path} is a directory: give a file name")
     existed = path.exists()
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a"):
             pass
     except OSError as exc:

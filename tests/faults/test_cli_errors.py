@@ -36,13 +36,23 @@ def result_file(tmp_path_factory, model):
 
 
 @pytest.mark.parametrize("option", ["--json", "--csv"])
-def test_output_paths_are_checked_before_anything_runs(tmp_path, option):
+def test_output_paths_are_checked_before_anything_runs(tmp_path, tmp_path_factory, option):
     """The model does not even exist: the bad output path must be what is reported."""
     missing_model = str(tmp_path / "not-there.onnx")
-    for bad, why in ((tmp_path, "is a directory"), (tmp_path / "no" / "r.json", "No such file"),
+    a_file = tmp_path_factory.mktemp("elsewhere") / "a-file"
+    a_file.write_text("")
+    for bad, why in ((tmp_path, "is a directory"), (a_file / "r.json", "cannot be written"),
                      (Path("/proc/version"), "cannot be written")):
         one_line_error(run_cli("bench", missing_model, option, str(bad)), option, why)
     assert sorted(os.listdir(tmp_path)) == []  # the probe left nothing behind
+
+
+def test_a_missing_output_folder_is_created_like_the_writers_do(tmp_path, model):
+    """The README's quick start writes results/quickstart.json into a fresh clone."""
+    out = tmp_path / "results" / "r.json"
+    proc = run_cli("bench", str(model), "--shape", "N=2", "--runs", "3", "--quiet", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["latency_ms"]["n"] == 3
 
 
 @pytest.mark.parametrize("shape, why", [
