@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from edgert import device_facts  # noqa: E402
 from edgert.device_agents.emulated import EmulatedDomain  # noqa: E402
 from edgert.variants import config as C  # noqa: E402
-from edgert.variants import evaluate, lut, search, tables  # noqa: E402
+from edgert.variants import config_graph, evaluate, lut, search, tables  # noqa: E402
 from edgert.variants.frequency import FrequencySetting  # noqa: E402
 from edgert.variants.frequency import emulated_settings  # noqa: E402
 from edgert.variants.prune import prune  # noqa: E402
@@ -109,7 +109,7 @@ def compare(path: Path, settings: lut.LutSettings, rounds: int, domain: Emulated
                                settings=search_settings)
     table = lut.read(path)
     rows = []
-    with VariantModel(path, threads=settings.threads, config_budget=None) as vm:
+    with VariantModel(path, threads=settings.threads, config_budget=None, graph_builder=config_graph.build) as vm:
         meta = vm._file.meta
         feeds = {"x": np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)}
         levels = [C.of_level(meta, i) for i in range(len(meta["levels"]))]
@@ -160,7 +160,7 @@ class _nothing:
 
 
 def switch_times(path: Path, n: int = 2000) -> dict[str, float]:
-    with VariantModel(path, threads=1, config_budget=None) as vm:
+    with VariantModel(path, threads=1, config_budget=None, graph_builder=config_graph.build) as vm:
         meta = vm._file.meta
         widths = C.candidate_widths(meta)
         a = C.make(meta, {g: ws[-1] for g, ws in widths.items()})

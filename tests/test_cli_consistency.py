@@ -41,12 +41,12 @@ def test_debug_is_accepted_anywhere(tmp_path):
 
 def test_edgert_cache_is_the_root_of_every_cache(tmp_path, monkeypatch):
     from edgert.cache import cache_root
-    from edgert.compilers import chatter, tflite, tvm
+    from edgert.compilers import chatter, litert, tvm
 
     monkeypatch.setenv("EDGERT_CACHE", str(tmp_path / "c"))
     assert cache_root() == tmp_path / "c"
     assert tvm.default_cache_dir() == tmp_path / "c" / "tvm"
-    assert tflite.default_cache_dir() == tmp_path / "c" / "tflite"
+    assert litert.default_cache_dir() == tmp_path / "c" / "tflite"
     assert chatter.log_path("tvm") == tmp_path / "c" / "logs" / "tvm.log"  # engine logs too
     monkeypatch.delenv("EDGERT_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

@@ -18,6 +18,7 @@ from onnx import numpy_helper
 from edgert.errors import UsageError
 from edgert.variants import aiofile
 from edgert.variants import config as C
+from edgert.variants import config_graph
 from edgert.variants import open as open_variants
 from edgert.variants.prune import prune
 
@@ -120,7 +121,7 @@ def test_mixed_configuration_equals_masked_full_model(resnet_aio: Path, meta: di
     assert len(set(config.as_dict().values())) > 2  # really per-layer, not a level
     feeds = {"input": np.random.default_rng(seed).standard_normal((1, 3, 160, 160)).astype(np.float32)}
     reference = _masked_reference(resnet_aio, config).run(None, feeds)[0]
-    with open_variants(resnet_aio, threads=1) as vm:
+    with open_variants(resnet_aio, threads=1, graph_builder=config_graph.build) as vm:
         vm.select_config(config)
         out = vm.run(feeds)[0]
         assert vm.config == config
@@ -132,12 +133,12 @@ def test_mixed_configuration_equals_masked_full_model(resnet_aio: Path, meta: di
 def test_cache_keeps_sessions_within_budget(resnet_aio: Path, meta: dict) -> None:
     configs = [_random_config(meta, s) for s in range(4)]
     feeds = {"input": np.zeros((1, 3, 160, 160), np.float32)}
-    with open_variants(resnet_aio, threads=1, config_budget=None) as vm:
+    with open_variants(resnet_aio, threads=1, config_budget=None, graph_builder=config_graph.build) as vm:
         for c in configs + configs:
             vm.select_config(c)
             vm.run(feeds)
         assert vm.configs.built == 4 and len(vm.configs) == 4  # the second pass hit the cache
-    with open_variants(resnet_aio, threads=1, config_budget=0.05) as vm:
+    with open_variants(resnet_aio, threads=1, config_budget=0.05, graph_builder=config_graph.build) as vm:
         for c in configs:
             vm.select_config(c)
         assert len(vm.configs) < 4 and configs[-1] in vm.configs

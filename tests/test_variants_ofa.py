@@ -6,6 +6,7 @@ budgets and dominance, never speed.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ from edgert.cli import main as cli_main
 from edgert.errors import BundleError, UsageError
 from edgert.variants import aiofile, tables
 from edgert.variants import config as C
-from edgert.variants import lut, search
+from edgert.variants import config_graph, lut, search
+from edgert.variants import open as open_variants
 from edgert.variants.adaptive_configs import ConfigAdaptiveModel
 from edgert.variants.frequency import FrequencySetting
 from edgert.variants.prune import prune
@@ -274,3 +276,112 @@ def test_correction_is_fitted_and_used_only_when_it_helps() -> None:
     assert not exact["correction"][0]["used"] and exact["correction"][0]["a"] == 1.0
     with pytest.raises(UsageError, match="did not measure"):
         lut.predict(table, C.Config(((7, 5),)), 0)
+
+
+def _stored_graphs(path: Path) -> set[str]:
+    f = aiofile.read(path)
+    try:
+        return {name for name in f.tensors if name.startswith(tables.GRAPHS)}
+    finally:
+        f.close()
+
+
+def _unstored(meta: dict, stored: set[str]) -> C.Config:
+    """A configuration that is neither a level nor stored in the file."""
+    levels = {C.of_level(meta, i) for i in range(len(meta["levels"]))}
+    widths = C.candidate_widths(meta)
+    for seed in range(1000):
+        rng = np.random.default_rng(seed)
+        config = C.make(meta, {g: int(rng.choice(ws)) for g, ws in widths.items()})
+        if config not in levels and C.CONFIG_GRAPH.format(config.key) not in stored:
+            return config
+    raise AssertionError("every configuration is stored")
+
+
+def test_search_stores_the_graphs_of_its_pareto_configurations(measured: Path) -> None:
+    meta = _meta(measured)
+    levels = {C.of_level(meta, i).key for i in range(len(meta["levels"]))}
+    for population in (6, 3):  # a second search replaces the first one's graphs
+        search.search(measured, latency_ms=1e6, frequency=1.0,
+                      settings=search.SearchSettings(population=population, generations=1, seed=population))
+        keys = {e["key"] for front in search.read(measured)["pareto"] for e in front}
+        assert _stored_graphs(measured) == {C.CONFIG_GRAPH.format(k) for k in keys - levels}
+    assert keys - levels  # the sets hold per-layer configurations, not only levels
+
+
+def test_a_device_without_onnx_runs_the_stored_pareto_configurations(measured: Path, tmp_path: Path) -> None:
+    """Device side (onnx blocked): ConfigAdaptiveModel and select_config build every session from
+    graphs stored by `edgert search`; a configuration the file does not store is refused in one
+    clear line. Outputs equal those of graphs built afresh on the host."""
+    from conftest import run_python
+
+    search.search(measured, latency_ms=1e6, frequency=1.0,
+                  settings=search.SearchSettings(population=6, generations=2))
+    meta = _meta(measured)
+    stored = _stored_graphs(measured)
+    unstored = _unstored(meta, stored)
+    code = (
+        "import json, numpy as np\n"
+        "from edgert.errors import UsageError\n"
+        "from edgert.variants import ConfigAdaptiveModel, open as open_variants\n"
+        "from edgert.variants import config as C\n"
+        "x = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)\n"
+        "model = ConfigAdaptiveModel(sys.argv[1], budget_ms=1e6, frequency_source=lambda: 1.0, threads=1)\n"
+        "outputs = {}\n"
+        "for entry in model.sets[0]:\n"
+        "    model.model.select_config(entry['cfg'])\n"
+        "    outputs[entry['config']] = model.model.run({'x': x})[0].tolist()\n"
+        "model.run({'x': x})\n"
+        "chosen = model.current['config']\n"
+        "model.close()\n"
+        "with open_variants(sys.argv[1], threads=1) as vm:\n"
+        "    try:\n"
+        "        vm.select_config(C.decode(vm._file.meta, sys.argv[2]))\n"
+        "        refused = None\n"
+        "    except UsageError as exc:\n"
+        "        refused = str(exc)\n"
+        "assert 'onnx' not in sys.modules\n"
+        "print(json.dumps({'outputs': outputs, 'chosen': chosen, 'refused': refused}))\n")
+    proc = run_python(code, str(measured), unstored.encode(), block=("onnx",))
+    assert proc.returncode == 0, proc.stderr
+    done = json.loads(proc.stdout)
+    front = search.read(measured)["pareto"][0]
+    assert set(done["outputs"]) == {e["config"] for e in front}
+    assert done["chosen"] == max(front, key=lambda e: e["accuracy"])["config"]  # roomy budget
+    assert f"stores no graph for configuration {unstored.key}" in done["refused"]
+    assert "edgert search" in done["refused"] and "graph_builder" in done["refused"]
+    # the host builds the same configurations from the level-0 graph (a copy without stored graphs)
+    bare = tmp_path / "bare.aio"
+    shutil.copy(measured, bare)
+    tables.store(bare, {}, graphs={})
+    assert not _stored_graphs(bare)
+    x = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    with open_variants(bare, threads=1, graph_builder=config_graph.build) as vm:
+        for text, out in done["outputs"].items():
+            vm.select_config(C.decode(meta, text))
+            np.testing.assert_allclose(np.array(out, np.float32), vm.run({"x": x})[0], rtol=1e-5, atol=1e-6)
+    with open_variants(bare, threads=1) as vm:  # no builder, nothing stored: the clear error
+        config = next(C.decode(meta, e["config"]) for front in search.read(bare)["pareto"] for e in front
+                      if C.CONFIG_GRAPH.format(e["key"]) in stored)
+        with pytest.raises(UsageError, match="stores no graph"):
+            vm.select_config(config)
+        vm.select_config(C.of_level(meta, 1))  # levels always have their graph
+        assert vm.run({"x": x})[0].shape == (2, 10)
+
+
+def test_stored_graphs_are_covered_by_the_checksum(measured: Path, tmp_path: Path) -> None:
+    search.search(measured, latency_ms=1e6, frequency=1.0, settings=search.SearchSettings(population=6,
+                                                                                          generations=1))
+    name = sorted(_stored_graphs(measured))[0]
+    f = aiofile.read(measured)
+    try:
+        graph = bytes(f.tensors[name])
+    finally:
+        f.close()
+    copy = tmp_path / "copy.aio"
+    raw = bytearray(measured.read_bytes())
+    at = bytes(raw).index(graph) + len(graph) // 2
+    raw[at] ^= 0x01  # one flipped bit inside a stored graph
+    copy.write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="checksum"):
+        open_variants(copy)

@@ -3,7 +3,10 @@
 Device side: ``open`` / ``VariantModel`` and ``AdaptiveModel`` (numpy + onnxruntime);
 per-layer width configurations (``Config``, ``ConfigAdaptiveModel``).
 Host side: ``prune`` (onnx), ``calibrate`` (through the sweep machinery, here or on a
-device) and ``accuracy`` (the levels' accuracy stored in the file).
+device), ``accuracy`` (the levels' accuracy stored in the file), ``lut`` and ``search``
+(latency tables and Pareto sets, stored in the file with their configurations' graphs)
+and ``config_graph`` (builds a configuration's graph: pass ``config_graph.build`` as
+``open(..., graph_builder=...)`` to run configurations the file does not store).
 """
 from __future__ import annotations
 

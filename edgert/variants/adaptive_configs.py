@@ -11,8 +11,9 @@ that frequency (the frequency's median with fewer than three: the same correctio
 ``hysteresis`` margin, stay ``min_dwell_runs`` after a switch. Every Pareto configuration's
 session is built at open, so a switch swaps a pointer.
 
-Device-side once built: stdlib, numpy and ``runtime`` (building the sessions needs onnx, see
-``config``).
+The sessions are built from the graphs ``edgert search`` stored with the sets (no onnx).
+
+Device-side: stdlib, numpy and ``runtime``.
 """
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ class Choice:
 
 
 class ConfigAdaptiveModel:
-    """A ``VariantModel`` that runs the searched Pareto configurations (``adaptive.Policy`` rules)."""
+    """A ``VariantModel`` that runs the searched Pareto configurations (``adaptive.Policy`` rules).
+    Sets given as ``pareto`` (not the file's) may name configurations the file stores no graph
+    for: on a host, pass ``graph_builder=config_graph.build`` with the open options."""
 
     def __init__(self, model: str | Path | VariantModel, budget_ms: float,
                  frequency_source: Callable[[], float], policy: Policy | None = None,

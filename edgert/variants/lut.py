@@ -41,9 +41,11 @@ from edgert import device_facts
 from edgert.errors import UsageError
 
 from . import config as C
-from . import tables
+from . import config_graph, tables
+from .aiofile import EXTERNAL_LOCATION
 from .frequency import FrequencySetting
-from .runtime import EXTERNAL_LOCATION, VariantModel, _slice
+from .runtime import VariantModel
+from .spans import take
 
 SCHEMA = "edgert.aio.lut/1"
 FUSED = frozenset({"BatchNormalization", "Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid",
@@ -109,7 +111,7 @@ def _full_graph(vm: VariantModel, feeds: dict[str, np.ndarray]) -> Any:
     full = C.make(meta, {g: n for g, n in C.prunable(meta).items()})
     shapes = {n: list(vm._file.tensors[s["tensor"]].shape) if s["tensor"] == n else None
               for n, s in C.weight_specs(meta, full).items()}
-    graph = C.config_graph(bytes(vm._file.tensors[meta["levels"][0]["graph"]]),
+    graph = config_graph.redeclare(bytes(vm._file.tensors[meta["levels"][0]["graph"]]),
                            {n: s for n, s in shapes.items() if s is not None}, C.depthwise_groups(meta, full))
     model = onnx.load_from_string(graph)
     for inp in model.graph.input:
@@ -125,8 +127,8 @@ def _shapes(model: Any, meta: dict[str, Any], config: C.Config) -> dict[str, lis
     """Every tensor's shape in ``model`` re-declared for ``config``."""
     import onnx
 
-    m = onnx.load_from_string(C.config_graph(model.SerializeToString(), _weight_shapes(meta, config),
-                                             C.depthwise_groups(meta, config)))
+    m = onnx.load_from_string(config_graph.redeclare(model.SerializeToString(), C.weight_shapes(meta, config),
+                                                     C.depthwise_groups(meta, config)))
     inferred = onnx.shape_inference.infer_shapes(m)
     out = {}
     for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
@@ -135,9 +137,6 @@ def _shapes(model: Any, meta: dict[str, Any], config: C.Config) -> dict[str, lis
         out[t.name] = list(t.dims)
     return out
 
-
-def _weight_shapes(meta: dict[str, Any], config: C.Config) -> dict[str, list[int]]:
-    return {n: [sum(b - a for a, b in spans) for spans in r] for n, r in C.param_ranges(meta, config).items()}
 
 
 @dataclasses.dataclass
@@ -311,7 +310,7 @@ def _prepare(vm: VariantModel, feeds: dict[str, np.ndarray], settings: LutSettin
             shapes = shape_of.shapes(config)
             specs = C.weight_specs(meta, config)
             used = {n for node in block.nodes for n in node.input if n in float_inits}
-            weights = {n: _slice(tensors[specs[n]["tensor"]], specs[n]["ranges"]) for n in used}
+            weights = {n: take(tensors[specs[n]["tensor"]], specs[n]["ranges"]) for n in used}
             graph = _block_graph(model, block, shapes, float_inits)
             entries.append((index, width_key(combo), _builder(graph, weights, shapes, settings)))
         full = shape_of.shapes(C.make(meta, sizes))
@@ -340,7 +339,7 @@ def measure(path: str | Path, settings_list: Sequence[FrequencySetting], lut: Lu
     order = sorted(settings_list, key=lambda s: s.frequency)
     source = open_source(power, sysfs_root) if power != "none" else None
     sampler = Sampler(source) if source is not None else None
-    with VariantModel(path, threads=lut.threads, config_budget=None) as vm:
+    with VariantModel(path, threads=lut.threads, config_budget=None, graph_builder=config_graph.build) as vm:
         from edgert.tensors import random_feeds
 
         symbolic = {d: 1 for spec in vm.inputs for d in spec.shape if isinstance(d, str)}

@@ -11,7 +11,10 @@ frequencies plus the best configurations under the budget at the target frequenc
 come by crossover (each group's width from either parent) and mutation (a group moves to a
 neighbouring width). The result is the Pareto set per frequency over everything evaluated
 (no configuration in it is beaten on latency, energy where measured, and accuracy at once)
-and the best configuration under the budget.
+and the best configuration under the budget. With the sets, the file gets the graph of every
+configuration in them (``config_graph``), so a device runs them without onnx.
+
+Host-only: builds graphs with onnx.
 """
 from __future__ import annotations
 
@@ -147,7 +150,7 @@ def search(path: str | Path, *, latency_ms: float, frequency: float, energy_mj: 
     """``edgert search``: the best configuration under the budget at ``frequency`` and the Pareto set
     at every frequency of the table; stored in the file as ``ofa/pareto`` unless ``write`` is False.
     ``accuracy``: "proxy", "digits", "MODULE:FUNCTION" or the evaluation itself."""
-    from . import evaluate
+    from . import config_graph, evaluate
 
     if latency_ms <= 0 or (energy_mj is not None and energy_mj <= 0):
         raise UsageError("the latency and energy budgets must be positive")
@@ -158,7 +161,7 @@ def search(path: str | Path, *, latency_ms: float, frequency: float, energy_mj: 
                          "search with --latency-ms only")
     settings = settings or SearchSettings()
     t0 = time.time()
-    with VariantModel(path, threads=threads, config_budget=0.5) as vm:
+    with VariantModel(path, threads=threads, config_budget=0.5, graph_builder=config_graph.build) as vm:
         meta = vm._file.meta
         if accuracy == "proxy":
             mass = evaluate.importance_mass(meta, vm._file.tensors)
@@ -174,6 +177,10 @@ def search(path: str | Path, *, latency_ms: float, frequency: float, energy_mj: 
 
         searcher = Searcher(meta, table, score, settings)
         pool = searcher.run(j, latency_ms, energy_mj)
+        fronts = [pareto(pool, k) for k in range(len(table["frequencies"]))]
+        # a device runs these without onnx: their graphs go into the file with the sets
+        graphs = config_graph.graphs_to_store(meta, vm._file.tensors,
+                                              dict.fromkeys(c.config for front in fronts for c in front))
     best = best_under(pool, j, latency_ms, energy_mj)
     result = {
         "schema": SCHEMA, "accuracy": accuracy if isinstance(accuracy, str) else
@@ -181,13 +188,13 @@ def search(path: str | Path, *, latency_ms: float, frequency: float, energy_mj: 
         "proxy": accuracy == "proxy",
         "frequencies": table["frequencies"], "frequency_unit": table["frequency_unit"],
         "emulated": table["emulated"], "lut_measured_unix": table["measured_unix"],
-        "pareto": [[c.to_dict(k) for c in pareto(pool, k)] for k in range(len(table["frequencies"]))],
+        "pareto": [[c.to_dict(k) for c in front] for k, front in enumerate(fronts)],
         "query": {"latency_ms": latency_ms, "energy_mj": energy_mj, "frequency": table["frequencies"][j]},
         "best": best.to_dict(j) if best else None,
         "evaluated": len(pool), "settings": dataclasses.asdict(settings), "seconds": round(time.time() - t0, 1),
     }
     if write:
-        tables.store(path, {tables.PARETO: result})
+        tables.store(path, {tables.PARETO: result}, graphs)
     return result
 
 

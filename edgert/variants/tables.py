@@ -1,4 +1,5 @@
-"""JSON tables kept *inside* an All-in-One file's data section (``ofa/lut``, ``ofa/pareto``).
+"""JSON tables kept *inside* an All-in-One file's data section (``ofa/lut``, ``ofa/pareto``),
+and the stored graphs of the Pareto configurations (``ofa/graph/<key>``).
 
 The latency tables and Pareto sets decide what runs on a device, so they are stored as
 ``U8`` tensors of UTF-8 JSON: the data section's sha256 (checked at open) covers them (the
@@ -24,6 +25,7 @@ from . import aiofile
 
 LUT = "ofa/lut"
 PARETO = "ofa/pareto"
+GRAPHS = "ofa/graph/"  # + a configuration's key: its ONNX graph (U8), written by ``edgert search``
 _OWN_METADATA = ("format", "version", "sha256", "aio", "header_sha256")  # aiofile.write sets these
 
 
@@ -49,8 +51,10 @@ def read(path: str | Path, name: str) -> dict[str, Any] | None:
         f.close()
 
 
-def store(path: str | Path, tables: Mapping[str, Mapping[str, Any]]) -> None:
-    """Write ``tables`` ({tensor name: JSON object}) into ``path``; the checksum is recomputed."""
+def store(path: str | Path, tables: Mapping[str, Mapping[str, Any]],
+          graphs: Mapping[str, bytes] | None = None) -> None:
+    """Write ``tables`` ({tensor name: JSON object}) into ``path``; the checksum is recomputed.
+    ``graphs`` ({``GRAPHS`` + key: ONNX bytes}), when given, replace every stored graph."""
     path = Path(path)
     f = aiofile.read(path)
     try:
@@ -59,6 +63,9 @@ def store(path: str | Path, tables: Mapping[str, Mapping[str, Any]]) -> None:
         extra = {k: v for k, v in f.metadata.items() if k not in _OWN_METADATA}
     finally:
         f.close()
+    if graphs is not None:
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(GRAPHS)}
+        tensors.update({k: np.frombuffer(g, np.uint8) for k, g in graphs.items()})
     for name, table in tables.items():
         tensors[name] = np.frombuffer(json.dumps(table, separators=(",", ":")).encode("utf-8"), np.uint8)
     aiofile.write(path, tensors, meta, extra)
