@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgert.errors import ModelError, UsageError
-from edgert.variants import aiofile, open as open_variants
+from edgert.variants import aiofile, config_graph, open as open_variants
 from edgert.variants.groups import analyze
 from edgert.variants.prune import check_ratios, prune
 
@@ -225,7 +225,7 @@ def test_grouped_conv_prunes_whole_groups(tmp_path: Path) -> None:
     kept = [lv["kept"][str(shared[0].id)] for lv in report.levels]
     assert kept == [16, 12, 8, 4]  # 0.3 of 16 is 11.2 channels: whole blocks of 4 -> 12
     feeds = _feeds((1, 3, 16, 16))
-    with open_variants(aio) as vm:
+    with open_variants(aio, graph_builder=config_graph.build) as vm:
         np.testing.assert_allclose(vm.run(feeds)[0], _reference(model, feeds), rtol=1e-4, atol=1e-5)
         f = aiofile.read(aio)
         for lv, k in zip(f.meta["levels"], kept):

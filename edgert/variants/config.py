@@ -15,26 +15,31 @@ from the memory map; the others are copied once per configuration.
 
 ``ConfigCache`` builds an ORT session per configuration on first use and keeps the most
 recently used ones while their copied bytes fit its budget; selecting a cached one swaps
-a pointer, like selecting a level. Building a new one rewrites the stored full-level graph
-(declared weight shapes, depthwise ``group``), which needs the ``onnx`` package (host, or a
-device that has it); sessions of stored configurations can be built ahead with ``warm``.
+a pointer, like selecting a level. A session needs the configuration's graph (the level-0
+graph with its weights declared at the configuration's shapes). The runtime never writes
+ONNX: it takes a uniform level's stored graph, or the one ``edgert search`` stored for each
+Pareto configuration (``CONFIG_GRAPH``), or else asks the builder the host passed in
+(``config_graph.build``, which needs onnx); with none, a ``UsageError`` says how to store it.
+
+Device-side: stdlib, numpy and ``backends.ort``.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgert.errors import BundleError, ModelError, UsageError
 
 from .ranges import EXTERNAL_LOCATION, kept_ranges, slice_ranges
+from .tables import GRAPHS
 
-if TYPE_CHECKING:
-    from .runtime import VariantModel
+CONFIG_GRAPH = GRAPHS + "{}"  # a stored configuration's graph, by its key (docs/aio-format.md)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,28 +167,23 @@ def depthwise_groups(meta: Mapping[str, Any], config: Config) -> dict[str, int]:
     return groups
 
 
-def config_graph(graph: bytes, shapes: Mapping[str, list[int]], depthwise: Mapping[str, int]) -> bytes:
-    """A level graph re-declared for other weight shapes (the weights stay external)."""
-    import onnx
+def weight_shapes(meta: Mapping[str, Any], config: Config) -> dict[str, list[int]]:
+    """The shape each floating-point initializer has in the configuration."""
+    return {n: [sum(b - a for a, b in spans) for spans in r] for n, r in param_ranges(meta, config).items()}
 
-    model = onnx.ModelProto()
-    model.ParseFromString(graph)
-    for t in model.graph.initializer:
-        if t.name not in shapes or t.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        del t.dims[:]
-        t.dims.extend(shapes[t.name])
-        nbytes = int(np.prod(shapes[t.name], dtype=np.int64)) * \
-            np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
-        for entry in t.external_data:
-            if entry.key == "length":
-                entry.value = str(nbytes)
-    for node in model.graph.node:
-        if node.name in depthwise:
-            for a in node.attribute:
-                if a.name == "group":
-                    a.i = depthwise[node.name]
-    return model.SerializeToString()
+
+def stored_graph(meta: Mapping[str, Any], tensors: Mapping[str, np.ndarray], config: Config) -> bytes | None:
+    """The configuration's graph stored in the file: a uniform level's, or one ``edgert search``
+    stored (``CONFIG_GRAPH``); None when the file has none."""
+    for index, lv in enumerate(meta["levels"]):
+        if of_level(meta, index) == config:
+            return bytes(tensors[lv["graph"]])
+    name = CONFIG_GRAPH.format(config.key)
+    return bytes(tensors[name]) if name in tensors else None
+
+
+# builds the graph of a configuration the file does not store: (meta, tensors, config) -> ONNX bytes
+GraphBuilder = Callable[[Mapping[str, Any], Mapping[str, np.ndarray], Config], bytes]
 
 
 @dataclasses.dataclass
@@ -196,12 +196,15 @@ class _Entry:
 class ConfigCache:
     """Sessions of configurations, built on first use, least recently used dropped first once
     their copied weight bytes exceed ``budget_bytes`` (None: keep all; the configuration in use
-    always stays)."""
+    always stays). ``file`` is an opened ``aiofile``; ``builder`` (host) builds graphs the
+    file does not store."""
 
-    def __init__(self, model: "VariantModel", budget_bytes: float | None, threads: int | None = None) -> None:
-        self.model = model
+    def __init__(self, file: Any, path: Path, budget_bytes: float | None, threads: int | None = None,
+                 builder: GraphBuilder | None = None) -> None:
+        self.file, self.path = file, Path(path)
         self.budget_bytes = budget_bytes
         self.threads = threads
+        self.builder = builder
         self._entries: OrderedDict[Config, _Entry] = OrderedDict()
         self.built = 0  # sessions built so far (a measure of cache misses)
 
@@ -232,23 +235,34 @@ class ConfigCache:
             oldest = next(c for c in self._entries if c != keep)
             del self._entries[oldest]
 
+    def graph(self, config: Config) -> bytes:
+        """The configuration's graph: stored in the file, else from the builder."""
+        meta, tensors = self.file.meta, self.file.tensors
+        graph = stored_graph(meta, tensors, config)
+        if graph is not None:
+            return graph
+        if self.builder is None:
+            raise UsageError(
+                f"{self.path} stores no graph for configuration {config.key} and this runtime builds "
+                "none (that needs onnx, on a host): store the configurations you run with `edgert search` "
+                "(it writes the Pareto configurations' graphs into the file), or on a host open the file "
+                "with graph_builder=edgert.variants.config_graph.build", path=str(self.path))
+        return self.builder(meta, tensors, config)
+
     def _build(self, config: Config) -> _Entry:
         from edgert.backends.ort import CallerWeightsSession
 
-        meta, tensors = self.model._file.meta, self.model._file.tensors
-        specs = weight_specs(meta, config)
+        meta, tensors = self.file.meta, self.file.tensors
+        graph = self.graph(config)
         weights, copied = {}, 0
-        for name, spec in specs.items():
+        for name, spec in weight_specs(meta, config).items():
             whole = tensors[spec["tensor"]]
             weights[name] = slice_ranges(whole, spec["ranges"])
             if not np.shares_memory(weights[name], whole):
                 copied += weights[name].nbytes
-        graph = config_graph(bytes(tensors[meta["levels"][0]["graph"]]),
-                             {n: list(w.shape) for n, w in weights.items()}, depthwise_groups(meta, config))
         try:
             session = CallerWeightsSession(graph, weights, location=EXTERNAL_LOCATION, threads=self.threads)
         except ModelError as exc:
-            raise BundleError(f"{self.model.path} configuration {config.key}: {exc}",
-                              path=str(self.model.path)) from exc
+            raise BundleError(f"{self.path} configuration {config.key}: {exc}", path=str(self.path)) from exc
         self.built += 1
         return _Entry(session, copied, weights)

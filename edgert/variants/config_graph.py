@@ -1,8 +1,8 @@
 """Build the ONNX graph of a per-layer width configuration, on the host.
 
 A configuration's graph is the file's level-0 graph with each external weight declared at
-the configuration's shape (dims and byte length) and each depthwise conv's ``group`` set to
-its kept channels; the weights stay external, supplied by the runtime from the file. The
+the configuration's shape (dims and byte length) and each depthwise or grouped conv's
+``group`` set to its kept channels or blocks (``config.depthwise_groups``); the weights stay external, supplied by the runtime from the file. The
 runtime does not write ONNX (a board has no onnx): ``edgert search`` stores the graphs of
 the configurations a device will run (``store_graphs``), and host code passes ``build`` as
 ``VariantModel(graph_builder=...)`` for any other configuration.
@@ -20,8 +20,8 @@ from . import config as C
 
 
 def redeclare(graph: bytes, shapes: Mapping[str, list[int]], depthwise: Mapping[str, int]) -> bytes:
-    """``graph`` with its external initializers re-declared at ``shapes`` and its depthwise
-    convs' ``group`` set from ``depthwise`` (the weights stay external)."""
+    """``graph`` with its external initializers re-declared at ``shapes`` and its depthwise and
+    grouped convs' ``group`` set from ``depthwise`` (the weights stay external)."""
     import onnx
 
     model = onnx.ModelProto()

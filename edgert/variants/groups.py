@@ -24,7 +24,7 @@ import dataclasses
 import math
 from typing import Any
 
-from .ranges import Segments, group_offsets, kept_ranges  # noqa: F401 (prune uses them from here)
+from .ranges import Segments
 
 
 # Ops whose output channel axis is their first input's, channel for channel.

@@ -42,10 +42,9 @@ from edgert.errors import UsageError
 
 from . import config as C
 from . import config_graph, tables
-from .aiofile import EXTERNAL_LOCATION
 from .frequency import FrequencySetting
+from .ranges import EXTERNAL_LOCATION, slice_ranges
 from .runtime import VariantModel
-from .spans import take
 
 SCHEMA = "edgert.aio.lut/1"
 FUSED = frozenset({"BatchNormalization", "Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid",
@@ -310,7 +309,7 @@ def _prepare(vm: VariantModel, feeds: dict[str, np.ndarray], settings: LutSettin
             shapes = shape_of.shapes(config)
             specs = C.weight_specs(meta, config)
             used = {n for node in block.nodes for n in node.input if n in float_inits}
-            weights = {n: take(tensors[specs[n]["tensor"]], specs[n]["ranges"]) for n in used}
+            weights = {n: slice_ranges(tensors[specs[n]["tensor"]], specs[n]["ranges"]) for n in used}
             graph = _block_graph(model, block, shapes, float_inits)
             entries.append((index, width_key(combo), _builder(graph, weights, shapes, settings)))
         full = shape_of.shapes(C.make(meta, sizes))

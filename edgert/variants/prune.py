@@ -21,8 +21,8 @@ import numpy as np
 from edgert.errors import ModelError, UsageError
 
 from . import aiofile
-from .groups import ChannelGraph, analyze, group_offsets, kept_ranges
-from .runtime import is_view
+from .groups import ChannelGraph, analyze
+from .ranges import group_offsets, is_view, kept_ranges
 
 IMPORTANCE = ("auto", "bn", "l1", "l2")
 GRAPH_TENSOR = "graph/level{}"

@@ -53,7 +53,8 @@ from edgert.errors import BundleError, ModelError, UsageError
 from edgert.tensors import check_feeds
 
 from . import aiofile
-from .ranges import EXTERNAL_LOCATION, is_view, slice_ranges as _slice  # noqa: F401 (lut uses them from here)
+from .config import Config, ConfigCache, GraphBuilder
+from .ranges import EXTERNAL_LOCATION, is_view, slice_ranges
 
 DEFAULT_MEMORY_BUDGET = 1.3  # resident shared weights, as a multiple of the full level's
 FULL_LEVEL = ("private", "shared")  # how the first level gets its weights (module docstring)
@@ -113,7 +114,8 @@ class VariantModel:
 
     def __init__(self, path: str | Path, *, threads: int | None = None, share_weights: bool = True,
                  memory_budget: float | None = DEFAULT_MEMORY_BUDGET, full_level: str = "private",
-                 verify: bool = True, config_budget: float | None = DEFAULT_CONFIG_BUDGET) -> None:
+                 verify: bool = True, config_budget: float | None = DEFAULT_CONFIG_BUDGET,
+                 graph_builder: GraphBuilder | None = None) -> None:
         if memory_budget is not None and memory_budget < 1:
             raise UsageError(f"memory_budget {memory_budget} is below 1: the full level alone needs 1")
         if full_level not in FULL_LEVEL:
@@ -163,9 +165,10 @@ class VariantModel:
         self.outputs: list[TensorSpec] = first.outputs
         self.level = self.levels[0]
         self._session = first
-        self.config = None  # the per-layer configuration selected last (config.py), None: a level
+        self.config: Config | None = None  # the per-layer configuration selected last, None: a level
         self._config_budget = None if config_budget is None else config_budget * full
-        self._configs = None
+        self._configs: ConfigCache | None = None
+        self._graph_builder = graph_builder
 
     def _load_level(self, lv: dict[str, Any], strategy: str, threads: int | None) -> tuple[Any, int]:
         """One ORT session for a level and the bytes it copied; weights are map views or copies
@@ -176,7 +179,7 @@ class VariantModel:
         for name, spec in lv["params"].items():
             whole = self._file.tensors[spec["tensor"]]
             cut = strategy == "slice" and not is_view(spec["ranges"], whole.shape)
-            weights[name] = whole if cut else _slice(whole, spec["ranges"])
+            weights[name] = whole if cut else slice_ranges(whole, spec["ranges"])
             if not np.shares_memory(weights[name], whole):
                 copied += weights[name].nbytes
         graph = bytes(self._file.tensors[lv["sliced_graph" if strategy == "slice" else "graph"]])
@@ -206,17 +209,18 @@ class VariantModel:
         return self.level
 
     @property
-    def configs(self) -> Any:
+    def configs(self) -> ConfigCache:
         """Sessions of per-layer width configurations (``config.ConfigCache``), built on demand;
-        their copied weights stay within ``config_budget`` times the full level's weight bytes."""
+        their copied weights stay within ``config_budget`` times the full level's weight bytes.
+        Their graphs come from the file, else from ``graph_builder`` (host, ``config_graph.build``)."""
         if self._configs is None:
-            from .config import ConfigCache
-
-            self._configs = ConfigCache(self, self._config_budget, self._threads)
+            self._configs = ConfigCache(self._file, self.path, self._config_budget, self._threads,
+                                        self._graph_builder)
         return self._configs
 
-    def select_config(self, config: Any) -> Any:
-        """Switch to a ``config.Config`` (its session built on first use, then cached)."""
+    def select_config(self, config: Config) -> Config:
+        """Switch to a ``config.Config`` (its session built on first use, then cached); a
+        configuration whose graph the file does not store needs ``graph_builder`` (UsageError)."""
         self._session = self.configs.session(config)
         self.config = config
         return config
