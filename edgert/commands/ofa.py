@@ -73,7 +73,8 @@ def lut(file: Path, cpu_freqs: str | None, cpu_policy: str, emulated_levels: str
 @click.option("--seed", default=0, show_default=True)
 def search(file: Path, latency_ms: float, energy_mj: float | None, frequency: float, accuracy: str,
            population: int, generations: int, seed: int) -> None:
-    """Find FILE's most accurate configuration under the budget; store the Pareto sets in FILE."""
+    """Find FILE's most accurate configuration under the budget; store the Pareto sets in FILE,
+    with the graphs a device needs to run them."""
     from edgert.variants.search import SearchSettings
     from edgert.variants.search import search as run_search
 
@@ -82,7 +83,8 @@ def search(file: Path, latency_ms: float, energy_mj: float | None, frequency: fl
                                                                    generations=generations, seed=seed))
     what = "proxy score (kept importance mass)" if result["proxy"] else f"accuracy ({accuracy})"
     click.echo(f"{file}: {result['evaluated']} configurations evaluated; Pareto sets of "
-               f"{', '.join(str(len(p)) for p in result['pareto'])} stored in the file")
+               f"{', '.join(str(len(p)) for p in result['pareto'])} stored in the file with their "
+               "graphs (a device runs them without onnx)")
     best = result["best"]
     if best is None:
         front = result["pareto"][result["frequencies"].index(result["query"]["frequency"])]
