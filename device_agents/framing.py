@@ -30,8 +30,9 @@ line's measured error rate (``LinkStats.summary``).
 Each ReliableTransport picks a random non-zero epoch; ``src`` is the sender's epoch, ``dst`` the
 epoch it believes the receiver has (0: not known yet). Frames addressed to another epoch are
 ignored, so stale frames meant for an earlier incarnation of this end never surface.
-DATA seq 0 from a new ``src`` starts a new session; if a different peer epoch was known before,
-the peer restarted: pending data in both
+A peer epoch is learnt from the first DATA seq 0, or from an ACK/NAK addressed to this end
+(the peer heard us first). DATA seq 0 from a new ``src`` starts a new session; if a different
+peer epoch was known before, the peer restarted: pending data in both
 directions is dropped and the next ``read`` raises TransportClosed with ``peer_restarted=True``
 once, to the next read or write (the link stays usable; the caller starts a new protocol session
 on it).
@@ -312,7 +313,7 @@ class ReliableTransport(Transport):
             if kind == DATA:
                 reply = self._on_data(src, dst, seq, payload)
             else:
-                reply = self._on_ack(dst, seq, is_nak=kind == NAK)
+                reply = self._on_ack(src, dst, seq, is_nak=kind == NAK)
         if reply:
             self._send(reply)
 
@@ -326,6 +327,7 @@ class ReliableTransport(Transport):
                 if self._peer_epoch is not None:
                     self._reset_for_new_peer()
                 self._peer_epoch, self._expected, self._last_seq = epoch, 0, -1
+                self._retries = 0  # a peer just started a stream with us: the line is not dead
             if seq <= self._last_seq:
                 self._nak_armed = True  # the sender went back: a new resend round
             self._last_seq = seq
@@ -356,10 +358,14 @@ class ReliableTransport(Transport):
         self.stats.naks_sent += 1
         return encode_frame(NAK, self._epoch, self._peer_epoch, self._expected)
 
-    def _on_ack(self, dst: int, next_seq: int, is_nak: bool) -> None:
+    def _on_ack(self, src: int, dst: int, next_seq: int, is_nak: bool) -> None:
         with self._cond:
             if dst != self._epoch:
                 return
+            if self._peer_epoch is None:
+                # The peer heard us before we heard it: its later DATA from another epoch is then
+                # a restart, not a first stream that would expect our seq to start over unasked.
+                self._peer_epoch = src
             progressed = False
             while self._unacked and self._unacked[0][0] < next_seq:
                 self._unacked.popleft()
