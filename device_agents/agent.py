@@ -120,15 +120,16 @@ concurrently on TCP (the store locks itself, measurements take turns)."""
                         f"the agent only accepts requests, got a {message['kind']!r} message")))
                     continue
                 if message["method"] == "session.close":
+                    reason = "closed by the host"  # even if the answer no longer reaches it
                     channel.send(protocol.response(message["id"], {"closed": True}))
-                    reason = "closed by the host"
                     return reason
                 self.handle(channel, message)
                 if message["method"] == "session.open" and not opened:
                     opened = True
                     log(f"session opened on {channel.transport.name}")
         except TransportClosed as exc:
-            reason = "a new host took over the link" if exc.fields.get("peer_restarted") else exc.message
+            if reason != "closed by the host":
+                reason = "a new host took over the link" if exc.fields.get("peer_restarted") else exc.message
             raise
         finally:
             if opened:
