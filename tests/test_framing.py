@@ -14,6 +14,7 @@ from edgert.device_agents.framing import (
 )
 from edgert.device_agents.transports import TransportClosed
 from edgert.errors import TransportError
+from conftest import wait_until
 from serial_line import Line
 
 
@@ -193,9 +194,10 @@ def test_stale_frames_for_a_closed_peer_do_not_reach_its_successor(make_line):
 
         writer = threading.Thread(target=reply)
         writer.start()
-        time.sleep(0.2)
+        wait_until(lambda: agent.stats.retransmissions > 0, 10, "the agent resending to the gone host")
         host = line.open(line.end_b)
-        time.sleep(0.2)  # resends addressed to the old host now reach the new one
+        # resends addressed to the old host now reach the new one
+        wait_until(lambda: host.stats.frames_received > 0, 10, "a stale resend at the new host")
         host.write(b"request 2", 5)
         writer.join(5)
         assert aborted and aborted[0].fields["peer_restarted"] is True
@@ -205,6 +207,32 @@ def test_stale_frames_for_a_closed_peer_do_not_reach_its_successor(make_line):
         agent.write(b"reply 2", 5)
         assert read_exactly(host, 7) == b"reply 2"
         assert host.stats.payload_bytes_in == 7
+    finally:
+        agent.close()
+        host.close()
+
+
+def test_an_agent_epoch_that_acknowledged_us_and_restarted_is_a_restart(make_line):
+    """The host speaks first; the agent link epoch that acknowledges it then gives up and a new
+    epoch greets the host: that greeting is a restart, and the host's next frames start at seq 0
+    (a host that took it for a first stream went on with seq 1, which the new epoch ignores)."""
+    line = make_line()
+    host = line.open(line.end_b, max_retries=3)
+    first = line.open(line.end_a)
+    try:
+        host.write(b"wake", 5)  # acknowledged by `first`, before the host heard anything from it
+        assert read_exactly(first, 4) == b"wake"
+    finally:
+        first.close()
+    agent = line.open(line.end_a)
+    try:
+        agent.write(b"hello", 10)
+        with pytest.raises(TransportClosed) as restarted:
+            host.read(100, 10)
+        assert restarted.value.fields["peer_restarted"] is True
+        assert read_exactly(host, 5) == b"hello"
+        host.write(b"open", 10)
+        assert read_exactly(agent, 4) == b"open"
     finally:
         agent.close()
         host.close()
