@@ -6,6 +6,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,12 @@ def run_cli(*args: str, block: tuple[str, ...] = (), cwd: Path | None = None,
     """Run ``edgert ARGS`` in a fresh interpreter; ``block`` makes those modules unimportable."""
     return run_python("from edgert.cli import main\nmain(sys.argv[1:])\n", *args, block=block,
                       cwd=cwd, timeout=timeout, env=env)
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until it holds; AssertionError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)

@@ -5,9 +5,9 @@ import json
 
 from edgert.device_agents.channel import Channel
 from edgert.devices.client import AgentClient
-from conftest import make_matmul_model, run_cli
+from conftest import make_matmul_model, run_cli, wait_until
 from serial_line import Line
-from fault_agents import agent_log, start_agent, stop, wait_until
+from fault_agents import agent_log, start_agent, stop
 
 
 def test_ten_consecutive_sessions_then_push_and_bench(tmp_path):

@@ -19,8 +19,7 @@ from edgert.device_agents.transports import TcpTransport
 from edgert.devices.address import parse_url
 from edgert.devices.client import AgentClient
 from edgert.devices.connect import open_client
-from conftest import make_matmul_model
-from fault_agents import wait_until
+from conftest import make_matmul_model, wait_until
 
 TOKEN = "correct-horse-battery-staple"
 
