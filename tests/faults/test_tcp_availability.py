@@ -17,7 +17,6 @@ from edgert.device_agents.channel import Channel
 from edgert.device_agents.store import ArtifactStore
 from edgert.device_agents.transports import TcpTransport
 from edgert.devices.address import parse_url
-from edgert.devices.client import AgentClient
 from edgert.devices.connect import open_client
 from conftest import make_matmul_model, wait_until
 
