@@ -50,6 +50,8 @@ class AgentClient:
         On a serial line, frames an agent sent before this host connected (hellos from earlier
         link epochs) can come first; the link then reports that the peer restarted, and the
         handshake starts again with the current agent's hello until ``silence_timeout`` passes.
+        The same holds when the restart lands while ``session.open`` waits for its answer (the
+        agent took our first frame as a new host and started over): nothing was opened yet.
         """
         deadline = time.monotonic() + self.silence_timeout
         while True:
@@ -65,7 +67,14 @@ class AgentClient:
             except TransportTimeout as exc:
                 raise DeviceError(f"the agent sent no hello for {self.silence_timeout:.0f} s: "
                                   "it hung or the link is down") from exc
-            self._wait(request_id, "session.open")
+            try:
+                self._wait(request_id, "session.open")
+            except DeviceError as exc:  # the agent restarted its link before it answered
+                cause = exc.__cause__
+                if (isinstance(cause, TransportClosed) and cause.fields.get("peer_restarted")
+                        and time.monotonic() < deadline):
+                    continue
+                raise
             return capabilities
 
     def __enter__(self) -> "AgentClient":
