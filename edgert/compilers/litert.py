@@ -15,7 +15,6 @@ input/output names.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -47,7 +46,7 @@ def convert(onnx_path: Path, out_path: Path, dims: Mapping[str, int] | None = No
     """Write ``out_path`` (atomically) from ``onnx_path``; returns the converter that succeeded."""
     import onnx
 
-    from edgert.compilers.tflite import convert_model
+    from edgert.compilers.tflite import convert_model, write_atomic
     from edgert.compilers.shapes import fix_input_shapes
 
     try:
@@ -70,10 +69,7 @@ def convert(onnx_path: Path, out_path: Path, dims: Mapping[str, int] | None = No
         except ModelError as failed:
             raise ModelError(f"cannot convert {onnx_path.name} to .tflite: {failed.message}; "
                              f"{exc.message}", **{"path": str(onnx_path), **exc.fields}) from failed
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, out_path)
+    write_atomic(out_path, data)
     return used
 
 

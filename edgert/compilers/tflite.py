@@ -55,12 +55,16 @@ def convert(onnx_path: Path, out_path: Path) -> Path:
         model = onnx.load(str(onnx_path))
     except Exception as exc:  # onnx raises DecodeError, OSError, ...
         raise ModelError(f"cannot read ONNX model {onnx_path}: {exc}", path=str(onnx_path)) from exc
-    data = convert_model(model)
+    write_atomic(out_path, convert_model(model))
+    return out_path
+
+
+def write_atomic(out_path: Path, data: bytes) -> None:
+    """Write ``out_path`` through a temporary file, so a cache never holds half a model."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, out_path)
-    return out_path
 
 
 def convert_model(model: Any) -> bytes:
