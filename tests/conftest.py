@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +32,16 @@ MACHINE_DIRS = _machine_dirs()
 # The emulated arm64 board's root is the one cache tests share with the machine on purpose:
 # a cold build downloads ~150 MB; it is keyed by its recipe's hash and built under a lock.
 SHARED = {BOARD_CACHE}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Private XDG directories for the whole run too: session- and module-scoped fixtures (a
+    zoo compiled once per module, a TVM import) run outside any test's ``private_dirs``, and
+    one of them wrote TVM's engine log into the machine's cache."""
+    home = Path(tempfile.mkdtemp(prefix="edgert-tests-"))
+    os.environ.update(private_env(home))
+    os.environ.pop("EDGERT_CACHE", None)
+    config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
 
 
 def _snapshot() -> dict[Path, tuple[int, int]]:
