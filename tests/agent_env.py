@@ -43,3 +43,13 @@ def start_agent(*args: str, env: dict[str, str] | None = None, **popen) -> subpr
     """``edgert agent ARGS`` as a child process with the test's (or ``env``'s) XDG dirs."""
     return subprocess.Popen([sys.executable, "-m", "edgert", "agent", *args],
                             env={**os.environ, **(env or current_xdg())}, **popen)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End an agent a test started: politely, then for sure."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

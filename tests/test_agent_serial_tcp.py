@@ -13,18 +13,10 @@ from edgert.device_agents.channel import Channel
 from edgert.device_agents.framing import DATA, ReliableTransport, encode_frame
 from edgert.device_agents.transports import SerialTransport
 from edgert.devices.client import AgentClient
-from agent_env import start_agent
+from agent_env import start_agent, stop
 from conftest import make_matmul_model, run_cli
 from serial_line import Line
 from ports import listening_port
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def test_bench_over_a_corrupting_serial_line(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from agent_env import private_env
+from agent_env import private_env, stop  # noqa: F401 (the fault tests import stop from here)
 from agent_env import start_agent as start_suite_agent
 
 
@@ -19,11 +19,3 @@ def start_agent(tmp: Path, *args: str) -> subprocess.Popen:
 def agent_log(tmp: Path) -> str:
     return (tmp / "agent.log").read_text(errors="replace")
 
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
