@@ -80,6 +80,16 @@ def private_dirs(tmp_path_factory, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture(scope="module")
+def resnet_aio(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The zoo ResNet pruned at 0, 0.25, 0.5 and 0.75 into an All-in-One file (once per module)."""
+    from edgert.variants.prune import prune
+
+    path = tmp_path_factory.mktemp("aio") / "resnet.aio"
+    prune(REPO / "edgert" / "zoo" / "resnet.onnx", [0, 0.25, 0.5, 0.75], path)
+    return path
+
+
 def make_matmul_model(path: Path, *, symbolic: bool = True, size: int = 64) -> Path:
     """x[N,size] @ W -> Relu: small enough to measure quickly, big enough to be real work."""
     import onnx

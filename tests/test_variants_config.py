@@ -20,16 +20,6 @@ from edgert.variants import aiofile
 from edgert.variants import config as C
 from edgert.variants import config_graph
 from edgert.variants import open as open_variants
-from edgert.variants.prune import prune
-
-RESNET = Path(__file__).resolve().parents[1] / "edgert" / "zoo" / "resnet.onnx"
-
-
-@pytest.fixture(scope="module")
-def resnet_aio(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("aio") / "resnet.aio"
-    prune(RESNET, [0, 0.25, 0.5, 0.75], path)
-    return path
 
 
 @pytest.fixture(scope="module")

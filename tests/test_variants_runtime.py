@@ -14,13 +14,6 @@ from edgert.variants.prune import prune
 RESNET = Path(__file__).resolve().parents[1] / "edgert" / "zoo" / "resnet.onnx"
 
 
-@pytest.fixture(scope="module")
-def resnet_aio(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("aio") / "resnet.aio"
-    prune(RESNET, [0, 0.25, 0.5, 0.75], path)
-    return path
-
-
 def test_half_level_runs_at_most_0_6_of_the_full_weights(resnet_aio: Path) -> None:
     """How much faster it runs is measured by benchmarks/variants.py against the full level in
     the same run; a test on a shared machine checks what pruning controls: the weights (and
