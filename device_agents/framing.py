@@ -27,15 +27,46 @@ from the peer (reason ``retries``), or no progress at all for ``stall_s`` s alth
 answers (reason ``stalled``). ``stats`` counts damaged frames, so callers can report the
 line's measured error rate (``LinkStats.summary``).
 
-Each ReliableTransport picks a random non-zero epoch; ``src`` is the sender's epoch, ``dst`` the
-epoch it believes the receiver has (0: not known yet). Frames addressed to another epoch are
-ignored, so stale frames meant for an earlier incarnation of this end never surface.
-A peer epoch is learnt from the first DATA seq 0, or from an ACK/NAK addressed to this end
-(the peer heard us first). DATA seq 0 from a new ``src`` starts a new session; if a different
-peer epoch was known before, the peer restarted: pending data in both
-directions is dropped and the next ``read`` raises TransportClosed with ``peer_restarted=True``
-once, to the next read or write (the link stays usable; the caller starts a new protocol session
-on it).
+Link epochs: who is on the other end
+-----------------------------------
+A link epoch is a random non-zero u32 naming one outgoing stream of one end; frames carry the
+sender's epoch as ``src`` and, as ``dst``, the epoch of the peer they are meant for (0: "whoever
+is there", only before that is known). An end is *unbound* until it learns its peer's epoch,
+then *bound* to it. The two ends play different roles (``role``): the host opens sessions, the
+agent serves them one after another and beacons its hello (DATA seq 0, dst 0) until one comes.
+
+A tty or a bridge (ser2net, socat) keeps what the agent wrote while no host listened: hellos
+of earlier agent epochs, long gone. No unaddressed frame can be told apart from such a stale
+one, so the host speaks first and trusts only frames addressed to it:
+
+    host, unbound      ignores DATA with dst 0; its first write (seq 0, dst 0) reaches the live
+                       agent, whose reply is addressed to it. It binds to the first epoch whose
+                       ACK, NAK or DATA seq 0 names it (that epoch heard it, so it is alive).
+    agent, unbound     binds to the first host that starts a stream (DATA seq 0, dst 0 or its
+                       epoch) or acknowledges it, and at once resends what it had not got
+                       acknowledged (the hello), addressed to that host.
+    bound to P         DATA with dst other than 0 or its epoch is ignored, as is anything but
+                       DATA seq 0 from an epoch other than P, and ACK/NAK from one.
+                       DATA seq 0 from a new epoch X means P restarted (or, for an agent,
+                       a new host took over); the end binds to X and the next read or write
+                       raises TransportClosed(peer_restarted=True) once (the link stays usable;
+                       the caller starts a new protocol session on it):
+      agent            restarts both directions: undelivered input and unacknowledged output
+                       are dropped, a write in progress aborts, and it takes a new epoch (so a
+                       reply meant for the old host never reaches the new one).
+      host, dst 0      X does not know the host (a new agent link after a session ended): the
+                       host restarts both directions the same way, with a new epoch.
+      host, dst = own  X names the host's current epoch: it is the agent having restarted on
+                       this host's seq 0, which it kept as the first frame of its new session.
+                       The host restarts only its receiving side; its epoch and outgoing
+                       stream go on (addressed to X).
+
+Why this settles: a restart of one end never makes the other restart. An agent's new epoch
+names the host it restarted for, which then keeps its epoch; a host's new epoch is made only
+for an agent link that does not know it yet, which binds to it without restarting. (Restarting
+both directions with new epochs on both ends let host and agent restart each other forever
+when a bridge had queued stale hellos.) Frames the link ignores are counted in
+``stats.ignored_frames``.
 """
 from __future__ import annotations
 
@@ -46,11 +77,13 @@ import struct
 import threading
 import time
 import zlib
+from typing import Literal
 
 from edgert.device_agents.transports import Transport, TransportClosed, TransportTimeout
 from edgert.errors import InternalError, TransportError, UsageError
 
 DATA, ACK, NAK = ord("D"), ord("A"), ord("N")
+Role = Literal["host", "agent"]
 MAX_PAYLOAD_BYTES = 4096
 MIN_PAYLOAD_BYTES = 64
 GROW_AFTER = 32  # clean frames in a row before the payload doubles again
@@ -126,6 +159,7 @@ class LinkStats:
     wire_bytes_out: int = 0
     wire_bytes_in: int = 0
     frames_received: int = 0  # intact frames of any type
+    ignored_frames: int = 0  # intact frames for another epoch or a stream this end has not joined
     smallest_payload: int = 0  # the smallest payload the link adapted down to (0: never shrank)
 
     def byte_error_rate(self) -> float:
@@ -144,13 +178,17 @@ class LinkStats:
 class ReliableTransport(Transport):
     """CRC-checked, acknowledged, retransmitted frames over ``inner`` (which it then owns)."""
 
-    def __init__(self, inner: Transport, *, payload_bytes: int = 1024, window: int = 4,
+    def __init__(self, inner: Transport, *, role: Role, payload_bytes: int = 1024, window: int = 4,
                  ack_timeout: float = 1.0, max_retries: int = 10, io_timeout: float = 5.0,
                  stall_s: float = 120.0) -> None:
-        """``ack_timeout`` must exceed the time to send ``window`` frames at the line rate
-        (4 x 1 KiB at 115200 baud is 0.36 s) plus the peer's turnaround."""
+        """``role``: which end this is (see "Link epochs" above). ``ack_timeout`` must exceed
+        the time to send ``window`` frames at the line rate (4 x 1 KiB at 115200 baud is
+        0.36 s) plus the peer's turnaround."""
+        if role not in ("host", "agent"):
+            raise UsageError(f"role must be 'host' or 'agent', got {role!r}")
         if not 1 <= payload_bytes <= MAX_PAYLOAD_BYTES:
             raise UsageError(f"payload_bytes must be 1..{MAX_PAYLOAD_BYTES}, got {payload_bytes}")
+        self.role = role
         self.inner = inner
         self.name = f"reliable {inner.name}"
         self.stats = LinkStats()
@@ -169,8 +207,9 @@ class ReliableTransport(Transport):
         self._app_write_lock = threading.Lock()
         # sending side
         self._epoch = _new_epoch()
-        self._generation = 0  # bumped when the peer restarts, to abort a write in progress
+        self._generation = 0  # bumped when the outgoing stream restarts, to abort a write in progress
         self._next_seq = 0
+        # (seq, payload): frames are encoded when sent, addressed to the peer known by then
         self._unacked: collections.deque[tuple[int, bytes]] = collections.deque()
         self._base_sent_at = 0.0
         self._retries = 0
@@ -218,11 +257,11 @@ class ReliableTransport(Transport):
                 with self._cond:
                     self._wait(lambda: len(self._unacked) < self._window, deadline, generation, timeout)
                     seq, self._next_seq = self._next_seq, self._next_seq + 1
-                    frame = encode_frame(DATA, self._epoch, self._peer_epoch or 0, seq, chunk)
+                    frame = self._data_frame(seq, chunk)
                     if not self._unacked:
                         self._base_sent_at, self._retries = time.monotonic(), 0
                         self._progress_at = self._base_sent_at
-                    self._unacked.append((seq, frame))
+                    self._unacked.append((seq, chunk))
                     self.stats.frames_sent += 1
                     self.stats.payload_bytes_out += len(chunk)
                 try:
@@ -317,17 +356,20 @@ class ReliableTransport(Transport):
         if reply:
             self._send(reply)
 
-    def _on_data(self, epoch: int, dst: int, seq: int, payload: bytes) -> bytes | None:
+    def _on_data(self, src: int, dst: int, seq: int, payload: bytes) -> bytes | None:
         with self._cond:
-            if dst not in (0, self._epoch):
-                return None  # meant for an earlier incarnation of this end
-            if epoch != self._peer_epoch:
-                if seq != 0:
-                    return None  # joined a stream midway; the sender resends from 0 or gives up
-                if self._peer_epoch is not None:
-                    self._reset_for_new_peer()
-                self._peer_epoch, self._expected, self._last_seq = epoch, 0, -1
-                self._retries = 0  # a peer just started a stream with us: the line is not dead
+            if src != self._peer_epoch:
+                if seq != 0 or not self._accepts_stream_start(dst):
+                    self.stats.ignored_frames += 1  # stale, or a stream we joined midway
+                    return None
+                previous = self._peer_epoch
+                self._new_peer(src, addressed=dst == self._epoch)
+                resend = self._readdressed(previous)
+            elif dst not in (0, self._epoch):
+                self.stats.ignored_frames += 1  # meant for an earlier epoch of this end
+                return None
+            else:
+                resend = b""
             if seq <= self._last_seq:
                 self._nak_armed = True  # the sender went back: a new resend round
             self._last_seq = seq
@@ -339,16 +381,46 @@ class ReliableTransport(Transport):
                 self._cond.notify_all()
             elif seq > self._expected:
                 return self._nak()
-            return encode_frame(ACK, self._epoch, epoch, self._expected)  # also re-acks duplicates
+            # also re-acks duplicates; the ACK comes from the epoch the peer must learn
+            return encode_frame(ACK, self._epoch, src, self._expected) + resend
 
-    def _reset_for_new_peer(self) -> None:
-        self._rx.clear()
-        self._peer_restarted = True
-        self._unacked.clear()
-        self._next_seq = 0
-        self._epoch = _new_epoch()  # late ACKs meant for the old peer can no longer match
-        self._generation += 1
-        self._cond.notify_all()
+    def _accepts_stream_start(self, dst: int) -> bool:
+        """Whether DATA seq 0 addressed to ``dst`` from an unknown epoch may start a stream: an
+        unbound host takes only frames that name it (unaddressed ones may be stale)."""
+        return dst == self._epoch or (dst == 0 and (self.role == "agent" or self._peer_epoch is not None))
+
+    def _new_peer(self, src: int, addressed: bool) -> None:
+        """Bind to ``src``, whose stream starts now, restarting what its predecessor left
+        (the table in the module docstring)."""
+        if self._peer_epoch is not None:
+            self._rx.clear()
+            self._peer_restarted = True
+            self._cond.notify_all()
+            if self.role == "agent" or not addressed:
+                self._unacked.clear()
+                self._next_seq = 0
+                self._epoch = _new_epoch()  # late ACKs meant for the old stream can no longer match
+                self._generation += 1
+        self._bind(src)
+
+    def _bind(self, src: int) -> None:
+        """Take ``src`` as the peer; its stream starts at seq 0."""
+        self._peer_epoch, self._expected, self._last_seq, self._nak_armed = src, 0, -1, True
+        self._retries = 0  # a peer just turned up: the line is not dead
+
+    def _readdressed(self, previous: int | None) -> bytes:
+        """The frames still unacknowledged, addressed to the peer just bound, to send at once if
+        it would drop them as they went out: a host drops unaddressed frames (so an agent's
+        hello answers the host that spoke first without waiting for a timeout), anybody drops
+        frames addressed to ``previous``, the former peer."""
+        if not self._unacked or (self.role == "host" and previous is None):
+            return b""
+        self._base_sent_at = time.monotonic()
+        self.stats.retransmissions += len(self._unacked)
+        return b"".join(self._data_frame(seq, payload) for seq, payload in self._unacked)
+
+    def _data_frame(self, seq: int, payload: bytes) -> bytes:
+        return encode_frame(DATA, self._epoch, self._peer_epoch or 0, seq, payload)
 
     def _nak(self) -> bytes | None:
         """Ask for a resend from the gap, once per gap and once per resend round of the sender."""
@@ -358,14 +430,12 @@ class ReliableTransport(Transport):
         self.stats.naks_sent += 1
         return encode_frame(NAK, self._epoch, self._peer_epoch, self._expected)
 
-    def _on_ack(self, src: int, dst: int, next_seq: int, is_nak: bool) -> None:
+    def _on_ack(self, src: int, dst: int, next_seq: int, is_nak: bool) -> bytes | None:
         with self._cond:
-            if dst != self._epoch:
-                return
-            if self._peer_epoch is None:
-                # The peer heard us before we heard it: its later DATA from another epoch is then
-                # a restart, not a first stream that would expect our seq to start over unasked.
-                self._peer_epoch = src
+            if dst != self._epoch or self._peer_epoch not in (None, src):
+                self.stats.ignored_frames += 1
+                return None
+            unbound = self._peer_epoch is None
             progressed = False
             while self._unacked and self._unacked[0][0] < next_seq:
                 self._unacked.popleft()
@@ -378,10 +448,13 @@ class ReliableTransport(Transport):
                     self._payload_bytes = min(self._max_payload, self._payload_bytes * 2)
                     self._clean_frames = 0
                 self._cond.notify_all()
+            if unbound:  # whoever acknowledges an unbound end heard it, so it is alive
+                self._bind(src)
             if not is_nak:
-                return
+                return self._readdressed(None) if unbound else None
             self.stats.naks_received += 1
         self._retransmit()
+        return None
 
     def _retransmit_if_due(self) -> None:
         with self._cond:
@@ -410,7 +483,7 @@ class ReliableTransport(Transport):
                 self._payload_bytes = max(MIN_PAYLOAD_BYTES, self._payload_bytes // 2)
                 self.stats.smallest_payload = min(self.stats.smallest_payload or self._payload_bytes,
                                                   self._payload_bytes)
-            frames = [frame for _, frame in self._unacked]
+            frames = [self._data_frame(seq, payload) for seq, payload in self._unacked]
             self._base_sent_at = time.monotonic()
             self.stats.retransmissions += len(frames)
         for frame in frames:

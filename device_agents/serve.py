@@ -63,7 +63,7 @@ def serve_serial(agent: Agent, device: str, baud: int, idle_timeout: float | Non
     a serial line has one host end).
     """
     while True:
-        link = ReliableTransport(SerialTransport.open(device, baud))
+        link = ReliableTransport(SerialTransport.open(device, baud), role="agent")
         try:
             while True:
                 try:

@@ -9,7 +9,7 @@ import threading
 import time
 import tty
 
-from edgert.device_agents.framing import ReliableTransport
+from edgert.device_agents.framing import ReliableTransport, Role
 from edgert.device_agents.transports import SerialTransport
 
 
@@ -93,8 +93,8 @@ class Line:
         self.end_a, self.end_b = paths
         self.proxy = CorruptingProxy(self.fds[0], self.fds[2], flip_rate, drop_rate, seed, baud)
 
-    def open(self, path: str, baudrate: int = 115200, **kwargs) -> ReliableTransport:
-        return ReliableTransport(SerialTransport.open(path, baudrate), **kwargs)
+    def open(self, path: str, role: Role, baudrate: int = 115200, **kwargs) -> ReliableTransport:
+        return ReliableTransport(SerialTransport.open(path, baudrate), role=role, **kwargs)
 
     def close(self) -> None:
         self.proxy.stop()

@@ -49,7 +49,7 @@ def test_a_host_that_first_reads_a_dead_agent_links_hello_opens_a_session_with_t
     agent = start_agent("--serial", line.end_a, "--store", str(tmp_path / "store"),
                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        with AgentClient(Channel(ReliableTransport(host_tty)), "serial") as client:
+        with AgentClient(Channel(ReliableTransport(host_tty, role="host")), "serial") as client:
             assert client.capabilities.arch == platform.machine()
             assert "device" in client.call("device.info")
     finally:

@@ -98,7 +98,7 @@ def test_every_single_bit_flip_is_detected():
 
 def test_clean_line_carries_both_directions_without_retransmitting(make_line):
     line = make_line()
-    a, b = line.open(line.end_a), line.open(line.end_b)
+    a, b = line.open(line.end_a, "host"), line.open(line.end_b, "agent")
     try:
         sent_a, got_b, sent_b, got_a = exchange(a, b, 100_000, seed=3)
         assert got_b == sent_a and got_a == sent_b
@@ -110,8 +110,8 @@ def test_clean_line_carries_both_directions_without_retransmitting(make_line):
 
 def test_corrupting_line_delivers_intact_payload_by_retransmitting(make_line):
     line = make_line(flip_rate=2e-4, drop_rate=2e-4, seed=11)
-    a = line.open(line.end_a, ack_timeout=0.1, max_retries=30)
-    b = line.open(line.end_b, ack_timeout=0.1, max_retries=30)
+    a = line.open(line.end_a, "host", ack_timeout=0.1, max_retries=30)
+    b = line.open(line.end_b, "agent", ack_timeout=0.1, max_retries=30)
     try:
         sent_a, got_b, sent_b, got_a = exchange(a, b, 100_000, seed=4)
         assert line.proxy.flipped > 0 and line.proxy.dropped > 0
@@ -125,8 +125,8 @@ def test_corrupting_line_delivers_intact_payload_by_retransmitting(make_line):
 
 def test_protocol_frames_run_unchanged_on_the_link(make_line):
     line = make_line(flip_rate=1e-4, drop_rate=1e-4, seed=5)
-    host = line.open(line.end_a, ack_timeout=0.1, max_retries=30)
-    agent = line.open(line.end_b, ack_timeout=0.1, max_retries=30)
+    host = line.open(line.end_a, "host", ack_timeout=0.1, max_retries=30)
+    agent = line.open(line.end_b, "agent", ack_timeout=0.1, max_retries=30)
     try:
         chunk = random.Random(2).randbytes(300_000)
         host.write(protocol.encode(protocol.request(9, "store.put", {"offset": 0, "data": chunk})), 30)
@@ -142,7 +142,7 @@ def test_protocol_frames_run_unchanged_on_the_link(make_line):
 
 def test_dead_line_fails_after_bounded_retries(make_line):
     line = make_line(drop_rate=1.0)
-    a = line.open(line.end_a, ack_timeout=0.05, max_retries=3)
+    a = line.open(line.end_a, "host", ack_timeout=0.05, max_retries=3)
     try:
         start = time.monotonic()
         with pytest.raises(TransportError) as info:
@@ -156,14 +156,14 @@ def test_dead_line_fails_after_bounded_retries(make_line):
 
 def test_restarted_peer_starts_a_new_session(make_line):
     line = make_line()
-    agent = line.open(line.end_a)
-    host = line.open(line.end_b)
+    agent = line.open(line.end_a, "agent")
+    host = line.open(line.end_b, "host")
     try:
         host.write(b"first session", 5)
         assert read_exactly(agent, 13) == b"first session"
         host.write(b"unread tail", 5)
         host.close()
-        host = line.open(line.end_b)
+        host = line.open(line.end_b, "host")
         host.write(b"second", 5)
         with pytest.raises(TransportClosed) as info:
             agent.read(100, 5)
@@ -178,8 +178,8 @@ def test_restarted_peer_starts_a_new_session(make_line):
 
 def test_stale_frames_for_a_closed_peer_do_not_reach_its_successor(make_line):
     line = make_line()
-    agent = line.open(line.end_a, ack_timeout=0.05, max_retries=100)
-    host = line.open(line.end_b)
+    agent = line.open(line.end_a, "agent", ack_timeout=0.05, max_retries=100)
+    host = line.open(line.end_b, "host")
     try:
         host.write(b"request 1", 5)
         assert read_exactly(agent, 9) == b"request 1"
@@ -195,7 +195,7 @@ def test_stale_frames_for_a_closed_peer_do_not_reach_its_successor(make_line):
         writer = threading.Thread(target=reply)
         writer.start()
         wait_until(lambda: agent.stats.retransmissions > 0, 10, "the agent resending to the gone host")
-        host = line.open(line.end_b)
+        host = line.open(line.end_b, "host")
         # resends addressed to the old host now reach the new one
         wait_until(lambda: host.stats.frames_received > 0, 10, "a stale resend at the new host")
         host.write(b"request 2", 5)
@@ -217,14 +217,14 @@ def test_an_agent_epoch_that_acknowledged_us_and_restarted_is_a_restart(make_lin
     epoch greets the host: that greeting is a restart, and the host's next frames start at seq 0
     (a host that took it for a first stream went on with seq 1, which the new epoch ignores)."""
     line = make_line()
-    host = line.open(line.end_b, max_retries=3)
-    first = line.open(line.end_a)
+    host = line.open(line.end_b, "host", max_retries=3)
+    first = line.open(line.end_a, "agent")
     try:
         host.write(b"wake", 5)  # acknowledged by `first`, before the host heard anything from it
         assert read_exactly(first, 4) == b"wake"
     finally:
         first.close()
-    agent = line.open(line.end_a)
+    agent = line.open(line.end_a, "agent")
     try:
         agent.write(b"hello", 10)
         with pytest.raises(TransportClosed) as restarted:

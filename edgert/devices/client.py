@@ -47,35 +47,33 @@ class AgentClient:
     def _open_session(self) -> protocol.Capabilities:
         """Read the agent's hello and open a session.
 
-        On a serial line, frames an agent sent before this host connected (hellos from earlier
-        link epochs) can come first; the link then reports that the peer restarted, and the
-        handshake starts again with the current agent's hello until ``silence_timeout`` passes.
-        The same holds when the restart lands while ``session.open`` waits for its answer (the
-        agent took our first frame as a new host and started over): nothing was opened yet.
+        On a serial line the host speaks first: the link trusts only agent frames addressed to
+        it, because a tty or a bridge (ser2net, socat) can hold hellos of earlier agent link
+        epochs (device_agents/framing.py, "Link epochs"), so a heartbeat goes out before the
+        hello is read. If the agent's link restarts before the session is open (its beacon gave
+        up just as we came), the link reports it once and the handshake starts again with the
+        new link's hello, until ``silence_timeout`` passes: nothing was opened yet.
         """
         deadline = time.monotonic() + self.silence_timeout
         while True:
             try:
+                if self.transport_name == "serial":
+                    self.channel.send(protocol.heartbeat(), timeout=self.silence_timeout)
                 capabilities = protocol.check_hello(self.channel.recv(self.silence_timeout))
                 request_id = next(self._ids)
                 self.channel.send(protocol.request(request_id, "session.open", {
                     "protocol": protocol.PROTOCOL_VERSION, "edgert_version": edgert.__version__}))
-            except TransportClosed as exc:
-                if exc.fields.get("peer_restarted") and time.monotonic() < deadline:
+                self._wait(request_id, "session.open")
+                return capabilities
+            except (TransportClosed, DeviceError) as exc:
+                if _link_restarted(exc) and time.monotonic() < deadline:
                     continue
+                if isinstance(exc, DeviceError):
+                    raise
                 raise DeviceError(f"cannot open a session with the agent: {exc.message}") from exc
             except TransportTimeout as exc:
-                raise DeviceError(f"the agent sent no hello for {self.silence_timeout:.0f} s: "
+                raise DeviceError(f"the agent did not answer for {self.silence_timeout:.0f} s: "
                                   "it hung or the link is down") from exc
-            try:
-                self._wait(request_id, "session.open")
-            except DeviceError as exc:  # the agent restarted its link before it answered
-                cause = exc.__cause__
-                if (isinstance(cause, TransportClosed) and cause.fields.get("peer_restarted")
-                        and time.monotonic() < deadline):
-                    continue
-                raise
-            return capabilities
 
     def __enter__(self) -> "AgentClient":
         return self
@@ -244,3 +242,9 @@ def _batch(cases: list[dict[str, np.ndarray]], start: int) -> list[dict[str, np.
                          f"the {protocol.CASES_BUDGET_BYTES}-byte budget of one protocol frame",
                          case=start)
     return cases[start:end]
+
+
+def _link_restarted(exc: EdgertError) -> bool:
+    """Whether ``exc`` is, or was raised from, the link reporting that the peer restarted."""
+    cause = exc if isinstance(exc, TransportClosed) else exc.__cause__
+    return isinstance(cause, TransportClosed) and bool(cause.fields.get("peer_restarted"))

@@ -3,18 +3,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from typing import Any
 
 from edgert.device_agents import protocol
 from edgert.device_agents.channel import Channel
-from edgert.device_agents.transports import SocketTransport, TcpTransport, Transport, TransportClosed
+from edgert.device_agents.transports import SocketTransport, TcpTransport, Transport
 from edgert.devices.address import DeviceAddress
 from edgert.devices.client import AgentClient
 from edgert.errors import DeviceError, EdgertError, UsageError
 
 
-SERIAL_WAKE_TIMEOUT_S = 30.0
 SSH_WRITE_SLICE = 256 << 10  # paramiko's sendall re-slices its argument per packet: keep it small
 
 
@@ -68,26 +66,6 @@ def _authenticate(channel: Channel, addr: DeviceAddress) -> None:
         raise DeviceError(f"the agent at {addr.host}:{addr.port} refused the token", host=addr.host)
 
 
-def _wake_serial_agent(channel: Channel) -> None:
-    """Send this link epoch's first frame until the agent now on the line acknowledges it.
-
-    The frame makes an agent still holding an earlier host's session start over and greet us
-    (a serial line has one host end at a time). Hellos the agent beaconed before anyone
-    listened can be queued ahead of its current ones (a ser2net or socat bridge keeps what
-    the board wrote while no client was connected), from several earlier link epochs: each
-    new epoch makes the link report a peer restart and drop the frame in flight, so it is
-    sent again, to the newest epoch heard, until ``SERIAL_WAKE_TIMEOUT_S`` has passed.
-    """
-    deadline = time.monotonic() + SERIAL_WAKE_TIMEOUT_S
-    while True:
-        try:
-            channel.send(protocol.heartbeat(), timeout=max(deadline - time.monotonic(), 0.0))
-            return
-        except TransportClosed as exc:
-            if not exc.fields.get("peer_restarted") or time.monotonic() >= deadline:
-                raise
-
-
 def open_client(addr: DeviceAddress) -> AgentClient:
     """An ``AgentClient`` session; errors name the device and what to check.
 
@@ -115,13 +93,11 @@ def open_client(addr: DeviceAddress) -> AgentClient:
         from edgert.device_agents.framing import ReliableTransport
         from edgert.device_agents.transports import SerialTransport
 
-        transport = ReliableTransport(SerialTransport.open(addr.path, addr.baud))
+        transport = ReliableTransport(SerialTransport.open(addr.path, addr.baud), role="host")
     channel = Channel(transport)
     try:
         if addr.scheme == "tcp":
             _authenticate(channel, addr)
-        elif addr.scheme == "serial":
-            _wake_serial_agent(channel)
         return AgentClient(channel, addr.scheme)
     except EdgertError as exc:
         detail = transport.remote_stderr() if isinstance(transport, _SshTransport) else ""

@@ -41,7 +41,7 @@ def test_a_vanished_host_and_an_idle_one_do_not_keep_the_agent(tmp_path):
     agent = start_agent(tmp_path, "--serial", line.end_a, "--idle-timeout", "1")
     device = f"serial://{line.end_b}"
     try:
-        ghost = AgentClient(Channel(line.open(line.end_b)), "serial")  # never says goodbye
+        ghost = AgentClient(Channel(line.open(line.end_b, "host")), "serial")  # never says goodbye
         ghost.call("ping")
         wait_until(lambda: "ended: nothing received for 1 s" in agent_log(tmp_path), 30, "the idle timeout")
         ghost.channel.close()
