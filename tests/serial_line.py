@@ -1,5 +1,6 @@
 """Serial lines for tests and benchmarks: two real pty pairs joined by a proxy that can flip bits,
-drop bytes and pace bytes at a baud rate (a pty itself ignores the baud rate)."""
+drop bytes, pace bytes at a baud rate (a pty itself ignores the baud rate) and hold back one
+end's bytes the way a serial-to-TCP bridge does while no client is connected."""
 from __future__ import annotations
 
 import os
@@ -24,6 +25,8 @@ class CorruptingProxy:
         self._line_free = {fd_a: 0.0, fd_b: 0.0}  # when each direction's wire is idle again
         self.rng = random.Random(seed)
         self.flipped = self.dropped = self.copied = 0
+        self._held: bytearray | None = None  # end A's bytes kept back (see hold_a)
+        self._hold_lock = threading.Lock()
         for fd in self.fds:
             os.set_blocking(fd, False)
         self._stop_r, self._stop_w = os.pipe()
@@ -35,6 +38,18 @@ class CorruptingProxy:
         self._thread.join()
         os.close(self._stop_r)
         os.close(self._stop_w)
+
+    def hold_a(self) -> None:
+        """Keep what end A writes from now on, as ser2net or socat keep what a board writes
+        while no client is connected; end B's next bytes (a host connecting and speaking) go
+        on to A first, then everything kept is delivered to B at once, ahead of what follows."""
+        with self._hold_lock:
+            self._held = bytearray()
+
+    def held(self) -> bytes:
+        """What is being kept back right now."""
+        with self._hold_lock:
+            return bytes(self._held or b"")
 
     def _mangle(self, data: bytes) -> bytes:
         out = bytearray()
@@ -64,7 +79,14 @@ class CorruptingProxy:
                     start = max(time.monotonic(), self._line_free[fd])
                     self._line_free[fd] = start + len(data) * self.byte_s
                     time.sleep(max(0.0, self._line_free[fd] - time.monotonic()))
-                self._write_all(self.fds[1] if fd == self.fds[0] else self.fds[0], self._mangle(data))
+                with self._hold_lock:
+                    if fd == self.fds[0] and self._held is not None:
+                        self._held += data
+                        continue
+                    self._write_all(self.fds[1] if fd == self.fds[0] else self.fds[0], self._mangle(data))
+                    if self._held is not None:  # B spoke: the bridge delivers what it kept
+                        self._write_all(self.fds[1], self._mangle(bytes(self._held)))
+                        self._held = None
 
     def _write_all(self, fd: int, data: bytes) -> None:
         view = memoryview(data)

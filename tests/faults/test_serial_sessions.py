@@ -4,7 +4,10 @@ from __future__ import annotations
 import json
 
 from edgert.device_agents.channel import Channel
+from edgert.device_agents.framing import decode_frame
+from edgert.devices.address import parse_url
 from edgert.devices.client import AgentClient
+from edgert.devices.connect import open_client
 from conftest import make_matmul_model, run_cli, wait_until
 from serial_line import Line
 from fault_agents import agent_log, start_agent, stop
@@ -67,3 +70,43 @@ def run_python_session_killed_midway(device: str):
         f"client = open_client(parse_url({device!r}))\n"
         "client.call('ping')\n"
         "os._exit(3)\n", timeout=120)
+
+
+def intact_frames(wire: bytes) -> list[tuple[int, int, int, int, bytes]]:
+    """The serial link frames in ``wire`` that arrived whole: (type, src epoch, dst, seq, payload)."""
+    return [frame for raw in wire.split(b"\0") if raw and (frame := decode_frame(raw)) is not None]
+
+
+def beacon_epochs(line: Line) -> int:
+    """How many agent link epochs the bridge is holding frames of."""
+    return len({src for _, src, *_ in intact_frames(line.proxy.held())})
+
+
+def test_hellos_a_bridge_kept_from_earlier_agent_epochs_do_not_stop_sessions(tmp_path):
+    """A serial-to-TCP bridge (ser2net, socat) keeps what the board wrote while no host was
+    connected: hello beacons of agent link epochs that gave up since. Here the host's first
+    frame reaches the agent before the kept frames reach the host (the order that failed every
+    run), so the host reads them all ahead of the live agent's answer. Before an unbound host
+    ignored unaddressed frames, host and agent then kept restarting each other's link epoch
+    until ``session.open`` gave up (the labgrid serial place failed about half its runs)."""
+    line = Line()
+    line.proxy.hold_a()  # the bridge has no client yet
+    agent = start_agent(tmp_path, "--serial", line.end_a)
+    device = f"serial://{line.end_b}"
+    try:
+        wait_until(lambda: beacon_epochs(line) >= 2, 120, "beacons of two agent link epochs")
+        proc = run_cli("device", "info", "--device", device, timeout=120)
+        assert proc.returncode == 0, proc.stderr + agent_log(tmp_path)
+
+        line.proxy.hold_a()  # the host left; the agent beacons again, with new epochs
+        wait_until(lambda: beacon_epochs(line) >= 2, 120, "beacons of two more agent link epochs")
+        stale = len(intact_frames(line.proxy.held()))
+        with open_client(parse_url(device)) as client:
+            assert "device" in client.call("device.info")
+            stats = client.channel.transport.stats
+        assert stats.ignored_frames >= stale > 0  # each stale frame was dropped, none acted on
+        log = agent_log(tmp_path)
+        assert log.count("session opened") == 2 and log.count("ended: closed by the host") == 2, log
+    finally:
+        stop(agent)
+        line.close()
