@@ -195,12 +195,6 @@ def test_a_serial_port_is_reached_as_a_serial_address(tmp_path, lab, sshd, close
 
 
 @needs_lab
-@pytest.mark.xfail(strict=False, raises=DeviceError, reason=(
-    "known bug (issue 16's serial session lifecycle): through a bridge that queues an agent's "
-    "earlier hellos (socat here, ser2net on a real farm), host and agent can keep restarting "
-    "each other's link epoch until session.open gives up; passes alone most runs, fails about "
-    "half the runs after the module's other serial tests. Fix: the host end keeps its epoch "
-    "when a new agent epoch addresses it (framing.py), see the session note"))
 def test_bench_through_a_serial_place(tmp_path, lab, sshd, lab_serial):
     with acquired(address(lab, sshd, tmp_path, "labgrid://wire")) as reached:
         assert (reached.scheme, reached.path) == ("serial", f"socket://127.0.0.1:{lab_serial.port}")
