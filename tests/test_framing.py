@@ -1,6 +1,7 @@
 """The serial link layer over real pty pairs, pyserial on both ends, with a corrupting proxy between."""
 from __future__ import annotations
 
+import collections
 import random
 import threading
 import time
@@ -10,9 +11,9 @@ import pytest
 
 from edgert.device_agents import protocol
 from edgert.device_agents.framing import (
-    DATA, ReliableTransport, cobs_decode, cobs_encode, decode_frame, encode_frame,
+    ACK, DATA, ReliableTransport, cobs_decode, cobs_encode, decode_frame, encode_frame,
 )
-from edgert.device_agents.transports import TransportClosed
+from edgert.device_agents.transports import SerialTransport, TransportClosed, TransportTimeout
 from edgert.errors import TransportError
 from conftest import wait_until
 from serial_line import Line
@@ -236,3 +237,103 @@ def test_an_agent_epoch_that_acknowledged_us_and_restarted_is_a_restart(make_lin
     finally:
         agent.close()
         host.close()
+
+
+class RawEnd:
+    """One end of the line driven frame by frame, to play a peer (or stale frames) in any state."""
+
+    def __init__(self, path: str) -> None:
+        self.tty = SerialTransport.open(path)
+        self._pending = b""
+        self._frames: collections.deque[tuple[int, int, int, int, bytes]] = collections.deque()
+
+    def send(self, kind: int, src: int, dst: int, seq: int, payload: bytes = b"") -> None:
+        self.tty.write(encode_frame(kind, src, dst, seq, payload), 5)
+
+    def next_frame(self, kind: int = DATA, timeout: float = 20.0) -> tuple[int, int, int, int, bytes]:
+        """The next intact frame of ``kind`` (type, src, dst, seq, payload); skips other kinds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self._frames:
+                frame = self._frames.popleft()
+                if frame[0] == kind:
+                    return frame
+            data = self.tty.read(65536, max(0.01, deadline - time.monotonic()))
+            *raws, self._pending = (self._pending + data).split(b"\0")
+            self._frames.extend(frame for raw in raws if raw and (frame := decode_frame(raw)))
+
+    def close(self) -> None:
+        self.tty.close()
+
+
+def test_a_host_trusts_only_agent_epochs_that_name_it(make_line):
+    """The host side of the epoch state machine (framing module docstring), played by a raw agent."""
+    line = make_line()
+    host = line.open(line.end_b, "host")
+    agent = RawEnd(line.end_a)
+    try:
+        agent.send(DATA, 0x57A1E, 0, 0, b"stale hello")  # queued by a bridge: nobody it names
+        woke = threading.Thread(target=host.write, args=(b"wake", 30))
+        woke.start()
+        _, h, dst, seq, payload = agent.next_frame()
+        assert (dst, seq, payload) == (0, 0, b"wake")
+        agent.send(ACK, 0xA, h, 1)  # agent epoch 0xA heard the host: the host binds to it
+        woke.join(30)
+        agent.send(DATA, 0xA, h, 0, b"hello")
+        assert read_exactly(host, 5) == b"hello"
+        assert host.stats.ignored_frames == 1  # the stale hello reached the host and was dropped
+
+        # A new agent epoch naming the host restarted on the host's stream: the host's receiving
+        # side restarts, its epoch and outgoing stream go on (seq 1, now addressed to 0xB).
+        agent.send(DATA, 0xB, h, 0, b"hello again")
+        with pytest.raises(TransportClosed) as restarted:
+            host.read(100, 10)
+        assert restarted.value.fields["peer_restarted"] is True
+        assert read_exactly(host, 11) == b"hello again"
+        sent = threading.Thread(target=host.write, args=(b"open", 30))
+        sent.start()
+        assert agent.next_frame()[1:] == (h, 0xB, 1, b"open")
+        agent.send(ACK, 0xB, h, 2)
+        sent.join(30)
+
+        # A new agent epoch that does not know the host (a new agent link): both directions
+        # restart, with a new host epoch, and the host's next stream starts at seq 0.
+        agent.send(DATA, 0xC, 0, 0, b"new link")
+        with pytest.raises(TransportClosed):
+            host.read(100, 10)
+        assert read_exactly(host, 8) == b"new link"
+        sent = threading.Thread(target=host.write, args=(b"open", 30))
+        sent.start()
+        _, new_h, dst, seq, payload = agent.next_frame()
+        assert new_h != h and (dst, seq, payload) == (0xC, 0, b"open")
+        agent.send(ACK, 0xB, new_h, 1)  # from a former agent epoch: ignored
+        agent.send(ACK, 0xC, new_h, 1)
+        sent.join(30)
+        assert not sent.is_alive()
+    finally:
+        agent.close()
+        host.close()
+
+
+def test_an_agent_answers_the_host_that_spoke_first_at_once(make_line):
+    """The agent's hello went out to nobody (dst 0), which a host ignores; when a host starts a
+    stream, the agent resends the hello addressed to it at once, not after ``ack_timeout``."""
+    line = make_line()
+    agent = line.open(line.end_a, "agent", ack_timeout=60)
+    host = RawEnd(line.end_b)
+    try:
+        hello = threading.Thread(target=agent.write, args=(b"hello", 90))
+        hello.start()
+        _, a, dst, seq, payload = host.next_frame()
+        assert (dst, seq, payload) == (0, 0, b"hello")
+        host.send(DATA, 0x40, 0, 0, b"wake")
+        assert host.next_frame(ACK)[1:4] == (a, 0x40, 1)
+        assert host.next_frame(timeout=30)[1:] == (a, 0x40, 0, b"hello")  # long before ack_timeout
+        host.send(ACK, 0x40, a, 1)
+        hello.join(30)
+        assert read_exactly(agent, 4) == b"wake"
+        with pytest.raises(TransportTimeout):
+            agent.read(100, 0.2)  # nothing else was delivered
+    finally:
+        host.close()
+        agent.close()
