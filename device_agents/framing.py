@@ -1,6 +1,6 @@
 """A reliable link layer for serial lines, where bytes get flipped and dropped.
 
-``ReliableTransport(inner)`` is itself a ``Transport``, so the wire protocol runs unchanged on top.
+``ReliableTransport(inner, role=...)`` is itself a ``Transport``, so the wire protocol runs unchanged on top.
 
 Wire format (both directions), one frame:
 
@@ -28,7 +28,7 @@ answers (reason ``stalled``). ``stats`` counts damaged frames, so callers can re
 line's measured error rate (``LinkStats.summary``).
 
 Link epochs: who is on the other end
------------------------------------
+------------------------------------
 A link epoch is a random non-zero u32 naming one outgoing stream of one end; frames carry the
 sender's epoch as ``src`` and, as ``dst``, the epoch of the peer they are meant for (0: "whoever
 is there", only before that is known). An end is *unbound* until it learns its peer's epoch,
