@@ -58,9 +58,10 @@ def serve_serial(agent: Agent, device: str, baud: int, idle_timeout: float | Non
 
     The link layer detects and repairs corruption. After each session (closed by the host, idle
     for ``idle_timeout`` s, or a link that gave up retrying) the line is reopened with a new link
-    epoch and the agent beacons its hello again, so the next host finds it. A host whose first
-    frame arrives while another session is open takes the link over (the earlier host is gone:
-    a serial line has one host end).
+    epoch and the agent beacons its hello again; the next host speaks first and gets the hello
+    at once, addressed to it (framing.py, "Link epochs"). A host whose first frame arrives
+    while another session is open takes the link over (the earlier host is gone: a serial line
+    has one host end).
     """
     while True:
         link = ReliableTransport(SerialTransport.open(device, baud), role="agent")
