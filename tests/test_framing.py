@@ -306,7 +306,10 @@ def test_a_host_trusts_only_agent_epochs_that_name_it(make_line):
         sent.start()
         _, new_h, dst, seq, payload = agent.next_frame()
         assert new_h != h and (dst, seq, payload) == (0xC, 0, b"open")
-        agent.send(ACK, 0xB, new_h, 1)  # from a former agent epoch: ignored
+        ignored = host.stats.ignored_frames
+        agent.send(ACK, 0xB, new_h, 1)  # from a former agent epoch: acknowledges nothing
+        wait_until(lambda: host.stats.ignored_frames == ignored + 1, 10, "the former epoch's ACK ignored")
+        assert sent.is_alive()
         agent.send(ACK, 0xC, new_h, 1)
         sent.join(30)
         assert not sent.is_alive()
