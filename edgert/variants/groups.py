@@ -24,6 +24,9 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
+
+from . import reshape as R
 from .ranges import Segments
 
 
@@ -34,6 +37,9 @@ PASSTHROUGH = frozenset({
     "GlobalMaxPool", "LpPool", "Neg", "Abs", "Erf", "Gelu", "Mish", "IsNaN", "Sqrt", "Exp", "Cast",
 })
 ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Where"})
+# Ops of shape arithmetic (a Reshape's target computed from Shape at run time).
+INDEX_OPS = frozenset({"Slice", "Gather", "Squeeze", "Unsqueeze", "Concat", "Cast", "Identity", "Reshape", "Add",
+                       "Sub", "Mul", "Div", "Mod"})
 # Ops that read axis 1 as channels (and the spatial axes after it): channels-first inputs only.
 CHANNELS_FIRST = frozenset({"Conv", "BatchNormalization", "Flatten", "Gemm", "Concat", "MaxPool", "AveragePool",
                             "GlobalAveragePool", "GlobalMaxPool", "LpPool"})
@@ -65,6 +71,18 @@ class Group:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Split:
+    """A Reshape that split plain channels into (indices, unit): heads and their width, unless
+    a Gather later picks single indices (Q/K/V chunks), which then become groups of their own."""
+
+    heads_rewrite: tuple[str, int] | None  # (shape constant, entry) a level rewrites for heads
+    unit_rewrite: tuple[str, int] | str | None  # the same for chunks; "impossible" if it cannot
+    segs: Segments
+    indices: int
+    block: int  # the group's block before the split
+
+
 @dataclasses.dataclass
 class ChannelGraph:
     """The analysis result: groups (by root id), parameter axes and depthwise convs."""
@@ -73,7 +91,9 @@ class ChannelGraph:
     params: list[ParamAxis]
     depthwise: dict[str, Segments]  # conv node name -> its channel segments (``group`` attr)
     grouped: dict[str, tuple[Segments, int]]  # grouped conv -> (its channels, per group): group = kept / per group
-    reshapes: dict[str, tuple[int, Segments, int]]  # shape constant -> (entry, channel segments, per entry)
+    # shape constant (a Reshape's or a Split's) -> {entry: (channel segments, divisor)}: a level
+    # writes the kept channels of those segments divided by the divisor there
+    reshapes: dict[str, dict[int, tuple[Segments, int]]]
     bn: list[tuple[str, str, float]]  # (gamma, running var, epsilon) for importance
 
     def prunable(self) -> list[Group]:
@@ -106,16 +126,27 @@ class _Analyzer:
         graph = self.model.graph
         self.inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         self.ranks: dict[str, list[int | None]] = {}
+        self.dims: dict[str, list[Any]] = {}  # the same dims as sympy expressions (symbolic ones too)
         for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
             dims = vi.type.tensor_type.shape.dim
             self.ranks[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+            self.dims[vi.name] = [R.dim(d.dim_value if d.HasField("dim_value") else d.dim_param) for d in dims]
+        for name, value in self.inits.items():
+            self.ranks.setdefault(name, list(value.shape))
+        self.producer = {out: node for node in graph.node for out in node.output}
         self.parent: dict[int, int] = {}
         self.groups: dict[int, Group] = {}
         self.seg: dict[str, Segments | None] = {}
         self.axis: dict[str, int] = {}  # channel axis of a tensor when not 1 (after a Transpose)
         # channels per index along that axis: an attention head's width on a heads axis
         self.unit: dict[str, int] = {}
-        self.reshapes: dict[str, tuple[int, Segments, int]] = {}  # shape constant -> (index, segs, unit)
+        self.inner: dict[str, int] = {}  # the axis holding one index's channels (unit > 1)
+        self.outer: dict[str, Any] = {}  # a batch factor folded into the channel axis
+        self.reshapes: dict[str, dict[int, tuple[Segments, int]]] = {}  # see ChannelGraph
+        # a group cut in parts (Q/K/V chunks of one projection) -> its parts
+        self.split_into: dict[int, Segments] = {}
+        # a group split into (indices, unit) by a Reshape -> (shape constant, unit entry, segs, indices, block)
+        self.pending: dict[int, tuple[str | None, int | None, Segments, int, int]] = {}
         self.params: dict[tuple[str, int], ParamAxis] = {}
         self.depthwise: dict[str, Segments] = {}
         self.grouped: dict[str, tuple[Segments, int]] = {}
@@ -134,10 +165,54 @@ class _Analyzer:
             gid = self.parent[gid]
         return gid
 
+    def expand(self, segs: Segments | None) -> Segments | None:
+        """``segs`` with every group that was cut in parts replaced by its parts."""
+        if segs is None:
+            return None
+        out: list[tuple[int, int]] = []
+        for gid, n in segs:
+            root = self.find(gid)
+            out.extend(self.expand(self.split_into[root]) if root in self.split_into else [(gid, n)])
+        return tuple(out)
+
+    def cut(self, segs: Segments, at: list[int]) -> Segments | None:
+        """Cut the groups of ``segs`` at channel offsets ``at``: the Q/K/V chunks of one fused
+        projection become groups of their own (each then pruned by whole heads). None when a
+        cut group is fixed or its blocks do not fit the parts."""
+        out: list[tuple[int, int]] = []
+        start = 0
+        for gid, n in segs:
+            inside = sorted(a - start for a in at if start < a < start + n)
+            start += n
+            if not inside:
+                out.append((gid, n))
+                continue
+            root = self.find(gid)
+            group, split = self.groups[root], self.pending.pop(root, None)
+            block = split.block if split else group.block  # a chunk is no head: its Reshape's block goes
+            edges = [0, *inside, n]
+            if group.fixed or any((b - a) % block for a, b in zip(edges, edges[1:])) \
+                    or (split and split.unit_rewrite == "impossible"):
+                return None
+            parts = []
+            for a, b in zip(edges, edges[1:]):
+                part = self.new(b - a, f"{group.members[0]} [{a}:{b}]")[0][0]
+                self.groups[part].block = block
+                parts.append((part, b - a))
+            self.split_into[root] = tuple(parts)
+            if split and split.heads_rewrite:
+                self.reshapes[split.heads_rewrite[0]].pop(split.heads_rewrite[1], None)
+            if split and split.unit_rewrite:  # the chunk's width is what a level changes
+                init, entry = split.unit_rewrite
+                self.reshapes.setdefault(init, {})[entry] = (split.segs, split.indices)
+            out.extend(parts)
+        return tuple(out)
+
     def union(self, a: int, b: int) -> None:
         ra, rb = self.find(a), self.find(b)
         if ra == rb:
             return
+        assert ra not in self.split_into and rb not in self.split_into, "cut groups are expanded first"
         ga, gb = self.groups[ra], self.groups[rb]
         if ga.size != gb.size:  # cannot happen for a valid model; keep both whole
             self.fix(((ra, ga.size), (rb, gb.size)), f"groups {ra} and {rb} meet with different sizes")
@@ -150,12 +225,13 @@ class _Analyzer:
             ga.fixed = ga.fixed or f"group {ra} is cut by grouped convolutions into blocks of {ga.block}"
 
     def fix(self, segs: Segments | None, reason: str) -> None:
-        for gid, _ in segs or ():
+        for gid, _ in self.expand(segs) or ():
             group = self.groups[self.find(gid)]
             group.fixed = group.fixed or reason
 
     def merge(self, a: Segments, b: Segments, reason: str) -> bool:
         """Unite two channel layouts segment by segment; fix both if they do not line up."""
+        a, b = self.expand(a), self.expand(b)
         if [n for _, n in a] != [n for _, n in b]:
             self.fix(a, reason)
             self.fix(b, reason)
@@ -195,31 +271,47 @@ class _Analyzer:
             self.visit(node)
         for vi in graph.output:
             self.fix(self.seg.get(vi.name), f"reaches graph output {vi.name!r}")
-        roots = {gid: g for gid, g in self.groups.items() if self.find(gid) == gid}
+        roots = {gid: g for gid, g in self.groups.items() if self.find(gid) == gid and gid not in self.split_into}
 
         def resolve(segs: Segments) -> Segments:
-            return tuple((self.find(g), n) for g, n in segs)
+            return tuple((self.find(g), n) for g, n in self.expand(segs))
 
         params = [dataclasses.replace(p, segments=resolve(p.segments)) for p in self.params.values()]
         depthwise = {k: resolve(v) for k, v in self.depthwise.items()}
-        reshapes = {k: (i, resolve(segs), unit) for k, (i, segs, unit) in self.reshapes.items()}
+        reshapes = {k: {i: (resolve(segs), div) for i, (segs, div) in entries.items()}
+                    for k, entries in self.reshapes.items() if entries}
         grouped = {k: (resolve(segs), per) for k, (segs, per) in self.grouped.items()}
         return ChannelGraph(roots, params, depthwise, grouped, reshapes, self.bn)
+
+    def layout(self, name: str) -> R.Layout:
+        return R.Layout(self.axis.get(name, 1), self.unit.get(name, 1), self.inner.get(name),
+                        self.outer.get(name, 1))
+
+    def put(self, name: str, segs: Segments | None, layout: R.Layout) -> None:
+        """Record an output's channels and where they lie."""
+        self.seg[name] = segs
+        self.axis[name], self.unit[name] = layout.axis, layout.unit
+        for field, value, default in ((self.inner, layout.inner, None), (self.outer, layout.outer, 1)):
+            if value == default:
+                field.pop(name, None)
+            else:
+                field[name] = value
 
     def visit(self, node: Any) -> None:
         op, name = node.op_type, node.name or node.output[0]
         acts = [i for i in node.input if i and i not in self.inits]
-        segs_in = [self.seg.get(i) for i in acts]
+        segs_in = [self.expand(self.seg.get(i)) for i in acts]
         where = f"node {name!r} ({op})"
         handler = getattr(self, f"_{op.lower()}", None)
         axes = {self.axis.get(i, 1) for i, segs in zip(acts, segs_in) if segs}
         units = {self.unit.get(i, 1) for i, segs in zip(acts, segs_in) if segs}
+        folded = any(self.outer.get(i, 1) != 1 for i, segs in zip(acts, segs_in) if segs)
         if len(axes) > 1 or (op in CHANNELS_FIRST and (axes - {1} or units - {1})):
             self.unknown(node, segs_in, f"{where} reads channels on another axis than its input has them")
+        elif folded and op not in ("Transpose", "Reshape", "Shape"):
+            self.unknown(node, segs_in, f"{where} reads heads folded with the batch")
         elif op in PASSTHROUGH and len(acts) == 1:
-            self.seg[node.output[0]] = segs_in[0]
-            self.axis[node.output[0]] = self.axis.get(acts[0], 1)
-            self.unit[node.output[0]] = self.unit.get(acts[0], 1)
+            self.put(node.output[0], segs_in[0], self.layout(acts[0]))
             for extra in node.output[1:]:
                 self.seg[extra] = None
         elif op in ELEMENTWISE:
@@ -330,9 +422,7 @@ class _Analyzer:
             else:
                 return self.unknown(node, segs_in, f"{where} broadcasts a constant of shape "
                                                    f"{list(value.shape)} over the channels")
-        self.seg[node.output[0]] = first
-        self.axis[node.output[0]] = channel_axis
-        self.unit[node.output[0]] = self.unit.get(lead, 1)
+        self.put(node.output[0], self.expand(first), self.layout(lead))
 
     def _concat(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
         rank = len(self.ranks.get(node.output[0]) or [])
@@ -389,9 +479,14 @@ class _Analyzer:
             return self.unknown(node, segs_in, f"{where} multiplies tensors along their channels")
         if not self.merge(segs_in[0], segs_in[1], f"{where} multiplies tensors whose heads differ"):
             return self.unknown(node, segs_in, f"{where} multiplies tensors whose heads differ")
-        self.seg[node.output[0]] = segs_in[0]
-        self.axis[node.output[0]] = axes[0]
-        self.unit[node.output[0]] = units[0]
+        segs = self.expand(segs_in[0])
+        for gid, _ in segs:  # a head is summed over inside: heads are kept whole
+            group = self.groups[self.find(gid)]
+            group.block = math.lcm(group.block, units[0])
+            if group.size % group.block:
+                self.fix(segs, f"{where} multiplies heads of {units[0]} channels that do not divide the group")
+        inner = ranks[0] - 1 if self.inner.get(acts[1]) == ranks[0] - 1 else None  # P V keeps V's width
+        self.put(node.output[0], segs, R.Layout(axes[0], units[0], inner))
 
     def _reducemean(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
         """A mean over other axes than the channels (the dynamo exporter's global pooling in
@@ -406,9 +501,9 @@ class _Analyzer:
         keep = int(self._attr(node, "keepdims", 1))
         if axis in axes or (not keep and any(a < axis for a in axes)):
             return self.unknown(node, segs_in, f"{where} reduces over the channels")
-        self.seg[node.output[0]] = segs_in[0]
-        self.axis[node.output[0]] = axis
-        self.unit[node.output[0]] = self.unit.get(acts[0], 1)
+        layout = self.layout(acts[0])
+        inner = None if layout.inner in axes else layout.inner if keep else R.shifted(layout.inner, axes)
+        self.put(node.output[0], segs_in[0], dataclasses.replace(layout, axis=axis, inner=inner))
 
     _reducemax = _reducemean
 
@@ -417,57 +512,197 @@ class _Analyzer:
         axis = int(self._attr(node, "axis", -1)) % max(rank, 1)
         if len(acts) != 1 or segs_in[0] is None or axis == self.axis.get(acts[0], 1):
             return self.unknown(node, segs_in, f"{where} normalises over the channels")
-        self.seg[node.output[0]] = segs_in[0]
-        self.axis[node.output[0]] = self.axis.get(acts[0], 1)
-        self.unit[node.output[0]] = self.unit.get(acts[0], 1)
+        self.put(node.output[0], segs_in[0], self.layout(acts[0]))
+
+    def _shape_entries(self, name: str) -> list[tuple[str | None, int, int | None]] | None:
+        """What each entry of a Reshape's target shape is: (initializer, index, value) for a
+        constant one (a level may rewrite it), (None, 0, None) for one read from a tensor's
+        Shape at run time (right at every level by itself); None when neither is known."""
+        if name in self.inits:
+            return [(name, i, int(v)) for i, v in enumerate(self.inits[name].reshape(-1))]
+        node = self.producer.get(name)
+        if node is None:
+            return None
+        if node.op_type == "Concat":
+            out: list[tuple[str | None, int, int | None]] = []
+            for piece in node.input:
+                entries = self._shape_entries(piece)
+                if entries is None:
+                    return None
+                out += entries
+            return out
+        if not self._from_shape(name):
+            return None
+        length = (self.ranks.get(name) or [None])[0]
+        return [(None, 0, None)] * length if length else None
+
+    def _from_shape(self, name: str) -> bool:
+        """True when ``name`` is index arithmetic on a tensor's Shape (and constants), so it
+        reads each level's own dims at run time."""
+        return self._index_arithmetic(name) == "shape"
+
+    def _index_arithmetic(self, name: str) -> str | None:
+        """"shape" for index arithmetic reading some Shape, "const" for constants only, else None."""
+        if name in self.inits:
+            return "const"
+        node = self.producer.get(name)
+        if node is None:
+            return None
+        if node.op_type == "Shape":
+            return "shape"
+        if node.op_type not in INDEX_OPS:
+            return None
+        kinds = {self._index_arithmetic(i) for i in node.input if i}
+        return None if None in kinds else "shape" if "shape" in kinds else "const"
 
     def _reshape(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
-        """Splitting the channel axis into (heads, head width) and merging it back, as
-        attention does; the shape constant's entry for that axis is recorded so each level
-        rewrites it (a -1 needs nothing)."""
-        shape_init = node.input[1] if len(node.input) > 1 else ""
-        din, dout = self.ranks.get(acts[0]) if acts else None, self.ranks.get(node.output[0])
-        segs = segs_in[0] if acts else None
-        if len(acts) != 1 or segs is None or shape_init not in self.inits or not din or not dout:
-            return self.unknown(node, segs_in, f"{where} is not understood by the pruner")
-        axis, unit, const = self.axis.get(acts[0], 1), self.unit.get(acts[0], 1), self.inits[shape_init]
-        if const.ndim != 1 or const.size != len(dout):
-            return self.unknown(node, segs_in, f"{where} has a shape constant the pruner cannot rewrite")
-        # shape inference leaves some dims unknown (None); the constant's positive entries are exact
-        dout = [int(c) if c > 0 else d for c, d in zip(const, dout)]
+        """Follows the channel axis through splits into (heads, width) or (Q/K/V, width), merges
+        back and reshapes that keep it (``reshape.follow``). The shape's entry that counts
+        channels is recorded so that each level rewrites it (a -1, or an entry read from Shape
+        at run time, needs nothing)."""
+        data = node.input[0]
+        segs = self.expand(self.seg.get(data))
+        entries = self._shape_entries(node.input[1]) if len(node.input) > 1 else None
+        din, dout = self.dims.get(data), self.dims.get(node.output[0])
+        if segs is None or entries is None or not din or not dout or len(entries) != len(dout):
+            return self.unknown(node, segs_in, f"{where} reshapes channels with a shape the pruner cannot read")
+        allowzero = int(self._attr(node, "allowzero", 0))
+        dout = [R.dim(v) if v is not None and v > 0 else din[i] if v == 0 and not allowzero else d
+                for i, ((_, _, v), d) in enumerate(zip(entries, dout))]
+        free = [i for i, (_, _, v) in enumerate(entries) if v == -1]
+        if len(free) == 1 and all(d is not None for d in din) \
+                and all(d is not None for i, d in enumerate(dout) if i != free[0]):
+            dout[free[0]] = R.rest(din, [d for i, d in enumerate(dout) if i != free[0]])  # inference may name it anew
         channels = sum(n for _, n in segs)
-
-        def same(a: list[int | None], b: list[int | None]) -> bool:
-            return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
-
-        if same(list(din), dout) and dout[axis] in (None, channels // unit):  # to its own shape
-            out_axis, out_unit = axis, unit
-        elif axis == 1 and unit == 1 and len(din) > 2 and len(dout) >= 2 and same([din[0]], [dout[0]]) \
-                and all(d == 1 for d in din[2:]) and all(d == 1 for d in dout[2:]) \
-                and dout[1] in (None, channels):
-            out_axis, out_unit = 1, 1  # (N, C, 1, 1) -> (N, C): the dynamo exporter's flatten
-        elif axis == len(din) - 1 and unit == 1 and len(dout) == len(din) + 1 and same(dout[:-2], list(din[:-1])) \
-                and dout[-1] and channels % dout[-1] == 0 and dout[-2] in (None, channels // dout[-1]) \
-                and len(segs) == 1:
-            out_axis, out_unit = len(dout) - 2, dout[-1]  # split: (..., D) -> (..., heads, width)
-            group = self.groups[self.find(segs[0][0])]
-            group.block = math.lcm(group.block, out_unit)
-            if group.size % group.block:
-                return self.unknown(node, segs_in, f"{where} splits channels into heads that do not divide them")
-        elif axis == len(din) - 2 and unit == din[-1] and len(dout) == len(din) - 1 \
-                and same(dout[:-1], list(din[:-2])) and dout[-1] in (None, channels):
-            out_axis, out_unit = len(dout) - 1, 1  # merge: (..., heads, width) -> (..., D)
-        else:
+        move = R.follow(din, dout, self.layout(data), channels)
+        if move is None:
             return self.unknown(node, segs_in, f"{where} reshapes the channel axis in a way the pruner "
                                                "does not follow")
-        if const[out_axis] not in (-1, channels // out_unit) \
-                or (const[out_axis] != -1 and shape_init in self.reshapes):
+
+        def rewrite(entry: int | None) -> tuple[str, int] | str | None:
+            """The constant a level rewrites at ``entry``; None if nothing needs it."""
+            if entry is None:
+                return "impossible"
+            init, index, value = entries[entry]
+            if init is None or value == -1:
+                return None
+            return "impossible" if index in self.reshapes.get(init, {}) else (init, index)
+
+        layout, divisor = move.layout, self.unit.get(data, 1)
+        heads = rewrite(move.entry)
+        if heads == "impossible" or (heads and layout.outer != 1):
             return self.unknown(node, segs_in, f"{where} has a shape constant the pruner cannot rewrite")
-        if const[out_axis] != -1:
-            self.reshapes[shape_init] = (out_axis, segs, out_unit)
-        self.seg[node.output[0]] = segs
-        self.axis[node.output[0]] = out_axis
-        self.unit[node.output[0]] = out_unit
+        if move.kind == "split":
+            divisor = layout.unit
+            gid = self.find(segs[0][0])
+            if len(segs) == 1 and gid not in self.pending:  # chunks or heads: the next Gather tells
+                self.pending[gid] = _Split(heads, rewrite(move.unit_entry), segs, channels // layout.unit,
+                                           self.groups[gid].block)
+            group = self.groups[gid]
+            group.block = math.lcm(group.block, layout.unit)
+            if len(segs) != 1 or group.size % group.block:
+                return self.unknown(node, segs_in, f"{where} splits channels into heads that do not divide them")
+        elif move.kind == "merge":
+            divisor = 1
+        if heads:
+            self.reshapes.setdefault(heads[0], {})[heads[1]] = (segs, divisor)
+        self.put(node.output[0], segs, layout)
+
+    def _pow(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
+        """A constant scalar power (GPT-2's tanh GELU cubes its input) acts channel by channel."""
+        exponent = node.input[1]
+        if acts != [node.input[0]] or exponent not in self.inits or self.inits[exponent].size != 1:
+            return self.unknown(node, segs_in, f"{where} raises channels to a power that is not one constant")
+        self.put(node.output[0], segs_in[0], self.layout(acts[0]))
+
+    def _shape(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
+        """The dims at run time: a level's own, so reading them fixes nothing."""
+        self.seg[node.output[0]] = None
+
+    def _axes(self, node: Any) -> list[int] | None:
+        axes_input = node.input[1] if len(node.input) > 1 and node.input[1] else ""
+        if axes_input:
+            return self.inits[axes_input].reshape(-1).tolist() if axes_input in self.inits else None
+        return list(self._attr(node, "axes", [])) or None
+
+    def _unsqueeze(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
+        axes, rank = self._axes(node), len(self.ranks.get(node.output[0]) or [])
+        if len(acts) != 1 or segs_in[0] is None or axes is None or not rank:
+            return self.unknown(node, segs_in, f"{where} adds axes the pruner cannot see")
+        added = [a % rank for a in axes]
+        layout = self.layout(acts[0])
+        self.put(node.output[0], segs_in[0], dataclasses.replace(
+            layout, axis=R.shifted(layout.axis, added=added), inner=R.shifted(layout.inner, added=added)))
+
+    def _squeeze(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
+        axes, rank = self._axes(node), len(self.ranks.get(acts[0]) or []) if acts else 0
+        layout = self.layout(acts[0]) if acts else None
+        if len(acts) != 1 or segs_in[0] is None or axes is None or not rank:
+            return self.unknown(node, segs_in, f"{where} removes axes the pruner cannot see")
+        removed = [a % rank for a in axes]
+        if layout.axis in removed:
+            return self.unknown(node, segs_in, f"{where} removes the channel axis")
+        inner = None if layout.inner in removed else R.shifted(layout.inner, removed)
+        self.put(node.output[0], segs_in[0], dataclasses.replace(
+            layout, axis=R.shifted(layout.axis, removed), inner=inner))
+
+    def _gather(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
+        """One constant index along the channel axis of Q/K/V chunks (torchvision's ViT picks
+        Q, K and V out of its fused in_proj so): the chunk's channels become groups of their
+        own. One index along another axis (a class token) keeps the channels."""
+        data, index = node.input[0], node.input[1]
+        rank = len(self.ranks.get(data) or [])
+        segs = segs_in[0] if data in acts else None
+        if segs is None or index not in self.inits or self.inits[index].ndim != 0 or not rank \
+                or len(acts) != 1:
+            return self.unknown(node, segs_in, f"{where} gathers channels the pruner cannot follow")
+        axis, at = int(self._attr(node, "axis", 0)) % rank, int(self.inits[index])
+        layout = self.layout(data)
+        if axis != layout.axis:
+            inner = R.shifted(layout.inner, [axis]) if layout.inner != axis else None
+            return self.put(node.output[0], segs, dataclasses.replace(
+                layout, axis=R.shifted(layout.axis, [axis]), inner=inner))
+        unit, channels = layout.unit, sum(n for _, n in segs)
+        if unit == 1 or layout.inner is None or layout.outer != 1:
+            return self.unknown(node, segs_in, f"{where} picks single channels")
+        at %= channels // unit
+        cut = self.cut(segs, list(range(0, channels + 1, unit)))
+        if cut is None:
+            return self.unknown(node, segs_in, f"{where} picks a part of channels the pruner cannot cut")
+        picked, start = [], 0
+        for gid, n in cut:
+            if at * unit <= start < (at + 1) * unit:
+                picked.append((gid, n))
+            start += n
+        self.put(node.output[0], tuple(picked), R.Layout(R.shifted(layout.inner, [axis])))
+
+    def _split(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
+        """Splitting a fused projection along its channels (GPT-2's Q, K, V): each output gets
+        its part, cut into groups of its own."""
+        rank = len(self.ranks.get(acts[0]) or []) if acts else 0
+        sizes_input = node.input[1] if len(node.input) > 1 else ""
+        segs = segs_in[0] if acts else None
+        if len(acts) != 1 or segs is None or not rank or sizes_input not in self.inits:
+            return self.unknown(node, segs_in, f"{where} splits channels the pruner cannot follow")
+        layout = self.layout(acts[0])
+        axis, sizes = int(self._attr(node, "axis", 0)) % rank, self.inits[sizes_input].reshape(-1).tolist()
+        if axis != layout.axis:
+            for out in node.output:
+                self.put(out, segs, layout)
+            return None
+        edges = np.cumsum([0, *sizes]).tolist()
+        cut = self.cut(segs, edges) if layout.unit == 1 and layout.outer == 1 else None
+        if cut is None:
+            return self.unknown(node, segs_in, f"{where} splits channels the pruner cannot cut")
+        start, parts = 0, [[] for _ in sizes]
+        for gid, n in cut:
+            parts[int(np.searchsorted(edges, start, side="right")) - 1].append((gid, n))
+            start += n
+        if sizes_input in self.reshapes:
+            return self.unknown(node, segs_in, f"{where} shares its sizes with another node")
+        self.reshapes[sizes_input] = {i: (tuple(part), 1) for i, part in enumerate(parts)}
+        for out, part in zip(node.output, parts):
+            self.put(out, tuple(part), layout)
 
     def _transpose(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
         """Moves the channel axis (ConvNeXt's NCHW <-> NHWC around LayerNorm and Linear)."""
@@ -475,9 +710,9 @@ class _Analyzer:
         axis = self.axis.get(acts[0], 1) if acts else 1
         if len(acts) != 1 or segs_in[0] is None or axis not in perm:
             return self.unknown(node, segs_in, f"{where} transposes a tensor without a channel layout")
-        self.seg[node.output[0]] = segs_in[0]
-        self.axis[node.output[0]] = perm.index(axis)
-        self.unit[node.output[0]] = self.unit.get(acts[0], 1)
+        layout = self.layout(acts[0])
+        inner = perm.index(layout.inner) if layout.inner is not None else None
+        self.put(node.output[0], segs_in[0], dataclasses.replace(layout, axis=perm.index(axis), inner=inner))
 
     def _layernormalization(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
         """Normalises over the channels alone (axis = the last, which holds them): scale and

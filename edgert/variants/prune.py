@@ -161,7 +161,7 @@ def _slice_nodes(name: str, ranges: list[list[list[int]]], shape: tuple[int, ...
 
 def level_graph(model: Any, ranges: Mapping[str, list[list[list[int]]]], conv_groups: Mapping[str, int],
                 inits: Mapping[str, np.ndarray], slice_at_run: bool = False,
-                shapes: Mapping[str, tuple[int, int]] | None = None) -> bytes:
+                shapes: Mapping[str, Mapping[int, int]] | None = None) -> bytes:
     """The level's ONNX graph without weights: initializers point at external data that the
     runtime supplies from the file (see ``runtime.py``).
 
@@ -176,10 +176,10 @@ def level_graph(model: Any, ranges: Mapping[str, list[list[list[int]]]], conv_gr
     renamed: dict[str, str] = {}
     new_nodes: list[Any] = []
     for t in level.graph.initializer:
-        if t.name in (shapes or {}):  # a Reshape's entry for a pruned axis (attention heads)
-            index, value = shapes[t.name]
+        if t.name in (shapes or {}):  # a Reshape's or Split's entries for pruned channels (heads)
             const = numpy_helper.to_array(t).copy()
-            const[index] = value
+            for index, value in shapes[t.name].items():
+                const.reshape(-1)[index] = value
             t.CopyFrom(numpy_helper.from_array(const, t.name))
         if t.name not in ranges:  # shape constants stay inline: ORT's shape inference reads them
             continue
@@ -226,7 +226,8 @@ def template(model: Any, graph: ChannelGraph) -> dict[str, Any]:
                         "role": p.role} for p in graph.params],
         "depthwise": {k: [list(s) for s in v] for k, v in graph.depthwise.items()},
         "grouped": {k: [[list(x) for x in segs], per] for k, (segs, per) in graph.grouped.items()},
-        "reshapes": {k: [i, [list(x) for x in segs], unit] for k, (i, segs, unit) in graph.reshapes.items()},
+        "reshapes": {k: [[i, [list(x) for x in segs], div] for i, (segs, div) in entries.items()]
+                     for k, entries in graph.reshapes.items()},
     }
 
 
@@ -304,8 +305,8 @@ def build(model: Any, ratios: Sequence[float], *, importance_method: str = "auto
         dw = {name: sum(kept.get(g, n) for g, n in segs) for name, segs in graph.depthwise.items()}
         for name, (segs, per_group) in graph.grouped.items():
             dw[name] = sum(kept.get(g, n) for g, n in segs) // per_group
-        shapes = {name: (index, sum(kept.get(g, n) for g, n in segs) // unit)
-                  for name, (index, segs, unit) in graph.reshapes.items()}
+        shapes = {name: {index: sum(kept.get(g, n) for g, n in segs) // div for index, (segs, div) in entries.items()}
+                  for name, entries in graph.reshapes.items()}
         tensors[GRAPH_TENSOR.format(i)] = np.frombuffer(level_graph(model, ranges, dw, inits, shapes=shapes),
                                                         np.uint8)
         tensors[SLICED_TENSOR.format(i)] = np.frombuffer(
