@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import needs
-from torch_models import export_bert, export_cnn, export_vit, torchvision_models
+from torch_models import export_bert, export_cnn, export_vit, torchvision_models, with_random_classifier
 
 from edgert.variants import open as open_variants
 from edgert.variants.prune import prune
@@ -167,10 +167,124 @@ def test_zoo_large_cnn_levels(zoo, name: str, tmp_path: Path) -> None:
     check_levels(*zoo(name), tmp_path)
 
 
-@pytest.mark.slow
-def test_zoo_bert_levels_prune_the_mlp_width(zoo, tmp_path: Path) -> None:
-    """The dynamo export reshapes Q, K, V with shapes computed from Shape at run time (its
-    dims are symbolic) and transposes K through Shape/Slice/Concat/Reshape; the pruner keeps
-    those heads whole (named in the report) and prunes the MLP width only."""
-    removed = check_levels(*zoo("bert_2l"), tmp_path, ratio_check=False)
+def head_groups(model: Path) -> list[tuple[int, int]]:
+    """(size, block) of the prunable groups that are pruned by whole heads (block > 1)."""
+    import onnx
+
+    from edgert.variants.groups import analyze
+    from edgert.variants.prune import untie_constants
+
+    return sorted((g.size, g.block) for g in analyze(untie_constants(onnx.load(model))).prunable() if g.block > 1)
+
+
+def masked_equals_levels(aio: Path, feeds: dict[str, np.ndarray], tmp_path: Path) -> None:
+    """Every level computes what the full model computes with the level's dropped heads and
+    MLP channels zeroed where they are consumed (out_proj columns, fc2 rows): heads are
+    independent until the output projection sums them, so removing them is exactly that."""
+    from edgert.variants import aiofile
+    from edgert.variants.prune import replace_weights
+    from edgert.variants.ranges import group_offsets
+
+    f = aiofile.read(aio)
+    try:
+        meta, tensors = f.meta, {k: np.array(v) for k, v in f.tensors.items()}
+    finally:
+        f.close()
+    consumers = [p for p in meta["template"]["param_axes"] if p["role"] == "consumer"]
+    with open_variants(aio, threads=1) as vm:
+        for index, level in enumerate(meta["levels"][1:], 1):
+            kept = {int(g): k for g, k in level["kept"].items()}
+            masked = {}
+            for p in consumers:
+                value = masked.setdefault(p["init"], tensors[p["init"]].copy())
+                for gid, start, n in group_offsets(tuple(map(tuple, p["segments"]))):
+                    if gid in kept:
+                        span = [slice(None)] * value.ndim
+                        span[p["axis"]] = slice(start + kept[gid], start + n)
+                        value[tuple(span)] = 0
+            replace_weights(aio, tmp_path / f"masked{index}.aio", masked)
+            vm.select_index(index)
+            got = vm.run(feeds)[0]
+            with open_variants(tmp_path / f"masked{index}.aio", threads=1) as full:
+                want = full.run(feeds)[0]  # level 0: the whole model, masked
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_zoo_vit_levels_prune_whole_heads(zoo, tmp_path: Path) -> None:
+    """torchvision's ViT (dynamo export): the fused in_proj (192 -> 576) is reshaped to
+    (Q/K/V, 192), moved by Unsqueeze/Transpose/Squeeze and picked by Gather; each pick is cut
+    into a group of its own, and Q, K, V meet per head in Q K^T and P V: one group of three
+    heads of 64 per layer, pruned by whole heads."""
+    path, feeds = zoo("vit_tiny")
+    model = with_random_classifier(path, tmp_path / "vit.onnx")
+    assert head_groups(model) == [(192, 64)] * 4
+    removed = check_levels(model, feeds, tmp_path, ratio_check=False)
     assert 0 < removed[1] < removed[2] < removed[3] <= 0.75
+    masked_equals_levels(tmp_path / "m.aio", feeds, tmp_path)
+
+
+def test_zoo_bert_levels_prune_whole_heads(zoo, tmp_path: Path) -> None:
+    """The dynamo export splits heads with a shape computed at run time ((B, S) from Shape,
+    -1, 64), folds the batch into the heads to transpose K ((B*H, S, 64), symbolic dims) and
+    unfolds it with another computed shape: both layers prune whole heads of 64."""
+    path, feeds = zoo("bert_2l")
+    assert head_groups(path) == [(128, 64)] * 2
+    removed = check_levels(path, feeds, tmp_path, ratio_check=False)
+    assert 0 < removed[1] < removed[2] < removed[3] <= 0.75
+    masked_equals_levels(tmp_path / "m.aio", feeds, tmp_path)
+
+
+def test_zoo_vit_configuration_with_different_heads_per_layer(zoo, tmp_path: Path) -> None:
+    """A per-layer width configuration (``config_graph.build``) rewrites the heads in the
+    Reshape targets too: the first layer keeps one head of three, the others all, and the run
+    computes the full model with the dropped heads' output projection inputs zeroed."""
+    from edgert.variants import Config, aiofile, config_graph
+    from edgert.variants.prune import replace_weights
+    from edgert.variants.ranges import group_offsets
+
+    path, feeds = zoo("vit_tiny")
+    path = with_random_classifier(path, tmp_path / "vit.onnx")
+    prune(path, RATIOS, tmp_path / "m.aio")
+    f = aiofile.read(tmp_path / "m.aio")
+    try:
+        meta, tensors = f.meta, {k: np.array(v) for k, v in f.tensors.items()}
+    finally:
+        f.close()
+    heads = sorted(g["id"] for g in meta["groups"] if g["block"] == 64 and not g["fixed"])
+    kept = {g["id"]: g["size"] for g in meta["groups"] if not g["fixed"]}
+    kept[heads[0]] = 64
+    config = Config(tuple(sorted(kept.items())))
+    masked = {}
+    for p in meta["template"]["param_axes"]:
+        if p["role"] == "consumer" and any(g == heads[0] for g, _ in p["segments"]):
+            value = masked[p["init"]] = tensors[p["init"]].copy()
+            for gid, start, n in group_offsets(tuple(map(tuple, p["segments"]))):
+                if gid == heads[0]:
+                    span = [slice(None)] * value.ndim
+                    span[p["axis"]] = slice(start + 64, start + n)
+                    value[tuple(span)] = 0
+    replace_weights(tmp_path / "m.aio", tmp_path / "masked.aio", masked)
+    with open_variants(tmp_path / "m.aio", threads=1, graph_builder=config_graph.build) as vm:
+        vm.select_config(config)
+        got = vm.run(feeds)[0]
+    with open_variants(tmp_path / "masked.aio", threads=1) as full:
+        want = full.run(feeds)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+    assert not np.allclose(got, full_output(path, feeds), rtol=1e-3, atol=1e-3)  # a head was dropped
+
+
+def full_output(model: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+@pytest.mark.slow
+def test_zoo_gpt2_levels_prune_whole_heads(zoo, tmp_path: Path) -> None:
+    """GPT-2's fused c_attn (128 -> 384) is cut by a Split into Q, K, V (the Split's sizes
+    are rewritten per level), heads are split with a constant (1, -1, 2, 64)."""
+    path, feeds = zoo("gpt2_2l")
+    assert head_groups(path) == [(128, 64)] * 2
+    removed = check_levels(path, feeds, tmp_path, ratio_check=False)
+    assert 0 < removed[1] < removed[2] < removed[3] <= 0.75
+    masked_equals_levels(tmp_path / "m.aio", feeds, tmp_path)

@@ -79,3 +79,20 @@ def export_bert(path: Path, seq: int = 16, seed: int = 0) -> Path:
     torch.onnx.export(LastHidden().eval(), (ids, mask), str(path), opset_version=17, dynamo=False,
                       input_names=["input_ids", "attention_mask"], output_names=["y"])
     return path
+
+
+def with_random_classifier(model: Path, out: Path, seed: int = 0) -> Path:
+    """A copy of ``model`` whose last Gemm/MatMul weight is seeded random: torchvision's ViT
+    zero-initialises its classifier, and an all-zero output would hide a wrong pruned level."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(model)
+    last = [n for n in proto.graph.node if n.op_type in ("Gemm", "MatMul")][-1]
+    for t in proto.graph.initializer:
+        if t.name == last.input[1]:
+            value = np.random.default_rng(seed).standard_normal(tuple(t.dims)).astype(np.float32) * 0.1
+            t.CopyFrom(numpy_helper.from_array(value, t.name))
+    onnx.save(proto, out)
+    return out

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from . import config as C
+from .prune import rewrite_shapes
+from .ranges import shape_values
 
 
 def redeclare(graph: bytes, shapes: Mapping[str, list[int]], depthwise: Mapping[str, int]) -> bytes:
@@ -46,8 +48,9 @@ def redeclare(graph: bytes, shapes: Mapping[str, list[int]], depthwise: Mapping[
 
 def build(meta: Mapping[str, Any], tensors: Mapping[str, np.ndarray], config: C.Config) -> bytes:
     """The configuration's graph from the file's level-0 graph (a ``config.GraphBuilder``)."""
-    return redeclare(bytes(tensors[meta["levels"][0]["graph"]]), C.weight_shapes(meta, config),
-                     C.depthwise_groups(meta, config))
+    graph = redeclare(bytes(tensors[meta["levels"][0]["graph"]]), C.weight_shapes(meta, config),
+                      C.depthwise_groups(meta, config))
+    return rewrite_shapes(graph, shape_values(meta["template"].get("reshapes", {}), config.as_dict()))  # heads
 
 
 def graphs_to_store(meta: Mapping[str, Any], tensors: Mapping[str, np.ndarray],

@@ -22,7 +22,7 @@ from edgert.errors import ModelError, UsageError
 
 from . import aiofile
 from .groups import ChannelGraph, analyze
-from .ranges import group_offsets, is_view, kept_ranges
+from .ranges import group_offsets, is_view, kept_ranges, shape_values
 
 IMPORTANCE = ("auto", "bn", "l1", "l2")
 GRAPH_TENSOR = "graph/level{}"
@@ -173,14 +173,10 @@ def level_graph(model: Any, ranges: Mapping[str, list[list[list[int]]]], conv_gr
     level = onnx.ModelProto()
     level.CopyFrom(model)
     del level.graph.value_info[:]  # intermediate shapes change with the level
+    rewrite_shape_constants(level, shapes or {})
     renamed: dict[str, str] = {}
     new_nodes: list[Any] = []
     for t in level.graph.initializer:
-        if t.name in (shapes or {}):  # a Reshape's or Split's entries for pruned channels (heads)
-            const = numpy_helper.to_array(t).copy()
-            for index, value in shapes[t.name].items():
-                const.reshape(-1)[index] = value
-            t.CopyFrom(numpy_helper.from_array(const, t.name))
         if t.name not in ranges:  # shape constants stay inline: ORT's shape inference reads them
             continue
         shape = shape_of(ranges[t.name])
@@ -212,6 +208,32 @@ def level_graph(model: Any, ranges: Mapping[str, list[list[list[int]]]], conv_gr
     del level.graph.node[:]
     level.graph.node.extend(nodes)
     return level.SerializeToString()
+
+
+def rewrite_shape_constants(model: Any, values: Mapping[str, Mapping[int, int]]) -> None:
+    """Write a width's entries into the shape constants of ``model`` (an ``onnx.ModelProto``,
+    changed in place): the heads of Reshape targets, Split sizes (``ranges.shape_values``)."""
+    from onnx import numpy_helper
+
+    for t in model.graph.initializer:
+        if t.name in values:
+            const = numpy_helper.to_array(t).copy()
+            for index, value in values[t.name].items():
+                const.reshape(-1)[index] = value
+            t.CopyFrom(numpy_helper.from_array(const, t.name))
+
+
+def rewrite_shapes(graph: bytes, values: Mapping[str, Mapping[int, int]]) -> bytes:
+    """``rewrite_shape_constants`` on a serialized graph: a per-layer configuration's graph
+    (``config_graph``) needs the same entries as a level's."""
+    import onnx
+
+    if not values:
+        return graph
+    model = onnx.ModelProto()
+    model.ParseFromString(graph)
+    rewrite_shape_constants(model, values)
+    return model.SerializeToString()
 
 
 def template(model: Any, graph: ChannelGraph) -> dict[str, Any]:
@@ -298,6 +320,7 @@ def build(model: Any, ratios: Sequence[float], *, importance_method: str = "auto
     scores = importance(graph, inits, importance_method)
     perms = {gid: block_order(s, graph.groups[gid].block) for gid, s in scores.items()}
     tensors = permute(graph, inits, perms)
+    reshapes = template(model, graph)["reshapes"]
     levels = []
     for i, ratio in enumerate(ratios):
         kept = level_kept(graph, ratio, multiple)
@@ -305,8 +328,7 @@ def build(model: Any, ratios: Sequence[float], *, importance_method: str = "auto
         dw = {name: sum(kept.get(g, n) for g, n in segs) for name, segs in graph.depthwise.items()}
         for name, (segs, per_group) in graph.grouped.items():
             dw[name] = sum(kept.get(g, n) for g, n in segs) // per_group
-        shapes = {name: {index: sum(kept.get(g, n) for g, n in segs) // div for index, (segs, div) in entries.items()}
-                  for name, entries in graph.reshapes.items()}
+        shapes = shape_values(reshapes, kept)
         tensors[GRAPH_TENSOR.format(i)] = np.frombuffer(level_graph(model, ranges, dw, inits, shapes=shapes),
                                                         np.uint8)
         tensors[SLICED_TENSOR.format(i)] = np.frombuffer(

@@ -34,6 +34,19 @@ def kept_ranges(segments: Segments, kept: dict[int, int]) -> list[list[int]]:
     return ranges
 
 
+def shape_values(reshapes: dict[str, list[list]], kept: dict[int, int]) -> dict[str, dict[int, int]]:
+    """The shape-constant entries a width writes (attention heads in Reshape targets, Split
+    sizes): ``reshapes`` is an All-in-One template's ``{constant: [[entry, segments,
+    divisor], ...]}``; each entry gets the kept channels of its segments over the divisor."""
+    out = {}
+    for name, entries in reshapes.items():
+        if entries and isinstance(entries[0], int):  # files of earlier builds stored one [entry, segs, div]
+            entries = [entries]
+        out[name] = {int(entry): sum(kept.get(int(g), int(n)) for g, n in segs) // int(div)
+                     for entry, segs, div in entries}
+    return out
+
+
 def is_view(ranges: list[list[list[int]]], shape: tuple[int, ...]) -> bool:
     """True when the kept part is one contiguous block of the C-ordered tensor."""
     cut = [i for i, spans in enumerate(ranges) if spans != [[0, shape[i]]]]

@@ -10,8 +10,12 @@ Reshape keeps C order, so an axis survives a Reshape exactly when the product of
 before it is the same on both sides and its size is too. Three moves are followed:
 
 - *keep*: the channel indices stay one axis (possibly folded with a different outer factor);
-- *split*: plain channels become (indices, unit) — heads and their width, or Q/K/V chunks;
+- *split*: plain channels become (indices, unit) on two adjacent axes — heads and their
+  width, or Q/K/V chunks;
 - *merge*: (indices, unit) on adjacent axes become plain channels again.
+
+Folding the unit axis *ahead* of the indices (a channel shuffle's interleave) comes out as a
+keep with that width as the outer factor, which every op but Transpose and Reshape refuses.
 
 Dims are sympy expressions (``"2*batch"`` from ONNX Runtime's symbolic shape inference),
 so the rules hold for dynamic sequence lengths. Host-only: imports sympy.
@@ -109,8 +113,9 @@ def follow(din: Sequence[Dim], dout: Sequence[Dim], layout: Layout, channels: in
                     and channels % int(size) == 0 and _equal(_prod(dout[j + 1:]), (channels // int(size)) * after)):
                 continue
             per = channels // int(size)
-            inner = j + 1 if dout[j + 1] == per else None
-            return Move("split", Layout(j, per, inner), j, j + 1 if inner is not None else None)
+            if dout[j + 1] != per:  # one index's channels spread over several dims: not followed
+                return None
+            return Move("split", Layout(j, per, j + 1), j, j + 1)
         return None
     if layout.inner == c + 1 and din[c + 1] == unit:  # merge: (..., indices, unit, ...) -> (..., C, ...)
         for j in range(len(dout)):
