@@ -18,9 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import needs
-from torch_models import export_bert, export_cnn, export_vit, torchvision_models, with_random_classifier
+from torch_models import (
+    export_bert,
+    export_cnn,
+    export_vit,
+    torchvision_models,
+    with_random_classifier,
+)
 
 from edgert.variants import open as open_variants
 from edgert.variants.prune import prune

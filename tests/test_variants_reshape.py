@@ -6,7 +6,7 @@ import pytest
 
 sympy = pytest.importorskip("sympy")
 
-from edgert.variants.reshape import Layout, Move, dim, follow, rest  # noqa: E402
+from edgert.variants.reshape import Layout, Move, dim, follow, rest
 
 
 def dims(*values: int | str) -> list:

@@ -21,6 +21,7 @@ Host-only: imports onnx (and onnxruntime's symbolic shape inference when present
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Any
 
@@ -28,7 +29,6 @@ import numpy as np
 
 from . import reshape as R
 from .ranges import Segments
-
 
 # Ops whose output channel axis is their first input's, channel for channel.
 PASSTHROUGH = frozenset({
@@ -191,11 +191,11 @@ class _Analyzer:
             group, split = self.groups[root], self.pending.pop(root, None)
             block = split.block if split else group.block  # a chunk is no head: its Reshape's block goes
             edges = [0, *inside, n]
-            if group.fixed or any((b - a) % block for a, b in zip(edges, edges[1:])) \
+            if group.fixed or any((b - a) % block for a, b in itertools.pairwise(edges)) \
                     or (split and split.unit_rewrite == "impossible"):
                 return None
             parts = []
-            for a, b in zip(edges, edges[1:]):
+            for a, b in itertools.pairwise(edges):
                 part = self.new(b - a, f"{group.members[0]} [{a}:{b}]")[0][0]
                 self.groups[part].block = block
                 parts.append((part, b - a))

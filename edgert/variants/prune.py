@@ -168,7 +168,7 @@ def level_graph(model: Any, ranges: Mapping[str, list[list[list[int]]]], conv_gr
     With ``slice_at_run`` a weight whose level part is not one contiguous block is declared
     whole and cut by Slice nodes in the graph, so no copy of it stays resident."""
     import onnx
-    from onnx import TensorProto, numpy_helper
+    from onnx import TensorProto
 
     level = onnx.ModelProto()
     level.CopyFrom(model)

@@ -23,7 +23,8 @@ so the rules hold for dynamic sequence lengths. Host-only: imports sympy.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 Dim = Any  # a sympy expression, or None when shape inference left the dim unknown
 
