@@ -1,17 +1,22 @@
-"""Level 0 of an All-in-One file against ORT on the original model, on real torchvision CNNs.
+"""Every model of the real zoo through ``edgert prune``, against ORT on the original model.
 
-    .venv/bin/python benchmarks/variants_real.py [--models resnet50,mobilenet_v3_small] [--side 224]
-        [--runs 40] [--out benchmarks/results/variants_real.json]
+    .venv/bin/python benchmarks/variants_real.py [--models resnet50,vit_tiny,...] [--runs 40]
+        [--modes default,...] [--zoo DIR] [--out benchmarks/results/variants_real.json]
 
-Each model (torchvision code, seeded random weights, tests/torch_models.py) is pruned to
-ratios 0, 0.25, 0.5, 0.75. In one process, ORT on the original model (ORT_ENABLE_ALL, one
-thread) and level 0 of the file under each runtime mode (the default, ``full_level="shared"``
-the old default, ``share_weights=False``) run in ``--runs`` paired rounds (each round runs
-each once, the order rotating); the printed ratio is the median of the per-round ratios to
-ORT (the machine is shared: a block's p50 drifts with the neighbours' load, a round's pair
-sees about the same). Every level's p50 is measured once per
-mode. Memory: in a fresh process per mode, the RSS growth (anonymous and file-backed pages) of
-opening and running every level, next to one plain ORT session of the original model.
+Models come from tools/make_real_zoo.py (torchvision and transformers code, seeded random
+weights, dynamo exports, its seeded inputs; every model without control flow by default).
+ViT's classifier is zero-initialised by torchvision, so its copy gets seeded random
+classifier weights (an all-zero output would hide a wrong level). Each model is pruned to
+ratios 0, 0.25, 0.5, 0.75; per level: the fraction of the weights removed, whether the
+outputs are finite, and level 0's max difference from ORT on the original.
+Speed: in one process, ORT on the original model (ORT_ENABLE_ALL, one thread) and level 0
+under each runtime mode (the default; ``--modes`` adds ``full_level="shared"``, the old
+default, and ``share_weights=False``) run in ``--runs`` paired rounds (each round runs each
+once, the order rotating); the printed ratio is the median of the per-round ratios to ORT
+(the machine is shared: a block's p50 drifts with the neighbours' load, a round's pair sees
+about the same). Memory: in a fresh process per mode, the RSS growth (anonymous and
+file-backed pages) of opening and running every level, next to one plain ORT session of
+the original model.
 """
 from __future__ import annotations
 
@@ -43,6 +48,16 @@ MODES = {"default": {}, "full level shared (old default)": {"full_level": "share
          "share_weights=False": {"share_weights": False}}
 
 
+def zoo_tool() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_real_zoo", ROOT / "tools" / "make_real_zoo.py")
+    tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = tool
+    spec.loader.exec_module(tool)
+    return tool
+
+
 def plain_session(model: Path) -> Any:
     import onnxruntime as ort
 
@@ -53,13 +68,18 @@ def plain_session(model: Path) -> Any:
     return ort.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def rss_probe(model: str, aio: str, mode: str, side: int) -> dict[str, int]:
+def load_feeds(npz: str) -> dict[str, np.ndarray]:
+    with np.load(npz) as data:
+        return {k: data[k] for k in data.files}
+
+
+def rss_probe(model: str, aio: str, mode: str, npz: str) -> dict[str, int]:
     """In this fresh process: RSS growth (bytes) of one plain ORT session of ``model`` (mode
     "plain") or of opening and running every level of ``aio``."""
     from variants import memory_kb, warm_ort
 
+    feeds = load_feeds(npz)
     warm_ort()
-    feeds = {"x": np.zeros((1, 3, side, side), np.float32)}
     before = memory_kb()
     if mode == "plain":
         keep: Any = plain_session(Path(model))
@@ -73,8 +93,8 @@ def rss_probe(model: str, aio: str, mode: str, side: int) -> dict[str, int]:
     return {f"{k}_bytes": 1024 * (after[k] - before[k]) for k in after}
 
 
-def _probe(model: Path, aio: Path, mode: str, side: int) -> dict[str, int]:
-    done = subprocess.run([sys.executable, __file__, "--rss-probe", str(model), str(aio), mode, str(side)],
+def _probe(model: Path, aio: Path, mode: str, npz: Path) -> dict[str, int]:
+    done = subprocess.run([sys.executable, __file__, "--rss-probe", str(model), str(aio), mode, str(npz)],
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -102,83 +122,118 @@ def _p50(run, bench: BenchSettings) -> float:
     return float(summarize([x / 1e6 for x in raw.samples_ns])["p50"])
 
 
-def bench_model(name: str, work: Path, side: int, runs: int, bench: BenchSettings) -> dict[str, Any]:
-    from torch_models import export_cnn
+def zoo_model(tool: Any, name: str, zoo: Path, work: Path) -> tuple[Path, Path]:
+    """The zoo's ``name`` and its inputs (.npz); ViT with seeded random classifier weights."""
+    from torch_models import with_random_classifier
 
-    model = export_cnn(name, work / f"{name}.onnx", side=side)
-    aio = work / f"{name}.aio"
+    path = tool.build([name], zoo)[name]
+    if name.startswith("vit"):
+        copy = with_random_classifier(path, work / f"{name}.onnx")
+        return copy, path.with_suffix(".npz")
+    return path, path.with_suffix(".npz")
+
+
+def bench_model(model: Path, npz: Path, work: Path, runs: int, modes: list[str], bench: BenchSettings
+                ) -> dict[str, Any]:
+    aio = work / f"{model.stem}.aio"
     report = prune(model, RATIOS, aio)
-    feeds = {"x": np.random.default_rng(0).standard_normal((1, 3, side, side)).astype(np.float32)}
+    feeds = load_feeds(str(npz))
     plain = plain_session(model)
     ref = plain.run(None, feeds)[0]
-    opened = {mode: open_variants(aio, threads=1, **opts) for mode, opts in MODES.items()}
+    scale = float(np.max(np.abs(ref)))
+    full_bytes = report.levels[0]["weight_bytes"]
+    opened = {mode: open_variants(aio, threads=1, **MODES[mode]) for mode in modes}
+    levels = []
+    vm = opened[modes[0]]
+    for lv, rep in zip(vm.levels, report.levels):
+        vm.select_index(lv.index)
+        out = vm.run(feeds)[0]
+        levels.append({"ratio": lv.ratio, "removed_weight_fraction": 1 - rep["weight_bytes"] / full_bytes,
+                       "finite": bool(np.isfinite(out).all()), "shape_ok": out.shape == ref.shape})
+    vm.select_index(0)
+    diff = float(np.max(np.abs(vm.run(feeds)[0] - ref)))
     runners = {"ort_original": lambda: plain.run(None, feeds)}
     for mode, vm in opened.items():
         vm.select_index(0)
         runners[f"level0 {mode}"] = lambda vm=vm: vm.run(feeds)
     paired = _paired(runners, runs)
     ort_ms = paired["ort_original"]
-    out: dict[str, Any] = {"side": side, "skipped_groups": len(report.skipped), "paired_runs": runs,
-                           "ort_original_p50_ms": float(np.median(ort_ms)), "modes": {}}
+    out: dict[str, Any] = {
+        "inputs": {k: list(v.shape) for k, v in feeds.items()}, "skipped_groups": len(report.skipped),
+        "levels": levels, "level0_max_abs_diff": diff, "level0_max_diff_rel_to_max_abs": diff / scale,
+        "paired_runs": runs, "ort_original_p50_ms": float(np.median(ort_ms)), "modes": {}}
     for mode, vm in opened.items():
-        levels = []
+        p50s = []
         for lv in vm.levels:
             vm.select_index(lv.index)
-            levels.append({"ratio": lv.ratio, "strategy": lv.strategy, "weight_bytes": lv.weight_bytes,
-                           "p50_ms": _p50(lambda vm=vm: vm.run(feeds), bench)})
-        vm.select_index(0)
-        rel = float(np.max(np.abs(vm.run(feeds)[0] - ref)) / np.max(np.abs(ref)))
+            p50s.append({"ratio": lv.ratio, "strategy": lv.strategy, "p50_ms": _p50(lambda vm=vm: vm.run(feeds), bench)})
         mem = vm.memory()
         out["modes"][mode] = {
             "level0_p50_ms": float(np.median(paired[f"level0 {mode}"])),
             "level0_vs_ort": float(np.median(np.array(paired[f"level0 {mode}"]) / np.array(ort_ms))),
-            "level0_max_diff_rel_to_max_abs": rel, "levels": levels,
-            "resident_weight_bytes": mem["resident_bytes"], "full_weight_bytes": mem["full_weight_bytes"],
-            "rss_growth_all_levels": _probe(model, aio, mode, side)}
+            "levels": p50s, "resident_weight_bytes": mem["resident_bytes"], "full_weight_bytes": mem["full_weight_bytes"],
+            "rss_growth_all_levels": _probe(model, aio, mode, npz)}
         vm.close()
-    out["plain_ort_session_rss"] = _probe(model, aio, "plain", side)
+    out["plain_ort_session_rss"] = _probe(model, aio, "plain", npz)
     return out
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--rss-probe":
-        print(json.dumps(rss_probe(*sys.argv[2:5], int(sys.argv[5]))))
+        print(json.dumps(rss_probe(*sys.argv[2:6])))
         return
+    tool = zoo_tool()
+    plain_models = [name for name, spec in tool.MODELS.items() if not spec.control_flow]
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default="resnet50,mobilenet_v3_small")
-    ap.add_argument("--side", type=int, default=224)
+    ap.add_argument("--models", default=",".join(plain_models), help="zoo models (default: all without control flow)")
     ap.add_argument("--runs", type=int, default=40, help="paired rounds of ORT and every mode's level 0")
+    ap.add_argument("--modes", default="default", help=f"runtime modes: {', '.join(MODES)}")
+    ap.add_argument("--zoo", type=Path, default=None, help="zoo directory (default: make_real_zoo's cache)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "variants_real.json")
     args = ap.parse_args()
+    modes = args.modes.split(",")
+    unknown = [m for m in modes if m not in MODES] + [m for m in args.models.split(",") if m not in plain_models]
+    if unknown:
+        ap.error(f"unknown mode(s) or model(s): {', '.join(unknown)}")
     bench = BenchSettings(warmup_runs=3, min_runs=15, min_duration_ms=1000.0, max_duration_ms=3000.0)
-    results: dict[str, Any] = {"models": {}, "load_average": os.getloadavg()}
+    results: dict[str, Any] = {"models": {}, "load_average": os.getloadavg(), "ratios": RATIOS,
+                               "measured_on": "shared 2-core host, other jobs running (see load_average)"}
     lines: list[str] = []
 
     def say(line: str) -> None:
-        print(line)
+        print(line, flush=True)
         lines.append(line)
 
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
-            r = results["models"][name] = bench_model(name, Path(tmp), args.side, args.runs, bench)
+            model, npz = zoo_model(tool, name, args.zoo or tool.default_dir(), Path(tmp))
+            r = results["models"][name] = bench_model(model, npz, Path(tmp), args.runs, modes, bench)
+            r["load_average_after"] = os.getloadavg()
             plain = r["plain_ort_session_rss"]
-            say(f"{name} ({args.side}x{args.side}): ORT on the original p50 {r['ort_original_p50_ms']:.2f} ms; "
-                  f"one plain ORT session RSS +{plain['anonymous_bytes'] / 2**20:.1f} MiB anon, "
-                  f"+{plain['file_bytes'] / 2**20:.1f} MiB file")
+            removed = " ".join(f"{lv['removed_weight_fraction']:.2f}" for lv in r["levels"])
+            say(f"{name} {r['inputs']}: removed {removed} of the weights at ratios {RATIOS}; finite "
+                f"{all(lv['finite'] and lv['shape_ok'] for lv in r['levels'])}; level 0 max diff "
+                f"{r['level0_max_abs_diff']:.1e} ({r['level0_max_diff_rel_to_max_abs']:.1e} of max |out|); "
+                f"{r['skipped_groups']} groups kept whole")
+            say(f"  ORT on the original p50 {r['ort_original_p50_ms']:.2f} ms; one plain ORT session RSS "
+                f"+{plain['anonymous_bytes'] / 2**20:.1f} MiB anon +{plain['file_bytes'] / 2**20:.1f} MiB file "
+                f"(load {r['load_average_after'][0]:.1f})")
             for mode, m in r["modes"].items():
                 rss = m["rss_growth_all_levels"]
                 p50s = " ".join(f"{lv['p50_ms']:.2f}" for lv in m["levels"])
-                say(f"  {mode:32s} level0/ORT {m['level0_vs_ort']:.3f}  strategies "
-                      f"{','.join(lv['strategy'] for lv in m['levels'])}  level p50s {p50s} ms  all levels RSS "
-                      f"+{rss['anonymous_bytes'] / 2**20:.1f} MiB anon +{rss['file_bytes'] / 2**20:.1f} MiB file "
-                      f"(accounted weights {m['resident_weight_bytes'] / m['full_weight_bytes']:.2f}x full)")
+                say(f"  {mode:12s} level0/ORT {m['level0_vs_ort']:.3f}  level p50s {p50s} ms  all levels RSS "
+                    f"+{rss['anonymous_bytes'] / 2**20:.1f} MiB anon +{rss['file_bytes'] / 2**20:.1f} MiB file "
+                    f"(accounted weights {m['resident_weight_bytes'] / m['full_weight_bytes']:.2f}x full)")
     results["load_average_after"] = os.getloadavg()
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(
-        "# All-in-One level 0 vs ORT on the original (benchmarks/variants_real.py)\n\n"
-        f"Load average {results['load_average'][0]:.1f} at start (2 shared cores); p50 ratios are medians "
-        f"of {args.runs} paired rounds, one thread, ORT_ENABLE_ALL for the plain session. RSS growth "
-        "is measured in a fresh process per mode.\n\n```\n" + "\n".join(lines) + "\n```\n")
+        "# `edgert prune` on the real zoo, level 0 against ORT (benchmarks/variants_real.py)\n\n"
+        f"Measured on a shared 2-core host with other jobs running: load average "
+        f"{results['load_average'][0]:.1f} at the start, {results['load_average_after'][0]:.1f} at the end "
+        f"(per model in the JSON). p50 ratios are medians of {args.runs} paired rounds (ORT and level 0 "
+        "interleaved), one thread, ORT_ENABLE_ALL for the plain session. RSS growth is measured in a fresh "
+        "process per mode. Inputs are the zoo's (64x64 images, 16 tokens).\n\n```\n"
+        + "\n".join(lines) + "\n```\n")
 
 
 if __name__ == "__main__":
