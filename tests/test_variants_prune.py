@@ -242,3 +242,50 @@ def test_grouped_conv_prunes_whole_groups(tmp_path: Path) -> None:
         widths = {g: (8 if int(g) == shared[0].id else k) for g, k in report.levels[1]["kept"].items()}
         vm.select_config(C.make(f.meta, widths))
         assert np.isfinite(vm.run(feeds)[0]).all()
+
+
+def control_flow_model(path: Path) -> Path:
+    """c0 -> relu -> If(flag): the branches' convs read the relu output and a weight of the
+    outer graph, which a main-graph conv (c1 -> c2) reads too; an orphan initializer nothing
+    reads (exporters leave those) sits in the graph."""
+    g = _Builder()
+    r = g.op("Relu", "relu", [g.conv("c0", "x", 3, 8)])
+    shared = g.const("shared.w", g.rng.standard_normal((8, 8, 3, 3)) * 0.3)
+    branch = {}
+    for side in ("then", "else"):
+        w = shared if side == "then" else g.const(f"{side}.w", g.rng.standard_normal((8, 8, 3, 3)) * 0.3)
+        body = helper.make_graph([helper.make_node("Conv", [r, w], [f"{side}_out"], pads=[1, 1, 1, 1])],
+                                 side, [], [helper.make_tensor_value_info(f"{side}_out", TensorProto.FLOAT, None)])
+        branch[f"{side}_branch"] = body
+    g.nodes.append(helper.make_node("If", ["flag"], ["chosen"], name="if", **branch))
+    g.nodes.append(helper.make_node("Conv", [r, shared], ["c1"], name="c1", pads=[1, 1, 1, 1]))
+    main = g.conv("c2", g.op("Relu", "relu_c1", ["c1"]), 8, 8)  # c1's output: prunable
+    g.const("orphan", np.ones(5))
+    last = g.op("Relu", "relu_out", [g.op("Add", "sum", ["chosen", main])])
+    flat = g.op("Flatten", "flat", [g.op("GlobalAveragePool", "gap", [last])])
+    w = g.const("fc.w", g.rng.standard_normal((5, 8)))
+    g.nodes.append(helper.make_node("Gemm", [flat, w], ["logits"], name="fc", transB=1))
+    graph = helper.make_graph(
+        g.nodes, "cf", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16]),
+                        helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5])], g.inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_control_flow_bodies_keep_what_they_read_whole(tmp_path: Path, flag: bool) -> None:
+    """What an If body reads from the outer graph keeps its channels (named in the report)
+    and its weights their shape, while the rest prunes; every level loads and runs (an
+    orphan initializer made the level graphs fail to load before)."""
+    model = control_flow_model(tmp_path / "cf.onnx")
+    report = prune(model, [0, 0.5], tmp_path / "cf.aio")
+    assert any("read inside the body of node if (If)" in s["reason"] for s in report.skipped)
+    feeds = {**_feeds((1, 3, 16, 16)), "flag": np.array(flag)}
+    reference = _reference(model, feeds)
+    with open_variants(tmp_path / "cf.aio", threads=1) as vm:
+        assert vm.run(feeds)[0] == pytest.approx(reference, rel=1e-4, abs=1e-5)
+        vm.select_index(1)
+        half = vm.run(feeds)[0]
+    assert half.shape == reference.shape and np.isfinite(half).all()
+    assert report.levels[1]["weight_bytes"] < report.levels[0]["weight_bytes"]  # c1's output still prunes

@@ -103,6 +103,25 @@ class ChannelGraph:
         return [g for g in self.groups.values() if g.fixed is not None]
 
 
+def subgraph_reads(graph: Any) -> dict[str, str]:
+    """Names of the enclosing scopes that the subgraphs (If/Loop/Scan bodies) of ``graph``'s
+    nodes read, with the reading node: the analysis does not look inside a body, so a
+    tensor it reads keeps its channels whole and a weight it reads keeps its shape."""
+    import onnx
+
+    reads: dict[str, str] = {}
+    for node in graph.node:
+        for attr in node.attribute:
+            bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for body in bodies:
+                inner = {i.name for i in body.input} | {t.name for t in body.initializer} \
+                    | {o for n in body.node for o in n.output}
+                for name in {i for n in body.node for i in n.input if i} | set(subgraph_reads(body)):
+                    if name not in inner:
+                        reads.setdefault(name, f"{node.name or node.output[0]} ({node.op_type})")
+    return reads
+
+
 def _infer_shapes(model: Any) -> Any:
     """The model with intermediate shapes: ONNX Runtime's symbolic inference where it works (it
     follows the Shape/Gather/Expand arithmetic of attention masks, which ONNX's own inference
@@ -271,6 +290,8 @@ class _Analyzer:
             self.visit(node)
         for vi in graph.output:
             self.fix(self.seg.get(vi.name), f"reaches graph output {vi.name!r}")
+        for name, reader in subgraph_reads(graph).items():
+            self.fix(self.seg.get(name), f"{name!r} is read inside the body of node {reader}")
         roots = {gid: g for gid, g in self.groups.items() if self.find(gid) == gid and gid not in self.split_into}
 
         def resolve(segs: Segments) -> Segments:

@@ -21,7 +21,7 @@ import numpy as np
 from edgert.errors import ModelError, UsageError
 
 from . import aiofile
-from .groups import ChannelGraph, analyze
+from .groups import ChannelGraph, analyze, subgraph_reads
 from .ranges import group_offsets, is_view, kept_ranges, shape_values
 
 IMPORTANCE = ("auto", "bn", "l1", "l2")
@@ -268,7 +268,8 @@ def untie_constants(model: Any) -> Any:
     The torch exporters write a weight equal to an earlier one (two zero SE biases of
     MobileNetV3, BERT's zero biases and unit LayerNorm scales) as ``Identity(earlier)`` or
     share it by name; untied, each node's weights follow that node's channels only (a shared
-    one would tie unrelated groups together and keep them whole)."""
+    one would tie unrelated groups together and keep them whole). A weight a control-flow body
+    reads keeps its name for the body; initializers nothing reads are dropped."""
     import onnx
 
     out = onnx.ModelProto()
@@ -290,7 +291,8 @@ def untie_constants(model: Any) -> Any:
         out.graph.initializer.append(tensor)
     del out.graph.node[:]
     out.graph.node.extend(kept)
-    uses: dict[str, int] = {}
+    captured = subgraph_reads(out.graph)  # a control-flow body keeps the original, whole
+    uses: dict[str, int] = {name: 1 for name in captured}
     for node in out.graph.node:
         for i, name in enumerate(node.input):
             if name not in values:
@@ -302,6 +304,10 @@ def untie_constants(model: Any) -> Any:
                 copy.name = f"{name}/use{uses[name]}"
                 out.graph.initializer.append(copy)
                 node.input[i] = copy.name
+    read = {i for node in out.graph.node for i in node.input} | set(captured) | {o.name for o in out.graph.output}
+    unread = [t for t in out.graph.initializer if t.name not in read]
+    for t in unread:  # an exporter's orphan: ORT drops it, and a level could not supply it
+        out.graph.initializer.remove(t)
     return out
 
 
