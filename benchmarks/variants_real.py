@@ -4,7 +4,8 @@
         [--modes default,...] [--zoo DIR] [--out benchmarks/results/variants_real.json]
 
 Models come from tools/make_real_zoo.py (torchvision and transformers code, seeded random
-weights, dynamo exports, its seeded inputs; every model without control flow by default).
+weights, dynamo exports, its seeded inputs; every model by default, the If/Loop ones too:
+what a control-flow body reads stays whole).
 ViT's classifier is zero-initialised by torchvision, so its copy gets seeded random
 classifier weights (an all-zero output would hide a wrong level). Each model is pruned to
 ratios 0, 0.25, 0.5, 0.75; per level: the fraction of the weights removed, whether the
@@ -14,7 +15,8 @@ under each runtime mode (the default; ``--modes`` adds ``full_level="shared"``, 
 default, and ``share_weights=False``) run in ``--runs`` paired rounds (each round runs each
 once, the order rotating); the printed ratio is the median of the per-round ratios to ORT
 (the machine is shared: a block's p50 drifts with the neighbours' load, a round's pair sees
-about the same). Memory: in a fresh process per mode, the RSS growth (anonymous and
+about the same), in wall-clock and in CPU time (one ORT thread: the CPU time is the work,
+which waiting for a core does not inflate). Memory: in a fresh process per mode, the RSS growth (anonymous and
 file-backed pages) of opening and running every level, next to one plain ORT session of
 the original model.
 """
@@ -99,22 +101,26 @@ def _probe(model: Path, aio: Path, mode: str, npz: Path) -> dict[str, int]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _paired(runners: dict[str, Any], runs: int) -> dict[str, list[float]]:
+def _paired(runners: dict[str, Any], runs: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """``runs`` rounds, each running every runner once (the order rotates): run i of two
     runners saw about the same load, so the median of their per-round ratios holds up on a
-    shared machine where a block's p50 drifts with the neighbours' load."""
+    shared machine where a block's p50 drifts with the neighbours' load. Returns wall-clock
+    and CPU milliseconds: with one ORT thread the process's CPU time is the work itself, which
+    the neighbours' load (time spent waiting for a core) does not inflate."""
     names = list(runners)
     for run in runners.values():
         for _ in range(3):
             run()
-    times: dict[str, list[float]] = {n: [] for n in names}
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     for i in range(runs):
         k = i % len(names)
         for name in names[k:] + names[:k]:
-            t0 = time.perf_counter_ns()
+            t0, c0 = time.perf_counter_ns(), time.process_time_ns()
             runners[name]()
-            times[name].append((time.perf_counter_ns() - t0) / 1e6)
-    return times
+            cpu[name].append((time.process_time_ns() - c0) / 1e6)
+            wall[name].append((time.perf_counter_ns() - t0) / 1e6)
+    return wall, cpu
 
 
 def _p50(run, bench: BenchSettings) -> float:
@@ -156,8 +162,8 @@ def bench_model(model: Path, npz: Path, work: Path, runs: int, modes: list[str],
     for mode, vm in opened.items():
         vm.select_index(0)
         runners[f"level0 {mode}"] = lambda vm=vm: vm.run(feeds)
-    paired = _paired(runners, runs)
-    ort_ms = paired["ort_original"]
+    paired, cpu = _paired(runners, runs)
+    ort_ms, ort_cpu = paired["ort_original"], cpu["ort_original"]
     out: dict[str, Any] = {
         "inputs": {k: list(v.shape) for k, v in feeds.items()}, "skipped_groups": len(report.skipped),
         "levels": levels, "level0_max_abs_diff": diff, "level0_max_diff_rel_to_max_abs": diff / scale,
@@ -171,6 +177,7 @@ def bench_model(model: Path, npz: Path, work: Path, runs: int, modes: list[str],
         out["modes"][mode] = {
             "level0_p50_ms": float(np.median(paired[f"level0 {mode}"])),
             "level0_vs_ort": float(np.median(np.array(paired[f"level0 {mode}"]) / np.array(ort_ms))),
+            "level0_vs_ort_cpu_time": float(np.median(np.array(cpu[f"level0 {mode}"]) / np.array(ort_cpu))),
             "levels": p50s, "resident_weight_bytes": mem["resident_bytes"], "full_weight_bytes": mem["full_weight_bytes"],
             "rss_growth_all_levels": _probe(model, aio, mode, npz)}
         vm.close()
@@ -183,16 +190,15 @@ def main() -> None:
         print(json.dumps(rss_probe(*sys.argv[2:6])))
         return
     tool = zoo_tool()
-    plain_models = [name for name, spec in tool.MODELS.items() if not spec.control_flow]
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default=",".join(plain_models), help="zoo models (default: all without control flow)")
+    ap.add_argument("--models", default=",".join(tool.MODELS), help="zoo models (default: all)")
     ap.add_argument("--runs", type=int, default=40, help="paired rounds of ORT and every mode's level 0")
     ap.add_argument("--modes", default="default", help=f"runtime modes: {', '.join(MODES)}")
     ap.add_argument("--zoo", type=Path, default=None, help="zoo directory (default: make_real_zoo's cache)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "variants_real.json")
     args = ap.parse_args()
     modes = args.modes.split(",")
-    unknown = [m for m in modes if m not in MODES] + [m for m in args.models.split(",") if m not in plain_models]
+    unknown = [m for m in modes if m not in MODES] + [m for m in args.models.split(",") if m not in tool.MODELS]
     if unknown:
         ap.error(f"unknown mode(s) or model(s): {', '.join(unknown)}")
     bench = BenchSettings(warmup_runs=3, min_runs=15, min_duration_ms=1000.0, max_duration_ms=3000.0)
@@ -221,7 +227,8 @@ def main() -> None:
             for mode, m in r["modes"].items():
                 rss = m["rss_growth_all_levels"]
                 p50s = " ".join(f"{lv['p50_ms']:.2f}" for lv in m["levels"])
-                say(f"  {mode:12s} level0/ORT {m['level0_vs_ort']:.3f}  level p50s {p50s} ms  all levels RSS "
+                say(f"  {mode:12s} level0/ORT {m['level0_vs_ort']:.3f} (CPU time {m['level0_vs_ort_cpu_time']:.3f})  "
+                    f"level p50s {p50s} ms  all levels RSS "
                     f"+{rss['anonymous_bytes'] / 2**20:.1f} MiB anon +{rss['file_bytes'] / 2**20:.1f} MiB file "
                     f"(accounted weights {m['resident_weight_bytes'] / m['full_weight_bytes']:.2f}x full)")
     results["load_average_after"] = os.getloadavg()
@@ -231,7 +238,9 @@ def main() -> None:
         f"Measured on a shared 2-core host with other jobs running: load average "
         f"{results['load_average'][0]:.1f} at the start, {results['load_average_after'][0]:.1f} at the end "
         f"(per model in the JSON). p50 ratios are medians of {args.runs} paired rounds (ORT and level 0 "
-        "interleaved), one thread, ORT_ENABLE_ALL for the plain session. RSS growth is measured in a fresh "
+        "interleaved), one thread, ORT_ENABLE_ALL for the plain session; the CPU-time ratio is the same "
+        "pairing on the process's CPU time (the work, without the time spent waiting for a core). "
+        "Per-level p50s are wall clock, measured one level after the other. RSS growth is measured in a fresh "
         "process per mode. Inputs are the zoo's (64x64 images, 16 tokens).\n\n```\n"
         + "\n".join(lines) + "\n```\n")
 

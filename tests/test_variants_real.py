@@ -1,8 +1,10 @@
-"""``edgert prune`` on real architectures (torchvision CNNs, a tiny ViT, a two-layer BERT;
-seeded random weights; TorchScript exports from tests/torch_models.py and the dynamo exports
-of tools/make_real_zoo.py): every level runs with finite outputs, level 0
-computes what ORT computes on the original, and every level removes about its share of the
-weights. The fast subset runs in CI; the larger CNNs carry the ``slow`` marker.
+"""``edgert prune`` on real architectures (torchvision CNNs, ViT, BERT, GPT-2, control-flow
+CNNs; seeded random weights; TorchScript exports from tests/torch_models.py and the dynamo
+exports of tools/make_real_zoo.py): every level runs with finite outputs, level 0 computes
+what ORT computes on the original, every level removes about its share of the weights, and
+transformers lose whole attention heads: a level computes the full model with the dropped
+heads' (and MLP channels') consumer weights zeroed. The fast subset runs in CI; the larger
+models carry the ``slow`` marker.
 
 Removed weight fraction: a ratio r removes r of the channels of every prunable group. A weight
 pruned on one axis (the stem conv, the classifier, a depthwise filter, a transformer's
@@ -170,6 +172,14 @@ def test_zoo_cnn_levels(zoo, name: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["regnet_y_400mf", "efficientnet_b0", "resnet50", "convnext_tiny"])
 def test_zoo_large_cnn_levels(zoo, name: str, tmp_path: Path) -> None:
     check_levels(*zoo(name), tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["branchy_resnet18", "cond_mobilenet_v3", "loop_resnet18"])
+def test_zoo_control_flow_cnn_levels(zoo, name: str, tmp_path: Path) -> None:
+    """If/Loop bodies are not analysed: what they read keeps its channels, the rest prunes."""
+    removed = check_levels(*zoo(name), tmp_path, ratio_check=False)
+    assert 0 < removed[1] < removed[2] < removed[3]
 
 
 def head_groups(model: Path) -> list[tuple[int, int]]:
