@@ -9,14 +9,18 @@ input's group, a grouped Conv with as many outputs as inputs too, in blocks of i
 per group; Gemm/MatMul consume the channels on their weight's input axis. Transformers: a
 MatMul over the last axis (a MLP's hidden width), LayerNormalization over the channels, and
 attention heads, whose Reshape splits the channel axis into (heads, width) with a *unit*
-(channels per index along the heads axis), meet in Q K^T and P V and merge back.
+(channels per index along the heads axis), meet in Q K^T and P V and merge back. Reshapes
+are followed by dimension algebra on symbolic dims (``reshape.follow``), also when their
+target is computed from Shape at run time; a fused Q/K/V projection picked apart by Gather
+or Split is *cut*: its group is replaced by one group per part (``expand``).
 
 A group is *fixed* (never pruned) when it touches something the pruner does not understand
-— a graph input or output, a Reshape it cannot follow, a Shape — and the reason names the
-node, so ``edgert prune`` can say which part of a model was skipped and why. An op it does
-not understand leaves its outputs without a layout (never pruned).
+— a graph input or output, a Reshape it cannot follow, a tensor an If/Loop body reads —
+and the reason names the node, so ``edgert prune`` can say which part of a model was
+skipped and why. An op it does not understand leaves its outputs without a layout (never
+pruned).
 
-Host-only: imports onnx (and onnxruntime's symbolic shape inference when present).
+Host-only: imports onnx and sympy (and onnxruntime's symbolic shape inference when present).
 """
 from __future__ import annotations
 
