@@ -30,7 +30,7 @@ from edgert.settings import BenchSettings
 
 HEARTBEAT_S = 2.0  # while a request runs, the host hears from us at least this often
 PROGRESS_S = 0.5
-MEASUREMENTS = frozenset({"bench.run", "model.run", "sweep.run", "tvm.time"})
+MEASUREMENTS = frozenset({"bench.run", "model.run", "sweep.run", "tvm.time", "lut.run"})
 
 Handler = Callable[[dict[str, Any], Callable[[Any], None]], Any]
 
@@ -84,6 +84,7 @@ concurrently on TCP (the store locks itself, measurements take turns)."""
             protocol.ARTIFACT_RUN: self._artifact_run,
             "sweep.run": self._sweep_run,
             "tvm.time": self._tvm_time,
+            "lut.run": self._lut_run,
         }
 
     def capabilities(self) -> protocol.Capabilities:
@@ -284,6 +285,15 @@ concurrently on TCP (the store locks itself, measurements take turns)."""
         result["device"] = self._facts(params.get("transport", "agent"))
         return result
 
+    def _lut_run(self, params: dict[str, Any], progress: Callable[[Any], None]) -> dict[str, Any]:
+        """Time an All-in-One file's blocks and whole networks at each setting (``edgert lut``)."""
+        from edgert.variants.lut_run import serve_request
+
+        asked = params.get("request") if isinstance(params.get("request"), dict) else {}
+        self._check_meter(asked)
+        result = serve_request(params, self._artifact(params), self._own_root(asked), progress)
+        result["device"] = self._facts(params.get("transport", "agent"))
+        return result
 
     def _tvm_time(self, params: dict[str, Any], progress: Any) -> dict[str, Any]:
         """Time one TVM tuning candidate built on the host (MetaSchedule's runner, on the device)."""

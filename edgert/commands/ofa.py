@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
+from edgert.commands.options import address_from, device_options
 from edgert.errors import UsageError
 
 
@@ -15,40 +17,54 @@ from edgert.errors import UsageError
 @click.option("--cpu-policy", default="policy0", show_default=True, help="cpufreq policy to pin.")
 @click.option("--emulated", "emulated_levels", default=None, metavar="LEVELS",
               help="Measure at emulated CPU-quota levels instead, e.g. 1.0,0.5 (labelled emulated).")
-@click.option("--device", default="local", show_default=True,
-              help="Only 'local': lut times blocks in this process (run it on the device itself).")
 @click.option("--power", default="none", show_default=True,
               help="Power source for energy per block: none, auto, a rail name, counter:NAME, a meter URL.")
-@click.option("--sysfs-root", default="/", show_default=True, help="sysfs root (fixtures, tests).")
+@click.option("--sysfs-root", default=None,
+              help="sysfs root (fixtures, tests; on a device it must be the agent's own) [default: /].")
 @click.option("--threads", type=int, default=1, show_default=True, help="Engine threads.")
 @click.option("--window-ms", default=30.0, show_default=True, help="One timing window (ms).")
-@click.option("--repeats", default=5, show_default=True, help="Windows per entry (the entry is the fastest).")
+@click.option("--repeats", default=5, show_default=True,
+              help="Interleaved rounds of one window each (an entry keeps its fastest).")
 @click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
               help="wall: latency; cpu: this thread's CPU time (needs --threads 1; immune to other "
                    "processes, blind to stalls, so not with --emulated).")
 @click.option("--checks", default=8, show_default=True,
               help="Random whole-network configurations checked besides the uniform levels.")
-def lut(file: Path, cpu_freqs: str | None, cpu_policy: str, emulated_levels: str | None, device: str,
-        power: str, sysfs_root: str, threads: int, window_ms: float, repeats: int, clock: str,
-        checks: int) -> None:
-    """Measure FILE's per-block latency table (FBNet style) at every setting; store it in FILE."""
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@device_options
+def lut(file: Path, cpu_freqs: str | None, cpu_policy: str, emulated_levels: str | None, power: str,
+        sysfs_root: str | None, threads: int, window_ms: float, repeats: int, clock: str, checks: int,
+        quiet: bool, **device: Any) -> None:
+    """Measure FILE's per-block latency table (FBNet style) at every setting, here or on --device
+    through its agent; store it in FILE."""
+    from edgert.progress import Progress
     from edgert.sweep import parse_freqs, parse_levels
     from edgert.variants import lut as lut_mod
 
-    if device != "local":
-        raise UsageError("edgert lut times blocks in this process: run it on the device (--device local) "
-                         "and copy the file back")
     freqs = parse_freqs(cpu_freqs, "kHz")
     if freqs == "all":
         raise UsageError("--cpu-freqs all is not supported by lut: list the clocks (each costs a full table)")
-    settings, unit, emulated = lut_mod.settings_for(freqs, cpu_policy, parse_levels(emulated_levels), sysfs_root)
-    table = lut_mod.measure(file, settings, lut_mod.LutSettings(window_ms=window_ms, repeats=repeats,
-                                                                checks=checks, threads=threads, clock=clock),
-                            unit=unit, emulated=emulated, power=power, sysfs_root=sysfs_root,
-                            progress=lambda line: click.echo(line, err=True))
-    label = " (EMULATED levels, not clocks)" if emulated else ""
+    levels = parse_levels(emulated_levels)
+    settings = lut_mod.LutSettings(window_ms=window_ms, repeats=repeats, checks=checks, threads=threads,
+                                   clock=clock)
+    progress = None if quiet else (lambda line: click.echo(line, err=True))
+    address = address_from(**device)
+    if address.scheme == "local":
+        frequency_settings, unit, emulated = lut_mod.settings_for(freqs, cpu_policy, levels, sysfs_root or "/")
+        table = lut_mod.measure(file, frequency_settings, settings, unit=unit, emulated=emulated, power=power,
+                                sysfs_root=sysfs_root or "/", progress=progress)
+    else:
+        with Progress(quiet=quiet):  # the upload shows its progress
+            table = lut_mod.measure_on_device(file, address, settings, cpu_freqs=freqs, policy=cpu_policy,
+                                              emulated_levels=levels, power=power, sysfs_root=sysfs_root,
+                                              progress=progress)
+    label = " (EMULATED levels, not clocks)" if table["emulated"] else \
+        " (FIXTURE sysfs: clocks not real)" if table["fixture"] else ""
+    where = table["device"].get("hostname") or table["device"].get("transport")
     click.echo(f"{file}: latency table of {len(table['blocks'])} blocks at {len(table['frequencies'])} "
-               f"settings{label} stored in the file")
+               f"settings{label}, measured on {where}, stored in the file")
+    for warning in table["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
     for j, f in enumerate(table["frequencies"]):
         err = table["prediction_error"][j]
         c = table["correction"][j]

@@ -26,12 +26,11 @@ managers that pin a cpufreq clock or an emulated level and restore it:
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,15 @@ from edgert.errors import UsageError
 from . import config as C
 from . import config_graph, tables
 from .frequency import FrequencySetting
-from .ranges import EXTERNAL_LOCATION, slice_ranges
+from .lut_run import (  # noqa: F401
+    JOB,
+    JOB_GRAPH,
+    JOB_SCHEMA,
+    LutSettings,
+    run_job,
+    settings_for,
+    time_ms,
+)
 from .runtime import VariantModel
 
 SCHEMA = "edgert.aio.lut/1"
@@ -51,53 +58,10 @@ FUSED = frozenset({"BatchNormalization", "Relu", "Clip", "LeakyRelu", "HardSwish
                    "Tanh", "Gelu", "Elu"})
 
 
-@dataclasses.dataclass(frozen=True)
-class LutSettings:
-    window_ms: float = 30.0  # one timing window (several cgroup periods for the emulated domain)
-    repeats: int = 5  # windows per entry; the entry is the fastest (``time_ms``)
-    checks: int = 8  # random whole-network configurations besides the uniform levels
-    seed: int = 0
-    threads: int | None = 1
-    clock: str = "wall"  # or "cpu": this thread's CPU time (see time_ms)
-
-    def __post_init__(self) -> None:
-        if self.window_ms <= 0 or self.repeats < 1 or self.checks < 0:
-            raise UsageError("lut: need window_ms > 0, repeats >= 1, checks >= 0")
-        if self.clock not in ("wall", "cpu"):
-            raise UsageError(f"lut: clock must be 'wall' or 'cpu', not {self.clock!r}")
-        if self.clock == "cpu" and self.threads != 1:
-            raise UsageError("lut: the cpu clock needs threads=1 (ORT then computes in the calling thread)")
-
-
 @dataclasses.dataclass
 class Block:
     nodes: list[Any]  # onnx NodeProto, in graph order
     groups: tuple[int, ...]  # prunable groups whose width changes any of its tensors
-
-
-def time_ms(run: Callable[[], object], settings: LutSettings) -> float:
-    """Mean ms per call over a window of ``window_ms``; the least of ``repeats`` windows (on a
-    shared machine the window least disturbed by other processes; blocks and whole networks
-    are timed alike, so the choice does not bias the sum against the whole).
-
-    ``clock="cpu"`` counts this thread's CPU time instead of wall time: with one engine thread
-    ORT computes in the calling thread, so this is the work itself, unaffected by other
-    processes taking the CPU (on a machine shared with a load of 15 on 2 cores, wall time
-    ran 20x the CPU time). It is not a latency: it ignores stalls, so it cannot see an
-    emulated CPU quota (``measure`` refuses that combination)."""
-    clock = time.thread_time if settings.clock == "cpu" else time.perf_counter
-    run()
-    t0 = clock()
-    run()
-    once = max(clock() - t0, 1e-6)
-    n = max(1, int(settings.window_ms / 1e3 / once))
-    windows = []
-    for _ in range(settings.repeats):
-        t0 = clock()
-        for _ in range(n):
-            run()
-        windows.append((clock() - t0) / n * 1e3)
-    return float(min(windows))
 
 
 # -- blocks -----------------------------------------------------------------------------------
@@ -225,22 +189,23 @@ def _block_graph(model: Any, block: Block, shapes: dict[str, list[int]], float_i
     return out.SerializeToString()
 
 
-# -- measuring --------------------------------------------------------------------------------
+# -- the job ----------------------------------------------------------------------------------
 
 @dataclasses.dataclass
-class _Prepared:
-    """Everything to time at one setting: block entries, the empty call, whole-network checks."""
+class Job:
+    """What ``lut_run`` times (its docstring): the JSON ``spec``, the graphs it names and, for
+    the table, each block's nodes, ops and groups."""
 
-    entries: list[tuple[int, str, Callable[[], Callable[[], object]]]]  # (block, width key, make a run)
-    twins: list[Callable[[], Callable[[], object]]]  # per block: a call with its inputs that does nothing
-    overhead: Callable[[], object]
-    checks: list[C.Config]
+    spec: dict[str, Any]
+    graphs: dict[str, bytes]
+    described: list[dict[str, Any]]
 
 
-def _session(graph: bytes, weights: dict[str, np.ndarray], threads: int | None) -> Any:
-    from edgert.backends.ort import CallerWeightsSession
+def _inputs_of(graph: bytes) -> dict[str, list[int]]:
+    import onnx
 
-    return CallerWeightsSession(graph, weights, location=EXTERNAL_LOCATION, threads=threads)
+    model = onnx.load_from_string(graph)
+    return {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
 
 
 def _twin_graph(model: Any, block: Block, shapes: dict[str, list[int]], float_inits: set[str]) -> bytes:
@@ -255,154 +220,196 @@ def _twin_graph(model: Any, block: Block, shapes: dict[str, list[int]], float_in
     return helper.make_model(twin, opset_imports=model.opset_import, ir_version=model.ir_version).SerializeToString()
 
 
-def _empty_call(threads: int | None) -> Callable[[], object]:
+def _empty_graph() -> bytes:
     import onnx
     from onnx import helper
 
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
     y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "empty", [x], [y])
-    session = _session(helper.make_model(graph).SerializeToString(), {}, threads)
-    feeds = {"x": np.zeros(1, np.float32)}
-    return lambda: session.run(feeds)
-
-
-def _builder(graph: bytes, weights: dict[str, np.ndarray], shapes: dict[str, list[int]], settings: LutSettings
-             ) -> Callable[[], Callable[[], object]]:
-    """Build the block's session when it is timed (not all at once: hundreds of sessions)."""
-    def make() -> Callable[[], object]:
-        session = _session(graph, weights, settings.threads)
-        rng = np.random.default_rng(settings.seed)
-        feeds = {s.name: rng.standard_normal(shapes[s.name]).astype(np.float32) for s in session.inputs}
-        return lambda: session.run(feeds)
-
-    return make
-
-
-def _ort_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__
+    return helper.make_model(graph).SerializeToString()
 
 
 def width_key(widths: Sequence[int]) -> str:
     return ",".join(str(w) for w in widths)
 
 
-def _prepare(vm: VariantModel, feeds: dict[str, np.ndarray], settings: LutSettings
-             ) -> tuple[list[Block], _Prepared, list[dict[str, Any]]]:
-    meta, tensors = vm._file.meta, vm._file.tensors
-    model = _full_graph(vm, feeds)
+def plan(vm: VariantModel, settings: LutSettings, dims: dict[str, int] | None = None) -> Job:
+    """Cut ``vm``'s file into blocks and lay out every entry, twin and check to time (host: onnx).
+    Symbolic input dims are 1 (one inference) unless ``dims`` sets them."""
+    from edgert.tensors import random_feeds
+
+    meta = vm._file.meta
+    dims = {**{d: 1 for spec in vm.inputs for d in spec.shape if isinstance(d, str)}, **(dims or {})}
+    model = _full_graph(vm, random_feeds(vm.inputs, dims, settings.seed))
     shape_of = shape_model(model, meta)
     blocks = find_blocks(model, shape_of)
-    widths = C.candidate_widths(meta)
-    sizes = C.prunable(meta)
+    widths, sizes = C.candidate_widths(meta), C.prunable(meta)
     float_inits = set(meta["levels"][0]["params"])
-    entries, twins = [], []
-    described = []
-    for index, block in enumerate(blocks):
-        combos = list(itertools.product(*(widths[g] for g in block.groups)))
+    graphs: dict[str, bytes] = {}
+
+    def unit(graph: bytes, weights: dict[str, Any] | None = None) -> dict[str, Any]:
+        name = JOB_GRAPH.format(len(graphs))
+        graphs[name] = graph
+        return {"graph": name, "inputs": _inputs_of(graph), "weights": weights or {}}
+
+    spec_blocks, described = [], []
+    full = shape_of.shapes(C.make(meta, sizes))
+    for block in blocks:
         described.append({"nodes": [n.name or n.output[0] for n in block.nodes],
                           "ops": [n.op_type for n in block.nodes], "groups": list(block.groups)})
-        for combo in combos:
+        entries = []
+        for combo in itertools.product(*(widths[g] for g in block.groups)):
             config = C.make(meta, {**{g: widths[g][-1] for g in sizes}, **dict(zip(block.groups, combo))})
-            shapes = shape_of.shapes(config)
-            specs = C.weight_specs(meta, config)
+            shapes, specs = shape_of.shapes(config), C.weight_specs(meta, config)
             used = {n for node in block.nodes for n in node.input if n in float_inits}
-            weights = {n: slice_ranges(tensors[specs[n]["tensor"]], specs[n]["ranges"]) for n in used}
-            graph = _block_graph(model, block, shapes, float_inits)
-            entries.append((index, width_key(combo), _builder(graph, weights, shapes, settings)))
-        full = shape_of.shapes(C.make(meta, sizes))
-        twins.append(_builder(_twin_graph(model, block, full, float_inits), {}, full, settings))
+            weights = {n: {"tensor": specs[n]["tensor"], "ranges": specs[n]["ranges"]} for n in sorted(used)}
+            entries.append({"key": width_key(combo), **unit(_block_graph(model, block, shapes, float_inits),
+                                                             weights)})
+        spec_blocks.append({"entries": entries, "twin": unit(_twin_graph(model, block, full, float_inits))})
     rng = random.Random(settings.seed)
     checks = [C.of_level(meta, i) for i in range(len(meta["levels"]))]
     checks += [C.make(meta, {g: rng.choice(ws) for g, ws in widths.items()}) for _ in range(settings.checks)]
-    return blocks, _Prepared(entries, twins, _empty_call(settings.threads), checks), described
+    spec = {"schema": JOB_SCHEMA, "dims": dims, "seed": settings.seed, "settings": dataclasses.asdict(settings),
+            "overhead": unit(_empty_graph()), "blocks": spec_blocks, "checks": [c.encode() for c in checks]}
+    return Job(spec, graphs, described)
 
+
+# -- measuring --------------------------------------------------------------------------------
 
 def measure(path: str | Path, settings_list: Sequence[FrequencySetting], lut: LutSettings | None = None, *,
             unit: str = "khz", emulated: bool = False, power: str = "none", sysfs_root: str = "/",
             dims: dict[str, int] | None = None,
             progress: Callable[[str], None] | None = None, write: bool = True) -> dict[str, Any]:
-    """Measure the block table and the whole-network checks at every setting; return (and by
-    default store in ``path``) the table (docs/aio-format.md, ``ofa/lut``). Symbolic input dims
-    are 1 (one inference) unless ``dims`` sets them."""
+    """Measure the block table and the whole-network checks at every setting, in this process;
+    return (and by default store in ``path``) the table (docs/aio-format.md, ``ofa/lut``)."""
     from edgert.device_agents.sampler import Sampler, open_source
 
     if not settings_list:
         raise UsageError("lut needs at least one frequency setting")
-    lut = lut or LutSettings()
-    if emulated and lut.clock == "cpu":
-        raise UsageError("the cpu clock cannot see an emulated CPU quota (stalls are not CPU time): "
-                         "use the wall clock on the emulated domain")
-    order = sorted(settings_list, key=lambda s: s.frequency)
+    lut = _checked(lut, emulated)
     source = open_source(power, sysfs_root) if power != "none" else None
-    sampler = Sampler(source) if source is not None else None
-    with VariantModel(path, threads=lut.threads, config_budget=None, graph_builder=config_graph.build) as vm:
-        from edgert.tensors import random_feeds
-
-        symbolic = {d: 1 for spec in vm.inputs for d in spec.shape if isinstance(d, str)}
-        feeds = random_feeds(vm.inputs, {**symbolic, **(dims or {})}, lut.seed)
-        blocks, prepared, described = _prepare(vm, feeds, lut)
-        for c in prepared.checks:
-            vm.select_config(c)
-        latency = [{} for _ in blocks]
-        energy = [{} for _ in blocks]
-        overhead, check_ms, check_mj = [], [[] for _ in prepared.checks], [[] for _ in prepared.checks]
-        call_ms: list[list[float]] = [[] for _ in blocks]
-        powered = sampler is not None
-
-        def timed(run: Callable[[], object]) -> tuple[float, float | None]:
-            if sampler is None:
-                return time_ms(run, lut), None
-            sampler.start()
-            ms = time_ms(run, lut)
-            values = sampler.stop()["values"]
-            return ms, (float(np.mean(values)) * ms if values else None)
-
-        try:
-            for setting in order:
-                if progress:
-                    progress(f"measuring {len(prepared.entries)} block entries and {len(prepared.checks)} "
-                             f"networks at {setting.label or setting.frequency}")
-                with setting.apply():
-                    overhead.append(time_ms(prepared.overhead, lut))
-                    calls = [time_ms(make(), lut) for make in prepared.twins]
-                    for index, call in enumerate(calls):
-                        call_ms[index].append(call)
-                    for index, key, make in prepared.entries:
-                        ms, mj = timed(make())
-                        latency[index].setdefault(key, []).append(max(ms - calls[index], 0.0))  # noise
-                        energy[index].setdefault(key, []).append(mj)
-                        powered = powered and mj is not None
-                    for i, c in enumerate(prepared.checks):
-                        vm.select_config(c)
-                        ms, mj = timed(lambda: vm.run(feeds))
-                        check_ms[i].append(ms)
-                        check_mj[i].append(mj)
-        finally:
-            if source is not None:
-                source.close()
-    table: dict[str, Any] = {
-        "schema": SCHEMA, "emulated": emulated, "frequency_unit": unit,
-        "frequencies": [s.frequency for s in order], "labels": [s.label for s in order],
-        "feeds": {k: list(v.shape) for k, v in feeds.items()},
-        "overhead_ms": overhead,
-        "blocks": [{**d, "latency_ms": latency[i], "call_ms": call_ms[i],
-                    **({"energy_mj": energy[i]} if powered else {})}
-                   for i, d in enumerate(described)],
-        "checks": [{"config": c.encode(), "measured_ms": check_ms[i],
-                    **({"measured_mj": check_mj[i]} if powered else {})} for i, c in enumerate(prepared.checks)],
-        "power_source": f"{source.name} ({source.kind})" if source is not None and powered else None,
-        "device": {**device_facts.collect("local"), "emulated": emulated},
-        "onnxruntime": _ort_version(),
-        "settings": dataclasses.asdict(lut), "measured_unix": time.time(),
-    }
-    table.update(fit(table))
+    try:
+        with VariantModel(path, threads=lut.threads, config_budget=None, graph_builder=config_graph.build) as vm:
+            job = plan(vm, lut, dims)
+            raw = run_job(vm, job.spec, job.graphs.__getitem__, settings_list,
+                          sampler=Sampler(source) if source is not None else None, progress=progress)
+    finally:
+        if source is not None:
+            source.close()
+    raw.update(power_source=f"{source.name} ({source.kind})" if source is not None else None,
+               unit=unit, emulated=emulated, sysfs_root=sysfs_root, onnxruntime=_ort_version())
+    table = assemble(job, raw, {**device_facts.collect("local"), "emulated": emulated}, lut)
     if write:
         tables.store(path, {tables.LUT: table})
     return table
 
+
+def measure_on_device(path: str | Path, device: Any, lut: LutSettings | None = None, *,
+                      cpu_freqs: Sequence[int] | None = None, policy: str = "policy0",
+                      emulated_levels: Sequence[float] | None = None, power: str = "none",
+                      sysfs_root: str | None = None, dims: dict[str, int] | None = None,
+                      progress: Callable[[str], None] | None = None, write: bool = True) -> dict[str, Any]:
+    """The table measured on ``device`` through its agent: the job (blocks cut here, where onnx
+    is) goes to the device inside a copy of the file with the checks' graphs, the agent pins
+    each clock or emulated level on its own sysfs root and times it there (``lut.run``), the
+    table is assembled here and stored in ``path``. ``sysfs_root``, when given, must be the
+    agent's own (it refuses another)."""
+    import tempfile
+
+    from edgert.devices.connect import open_client
+
+    if bool(cpu_freqs) == bool(emulated_levels):
+        raise UsageError("choose one of --cpu-freqs LIST and --emulated LEVELS")
+    lut = _checked(lut, bool(emulated_levels))
+    path = Path(path)
+    request = {"cpu_freqs": [int(f) for f in cpu_freqs or []], "policy": policy,
+               "emulated_levels": [float(x) for x in emulated_levels or []], "power": power,
+               **({"sysfs_root": sysfs_root} if sysfs_root else {})}
+    with tempfile.TemporaryDirectory(prefix="edgert-lut-") as tmp:
+        job_path = Path(tmp) / f"{path.stem}.lutjob.aio"
+        job = write_job(path, job_path, lut, dims)
+        with open_client(device) as client:
+            sha = client.upload(job_path)
+            raw = client.call("lut.run", {"sha256": sha, "suffix": ".aio", "transport": client.transport_name,
+                                          "request": request},
+                              (lambda data: progress(str(data.get("line", data)))) if progress else None)
+    facts = raw.pop("device", None) or {"transport": device.scheme}
+    facts["emulated"] = bool(facts.get("emulated") or raw.get("emulated") or getattr(device, "emulated", False))
+    table = assemble(job, raw, facts, lut)
+    if write:
+        tables.store(path, {tables.LUT: table})
+    return table
+
+
+def write_job(path: str | Path, dest: str | Path, lut: LutSettings, dims: dict[str, int] | None = None) -> Job:
+    """A copy of ``path`` at ``dest`` holding the job (``lut_run.JOB``) and the graphs it runs, the
+    checks' included, so a device times it with ORT alone (``lut_run.run_file``)."""
+    import shutil
+
+    with VariantModel(path, threads=lut.threads, config_budget=None, graph_builder=config_graph.build) as vm:
+        job = plan(vm, lut, dims)
+        meta = vm._file.meta
+        checks = config_graph.graphs_to_store(meta, vm._file.tensors,
+                                              [C.decode(meta, t) for t in job.spec["checks"]])
+    shutil.copy(path, dest)
+    tables.store(dest, {JOB: job.spec}, {**checks, **job.graphs})
+    return job
+
+
+def _checked(lut: LutSettings | None, emulated: bool) -> LutSettings:
+    lut = lut or LutSettings()
+    if emulated and lut.clock == "cpu":
+        raise UsageError("the cpu clock cannot see an emulated CPU quota (stalls are not CPU time): "
+                         "use the wall clock on the emulated domain")
+    return lut
+
+
+def assemble(job: Job, raw: dict[str, Any], facts: dict[str, Any], lut: LutSettings) -> dict[str, Any]:
+    """The table from ``lut_run``'s raw times: each entry less its block's twin (one call's cost),
+    the correction fitted. Fixture clocks, fixture power (``energy_status``) and emulated
+    levels are labelled as such."""
+    from edgert.power_status import is_fixture_root
+
+    fixture = is_fixture_root(raw.get("sysfs_root"))
+    warnings = list(raw.get("warnings") or [])
+    powered = bool(raw.get("power_source")) and all(v is not None for row in raw["entries_mj"] + raw["checks_mj"]
+                                                    for v in row)
+    if powered and fixture:  # kept so the tables work end to end on fixtures, labelled
+        warnings.append(f"energy from {raw['power_source']} on a fixture sysfs tree: constant fixture "
+                        "values, not a measurement")
+    labels = [(label or f"{f:g}") + (" (fixture sysfs: clock not real)" if fixture and raw["unit"] == "khz" else "")
+              for label, f in zip(raw["labels"], raw["frequencies"])]
+    blocks, e = [], 0
+    for i, d in enumerate(job.described):
+        latency, energy = {}, {}
+        for entry in job.spec["blocks"][i]["entries"]:
+            latency[entry["key"]] = [max(ms - call, 0.0)
+                                     for ms, call in zip(raw["entries_ms"][e], raw["call_ms"][i])]
+            energy[entry["key"]] = raw["entries_mj"][e]
+            e += 1
+        blocks.append({**d, "latency_ms": latency, "call_ms": raw["call_ms"][i],
+                       **({"energy_mj": energy} if powered else {})})
+    table: dict[str, Any] = {
+        "schema": SCHEMA, "emulated": bool(raw["emulated"]), "fixture": fixture, "frequency_unit": raw["unit"],
+        "frequencies": raw["frequencies"], "labels": labels, "feeds": raw["feeds"],
+        "overhead_ms": raw["overhead_ms"], "blocks": blocks,
+        "checks": [{"config": c, "measured_ms": raw["checks_ms"][i],
+                    **({"measured_mj": raw["checks_mj"][i]} if powered else {})}
+                   for i, c in enumerate(job.spec["checks"])],
+        "power_source": raw["power_source"] if powered else None, "warnings": warnings,
+        "energy_status": ("fixture" if fixture else "measured") if powered else None,
+        "device": {**facts, "sysfs_root": raw.get("sysfs_root"), "fixture_sysfs": fixture},
+        "onnxruntime": raw.get("onnxruntime"), "settings": dataclasses.asdict(lut), "measured_unix": time.time(),
+    }
+    table.update(fit(table))
+    return table
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 # -- predicting -------------------------------------------------------------------------------
 
@@ -480,36 +487,3 @@ def read(path: str | Path) -> dict[str, Any]:
     if table is None:
         raise UsageError(f"{path} has no latency table: run `edgert lut {path} ...` first", path=str(path))
     return table
-
-
-def cpufreq_settings(policy: str, khz: Sequence[int], sysfs_root: str = "/") -> list[FrequencySetting]:
-    """One setting per clock, each pinning ``policy`` (journaled ``DvfsControl``) and restoring after."""
-    @contextlib.contextmanager
-    def pinned(value: int) -> Iterator[int]:
-        from edgert.device_agents.dvfs import DvfsControl
-        from edgert.device_agents.sweep import default_journal_path
-
-        with DvfsControl(sysfs_root, journal_path=default_journal_path()) as dvfs:
-            yield dvfs.pin_cpu(policy, int(value))
-
-    return [FrequencySetting(float(f), lambda f=f: pinned(f), f"{policy} {f} kHz") for f in khz]
-
-
-def settings_for(cpu_freqs: Sequence[int] | None, policy: str, emulated_levels: Sequence[float] | None,
-                 sysfs_root: str = "/") -> tuple[list[FrequencySetting], str, bool]:
-    """Frequency settings (and their unit) for cpufreq clocks or emulated levels, as ``calibrate``."""
-    from .frequency import emulated_settings
-
-    if bool(cpu_freqs) == bool(emulated_levels):
-        raise UsageError("choose one of --cpu-freqs LIST and --emulated LEVELS")
-    if cpu_freqs:
-        return cpufreq_settings(policy, cpu_freqs, sysfs_root), "khz", False
-    from edgert.device_agents.emulated import EmulatedDomain
-
-    domain = EmulatedDomain(sysfs_root, levels=tuple(emulated_levels or ()), cpus=1)
-    if not domain.available():
-        from edgert.errors import SysfsError
-
-        raise SysfsError("emulated levels need a writable cgroup with cpu bandwidth control "
-                         "(run as root on cgroup v1 'cpu' or v2 with 'cpu' enabled)")
-    return emulated_settings(domain), "emulated fraction", True

@@ -1,0 +1,262 @@
+"""Device side of ``edgert lut``: time a prepared job at each frequency setting.
+
+The host (``lut.plan``, which needs onnx) cuts the blocks out of the file's graph and writes
+the job; this module needs only numpy and ONNX Runtime, so the agent runs it on a board
+(request ``lut.run``) and ``edgert lut --device local`` runs it here the same way. The job
+(``ofa/lutjob`` in a copy of the .aio, JSON)::
+
+    {"schema": JOB_SCHEMA, "dims": {dim: size}, "seed": int, "settings": LutSettings,
+     "overhead": UNIT,                      # an empty graph: one call's fixed cost
+     "blocks": [{"entries": [{"key": "16,32", **UNIT}], "twin": UNIT}],
+     "checks": ["1:16,2:32", ...]}          # whole-network configurations, graphs in ofa/graph/<key>
+    UNIT = {"graph": tensor name (U8 ONNX), "inputs": {name: shape},
+            "weights": {name: {"tensor": file tensor, "ranges": slices}}}
+
+Timing is interleaved: a block's entries and its twin (its inputs, one Identity) are timed
+round-robin, ``repeats`` rounds of one window each, each keeping its least window; the
+overhead call and the checks likewise. On a shared or drifting machine an entry and the
+twin subtracted from it then see the same conditions. A window is the mean of as many calls
+as fill ``window_ms`` (several cgroup periods, so an emulated quota slows a 50 us block as it
+slows the network); ``clock="cpu"`` counts this thread's CPU time instead (the work alone,
+blind to other processes and to stalls).
+
+A setting that cannot be applied (a clock that does not take) is left out with a warning.
+Device-side: numpy, ONNX Runtime and ``device_agents``.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgert.errors import SysfsError, UsageError
+
+from . import config as C
+from . import tables
+from .frequency import FrequencySetting
+from .ranges import EXTERNAL_LOCATION, slice_ranges
+from .runtime import VariantModel
+
+JOB = "ofa/lutjob"
+JOB_GRAPH = "ofa/lutjob/graph/{}"
+JOB_SCHEMA = "edgert.aio.lutjob/1"
+Run = Callable[[], object]
+
+
+@dataclasses.dataclass(frozen=True)
+class LutSettings:
+    window_ms: float = 30.0  # one timing window (several cgroup periods for the emulated domain)
+    repeats: int = 5  # interleaved rounds; an entry keeps its fastest window
+    checks: int = 8  # random whole-network configurations besides the uniform levels
+    seed: int = 0
+    threads: int | None = 1
+    clock: str = "wall"  # or "cpu": this thread's CPU time
+
+    def __post_init__(self) -> None:
+        if self.window_ms <= 0 or self.repeats < 1 or self.checks < 0:
+            raise UsageError("lut: need window_ms > 0, repeats >= 1, checks >= 0")
+        if self.clock not in ("wall", "cpu"):
+            raise UsageError(f"lut: clock must be 'wall' or 'cpu', not {self.clock!r}")
+        if self.clock == "cpu" and self.threads != 1:
+            raise UsageError("lut: the cpu clock needs threads=1 (ORT then computes in the calling thread)")
+
+
+def _clock(settings: LutSettings) -> Callable[[], float]:
+    return time.thread_time if settings.clock == "cpu" else time.perf_counter
+
+
+def calls_per_window(run: Run, settings: LutSettings) -> int:
+    """How many calls of ``run`` fill one window (after one warm-up call)."""
+    clock = _clock(settings)
+    run()
+    t0 = clock()
+    run()
+    return max(1, int(settings.window_ms / 1e3 / max(clock() - t0, 1e-6)))
+
+
+def window_ms(run: Run, calls: int, settings: LutSettings) -> float:
+    """Mean ms per call over ``calls`` calls."""
+    clock = _clock(settings)
+    t0 = clock()
+    for _ in range(calls):
+        run()
+    return (clock() - t0) / calls * 1e3
+
+
+def time_ms(run: Run, settings: LutSettings) -> float:
+    """The least of ``repeats`` windows of ``run`` alone (``interleaved`` for several)."""
+    return interleaved([run], settings)[0][0]
+
+
+def interleaved(runs: Sequence[Run], settings: LutSettings, sampler: Any = None
+                ) -> list[tuple[float, float | None]]:
+    """Per run: (ms of its fastest window, mJ per call in that window or None), the runs
+    taking turns for ``repeats`` rounds. With a power ``sampler`` each window's mean power
+    times its time per call is its energy per call."""
+    calls = [calls_per_window(r, settings) for r in runs]
+    best: list[tuple[float, float | None]] = [(float("inf"), None)] * len(runs)
+    for _ in range(settings.repeats):
+        for i, run in enumerate(runs):
+            if sampler is not None:
+                sampler.start()
+            ms = window_ms(run, calls[i], settings)
+            mj = None
+            if sampler is not None:
+                values = sampler.stop()["values"]
+                mj = float(np.mean(values)) * ms if values else None
+            if ms < best[i][0]:
+                best[i] = (ms, mj)
+    return best
+
+
+# -- one job ----------------------------------------------------------------------------------
+
+def _unit_run(unit: Mapping[str, Any], graph_of: Callable[[str], bytes], tensors: Mapping[str, np.ndarray],
+              settings: LutSettings) -> Run:
+    from edgert.backends.ort import CallerWeightsSession
+
+    weights = {n: slice_ranges(tensors[w["tensor"]], w["ranges"]) for n, w in unit.get("weights", {}).items()}
+    session = CallerWeightsSession(graph_of(unit["graph"]), weights, location=EXTERNAL_LOCATION,
+                                   threads=settings.threads)
+    rng = np.random.default_rng(settings.seed)
+    feeds = {n: rng.standard_normal(shape).astype(np.float32) for n, shape in unit["inputs"].items()}
+    return lambda: session.run(feeds)
+
+
+def run_job(vm: VariantModel, job: Mapping[str, Any], graph_of: Callable[[str], bytes],
+            settings_list: Sequence[FrequencySetting], *, sampler: Any = None,
+            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Time ``job`` (module docstring) at every setting that applies; the raw times, per
+    setting: ``overhead_ms``, per block ``call_ms`` (its twin), per entry ``entries_ms`` /
+    ``entries_mj`` in job order, per check ``checks_ms`` / ``checks_mj``."""
+    from edgert.tensors import random_feeds
+
+    settings = LutSettings(**job["settings"])
+    tensors = vm._file.tensors
+    meta = vm._file.meta
+    feeds = random_feeds(vm.inputs, job["dims"], settings.seed)
+    checks = [C.decode(meta, text) for text in job["checks"]]
+    for c in checks:  # every check's session built (and cached) before any timing
+        vm.select_config(c)
+    check_runs = [_check_run(vm, c, feeds) for c in checks]
+    overhead = _unit_run(job["overhead"], graph_of, tensors, settings)
+    raw: dict[str, Any] = {"frequencies": [], "labels": [], "overhead_ms": [], "warnings": [],
+                           "call_ms": [[] for _ in job["blocks"]],
+                           "entries_ms": [[] for b in job["blocks"] for _ in b["entries"]],
+                           "entries_mj": [[] for b in job["blocks"] for _ in b["entries"]],
+                           "checks_ms": [[] for _ in checks], "checks_mj": [[] for _ in checks],
+                           "feeds": {k: list(v.shape) for k, v in feeds.items()}}
+    for setting in sorted(settings_list, key=lambda s: s.frequency):
+        label = setting.label or f"{setting.frequency:g}"
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(setting.apply())
+            except SysfsError as exc:
+                raw["warnings"].append(f"left out {label}: {exc.message}")
+                continue
+            if progress:
+                progress(f"measuring {len(raw['entries_ms'])} block entries and {len(checks)} networks at {label}")
+            raw["frequencies"].append(setting.frequency)
+            raw["labels"].append(setting.label)
+            raw["overhead_ms"].append(time_ms(overhead, settings))
+            e = 0
+            for i, block in enumerate(job["blocks"]):
+                runs = [_unit_run(u, graph_of, tensors, settings) for u in (*block["entries"], block["twin"])]
+                timed = interleaved(runs, settings, sampler)
+                raw["call_ms"][i].append(timed[-1][0])
+                for ms, mj in timed[:-1]:
+                    raw["entries_ms"][e].append(ms)
+                    raw["entries_mj"][e].append(mj)
+                    e += 1
+            for i, (ms, mj) in enumerate(interleaved(check_runs, settings, sampler)):
+                raw["checks_ms"][i].append(ms)
+                raw["checks_mj"][i].append(mj)
+    if not raw["frequencies"]:
+        raise SysfsError("lut measured no setting: " + "; ".join(raw["warnings"]))
+    return raw
+
+
+def _check_run(vm: VariantModel, config: C.Config, feeds: Mapping[str, np.ndarray]) -> Run:
+    def run() -> object:
+        vm.select_config(config)  # cached: a dictionary lookup (the switch costs ~1 us)
+        return vm.run(dict(feeds))
+
+    return run
+
+
+def run_file(path: Any, settings_list: Sequence[FrequencySetting], *, power: str = "none", sysfs_root: str = "/",
+             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``run_job`` on a job file written by ``lut.write_job`` (the stored graphs only: no onnx)."""
+    from edgert.device_agents.sampler import Sampler, open_source
+
+    job = tables.read(path, JOB)
+    if job is None or job.get("schema") != JOB_SCHEMA:
+        raise UsageError(f"{path} holds no lut job ({JOB_SCHEMA}); `edgert lut --device` writes one")
+    threads = job["settings"].get("threads")
+    source = open_source(power, sysfs_root) if power != "none" else None
+    try:
+        with VariantModel(path, threads=threads, config_budget=None) as vm:
+            tensors = vm._file.tensors
+            raw = run_job(vm, job, lambda name: bytes(tensors[name]), settings_list,
+                          sampler=Sampler(source) if source is not None else None, progress=progress)
+    finally:
+        if source is not None:
+            source.close()
+    import onnxruntime
+
+    raw["power_source"] = f"{source.name} ({source.kind})" if source is not None else None
+    raw["onnxruntime"] = onnxruntime.__version__
+    return raw
+
+
+# -- frequency settings on this device ---------------------------------------------------------
+
+def cpufreq_settings(policy: str, khz: Sequence[int], sysfs_root: str = "/") -> list[FrequencySetting]:
+    """One setting per clock, each pinning ``policy`` (journaled ``DvfsControl``) and restoring after."""
+    @contextlib.contextmanager
+    def pinned(value: int) -> Iterator[int]:
+        from edgert.device_agents.dvfs import DvfsControl
+        from edgert.device_agents.sweep import default_journal_path
+
+        with DvfsControl(sysfs_root, journal_path=default_journal_path()) as dvfs:
+            yield dvfs.pin_cpu(policy, int(value))
+
+    return [FrequencySetting(float(f), lambda f=f: pinned(f), f"{policy} {f} kHz") for f in khz]
+
+
+def settings_for(cpu_freqs: Sequence[int] | None, policy: str, emulated_levels: Sequence[float] | None,
+                 sysfs_root: str = "/") -> tuple[list[FrequencySetting], str, bool]:
+    """Frequency settings (and their unit) for cpufreq clocks or emulated levels, as ``calibrate``."""
+    from .frequency import emulated_settings
+
+    if bool(cpu_freqs) == bool(emulated_levels):
+        raise UsageError("choose one of --cpu-freqs LIST and --emulated LEVELS")
+    if cpu_freqs:
+        return cpufreq_settings(policy, cpu_freqs, sysfs_root), "khz", False
+    from edgert.device_agents.emulated import EmulatedDomain
+
+    domain = EmulatedDomain(sysfs_root, levels=tuple(emulated_levels or ()), cpus=1)
+    if not domain.available():
+        raise SysfsError("emulated levels need a writable cgroup with cpu bandwidth control "
+                         "(run as root on cgroup v1 'cpu' or v2 with 'cpu' enabled)")
+    return emulated_settings(domain), "emulated fraction", True
+
+
+def serve_request(params: Mapping[str, Any], path: Any, sysfs_root: str,
+                  progress: Callable[[Any], None]) -> dict[str, Any]:
+    """The agent's ``lut.run``: ``params["request"]`` = {cpu_freqs, policy, emulated_levels,
+    power}; the job file at ``path`` (already in the agent's store)."""
+    request = params.get("request")
+    if not isinstance(request, dict):
+        raise UsageError("lut.run needs a request object")
+    freqs = [int(f) for f in request.get("cpu_freqs") or []]
+    levels = [float(x) for x in request.get("emulated_levels") or []]
+    settings, unit, emulated = settings_for(freqs, str(request.get("policy") or "policy0"), levels, sysfs_root)
+    raw = run_file(path, settings, power=str(request.get("power") or "none"), sysfs_root=sysfs_root,
+                   progress=lambda line: progress({"line": line}))
+    raw.update(unit=unit, emulated=emulated, sysfs_root=sysfs_root)
+    return raw
