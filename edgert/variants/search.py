@@ -10,8 +10,9 @@ random configurations; every generation, parents are drawn from the Pareto front
 frequencies plus the best configurations under the budget at the target frequency; children
 come by crossover (each group's width from either parent) and mutation (a group moves to a
 neighbouring width). The result is the Pareto set per frequency over everything evaluated
-(no configuration in it is beaten on latency, energy where measured, and accuracy at once)
-and the best configuration under the budget. With the sets, the file gets the graph of every
+(no configuration in it is beaten on latency, energy where measured, and accuracy at once),
+stored with every uniform level added (``stored_set``: the levels are always candidates), and
+the best configuration under the budget. With the sets, the file gets the graph of every
 configuration in them (``config_graph``), so a device runs them without onnx.
 
 Host-only: builds graphs with onnx.
@@ -54,9 +55,9 @@ class Candidate:
     latency_ms: tuple[float, ...]  # per table frequency, corrected prediction
     energy_mj: tuple[float, ...] | None
 
-    def to_dict(self, j: int) -> dict[str, Any]:
+    def to_dict(self, j: int, **extra: Any) -> dict[str, Any]:
         out = {"config": self.config.encode(), "key": self.config.key, "accuracy": self.accuracy,
-               "latency_ms": self.latency_ms[j]}
+               "latency_ms": self.latency_ms[j], **extra}
         if self.energy_mj is not None:
             out["energy_mj"] = self.energy_mj[j]
         return out
@@ -78,6 +79,21 @@ def pareto(cands: Sequence[Candidate], j: int) -> list[Candidate]:
     unique = list({c.config: c for c in cands}.values())
     front = [c for c in unique if not any(dominates(o, c, j) for o in unique)]
     return sorted(front, key=lambda c: (c.latency_ms[j], -c.accuracy))
+
+
+def stored_set(cands: Sequence[Candidate], j: int, levels: Sequence[C.Config]) -> list[dict[str, Any]]:
+    """The set stored for frequency ``j``: the Pareto front plus every uniform level, fastest
+    first. A level is marked ``level`` (its index) and, when the front beats it on *predicted*
+    latency, ``dominated``: predictions err, and with the levels in the set a choice made on
+    measured latency among its members can never be worse than the best uniform level."""
+    front = pareto(cands, j)
+    on_front = {c.config for c in front}
+    by_config = {c.config: c for c in cands}
+    index = {config: i for i, config in enumerate(levels)}
+    members = front + [by_config[config] for config in levels if config not in on_front]
+    members.sort(key=lambda c: (c.latency_ms[j], -c.accuracy))
+    return [c.to_dict(j, **({"level": index[c.config]} if c.config in index else {}),
+                      **({} if c.config in on_front else {"dominated": True})) for c in members]
 
 
 def fits(c: Candidate, j: int, latency_ms: float, energy_mj: float | None) -> bool:
@@ -177,10 +193,11 @@ def search(path: str | Path, *, latency_ms: float, frequency: float, energy_mj: 
 
         searcher = Searcher(meta, table, score, settings)
         pool = searcher.run(j, latency_ms, energy_mj)
-        fronts = [pareto(pool, k) for k in range(len(table["frequencies"]))]
+        levels = [C.of_level(meta, i) for i in range(len(meta["levels"]))]
+        fronts = [stored_set(pool, k, levels) for k in range(len(table["frequencies"]))]
         # a device runs these without onnx: their graphs go into the file with the sets
-        graphs = config_graph.graphs_to_store(meta, vm._file.tensors,
-                                              dict.fromkeys(c.config for front in fronts for c in front))
+        graphs = config_graph.graphs_to_store(
+            meta, vm._file.tensors, dict.fromkeys(C.decode(meta, e["config"]) for front in fronts for e in front))
     best = best_under(pool, j, latency_ms, energy_mj)
     result = {
         "schema": SCHEMA, "accuracy": accuracy if isinstance(accuracy, str) else
@@ -188,7 +205,7 @@ def search(path: str | Path, *, latency_ms: float, frequency: float, energy_mj: 
         "proxy": accuracy == "proxy",
         "frequencies": table["frequencies"], "frequency_unit": table["frequency_unit"],
         "emulated": table["emulated"], "lut_measured_unix": table["measured_unix"],
-        "pareto": [[c.to_dict(k) for c in front] for k, front in enumerate(fronts)],
+        "pareto": fronts,
         "query": {"latency_ms": latency_ms, "energy_mj": energy_mj, "frequency": table["frequencies"][j]},
         "best": best.to_dict(j) if best else None,
         "evaluated": len(pool), "settings": dataclasses.asdict(settings), "seconds": round(time.time() - t0, 1),
