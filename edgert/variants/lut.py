@@ -15,14 +15,15 @@ Identity, nothing else) timed the same way; the network's one call is an empty g
 sum predicts; per frequency a line ``measured = a * predicted + b`` is fitted to them and
 both errors (raw and corrected) are reported as percentiles.
 
-Timing: each entry is the fastest of ``repeats`` windows, each the mean time of as many
-calls as fill ``window_ms``. A window spans several cgroup periods, so an emulated
-(CPU-quota) level slows a 50 µs block as it slows the whole network; a per-call median
-would hide the quota.
+Timing (``lut_run``, which runs on the device): a block's entries and its twin are timed
+interleaved, ``repeats`` rounds of one window each, each keeping its fastest window; a window
+is the mean of as many calls as fill ``window_ms``, several cgroup periods, so an emulated
+(CPU-quota) level slows a 50 us block as it slows the whole network.
 
-The measurement runs in this process at frequency settings the caller gives (context
-managers that pin a cpufreq clock or an emulated level and restore it:
-``cpufreq_settings`` here, ``frequency.emulated_settings``). Host-only: imports onnx.
+Where: ``measure`` runs the job in this process at the frequency settings the caller gives
+(``lut_run.settings_for``: cpufreq clocks or emulated levels); ``measure_on_device`` sends it
+to a device's agent inside a copy of the file (``write_job``), which pins and times there.
+The table is assembled here (``assemble``). Host-only: imports onnx.
 """
 from __future__ import annotations
 
