@@ -392,3 +392,35 @@ def test_stored_graphs_are_covered_by_the_checksum(measured: Path, tmp_path: Pat
     copy.write_bytes(bytes(raw))
     with pytest.raises(BundleError, match="checksum"):
         open_variants(copy)
+
+
+def test_pareto_sets_and_tables_survive_rewrites_and_are_covered_by_the_checksum(tmp_path: Path) -> None:
+    """The file round trip: a new lut keeps the stored sets and graphs byte for byte, a
+    search keeps the lut, every byte of both tables is under the data checksum."""
+    path = _cnn(tmp_path / "rt.aio")
+    lut.measure(path, [FrequencySetting(1.0, label="a")], FAST)
+    result = search.search(path, latency_ms=1e6, frequency=1.0,
+                           settings=search.SearchSettings(population=6, generations=1))
+    before = (lut.read(path), search.read(path), {k: bytes(v) for k, v in _graph_tensors(path).items()})
+    assert before[1]["pareto"] == json.loads(json.dumps(result["pareto"])) and before[2]
+    tables.store(path, {})  # a rewrite that changes nothing else
+    assert (lut.read(path), search.read(path), {k: bytes(v) for k, v in _graph_tensors(path).items()}) == before
+    lut.measure(path, [FrequencySetting(1.0, label="b")], FAST)  # a new table: sets and graphs kept
+    assert lut.read(path)["labels"] == ["b"] and search.read(path) == before[1]
+    assert {k: bytes(v) for k, v in _graph_tensors(path).items()} == before[2]
+    for marker in (b'"schema":"edgert.aio.pareto/1"', b'"schema":"edgert.aio.lut/1"'):
+        raw = bytearray(path.read_bytes())
+        at = bytes(raw).index(marker) + len(marker) + 5
+        raw[at] ^= 0x01
+        copy = tmp_path / "flipped.aio"
+        copy.write_bytes(bytes(raw))
+        with pytest.raises(BundleError, match="checksum"):
+            search.read(copy)
+
+
+def _graph_tensors(path: Path) -> dict[str, np.ndarray]:
+    f = aiofile.read(path)
+    try:
+        return {k: np.array(v) for k, v in f.tensors.items() if k.startswith(tables.GRAPHS)}
+    finally:
+        f.close()
