@@ -7,8 +7,9 @@
    (stored in the file as per-level auxiliary tensors): *+ BN recalibration*.
 4. All-in-One fine-tuning: one shared weight set trained over every level at once (the
    sandwich rule with in-place distillation: the full level learns from the labels, the
-   others from the full level's soft outputs), then per-level BN recalibration:
-   *fine-tuned (shared)*.
+   others, and ``--random-configs`` random per-layer width configurations per batch as
+   Once-for-All samples them, from the full level's soft outputs), then per-level BN
+   recalibration: *fine-tuned (shared)*.
 
 Accuracies always come from running the written .aio file through ``edgert.variants``; the
 fine-tuned file stores its levels' accuracy in its metadata (``accuracy``, docs/aio-format.md).
@@ -36,6 +37,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from edgert.variants import aiofile, open as open_variants  # noqa: E402
+from edgert.variants import config as C  # noqa: E402
 from edgert.variants.accuracy import store_accuracy  # noqa: E402
 from edgert.variants.prune import prune, replace_weights  # noqa: E402
 
@@ -143,10 +145,12 @@ def accuracy(aio: Path, x: np.ndarray, y: np.ndarray) -> list[float]:
 
 
 class Slimmable:
-    """The file's shared (permuted) weights as torch parameters, sliced per level."""
+    """The file's shared (permuted) weights as torch parameters, sliced per level or per
+    per-layer width configuration (``edgert.variants.config``)."""
 
     def __init__(self, aio: Path) -> None:
         f = aiofile.read(aio)
+        self.meta = f.meta
         self.levels = f.meta["levels"]
         self.params = {k: nn.Parameter(torch.tensor(np.array(v))) for k, v in f.tensors.items()
                        if not k.startswith(("graph/", "level")) and not k.endswith(BN_NAMES)}
@@ -154,8 +158,9 @@ class Slimmable:
                       for _ in self.levels]
         f.close()
 
-    def _slice(self, level: int, name: str, value: torch.Tensor) -> torch.Tensor:
-        for axis, spans in enumerate(self.levels[level]["params"][name]["ranges"]):
+    @staticmethod
+    def _slice(ranges: list[list[list[int]]], value: torch.Tensor) -> torch.Tensor:
+        for axis, spans in enumerate(ranges):
             idx = torch.cat([torch.arange(a, b) for a, b in spans])
             if len(idx) != value.shape[axis]:
                 value = value.index_select(axis, idx)
@@ -163,10 +168,13 @@ class Slimmable:
 
     def forward(self, x: torch.Tensor, level: int, train_bn: bool, momentum: float | None = 0.1
                 ) -> torch.Tensor:
-        stats = self.stats[level]
+        ranges = {k: v["ranges"] for k, v in self.levels[level]["params"].items()}
+        return self.forward_ranges(x, ranges, self.stats[level], train_bn, momentum)
 
+    def forward_ranges(self, x: torch.Tensor, ranges: dict[str, Any], stats: dict[str, torch.Tensor],
+                       train_bn: bool, momentum: float | None = 0.1) -> torch.Tensor:
         def p(name: str) -> torch.Tensor:
-            return self._slice(level, name, self.params[name])
+            return self._slice(ranges[name], self.params[name])
 
         def bn(h: torch.Tensor, name: str) -> torch.Tensor:
             c = h.shape[1]
@@ -179,6 +187,12 @@ class Slimmable:
             return out
 
         return sliced_forward(x, p, bn)
+
+    def random_ranges(self, rng: np.random.Generator) -> dict[str, Any]:
+        """The slices of a random per-layer configuration (each group at one of its level widths)."""
+        widths = C.candidate_widths(self.meta)
+        config = C.make(self.meta, {g: int(rng.choice(ws)) for g, ws in widths.items()})
+        return C.param_ranges(self.meta, config)
 
     def recalibrate(self, x: np.ndarray) -> None:
         """Per-level BN statistics as the exact mean/variance over the training set."""
@@ -193,12 +207,19 @@ class Slimmable:
         shared = {k: v.detach().numpy() for k, v in self.params.items()}
         per_level = {}
         for level, stats in enumerate(self.stats):
-            per_level[level] = {k: self._slice(level, k, v).numpy() for k, v in stats.items()}
+            per_level[level] = {k: self._slice(self.levels[level]["params"][k]["ranges"], v).numpy()
+                                for k, v in stats.items()}
         replace_weights(src, dst, shared, per_level, note=note)
 
-    def finetune(self, x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> None:
-        """Sandwich rule over all levels with in-place distillation from the full level."""
+    def finetune(self, x: np.ndarray, y: np.ndarray, epochs: int, seed: int, random_configs: int = 0) -> None:
+        """Sandwich rule over all levels with in-place distillation from the full level; with
+        ``random_configs``, that many random per-layer configurations per batch learn from the
+        full level too (Once-for-All's sampled sub-networks: the per-layer configurations a
+        search picks were trained, not only the uniform levels). Their batch statistics go to a
+        scratch copy: the levels' BN statistics are recalibrated afterwards anyway."""
         torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        scratch = {k: v.clone() for k, v in self.stats[0].items()}
         opt = torch.optim.Adam(self.params.values(), lr=1e-3)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -211,6 +232,9 @@ class Slimmable:
                 for level in range(1, len(self.levels)):
                     logits = self.forward(xt[idx], level, train_bn=True)
                     F.kl_div(F.log_softmax(logits, 1), soft, reduction="batchmean").backward()
+                for _ in range(random_configs):
+                    logits = self.forward_ranges(xt[idx], self.random_ranges(rng), scratch, train_bn=True)
+                    F.kl_div(F.log_softmax(logits, 1), soft, reduction="batchmean").backward()
                 opt.step()
             sched.step()
 
@@ -221,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/edgert-digits"))
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--finetune-epochs", type=int, default=20)
+    parser.add_argument("--base-onnx", type=Path, default=None,
+                        help="start from this trained export (an earlier run's digits.onnx, same --seed)")
+    parser.add_argument("--random-configs", type=int, default=2,
+                        help="random per-layer configurations trained per batch besides the levels (OFA)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
     args = parser.parse_args(argv)
@@ -230,13 +258,17 @@ def main(argv: list[str] | None = None) -> int:
     x_train, x_test, y_train, y_test = data(args.seed)
     x_train, y_train = x_train[:args.train_limit], y_train[:args.train_limit]
     t0 = time.time()
-    torch.manual_seed(args.seed)
-    net = DigitsNet()
-    train(net, x_train, y_train, args.epochs, args.seed)
     onnx_path = args.work / "digits.onnx"
-    export(net, onnx_path)
-    with torch.no_grad():
-        torch_acc = float((net(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean())
+    torch_acc = None
+    if args.base_onnx is None:
+        torch.manual_seed(args.seed)
+        net = DigitsNet()
+        train(net, x_train, y_train, args.epochs, args.seed)
+        export(net, onnx_path)
+        with torch.no_grad():
+            torch_acc = float((net(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean())
+    else:  # the trained export of an earlier run with the same seed (its split): fine-tune only
+        onnx_path = args.base_onnx
 
     pruned = args.work / "digits.aio"
     report = prune(onnx_path, RATIOS, pruned)
@@ -248,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     rows["+ BN recalibration"] = accuracy(args.work / "digits-recal.aio", x_test, y_test)
 
     tuned = Slimmable(pruned)
-    tuned.finetune(x_train, y_train, args.finetune_epochs, args.seed)
+    tuned.finetune(x_train, y_train, args.finetune_epochs, args.seed, args.random_configs)
     tuned.recalibrate(x_train)
     final = args.work / "digits-aio.aio"
     tuned.write(pruned, final, "All-in-One fine-tuned (sandwich rule, in-place distillation)")
@@ -262,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": {"name": "sklearn.datasets.load_digits", "train": len(y_train), "test": len(y_test)},
         "model": {"widths": list(WIDTHS), "torch_test_accuracy": torch_acc,
                   "onnx_weight_bytes": report.model_bytes, "aio_file_bytes": final.stat().st_size},
-        "epochs": args.epochs, "finetune_epochs": args.finetune_epochs, "seed": args.seed,
+        "epochs": args.epochs, "finetune_epochs": args.finetune_epochs, "random_configs": args.random_configs,
+        "seed": args.seed,
         "ratios": RATIOS,
         "level_weight_bytes": [lv["weight_bytes"] for lv in report.levels],
         "accuracy": rows,
@@ -272,9 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     (args.out / "variants_accuracy.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["# All-in-One accuracy: residual CNN on scikit-learn digits", "",
-             f"Command: `{result['command']}` (test set: {len(y_test)} images; the trained torch "
-             f"model scores {torch_acc:.4f}). Every number is measured by running the .aio file "
-             "through `edgert.variants` (ONNX Runtime).", "",
+             f"Command: `{result['command']}` (test set: {len(y_test)} images"
+             + ("" if torch_acc is None else f"; the trained torch model scores {torch_acc:.4f}")
+             + "). Every number is measured by running the .aio file through `edgert.variants` (ONNX Runtime).", "",
              "| ratio removed | weight bytes | " + " | ".join(rows) + " |",
              "|---|---|" + "---|" * len(rows)]
     for i, ratio in enumerate(RATIOS):
