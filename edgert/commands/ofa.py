@@ -98,7 +98,7 @@ def search(file: Path, latency_ms: float, energy_mj: float | None, frequency: fl
                         accuracy=accuracy, settings=SearchSettings(population=population,
                                                                    generations=generations, seed=seed))
     what = "proxy score (kept importance mass)" if result["proxy"] else f"accuracy ({accuracy})"
-    click.echo(f"{file}: {result['evaluated']} configurations evaluated; Pareto sets of "
+    click.echo(f"{file}: {result['evaluated']} configurations evaluated; sets (Pareto front + uniform levels) of "
                f"{', '.join(str(len(p)) for p in result['pareto'])} stored in the file with their "
                "graphs (a device runs them without onnx)")
     best = result["best"]
