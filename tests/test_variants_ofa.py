@@ -424,3 +424,59 @@ def _graph_tensors(path: Path) -> dict[str, np.ndarray]:
         return {k: np.array(v) for k, v in f.tensors.items() if k.startswith(tables.GRAPHS)}
     finally:
         f.close()
+
+
+def _two_head_layers(path: Path) -> Path:
+    """Two attention-like layers: x @ Wq, split into heads of 4 by a Reshape with an explicit
+    head count, relu, merged back by a Reshape, @ Wo; the pruner removes whole heads."""
+    rng = np.random.default_rng(0)
+    inits, nodes, h = [], [], "x"
+    for i in range(2):
+        inits += [numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), f"wq{i}"),
+                  numpy_helper.from_array(np.array([1, 4, 4], np.int64), f"split{i}"),
+                  numpy_helper.from_array(np.array([1, 16], np.int64), f"merge{i}"),
+                  numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), f"wo{i}")]
+        nodes += [helper.make_node("MatMul", [h, f"wq{i}"], [f"q{i}"], name=f"q{i}"),
+                  helper.make_node("Reshape", [f"q{i}", f"split{i}"], [f"qh{i}"], name=f"split{i}"),
+                  helper.make_node("Relu", [f"qh{i}"], [f"qr{i}"], name=f"act{i}"),
+                  helper.make_node("Reshape", [f"qr{i}", f"merge{i}"], [f"qm{i}"], name=f"merge{i}"),
+                  helper.make_node("MatMul", [f"qm{i}", f"wo{i}"], [f"h{i}"], name=f"o{i}")]
+        h = f"h{i}"
+    graph = helper.make_graph(nodes, "heads", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info(h, TensorProto.FLOAT, [1, 8])], inits)
+    src = path.with_suffix(".onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    prune(src, [0, 0.5], path)
+    return path
+
+
+def test_a_configuration_graph_rewrites_the_attention_head_reshapes(tmp_path: Path) -> None:
+    """A per-layer configuration's graph is built from level 0's, whose head Reshapes say 4
+    heads: with 2 heads kept in one layer and 4 in the other, the built graph must say so in
+    each layer's split and merge constants, and compute that configuration."""
+    path = _two_head_layers(tmp_path / "heads.aio")
+    meta = _meta(path)
+    assert set(meta["template"]["reshapes"]) == {"split0", "merge0", "split1", "merge1"}
+    heads = [meta["template"]["reshapes"][f"split{i}"][1][0][0] for i in range(2)]
+    sizes = C.prunable(meta)  # the two head groups and the width between the layers
+    config = C.make(meta, {**sizes, heads[0]: 8})  # not a level: half the heads in layer 0 only
+    assert config not in {C.of_level(meta, i) for i in range(len(meta["levels"]))}
+    f = aiofile.read(path)
+    try:
+        built = onnx.load_from_string(config_graph.build(meta, f.tensors, config))
+        w = {k: np.array(f.tensors[k]) for k in ("wq0", "wo0", "wq1", "wo1")}
+    finally:
+        f.close()
+    consts = {t.name: numpy_helper.to_array(t).tolist() for t in built.graph.initializer
+              if t.name.startswith(("split", "merge"))}
+    assert consts == {"split0": [1, 2, 4], "merge0": [1, 8], "split1": [1, 4, 4], "merge1": [1, 16]}
+    x = np.random.default_rng(1).standard_normal((1, 8)).astype(np.float32)
+    h = np.maximum(x @ w["wq0"][:, :8], 0) @ w["wo0"][:8]  # the file's channels: kept prefix first
+    want = np.maximum(h @ w["wq1"], 0) @ w["wo1"]
+    with open_variants(path, graph_builder=config_graph.build) as vm:
+        vm.select_config(config)
+        np.testing.assert_allclose(vm.run({"x": x})[0], want, rtol=1e-4, atol=1e-4)
+    # the block table cuts such a model too (its shape inference sees the rewritten heads)
+    table = lut.measure(path, [FrequencySetting(1.0, label="here")], FAST)
+    assert lut.predict(table, config, 0, corrected=False) > 0
+    assert {b["ops"][0] for b in table["blocks"]} >= {"MatMul", "Reshape"}

@@ -52,6 +52,8 @@ from .lut_run import (  # noqa: F401
     settings_for,
     time_ms,
 )
+from .prune import rewrite_shapes
+from .ranges import shape_values
 from .runtime import VariantModel
 
 SCHEMA = "edgert.aio.lut/1"
@@ -87,12 +89,18 @@ def _full_graph(vm: VariantModel, feeds: dict[str, np.ndarray]) -> Any:
     return model
 
 
+def _head_values(meta: dict[str, Any], config: C.Config) -> dict[str, dict[int, int]]:
+    """The shape-constant entries (attention heads, Split sizes) ``config`` writes."""
+    return shape_values(meta["template"].get("reshapes", {}), config.as_dict())
+
+
 def _shapes(model: Any, meta: dict[str, Any], config: C.Config) -> dict[str, list[int]]:
     """Every tensor's shape in ``model`` re-declared for ``config``."""
     import onnx
 
-    m = onnx.load_from_string(config_graph.redeclare(model.SerializeToString(), C.weight_shapes(meta, config),
-                                                     C.depthwise_groups(meta, config)))
+    graph = config_graph.redeclare(model.SerializeToString(), C.weight_shapes(meta, config),
+                                   C.depthwise_groups(meta, config))
+    m = onnx.load_from_string(rewrite_shapes(graph, _head_values(meta, config)))
     inferred = onnx.shape_inference.infer_shapes(m)
     out = {}
     for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
@@ -265,8 +273,10 @@ def plan(vm: VariantModel, settings: LutSettings, dims: dict[str, int] | None = 
             shapes, specs = shape_of.shapes(config), C.weight_specs(meta, config)
             used = {n for node in block.nodes for n in node.input if n in float_inits}
             weights = {n: {"tensor": specs[n]["tensor"], "ranges": specs[n]["ranges"]} for n in sorted(used)}
-            entries.append({"key": width_key(combo), **unit(_block_graph(model, block, shapes, float_inits),
-                                                             weights)})
+            graph = rewrite_shapes(config_graph.redeclare(_block_graph(model, block, shapes, float_inits), {},
+                                                          C.depthwise_groups(meta, config)),
+                                   _head_values(meta, config))
+            entries.append({"key": width_key(combo), **unit(graph, weights)})
         spec_blocks.append({"entries": entries, "twin": unit(_twin_graph(model, block, full, float_inits))})
     rng = random.Random(settings.seed)
     checks = [C.of_level(meta, i) for i in range(len(meta["levels"]))]
