@@ -202,9 +202,12 @@ def merge(result: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     for model, rows in run["prediction"].items():
         fresh = {r["setting"] for r in rows}
         out["prediction"][model] = [r for r in out["prediction"].get(model, []) if r["setting"] not in fresh] + rows
-    for key in ("digits_compare", "switch"):
-        if key in run or key in result:
-            out[key] = run.get(key, result.get(key))
+    if "switch" in run or "switch" in result:
+        out["switch"] = run.get("switch", result.get("switch"))
+    if "digits_compare" in run or "digits_compare" in result:  # rows of other digits files stay
+        fresh = {r.get("model", "digits") for r in run.get("digits_compare", [])}
+        out["digits_compare"] = [r for r in result.get("digits_compare", []) if r.get("model", "digits") not in fresh] \
+            + run.get("digits_compare", [])
     return out
 
 
@@ -238,7 +241,7 @@ def markdown(result: dict[str, Any]) -> str:
         "| setting | budget ms | best uniform (ratio: acc @ ms) | searched (acc @ ms) | searched config | verdict |",
         "|---|---|---|---|---|---|"]
     for r in result.get("digits_compare", []):
-        label = f"EMULATED {r['setting']}" if r["emulated"] else r["setting"]
+        label = (f"EMULATED {r['setting']}" if r["emulated"] else r["setting"]) + f" ({r.get('model', 'digits')})"
         u, c = r["uniform"], r["searched"]
         cell_u = "none fits" if u is None else f"{u['ratio']:g}: {u['accuracy']:.4f} @ {u['measured_ms']:.4f}"
         cell_c = "none fits" if c is None else f"{c['accuracy']:.4f} @ {c['measured_ms']:.4f}"
@@ -260,6 +263,8 @@ def main() -> None:
     parser.add_argument("--digits", type=Path, help="digits-aio.aio from tools/train_digits_aio.py")
     parser.add_argument("--work", type=Path, default=Path("/tmp/edgert-ofa"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ofa.json")
+    parser.add_argument("--digits-name", default="digits",
+                        help="the digits file's name in the results (several files: one run each)")
     parser.add_argument("--emulated", default="1.0,0.5,0.25", help="emulated levels (digits)")
     parser.add_argument("--resnet-emulated", default="1.0,0.5", help="emulated levels (zoo ResNet)")
     parser.add_argument("--rounds", type=int, default=5)
@@ -284,7 +289,7 @@ def main() -> None:
     t0 = time.time()
     if args.part in ("all", "digits"):
         digits = tables_for(args.digits, args.work, "digits", levels, settings, clocks)
-        run["prediction"]["digits"] = [r for p in digits.values() for r in prediction_rows(p)]
+        run["prediction"][args.digits_name] = [r for p in digits.values() for r in prediction_rows(p)]
         search_settings = search.SearchSettings(population=args.population, generations=args.generations)
         run["digits_compare"] = []
         for clock in clocks:
@@ -293,6 +298,8 @@ def main() -> None:
         if "emulated" in digits:
             domain = EmulatedDomain(levels=levels, cpus=1)
             run["digits_compare"] += compare(digits["emulated"], settings, args.rounds, domain, search_settings)
+        for row in run["digits_compare"]:
+            row["model"] = args.digits_name
     if args.part == "compare":  # only the comparison, on the digits tables already in --work
         found = {p.stem.split("-", 1)[1]: p for p in sorted(args.work.glob("digits-*.aio"))}
         run["digits_compare"] = []
