@@ -5,6 +5,7 @@ budgets and dominance, never speed.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -122,8 +123,8 @@ def test_search_respects_budget_and_pareto_dominance(measured: Path) -> None:
     meta = _meta(measured)
     levels = [lut.predict(table, C.of_level(meta, i), 0) for i in range(len(meta["levels"]))]
     budget = (levels[0] + levels[-1]) / 2
-    result = search.search(measured, latency_ms=budget, frequency=1.0,
-                           settings=search.SearchSettings(population=8, generations=3))
+    result = search.search(measured, latency_ms=budget, frequency=1.0,  # evolution, not the whole space
+                           settings=search.SearchSettings(population=8, generations=3, exhaustive_up_to=0))
     best = result["best"]
     assert best is not None and best["latency_ms"] <= budget
     assert lut.predict(table, C.decode(meta, best["config"]), 0) == pytest.approx(best["latency_ms"])
@@ -152,6 +153,31 @@ def test_search_respects_budget_and_pareto_dominance(measured: Path) -> None:
     stored = search.read(measured)
     assert stored["pareto"] == json.loads(json.dumps(result["pareto"]))
     assert lut.read(measured)["blocks"] == table["blocks"]  # the lut survived the rewrite
+
+
+def test_a_small_space_is_searched_whole(measured: Path) -> None:
+    """At most ``exhaustive_up_to`` configurations: every one is evaluated, so the stored front
+    is the exact Pareto set of the space."""
+    meta = _meta(measured)
+    widths = C.candidate_widths(meta)
+    space = int(np.prod([len(ws) for ws in widths.values()]))
+    result = search.search(measured, latency_ms=1e6, frequency=1.0, write=False,
+                           settings=search.SearchSettings(population=2, generations=0, exhaustive_up_to=space))
+    assert result["evaluated"] == space
+    table = lut.read(measured)
+    from edgert.variants.evaluate import importance_mass, proxy_score
+
+    f = aiofile.read(measured)
+    mass = importance_mass(f.meta, f.tensors)
+    f.close()
+    points = {}
+    for combo in itertools.product(*(widths[g] for g in sorted(widths))):
+        c = C.make(meta, dict(zip(sorted(widths), combo)))
+        points[c.encode()] = (lut.predict(table, c, 0), proxy_score(mass, c))
+    exact = {k for k, (t, a) in points.items()
+             if not any(t2 <= t and a2 >= a and (t2, a2) != (t, a) for t2, a2 in points.values())}
+    front = {e["config"] for e in result["pareto"][0] if not e.get("dominated")}
+    assert front == exact
 
 
 def test_search_refuses_bad_queries(measured: Path) -> None:

@@ -86,17 +86,19 @@ def lut(file: Path, cpu_freqs: str | None, cpu_policy: str, emulated_levels: str
                    "(kept importance mass, no data).")
 @click.option("--population", default=24, show_default=True)
 @click.option("--generations", default=10, show_default=True)
+@click.option("--exhaustive-up-to", default=512, show_default=True,
+              help="Evaluate every configuration when the space has at most this many (the exact Pareto set).")
 @click.option("--seed", default=0, show_default=True)
 def search(file: Path, latency_ms: float, energy_mj: float | None, frequency: float, accuracy: str,
-           population: int, generations: int, seed: int) -> None:
+           population: int, generations: int, exhaustive_up_to: int, seed: int) -> None:
     """Find FILE's most accurate configuration under the budget; store the Pareto sets in FILE,
     with the graphs a device needs to run them."""
     from edgert.variants.search import SearchSettings
     from edgert.variants.search import search as run_search
 
     result = run_search(file, latency_ms=latency_ms, energy_mj=energy_mj, frequency=frequency,
-                        accuracy=accuracy, settings=SearchSettings(population=population,
-                                                                   generations=generations, seed=seed))
+                        accuracy=accuracy, settings=SearchSettings(population=population, generations=generations,
+                                                                   seed=seed, exhaustive_up_to=exhaustive_up_to))
     what = "proxy score (kept importance mass)" if result["proxy"] else f"accuracy ({accuracy})"
     click.echo(f"{file}: {result['evaluated']} configurations evaluated; sets (Pareto front + uniform levels) of "
                f"{', '.join(str(len(p)) for p in result['pareto'])} stored in the file with their "

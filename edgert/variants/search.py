@@ -5,7 +5,9 @@ its shared weights were trained for, and the ones the latency table measured). L
 energy come from the table (``lut.predict``, corrected), accuracy from an evaluation
 (``evaluate``), cached per configuration since it is the expensive part.
 
-Evolution (Once-for-All's search, made multi-objective): start from the uniform levels and
+A space of at most ``exhaustive_up_to`` configurations is evaluated whole (the digits CNN
+has 4^4 = 256), which gives the exact Pareto set. Otherwise evolution (Once-for-All's
+search, made multi-objective): start from the uniform levels and
 random configurations; every generation, parents are drawn from the Pareto fronts of all
 frequencies plus the best configurations under the budget at the target frequency; children
 come by crossover (each group's width from either parent) and mutation (a group moves to a
@@ -20,6 +22,8 @@ Host-only: builds graphs with onnx.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -42,10 +46,13 @@ class SearchSettings:
     mutation: float = 0.2  # chance that a child's group moves to a neighbouring width
     parents: int = 12
     seed: int = 0
+    exhaustive_up_to: int = 512  # a space this small is evaluated whole (the exact Pareto set)
 
     def __post_init__(self) -> None:
-        if self.population < 2 or self.generations < 0 or not 0 <= self.mutation <= 1 or self.parents < 2:
-            raise UsageError("search: need population >= 2, generations >= 0, 0 <= mutation <= 1, parents >= 2")
+        if self.population < 2 or self.generations < 0 or not 0 <= self.mutation <= 1 or self.parents < 2 \
+                or self.exhaustive_up_to < 0:
+            raise UsageError("search: need population >= 2, generations >= 0, 0 <= mutation <= 1, parents >= 2, "
+                             "exhaustive_up_to >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +148,11 @@ class Searcher:
 
     def run(self, j: int, latency_ms: float, energy_mj: float | None) -> list[Candidate]:
         s = self.settings
+        groups = sorted(self.widths)
+        if math.prod(len(self.widths[g]) for g in groups) <= s.exhaustive_up_to:
+            for combo in itertools.product(*(self.widths[g] for g in groups)):
+                self.evaluate(C.make(self.meta, dict(zip(groups, combo))))
+            return list(self.seen.values())
         population = [C.of_level(self.meta, i) for i in range(len(self.meta["levels"]))]
         population += [self.random_config() for _ in range(max(0, s.population - len(population)))]
         for config in population:
