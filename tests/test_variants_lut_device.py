@@ -12,16 +12,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from agent_env import agent_command, current_xdg, start_agent, stop
 from conftest import run_cli, run_python
 from edgert.device_agents.emulated import EmulatedDomain
-from edgert.hashing import sha256_file
-from edgert.variants import aiofile, lut, lut_run, search, tables
-from edgert.variants import config as C
 from ports import listening_port
 from test_discovery import board, tree
 from test_variants_ofa import _cnn
+
+from edgert.hashing import sha256_file
+from edgert.variants import aiofile, lut, lut_run, search, tables
+from edgert.variants import config as C
 
 CURRENT_KHZ = 1510400  # the jetson_orin fixture's scaling_cur_freq: the only clock that "takes" on files
 HOST_ONLY = ("onnx", "tvm", "torch", "paramiko", "scipy", "matplotlib", "safetensors")

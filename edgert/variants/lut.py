@@ -43,15 +43,8 @@ from edgert.errors import UsageError
 from . import config as C
 from . import config_graph, tables
 from .frequency import FrequencySetting
-from .lut_run import (  # noqa: F401
-    JOB,
-    JOB_GRAPH,
-    JOB_SCHEMA,
-    LutSettings,
-    run_job,
-    settings_for,
-    time_ms,
-)
+from .lut_run import JOB, JOB_GRAPH, JOB_SCHEMA, LutSettings, run_job
+from .lut_run import settings_for  # noqa: F401 - the host's name for it (`edgert lut`)
 from .prune import rewrite_shapes
 from .ranges import shape_values
 from .runtime import VariantModel
