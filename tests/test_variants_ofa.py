@@ -483,7 +483,8 @@ def test_a_configuration_graph_rewrites_the_attention_head_reshapes(tmp_path: Pa
     path = _two_head_layers(tmp_path / "heads.aio")
     meta = _meta(path)
     assert set(meta["template"]["reshapes"]) == {"split0", "merge0", "split1", "merge1"}
-    heads = [meta["template"]["reshapes"][f"split{i}"][1][0][0] for i in range(2)]
+    entries = [meta["template"]["reshapes"][f"split{i}"] for i in range(2)]  # [[entry, segments, unit]]
+    heads = [(e[0] if isinstance(e[0], list) else e)[1][0][0] for e in entries]
     sizes = C.prunable(meta)  # the two head groups and the width between the layers
     config = C.make(meta, {**sizes, heads[0]: 8})  # not a level: half the heads in layer 0 only
     assert config not in {C.of_level(meta, i) for i in range(len(meta["levels"]))}
