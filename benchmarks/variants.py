@@ -41,6 +41,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,27 +105,38 @@ def warm_ort() -> None:
         None, {"x": np.ones((1, 3, 8, 8), np.float32)})
 
 
-def rss_probe(aio: str, mode: str) -> dict[str, int]:
-    """In this fresh process: RSS growth (bytes) of opening and running every level of ``aio``
-    in ``mode``, or of one plain ORT session of the original model (mode "plain")."""
-    import onnxruntime as ort
-
+def rss_growth(open_plain: Callable[[], Any], aio: str, options: dict[str, Any] | None,
+               feeds: dict[str, np.ndarray]) -> dict[str, int]:
+    """RSS growth (bytes) in this fresh process of opening and running every level of ``aio``
+    with ``options``, or (``options`` None) of the one plain ORT session ``open_plain`` makes.
+    Shared with variants_real.py, so both benchmarks count memory the same way."""
     warm_ort()
-    feeds = {"input": np.zeros((1, 3, 160, 160), np.float32)}
     before = memory_kb()
-    if mode == "plain":
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        keep: Any = ort.InferenceSession(str(RESNET), sess_options=opts, providers=["CPUExecutionProvider"])
+    if options is None:
+        keep: Any = open_plain()
         keep.run(None, feeds)
     else:
-        keep = open_variants(aio, threads=1, **MODES[mode])
+        keep = open_variants(aio, threads=1, **options)
         for lv in keep.levels:
             keep.select_index(lv.index)
             keep.run(feeds)
     after = memory_kb()
     return {f"{k}_bytes": 1024 * (after[k] - before[k]) for k in after}
+
+
+def rss_probe(aio: str, mode: str) -> dict[str, int]:
+    """In this fresh process: RSS growth of every level of ``aio`` in ``mode``, or of one plain
+    ORT session of the original model (mode "plain")."""
+    import onnxruntime as ort
+
+    def plain() -> Any:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        return ort.InferenceSession(str(RESNET), sess_options=opts, providers=["CPUExecutionProvider"])
+
+    feeds = {"input": np.zeros((1, 3, 160, 160), np.float32)}
+    return rss_growth(plain, aio, None if mode == "plain" else MODES[mode], feeds)
 
 
 def _probe(aio: Path, mode: str) -> dict[str, int]:

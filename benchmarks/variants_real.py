@@ -78,21 +78,10 @@ def load_feeds(npz: str) -> dict[str, np.ndarray]:
 def rss_probe(model: str, aio: str, mode: str, npz: str) -> dict[str, int]:
     """In this fresh process: RSS growth (bytes) of one plain ORT session of ``model`` (mode
     "plain") or of opening and running every level of ``aio``."""
-    from variants import memory_kb, warm_ort
+    from variants import rss_growth
 
-    feeds = load_feeds(npz)
-    warm_ort()
-    before = memory_kb()
-    if mode == "plain":
-        keep: Any = plain_session(Path(model))
-        keep.run(None, feeds)
-    else:
-        keep = open_variants(aio, threads=1, **MODES[mode])
-        for lv in keep.levels:
-            keep.select_index(lv.index)
-            keep.run(feeds)
-    after = memory_kb()
-    return {f"{k}_bytes": 1024 * (after[k] - before[k]) for k in after}
+    return rss_growth(lambda: plain_session(Path(model)), aio, None if mode == "plain" else MODES[mode],
+                      load_feeds(npz))
 
 
 def _probe(model: Path, aio: Path, mode: str, npz: Path) -> dict[str, int]:
