@@ -24,11 +24,7 @@ from edgert.variants import open as open_variants
 
 @pytest.fixture(scope="module")
 def meta(resnet_aio: Path) -> dict:
-    f = aiofile.read(resnet_aio)
-    try:
-        return f.meta
-    finally:
-        f.close()
+    return aiofile.read_meta(resnet_aio)
 
 
 def _random_config(meta: dict, seed: int) -> C.Config:

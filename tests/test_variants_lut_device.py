@@ -51,7 +51,7 @@ def test_lut_on_a_device_over_ssh_is_measured_there_and_labelled_fixture(tmp_pat
     assert table["energy_status"] == "fixture" and all("energy_mj" in b for b in table["blocks"])
     assert any("not a measurement" in w for w in table["warnings"])
     # the agent timed every width of every block and every check, and restored the fixture clock
-    widths = C.candidate_widths(_meta(path))
+    widths = C.candidate_widths(aiofile.read_meta(path))
     for block in table["blocks"]:
         n = 1
         for g in block["groups"]:
@@ -67,14 +67,6 @@ def test_lut_on_a_device_over_ssh_is_measured_there_and_labelled_fixture(tmp_pat
     # the table is usable at once: search at the measured clock
     result = search.search(path, latency_ms=1e6, frequency=CURRENT_KHZ)
     assert result["best"] is not None and result["frequencies"] == [CURRENT_KHZ]
-
-
-def _meta(path: Path) -> dict:
-    f = aiofile.read(path)
-    try:
-        return f.meta
-    finally:
-        f.close()
 
 
 def test_lut_on_a_device_refuses_a_foreign_sysfs_root_and_no_setting(tmp_path: Path, sshd) -> None:

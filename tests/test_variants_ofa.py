@@ -76,17 +76,9 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _meta(path: Path) -> dict:
-    f = aiofile.read(path)
-    try:
-        return f.meta
-    finally:
-        f.close()
-
-
 def test_lut_is_stored_with_provenance_and_covers_every_width(measured: Path) -> None:
     table = lut.read(measured)
-    meta = _meta(measured)
+    meta = aiofile.read_meta(measured)
     widths = C.candidate_widths(meta)
     assert table["schema"] == lut.SCHEMA and table["frequencies"] == [1.0, 2.0]
     assert table["device"]["transport"] == "local" and table["emulated"] is False
@@ -120,7 +112,7 @@ def test_tables_are_covered_by_the_checksum(measured: Path, tmp_path: Path) -> N
 
 def test_search_respects_budget_and_pareto_dominance(measured: Path) -> None:
     table = lut.read(measured)
-    meta = _meta(measured)
+    meta = aiofile.read_meta(measured)
     levels = [lut.predict(table, C.of_level(meta, i), 0) for i in range(len(meta["levels"]))]
     budget = (levels[0] + levels[-1]) / 2
     result = search.search(measured, latency_ms=budget, frequency=1.0,  # evolution, not the whole space
@@ -158,7 +150,7 @@ def test_search_respects_budget_and_pareto_dominance(measured: Path) -> None:
 def test_a_small_space_is_searched_whole(measured: Path) -> None:
     """At most ``exhaustive_up_to`` configurations: every one is evaluated, so the stored front
     is the exact Pareto set of the space."""
-    meta = _meta(measured)
+    meta = aiofile.read_meta(measured)
     widths = C.candidate_widths(meta)
     space = int(np.prod([len(ws) for ws in widths.values()]))
     result = search.search(measured, latency_ms=1e6, frequency=1.0, write=False,
@@ -270,7 +262,7 @@ def test_cli_lut_then_search(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     assert "best: " in out and "proxy score" in out
     best = search.read(path)["best"]
-    assert C.decode(_meta(path), best["config"]).key == best["key"]
+    assert C.decode(aiofile.read_meta(path), best["config"]).key == best["key"]
 
 
 def test_energy_table_from_a_power_rail_and_energy_budget(tmp_path: Path) -> None:
@@ -282,7 +274,7 @@ def test_energy_table_from_a_power_rail_and_energy_budget(tmp_path: Path) -> Non
                         sysfs_root=str(fixture))
     assert table["power_source"] and all("energy_mj" in b for b in table["blocks"])
     assert all(v[0] > 0 for b in table["blocks"] for v in b["energy_mj"].values())
-    meta = _meta(path)
+    meta = aiofile.read_meta(path)
     energies = [lut.predict(table, C.of_level(meta, i), 0, quantity="energy_mj") for i in range(3)]
     budget = float(np.median(energies))
     result = search.search(path, latency_ms=1e6, energy_mj=budget, frequency=1.0,
@@ -332,7 +324,7 @@ def _unstored(meta: dict, stored: set[str]) -> C.Config:
 
 
 def test_search_stores_the_graphs_of_its_pareto_configurations(measured: Path) -> None:
-    meta = _meta(measured)
+    meta = aiofile.read_meta(measured)
     levels = {C.of_level(meta, i).key for i in range(len(meta["levels"]))}
     for population in (6, 3):  # a second search replaces the first one's graphs
         search.search(measured, latency_ms=1e6, frequency=1.0,
@@ -350,7 +342,7 @@ def test_a_device_without_onnx_runs_the_stored_pareto_configurations(measured: P
 
     search.search(measured, latency_ms=1e6, frequency=1.0,
                   settings=search.SearchSettings(population=6, generations=2))
-    meta = _meta(measured)
+    meta = aiofile.read_meta(measured)
     stored = _stored_graphs(measured)
     unstored = _unstored(meta, stored)
     code = (
@@ -481,7 +473,7 @@ def test_a_configuration_graph_rewrites_the_attention_head_reshapes(tmp_path: Pa
     heads: with 2 heads kept in one layer and 4 in the other, the built graph must say so in
     each layer's split and merge constants, and compute that configuration."""
     path = _two_head_layers(tmp_path / "heads.aio")
-    meta = _meta(path)
+    meta = aiofile.read_meta(path)
     assert set(meta["template"]["reshapes"]) == {"split0", "merge0", "split1", "merge1"}
     entries = [meta["template"]["reshapes"][f"split{i}"] for i in range(2)]  # [[entry, segments, unit]]
     heads = [(e[0] if isinstance(e[0], list) else e)[1][0][0] for e in entries]

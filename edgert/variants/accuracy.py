@@ -21,11 +21,7 @@ from . import aiofile
 def store_accuracy(path: str | Path, accuracy: Mapping[float | str, float]) -> dict[str, float]:
     """Check ``accuracy`` ({ratio: score}, one per level of ``path``) and write it into the file."""
     path = Path(path)
-    opened = aiofile.read(path, verify=False)
-    try:
-        meta = opened.meta
-    finally:
-        opened.close()
+    meta = aiofile.read_meta(path, verify=False)
     ratios = [float(lv["ratio"]) for lv in meta["levels"]]
     table: dict[str, float] = {}
     for key, value in accuracy.items():

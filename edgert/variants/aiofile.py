@@ -207,6 +207,15 @@ def read(path: Path, verify: bool = True) -> AioFile:
     return AioFile(path, meta, metadata, tensors, data_bytes, mm)
 
 
+def read_meta(path: Path, verify: bool = True) -> dict[str, Any]:
+    """The decoded ``aio`` metadata of ``path`` alone (the map is closed again at once)."""
+    f = read(path, verify=verify)
+    try:
+        return f.meta
+    finally:
+        f.close()
+
+
 def rewrite_metadata(path: Path, updates: Mapping[str, str]) -> None:
     """Replace ``__metadata__`` entries (e.g. the calibration table) keeping the data bytes."""
     path = Path(path)
