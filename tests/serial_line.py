@@ -3,12 +3,14 @@ drop bytes, pace bytes at a baud rate (a pty itself ignores the baud rate) and h
 end's bytes the way a serial-to-TCP bridge does while no client is connected."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import select
 import threading
 import time
 import tty
+from collections.abc import Iterator
 
 from edgert.device_agents.framing import ReliableTransport, Role
 from edgert.device_agents.transports import SerialTransport
@@ -117,6 +119,19 @@ class Line:
 
     def open(self, path: str, role: Role, baudrate: int = 115200, **kwargs) -> ReliableTransport:
         return ReliableTransport(SerialTransport.open(path, baudrate), role=role, **kwargs)
+
+    @contextlib.contextmanager
+    def pair(self, **kwargs) -> Iterator[tuple[ReliableTransport, ReliableTransport]]:
+        """A host link on ``end_a`` and an agent link on ``end_b`` (same options), closed after."""
+        host = self.open(self.end_a, "host", **kwargs)
+        try:
+            agent = self.open(self.end_b, "agent", **kwargs)
+            try:
+                yield host, agent
+            finally:
+                agent.close()
+        finally:
+            host.close()
 
     def close(self) -> None:
         self.proxy.stop()

@@ -99,36 +99,25 @@ def test_every_single_bit_flip_is_detected():
 
 def test_clean_line_carries_both_directions_without_retransmitting(make_line):
     line = make_line()
-    a, b = line.open(line.end_a, "host"), line.open(line.end_b, "agent")
-    try:
+    with line.pair() as (a, b):
         sent_a, got_b, sent_b, got_a = exchange(a, b, 100_000, seed=3)
         assert got_b == sent_a and got_a == sent_b
         assert a.stats.retransmissions == 0 and b.stats.bad_frames == 0
-    finally:
-        a.close()
-        b.close()
 
 
 def test_corrupting_line_delivers_intact_payload_by_retransmitting(make_line):
     line = make_line(flip_rate=2e-4, drop_rate=2e-4, seed=11)
-    a = line.open(line.end_a, "host", ack_timeout=0.1, max_retries=30)
-    b = line.open(line.end_b, "agent", ack_timeout=0.1, max_retries=30)
-    try:
+    with line.pair(ack_timeout=0.1, max_retries=30) as (a, b):
         sent_a, got_b, sent_b, got_a = exchange(a, b, 100_000, seed=4)
         assert line.proxy.flipped > 0 and line.proxy.dropped > 0
         assert got_b == sent_a and got_a == sent_b
         assert a.stats.retransmissions + b.stats.retransmissions > 0
         assert a.stats.bad_frames + b.stats.bad_frames > 0
-    finally:
-        a.close()
-        b.close()
 
 
 def test_protocol_frames_run_unchanged_on_the_link(make_line):
     line = make_line(flip_rate=1e-4, drop_rate=1e-4, seed=5)
-    host = line.open(line.end_a, "host", ack_timeout=0.1, max_retries=30)
-    agent = line.open(line.end_b, "agent", ack_timeout=0.1, max_retries=30)
-    try:
+    with line.pair(ack_timeout=0.1, max_retries=30) as (host, agent):
         chunk = random.Random(2).randbytes(300_000)
         host.write(protocol.encode(protocol.request(9, "store.put", {"offset": 0, "data": chunk})), 30)
         decoder = protocol.FrameDecoder()
@@ -136,9 +125,6 @@ def test_protocol_frames_run_unchanged_on_the_link(make_line):
         while not messages:
             messages = decoder.feed(agent.read(65536, 10))
         assert messages[0]["params"]["data"] == chunk
-    finally:
-        host.close()
-        agent.close()
 
 
 def test_dead_line_fails_after_bounded_retries(make_line):
