@@ -43,6 +43,7 @@ from edgert.errors import EdgertError, ProtocolError
 #   2  the "artifact.run" request (run a stored model or bundle on input cases; outputs and the
 #      path taken come back): an agent of version 1 would answer it with "unknown request".
 #   3  sweep.run carries a typed SweepRequest (settings.SweepRequest.to_dict) under "request".
+# Not a bump: 0-d arrays travel with shape [] (they were sent as [1]; any version reads []).
 # Not a bump: "session.close" (the host's goodbye, so a serial agent greets the next host at
 # once) is best effort; an older agent answers "unknown request" and the host ignores it.
 PROTOCOL_VERSION = 3
@@ -139,8 +140,12 @@ def check_version(peer_protocol: int, peer_version: str = "unknown") -> None:
 
 
 def pack_array(array: np.ndarray) -> dict[str, Any]:
-    """A numpy array as dtype string (with byte order), shape and raw bytes (msgpack bin)."""
-    array = np.ascontiguousarray(array)
+    """A numpy array as dtype string (with byte order), shape and raw bytes (msgpack bin).
+
+    ``np.asarray``, not ``np.ascontiguousarray``: the latter returns at least one dimension,
+    so a 0-d output (a ReduceMean to a scalar) arrived as shape (1,). ``tobytes`` is C order.
+    """
+    array = np.asarray(array)
     if array.dtype.hasobject or array.dtype.fields is not None:
         raise ProtocolError(f"cannot send an array of dtype {array.dtype} (only plain numeric/bool dtypes)")
     return {"dtype": array.dtype.str, "shape": list(array.shape), "data": array.tobytes()}

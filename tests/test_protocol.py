@@ -84,12 +84,14 @@ def test_numpy_scalars_encode_as_plain_numbers():
     np.array([True, False]),
     np.float16(3.0) * np.ones((2, 1, 2), dtype=np.float16),
     np.arange(6, dtype=np.int64).reshape(2, 3).T,  # non-contiguous
+    np.array(2.5, dtype=np.float32),  # 0-d: a model's scalar output (was sent as shape [1])
+    np.float64(-1.0),  # a numpy scalar is a 0-d array too
 ])
 def test_array_round_trip_keeps_dtype_shape_and_values(array):
     message = protocol.decode(protocol.encode(protocol.response(1, protocol.pack_array(array))))
     assert isinstance(message["result"]["data"], bytes)
     back = protocol.unpack_array(message["result"])
-    assert back.dtype == array.dtype and back.shape == array.shape
+    assert back.dtype == np.asarray(array).dtype and back.shape == np.shape(array)
     np.testing.assert_array_equal(back, array)
 
 
