@@ -59,3 +59,24 @@ def test_nothing_to_validate_is_a_usage_error(tmp_path):
     bundle = dyn.compile(model, backend="ort", out=tmp_path / "b.edgert")
     with pytest.raises(UsageError):
         dyn.validate(bundle, model)
+
+
+def test_an_output_of_another_shape_is_named_in_the_report(tmp_path):
+    """A 0-d output compared with a (1,) one is a shape mismatch said in words, not 'inf'."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(ZOO / "symbolic_batch.onnx")
+    model.graph.initializer.append(helper.make_tensor("axes0", TensorProto.INT64, [1], [0]))
+    model.graph.node.append(helper.make_node("Unsqueeze", ["score", "axes0"], ["score_1d"]))
+    model.graph.output.pop()  # the 0-d "score"
+    model.graph.output.append(helper.make_tensor_value_info("score_1d", TensorProto.FLOAT, [1]))
+    reference = tmp_path / "score_1d.onnx"
+    onnx.save(model, reference)
+    bundle = dyn.compile(ZOO / "symbolic_batch.onnx", backend="ort", out=tmp_path / "b.edgert")
+    report = dyn.validate(bundle, reference, cases=ZOO / "symbolic_batch.npz")
+    assert report["status"] == "fail"
+    assert {c["mismatch"] for c in report["cases"]} == {
+        "output score_1d has shape (), the reference (1,)"}
+    assert dyn.validate(bundle, ZOO / "symbolic_batch.onnx", cases=ZOO / "symbolic_batch.npz")[
+        "status"] == "pass"

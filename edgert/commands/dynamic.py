@@ -122,6 +122,7 @@ def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: in
         click.echo(f"near a threshold (within numerical noise): {case}", err=err)
     for case in report["cases"]:
         if not case["ok"] and not case.get("near_threshold"):
-            click.echo(f"failed: {case['case']}: " + (case["error"] if "error" in case else
-                       f"max abs error {case['max_abs_error']:.3g} on path {case['path']}"), err=err)
+            why = case.get("error") or case.get("mismatch") or f"max abs error {case['max_abs_error']:.3g}"
+            path = f" on path {case['path']}" if "path" in case else ""
+            click.echo(f"failed: {case['case']}: {why}{path}", err=err)
     sys.exit(report["exit_code"])

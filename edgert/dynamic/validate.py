@@ -53,6 +53,16 @@ def _errors(got: np.ndarray, want: np.ndarray, atol: float) -> tuple[float, floa
     return float(diff.max()), float(rel.max())
 
 
+def _mismatch(got: list[Any], want: list[Any], names: list[str]) -> str | None:
+    """What makes the outputs incomparable (count or a shape), in words; None when they match."""
+    if len(got) != len(want):
+        return f"{len(got)} outputs, the reference has {len(want)}"
+    for name, g, w in zip(names, got, want):
+        if np.shape(g) != np.shape(w):
+            return f"output {name} has shape {np.shape(g)}, the reference {np.shape(w)}"
+    return None
+
+
 def _reference_session(path: Path) -> Any:
     """ONNX Runtime on the reference model; a missing or unreadable file is a ModelError."""
     import onnxruntime as ort
@@ -120,9 +130,9 @@ def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int
                              f"{exc}", reference=str(reference_model)) from exc
         got = record["outputs"]
         errs = [_errors(np.asarray(g), np.asarray(w), atol) for g, w in zip(got, want)]
-        ok = len(got) == len(want) and all(
-            np.allclose(g, w, rtol=rtol, atol=atol) if np.shape(g) == np.shape(w) else False
-            for g, w in zip(got, want))
+        mismatch = _mismatch(got, want, ref_names)
+        ok = mismatch is None and all(np.allclose(g, w, rtol=rtol, atol=atol)
+                                      for g, w in zip(got, want))
         path = record["path"]
         near = [{"node": e["node"], "margin": e["margin"]} for e in path["events"]
                 if e["kind"] == "if" and e.get("margin", np.inf) <= noise]
@@ -133,7 +143,7 @@ def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int
         results.append({"case": case, "ok": ok, "path": path["key"],
                         "max_abs_error": max((a for a, _ in errs), default=0.0),
                         "max_rel_error": max((r for _, r in errs), default=0.0),
-                        "near_threshold": near})
+                        "near_threshold": near, **({"mismatch": mismatch} if mismatch else {})})
     all_branches = set(_branches(manifest["program"]["body"]))
     if "guarded" in manifest:
         all_branches.update(_branches(manifest["guarded"]["program"]["body"], "guarded"))
