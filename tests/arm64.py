@@ -1,6 +1,8 @@
 """The emulated arm64 board for tests: built (or reused) once, reached through tests/sshd.py."""
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -55,3 +57,12 @@ def address(sshd, root: Path, store: Path):
 
     return parse_url(sshd.url).replace(ssh_key=sshd.client_key, known_hosts=sshd.known_hosts,
                                        agent_cmd=arm64_board.agent_command(root, store, env=current_xdg()))
+
+
+def start_tcp_agent(root: Path, store: Path, token_file: Path, log: Path) -> subprocess.Popen:
+    """A long-lived emulated agent listening on a free 127.0.0.1 port (``ports.listening_port``
+    reads it back); its stderr goes to ``log``. Stop it with ``agent_env.stop``."""
+    env = {**os.environ, **arm64_board.python_env(), **current_xdg()}
+    argv = arm64_board.agent_argv(root, store, "--listen", "127.0.0.1:0", "--token-file", str(token_file))
+    with open(log, "wb") as err:
+        return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)

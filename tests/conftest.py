@@ -128,6 +128,24 @@ def sshd(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def arm64_root() -> Path:
+    """The emulated arm64 board's root, built once (or reused from its cache); skips the
+    test when this machine cannot build it."""
+    from arm64 import board_root
+
+    built, why = board_root()
+    if built is None:
+        pytest.skip(why)
+    return built
+
+
+@pytest.fixture(scope="module")
+def arm64_store(tmp_path_factory) -> Path:
+    """The board agents' store for one test module (each SSH session starts an agent on it)."""
+    return tmp_path_factory.mktemp("board") / "store"
+
+
 @pytest.fixture
 def matmul_model(tmp_path: Path) -> Path:
     return make_matmul_model(tmp_path / "matmul.onnx")

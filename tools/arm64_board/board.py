@@ -71,5 +71,13 @@ def agent_command(root: Path, store: Path, repo: Path = REPO,
     XDG directories: sshd starts the command with the login environment).
     """
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in {**python_env(repo), **(env or {})}.items())
-    argv = [*python_argv(root), "-m", "edgert", "agent", "--stdio", "--emulated", "--store", str(store)]
-    return f"exec env {env} {shlex.join(argv)}"
+    return f"exec env {env} {shlex.join(agent_argv(root, store, '--stdio'))}"
+
+
+def agent_argv(root: Path, store: Path, *args: str) -> list[str]:
+    """argv of the emulated agent (run it with ``python_env()``): ``--stdio`` for SSH, or
+    e.g. ``--listen HOST:PORT --token-file F`` for a long-lived agent reached over TCP.
+
+    ``-P``: the working directory stays off ``sys.path``; started in a checkout, ``-m edgert``
+    would import the checkout's edgert/ folder, which lacks the mapped device_agents/."""
+    return [*python_argv(root), "-P", "-m", "edgert", "agent", *args, "--emulated", "--store", str(store)]

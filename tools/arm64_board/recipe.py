@@ -24,14 +24,15 @@ DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 DEBIAN_PACKAGES = ("python3.11", "libstdc++6", "libgomp1")
 
 # The device side of edgert and its engines, pinned to what the host's .venv runs so the
-# board and the host compute with the same versions.
+# board and the host compute with the same versions (tests/test_arm64_board.py checks the
+# ones pyproject pins exactly).
 WHEELS = (
     "numpy==2.4.6",
     "msgpack==1.2.4",
     "click>=8.1",
     "rich>=13",
     "apache-tvm==0.27.0.post1",
-    "apache-tvm-ffi==0.1.15.post2",
+    "apache-tvm-ffi==0.1.14.post1",
     "onnxruntime==1.32.0",
     "ai-edge-litert==2.3.0",
 )
