@@ -1,36 +1,28 @@
 """validate, run and compile --backend auto with --device: bundles cross-compiled here for
-aarch64 run on the emulated arm64 board (qemu behind a real sshd), outputs compared with
-ONNX Runtime on this host; a host agent over TCP shows the same commands on another transport.
+aarch64 run on the emulated arm64 board, outputs compared with ONNX Runtime on this host.
+
+The board is reached two ways: over SSH (qemu behind a real sshd; each session starts an
+agent, about 35 s under qemu) and over TCP (one long-lived emulated agent per module, which
+every zoo model's validate and run share). A host agent over TCP shows the commands on a
+non-emulated device.
 """
 from __future__ import annotations
 
 import json
 import subprocess
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-from arm64 import address, board_root, device_args
+from arm64 import device_args, start_tcp_agent
 from conftest import REPO, run_cli
 
 ZOO = REPO / "edgert" / "zoo" / "dynamic"
 ZOO_MODELS = sorted(p.stem for p in ZOO.glob("*.onnx"))
 DEFAULT = ("early_exit_cnn", "moe_top1")  # the default suite's two; the rest are slow
-
-
-@pytest.fixture(scope="module")
-def root() -> Path:
-    built, why = board_root()
-    if built is None:
-        pytest.skip(why)
-    return built
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("board") / "store"
 
 
 @pytest.fixture(scope="module")
@@ -50,43 +42,76 @@ def arm64_bundles(tmp_path_factory):
     return get
 
 
+@pytest.fixture(scope="module")
+def board_tcp(arm64_root, tmp_path_factory):
+    """(``--device`` options, environment) of the board's agent listening on TCP."""
+    from agent_env import stop
+    from ports import listening_port
+
+    tmp = tmp_path_factory.mktemp("board-tcp")
+    token = tmp / "token"
+    token.write_text("correct-horse-battery-staple\n")
+    agent = start_tcp_agent(arm64_root, tmp / "store", token, tmp / "agent.log")
+    try:
+        port = listening_port(agent, timeout=300)  # python and edgert start slowly under qemu
+        yield ("--device", f"tcp://127.0.0.1:{port}"), {"EDGERT_TOKEN_FILE": str(token)}
+    finally:
+        stop(agent)
+
+
 SHAPES = {"symbolic_batch": ("--shape", "N=3")}  # random inputs need their symbolic dims
 
 
-def _validate(bundle: Path, name: str, tmp_path: Path, *device: str) -> tuple[object, dict]:
+def _validate(bundle: Path, name: str, tmp_path: Path, *device: str,
+              env: dict[str, str] | None = None) -> tuple[object, dict]:
     report = tmp_path / f"{name}.json"
     proc = run_cli("validate", str(bundle), "--reference", str(ZOO / f"{name}.onnx"),
                    "--cases", str(ZOO / f"{name}.npz"), "--random", "2", "--rtol", "1e-3",
-                   "--atol", "1e-4", *SHAPES.get(name, ()), "--json", str(report), *device)
+                   "--atol", "1e-4", *SHAPES.get(name, ()), "--json", str(report), *device, env=env)
     return proc, json.loads(report.read_text()) if report.exists() else {}
 
 
-# What validate --device found: on the board, symbolic_batch's 0-d output "score" comes back
-# with shape (1,) (ORT, and the same bundle compiled for this host, give shape ()). The board
-# has apache-tvm-ffi 0.1.15.post2, the host 0.1.14.post1; which of the two (or the aarch64
-# lowering) drops the 0-d shape is not known yet. strict: the test says when it is fixed.
-ON_BOARD_BUGS = {"symbolic_batch": "0-d output returned as shape (1,) on the arm64 board"}
+def _reference_outputs(name: str) -> dict[str, np.ndarray]:
+    """CASE/OUTPUT -> host ONNX Runtime's output for every case of the zoo model."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(ZOO / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    grouped: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(ZOO / f"{name}.npz") as cases:
+        for key in cases.files:
+            case, _, input_name = key.rpartition("/")
+            grouped.setdefault(case, {})[input_name] = cases[key]
+    return {f"{case}/{out}": value for case, feeds in grouped.items()
+            for out, value in zip(names, session.run(names, feeds))}
 
 
-def _zoo_param(name: str) -> object:
-    marks = [] if name in DEFAULT else [pytest.mark.slow]
-    if name in ON_BOARD_BUGS:
-        marks.append(pytest.mark.xfail(reason=ON_BOARD_BUGS[name], strict=True))
-    return pytest.param(name, marks=marks)
-
-
-@pytest.mark.parametrize("name", [_zoo_param(n) for n in ZOO_MODELS])
-def test_validate_on_the_board_passes_for_every_zoo_model(name, tmp_path, arm64_bundles, sshd,
-                                                          root, store):
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n in DEFAULT else [pytest.mark.slow])
+                                  for n in ZOO_MODELS])
+def test_every_zoo_model_validates_and_runs_on_the_board(name, tmp_path, arm64_bundles, board_tcp):
+    """validate --device passes, and run --device returns host ORT's outputs (shapes
+    included: symbolic_batch's 0-d output once came back as (1,))."""
+    device, env = board_tcp
     bundle = arm64_bundles(name)
-    proc, report = _validate(bundle, name, tmp_path, *device_args(sshd, root, store))
+    proc, report = _validate(bundle, name, tmp_path, *device, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert report["status"] == "pass" and report["device"]["arch"] == "aarch64"
-    assert report["device"]["emulated"] is True and report["device"]["transport"] == "ssh"
+    assert report["device"]["emulated"] is True and report["device"]["transport"] == "tcp"
     assert "[EMULATED]" in proc.stdout
     cases = np.load(ZOO / f"{name}.npz").files
     assert len(report["cases"]) == len({k.rpartition("/")[0] for k in cases}) + 2
     assert report["segments_exercised"]  # the paths came back from the board
+
+    out = tmp_path / "out.npz"
+    proc = run_cli("run", str(bundle), "--cases", str(ZOO / f"{name}.npz"), "-o", str(out),
+                   *device, env=env)
+    assert proc.returncode == 0, proc.stderr
+    want = _reference_outputs(name)
+    with np.load(out) as got:
+        assert sorted(got.files) == sorted(want)
+        for key, value in want.items():
+            assert got[key].shape == value.shape and got[key].dtype == value.dtype, key
+            np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=1e-5, err_msg=key)
     # a host run of the same arm64 bundle is refused: it was built for the board
     here = run_cli("validate", str(bundle), "--reference", str(ZOO / f"{name}.onnx"), "--random", "1",
                    *SHAPES.get(name, ()))
@@ -122,11 +147,11 @@ def _miscompile(bundle: Path, out: Path, cache: Path) -> str:
 
 
 def test_validate_on_the_board_fails_clearly_on_a_miscompiled_segment(tmp_path, arm64_bundles,
-                                                                      sshd, root, store):
+                                                                      sshd, arm64_root, arm64_store):
     name = "early_exit_cnn"
     bad = tmp_path / "bad.edgert"
     segment = _miscompile(arm64_bundles(name), bad, tmp_path / "cache")
-    proc, report = _validate(bad, name, tmp_path, *device_args(sshd, root, store))
+    proc, report = _validate(bad, name, tmp_path, *device_args(sshd, arm64_root, arm64_store))
     assert proc.returncode == 1, proc.stderr
     assert report["status"] == "fail" and report["device"]["emulated"] is True
     assert proc.stdout.startswith("fail:") and "failed: case0: max abs error" in proc.stdout
@@ -134,8 +159,8 @@ def test_validate_on_the_board_fails_clearly_on_a_miscompiled_segment(tmp_path, 
     assert all(not c["ok"] for c in report["cases"] if "error" not in c)  # seg 0 runs on every path
 
 
-def test_run_on_the_board_returns_host_onnxruntime_outputs(tmp_path, arm64_bundles, sshd, root,
-                                                          store):
+def test_run_on_the_board_returns_host_onnxruntime_outputs(tmp_path, arm64_bundles, sshd, arm64_root,
+                                                          arm64_store):
     import onnxruntime as ort
 
     name = "early_exit_cnn"
@@ -143,7 +168,7 @@ def test_run_on_the_board_returns_host_onnxruntime_outputs(tmp_path, arm64_bundl
     reference = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     out, summary = tmp_path / "out.npz", tmp_path / "run.json"
     proc = run_cli("run", str(arm64_bundles(name)), "--cases", str(ZOO / f"{name}.npz"), "-o",
-                   str(out), "--json", str(summary), *device_args(sshd, root, store))
+                   str(out), "--json", str(summary), *device_args(sshd, arm64_root, arm64_store))
     assert proc.returncode == 0, proc.stderr
     got, facts = np.load(out), json.loads(summary.read_text())
     assert facts["device"]["arch"] == "aarch64" and facts["device"]["emulated"] is True
@@ -156,22 +181,47 @@ def test_run_on_the_board_returns_host_onnxruntime_outputs(tmp_path, arm64_bundl
     # the ONNX model itself on the board's onnxruntime, one --input
     np.save(tmp_path / "x.npy", cases["case2/x"])
     proc = run_cli("run", str(model), "--input", f"x={tmp_path / 'x.npy'}", "-o", str(out),
-                   *device_args(sshd, root, store))
+                   *device_args(sshd, arm64_root, arm64_store))
     assert proc.returncode == 0, proc.stderr
     for out_name, want in zip(names, reference.run(None, {"x": cases["case2/x"]})):
         np.testing.assert_allclose(np.load(out)[out_name], want, rtol=1e-4, atol=1e-5)
     assert "[EMULATED]" in proc.stdout
 
 
-def test_run_on_the_board_refuses_bad_inputs_in_one_line(tmp_path, arm64_bundles, sshd, root, store):
+def test_validate_on_the_board_refuses_a_tampered_segment_in_one_line(tmp_path, arm64_bundles,
+                                                                     board_tcp):
+    """A segment library changed after sealing (its manifest digest no longer matches) is
+    refused by checksum, before anything runs, naming the member."""
+    device, env = board_tcp
+    name = "early_exit_cnn"
+    good, bad = arm64_bundles(name), tmp_path / "tampered.edgert"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        dst.comment = src.comment  # the manifest and its digest stay as sealed
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "segments/seg_001.so":
+                data = data[:4096] + bytes([data[4096] ^ 0x01]) + data[4097:]
+            dst.writestr(info, data)
+    proc, report = _validate(bad, name, tmp_path, *device, env=env)
+    assert proc.returncode != 0 and report == {}, proc.stdout
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "'segments/seg_001.so' does not match its sha256" in proc.stderr
+    proc = run_cli("run", str(bad), "--cases", str(ZOO / f"{name}.npz"), "-o",
+                   str(tmp_path / "o.npz"), *device, env=env)
+    assert proc.returncode != 0 and "'segments/seg_001.so' does not match" in proc.stderr
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_run_on_the_board_refuses_bad_inputs_in_one_line(tmp_path, arm64_bundles, board_tcp):
+    device, env = board_tcp
     np.save(tmp_path / "x.npy", np.zeros((2, 2), np.float32))
     proc = run_cli("run", str(arm64_bundles("early_exit_cnn")), "--input", f"x={tmp_path / 'x.npy'}",
-                   "-o", str(tmp_path / "o.npz"), *device_args(sshd, root, store))
+                   "-o", str(tmp_path / "o.npz"), *device, env=env)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("edgert: error:") and "refused by the bundle" in proc.stderr
 
 
-def test_compile_auto_on_the_board_times_every_candidate_there(tmp_path, sshd, root, store):
+def test_compile_auto_on_the_board_times_every_candidate_there(tmp_path, sshd, arm64_root, arm64_store):
     """Every candidate is cross-built here and timed by the board's agent: the kept candidate
     files are the ones the board's store received, the manifest says where (emulated), and
     the chosen bundle validates on the board."""
@@ -182,7 +232,7 @@ def test_compile_auto_on_the_board_times_every_candidate_there(tmp_path, sshd, r
     out, kept = tmp_path / "auto.edgert", tmp_path / "candidates"
     proc = run_cli("compile", str(ZOO / f"{name}.onnx"), "-o", str(out), "--target", "aarch64",
                    "--samples", str(ZOO / f"{name}.npz"), "--keep-candidates", str(kept),
-                   "--cache-dir", str(tmp_path / "cache"), *device_args(sshd, root, store))
+                   "--cache-dir", str(tmp_path / "cache"), *device_args(sshd, arm64_root, arm64_store))
     assert proc.returncode == 0, proc.stderr
     assert "candidates timed on" in proc.stdout and "[EMULATED]" in proc.stdout
     manifest = inspect(out)
@@ -191,8 +241,9 @@ def test_compile_auto_on_the_board_times_every_candidate_there(tmp_path, sshd, r
     assert timed_on["transport"] == "ssh" and "QEMU" in timed_on["cpu_model"]
     auto = manifest["auto"]
     assert set(auto["measured_ms"]) == {"whole_model", "partitioned"}, auto
-    assert "the device in timed_on" in auto["reason"]
-    received = set(p.name for p in (store / "objects").iterdir())
+    assert "the device in timed_on" in auto["reason"] and "Mann-Whitney" in auto["reason"]
+    _check_decision(auto, "whole_model", auto["probe_inputs"])
+    received = set(p.name for p in (arm64_store / "objects").iterdir())
     candidates = sorted(kept.glob("*.edgert"))
     assert {p.name for p in candidates} >= {"whole_model.edgert", "partitioned.edgert"}
     assert {sha256_file(p) for p in candidates} <= received  # each one was uploaded and timed
@@ -200,12 +251,54 @@ def test_compile_auto_on_the_board_times_every_candidate_there(tmp_path, sshd, r
     for seg in partitioned["segments"]:
         choice = seg["choice"]
         assert set(choice["measured_ms"]) == {"tvm", "ort"}, choice
-        assert choice["chosen"] == min(choice["measured_ms"], key=choice["measured_ms"].get)
+        _check_decision(choice, "ort", 1)
         assert "emulated" in choice["reason"]
         for engine in ("tvm", "ort"):
             assert (kept / f"{seg['id']}.{engine}.edgert").exists()
-    proc, report = _validate(out, name, tmp_path, *device_args(sshd, root, store))
+    proc, report = _validate(out, name, tmp_path, *device_args(sshd, arm64_root, arm64_store))
     assert proc.returncode == 0 and report["status"] == "pass", proc.stdout + proc.stderr
+
+
+def _check_decision(record: dict, baseline: str, inputs: int) -> None:
+    """A device-timed choice (``choice`` or ``auto``) follows auto_rule on its own samples."""
+    import statistics
+
+    from edgert.devices.timer import settings_for
+    from edgert.dynamic.auto_rule import decide
+
+    samples = record["samples_ms"]
+    assert {len(s) for s in samples.values()} == {settings_for(inputs).runs}, record
+    assert record["measured_ms"] == {k: statistics.median(s) for k, s in samples.items()}
+    decision = decide(baseline, samples)
+    assert record["chosen"] == decision.chosen and record["decision"] == decision.to_dict()
+
+
+def test_compile_auto_on_a_device_is_reproduced_by_the_same_bench_request(tmp_path, tcp_device):
+    """The kept candidates benched with ``bench_options`` and their timing inputs as --cases
+    are timed exactly as compile timed them: as many runs, cycling through the same inputs
+    (whether the choice comes out the same is measured in benchmarks/auto_on_device.py)."""
+    from edgert.devices.timer import bench_options
+    from edgert.dynamic import inspect
+
+    name = "early_exit_cnn"
+    out, kept = tmp_path / "auto.edgert", tmp_path / "candidates"
+    proc = run_cli("compile", str(ZOO / f"{name}.onnx"), "-o", str(out), "--samples",
+                   str(ZOO / f"{name}.npz"), "--keep-candidates", str(kept), *tcp_device)
+    assert proc.returncode == 0, proc.stderr
+    auto = inspect(out)["auto"]
+    _check_decision(auto, "whole_model", auto["probe_inputs"])
+    for candidate in ("whole_model", "partitioned"):
+        inputs = kept / f"{candidate}.inputs.npz"
+        cases = sorted({key.partition("/")[0] for key in np.load(inputs).files})
+        assert len(cases) == auto["probe_inputs"]
+        result = tmp_path / f"{candidate}.json"
+        proc = run_cli("bench", str(kept / f"{candidate}.edgert"), "--backend", "bundle", "--cases",
+                       str(inputs), *bench_options(len(cases)), "--json", str(result), "--quiet",
+                       *tcp_device)
+        assert proc.returncode == 0, proc.stderr
+        benched = json.loads(result.read_text())
+        assert len(benched["samples_ms"]) == len(auto["samples_ms"][candidate])
+        assert [c["case"] for c in benched["per_case"]] == sorted(cases, key=lambda c: int(c[4:]))
 
 
 def test_compile_auto_for_another_target_without_a_device_refuses(tmp_path):
@@ -220,7 +313,7 @@ def tcp_device(tmp_path, monkeypatch):
     """``--device`` options of a host agent listening on TCP (token in EDGERT_TOKEN_FILE)."""
     from agent_env import start_agent
     from ports import listening_port
-    from test_agent_serial_tcp import stop
+    from agent_env import stop
 
     token = tmp_path / "token"
     token.write_text("correct-horse-battery-staple\n")
