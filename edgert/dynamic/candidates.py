@@ -28,8 +28,8 @@ class BundleTimer(Protocol):
 
     facts: dict[str, Any]  # device facts of where the times are taken, "emulated" included
 
-    def bundle_ms(self, bundle: Path, inputs: list[dict[str, np.ndarray]]) -> float:
-        """Mean over ``inputs`` of the median milliseconds per run."""
+    def samples_ms(self, bundle: Path, inputs: list[dict[str, np.ndarray]]) -> list[float]:
+        """Milliseconds of each timed run, the runs cycling through ``inputs``."""
 
 
 def segment_bundle(path: Path, seg: Segment, art: engines.Artifact, target: str,

@@ -6,14 +6,16 @@ it (with inputs captured from sample runs) and the faster one kept; then that
 partitioned bundle is timed against the whole model as one ORT segment (``whole``), and
 the faster of the two is written. The timing happens where the bundle will run: on this
 machine, or with a ``timer`` on a device whose agent times each candidate as a bundle
-(``candidates``). All times go into the manifest with the facts of where they were
-taken (``timed_on``). For another machine's target without a timer, auto refuses:
-times taken here would choose engines for the wrong CPU.
+(``candidates``); there ORT and the whole model are baselines that another candidate
+replaces only when clearly faster (``auto_rule``). All times go into the manifest with the
+facts of where they were taken (``timed_on``). For another machine's target without a
+timer, auto refuses: times taken here would choose engines for the wrong CPU.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,7 +28,7 @@ from edgert.errors import (BackendError, DeviceError, EdgertError, InputError, M
                            UsageError)
 from edgert.tensors import FeedCheck
 
-from . import engines, guard, whole
+from . import auto_rule, engines, guard, whole
 from .bundle import npy_bytes, write_bundle
 from .normalize import NormalizedModel, normalize
 from .partition import Partition, Segment, partition
@@ -35,6 +37,7 @@ from .runtime import arch_name, machine_arch
 from .specialize import fold_constants
 
 BACKENDS = ("ort", "tvm", "auto")
+BASELINE_ENGINE = "ort"  # auto keeps it for a segment unless another engine is clearly faster
 SUFFIX = ".edgert"
 
 
@@ -262,7 +265,8 @@ class _Timing:
     keep_dir: Path | None
 
     def segment_ms(self, seg: Segment, engine: str, art: engines.Artifact,
-                   sample: dict[str, np.ndarray], threads: int | None) -> float:
+                   sample: dict[str, np.ndarray], threads: int | None) -> float | list[float]:
+        """The median here, or every run's milliseconds on the device."""
         if self.timer is None and self.keep_dir is None:
             return engines.time_ms(engine, art, sample, threads)
         with tempfile.TemporaryDirectory(prefix="edgert-cand-") as tmp:
@@ -271,7 +275,7 @@ class _Timing:
             keep(self.keep_dir, bundle, [sample])
             if self.timer is None:
                 return engines.time_ms(engine, art, sample, threads)
-            return self.timer.bundle_ms(bundle, [sample])
+            return self.timer.samples_ms(bundle, [sample])
 
     def where(self) -> str:
         if self.timer is None:
@@ -283,7 +287,9 @@ class _Timing:
 
 def _choose_fastest(part: Partition, built: dict[str, dict[str, engines.Artifact]],
                     seen: engines.Probe, threads: int | None, timing: _Timing) -> None:
-    """Time each segment on each engine it built for, where ``timing`` says; keep the faster."""
+    """Time each segment on each engine it built for, where ``timing`` says, and keep one:
+    here the fastest median; on a device ORT unless another engine is clearly faster
+    (``auto_rule``: a choice that re-timing with bench --device reproduces)."""
     feeds = seen.feeds
     for seg in part.segments:
         options = built[seg.id]
@@ -292,18 +298,25 @@ def _choose_fastest(part: Partition, built: dict[str, dict[str, engines.Artifact
             _keep(options, engine, "the only engine that could build it")
             continue
         sample = feeds.get(seg.id) or engines.synthetic_feeds(seg)
-        times: dict[str, float] = {}
+        measured: dict[str, float | list[float]] = {}
         timing_failed: dict[str, str] = {}
         for engine, art in options.items():
             try:
-                times[engine] = timing.segment_ms(seg, engine, art, sample, threads)
+                measured[engine] = timing.segment_ms(seg, engine, art, sample, threads)
             except DeviceError:
                 raise  # the link or the agent failed, not this candidate
             except EdgertError as exc:
                 timing_failed[engine] = _first_line(exc.message)
-        best = min(times, key=times.get) if times else "ort"
-        reason = (f"fastest median time on {timing.where()} at compile time" if times
-                  else "no engine could be timed")
-        _keep(options, best, reason, times)
+        times = {e: statistics.median(m) if isinstance(m, list) else m for e, m in measured.items()}
+        if not times:
+            _keep(options, "ort", "no engine could be timed", times)
+        elif timing.timer is None or BASELINE_ENGINE not in measured:
+            best = min(times, key=times.get)
+            _keep(options, best, f"fastest median time on {timing.where()} at compile time", times)
+        else:
+            decision = auto_rule.decide(BASELINE_ENGINE, measured)  # type: ignore[arg-type]
+            _keep(options, decision.chosen, f"timed on {timing.where()} at compile time: "
+                  f"{decision.reason}", times)
+            options[decision.chosen].note.update(samples_ms=measured, decision=decision.to_dict())
         if timing_failed:
-            options[best].note["timing_failed"] = timing_failed
+            options[next(iter(options))].note["timing_failed"] = timing_failed

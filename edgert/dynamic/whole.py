@@ -10,6 +10,7 @@ take, so a run's path is reported as ``whole_model=hidden`` (``Trace.key``).
 from __future__ import annotations
 
 import math
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 
 from edgert.errors import DeviceError, EdgertError, ModelError
 
-from . import engines
+from . import auto_rule, engines
 from .bundle import write_bundle
 from .candidates import BundleTimer, keep
 from .graphs import iter_graphs
@@ -31,8 +32,8 @@ from .runtime import load
 WHOLE_ID = "whole_model"
 # The partitioned bundle is kept only when it beats the whole model by more than this
 # fraction: a closer race is timing noise, and the whole model is the ORT baseline that
-# auto must not lose to.
-MARGIN = 0.05
+# auto must not lose to (on a device, auto_rule also asks for a significant difference).
+MARGIN = auto_rule.MARGIN
 BLOCKS = 3  # alternating timing blocks per candidate
 BLOCK_ROUNDS = 5  # timed passes over all probe inputs per block ...
 BLOCK_SECONDS = 0.07  # ... and at least this long, so tiny models get many rounds
@@ -89,23 +90,32 @@ def choose(norm: NormalizedModel, manifest: dict[str, Any], members: dict[str, b
                                             ("partitioned", (manifest, members)))}
         for bundle in bundles.values():
             keep(keep_dir, bundle, inputs)
-        times, failed = (time_bundles_ms(bundles, inputs, threads) if timer is None
-                         else _device_ms(bundles, inputs, timer))
-    if len(times) == 2:
+        if timer is None:
+            times, failed = time_bundles_ms(bundles, inputs, threads)
+            samples: dict[str, list[float]] = {}
+        else:
+            samples, failed = _device_samples_ms(bundles, inputs, timer)
+            times = {name: statistics.median(s) for name, s in samples.items()}
+    extra: dict[str, Any] = {}
+    if len(times) == 2 and timer is None:
         chosen = ("partitioned" if times["partitioned"] < (1 - MARGIN) * times["whole_model"]
                   else "whole_model")
-        how = ("fastest round over the sample inputs" if timer is None
-               else "mean of the device's median times over the sample inputs")
-        where = "this machine" if timer is None else "the device in timed_on"
-        reason = (f"{how} (compile --samples, else seeded random ones) on {where} at compile "
-                  f"time (the partitioned bundle must be more than {MARGIN:.0%} faster to be kept)")
+        reason = ("fastest round over the sample inputs (compile --samples, else seeded random "
+                  "ones) on this machine at compile time (the partitioned bundle must be more "
+                  f"than {MARGIN:.0%} faster to be kept)")
+    elif len(times) == 2:
+        decision = auto_rule.decide(WHOLE_ID, samples)
+        chosen = decision.chosen
+        reason = ("runs cycling through the sample inputs (compile --samples, else seeded random "
+                  f"ones) on the device in timed_on at compile time: {decision.reason}")
+        extra = {"samples_ms": samples, "decision": decision.to_dict()}
     else:
         chosen = next(iter(times), "partitioned")
         reason = ("the other candidate failed to run (see timing_failed)" if times
                   else "neither candidate could be run")
     record: dict[str, Any] = {
         "chosen": chosen, "measured_ms": times, "probe_inputs": len(inputs),
-        "partitioned_segments": len(manifest["segments"]), "reason": reason,
+        "partitioned_segments": len(manifest["segments"]), "reason": reason, **extra,
     }
     if failed:
         record["timing_failed"] = failed
@@ -142,14 +152,15 @@ def time_bundles_ms(bundles: dict[str, Path], inputs: list[dict[str, np.ndarray]
     return {name: ns / len(inputs) / 1e6 for name, ns in fastest.items()}, failed
 
 
-def _device_ms(bundles: dict[str, Path], inputs: list[dict[str, np.ndarray]],
-               timer: BundleTimer) -> tuple[dict[str, float], dict[str, str]]:
-    """``time_bundles_ms`` on ``timer``'s device: each candidate uploaded and timed there."""
-    times: dict[str, float] = {}
+def _device_samples_ms(bundles: dict[str, Path], inputs: list[dict[str, np.ndarray]],
+                       timer: BundleTimer) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Each candidate uploaded to ``timer``'s device and timed there: every run's
+    milliseconds, and why any could not be run."""
+    times: dict[str, list[float]] = {}
     failed: dict[str, str] = {}
     for name, path in bundles.items():
         try:
-            times[name] = timer.bundle_ms(path, inputs)
+            times[name] = timer.samples_ms(path, inputs)
         except DeviceError:
             raise  # the link or the agent failed, not this candidate
         except EdgertError as exc:
