@@ -118,6 +118,9 @@ def run_benchmark(model_path: Path, backend_name: str, settings: BenchSettings, 
     building the session from the compiled artifact; the first inference is timed apart from
     the warm-up. Offline and server scenarios open one session per worker.
     """
+    # inputs every case gives need no made-up default (which a symbolic dimension would stop)
+    shared = set.intersection(*(set(given) for _, given in cases)) if cases else set()
+    feeds = {**{name: cases[0][1][name] for name in shared}, **(feeds or {})}
     t_load = time.perf_counter_ns()
     with prepared_session(model_path, backend_name, settings, options=options, dims=dims,
                           feeds=feeds) as (description, session, all_feeds):

@@ -122,6 +122,24 @@ def test_bench_a_bundle_over_its_cases_gives_per_case_and_per_path_latency(tmp_p
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_bench_over_cases_needs_no_shape_for_a_symbolic_dimension_they_set(tmp_path):
+    """symbolic_batch's cases have batch sizes 1, 5 and 3: no random default input (which
+    would need --shape N=...) is made for an input every case gives."""
+    import json
+
+    bundle = tmp_path / "sb.edgert"
+    assert run_cli("compile", "zoo:symbolic_batch", "-o", str(bundle), "--backend", "ort",
+                   "--quiet").returncode == 0
+    out = tmp_path / "r.json"
+    proc = run_cli("bench", str(bundle), "--cases", "zoo:symbolic_batch.npz", "--runs", "8",
+                   "--warmup", "4", "--json", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert {c: v["n"] for c, v in json.loads(out.read_text())["cases_ms"].items()} == {
+        "case0": 2, "case1": 2, "case2": 2, "case3": 2}
+    proc = run_cli("bench", str(bundle), "--runs", "2", "--quiet")  # no cases: --shape is needed
+    assert proc.returncode != 0 and proc.stderr.strip().endswith("set it with --shape N=SIZE")
+
+
 def test_every_bundled_model_has_a_zoo_name():
     import pytest
 
