@@ -9,6 +9,7 @@ import pytest
 import edgert.dynamic as dyn
 from edgert.errors import UsageError
 
+from conftest import run_cli
 from test_dynamic_partition import if_model
 
 ZOO = Path(dyn.__file__).resolve().parent.parent / "zoo" / "dynamic"
@@ -80,3 +81,7 @@ def test_an_output_of_another_shape_is_named_in_the_report(tmp_path):
         "output score_1d has shape (), the reference (1,)"}
     assert dyn.validate(bundle, ZOO / "symbolic_batch.onnx", cases=ZOO / "symbolic_batch.npz")[
         "status"] == "pass"
+    proc = run_cli("validate", str(bundle), "--reference", str(reference), "--cases",
+                   str(ZOO / "symbolic_batch.npz"))
+    assert proc.returncode == 1 and proc.stdout.startswith("fail:")
+    assert "failed: case0: output score_1d has shape (), the reference (1,) on path" in proc.stdout
