@@ -307,16 +307,17 @@ def _choose_fastest(part: Partition, built: dict[str, dict[str, engines.Artifact
                 raise  # the link or the agent failed, not this candidate
             except EdgertError as exc:
                 timing_failed[engine] = _first_line(exc.message)
+        samples = {e: m for e, m in measured.items() if isinstance(m, list)}  # a device's runs
         times = {e: statistics.median(m) if isinstance(m, list) else m for e, m in measured.items()}
-        if not times:
-            _keep(options, "ort", "no engine could be timed", times)
-        elif timing.timer is None or BASELINE_ENGINE not in measured:
+        if BASELINE_ENGINE in samples:
+            decision = auto_rule.decide(BASELINE_ENGINE, samples)
+            _keep(options, decision.chosen, f"timed on {timing.where()} at compile time: "
+                  f"{decision.reason}", times)
+            options[decision.chosen].note.update(samples_ms=samples, decision=decision.to_dict())
+        elif times:
             best = min(times, key=times.get)
             _keep(options, best, f"fastest median time on {timing.where()} at compile time", times)
         else:
-            decision = auto_rule.decide(BASELINE_ENGINE, measured)  # type: ignore[arg-type]
-            _keep(options, decision.chosen, f"timed on {timing.where()} at compile time: "
-                  f"{decision.reason}", times)
-            options[decision.chosen].note.update(samples_ms=measured, decision=decision.to_dict())
+            _keep(options, "ort", "no engine could be timed", times)
         if timing_failed:
             options[next(iter(options))].note["timing_failed"] = timing_failed
