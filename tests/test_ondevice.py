@@ -273,6 +273,7 @@ def _check_decision(record: dict, baseline: str, inputs: int) -> None:
     assert record["chosen"] == decision.chosen and record["decision"] == decision.to_dict()
 
 
+@pytest.mark.slow
 def test_compile_auto_on_a_device_is_reproduced_by_the_same_bench_request(tmp_path, tcp_device):
     """The kept candidates benched with ``bench_options`` and their timing inputs as --cases
     are timed exactly as compile timed them: as many runs, cycling through the same inputs
