@@ -47,6 +47,27 @@ def test_shape_arithmetic_folds_into_a_constant_shape():
     np.testing.assert_array_equal(got[0], want[0])
 
 
+def test_ort_folds_what_the_reference_evaluator_gets_wrong():
+    """BERT's position ids: GatherElements of two constants (onnx's reference evaluator fails
+    on it), then Expand; left unfolded, onnx2tf cannot convert the Expand."""
+    table = np.arange(64, dtype=np.int64).reshape(1, 64) * 3
+    index = np.arange(16, dtype=np.int64).reshape(1, 16)
+    nodes = [helper.make_node("GatherElements", ["table", "index"], ["ids"], name="gather", axis=1),
+             helper.make_node("Expand", ["ids", "shape"], ["wide"], name="expand"),
+             helper.make_node("Cast", ["wide"], ["wide_f"], name="cast", to=TensorProto.FLOAT),
+             helper.make_node("Add", ["x", "wide_f"], ["y"], name="add")]
+    inits = [numpy_helper.from_array(table, "table"), numpy_helper.from_array(index, "index"),
+             numpy_helper.from_array(np.array([2, 16], np.int64), "shape")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    special = specialize(model.SerializeToString())
+    assert [n.op_type for n in special.model.graph.node] == ["Add"]
+    x = np.ones((2, 16), np.float32)
+    got = ort.InferenceSession(special.model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, x + np.broadcast_to(table[:, :16], (2, 16)))
+
+
 def _untyped_input_model() -> bytes:
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
