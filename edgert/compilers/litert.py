@@ -24,6 +24,12 @@ from edgert.cache import cache_root
 from edgert.errors import ModelError
 
 
+# ONNX operators onnx2tf writes as builtin LiteRT ops instead of TensorFlow (Flex) ops,
+# which LiteRT's interpreter cannot run: Erf (BERT's and ViT's GELU) becomes the
+# Abramowitz-Stegun polynomial (max error 1.5e-7).
+PSEUDO_OPS = ("erf",)
+
+
 def converter_version() -> str:
     """Part of the cache key: which converter would run."""
     from importlib.metadata import PackageNotFoundError, version
@@ -93,6 +99,7 @@ def _onnx2tf(model: Any) -> bytes:
                 onnx2tf.convert(input_onnx_file_path=str(source), output_folder_path=str(work / "tf"),
                                 copy_onnx_input_output_names_to_tflite=True,
                                 keep_ncw_or_nchw_or_ncdhw_input_names=nchw or None,
+                                replace_to_pseudo_operators=list(PSEUDO_OPS),
                                 non_verbose=True)
             except BaseException as exc:  # onnx2tf raises anything, and sys.exit()s on some errors
                 if isinstance(exc, KeyboardInterrupt):
