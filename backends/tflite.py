@@ -51,6 +51,14 @@ def _io_details(interpreter: Any) -> tuple[list[dict[str, Any]], list[dict[str, 
             [dict(d, name=n) for n, d in runner.get_output_details().items()])
 
 
+def _flex_ops(message: str) -> str:
+    """"FlexErf (node 52)" from LiteRT's error for a model with Select TensorFlow ops, or ""."""
+    import re
+
+    found = re.search(r"Node number (\d+) \((Flex\w+)\)", message)
+    return f"{found.group(2)} (node {found.group(1)})" if found else ""
+
+
 class TfliteSession(Session):
     def __init__(self, interpreter: Any) -> None:
         self._interpreter = interpreter
@@ -95,6 +103,12 @@ class TfliteBackend(Backend):
                                           num_threads=self._threads())
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
+            flex = _flex_ops(str(exc))
+            if flex:  # a valid file, converted with TensorFlow ops this interpreter lacks
+                raise ModelError(f"LiteRT cannot run {model_path.name}: it uses TensorFlow (Flex) "
+                                 f"operator {flex}, which LiteRT's interpreter does not include; "
+                                 "convert the model without Flex ops", path=str(model_path),
+                                 operator=flex) from exc
             raise ModelError(f"LiteRT cannot load {model_path}: is it a .tflite file? ({exc})",
                              path=str(model_path)) from exc
         return TfliteSession(interpreter)

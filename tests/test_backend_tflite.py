@@ -217,3 +217,21 @@ def test_custom_domain_op_is_named_before_shape_inference(tmp_path: Path) -> Non
     with pytest.raises(ModelError) as info:
         convert(path, tmp_path / "m.tflite")
     assert info.value.fields == {"op": "FancyAct", "node": "fancy"}
+
+
+def test_a_model_with_flex_ops_is_named_not_called_a_non_tflite_file(tmp_path: Path) -> None:
+    """A .tflite converted with Select TensorFlow ops (what onnx2tf once wrote for ViT's Erf)
+    loads nowhere without the Flex delegate: the error names the op, not the file type."""
+    tf = pytest.importorskip("tensorflow", reason="writing a Flex model needs TensorFlow (edgert[convert])")
+
+    @tf.function(input_signature=[tf.TensorSpec([4], tf.float32)])
+    def erf(x):
+        return tf.raw_ops.Erf(x=x)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([erf.get_concrete_function()], erf)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    path = tmp_path / "flex.tflite"
+    path.write_bytes(converter.convert())
+    with pytest.raises(ModelError, match=r"TensorFlow \(Flex\) operator Flex\w+ \(node \d+\)") as info:
+        TfliteBackend().load(path)
+    assert "is it a .tflite file" not in info.value.message
