@@ -37,7 +37,7 @@ def converter_version() -> str:
     from edgert.compilers.tflite import CONVERTER_VERSION
 
     try:
-        return f"onnx2tf{version('onnx2tf')}+light{CONVERTER_VERSION}"
+        return f"onnx2tf{version('onnx2tf')}-{'-'.join(PSEUDO_OPS)}+light{CONVERTER_VERSION}"
     except PackageNotFoundError:
         return f"light{CONVERTER_VERSION}"
 
