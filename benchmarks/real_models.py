@@ -115,7 +115,8 @@ def render(report: dict[str, Any]) -> str:
              f"load average {report['machine']['load_avg_1m']:.1f} at the start (shared machine: "
              "ratios are noisy). TVM untuned. `rel` = max |engine - ORT| / max |ORT|; "
              f"bound {REL_BOUND:g}. Reproduce: `{report['command']}`.", "",
-             "| model | " + " | ".join(engines) + " |", "|---" * (len(engines) + 1) + "|"]
+             "| model | " + " | ".join(engines) + " | load before/after |",
+             "|---" * (len(engines) + 2) + "|"]
     failures = []
     for name, row in report["models"].items():
         cells = []
@@ -133,7 +134,8 @@ def render(report: dict[str, Any]) -> str:
             else:
                 text += f", p50 {cell['p50_ms']:.2f} ms"
             cells.append(text)
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        load = "/".join(f"{v:.1f}" for v in row.get("load_avg_1m", [])) or "?"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {load} |")
     if failures:
         lines += ["", "Failures (edgert's one-line error):", ""] + failures
     return "\n".join(lines) + "\n"
@@ -161,7 +163,9 @@ def main() -> None:
     for name in names:
         model = zoo.build([name])[name]
         feeds = zoo.inputs(model)
+        load = os.getloadavg()[0]
         row = bench_model(model, feeds, engines, args.runs, args.timeout)
+        row["load_avg_1m"] = [round(load, 1), round(os.getloadavg()[0], 1)]  # before, after
         scale = _reference_scale(model, feeds)
         for cell in row["engines"].values():
             agreement = cell.get("agreement") or {}
