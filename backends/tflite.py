@@ -51,6 +51,34 @@ def _io_details(interpreter: Any) -> tuple[list[dict[str, Any]], list[dict[str, 
             [dict(d, name=n) for n, d in runner.get_output_details().items()])
 
 
+LAYOUT_SUFFIX = ".layout.json"  # beside a bundle segment's .tflite: see ``_read_layout``
+
+
+def _read_layout(model_path: Path) -> dict[str, Any] | None:
+    """``<model>.layout.json`` (written by ``compilers.litert.convert_segment``), or None.
+
+    A bundle segment's outputs feed segments that expect ONNX's order, layout and dtype;
+    onnx2tf's may differ (NHWC, sorted by name, int32), so the sidecar says how to restore
+    them.
+    """
+    import json
+
+    path = model_path.with_name(model_path.stem + LAYOUT_SUFFIX)
+    if not path.is_file():
+        return None
+    try:
+        layout = json.loads(path.read_text())
+        if layout.get("format") != "edgert.tflite.layout/1":
+            raise ValueError(f"unknown format {layout.get('format')!r}")
+        for out in layout["outputs"]:
+            np.dtype(out["dtype"])  # TypeError for a name numpy does not know
+            if sorted(out["perm"]) != list(range(len(out["perm"]))):
+                raise ValueError(f"{out['perm']} is not a permutation")
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ModelError(f"{path.name} is not a readable layout sidecar: {exc}", path=str(path)) from exc
+    return layout
+
+
 def _flex_ops(message: str) -> str:
     """"FlexErf (node 52)" from LiteRT's error for a model with Select TensorFlow ops, or ""."""
     import re
@@ -60,12 +88,18 @@ def _flex_ops(message: str) -> str:
 
 
 class TfliteSession(Session):
-    def __init__(self, interpreter: Any) -> None:
+    def __init__(self, interpreter: Any, layout: dict[str, Any] | None = None) -> None:
         self._interpreter = interpreter
         inputs, outputs = _io_details(interpreter)
         self.inputs = [_spec(d) for d in inputs]
-        self.outputs = [_spec(d) for d in outputs]
         self._input_index = {d["name"]: d["index"] for d in inputs}
+        by_name = {d["name"]: d for d in outputs}
+        # A layout sidecar (a bundle segment): outputs in ONNX order, layout and dtype
+        self._restore = [(by_name[o["name"]], o["perm"], np.dtype(o["dtype"]))
+                         for o in layout["outputs"]] if layout else []
+        if layout:
+            outputs = [detail for detail, _, _ in self._restore]
+        self.outputs = [_spec(d) for d in outputs]
         self._output_index = [d["index"] for d in outputs]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -74,9 +108,13 @@ class TfliteSession(Session):
                 self._interpreter.set_tensor(self._input_index[name], np.ascontiguousarray(value))
             self._interpreter.invoke()
             # get_tensor copies, so results survive the next invoke
-            return [self._interpreter.get_tensor(i) for i in self._output_index]
+            results = [self._interpreter.get_tensor(i) for i in self._output_index]
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"LiteRT failed to run the model: {exc}") from exc
+        if self._restore:
+            results = [np.ascontiguousarray(np.transpose(r, perm)).astype(dtype, copy=False)
+                       for r, (_, perm, dtype) in zip(results, self._restore)]
+        return results
 
 
 class TfliteBackend(Backend):
@@ -96,6 +134,7 @@ class TfliteBackend(Backend):
         if model_path.suffix == ".onnx":
             raise ModelError(f"LiteRT loads .tflite files, not {model_path.name}; convert it on the "
                              "host first (edgert.compilers.tflite)", path=str(model_path))
+        layout = _read_layout(model_path)
         interpreter_cls, _ = _interpreter_class()
         try:
             # the default op resolver applies the XNNPACK delegate
@@ -111,7 +150,11 @@ class TfliteBackend(Backend):
                                  operator=flex) from exc
             raise ModelError(f"LiteRT cannot load {model_path}: is it a .tflite file? ({exc})",
                              path=str(model_path)) from exc
-        return TfliteSession(interpreter)
+        try:
+            return TfliteSession(interpreter, layout)
+        except KeyError as exc:
+            raise ModelError(f"{model_path.name}'s layout sidecar names output {exc} the model "
+                             "lacks", path=str(model_path)) from exc
 
     def _threads(self) -> int:
         """All usable cores by default, like ONNX Runtime, so side-by-side numbers are fair

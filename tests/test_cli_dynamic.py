@@ -151,3 +151,27 @@ def test_every_bundled_model_has_a_zoo_name():
     assert resolve("zoo:early_exit_cnn.npz") == ZOO / "early_exit_cnn.npz"
     with pytest.raises(UsageError, match=r"early_exit_cnn\[.npz\].*resnet\[.tflite\]"):
         resolve("zoo:nope")
+
+
+def test_compile_for_litert_puts_segments_on_litert_and_validates(tmp_path):
+    """An If model for LiteRT: segments the converters take run on LiteRT (their NCHW
+    outputs restored by the layout sidecar), the rest on ORT, and validate passes."""
+    import pytest
+
+    pytest.importorskip("ai_edge_litert", reason="needs edgert[tflite]")
+    model = ZOO / "early_exit_cnn.onnx"
+    bundle = tmp_path / "ee.edgert"
+    proc = run_cli("compile", str(model), "-o", str(bundle), "--backend", "tflite",
+                   "--cache-dir", str(tmp_path / "cache"),
+                   env={"XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    assert proc.returncode == 0, proc.stderr
+    from edgert.dynamic.runtime import inspect
+
+    segments = inspect(bundle)["segments"]
+    on_litert = [s for s in segments if s["engine"] == "tflite"]
+    assert on_litert and all(s["artifact"].endswith(".tflite") for s in on_litert)
+    assert all(s["choice"]["fallback_from"] == "tflite" for s in segments if s["engine"] == "ort")
+    proc = run_cli("validate", str(bundle), "--reference", str(model), "--cases",
+                   str(ZOO / "early_exit_cnn.npz"), "--force-paths", "--json", str(tmp_path / "v.json"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads((tmp_path / "v.json").read_text())["status"] == "pass"

@@ -16,8 +16,10 @@ from edgert.errors import UsageError
 @click.argument("model")
 @output_option("-o", "--output", default=None,
               help="Bundle file [default: MODEL with .edgert].")
-@click.option("--backend", type=click.Choice(["auto", "tvm", "ort"]), default="auto", show_default=True,
-              help="Engine per segment; auto times each segment on each engine, then that "
+@click.option("--backend", type=click.Choice(["auto", "tvm", "tflite", "ort"]), default="auto",
+              show_default=True,
+              help="Engine per segment (tvm/tflite: ORT runs the segments they cannot build); "
+                   "auto times each segment on each engine, then that "
                    "bundle against the whole model as one ORT call, and keeps the faster: here "
                    "for --target host, on --device for a board (required for another target).")
 @click.option("--target", default="host", show_default=True,

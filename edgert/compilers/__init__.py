@@ -34,8 +34,8 @@ def compile_for(backend: str, model_path: Path, options: BackendOptions | None =
     """``model_path`` compiled (TVM) or converted (LiteRT) for ``options``, from the cache when
     it is there; any other file is returned as it is. ``run_here``: the artifact will be
     loaded on this machine, so a cross-compiling TVM target is refused before compiling.
-    A model with If/Loop/Scan for TVM becomes a bundle (``compilers.bundled``): run it with
-    the ``bundle`` engine."""
+    A model with If/Loop/Scan for TVM or LiteRT becomes a bundle (``compilers.bundled``):
+    run it with the ``bundle`` engine."""
     model_path = Path(model_path)
     options = options or BackendOptions()
     if model_path.suffix == BUNDLE_SUFFIX and backend != "bundle":
@@ -46,14 +46,21 @@ def compile_for(backend: str, model_path: Path, options: BackendOptions | None =
     if not model_path.is_file():
         raise ModelError(f"no such model file: {model_path}", path=str(model_path))
     get_backend(backend, options)  # the engine must be installed: EngineMissingError with the pip hint
+    from . import bundled
+
     if backend == "tflite":
+        flow = bundled.control_flow_ops(model_path)
+        if flow:  # onnx2tf converts no If/Loop/Scan: LiteRT segments and a host program
+            bundle = bundled.compile_bundle(model_path, options, engine="tflite")
+            return Compiled(bundle, {"note": f"{model_path.name} has {'/'.join(flow)}: ran as a "
+                                             f"LiteRT bundle (edgert compile --backend tflite), {bundle}"})
         try:
             from .litert import convert_cached
         except ImportError as exc:
             raise ModelError(f"converting {model_path.name} to .tflite needs onnx and flatbuffers "
                              f"({exc}); pass a .tflite file", path=str(model_path)) from exc
         return Compiled(convert_cached(model_path, options.cache_dir, options.dims))
-    from . import bundled, tvm
+    from . import tvm
 
     if run_here:
         tvm.check_runs_here(options, model_path)

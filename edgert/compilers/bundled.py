@@ -1,10 +1,10 @@
-"""Models with control flow on TVM: compiled as a bundle instead of refused.
+"""Models with control flow on TVM or LiteRT: compiled as a bundle instead of refused.
 
 TVM's ONNX importer has no ``Loop``/``Scan`` and imports ``If`` only as a whole graph of
-both branches. ``edgert compile --backend tvm`` already handles all three: static
-segments on TVM and a host program for the control flow. ``bench --backend tvm`` on
-such a model builds that bundle (cached by model bytes, target and tuning database) and
-measures it.
+both branches; onnx2tf converts none of them. ``edgert compile --backend tvm`` (or
+``tflite``) already handles all three: static segments on the engine and a host program
+for the control flow. ``bench --backend tvm`` / ``tflite`` on such a model builds that
+bundle (cached by model bytes, engine, target and tuning database) and measures it.
 """
 from __future__ import annotations
 
@@ -25,29 +25,31 @@ def control_flow_ops(model_path: Path) -> list[str]:
     return sorted({n.op_type for n in model.graph.node if n.op_type in CONTROL_FLOW})
 
 
-def bundle_path(model_path: Path, options: Any) -> Path:
+def bundle_path(model_path: Path, options: Any, engine: str = "tvm") -> Path:
     import edgert
     from edgert.compilers.tvm import default_cache_dir
     from edgert.dynamic.bundle import FORMAT_VERSION
 
     digest = hashlib.sha256(Path(model_path).read_bytes())
-    for part in (options.target, str(options.tuning_db or ""), edgert.__version__, str(FORMAT_VERSION)):
+    for part in (engine, options.target, str(options.tuning_db or ""), edgert.__version__,
+                 str(FORMAT_VERSION)):
         digest.update(b"\0" + part.encode())
     base = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
     return base / "bundles" / f"{Path(model_path).stem}-{digest.hexdigest()[:20]}.edgert"
 
 
 def compile_bundle(model_path: Path, options: Any,
-                   samples: Sequence[Mapping[str, np.ndarray]] | None = None) -> Path:
-    """The TVM bundle of ``model_path`` (compiled once, then taken from the cache)."""
+                   samples: Sequence[Mapping[str, np.ndarray]] | None = None,
+                   engine: str = "tvm") -> Path:
+    """The ``engine`` bundle of ``model_path`` (compiled once, then taken from the cache)."""
     from edgert.dynamic import compile as compile_dynamic
 
-    out = bundle_path(model_path, options)
+    out = bundle_path(model_path, options, engine)
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.part")
-    built = compile_dynamic(model_path, backend="tvm", target=options.target, out=tmp,
+    built = compile_dynamic(model_path, backend=engine, target=options.target, out=tmp,
                             cache_dir=options.cache_dir, threads=options.threads,
                             tuning_db=options.tuning_db, samples=samples)
     Path(built).replace(out)

@@ -155,3 +155,100 @@ def convert_cached(onnx_path: Path, cache_dir: Path | None = None,
     if not target.is_file():
         convert(Path(onnx_path), target, dims)
     return target
+
+
+def convert_segment(model_bytes: bytes, name: str, cache_dir: Path | None,
+                    observed: Mapping[str, set[tuple[int, ...]]] | None) -> tuple[Path, dict[str, Any]]:
+    """A bundle segment as a cached .tflite, and its layout sidecar (``backends.tflite.LAYOUT``).
+
+    LiteRT needs static shapes: a symbolic input dim takes the one size the sample run
+    fed it (a segment that saw several sizes is refused). onnx2tf computes in NHWC and
+    may hand 4-D outputs back as NHWC, and orders outputs by name; the next segment
+    expects the ONNX layout and order, so the sidecar lists each output in ONNX order
+    with the permutation back to ONNX's layout and ONNX's dtype.
+    """
+    import onnx
+
+    from edgert.dynamic.specialize import specialize
+
+    model = specialize(model_bytes, observed).model
+    for info in model.graph.input:
+        dims = info.type.tensor_type.shape.dim
+        if all(d.HasField("dim_value") for d in dims):
+            continue
+        seen = sorted({s for s in (observed or {}).get(info.name, ()) if len(s) == len(dims)})
+        if len(seen) != 1:
+            raise ModelError(f"LiteRT needs static shapes: segment input {info.name!r} has "
+                             f"symbolic dims and the sample run fed it "
+                             f"{'shapes ' + ', '.join(map(str, seen)) if seen else 'no value'}",
+                             value=info.name)
+        for dim, size in zip(dims, seen[0]):
+            dim.dim_value = size
+    with tempfile.TemporaryDirectory(prefix="edgert-seg-") as tmp:
+        source = Path(tmp) / f"{name}.onnx"
+        onnx.save(model, str(source))
+        tflite = convert_cached(source, cache_dir)
+        typed = specialize(source.read_bytes()).model
+    return tflite, _layout(tflite, typed)
+
+
+def _layout(tflite: Path, model: Any) -> dict[str, Any]:
+    """The sidecar: each ONNX output's name, its permutation from LiteRT's layout, its dtype.
+
+    The permutation is found by running both engines on one seeded input and keeping the
+    layout whose values agree with ORT's (a shape alone is ambiguous when C == H == W); an
+    output that agrees in no layout is refused.
+    """
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import helper
+
+    from edgert.backends.tflite import TfliteBackend
+
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for info in model.graph.input:
+        tensor = info.type.tensor_type
+        shape = [d.dim_value for d in tensor.shape.dim]
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        feeds[info.name] = (rng.standard_normal(shape).astype(dtype) if dtype.kind == "f"
+                            else np.zeros(shape, dtype))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    want = ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"]).run(None, feeds)
+    session = TfliteBackend().load(tflite)
+    try:
+        got = dict(zip([s.name for s in session.outputs], session.run(feeds)))
+    finally:
+        session.close()
+    outputs = []
+    for info, ref in zip(model.graph.output, want):
+        if info.name not in got:
+            raise ModelError(f"the converted segment has no output {info.name!r} "
+                             f"(it has {', '.join(got)})", value=info.name)
+        perm = _matching_perm(np.asarray(got[info.name]), np.asarray(ref))
+        if perm is None:
+            raise ModelError(f"the converted segment's output {info.name!r} (shape "
+                             f"{list(np.shape(got[info.name]))}) does not match ONNX Runtime's "
+                             f"(shape {list(ref.shape)}) in any layout", value=info.name)
+        outputs.append({"name": info.name, "perm": perm, "dtype": ref.dtype.name})
+    return {"format": "edgert.tflite.layout/1", "outputs": outputs}
+
+
+def _matching_perm(got: Any, ref: Any, rel: float = 1e-3) -> list[int] | None:
+    """The permutation (identity, or channels-last back to channels-first) that turns
+    ``got`` into ``ref`` within ``rel`` of ref's largest magnitude; None if neither does."""
+    import numpy as np
+
+    rank = ref.ndim
+    perms = [list(range(rank))]
+    if rank >= 3:
+        perms.append([0, rank - 1, *range(1, rank - 1)])
+    scale = max(float(np.abs(ref.astype(np.float64)).max(initial=0.0)), 1e-12)
+    for perm in perms:
+        moved = np.transpose(got, perm)
+        if moved.shape == ref.shape and float(
+                np.abs(moved.astype(np.float64) - ref).max(initial=0.0)) <= rel * scale:
+            return perm
+    return None

@@ -28,7 +28,7 @@ from edgert.errors import (BackendError, DeviceError, EdgertError, InputError, M
                            UsageError)
 from edgert.tensors import FeedCheck
 
-from . import auto_rule, engines, guard, whole
+from . import auto_rule, engines, guard, specialize_calls, whole
 from .bundle import npy_bytes, write_bundle
 from .normalize import NormalizedModel, normalize
 from .partition import Partition, Segment, partition
@@ -36,8 +36,9 @@ from .candidates import BundleTimer, keep, segment_bundle
 from .runtime import arch_name, machine_arch
 from .specialize import fold_constants
 
-BACKENDS = ("ort", "tvm", "auto")
+BACKENDS = ("ort", "tvm", "tflite", "auto")
 BASELINE_ENGINE = "ort"  # auto keeps it for a segment unless another engine is clearly faster
+STATIC_ENGINES = ("tvm", "tflite")  # need shapes from a sample run; ORT runs what they cannot
 SUFFIX = ".edgert"
 
 
@@ -91,18 +92,24 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
     candidates = engines.candidates(backend, target)
     # auto also times the whole model as one ORT segment (see ``whole``)
     whole_candidate = backend == "auto" and engines.available("ort")
+    static = any(e in STATIC_ENGINES for e in candidates)
     seen = (engines.probe(part, graph, samples=samples)
-            if ("tvm" in candidates or whole_candidate) and engines.available("ort")
+            if (static or whole_candidate) and engines.available("ort")
             else engines.Probe({}, {}))
-    fallback = backend == "tvm" and engines.available("ort")
+    fallback = backend in STATIC_ENGINES and engines.available("ort")
     built = {seg.id: _build(seg, candidates, target, cache_dir, seen.shapes.get(seg.id), fallback,
                             tuning_db)
              for seg in part.segments}
     if len(candidates) > 1:
         _choose_fastest(part, built, seen, threads, _Timing(timer, target, arch, keep_candidates))
-    segments, consts, members = _contents(part, built)
+    variants = ({seg.id: _variants(seg, candidates[0], seen.calls.get(seg.id, ()), target, cache_dir,
+                                   tuning_db)
+                 for seg in part.segments if built[seg.id].get("ort") and
+                 built[seg.id]["ort"].note.get("fallback_from") and
+                 specialize_calls.has_symbolic_inputs(seg)} if fallback else {})
+    segments, consts, members = _contents(part, built, variants)
     extra: dict[str, Any] = {}
-    if fallback and samples and any(art.note.get("fallback_from")
+    if backend == "tvm" and fallback and samples and any(art.note.get("fallback_from")
                                     for options in built.values() for art in options.values()):
         extra = _guarded(norm, inputs, samples,  # TVM only: a fallback is a failure here
                          lambda seg, observed: _build(seg, ["tvm"], target, cache_dir, observed,
@@ -170,7 +177,17 @@ def _checked_samples(samples: Sequence[Mapping[str, np.ndarray]],
     return feeds
 
 
-def _contents(part: Partition, built: dict[str, dict[str, engines.Artifact]]
+def _variants(seg: Segment, engine: str, calls: Any, target: str, cache_dir: Path | None,
+              tuning_db: Path | None) -> specialize_calls.Variants:
+    """Static ``engine`` variants of a segment that fell back to ORT, one per call shape seen."""
+    return specialize_calls.build(
+        seg, sorted(calls),
+        lambda static, observed: engines.prepare(engine, static, target, cache_dir, observed,
+                                                 tuning_db))
+
+
+def _contents(part: Partition, built: dict[str, dict[str, engines.Artifact]],
+              variants: dict[str, specialize_calls.Variants] | None = None,
               ) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, bytes]]:
     """Manifest segment entries, const table and bundle members of a built partition."""
     members: dict[str, bytes] = {}
@@ -178,6 +195,11 @@ def _contents(part: Partition, built: dict[str, dict[str, engines.Artifact]]
     for seg in part.segments:
         (art,) = built[seg.id].values()
         entry, seg_members = engines.manifest_entry(seg, art)
+        found = (variants or {}).get(seg.id)
+        if found is not None:
+            entry["variants"] = found.entries(seg_members)
+            if found.failed:
+                entry["variants_failed"] = found.failed
         segments.append(entry)
         members.update(seg_members)
     consts = {}
@@ -215,8 +237,8 @@ def _build(seg: Segment, candidates: list[str], target: str, cache_dir: Path | N
            fallback: bool, tuning_db: Path | None) -> dict[str, engines.Artifact]:
     """Prepare ``seg`` on every candidate engine; a sole candidate's failure is fatal.
 
-    ``fallback`` (backend="tvm" with ORT installed): a segment TVM cannot build runs on
-    ORT instead, and the manifest's ``choice`` says so and why.
+    ``fallback`` (backend="tvm" or "tflite" with ORT installed): a segment that engine
+    cannot build runs on ORT instead, and the manifest's ``choice`` says so and why.
     """
     built: dict[str, engines.Artifact] = {}
     failures = []
@@ -226,9 +248,10 @@ def _build(seg: Segment, candidates: list[str], target: str, cache_dir: Path | N
         except (BackendError, ModelError) as exc:
             failures.append(f"{engine}: {_first_line(exc.message)}")
     if not built and fallback:
+        (engine,) = candidates
         art = engines.prepare("ort", seg, target, cache_dir)
-        art.note = {"chosen": "ort", "fallback_from": "tvm", "failed": failures,
-                    "reason": "TVM could not build this segment (see failed); it runs on ORT"}
+        art.note = {"chosen": "ort", "fallback_from": engine, "failed": failures,
+                    "reason": f"{engine} could not build this segment (see failed); it runs on ORT"}
         return {"ort": art}
     if not built:
         raise ModelError(

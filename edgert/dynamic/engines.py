@@ -19,6 +19,7 @@ from .bundle import sha256
 from .partition import Partition, Segment
 from .program import Interpreter
 from .specialize import specialize
+from .specialize_calls import call_shapes
 
 TIMING_RUNS = 15
 PROBE_RUNS = 8  # seeded sample runs of the whole program (compile-time, ORT)
@@ -110,6 +111,8 @@ def prepare(engine: str, seg: Segment, target: str, cache_dir: Path | None,
         return _prepare_ort(seg)
     if engine == "tvm":
         return _prepare_tvm(seg, target, cache_dir, observed, tuning_db)
+    if engine == "tflite":
+        return _prepare_tflite(seg, cache_dir, observed)
     raise UsageError(f"engine {engine!r} cannot run dynamic segments", engine=engine)
 
 
@@ -174,6 +177,27 @@ def _prepare_tvm(seg: Segment, target: str, cache_dir: Path | None,
                                  if i.type.tensor_type.HasField("shape")])
 
 
+def _prepare_tflite(seg: Segment, cache_dir: Path | None,
+                    observed: dict[str, set[tuple[int, ...]]] | None) -> Artifact:
+    """A .tflite (static shapes from the sample run) plus the sidecar that restores ONNX's
+    output layout, order and dtype (``compilers.litert.convert_segment``)."""
+    import json
+
+    from edgert.backends.tflite import LAYOUT_SUFFIX
+    from edgert.compilers.litert import convert_segment
+
+    get_backend("tflite")  # raises EngineMissingError with the pip hint
+    try:
+        tflite, layout = convert_segment(seg.model_bytes, seg.id, cache_dir, observed)
+    except EdgertError as exc:
+        raise type(exc)(f"segment {seg.id}: {exc.message}", segment=seg.id,
+                        **{k: v for k, v in exc.fields.items() if k != "segment"}) from exc
+    member = f"segments/{seg.id}.tflite"
+    sidecar = f"segments/{seg.id}{LAYOUT_SUFFIX}"
+    return Artifact("tflite", member, {member: tflite.read_bytes(),
+                                       sidecar: json.dumps(layout, indent=1).encode()})
+
+
 # -- timing (auto backend) -------------------------------------------------------------------
 def _random_value(spec_: TensorSpec, rng: np.random.Generator) -> np.ndarray:
     shape = tuple(d if isinstance(d, int) and d >= 0 else 1 for d in spec_.shape)
@@ -199,6 +223,7 @@ class Probe:
     feeds: dict[str, dict[str, np.ndarray]]
     shapes: dict[str, dict[str, set[tuple[int, ...]]]]
     inputs: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)
+    calls: dict[str, set[Any]] = dataclasses.field(default_factory=dict)  # segment -> call_shapes keys
 
 
 def probe(part: Partition, graph: Any, runs: int = PROBE_RUNS,
@@ -221,6 +246,7 @@ def probe(part: Partition, graph: Any, runs: int = PROBE_RUNS,
         shapes = seen.shapes.setdefault(seg_id, {})
         for name, value in feeds.items():
             shapes.setdefault(name, set()).add(tuple(np.shape(value)))
+        seen.calls.setdefault(seg_id, set()).add(call_shapes(feeds))
         return sessions[seg_id].run(None, feeds)
 
     inits = {t.name for t in graph.initializer}

@@ -80,6 +80,9 @@ class Runtime(Session):
             seg: tensors.get(seg) or (_numpy_call(session) if tensors else session.run)
             for seg, session in self._sessions.items()}
         self._numpy_out = not tensors  # no engine tensors anywhere: every value is numpy
+        for seg in self.manifest["segments"]:
+            if seg.get("variants"):
+                self._calls[seg["id"]] = self._by_shape(bundle, seg, self._calls[seg["id"]], threads)
         consts = {cid: bundle.array(member) for cid, member in self.manifest["consts"].items()}
         self.segment_ns: dict[str, int] = {s["id"]: 0 for s in self.manifest["segments"]}
         self.segment_calls: dict[str, int] = {s["id"]: 0 for s in self.manifest["segments"]}
@@ -96,6 +99,28 @@ class Runtime(Session):
         self._guarded_interp = (Interpreter(guarded["program"], self._run_segment, consts,
                                             self._count, check, name="guarded")
                                 if guarded else None)
+
+    def _by_shape(self, bundle: Bundle, seg: dict[str, Any],
+                  general: Callable[[dict[str, Any]], list[Any]],
+                  threads: int | None) -> Callable[[dict[str, Any]], list[Any]]:
+        """A call that runs the static variant built for the feeds' shapes (numpy in and
+        out), or ``general`` for shapes no variant was built for."""
+        table: dict[tuple[Any, ...], Callable[[dict[str, Any]], list[Any]]] = {}
+        for index, variant in enumerate(seg["variants"]):
+            path = bundle.extract(variant["artifact"], Path(self._tmp.name))
+            for extra in variant.get("extra_members", []):
+                bundle.extract(extra, Path(self._tmp.name))
+            session = get_backend(variant["engine"], BackendOptions(threads=threads)).load(path)
+            self._sessions[f"{seg['id']}.v{index}"] = session  # closed with the others
+            key = tuple(sorted((name, tuple(shape)) for name, shape in variant["shapes"].items()))
+            table[key] = _numpy_call(session)
+
+        def call(feeds: dict[str, Any]) -> list[Any]:
+            key = tuple(sorted((name, tuple(int(d) for d in (v.shape if hasattr(v, "shape")
+                                                                else np.shape(v))))
+                               for name, v in feeds.items()))
+            return table.get(key, general)(feeds)
+        return call
 
     def _count(self, seg: str, ns: int) -> None:
         self.segment_ns[seg] += ns

@@ -18,7 +18,8 @@ def manifest_lines(path: Path, manifest: dict[str, Any]) -> list[str]:
                      f"(kernel-less, or in a branch a constant If never takes)")
     for seg in manifest["segments"]:
         if seg["choice"].get("fallback_from"):
-            lines.append(f"  {seg['id']} runs on ORT: TVM could not build it ({seg['choice']['failed'][0]})")
+            lines.append(f"  {seg['id']} runs on ORT: {seg['choice']['fallback_from']} could not build it "
+                         f"({seg['choice']['failed'][0]})")
         if "tuning" in seg:
             tuned = seg["tuning"]
             lines.append(f"  {seg['id']}: {len(tuned['tuned_functions'] or [])}/"
