@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from edgert.backends import BackendOptions, get_backend
 from edgert.errors import ModelError, UsageError
@@ -30,12 +32,14 @@ def needs_compile(backend: str, model_path: Path) -> bool:
 
 
 def compile_for(backend: str, model_path: Path, options: BackendOptions | None = None, *,
-                run_here: bool = True) -> Compiled:
+                run_here: bool = True,
+                samples: Sequence[Mapping[str, np.ndarray]] | None = None) -> Compiled:
     """``model_path`` compiled (TVM) or converted (LiteRT) for ``options``, from the cache when
     it is there; any other file is returned as it is. ``run_here``: the artifact will be
     loaded on this machine, so a cross-compiling TVM target is refused before compiling.
     A model with If/Loop/Scan for TVM or LiteRT becomes a bundle (``compilers.bundled``):
-    run it with the ``bundle`` engine."""
+    run it with the ``bundle`` engine; ``samples`` (model inputs, e.g. bench's ``--input``)
+    are its compile-time sample run, so loop bodies get static variants for their shapes."""
     model_path = Path(model_path)
     options = options or BackendOptions()
     if model_path.suffix == BUNDLE_SUFFIX and backend != "bundle":
@@ -51,7 +55,7 @@ def compile_for(backend: str, model_path: Path, options: BackendOptions | None =
     if backend == "tflite":
         flow = bundled.control_flow_ops(model_path)
         if flow:  # onnx2tf converts no If/Loop/Scan: LiteRT segments and a host program
-            bundle = bundled.compile_bundle(model_path, options, engine="tflite")
+            bundle = bundled.compile_bundle(model_path, options, samples, engine="tflite")
             return Compiled(bundle, {"note": f"{model_path.name} has {'/'.join(flow)}: ran as a "
                                              f"LiteRT bundle (edgert compile --backend tflite), {bundle}"})
         try:
@@ -66,7 +70,7 @@ def compile_for(backend: str, model_path: Path, options: BackendOptions | None =
         tvm.check_runs_here(options, model_path)
     flow = bundled.control_flow_ops(model_path)
     if flow:  # TVM's importer has no Loop/Scan: the bundle compiler splits the model for it
-        bundle = bundled.compile_bundle(model_path, options)
+        bundle = bundled.compile_bundle(model_path, options, samples)
         return Compiled(bundle, {"note": f"{model_path.name} has {'/'.join(flow)}: ran as a TVM "
                                          f"bundle (edgert compile --backend tvm), {bundle}"})
     library, notes = tvm.compile_cached(model_path, options)

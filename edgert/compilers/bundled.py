@@ -25,7 +25,8 @@ def control_flow_ops(model_path: Path) -> list[str]:
     return sorted({n.op_type for n in model.graph.node if n.op_type in CONTROL_FLOW})
 
 
-def bundle_path(model_path: Path, options: Any, engine: str = "tvm") -> Path:
+def bundle_path(model_path: Path, options: Any, engine: str = "tvm",
+                samples: Sequence[Mapping[str, np.ndarray]] | None = None) -> Path:
     import edgert
     from edgert.compilers.tvm import default_cache_dir
     from edgert.dynamic.bundle import FORMAT_VERSION
@@ -34,6 +35,10 @@ def bundle_path(model_path: Path, options: Any, engine: str = "tvm") -> Path:
     for part in (engine, options.target, str(options.tuning_db or ""), edgert.__version__,
                  str(FORMAT_VERSION)):
         digest.update(b"\0" + part.encode())
+    for sample in samples or ():  # they choose the ranks and the per-shape variants built
+        for name in sorted(sample):
+            value = np.ascontiguousarray(sample[name])
+            digest.update(f"\0{name}:{value.dtype}:{value.shape}".encode() + value.tobytes())
     base = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
     return base / "bundles" / f"{Path(model_path).stem}-{digest.hexdigest()[:20]}.edgert"
 
@@ -44,7 +49,9 @@ def compile_bundle(model_path: Path, options: Any,
     """The ``engine`` bundle of ``model_path`` (compiled once, then taken from the cache)."""
     from edgert.dynamic import compile as compile_dynamic
 
-    out = bundle_path(model_path, options, engine)
+    if samples and not _covers_inputs(model_path, samples[0]):
+        samples = None  # some inputs left to the runner (random): seeded sample runs instead
+    out = bundle_path(model_path, options, engine, samples)
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -54,3 +61,11 @@ def compile_bundle(model_path: Path, options: Any,
                             tuning_db=options.tuning_db, samples=samples)
     Path(built).replace(out)
     return out
+
+
+def _covers_inputs(model_path: Path, sample: Mapping[str, np.ndarray]) -> bool:
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    return all(i.name in sample for i in graph.input if i.name not in weights)
