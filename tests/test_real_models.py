@@ -76,7 +76,8 @@ def _engine_outputs(engine: str, path: Path, feeds: dict[str, np.ndarray], cache
     from edgert.settings import BenchSettings
 
     options = BackendOptions(cache_dir=cache, dims=dims)
-    artifact = compile_for(engine, path, options).path  # a control-flow model on TVM: a bundle
+    # a control-flow model on TVM or LiteRT: a bundle, its sample run on these feeds
+    artifact = compile_for(engine, path, options, samples=[feeds]).path
     name = "bundle" if artifact.suffix == BUNDLE_SUFFIX else engine
     run_dims = {} if artifact.suffix in (".so", ".tflite") else dims  # built for those sizes
     with prepared_session(artifact, name, BenchSettings(), options=options, dims=run_dims,
