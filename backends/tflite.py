@@ -75,7 +75,8 @@ def _read_layout(model_path: Path) -> dict[str, Any] | None:
             if sorted(out["perm"]) != list(range(len(out["perm"]))):
                 raise ValueError(f"{out['perm']} is not a permutation")
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ModelError(f"{path.name} is not a readable layout sidecar: {exc}", path=str(path)) from exc
+        raise ModelError(f"{path.name} is not a readable layout sidecar: {exc}",
+                         path=str(path)) from exc
     return layout
 
 

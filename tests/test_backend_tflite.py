@@ -235,3 +235,38 @@ def test_a_model_with_flex_ops_is_named_not_called_a_non_tflite_file(tmp_path: P
     with pytest.raises(ModelError, match=r"TensorFlow \(Flex\) operator Flex\w+ \(node \d+\)") as info:
         TfliteBackend().load(path)
     assert "is it a .tflite file" not in info.value.message
+
+
+def test_layout_sidecar_restores_onnx_order_and_dtype_and_a_bad_one_is_refused(tmp_path: Path) -> None:
+    """A bundle segment's .tflite carries <stem>.layout.json (compilers.litert.convert_segment)."""
+    import json
+    import shutil
+
+    seg = tmp_path / "seg_000.tflite"
+    shutil.copy(ZOO_DIR / "resnet.tflite", seg)
+    x = np.random.default_rng(2).standard_normal((1, 3, 160, 160)).astype(np.float32)
+    with TfliteBackend().load(seg) as plain:
+        want = plain.run({"input": x})[0]
+        name = plain.outputs[0].name
+    sidecar = tmp_path / "seg_000.layout.json"
+    layout = {"format": "edgert.tflite.layout/1",
+              "outputs": [{"name": name, "perm": [0, 1], "dtype": "float64"}]}
+    sidecar.write_text(json.dumps(layout))
+    with TfliteBackend().load(seg) as restored:
+        (got,) = restored.run({"input": x})
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, want.astype(np.float64))
+    for bad in ({"perm": [0, 0]}, {"dtype": "float3"}, {"name": "nope"}):
+        sidecar.write_text(json.dumps(dict(layout, outputs=[dict(layout["outputs"][0], **bad)])))
+        with pytest.raises(ModelError, match="layout sidecar"):
+            TfliteBackend().load(seg)
+
+
+def test_output_layout_is_found_by_values_even_when_channels_equal_height_and_width() -> None:
+    from edgert.compilers.litert import _matching_perm
+
+    nchw = np.random.default_rng(3).standard_normal((1, 4, 4, 4)).astype(np.float32)
+    nhwc = nchw.transpose(0, 2, 3, 1)
+    assert _matching_perm(nhwc, nchw) == [0, 3, 1, 2]
+    assert _matching_perm(nchw, nchw) == [0, 1, 2, 3]
+    assert _matching_perm(nchw + 1.0, nchw) is None
