@@ -72,6 +72,8 @@ def _read_layout(model_path: Path) -> dict[str, Any] | None:
             raise ValueError(f"unknown format {layout.get('format')!r}")
         for out in layout["outputs"]:
             np.dtype(out["dtype"])  # TypeError for a name numpy does not know
+            if not all(isinstance(d, int) and d >= 0 for d in out["shape"]):
+                raise ValueError(f"{out['shape']} is not a static shape")
             if sorted(out["perm"]) != list(range(len(out["perm"]))):
                 raise ValueError(f"{out['perm']} is not a permutation")
     except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -95,11 +97,12 @@ class TfliteSession(Session):
         self.inputs = [_spec(d) for d in inputs]
         self._input_index = {d["name"]: d["index"] for d in inputs}
         by_name = {d["name"]: d for d in outputs}
-        # A layout sidecar (a bundle segment): outputs in ONNX order, layout and dtype
-        self._restore = [(by_name[o["name"]], o["perm"], np.dtype(o["dtype"]))
+        # A layout sidecar (a bundle segment): outputs in ONNX order, layout, shape and dtype
+        self._restore = [(by_name[o["name"]], o["perm"], tuple(o["shape"]), np.dtype(o["dtype"]))
                          for o in layout["outputs"]] if layout else []
         if layout:
-            outputs = [detail for detail, _, _ in self._restore]
+            outputs = [dict(detail, shape=np.array(shape), shape_signature=np.array(shape), dtype=dtype)
+                       for detail, _, shape, dtype in self._restore]
         self.outputs = [_spec(d) for d in outputs]
         self._output_index = [d["index"] for d in outputs]
 
@@ -113,8 +116,8 @@ class TfliteSession(Session):
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"LiteRT failed to run the model: {exc}") from exc
         if self._restore:
-            results = [np.ascontiguousarray(np.transpose(r, perm)).astype(dtype, copy=False)
-                       for r, (_, perm, dtype) in zip(results, self._restore)]
+            results = [np.ascontiguousarray(np.transpose(r, perm)).reshape(shape).astype(dtype, copy=False)
+                       for r, (_, perm, shape, dtype) in zip(results, self._restore)]
         return results
 
 

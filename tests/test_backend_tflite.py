@@ -250,13 +250,13 @@ def test_layout_sidecar_restores_onnx_order_and_dtype_and_a_bad_one_is_refused(t
         name = plain.outputs[0].name
     sidecar = tmp_path / "seg_000.layout.json"
     layout = {"format": "edgert.tflite.layout/1",
-              "outputs": [{"name": name, "perm": [0, 1], "dtype": "float64"}]}
+              "outputs": [{"name": name, "perm": [0, 1], "shape": list(want.shape), "dtype": "float64"}]}
     sidecar.write_text(json.dumps(layout))
     with TfliteBackend().load(seg) as restored:
         (got,) = restored.run({"input": x})
     assert got.dtype == np.float64
     np.testing.assert_array_equal(got, want.astype(np.float64))
-    for bad in ({"perm": [0, 0]}, {"dtype": "float3"}, {"name": "nope"}):
+    for bad in ({"perm": [0, 0]}, {"dtype": "float3"}, {"name": "nope"}, {"shape": ["n"]}):
         sidecar.write_text(json.dumps(dict(layout, outputs=[dict(layout["outputs"][0], **bad)])))
         with pytest.raises(ModelError, match="layout sidecar"):
             TfliteBackend().load(seg)
@@ -270,3 +270,4 @@ def test_output_layout_is_found_by_values_even_when_channels_equal_height_and_wi
     assert _matching_perm(nhwc, nchw) == [0, 3, 1, 2]
     assert _matching_perm(nchw, nchw) == [0, 1, 2, 3]
     assert _matching_perm(nchw + 1.0, nchw) is None
+    assert _matching_perm(np.float32(2.5).reshape(1), np.float32(2.5)) == [0]  # a scalar as [1]

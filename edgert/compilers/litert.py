@@ -165,7 +165,7 @@ def convert_segment(model_bytes: bytes, name: str, cache_dir: Path | None,
     fed it (a segment that saw several sizes is refused). onnx2tf computes in NHWC and
     may hand 4-D outputs back as NHWC, and orders outputs by name; the next segment
     expects the ONNX layout and order, so the sidecar lists each output in ONNX order
-    with the permutation back to ONNX's layout and ONNX's dtype.
+    with the permutation back to ONNX's layout, ONNX's shape and dtype.
     """
     import onnx
 
@@ -232,22 +232,26 @@ def _layout(tflite: Path, model: Any) -> dict[str, Any]:
             raise ModelError(f"the converted segment's output {info.name!r} (shape "
                              f"{list(np.shape(got[info.name]))}) does not match ONNX Runtime's "
                              f"(shape {list(ref.shape)}) in any layout", value=info.name)
-        outputs.append({"name": info.name, "perm": perm, "dtype": ref.dtype.name})
+        outputs.append({"name": info.name, "perm": perm, "shape": list(ref.shape),
+                        "dtype": ref.dtype.name})
     return {"format": "edgert.tflite.layout/1", "outputs": outputs}
 
 
 def _matching_perm(got: Any, ref: Any, rel: float = 1e-3) -> list[int] | None:
-    """The permutation (identity, or channels-last back to channels-first) that turns
-    ``got`` into ``ref`` within ``rel`` of ref's largest magnitude; None if neither does."""
+    """The permutation of ``got``'s axes (identity, or channels-last back to channels-first)
+    that, reshaped to ref's shape, gives ``ref`` within ``rel`` of ref's largest magnitude;
+    None if neither does."""
     import numpy as np
 
-    rank = ref.ndim
+    rank = got.ndim  # may differ from ref's (a scalar as [1]): then only the sizes must agree
     perms = [list(range(rank))]
     if rank >= 3:
         perms.append([0, rank - 1, *range(1, rank - 1)])
     scale = max(float(np.abs(ref.astype(np.float64)).max(initial=0.0)), 1e-12)
     for perm in perms:
         moved = np.transpose(got, perm)
+        if moved.size == ref.size:
+            moved = moved.reshape(ref.shape)
         if moved.shape == ref.shape and float(
                 np.abs(moved.astype(np.float64) - ref).max(initial=0.0)) <= rel * scale:
             return perm
