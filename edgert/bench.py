@@ -128,7 +128,9 @@ def bench(job: BenchJob, device: DeviceAddress | None = None,
               "cases": [[name, {k: pack_array(np.asarray(v)) for k, v in case.items()}] for name, case in job.cases]}
     with open_client(device) as client:
         def measure_remote(name: str) -> dict[str, Any]:
-            measured = client.bench(artifacts[name], name, params, progress(name) if progress else None)
+            measured = client.bench(artifacts[name], _engine(name, artifacts[name]), params,
+                                    progress(name) if progress else None)
+            measured["backend"]["name"] = name  # a LiteRT bundle of a control-flow model is still tflite
             return {**measured, "compile_ms": compile_ms[name]}
         return _collect(job, None, measure_remote, emulated=device.emulated, failures=failures,
                         names=list(artifacts))
