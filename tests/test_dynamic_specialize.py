@@ -289,3 +289,67 @@ def test_nested_loop_bodies_run_on_tvm(tmp_path: Path):
         assert runtime.last_path.key() == "inner=3;inner=3;inner=3;outer=3"
         assert {s["engine"] for s in runtime.manifest["segments"]} == {"tvm"}
     np.testing.assert_allclose(got, ort.InferenceSession(str(path)).run(None, {"x": x})[0], rtol=1e-5)
+
+
+def _growing_loop_model() -> onnx.ModelProto:
+    """x grows by one column per iteration; the body slices x's last column at an index
+    computed from its symbolic length, which TVM's importer cannot take (GPT-2's decode
+    step in small)."""
+    body = helper.make_graph(
+        [helper.make_node("Shape", ["x_in"], ["s"]),
+         helper.make_node("Gather", ["s", "axis"], ["n"]),
+         helper.make_node("Sub", ["n", "axis"], ["last"]),
+         helper.make_node("Slice", ["x_in", "last", "n", "axis"], ["tail"]),
+         helper.make_node("Add", ["x_in", "tail"], ["y"]),
+         helper.make_node("ReduceSum", ["y", "axis"], ["total"], keepdims=1),
+         helper.make_node("Concat", ["y", "total"], ["x_out"], axis=1),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_in", TensorProto.FLOAT, [1, "n"])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_out", TensorProto.FLOAT, [1, "m"])],
+        [numpy_helper.from_array(np.array([1], np.int64), "axis")])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["steps", "keep_going", "x"], ["grown"], name="grow", body=body)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "n"]),
+         helper.make_tensor_value_info("steps", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("grown", TensorProto.FLOAT, [1, "k"])],
+        [numpy_helper.from_array(np.array(True), "keep_going")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _count_runs(session, name: str, ran: dict[str, int]) -> None:
+    run = session.run
+
+    def counted(feeds):
+        ran[name] += 1
+        return run(feeds)
+    session.run = counted
+
+
+@pytest.mark.skipif(not backend_class("tvm").available(), reason="TVM is not installed")
+def test_a_growing_loop_body_runs_on_tvm_variants_per_shape(tmp_path: Path):
+    path = tmp_path / "grow.onnx"
+    onnx.save(_growing_loop_model(), path)
+    sample = {"x": np.array([[0.5, -1.0]], np.float32), "steps": np.array(3, np.int64)}
+    bundle = dyn.compile(path, backend="tvm", out=tmp_path / "g.edgert", cache_dir=tmp_path / "cache",
+                         samples=[sample])
+    (body,) = [s for s in dyn.inspect(bundle)["segments"] if s.get("variants")]
+    assert body["engine"] == "ort" and body["choice"]["fallback_from"] == "tvm"
+    assert [v["shapes"]["x_in"] for v in body["variants"]] == [[1, n] for n in (2, 3, 4)]
+    assert {v["engine"] for v in body["variants"]} == {"tvm"}
+    reference = ort.InferenceSession(str(path))
+    with dyn.load(bundle) as runtime:
+        ran = {name: 0 for name in runtime._sessions}  # counts the variants' calls
+        for name, session in runtime._sessions.items():
+            _count_runs(session, name, ran)
+        np.testing.assert_allclose(runtime.run(sample)[0], reference.run(None, sample)[0], rtol=1e-6)
+        variants = [f"{body['id']}.v{i}" for i in range(3)]
+        assert [ran[name] for name in variants] == [1, 1, 1]
+        # lengths 5 and 6 were never built: the general (ORT) segment runs them, not a variant
+        other = {"x": np.array([[1.0, 2.0, 3.0, 4.0, 5.0]], np.float32), "steps": np.array(2, np.int64)}
+        np.testing.assert_allclose(runtime.run(other)[0], reference.run(None, other)[0], rtol=1e-6)
+        assert [ran[name] for name in variants] == [1, 1, 1]
