@@ -70,6 +70,8 @@ def _read_layout(model_path: Path) -> dict[str, Any] | None:
         layout = json.loads(path.read_text())
         if layout.get("format") != "edgert.tflite.layout/1":
             raise ValueError(f"unknown format {layout.get('format')!r}")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in layout.get("inputs", {}).items()):
+            raise ValueError("inputs must map ONNX names to LiteRT names")
         for out in layout["outputs"]:
             np.dtype(out["dtype"])  # TypeError for a name numpy does not know
             if not all(isinstance(d, int) and d >= 0 for d in out["shape"]):
@@ -96,13 +98,19 @@ class TfliteSession(Session):
         inputs, outputs = _io_details(interpreter)
         self.inputs = [_spec(d) for d in inputs]
         self._input_index = {d["name"]: d["index"] for d in inputs}
+        for onnx_name, tflite_name in (layout or {}).get("inputs", {}).items():
+            self._input_index[onnx_name] = self._input_index.pop(tflite_name)
+            for spec_index, spec in enumerate(self.inputs):
+                if spec.name == tflite_name:
+                    self.inputs[spec_index] = TensorSpec(onnx_name, spec.shape, spec.dtype)
         by_name = {d["name"]: d for d in outputs}
         # A layout sidecar (a bundle segment): outputs in ONNX order, layout, shape and dtype
-        self._restore = [(by_name[o["name"]], o["perm"], tuple(o["shape"]), np.dtype(o["dtype"]))
-                         for o in layout["outputs"]] if layout else []
+        self._restore = [(by_name[o.get("tflite_name", o["name"])], o["perm"], tuple(o["shape"]),
+                          np.dtype(o["dtype"])) for o in layout["outputs"]] if layout else []
         if layout:
-            outputs = [dict(detail, shape=np.array(shape), shape_signature=np.array(shape), dtype=dtype)
-                       for detail, _, shape, dtype in self._restore]
+            outputs = [dict(detail, name=o["name"], shape=np.array(shape),
+                            shape_signature=np.array(shape), dtype=dtype)
+                       for o, (detail, _, shape, dtype) in zip(layout["outputs"], self._restore)]
         self.outputs = [_spec(d) for d in outputs]
         self._output_index = [d["index"] for d in outputs]
 
@@ -157,7 +165,7 @@ class TfliteBackend(Backend):
         try:
             return TfliteSession(interpreter, layout)
         except KeyError as exc:
-            raise ModelError(f"{model_path.name}'s layout sidecar names output {exc} the model "
+            raise ModelError(f"{model_path.name}'s layout sidecar names tensor {exc} the model "
                              "lacks", path=str(model_path)) from exc
 
     def _threads(self) -> int:

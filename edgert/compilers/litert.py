@@ -165,7 +165,8 @@ def convert_segment(model_bytes: bytes, name: str, cache_dir: Path | None,
     fed it (a segment that saw several sizes is refused). onnx2tf computes in NHWC and
     may hand 4-D outputs back as NHWC, and orders outputs by name; the next segment
     expects the ONNX layout and order, so the sidecar lists each output in ONNX order
-    with the permutation back to ONNX's layout, ONNX's shape and dtype.
+    with the permutation back to ONNX's layout, ONNX's shape and dtype, and the names
+    given to inputs/outputs TensorFlow would not accept (``inputs``, ``tflite_name``).
     """
     import onnx
 
@@ -184,15 +185,34 @@ def convert_segment(model_bytes: bytes, name: str, cache_dir: Path | None,
                              value=info.name)
         for dim, size in zip(dims, seen[0]):
             dim.dim_value = size
+    renamed = _tf_safe_names(model)
     with tempfile.TemporaryDirectory(prefix="edgert-seg-") as tmp:
         source = Path(tmp) / f"{name}.onnx"
         onnx.save(model, str(source))
         tflite = convert_cached(source, cache_dir)
         typed = specialize(source.read_bytes()).model
-    return tflite, _layout(tflite, typed)
+    return tflite, _layout(tflite, typed, renamed)
 
 
-def _layout(tflite: Path, model: Any) -> dict[str, Any]:
+def _tf_safe_names(model: Any) -> dict[str, str]:
+    """Rename graph inputs/outputs TensorFlow refuses as names (exporters write
+    ``/Concat_output_0``; onnx2tf then exits); returns new name -> ONNX name."""
+    import re
+
+    valid = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
+    graph = model.graph
+    renames = {info.name: f"edgert_io_{index}"
+               for index, info in enumerate(list(graph.input) + list(graph.output))
+               if not valid.match(info.name)}
+    for info in list(graph.input) + list(graph.output) + list(graph.value_info):
+        info.name = renames.get(info.name, info.name)
+    for node in graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+    return {new: old for old, new in renames.items()}
+
+
+def _layout(tflite: Path, model: Any, renamed: Mapping[str, str]) -> dict[str, Any]:
     """The sidecar: each ONNX output's name, its permutation from LiteRT's layout, its dtype.
 
     The permutation is found by running both engines on one seeded input and keeping the
@@ -232,9 +252,10 @@ def _layout(tflite: Path, model: Any) -> dict[str, Any]:
             raise ModelError(f"the converted segment's output {info.name!r} (shape "
                              f"{list(np.shape(got[info.name]))}) does not match ONNX Runtime's "
                              f"(shape {list(ref.shape)}) in any layout", value=info.name)
-        outputs.append({"name": info.name, "perm": perm, "shape": list(ref.shape),
-                        "dtype": ref.dtype.name})
-    return {"format": "edgert.tflite.layout/1", "outputs": outputs}
+        outputs.append({"name": renamed.get(info.name, info.name), "tflite_name": info.name,
+                        "perm": perm, "shape": list(ref.shape), "dtype": ref.dtype.name})
+    inputs = {renamed[i.name]: i.name for i in model.graph.input if i.name in renamed}
+    return {"format": "edgert.tflite.layout/1", "inputs": inputs, "outputs": outputs}
 
 
 def _matching_perm(got: Any, ref: Any, rel: float = 1e-3) -> list[int] | None:
