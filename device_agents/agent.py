@@ -279,16 +279,18 @@ concurrently on TCP (the store locks itself, measurements take turns)."""
     def _sweep_run(self, params: dict[str, Any], progress: Callable[[Any], None]) -> dict[str, Any]:
         from edgert.device_agents.sweep import serve_request
 
-        asked = params.get("request") if isinstance(params.get("request"), dict) else {}
-        self._check_meter(asked)
-        result = serve_request(params, self._artifact(params), self._own_root(asked), progress)
-        result["device"] = self._facts(params.get("transport", "agent"))
-        return result
+        return self._measure_on_own_root(serve_request, params, progress)
 
     def _lut_run(self, params: dict[str, Any], progress: Callable[[Any], None]) -> dict[str, Any]:
         """Time an All-in-One file's blocks and whole networks at each setting (``edgert lut``)."""
         from edgert.variants.lut_run import serve_request
 
+        return self._measure_on_own_root(serve_request, params, progress)
+
+    def _measure_on_own_root(self, serve_request: Callable[..., dict[str, Any]], params: dict[str, Any],
+                             progress: Callable[[Any], None]) -> dict[str, Any]:
+        """Run a clock-setting measurement on this agent's own sysfs root and allowed meters (never
+        ones the host names), and add the device facts to its result."""
         asked = params.get("request") if isinstance(params.get("request"), dict) else {}
         self._check_meter(asked)
         result = serve_request(params, self._artifact(params), self._own_root(asked), progress)
