@@ -78,13 +78,18 @@ def test_quota_levels_slow_a_real_workload_monotonically_and_restore():
     assert share[0.25] < 0.25 * 1.6 and share[0.5] < 0.5 * 1.4
     # A level slows the work only below the share the unlimited run got: on a loaded 2-core
     # machine that run itself may get half a CPU or less and tie with 50%, or with 25%.
+    # The slowdown is judged on the share (CPU time per wall time of each run), which is what a
+    # quota sets: under load the same work's CPU time itself varies between runs (a busy SMT
+    # sibling), so wall-time medians of two levels can tie although each got its share (seen:
+    # shares 1.02/0.49/0.24 with the 0.5 level's median only 1.27x the unlimited one's).
     if share[1.0] > 0.6:
         assert throttled > 0  # the kernel really throttled the group
-        assert med[0.25] > 1.2 * med[1.0]
-        assert med[0.25] > 1.1 * med[0.5]
+        assert med[0.25] > med[1.0]
+        assert share[0.25] * 1.2 < share[1.0]
+        assert share[0.25] * 1.1 < share[0.5]
     if share[1.0] > 0.8:
-        assert med[0.5] > 1.3 * med[1.0]
-        assert med[0.25] > 1.3 * med[0.5]
+        assert share[0.5] * 1.3 < share[1.0]
+        assert share[0.25] * 1.3 < share[0.5]
     # Everything back: our process in its old group, the child gone, the parent untouched.
     assert own_cgroup() == before
     assert not gdir.exists()
