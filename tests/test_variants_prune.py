@@ -289,3 +289,15 @@ def test_control_flow_bodies_keep_what_they_read_whole(tmp_path: Path, flag: boo
         half = vm.run(feeds)[0]
     assert half.shape == reference.shape and np.isfinite(half).all()
     assert report.levels[1]["weight_bytes"] < report.levels[0]["weight_bytes"]  # c1's output still prunes
+
+
+def test_cli_prune_quiet_shows_no_progress(tmp_path: Path) -> None:
+    """`edgert prune --quiet` (as every long command takes it): the report on stdout, warnings
+    for groups kept whole on stderr, and no progress lines."""
+    from conftest import run_cli
+
+    out = tmp_path / "r.aio"
+    proc = run_cli("prune", str(RESNET), "--ratios", "0,0.5", "-o", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "ratio 0.5" in proc.stdout and out.exists()
+    assert all(line.startswith("warning: group") for line in proc.stderr.splitlines()), proc.stderr

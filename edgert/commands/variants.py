@@ -20,13 +20,16 @@ from edgert.commands.options import (
               show_default=True, help="Channel importance: BN scale where BN survives, else weight norms.")
 @click.option("--channel-multiple", default=1, show_default=True,
               help="Keep channel counts a multiple of this (SIMD-friendly widths).")
-def prune(model: str, ratios: str, output: Path, importance: str, channel_multiple: int) -> None:
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def prune(model: str, ratios: str, output: Path, importance: str, channel_multiple: int, quiet: bool) -> None:
     """Write one file holding every pruning ratio of MODEL as nested channel prefixes."""
+    from edgert.progress import Progress
     from edgert.variants.prune import prune as run_prune
     from edgert.zoo import resolve as resolve_model
 
-    report = run_prune(resolve_model(model), parse_floats(ratios, "--ratios"), output,
-                       importance_method=importance, multiple=channel_multiple)
+    with Progress(quiet=quiet):  # the analysis and the level graphs take seconds on large models
+        report = run_prune(resolve_model(model), parse_floats(ratios, "--ratios"), output,
+                           importance_method=importance, multiple=channel_multiple)
     click.echo(f"{report.path}: {report.file_bytes} bytes ({report.file_bytes / report.model_bytes:.2f}x "
                "the model's weights)")
     for level in report.levels:

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from edgert import progress
 from edgert.errors import ModelError, UsageError
 
 from . import aiofile
@@ -311,6 +312,26 @@ def untie_constants(model: Any) -> Any:
     return out
 
 
+def _level(model: Any, graph: ChannelGraph, inits: Mapping[str, np.ndarray], reshapes: Mapping[str, Any],
+           tensors: dict[str, np.ndarray], i: int, ratio: float, multiple: int) -> dict[str, Any]:
+    """Level ``i``'s graphs (stored in ``tensors``) and its metadata."""
+    kept = level_kept(graph, ratio, multiple)
+    ranges = level_params(graph, inits, kept)
+    dw = {name: sum(kept.get(g, n) for g, n in segs) for name, segs in graph.depthwise.items()}
+    for name, (segs, per_group) in graph.grouped.items():
+        dw[name] = sum(kept.get(g, n) for g, n in segs) // per_group
+    shapes = shape_values(reshapes, kept)
+    tensors[GRAPH_TENSOR.format(i)] = np.frombuffer(level_graph(model, ranges, dw, inits, shapes=shapes),
+                                                    np.uint8)
+    tensors[SLICED_TENSOR.format(i)] = np.frombuffer(
+        level_graph(model, ranges, dw, inits, True, shapes=shapes), np.uint8)
+    params = {name: {"tensor": name, "ranges": r} for name, r in ranges.items()}
+    weight_bytes = sum(int(np.prod(shape_of(r), dtype=np.int64)) * inits[n].dtype.itemsize
+                       for n, r in ranges.items())
+    return {"ratio": ratio, "kept": {str(g): k for g, k in kept.items()}, "graph": GRAPH_TENSOR.format(i),
+            "sliced_graph": SLICED_TENSOR.format(i), "params": params, "weight_bytes": weight_bytes}
+
+
 def build(model: Any, ratios: Sequence[float], *, importance_method: str = "auto", multiple: int = 1
           ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Tensors and metadata of an All-in-One file for an ``onnx.ModelProto``."""
@@ -320,8 +341,9 @@ def build(model: Any, ratios: Sequence[float], *, importance_method: str = "auto
     if multiple < 1:
         raise UsageError("the channel multiple must be >= 1")
     source_sha256 = hashlib.sha256(model.SerializeToString()).hexdigest()
-    model = untie_constants(model)
-    graph = analyze(model)
+    with progress.step("finding the channel groups"):
+        model = untie_constants(model)
+        graph = analyze(model)
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     scores = importance(graph, inits, importance_method)
     perms = {gid: block_order(s, graph.groups[gid].block) for gid, s in scores.items()}
@@ -329,22 +351,8 @@ def build(model: Any, ratios: Sequence[float], *, importance_method: str = "auto
     reshapes = template(model, graph)["reshapes"]
     levels = []
     for i, ratio in enumerate(ratios):
-        kept = level_kept(graph, ratio, multiple)
-        ranges = level_params(graph, inits, kept)
-        dw = {name: sum(kept.get(g, n) for g, n in segs) for name, segs in graph.depthwise.items()}
-        for name, (segs, per_group) in graph.grouped.items():
-            dw[name] = sum(kept.get(g, n) for g, n in segs) // per_group
-        shapes = shape_values(reshapes, kept)
-        tensors[GRAPH_TENSOR.format(i)] = np.frombuffer(level_graph(model, ranges, dw, inits, shapes=shapes),
-                                                        np.uint8)
-        tensors[SLICED_TENSOR.format(i)] = np.frombuffer(
-            level_graph(model, ranges, dw, inits, True, shapes=shapes), np.uint8)
-        params = {name: {"tensor": name, "ranges": r} for name, r in ranges.items()}
-        weight_bytes = sum(int(np.prod(shape_of(r), dtype=np.int64)) * inits[n].dtype.itemsize
-                           for n, r in ranges.items())
-        levels.append({"ratio": ratio, "kept": {str(g): k for g, k in kept.items()},
-                       "graph": GRAPH_TENSOR.format(i),
-                       "sliced_graph": SLICED_TENSOR.format(i), "params": params, "weight_bytes": weight_bytes})
+        with progress.step(f"building level {i + 1} of {len(ratios)} (ratio {ratio:g})"):
+            levels.append(_level(model, graph, inits, reshapes, tensors, i, ratio, multiple))
     meta = {
         "levels": levels,
         "groups": [g.to_dict() for g in graph.groups.values()],
@@ -359,9 +367,11 @@ def build(model: Any, ratios: Sequence[float], *, importance_method: str = "auto
 def prune(model_path: Path, ratios: Sequence[float], out_path: Path, *,
           importance_method: str = "auto", multiple: int = 1) -> PruneReport:
     """``edgert prune MODEL.onnx --ratios ... -o FILE``: write the All-in-One file."""
-    model = _load(Path(model_path))
+    with progress.step(f"reading {Path(model_path).name}"):
+        model = _load(Path(model_path))
     tensors, meta = build(model, ratios, importance_method=importance_method, multiple=multiple)
-    aiofile.write(Path(out_path), tensors, meta)
+    with progress.step(f"writing {Path(out_path).name}"):
+        aiofile.write(Path(out_path), tensors, meta)
     return PruneReport(
         Path(out_path), meta["source"]["weight_bytes"], Path(out_path).stat().st_size,
         [{"ratio": lv["ratio"], "kept": lv["kept"], "weight_bytes": lv["weight_bytes"]} for lv in meta["levels"]],
