@@ -1,5 +1,6 @@
 """``edgert prune`` on real architectures (torchvision CNNs, ViT, BERT, GPT-2, control-flow
-CNNs; seeded random weights; TorchScript exports from tests/torch_models.py and the dynamo
+CNNs; seeded random weights; TorchScript exports (`dynamo=False`, as many users export) from
+tests/torch_models.py and the dynamo
 exports of tools/make_real_zoo.py): every level runs with finite outputs, level 0 computes
 what ORT computes on the original, every level removes about its share of the weights, and
 transformers lose whole attention heads: a level computes the full model with the dropped
@@ -106,30 +107,32 @@ def test_shufflenet_levels_keep_the_shuffled_channels(tmp_path: Path) -> None:
     assert 0 < removed[1] < removed[2] < removed[3]
 
 
-def test_vit_levels_prune_the_mlp_width(tmp_path: Path) -> None:
-    """torchvision's ViT packs Q, K and V into one 64x192 projection that the exporter
-    unflattens through Shape/Slice/Concat, Unsqueeze, Transpose, Squeeze and Gather; the
-    pruner keeps its heads whole (named in the report) and prunes the MLP hidden width, which
-    carries about 40% of the weights here."""
-    removed = check_levels(export_vit(tmp_path / "vit.onnx"), _image(32), tmp_path, ratio_check=False)
+def test_torchscript_vit_levels_prune_whole_heads(tmp_path: Path) -> None:
+    """torchvision's ViT through the TorchScript exporter: the fused in_proj is unflattened by
+    a Reshape whose target is computed from Shape/Slice/Mod/Concat (neither ONNX's nor ORT's
+    shape inference types it), then Unsqueeze, Transpose, Squeeze and Gather pick Q, K, V.
+    With the static shape arithmetic folded first, every layer's two heads of 32 follow one
+    group pruned by whole heads, beside the MLP width."""
+    model = export_vit(tmp_path / "vit.onnx")
+    assert head_groups(model) == [(64, 32)] * 2
+    removed = check_levels(model, _image(32), tmp_path, ratio_check=False)
     for r, got in zip(RATIOS[1:], removed[1:]):
         assert 0.3 * r <= got <= r, (r, got)
+    masked_equals_levels(tmp_path / "m.aio", _image(32), tmp_path)
 
 
 def test_bert_levels_prune_heads_and_mlp_width(tmp_path: Path) -> None:
-    """Heads (Reshape to (1, 16, -1, 16), Q K^T, the mask, P V, Reshape back) follow one
-    group per layer pruned by whole heads, with the MLP width; the residual width stays."""
+    """transformers' BERT through the TorchScript exporter: heads (Reshape to (1, 16, -1, 16), Q K^T,
+    the mask, P V, Reshape back) follow one group per layer pruned by whole heads, with the MLP
+    width; the residual width stays."""
     pytest.importorskip("transformers")
     import onnx
 
-    from edgert.variants.groups import analyze
-    from edgert.variants.prune import untie_constants
-
     model = export_bert(tmp_path / "bert.onnx")
     proto = onnx.load(model)
-    heads = [g for g in analyze(untie_constants(proto)).prunable() if g.block == 16]
-    assert len(heads) == 2 and all(g.size == 64 for g in heads)  # one per layer: 4 heads of 16
+    assert head_groups(model) == [(64, 16)] * 2  # one per layer: 4 heads of 16
     removed = check_levels(model, _tokens(), tmp_path, ratio_check=False)
+    masked_equals_levels(tmp_path / "m.aio", _tokens(), tmp_path)
     # the embedding tables (read by Gather) keep the residual width: only the rest prunes, and
     # every pruned weight is cut on one axis (heads, MLP width), so a level removes about r of it
     tables = {n.input[0] for n in proto.graph.node if n.op_type == "Gather"}
@@ -187,9 +190,10 @@ def head_groups(model: Path) -> list[tuple[int, int]]:
     import onnx
 
     from edgert.variants.groups import analyze
-    from edgert.variants.prune import untie_constants
+    from edgert.variants.prune import fold_static_shapes, untie_constants
 
-    return sorted((g.size, g.block) for g in analyze(untie_constants(onnx.load(model))).prunable() if g.block > 1)
+    graph = analyze(untie_constants(fold_static_shapes(onnx.load(model))))
+    return sorted((g.size, g.block) for g in graph.prunable() if g.block > 1)
 
 
 def masked_equals_levels(aio: Path, feeds: dict[str, np.ndarray], tmp_path: Path) -> None:

@@ -332,6 +332,24 @@ def _level(model: Any, graph: ChannelGraph, inits: Mapping[str, np.ndarray], res
             "sliced_graph": SLICED_TENSOR.format(i), "params": params, "weight_bytes": weight_bytes}
 
 
+def fold_static_shapes(model: Any) -> Any:
+    """The model with its static shape arithmetic folded into constants, when it computes
+    shapes at run time (``Shape``/``Size``); else the model itself.
+
+    The TorchScript exporter writes attention's head split as ``Reshape(x, Concat(Slice(
+    Shape(x)), [3, 64], ...))`` even for static inputs; neither ONNX's shape inference nor
+    ORT's symbolic one (it asserts on that graph) types the result, so the heads could not be
+    followed. Folded (``dynamic.specialize``: Shape of a static tensor, then every node of
+    constants), the target is a constant whose heads entry each level rewrites. Dims the
+    model leaves symbolic stay computed at run time."""
+    if not any(n.op_type in ("Shape", "Size") for n in model.graph.node):
+        return model
+    from edgert.dynamic.specialize import specialize
+
+    folded = specialize(model.SerializeToString())
+    return folded.model if folded.folded else model
+
+
 def build(model: Any, ratios: Sequence[float], *, importance_method: str = "auto", multiple: int = 1
           ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Tensors and metadata of an All-in-One file for an ``onnx.ModelProto``."""
@@ -342,7 +360,7 @@ def build(model: Any, ratios: Sequence[float], *, importance_method: str = "auto
         raise UsageError("the channel multiple must be >= 1")
     source_sha256 = hashlib.sha256(model.SerializeToString()).hexdigest()
     with progress.step("finding the channel groups"):
-        model = untie_constants(model)
+        model = untie_constants(fold_static_shapes(model))
         graph = analyze(model)
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     scores = importance(graph, inits, importance_method)
