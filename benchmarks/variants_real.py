@@ -46,6 +46,9 @@ from edgert.variants import open as open_variants
 from edgert.variants.prune import prune
 
 RATIOS = [0.0, 0.25, 0.5, 0.75]
+# how each level got its weights (edgert/variants/runtime.py): ORT's own copy at ORT_ENABLE_ALL,
+# a copy or a view of the shared map, or Slice nodes cutting the shared weights at every run
+STRATEGY_MARK = {"private": "", "copy": "c", "view": "v", "slice": "s"}
 MODES = {"default": {}, "full level shared (old default)": {"full_level": "shared"},
          "share_weights=False": {"share_weights": False}}
 
@@ -128,6 +131,60 @@ def zoo_model(tool: Any, name: str, zoo: Path, work: Path) -> tuple[Path, Path]:
     return path, path.with_suffix(".npz")
 
 
+def _with_if_conditions(graph: bytes) -> bytes | None:
+    """``graph`` with the conditions of its top-level If nodes as extra outputs; None without If."""
+    import onnx
+
+    model = onnx.ModelProto()
+    model.ParseFromString(graph)
+    conds = [n.input[0] for n in model.graph.node if n.op_type == "If"]
+    if not conds:
+        return None
+    for cond in conds:
+        model.graph.output.append(onnx.helper.make_tensor_value_info(cond, onnx.TensorProto.BOOL, None))
+    return model.SerializeToString()
+
+
+def branches_taken(model: Path, aio: Path, feeds: dict[str, np.ndarray], work: Path) -> dict[str, Any] | None:
+    """Which branch ("then"/"else") every top-level If takes, on the original model and at each
+    level: a pruned level's weights change the values an If's condition is computed from, so
+    a level may take another exit than the full model (and run more or less of it). None for a
+    model without If."""
+    import onnxruntime as ort
+
+    from edgert.variants import aiofile
+
+    original = _with_if_conditions(model.read_bytes())
+    if original is None:
+        return None
+
+    def names(flags: list[np.ndarray]) -> list[str]:
+        return ["then" if bool(np.asarray(f).reshape(-1)[0]) else "else" for f in flags]
+
+    outputs = len(ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_outputs())
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # the probe graph's unused-initializer notes
+    session = ort.InferenceSession(original, options, providers=["CPUExecutionProvider"])
+    taken: dict[str, Any] = {"original": names(session.run(None, feeds)[outputs:])}
+    f = aiofile.read(aio)
+    try:
+        tensors, meta = {k: np.array(v) for k, v in f.tensors.items()}, f.meta
+    finally:
+        f.close()
+    for lv in meta["levels"]:
+        for key in (lv["graph"], lv["sliced_graph"]):
+            tensors[key] = np.frombuffer(_with_if_conditions(tensors[key].tobytes()), np.uint8)
+    probe = work / f"{aio.stem}.if.aio"
+    aiofile.write(probe, tensors, meta)
+    with open_variants(probe, threads=1) as vm:
+        taken["levels"] = []
+        for lv in vm.levels:
+            vm.select_index(lv.index)
+            taken["levels"].append(names(vm.run(feeds)[outputs:]))
+    probe.unlink()
+    return taken
+
+
 def bench_model(model: Path, npz: Path, work: Path, runs: int, modes: list[str], bench: BenchSettings
                 ) -> dict[str, Any]:
     aio = work / f"{model.stem}.aio"
@@ -156,7 +213,8 @@ def bench_model(model: Path, npz: Path, work: Path, runs: int, modes: list[str],
     out: dict[str, Any] = {
         "inputs": {k: list(v.shape) for k, v in feeds.items()}, "skipped_groups": len(report.skipped),
         "levels": levels, "level0_max_abs_diff": diff, "level0_max_diff_rel_to_max_abs": diff / scale,
-        "paired_runs": runs, "ort_original_p50_ms": float(np.median(ort_ms)), "modes": {}}
+        "paired_runs": runs, "ort_original_p50_ms": float(np.median(ort_ms)), "modes": {},
+        "if_branches": branches_taken(model, aio, feeds, work)}
     for mode, vm in opened.items():
         p50s = []
         for lv in vm.levels:
@@ -215,11 +273,15 @@ def main() -> None:
                 f"(load {r['load_average_after'][0]:.1f})")
             for mode, m in r["modes"].items():
                 rss = m["rss_growth_all_levels"]
-                p50s = " ".join(f"{lv['p50_ms']:.2f}" for lv in m["levels"])
+                p50s = " ".join(f"{lv['p50_ms']:.2f}{STRATEGY_MARK[lv['strategy']]}" for lv in m["levels"])
                 say(f"  {mode:12s} level0/ORT {m['level0_vs_ort']:.3f} (CPU time {m['level0_vs_ort_cpu_time']:.3f})  "
                     f"level p50s {p50s} ms  all levels RSS "
                     f"+{rss['anonymous_bytes'] / 2**20:.1f} MiB anon +{rss['file_bytes'] / 2**20:.1f} MiB file "
                     f"(accounted weights {m['resident_weight_bytes'] / m['full_weight_bytes']:.2f}x full)")
+            if r["if_branches"]:
+                per_level = " ".join("/".join(b) for b in r["if_branches"]["levels"])
+                say(f"  If branches taken: original {'/'.join(r['if_branches']['original'])}, levels {per_level} "
+                    "(a pruned level's weights change the If condition: another exit, other work)")
     results["load_average_after"] = os.getloadavg()
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(
@@ -229,7 +291,9 @@ def main() -> None:
         f"(per model in the JSON). p50 ratios are medians of {args.runs} paired rounds (ORT and level 0 "
         "interleaved), one thread, ORT_ENABLE_ALL for the plain session; the CPU-time ratio is the same "
         "pairing on the process's CPU time (the work, without the time spent waiting for a core). "
-        "Per-level p50s are wall clock, measured one level after the other. RSS growth is measured in a fresh "
+        "Per-level p50s are wall clock, measured one level after the other; a suffix says how the level got "
+        "its weights (none: ORT's own copy, ORT_ENABLE_ALL; c: a compact copy, v: a view of the shared map, "
+        "s: Slice nodes at every run; edgert/variants/runtime.py). RSS growth is measured in a fresh "
         "process per mode. Inputs are the zoo's (64x64 images, 16 tokens).\n\n```\n"
         + "\n".join(lines) + "\n```\n")
 
