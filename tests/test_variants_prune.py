@@ -68,6 +68,28 @@ def tiny_model(path: Path) -> Path:
     return g.save(path, g.op("Relu", "relu_f", [g.conv("c3", cat, 14, 12)]), 12)
 
 
+def shuffle_model(path: Path, blocks: int = 5) -> Path:
+    """ShuffleNetV2's block structure: two branches concatenated and shuffled (Reshape to
+    (1, 2, 8, H, W), Transpose, Reshape back), then split in halves; later blocks pass the
+    first half through and convolve the second. The passed-through channels halve at every
+    split: 8, 4, 2, 1 channels of 2, 4, 8, 16 entries, so the fourth split cannot be followed."""
+    g = _Builder()
+    i64 = lambda name, v: g.inits.append(numpy_helper.from_array(np.array(v, np.int64), name)) or name  # noqa: E731
+    stem = g.op("Relu", "stem", [g.conv("c0", "x", 3, 16)])
+    halves = (g.op("Relu", "b0_1", [g.conv("c0_1", stem, 16, 8)]), g.op("Relu", "b0_2", [g.conv("c0_2", stem, 16, 8)]))
+    for k in range(blocks):
+        cat = g.op("Concat", f"cat{k}", list(halves), axis=1)
+        split = g.op("Reshape", f"view{k}", [cat, i64(f"view{k}.shape", [1, 2, 8, 16, 16])])
+        moved = g.op("Transpose", f"transpose{k}", [split], perm=[0, 2, 1, 3, 4])
+        shuffled = g.op("Reshape", f"unview{k}", [moved, i64(f"unview{k}.shape", [1, 16, 16, 16])])
+        if k == blocks - 1:
+            break
+        g.nodes.append(helper.make_node("Split", [shuffled, i64(f"split{k}.sizes", [8, 8])],
+                                        [f"s{k}_1", f"s{k}_2"], name=f"split{k}", axis=1))
+        halves = (f"s{k}_1", g.op("Relu", f"b{k + 1}", [g.bn(f"bn{k + 1}", g.conv(f"c{k + 1}", f"s{k}_2", 8, 8), 8)]))
+    return g.save(path, g.op("Relu", "relu_f", [g.conv("c_last", shuffled, 16, 12)]), 12)
+
+
 def reshape_model(path: Path) -> Path:
     """A Reshape between two convs: the pruner cannot follow channels through it."""
     g = _Builder()
@@ -301,3 +323,26 @@ def test_cli_prune_quiet_shows_no_progress(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "ratio 0.5" in proc.stdout and out.exists()
     assert all(line.startswith("warning: group") for line in proc.stderr.splitlines()), proc.stderr
+
+
+def test_channel_shuffle_levels_equal_the_masked_model(tmp_path: Path) -> None:
+    """Both halves of a shuffle keep the same channels and the shuffle's and the Split's shape
+    constants follow each level, so the branches and the shuffled channels prune; the fourth
+    split, which would cut one channel's 16 entries in two, keeps its group whole and says so.
+    Each level equals the full model with the level's dropped channels masked."""
+    model = shuffle_model(tmp_path / "m.onnx")
+    aio = tmp_path / "m.aio"
+    report = prune(model, [0, 0.25, 0.5, 0.75], aio)
+    reasons = [s["reason"] for s in report.skipped]
+    assert any("'split3' (Split) cuts shuffled channels (16 entries each) apart" in r for r in reasons), reasons
+    meta = aiofile.read_meta(aio)
+    repeats = {p["init"]: p.get("repeat", 1) for p in meta["template"]["param_axes"] if p["role"] == "consumer"}
+    assert repeats["c1.w"] == 2 and repeats["c2.w"] == 4  # the second halves of shuffles 0 and 1
+    feeds = _feeds((1, 3, 16, 16))
+    with open_variants(aio) as vm:
+        np.testing.assert_allclose(vm.run(feeds)[0], _reference(model, feeds), rtol=1e-4, atol=1e-5)
+        for lv in vm.levels[1:]:
+            vm.select(lv.ratio)
+            np.testing.assert_allclose(vm.run(feeds)[0], _masked_reference(aio, model, lv.index, feeds),
+                                       rtol=1e-4, atol=1e-5)
+    assert report.levels[-1]["weight_bytes"] < 0.5 * report.levels[0]["weight_bytes"]

@@ -97,14 +97,28 @@ def test_large_cnn_levels(name: str, tmp_path: Path) -> None:
     check_levels(export_cnn(name, tmp_path / f"{name}.onnx", side=SIDE), _image(SIDE), tmp_path)
 
 
+def shuffled_groups(aio: Path) -> set[int]:
+    """Prunable groups whose channels some weight axis carries shuffled (``repeat`` > 1)."""
+    from edgert.variants import aiofile
+
+    meta = aiofile.read_meta(aio)
+    fixed = {g["id"] for g in meta["groups"] if g["fixed"]}
+    return {g for p in meta["template"]["param_axes"] if p.get("repeat", 1) > 1
+            for g, _ in p["segments"]} - fixed
+
+
 @pytest.mark.slow
-def test_shufflenet_levels_keep_the_shuffled_channels(tmp_path: Path) -> None:
-    """ShuffleNetV2's channel shuffle (Reshape, Transpose, Reshape) interleaves the two halves
-    of a Concat; the pruner does not follow that yet, so those groups stay whole (named in the
-    report) and the levels remove less than their ratio, but they run and agree at level 0."""
+def test_shufflenet_levels_prune_the_shuffled_channels(tmp_path: Path) -> None:
+    """ShuffleNetV2 x1.0 through the TorchScript exporter: ``chunk`` is two Slices whose bounds
+    are Shape arithmetic (folded first), the shuffle a Reshape/Transpose/Reshape. Both halves of
+    every shuffle keep the same channels, and the channels passed through several blocks are
+    pruned at each split in two; stage 2's halves of 58 channels split into 29 and then not
+    again, so its later blocks stay whole. Every level removes about its ratio of the weights
+    and equals the full model with its dropped channels masked."""
     model = export_cnn("shufflenet_v2_x1_0", tmp_path / "s.onnx", side=SIDE)
-    removed = check_levels(model, _image(SIDE), tmp_path, ratio_check=False)
-    assert 0 < removed[1] < removed[2] < removed[3]
+    check_levels(model, _image(SIDE), tmp_path)
+    assert len(shuffled_groups(tmp_path / "m.aio")) >= 6
+    masked_equals_levels(tmp_path / "m.aio", _image(SIDE), tmp_path)
 
 
 def test_torchscript_vit_levels_prune_whole_heads(tmp_path: Path) -> None:
@@ -171,6 +185,24 @@ def test_zoo_cnn_levels(zoo, name: str, tmp_path: Path) -> None:
     check_levels(*zoo(name), tmp_path)
 
 
+def test_zoo_shufflenet_levels_prune_the_shuffled_channels(zoo, tmp_path: Path) -> None:
+    """ShuffleNetV2 x0.5 (dynamo export: Split into halves, Reshape/Transpose/Reshape shuffle):
+    channel i of both halves of a shuffle is kept or dropped together and the shuffle's shape
+    constants and the Split sizes are rewritten per level, so the branches and the channels
+    passed through are pruned; only stage 3's blocks past its fourth split (3 channels of 32
+    entries cannot be halved) stay whole. Each level removes about its ratio and equals the
+    full model with the dropped channels masked where they are consumed."""
+    from edgert.variants import aiofile
+
+    path, feeds = zoo("shufflenet_v2")
+    path = with_random_classifier(path, tmp_path / "shufflenet.onnx", zero_bias=True)
+    check_levels(path, feeds, tmp_path)
+    whole = [g for g in aiofile.read_meta(tmp_path / "m.aio")["groups"] if g["fixed"]]
+    assert len(whole) <= 6, whole  # input, output, stage 3's tail (21 before shuffles were followed)
+    assert len(shuffled_groups(tmp_path / "m.aio")) >= 8
+    masked_equals_levels(tmp_path / "m.aio", feeds, tmp_path)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["regnet_y_400mf", "efficientnet_b0", "resnet50", "convnext_tiny"])
 def test_zoo_large_cnn_levels(zoo, name: str, tmp_path: Path) -> None:
@@ -199,7 +231,9 @@ def head_groups(model: Path) -> list[tuple[int, int]]:
 def masked_equals_levels(aio: Path, feeds: dict[str, np.ndarray], tmp_path: Path) -> None:
     """Every level computes what the full model computes with the level's dropped heads and
     MLP channels zeroed where they are consumed (out_proj columns, fc2 rows): heads are
-    independent until the output projection sums them, so removing them is exactly that."""
+    independent until the output projection sums them, so removing them is exactly that. The
+    same holds for a CNN's channels (a dropped channel reaches the output only through the
+    convs that consume it)."""
     from edgert.variants import aiofile
     from edgert.variants.prune import replace_weights
     from edgert.variants.ranges import group_offsets
@@ -216,10 +250,11 @@ def masked_equals_levels(aio: Path, feeds: dict[str, np.ndarray], tmp_path: Path
             masked = {}
             for p in consumers:
                 value = masked.setdefault(p["init"], tensors[p["init"]].copy())
-                for gid, start, n in group_offsets(tuple(map(tuple, p["segments"]))):
+                repeat = p.get("repeat", 1)  # shuffled channels span that many entries each
+                for gid, start, n in group_offsets(tuple(map(tuple, p["segments"])), repeat):
                     if gid in kept:
                         span = [slice(None)] * value.ndim
-                        span[p["axis"]] = slice(start + kept[gid], start + n)
+                        span[p["axis"]] = slice(start + kept[gid] * repeat, start + n)
                         value[tuple(span)] = 0
             replace_weights(aio, tmp_path / f"masked{index}.aio", masked)
             vm.select_index(index)

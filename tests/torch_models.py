@@ -81,18 +81,23 @@ def export_bert(path: Path, seq: int = 16, seed: int = 0) -> Path:
     return path
 
 
-def with_random_classifier(model: Path, out: Path, seed: int = 0) -> Path:
+def with_random_classifier(model: Path, out: Path, seed: int = 0, zero_bias: bool = False) -> Path:
     """A copy of ``model`` whose last Gemm/MatMul weight is seeded random: torchvision's ViT
-    zero-initialises its classifier, and an all-zero output would hide a wrong pruned level."""
+    zero-initialises its classifier, and an all-zero output would hide a wrong pruned level.
+    ``zero_bias`` zeroes the Gemm's bias too: randomly initialised ShuffleNetV2 x0.5 outputs
+    its bias plus 1e-5, which would hide a wrong level as well."""
     import numpy as np
     import onnx
     from onnx import numpy_helper
 
     proto = onnx.load(model)
     last = [n for n in proto.graph.node if n.op_type in ("Gemm", "MatMul")][-1]
+    bias = last.input[2] if zero_bias and len(last.input) > 2 else None
     for t in proto.graph.initializer:
         if t.name == last.input[1]:
             value = np.random.default_rng(seed).standard_normal(tuple(t.dims)).astype(np.float32) * 0.1
             t.CopyFrom(numpy_helper.from_array(value, t.name))
+        elif t.name == bias:
+            t.CopyFrom(numpy_helper.from_array(np.zeros(tuple(t.dims), np.float32), t.name))
     onnx.save(proto, out)
     return out

@@ -128,7 +128,7 @@ def param_ranges(meta: Mapping[str, Any], config: Config) -> dict[str, list[list
         ranges[name] = _full_ranges(meta, name)
     for p in meta["template"]["param_axes"]:
         segments = tuple((int(g), int(n)) for g, n in p["segments"])
-        ranges[p["init"]][p["axis"]] = kept_ranges(segments, kept)
+        ranges[p["init"]][p["axis"]] = kept_ranges(segments, kept, int(p.get("repeat", 1)))
     return ranges
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from edgert.errors import UsageError
 
 from . import config as C
+from .ranges import group_offsets
 from .runtime import VariantModel
 
 Evaluation = Callable[[VariantModel], float]
@@ -92,11 +93,10 @@ def importance_mass(meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> dic
             score = np.sqrt((np.moveaxis(value, p["axis"], 0).reshape(value.shape[p["axis"]], -1) ** 2).sum(1))
         else:
             continue
-        start = 0
-        for g, n in p["segments"]:
+        repeat = int(p.get("repeat", 1))  # shuffled channels: ``repeat`` entries each
+        for g, start, n in group_offsets(tuple(map(tuple, p["segments"])), repeat):
             if g in sizes:
-                target[g] = target.get(g, np.zeros(n)) + score[start:start + n]
-            start += n
+                target[g] = target.get(g, np.zeros(n // repeat)) + score[start:start + n].reshape(-1, repeat).sum(1)
     out = {}
     for g, n in sizes.items():
         score = bn.get(g, norms.get(g, np.ones(n)))

@@ -12,7 +12,11 @@ attention heads, whose Reshape splits the channel axis into (heads, width) with 
 (channels per index along the heads axis), meet in Q K^T and P V and merge back. Reshapes
 are followed by dimension algebra on symbolic dims (``reshape.follow``), also when their
 target is computed from Shape at run time; a fused Q/K/V projection picked apart by Gather
-or Split is *cut*: its group is replaced by one group per part (``expand``).
+or Split is *cut*: its group is replaced by one group per part (``expand``). A channel
+shuffle (Reshape to (N, g, C/g, ...), Transpose, Reshape back: ShuffleNet) merges its parts'
+groups and leaves every channel spanning g consecutive entries (``repeat``; g^2 after the
+next shuffle); a branch's conv output concatenated beside such channels is re-expressed as
+them (``alias``), and the Split or Slice that halves a shuffled tensor cuts its groups.
 
 A group is *fixed* (never pruned) when it touches something the pruner does not understand
 — a graph input or output, a Reshape it cannot follow, a tensor an If/Loop body reads —
@@ -44,6 +48,8 @@ ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Where
 # Ops of shape arithmetic (a Reshape's target computed from Shape at run time).
 INDEX_OPS = frozenset({"Slice", "Gather", "Squeeze", "Unsqueeze", "Concat", "Cast", "Identity", "Reshape", "Add",
                        "Sub", "Mul", "Div", "Mod"})
+# Ops that follow shuffled channels (each channel spanning several consecutive entries).
+SHUFFLED_OPS = frozenset({"Conv", "BatchNormalization", "Concat", "Split", "Slice", "Reshape", "Shape"} | ELEMENTWISE)
 # Ops that read axis 1 as channels (and the spatial axes after it): channels-first inputs only.
 CHANNELS_FIRST = frozenset({"Conv", "BatchNormalization", "Flatten", "Gemm", "Concat", "MaxPool", "AveragePool",
                             "GlobalAveragePool", "GlobalMaxPool", "LpPool"})
@@ -61,6 +67,7 @@ class ParamAxis:
     axis: int
     segments: Segments
     role: str
+    repeat: int = 1  # entries per channel along the axis (``ranges.group_offsets``): after a shuffle
 
 
 @dataclasses.dataclass
@@ -95,9 +102,9 @@ class ChannelGraph:
     params: list[ParamAxis]
     depthwise: dict[str, Segments]  # conv node name -> its channel segments (``group`` attr)
     grouped: dict[str, tuple[Segments, int]]  # grouped conv -> (its channels, per group): group = kept / per group
-    # shape constant (a Reshape's or a Split's) -> {entry: (channel segments, divisor)}: a level
-    # writes the kept channels of those segments divided by the divisor there
-    reshapes: dict[str, dict[int, tuple[Segments, int]]]
+    # shape constant (a Reshape's or a Split's) -> {entry: (channel segments, divisor, multiple)}:
+    # a level writes the kept channels of those segments times the multiple over the divisor there
+    reshapes: dict[str, dict[int, tuple[Segments, int, int]]]
     bn: list[tuple[str, str, float]]  # (gamma, running var, epsilon) for importance
 
     def prunable(self) -> list[Group]:
@@ -165,13 +172,24 @@ class _Analyzer:
         self.unit: dict[str, int] = {}
         self.inner: dict[str, int] = {}  # the axis holding one index's channels (unit > 1)
         self.outer: dict[str, Any] = {}  # a batch factor folded into the channel axis
-        self.reshapes: dict[str, dict[int, tuple[Segments, int]]] = {}  # see ChannelGraph
+        self.reshapes: dict[str, dict[int, tuple[Segments, int, int]]] = {}  # see ChannelGraph
+        # entries per channel along a tensor's channel axis (a channel shuffle interleaves the
+        # halves: 2 per channel after one, 4 after the next, ...), for the segments it was stored with
+        self.rep: dict[str, int] = {}
+        # a group re-expressed as other groups' channels, each spanning ``repeat`` entries: a
+        # branch's conv output concatenated beside shuffled channels follows them (``_concat``)
+        self.alias: dict[int, tuple[Segments, int]] = {}
+        self.consumers: dict[str, list[Any]] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.skip: set[int] = set()  # nodes a channel shuffle's handler already followed (by id)
         # a group cut in parts (Q/K/V chunks of one projection) -> its parts
         self.split_into: dict[int, Segments] = {}
         # a group split into (indices, unit) by a Reshape -> (shape constant, unit entry, segs, indices, block)
         self.pending: dict[int, tuple[str | None, int | None, Segments, int, int]] = {}
         self.params: dict[tuple[str, int], ParamAxis] = {}
-        self.depthwise: dict[str, Segments] = {}
+        self.depthwise: dict[str, tuple[Segments, int]] = {}  # (channels, entries per channel)
         self.grouped: dict[str, tuple[Segments, int]] = {}
         self.bn: list[tuple[str, str, float]] = []
 
@@ -192,11 +210,31 @@ class _Analyzer:
         """``segs`` with every group that was cut in parts replaced by its parts."""
         if segs is None:
             return None
+        return self.expand_rep(segs)[0]
+
+    def expand_rep(self, segs: Segments) -> tuple[Segments, int | None]:
+        """``expand``, also through aliases, with the factor the aliases multiply the entries
+        per channel by (None when the segments' factors differ)."""
         out: list[tuple[int, int]] = []
+        factors: set[int | None] = set()
         for gid, n in segs:
             root = self.find(gid)
-            out.extend(self.expand(self.split_into[root]) if root in self.split_into else [(gid, n)])
-        return tuple(out)
+            if root in self.split_into:
+                sub, factor = self.expand_rep(self.split_into[root])
+            elif root in self.alias:
+                sub, factor = self.expand_rep(self.alias[root][0])
+                factor = factor and factor * self.alias[root][1]
+            else:
+                sub, factor = ((gid, n),), 1
+            out.extend(sub)
+            factors.add(factor)
+        return tuple(out), (factors.pop() if len(factors) == 1 else None if factors else 1)
+
+    def repeat(self, name: str) -> int | None:
+        """Entries per channel of tensor ``name`` (None: its segments disagree)."""
+        segs = self.seg.get(name)
+        factor = self.expand_rep(segs)[1] if segs else 1
+        return factor and self.rep.get(name, 1) * factor
 
     def cut(self, segs: Segments, at: list[int]) -> Segments | None:
         """Cut the groups of ``segs`` at channel offsets ``at``: the Q/K/V chunks of one fused
@@ -227,7 +265,7 @@ class _Analyzer:
                 self.reshapes[split.heads_rewrite[0]].pop(split.heads_rewrite[1], None)
             if split and split.unit_rewrite:  # the chunk's width is what a level changes
                 init, entry = split.unit_rewrite
-                self.reshapes.setdefault(init, {})[entry] = (split.segs, split.indices)
+                self.reshapes.setdefault(init, {})[entry] = (split.segs, split.indices, 1)
             out.extend(parts)
         return tuple(out)
 
@@ -263,12 +301,16 @@ class _Analyzer:
             self.union(ga, gb)
         return True
 
-    def param(self, init: str, axis: int, segs: Segments, role: str, where: str) -> None:
+    def param(self, init: str, axis: int, segs: Segments, role: str, where: str, repeat: int = 1) -> None:
         key = (init, axis)
         if key in self.params:  # a weight shared by two nodes: both uses must agree
+            if self.params[key].repeat != repeat:
+                self.fix(self.params[key].segments, f"initializer {init!r} is shared by two nodes ({where})")
+                self.fix(segs, f"initializer {init!r} is shared by two nodes ({where})")
+                return
             self.merge(self.params[key].segments, segs, f"initializer {init!r} is shared by two nodes ({where})")
             return
-        self.params[key] = ParamAxis(init, axis, segs, role)
+        self.params[key] = ParamAxis(init, axis, segs, role, repeat)
 
     # -- the walk --------------------------------------------------------------------
     def channels(self, name: str) -> int | None:
@@ -296,14 +338,20 @@ class _Analyzer:
             self.fix(self.seg.get(vi.name), f"reaches graph output {vi.name!r}")
         for name, reader in subgraph_reads(graph).items():
             self.fix(self.seg.get(name), f"{name!r} is read inside the body of node {reader}")
-        roots = {gid: g for gid, g in self.groups.items() if self.find(gid) == gid and gid not in self.split_into}
+        roots = {gid: g for gid, g in self.groups.items()
+                 if self.find(gid) == gid and gid not in self.split_into and gid not in self.alias}
 
         def resolve(segs: Segments) -> Segments:
             return tuple((self.find(g), n) for g, n in self.expand(segs))
 
-        params = [dataclasses.replace(p, segments=resolve(p.segments)) for p in self.params.values()]
-        depthwise = {k: resolve(v) for k, v in self.depthwise.items()}
-        reshapes = {k: {i: (resolve(segs), div) for i, (segs, div) in entries.items()}
+        def factor(segs: Segments) -> int:
+            return self.expand_rep(segs)[1] or 1  # never None: fixed groups' axes are whole anyway
+
+        params = [dataclasses.replace(p, segments=resolve(p.segments), repeat=p.repeat * factor(p.segments))
+                  for p in self.params.values()]
+        # a depthwise conv over shuffled channels counts each kept channel once per entry
+        depthwise = {k: resolve(v) * (rep * factor(v)) for k, (v, rep) in self.depthwise.items()}
+        reshapes = {k: {i: (resolve(segs), div, mult * factor(segs)) for i, (segs, div, mult) in entries.items()}
                     for k, entries in self.reshapes.items() if entries}
         grouped = {k: (resolve(segs), per) for k, (segs, per) in self.grouped.items()}
         return ChannelGraph(roots, params, depthwise, grouped, reshapes, self.bn)
@@ -312,9 +360,13 @@ class _Analyzer:
         return R.Layout(self.axis.get(name, 1), self.unit.get(name, 1), self.inner.get(name),
                         self.outer.get(name, 1))
 
-    def put(self, name: str, segs: Segments | None, layout: R.Layout) -> None:
+    def put(self, name: str, segs: Segments | None, layout: R.Layout, repeat: int = 1) -> None:
         """Record an output's channels and where they lie."""
         self.seg[name] = segs
+        if repeat == 1:
+            self.rep.pop(name, None)
+        else:
+            self.rep[name] = repeat
         self.axis[name], self.unit[name] = layout.axis, layout.unit
         for field, value, default in ((self.inner, layout.inner, None), (self.outer, layout.outer, 1)):
             if value == default:
@@ -323,6 +375,8 @@ class _Analyzer:
                 field[name] = value
 
     def visit(self, node: Any) -> None:
+        if id(node) in self.skip:
+            return
         op, name = node.op_type, node.name or node.output[0]
         acts = [i for i in node.input if i and i not in self.inits]
         segs_in = [self.expand(self.seg.get(i)) for i in acts]
@@ -331,12 +385,15 @@ class _Analyzer:
         axes = {self.axis.get(i, 1) for i, segs in zip(acts, segs_in) if segs}
         units = {self.unit.get(i, 1) for i, segs in zip(acts, segs_in) if segs}
         folded = any(self.outer.get(i, 1) != 1 for i, segs in zip(acts, segs_in) if segs)
+        repeats = {self.repeat(i) for i, segs in zip(acts, segs_in) if segs}
         if len(axes) > 1 or (op in CHANNELS_FIRST and (axes - {1} or units - {1})):
             self.unknown(node, segs_in, f"{where} reads channels on another axis than its input has them")
         elif folded and op not in ("Transpose", "Reshape", "Shape"):
             self.unknown(node, segs_in, f"{where} reads heads folded with the batch")
+        elif None in repeats or (repeats - {1} and op not in SHUFFLED_OPS and op not in PASSTHROUGH):
+            self.unknown(node, segs_in, f"{where} reads shuffled channels in a way the pruner does not follow")
         elif op in PASSTHROUGH and len(acts) == 1:
-            self.put(node.output[0], segs_in[0], self.layout(acts[0]))
+            self.put(node.output[0], segs_in[0], self.layout(acts[0]), self.repeat(acts[0]) or 1)
             for extra in node.output[1:]:
                 self.seg[extra] = None
         elif op in ELEMENTWISE:
@@ -361,25 +418,26 @@ class _Analyzer:
         shape = self.inits[w].shape
         cout, group = shape[0], int(self._attr(node, "group", 1))
         segs = segs_in[0]
-        cin = sum(n for _, n in segs) if segs else None
+        repeat = self.repeat(acts[0]) or 1 if segs else 1
+        cin = sum(n for _, n in segs) * repeat if segs else None
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
         if bias and bias not in self.inits:
             return self.unknown(node, segs_in, f"{where} has a bias that is not a constant")
         if group == 1:
             out = self.new(cout, f"{node.name} output")
             if segs:
-                self.param(w, 1, segs, "consumer", where)
+                self.param(w, 1, segs, "consumer", where, repeat)
             self.param(w, 0, out, "producer", where)
             if bias:
                 self.param(bias, 0, out, "channel", where)
             self.seg[node.output[0]] = out
         elif segs and group == cin == cout and shape[1] == 1:
-            self.depthwise[node.name] = segs
-            self.param(w, 0, segs, "channel", where)
+            self.depthwise[node.name] = (segs, repeat)
+            self.param(w, 0, segs, "channel", where, repeat)
             if bias:
-                self.param(bias, 0, segs, "channel", where)
-            self.seg[node.output[0]] = segs
-        elif segs and len(segs) == 1 and cin == cout and cin % group == 0:
+                self.param(bias, 0, segs, "channel", where, repeat)
+            self.put(node.output[0], segs, R.Layout(1), repeat)
+        elif segs and repeat == 1 and len(segs) == 1 and cin == cout and cin % group == 0:
             self._grouped(node, segs, cin // group, w, bias, where)
         else:
             self.unknown(node, segs_in, f"{where} is a grouped convolution (group={group}) whose "
@@ -407,11 +465,12 @@ class _Analyzer:
         if segs is None or len(node.output) > 1 and any(node.output[1:]):
             return self.unknown(node, segs_in, f"{where} is in training mode or has no channel layout")
         scale, bias, mean, var = node.input[1:5]
-        self.param(scale, 0, segs, "bn_scale", where)
+        repeat = self.repeat(acts[0]) or 1
+        self.param(scale, 0, segs, "bn_scale", where, repeat)
         for p in (bias, mean, var):
-            self.param(p, 0, segs, "channel", where)
+            self.param(p, 0, segs, "channel", where, repeat)
         self.bn.append((scale, var, float(self._attr(node, "epsilon", 1e-5))))
-        self.seg[node.output[0]] = segs
+        self.put(node.output[0], segs, R.Layout(1), repeat)
 
     def _broadcasts(self, name: str, rank: int, axis: int) -> bool:
         """True when tensor ``name`` has size 1 (or no dimension) along the channel ``axis`` of
@@ -432,6 +491,9 @@ class _Analyzer:
         if any(segs is None and not self._broadcasts(a, rank, channel_axis) for a, segs in zip(acts, segs_in)) \
                 or len({self.unit.get(a, 1) for a, _ in laid}) > 1:
             return self.unknown(node, segs_in, f"{where} combines tensors without a channel layout")
+        if len({self.repeat(a) for a, _ in laid}) > 1:
+            return self.unknown(node, segs_in, f"{where} combines channels shuffled differently")
+        repeat = self.repeat(lead) or 1
         first = laid[0][1]
         for _, other in laid[1:]:
             if not self.merge(first, other, f"{where} adds tensors whose channel layouts differ"):
@@ -441,20 +503,55 @@ class _Analyzer:
             if value.size == 1:
                 continue
             axis = value.ndim - (rank - channel_axis)  # numpy broadcasting aligns shapes on the right
-            channels = sum(n for _, n in first) // self.unit.get(lead, 1)
+            channels = sum(n for _, n in first) * repeat // self.unit.get(lead, 1)
             if 0 <= axis < value.ndim and value.shape[axis] == channels and value.size == channels:
-                self.param(const, axis, first, "channel", where)
+                self.param(const, axis, first, "channel", where, repeat)
             else:
                 return self.unknown(node, segs_in, f"{where} broadcasts a constant of shape "
                                                    f"{list(value.shape)} over the channels")
-        self.put(node.output[0], self.expand(first), self.layout(lead))
+        self.put(node.output[0], self.expand(first), self.layout(lead), repeat)
 
     def _concat(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
         rank = len(self.ranks.get(node.output[0]) or [])
         axis = int(self._attr(node, "axis", 1))
-        if len(acts) != len(node.input) or any(s is None for s in segs_in) or axis not in (1, 1 - rank):
+        if len(acts) != len(node.input) or any(s is None for s in segs_in):
+            return self.unknown(node, segs_in, f"{where} concatenates a tensor without a channel layout")
+        if axis not in (1, 1 - rank):
             return self.unknown(node, segs_in, f"{where} concatenates on an axis other than channels")
-        self.seg[node.output[0]] = tuple(s for segs in segs_in for s in segs)
+        repeats = [self.repeat(a) or 1 for a in acts]
+        if len(set(repeats)) > 1:
+            segs_in = self._follow_shuffled(acts, segs_in, repeats, where)
+            if segs_in is None:
+                return self.unknown(node, [self.expand(self.seg.get(a)) for a in acts],
+                                    f"{where} concatenates channels shuffled differently")
+        self.put(node.output[0], tuple(s for segs in segs_in for s in segs), R.Layout(1), max(repeats))
+
+    def _follow_shuffled(self, acts: list[str], segs_in: list[Segments], repeats: list[int], where: str
+                         ) -> list[Segments] | None:
+        """ShuffleNet's block concatenates the shuffled channels it passed through with its
+        branch's fresh conv output, and its channel shuffle then pairs channel i of both halves:
+        the conv output's channels follow the passed-through ones (``alias``: its group becomes
+        their groups, ``repeat`` entries per channel), so both halves keep the same channels.
+        Tying a fresh group to others only removes freedom, so it is right wherever it is done.
+        None when an input is neither shuffled like the widest nor one fresh group to tie."""
+        lead = max(range(len(acts)), key=lambda i: repeats[i])
+        target, repeat = segs_in[lead], repeats[lead]
+        width = sum(n for _, n in target) * repeat
+        out = []
+        for segs, r in zip(segs_in, repeats):
+            if r == repeat:
+                out.append(segs)
+                continue
+            root = self.find(segs[0][0]) if len(segs) == 1 else None
+            group = self.groups.get(root) if root is not None else None
+            if group is None or r != 1 or group.size != width or group.block != 1 or root in self.pending \
+                    or root in {self.find(g) for g, _ in target}:
+                return None
+            self.alias[root] = (target, repeat)
+            if group.fixed:
+                self.fix(target, group.fixed)
+            out.append(self.expand(segs))
+        return out
 
     def _flatten(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
         dims = self.ranks.get(node.input[0]) or []
@@ -591,6 +688,10 @@ class _Analyzer:
         din, dout = self.dims.get(data), self.dims.get(node.output[0])
         if segs is None or entries is None or not din or not dout or len(entries) != len(dout):
             return self.unknown(node, segs_in, f"{where} reshapes channels with a shape the pruner cannot read")
+        if self._shuffle(node, segs, entries, din, dout, where):
+            return None
+        if (self.repeat(data) or 1) != 1:
+            return self.unknown(node, segs_in, f"{where} reshapes shuffled channels")
         allowzero = int(self._attr(node, "allowzero", 0))
         dout = [R.dim(v) if v is not None and v > 0 else din[i] if v == 0 and not allowzero else d
                 for i, ((_, _, v), d) in enumerate(zip(entries, dout))]
@@ -630,8 +731,59 @@ class _Analyzer:
         elif move.kind == "merge":
             divisor = 1
         if heads:
-            self.reshapes.setdefault(heads[0], {})[heads[1]] = (segs, divisor)
+            self.reshapes.setdefault(heads[0], {})[heads[1]] = (segs, divisor, 1)
         self.put(node.output[0], segs, layout)
+
+    def _shuffle(self, node: Any, segs: Segments, entries: list[tuple[str | None, int, int | None]],
+                 din: list[Any], dout: list[Any], where: str) -> bool:
+        """A channel shuffle: Reshape (N, C, ...) -> (N, g, C/g, ...), Transpose of axes 1 and 2,
+        Reshape back to (N, C, ...). Channel i of each of the g parts lands at g*i + part, so
+        a level keeps the same channels of every part (they are merged: ShuffleNet's two
+        branches) and the shuffled tensor carries each channel g times as many entries per
+        channel, interleaved. Followed here at once, the Transpose and the second Reshape are
+        then skipped; each level rewrites C/g and C in the two shape constants. False when
+        the three nodes are not a shuffle of channel-first parts that line up."""
+        data = node.input[0]
+        after = self.consumers.get(node.output[0], [])
+        if len(after) != 1 or after[0].op_type != "Transpose" or self.layout(data) != R.Layout(1) \
+                or len(dout) != len(din) + 1 or len(din) < 2 or dout[1] is None or not dout[1].is_Integer:
+            return False
+        transpose, g = after[0], int(dout[1])
+        perm = list(self._attr(transpose, "perm", []))
+        back = self.consumers.get(transpose.output[0], [])
+        if perm != [0, 2, 1, *range(3, len(dout))] or len(back) != 1 or back[0].op_type != "Reshape" \
+                or [str(d) for d in self.dims.get(back[0].output[0]) or []] != [str(d) for d in din] \
+                or [str(d) for d in dout[:1] + dout[3:]] != [str(d) for d in din[:1] + din[2:]] or g < 2:
+            return False
+        repeat = self.repeat(data) or 1
+        width = sum(n for _, n in segs) * repeat
+        if width % g:
+            return False
+        parts, part, filled = [], [], 0
+        for gid, n in segs:
+            part.append((gid, n))
+            filled += n * repeat
+            if filled == width // g:
+                parts.append(tuple(part))
+                part, filled = [], 0
+            elif filled > width // g:
+                return False  # a group straddles two parts
+        back_entries = self._shape_entries(back[0].input[1]) if len(back[0].input) > 1 else None
+        if back_entries is None or len(back_entries) != len(din):
+            return False
+        for other in parts[1:]:
+            if not self.merge(parts[0], other, f"{where} shuffles channel groups of different sizes"):
+                return False
+        for (init, index, value), mult in ((entries[2], repeat), (back_entries[1], g * repeat)):
+            if init is not None and value != -1:
+                if index in self.reshapes.get(init, {}):
+                    self.fix(parts[0], f"{where} has a shape constant the pruner cannot rewrite")
+                    return False
+                self.reshapes.setdefault(init, {})[index] = (parts[0], 1, mult)
+        self.skip.update((id(transpose), id(back[0])))
+        self.seg[node.output[0]] = self.seg[transpose.output[0]] = None
+        self.put(back[0].output[0], self.expand(parts[0]), R.Layout(1), g * repeat)
+        return True
 
     def _pow(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
         """A constant scalar power (GPT-2's tanh GELU cubes its input) acts channel by channel."""
@@ -715,7 +867,10 @@ class _Analyzer:
             for out in node.output:
                 self.put(out, segs, layout)
             return None
-        edges = np.cumsum([0, *sizes]).tolist()
+        repeat = self.repeat(acts[0]) or 1  # shuffled channels: cut between whole channels
+        if any(e % repeat for e in np.cumsum(sizes)):
+            return self.unknown(node, segs_in, f"{where} cuts shuffled channels ({repeat} entries each) apart")
+        edges = [e // repeat for e in np.cumsum([0, *sizes]).tolist()]
         cut = self.cut(segs, edges) if layout.unit == 1 and layout.outer == 1 else None
         if cut is None:
             return self.unknown(node, segs_in, f"{where} splits channels the pruner cannot cut")
@@ -725,9 +880,46 @@ class _Analyzer:
             start += n
         if sizes_input in self.reshapes:
             return self.unknown(node, segs_in, f"{where} shares its sizes with another node")
-        self.reshapes[sizes_input] = {i: (tuple(part), 1) for i, part in enumerate(parts)}
+        self.reshapes[sizes_input] = {i: (tuple(part), 1, repeat) for i, part in enumerate(parts)}
         for out, part in zip(node.output, parts):
-            self.put(out, tuple(part), layout)
+            self.put(out, tuple(part), layout, repeat)
+
+    def _slice(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
+        """A constant slice: along other axes it keeps the channels; along the channels (the
+        TorchScript exporter's ``chunk``, ShuffleNet's halves) it is a ``_split`` with one part
+        kept, and each level rewrites its start and end."""
+        data = node.input[0]
+        consts = [node.input[i] if len(node.input) > i else "" for i in range(1, 5)]
+        rank = len(self.ranks.get(data) or [])
+        segs = segs_in[0] if acts == [data] else None
+        if segs is None or not rank or any(c and c not in self.inits for c in consts):
+            return self.unknown(node, segs_in, f"{where} slices channels the pruner cannot follow")
+        starts, ends = (self.inits[c].reshape(-1).tolist() for c in consts[:2])
+        axes = [a % rank for a in self.inits[consts[2]].reshape(-1).tolist()] if consts[2] else list(range(len(starts)))
+        steps = self.inits[consts[3]].reshape(-1).tolist() if consts[3] else [1] * len(starts)
+        layout = self.layout(data)
+        repeat = self.repeat(data) or 1
+        if layout.axis not in axes:
+            return self.put(node.output[0], segs, layout, repeat)
+        at = axes.index(layout.axis)
+        width = sum(n for _, n in segs) * repeat
+        start, end = (min(max(v + width if v < 0 else v, 0), width) for v in (starts[at], ends[at]))
+        if steps[at] != 1 or layout.unit != 1 or layout.outer != 1 or start >= end:
+            return self.unknown(node, segs_in, f"{where} slices channels the pruner cannot follow")
+        if start % repeat or end % repeat:
+            return self.unknown(node, segs_in, f"{where} cuts shuffled channels ({repeat} entries each) apart")
+        cut = self.cut(segs, [start // repeat, end // repeat])
+        if cut is None or any(c in self.reshapes for c in consts[:2]):
+            return self.unknown(node, segs_in, f"{where} slices channels the pruner cannot cut")
+        before, inside, offset = [], [], 0
+        for gid, n in cut:
+            (before if offset < start // repeat else inside if offset < end // repeat else []).append((gid, n))
+            offset += n
+        if start:
+            self.reshapes[consts[0]] = {at: (tuple(before), 1, repeat)}
+        if ends[at] < width:
+            self.reshapes[consts[1]] = {at: (tuple(before + inside), 1, repeat)}
+        self.put(node.output[0], tuple(inside), layout, repeat)
 
     def _transpose(self, node: Any, acts: list[str], segs_in: list[Segments | None], where: str) -> None:
         """Moves the channel axis (ConvNeXt's NCHW <-> NHWC around LayerNorm and Linear)."""

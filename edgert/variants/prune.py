@@ -76,9 +76,10 @@ def importance(graph: ChannelGraph, inits: Mapping[str, np.ndarray], method: str
         else:
             continue
         score = score / (score.mean() + 1e-12)  # layers of different scale count alike
-        for gid, start, n in group_offsets(p.segments):
+        for gid, start, n in group_offsets(p.segments, p.repeat):  # a shuffled channel: its entries
             if gid in prunable:
-                target[gid] = target.get(gid, np.zeros(n)) + score[start:start + n]
+                part = score[start:start + n].reshape(-1, p.repeat).sum(axis=1)
+                target[gid] = target.get(gid, np.zeros(len(part))) + part
     out = {}
     for gid in prunable:
         use_bn = method in ("auto", "bn") and gid in bn
@@ -92,9 +93,9 @@ def permute(graph: ChannelGraph, inits: Mapping[str, np.ndarray], perms: Mapping
     out = dict(inits)
     for p in graph.params:
         index = np.arange(out[p.init].shape[p.axis])
-        for gid, start, n in group_offsets(p.segments):
-            if gid in perms:
-                index[start:start + n] = start + perms[gid]
+        for gid, start, n in group_offsets(p.segments, p.repeat):
+            if gid in perms:  # a shuffled channel's entries move together
+                index[start:start + n] = start + (perms[gid][:, None] * p.repeat + np.arange(p.repeat)).reshape(-1)
         out[p.init] = np.take(out[p.init], index, axis=p.axis)
     return out
 
@@ -127,7 +128,7 @@ def level_params(graph: ChannelGraph, inits: Mapping[str, np.ndarray], kept: Map
     ranges = {name: [[[0, d]] if d else [] for d in value.shape] for name, value in inits.items()
               if value.dtype.kind == "f" and (value.size > 1 or name in tied)}
     for p in graph.params:
-        ranges[p.init][p.axis] = kept_ranges(p.segments, dict(kept))
+        ranges[p.init][p.axis] = kept_ranges(p.segments, dict(kept), p.repeat)
     return ranges
 
 
@@ -246,11 +247,11 @@ def template(model: Any, graph: ChannelGraph) -> dict[str, Any]:
         "nodes": [{"name": n.name, "op": n.op_type, "inputs": list(n.input), "outputs": list(n.output)}
                   for n in model.graph.node],
         "param_axes": [{"init": p.init, "axis": p.axis, "segments": [list(s) for s in p.segments],
-                        "role": p.role} for p in graph.params],
+                        "role": p.role, **({"repeat": p.repeat} if p.repeat != 1 else {})} for p in graph.params],
         "depthwise": {k: [list(s) for s in v] for k, v in graph.depthwise.items()},
         "grouped": {k: [[list(x) for x in segs], per] for k, (segs, per) in graph.grouped.items()},
-        "reshapes": {k: [[i, [list(x) for x in segs], div] for i, (segs, div) in entries.items()]
-                     for k, entries in graph.reshapes.items()},
+        "reshapes": {k: [[i, [list(x) for x in segs], div] + ([mult] if mult != 1 else [])
+                         for i, (segs, div, mult) in entries.items()] for k, entries in graph.reshapes.items()},
     }
 
 

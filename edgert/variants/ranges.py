@@ -11,20 +11,23 @@ EXTERNAL_LOCATION = "aio"  # where the level graphs declare their weights (prune
 Segments = tuple[tuple[int, int], ...]  # (group id, channel count) along one axis
 
 
-def group_offsets(segments: Segments) -> list[tuple[int, int, int]]:
-    """(group id, start, length) of each segment along its axis."""
+def group_offsets(segments: Segments, repeat: int = 1) -> list[tuple[int, int, int]]:
+    """(group id, start, length) of each segment along its axis; with ``repeat`` every channel
+    of a group spans that many consecutive entries (after a channel shuffle), and start and
+    length count entries."""
     out, start = [], 0
     for gid, n in segments:
-        out.append((gid, start, n))
-        start += n
+        out.append((gid, start, n * repeat))
+        start += n * repeat
     return out
 
 
-def kept_ranges(segments: Segments, kept: dict[int, int]) -> list[list[int]]:
-    """The [start, stop) ranges one level keeps along an axis: a prefix of every segment."""
+def kept_ranges(segments: Segments, kept: dict[int, int], repeat: int = 1) -> list[list[int]]:
+    """The [start, stop) ranges one level keeps along an axis: a prefix of every segment
+    (``repeat`` entries per kept channel: ``group_offsets``)."""
     ranges: list[list[int]] = []
-    for gid, start, n in group_offsets(segments):
-        k = kept.get(gid, n)
+    for gid, start, n in group_offsets(segments, repeat):
+        k = kept[gid] * repeat if gid in kept else n
         if k == 0:
             continue
         if ranges and ranges[-1][1] == start:  # the previous segment was kept whole: extend it
@@ -36,14 +39,16 @@ def kept_ranges(segments: Segments, kept: dict[int, int]) -> list[list[int]]:
 
 def shape_values(reshapes: dict[str, list[list]], kept: dict[int, int]) -> dict[str, dict[int, int]]:
     """The shape-constant entries a width writes (attention heads in Reshape targets, Split
-    sizes): ``reshapes`` is an All-in-One template's ``{constant: [[entry, segments,
-    divisor], ...]}``; each entry gets the kept channels of its segments over the divisor."""
+    sizes, a channel shuffle's halves): ``reshapes`` is an All-in-One template's ``{constant:
+    [[entry, segments, divisor(, multiple)], ...]}``; each entry gets the kept channels of its
+    segments times the multiple (entries per channel after a shuffle; 1 when absent) over the
+    divisor."""
     out = {}
     for name, entries in reshapes.items():
         if entries and isinstance(entries[0], int):  # files of earlier builds stored one [entry, segs, div]
             entries = [entries]
-        out[name] = {int(entry): sum(kept.get(int(g), int(n)) for g, n in segs) // int(div)
-                     for entry, segs, div in entries}
+        out[name] = {int(entry): sum(kept.get(int(g), int(n)) for g, n in segs) * int(mult[0] if mult else 1)
+                     // int(div) for entry, segs, div, *mult in entries}
     return out
 
 
