@@ -899,6 +899,8 @@ class _Analyzer:
         steps = self.inits[consts[3]].reshape(-1).tolist() if consts[3] else [1] * len(starts)
         layout = self.layout(data)
         repeat = self.repeat(data) or 1
+        if layout.inner is not None and layout.inner in axes:
+            return self.unknown(node, segs_in, f"{where} slices within attention heads")
         if layout.axis not in axes:
             return self.put(node.output[0], segs, layout, repeat)
         at = axes.index(layout.axis)

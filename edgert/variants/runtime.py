@@ -9,7 +9,11 @@ input axis) costs either memory or time, so each level gets one *strategy*:
 * ``copy``: its non-contiguous weights are copied compactly once at open.
 * ``slice``: its graph cuts them from the whole weights with Slice nodes at every run
   (measured on the zoo ResNet: 5-8% slower per level; the cut weights live only in the
-  shared arena while that level runs).
+  shared arena while that level runs). On a small model of many small convs the Slice
+  nodes cost more than pruning saves: zoo ShuffleNetV2 x0.5 at 64x64 (87 Slice nodes
+  beside 56 convs) runs its 0.25 level in 0.87 ms sliced against 0.38 private and 0.41 for
+  the full level (benchmarks/variants_real.py, load 10); ``share_weights=False`` costs it
+  2 MiB more.
 * ``private``: ORT gets its own copy of the level's weights and optimises at
   ORT_ENABLE_ALL, exactly as a plain ORT session of the source model.
 
