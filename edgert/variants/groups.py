@@ -100,7 +100,9 @@ class ChannelGraph:
 
     groups: dict[int, Group]
     params: list[ParamAxis]
-    depthwise: dict[str, Segments]  # conv node name -> its channel segments (``group`` attr)
+    # conv node name -> its channel segments (``group`` = their kept channels; over shuffled
+    # channels the segments are listed once per entry of a channel)
+    depthwise: dict[str, Segments]
     grouped: dict[str, tuple[Segments, int]]  # grouped conv -> (its channels, per group): group = kept / per group
     # shape constant (a Reshape's or a Split's) -> {entry: (channel segments, divisor, multiple)}:
     # a level writes the kept channels of those segments times the multiple over the divisor there
