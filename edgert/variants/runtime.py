@@ -23,8 +23,11 @@ ORT_ENABLE_ALL without ``NchwcTransformer`` is as slow as a shared level), which
 every conv filter into an ORT-owned blocked copy, so no level runs at that speed on weights
 it shares.
 
-``memory_budget`` (default 1.3) caps the weights the other levels keep resident, as a
-multiple of the full level's weight bytes. When their own copies fit (ratios 0, 0.25, 0.5,
+``memory_budget`` caps the weights the other levels keep resident, as a multiple of the
+full level's weight bytes. The default, ``"auto"``, is 1.3x or the full level plus 32 MiB,
+whichever is larger: on small models (ShuffleNetV2 x0.5, the If-MobileNetV3) the slice
+strategy's Slice nodes cost more than pruning saves (level 0.25 ran 2x slower than the full
+level, measured), while their copies cost a few MiB, nothing on a board with 1-8 GB. When their own copies fit (ratios 0, 0.25, 0.5,
 0.75 of a CNN take 0.9-1.15x), every level is private and runs at ORT's speed, and memory is
 the sum of the levels. Otherwise (many levels) they share the map: levels get copies
 smallest first while the total fits, the rest slice. Smallest first because a copy costs
@@ -61,6 +64,7 @@ from .config import Config, ConfigCache, GraphBuilder
 from .ranges import EXTERNAL_LOCATION, is_view, slice_ranges
 
 DEFAULT_MEMORY_BUDGET = 1.3  # resident shared weights, as a multiple of the full level's
+SMALL_MODEL_ALLOWANCE = 32 * 2**20  # bytes beyond the full level the "auto" budget always allows
 FULL_LEVEL = ("private", "shared")  # how the first level gets its weights (module docstring)
 DEFAULT_CONFIG_BUDGET = 1.0  # weights copied for cached per-layer configurations (config.py), same unit
 
@@ -117,10 +121,12 @@ class VariantModel:
     """An opened All-in-One file. ``levels`` are ordered from most to least accurate."""
 
     def __init__(self, path: str | Path, *, threads: int | None = None, share_weights: bool = True,
-                 memory_budget: float | None = DEFAULT_MEMORY_BUDGET, full_level: str = "private",
+                 memory_budget: float | str | None = "auto", full_level: str = "private",
                  verify: bool = True, config_budget: float | None = DEFAULT_CONFIG_BUDGET,
                  graph_builder: GraphBuilder | None = None) -> None:
-        if memory_budget is not None and memory_budget < 1:
+        if isinstance(memory_budget, str) and memory_budget != "auto":
+            raise UsageError(f"memory_budget must be a number, None or 'auto', not {memory_budget!r}")
+        if isinstance(memory_budget, (int, float)) and memory_budget < 1:
             raise UsageError(f"memory_budget {memory_budget} is below 1: the full level alone needs 1")
         if full_level not in FULL_LEVEL:
             raise UsageError(f"full_level must be one of {', '.join(FULL_LEVEL)}, not {full_level!r}")
@@ -133,7 +139,9 @@ class VariantModel:
                 raise BundleError(f"{self.path} level {lv['ratio']} needs tensors {', '.join(missing)}, "
                                   "which are missing", path=str(self.path))
         full = int(meta["levels"][0]["weight_bytes"])
-        budget = None if memory_budget is None else memory_budget * full
+        budget = (None if memory_budget is None
+                  else max(DEFAULT_MEMORY_BUDGET * full, full + SMALL_MODEL_ALLOWANCE) if memory_budget == "auto"
+                  else memory_budget * full)
         # ORT keeps its own copy of a private level's weights (and may re-lay them out)
         private = len(meta["levels"]) if not share_weights else int(full_level == "private")
         shared = meta["levels"][private:]
