@@ -346,3 +346,17 @@ def test_channel_shuffle_levels_equal_the_masked_model(tmp_path: Path) -> None:
             np.testing.assert_allclose(vm.run(feeds)[0], _masked_reference(aio, model, lv.index, feeds),
                                        rtol=1e-4, atol=1e-5)
     assert report.levels[-1]["weight_bytes"] < 0.5 * report.levels[0]["weight_bytes"]
+
+
+def test_prune_says_when_no_level_is_smaller_than_the_full_model(tmp_path: Path) -> None:
+    """A model whose weights all sit in a Loop body (the greedy decoder) gets levels that are
+    the full model: the CLI says why instead of writing them silently; a model that prunes
+    (the zoo ResNet) gets no such line."""
+    from conftest import run_cli
+
+    proc = run_cli("prune", "zoo:greedy_decoder", "-o", str(tmp_path / "g.aio"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert ("warning: every level is the full model: 5 of the model's weights are read inside "
+            "control-flow bodies (decode_loop (Loop))") in proc.stderr, proc.stderr
+    report = prune(RESNET, [0, 0.5], tmp_path / "r.aio")
+    assert report.unpruned is None and report.levels[1]["weight_bytes"] < report.levels[0]["weight_bytes"]

@@ -36,6 +36,8 @@ def prune(model: str, ratios: str, output: Path, importance: str, channel_multip
         click.echo(f"  ratio {level['ratio']:g}: {level['weight_bytes']} weight bytes")
     for skipped in report.skipped:
         click.echo(f"warning: group {skipped['group']} kept whole: {skipped['reason']}", err=True)
+    if report.unpruned:
+        click.echo(f"warning: every level is the full model: {report.unpruned}", err=True)
 
 
 @click.command()

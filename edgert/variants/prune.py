@@ -38,6 +38,7 @@ class PruneReport:
     file_bytes: int
     levels: list[dict[str, Any]]  # ratio, kept channels per group, weight bytes
     skipped: list[dict[str, Any]]  # groups left whole, with the reason
+    unpruned: str | None = None  # why no level is smaller than the full model, when none is
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "path": str(self.path)}
@@ -388,6 +389,7 @@ def prune(model_path: Path, ratios: Sequence[float], out_path: Path, *,
     """``edgert prune MODEL.onnx --ratios ... -o FILE``: write the All-in-One file."""
     with progress.step(f"reading {Path(model_path).name}"):
         model = _load(Path(model_path))
+    in_bodies = _read_in_bodies(model)
     tensors, meta = build(model, ratios, importance_method=importance_method, multiple=multiple)
     with progress.step(f"writing {Path(out_path).name}"):
         aiofile.write(Path(out_path), tensors, meta)
@@ -395,7 +397,28 @@ def prune(model_path: Path, ratios: Sequence[float], out_path: Path, *,
         Path(out_path), meta["source"]["weight_bytes"], Path(out_path).stat().st_size,
         [{"ratio": lv["ratio"], "kept": lv["kept"], "weight_bytes": lv["weight_bytes"]} for lv in meta["levels"]],
         [{"group": g["id"], "size": g["size"], "reason": g["fixed"]} for g in meta["groups"] if g["fixed"]],
+        _unpruned_reason(meta, in_bodies),
     )
+
+
+def _read_in_bodies(model: Any) -> dict[str, str]:
+    """The model's weights that an If/Loop/Scan body reads, with the reading node."""
+    inits = {t.name for t in model.graph.initializer}
+    return {name: node for name, node in subgraph_reads(model.graph).items() if name in inits}
+
+
+def _unpruned_reason(meta: Mapping[str, Any], in_bodies: Mapping[str, str]) -> str | None:
+    """Why every level came out as large as the full model (None when some level is smaller),
+    so asking for ratios that change nothing is said, not silently written."""
+    levels = meta["levels"]
+    if len(levels) < 2 or len({int(lv["weight_bytes"]) for lv in levels}) > 1:
+        return None
+    if in_bodies:
+        nodes = sorted(set(in_bodies.values()))
+        return (f"{len(in_bodies)} of the model's weights are read inside control-flow bodies "
+                f"({', '.join(nodes[:3])}{', ...' if len(nodes) > 3 else ''}), which pruning keeps whole, "
+                "and no prunable channel group is left outside them")
+    return "no channel group in the model can be pruned (see the groups kept whole)"
 
 
 def replace_weights(src: Path, dst: Path, shared: Mapping[str, np.ndarray],
