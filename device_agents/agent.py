@@ -30,7 +30,7 @@ from edgert.settings import BenchSettings
 
 HEARTBEAT_S = 2.0  # while a request runs, the host hears from us at least this often
 PROGRESS_S = 0.5
-MEASUREMENTS = frozenset({"bench.run", "model.run", "sweep.run", "tvm.time", "lut.run"})
+MEASUREMENTS = frozenset({"bench.run", "bench.interleaved", "model.run", "sweep.run", "tvm.time", "lut.run"})
 
 Handler = Callable[[dict[str, Any], Callable[[Any], None]], Any]
 
@@ -80,6 +80,7 @@ concurrently on TCP (the store locks itself, measurements take turns)."""
             "store.put": self._store_put,
             "store.finish": self._store_finish,
             "bench.run": self._bench_run,
+            "bench.interleaved": self._bench_interleaved,
             "model.run": self._model_run,
             protocol.ARTIFACT_RUN: self._artifact_run,
             "sweep.run": self._sweep_run,
@@ -240,6 +241,27 @@ concurrently on TCP (the store locks itself, measurements take turns)."""
         for key in ("samples_ns", "starts_ns", "warmup_ns"):
             raw[key] = protocol.pack_array(np.asarray(raw[key], dtype=np.int64))
         measured["first_outputs"] = [protocol.pack_array(o) for o in measured["first_outputs"]]
+        measured["device"] = self._facts(params.get("transport", "agent"))
+        return measured
+
+    def _bench_interleaved(self, params: dict[str, Any], progress: Callable[[Any], None]) -> dict[str, Any]:
+        """Time several stored artifacts in alternating blocks (``interleave``), in one request."""
+        from edgert.device_agents.interleave import Contender, run_interleaved
+
+        contenders = [Contender(str(_param(a, "name")), self._artifact(a), str(_param(a, "backend")))
+                      for a in _param(params, "artifacts")]
+        settings = BenchSettings.from_dict(_param(params, "settings"))
+        measured = run_metadata.around(lambda: run_interleaved(
+            contenders, [str(n) for n in _param(params, "order")], int(_param(params, "block_runs")),
+            settings, [{k: protocol.unpack_array(v) for k, v in case.items()}
+                       for case in params.get("cases") or []],
+            BackendOptions(threads=settings.threads, target=params.get("target", "host")),
+            lambda n, ms: progress({"runs": n, "elapsed_ms": ms})))
+        for raw in measured["raw"].values():
+            for key in ("samples_ns", "starts_ns", "warmup_ns", "blocks", "cases"):
+                raw[key] = protocol.pack_array(np.asarray(raw[key], dtype=np.int64))
+        measured["first_outputs"] = {name: [protocol.pack_array(o) for o in outs]
+                                     for name, outs in measured["first_outputs"].items()}
         measured["device"] = self._facts(params.get("transport", "agent"))
         return measured
 

@@ -43,10 +43,12 @@ from edgert.errors import EdgertError, ProtocolError
 #   2  the "artifact.run" request (run a stored model or bundle on input cases; outputs and the
 #      path taken come back): an agent of version 1 would answer it with "unknown request".
 #   3  sweep.run carries a typed SweepRequest (settings.SweepRequest.to_dict) under "request".
+#   4  the "bench.interleaved" request (several stored artifacts timed in alternating blocks,
+#      device_agents.interleave): an agent of version 3 would answer it with "unknown request".
 # Not a bump: 0-d arrays travel with shape [] (they were sent as [1]; any version reads []).
 # Not a bump: "session.close" (the host's goodbye, so a serial agent greets the next host at
 # once) is best effort; an older agent answers "unknown request" and the host ignores it.
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # body bytes; bundle chunks must stay well below this
 HEADER = struct.Struct(">I")

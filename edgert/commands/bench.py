@@ -14,7 +14,7 @@ from edgert.errors import UsageError
 
 
 @click.command()
-@click.argument("model")
+@click.argument("models", metavar="MODEL...", nargs=-1, required=True)
 @click.option("--backend", "backends", multiple=True,
               help="Engine: ort (default), tvm, tflite or null; repeat to compare side by side. "
                    "Bundles (.edgert) run with their own engines: bundle.")
@@ -36,11 +36,14 @@ from edgert.errors import UsageError
               help="Cycle the runs through these inputs (arrays INPUT or CASE/INPUT, as for validate; "
                    "zoo:NAME.npz for a zoo model's): latency per case and, for bundles, per path.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--block-runs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Several MODELs: runs of one before the next one's turn (ABBA blocks).")
 @click.option("--tuning-db", type=click.Path(path_type=Path), default=None,
               help="TVM: apply this MetaSchedule database (from edgert tune --db).")
 @fleet_device_options
-def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_path: Path | None,
-          scenario: str, rate_qps: float | None, concurrency: int, cases_path: str | None, quiet: bool,
+def bench(models: tuple[str, ...], backends: tuple[str, ...], json_path: Path | None,
+          csv_path: Path | None, scenario: str, rate_qps: float | None, concurrency: int,
+          cases_path: str | None, quiet: bool, block_runs: int,
           tuning_db: Path | None, inputs: tuple[str, ...], shapes: tuple[str, ...], warmup: int,
           runs: int | None, min_time: float, max_time: float, threads: int | None, seed: int,
           target: str, devices: tuple[str, ...], all_devices: bool, **device: Any) -> None:
@@ -50,6 +53,10 @@ def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_pat
     devices each board runs its own session in parallel; --json r.json then writes
     r.BOARD.json per board and the summary r.fleet.json, and a failed board is reported
     without stopping the others (exit code 1 if any failed).
+
+    Several MODELs (one backend, one device) are timed interleaved by one process, in
+    blocks of --block-runs runs in ABBA rounds, --runs each (default 20), so load drift
+    costs them alike; --json r.json writes r.MODEL.json per model (docs/interleaved-timing.md).
     """
     from rich.console import Console
 
@@ -61,6 +68,12 @@ def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_pat
 
     from edgert.runner import BUNDLE_SUFFIX
 
+    if len(models) > 1:
+        return _bench_interleaved(models, backends, json_path, csv_path, cases_path, quiet,
+                                  block_runs, scenario, concurrency, devices, all_devices,
+                                  measure_args(inputs, shapes, warmup, runs, min_time, max_time,
+                                               threads, seed, target), device)
+    (model,) = models
     path = resolve_model(model)
     default = "bundle" if path.suffix == BUNDLE_SUFFIX else "ort"
     measured = measure_args(inputs, shapes, warmup, runs, min_time, max_time, threads, seed, target)
@@ -97,6 +110,49 @@ def bench(model: str, backends: tuple[str, ...], json_path: Path | None, csv_pat
         click.echo(f"edgert: error: {failure.backend}: {failure.error.message}", err=True)
     if failures:
         sys.exit(failures[0].error.exit_code)
+
+
+def _bench_interleaved(models: tuple[str, ...], backends: tuple[str, ...], json_path: Path | None,
+                       csv_path: Path | None, cases_path: str | None, quiet: bool, block_runs: int,
+                       scenario: str, concurrency: int, devices: tuple[str, ...], all_devices: bool,
+                       measured: dict[str, Any], device: dict[str, Any]) -> None:
+    """Several MODELs timed interleaved (``edgert.devices.interleaved``), one result each."""
+    from rich.console import Console
+
+    from edgert import result
+    from edgert.devices.interleaved import bench_interleaved
+    from edgert.progress import Progress
+    from edgert.render import side_by_side
+    from edgert.runner import BUNDLE_SUFFIX
+    from edgert.zoo import resolve as resolve_model
+
+    paths = [resolve_model(m) for m in models]
+    if len(backends) > 1:
+        raise UsageError("several MODELs are timed with one --backend; bench one model with "
+                         "several --backend to compare engines")
+    if measured["dims"] or measured["input_files"]:
+        raise UsageError("several MODELs take their inputs from --cases (or seeded random ones), "
+                         "not --input/--shape")
+    addrs = addresses_from(devices, all_devices, **device)
+    if len(addrs) > 1:
+        raise UsageError("several MODELs are timed interleaved on one device")
+    backend = backends[0] if backends else ("bundle" if paths[0].suffix == BUNDLE_SUFFIX else "ort")
+    settings = dataclasses.replace(measured["settings"], scenario=scenario, concurrency=concurrency)
+    to_stdout = str(json_path) == "-"
+    with Progress(quiet=quiet, max_duration_ms=settings.max_duration_ms, runs=None) as progress:
+        results = bench_interleaved(paths, backend, settings, block_runs, _read_cases(cases_path),
+                                    addrs[0], measured["target"], progress.task("interleaved"))
+    if to_stdout:
+        write_json_output(results, "-")
+    for res, path in zip(results, paths):
+        if json_path and not to_stdout:
+            result.write_json(res, json_path.with_name(f"{json_path.stem}.{path.stem}{json_path.suffix}"))
+        if csv_path:
+            result.write_csv(res, csv_path.with_name(f"{csv_path.stem}.{path.stem}{csv_path.suffix}"))
+    shown = [dict(res, backend=dict(res["backend"], name=path.name),
+                  model=dict(res["model"], path=", ".join(p.name for p in paths) + " (interleaved)"))
+             for res, path in zip(results, paths)]
+    side_by_side(shown, Console(stderr=to_stdout))
 
 
 def _bench_fleet(job: Any, addrs: list[Any], json_path: Path | None, csv_path: Path | None,

@@ -203,6 +203,24 @@ class AgentClient:
         measured["first_outputs"] = [protocol.unpack_array(o) for o in measured["first_outputs"]]
         return measured
 
+    def bench_interleaved(self, models: dict[str, tuple[Path, str]], order: list[str], block_runs: int,
+                          params: dict[str, Any],
+                          progress: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+        """Upload (once) each ``name -> (file, backend)`` and time them in one request, in
+        blocks of ``block_runs`` runs in ``order`` (``device_agents.interleave``)."""
+        artifacts = [{"name": name, "sha256": self.upload(path), "suffix": path.suffix, "backend": backend}
+                     for name, (path, backend) in models.items()]
+        on_progress = (lambda d: progress(d["runs"], d["elapsed_ms"])) if progress else None
+        measured = self.call("bench.interleaved", {"artifacts": artifacts, "order": order,
+                                                   "block_runs": block_runs,
+                                                   "transport": self.transport_name, **params}, on_progress)
+        for raw in measured["raw"].values():
+            for key in ("samples_ns", "starts_ns", "warmup_ns", "blocks", "cases"):
+                raw[key] = protocol.unpack_array(raw[key]).tolist()
+        measured["first_outputs"] = {name: [protocol.unpack_array(o) for o in outs]
+                                     for name, outs in measured["first_outputs"].items()}
+        return measured
+
     def run_model(self, model: Path, backend: str, feeds: dict[str, np.ndarray],
                   target: str = "host") -> list[np.ndarray]:
         """Run a model once on the device and bring the outputs back."""
