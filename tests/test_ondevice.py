@@ -260,14 +260,22 @@ def test_compile_auto_on_the_board_times_every_candidate_there(tmp_path, sshd, a
 
 
 def _check_decision(record: dict, baseline: str, inputs: int) -> None:
-    """A device-timed choice (``choice`` or ``auto``) follows auto_rule on its own samples."""
+    """A device-timed choice (``choice`` or ``auto``) follows auto_rule on its own samples,
+    which were timed interleaved: the block order and requests are recorded with them."""
     import statistics
 
-    from edgert.devices.timer import settings_for
+    from edgert.device_agents.interleave import block_order
+    from edgert.devices.timer import BLOCK_RUNS, EXTRA_REQUESTS, settings_for
     from edgert.dynamic.auto_rule import decide
 
-    samples = record["samples_ms"]
-    assert {len(s) for s in samples.values()} == {settings_for(inputs).runs}, record
+    samples, timing = record["samples_ms"], record["timing"]
+    runs = settings_for(inputs).runs
+    assert timing["interleaved"] is True and timing["block_runs"] == BLOCK_RUNS
+    assert 1 <= timing["requests"] <= 1 + EXTRA_REQUESTS
+    assert {len(s) for s in samples.values()} == {runs * timing["requests"]}, record
+    first_round = list(dict.fromkeys(timing["order"]))
+    assert sorted(first_round) == sorted(samples)
+    assert timing["order"] == block_order(first_round, runs // BLOCK_RUNS * timing["requests"])
     assert record["measured_ms"] == {k: statistics.median(s) for k, s in samples.items()}
     decision = decide(baseline, samples)
     assert record["chosen"] == decision.chosen and record["decision"] == decision.to_dict()
@@ -275,10 +283,11 @@ def _check_decision(record: dict, baseline: str, inputs: int) -> None:
 
 @pytest.mark.slow
 def test_compile_auto_on_a_device_is_reproduced_by_the_same_bench_request(tmp_path, tcp_device):
-    """The kept candidates benched with ``bench_options`` and their timing inputs as --cases
-    are timed exactly as compile timed them: as many runs, cycling through the same inputs
-    (whether the choice comes out the same is measured in benchmarks/auto_on_device.py)."""
-    from edgert.devices.timer import bench_options
+    """The kept candidates benched together with ``request_options`` and their timing
+    inputs as --cases are timed exactly as compile timed them: one interleaved request, as
+    many runs in the same block order, cycling through the same inputs (whether the choice
+    comes out the same is measured in benchmarks/auto_on_device.py)."""
+    from edgert.devices.timer import request_options
     from edgert.dynamic import inspect
 
     name = "early_exit_cnn"
@@ -288,18 +297,20 @@ def test_compile_auto_on_a_device_is_reproduced_by_the_same_bench_request(tmp_pa
     assert proc.returncode == 0, proc.stderr
     auto = inspect(out)["auto"]
     _check_decision(auto, "whole_model", auto["probe_inputs"])
-    for candidate in ("whole_model", "partitioned"):
-        inputs = kept / f"{candidate}.inputs.npz"
-        cases = sorted({key.partition("/")[0] for key in np.load(inputs).files})
-        assert len(cases) == auto["probe_inputs"]
-        result = tmp_path / f"{candidate}.json"
-        proc = run_cli("bench", str(kept / f"{candidate}.edgert"), "--backend", "bundle", "--cases",
-                       str(inputs), *bench_options(len(cases)), "--json", str(result), "--quiet",
-                       *tcp_device)
-        assert proc.returncode == 0, proc.stderr
-        benched = json.loads(result.read_text())
-        assert len(benched["samples_ms"]) == len(auto["samples_ms"][candidate])
-        runs = len(benched["samples_ms"])  # every input equally often, as compile timed them
+    first_round = list(dict.fromkeys(auto["timing"]["order"]))
+    inputs = kept / f"{first_round[0]}.inputs.npz"
+    cases = sorted({key.partition("/")[0] for key in np.load(inputs).files})
+    assert len(cases) == auto["probe_inputs"]
+    result = tmp_path / "r.json"
+    proc = run_cli("bench", *(str(kept / f"{c}.edgert") for c in first_round), "--backend", "bundle",
+                   "--cases", str(inputs), *request_options(len(cases)), "--json", str(result),
+                   "--quiet", *tcp_device)
+    assert proc.returncode == 0, proc.stderr
+    for candidate in first_round:
+        benched = json.loads(result.with_name(f"r.{candidate}.json").read_text())
+        runs = len(auto["samples_ms"][candidate]) // auto["timing"]["requests"]
+        assert len(benched["samples_ms"]) == runs  # one request's worth
+        assert benched["interleaved"]["order"] == auto["timing"]["order"][:len(benched["interleaved"]["order"])]
         assert {c: v["n"] for c, v in benched["cases_ms"].items()} == {c: runs // len(cases) for c in cases}
 
 

@@ -8,9 +8,15 @@ candidate (the challenger, by median) replaces it only when both hold on the raw
 - a one-sided Mann-Whitney U test says it is faster at ``ALPHA`` (no normality assumed).
 
 Candidates within noise of each other therefore keep the baseline, so a choice can be
-reproduced: ``edgert bench --device`` on the kept candidates (the same request, warm-up and
-run count as ``edgert.devices.timer``) gives samples that ``decide`` turns into the same
-choice unless the true difference sits at the margin.
+reproduced: ``edgert bench A B --device`` on the kept candidates (the same interleaved
+request, warm-up and run counts as ``edgert.devices.timer``) gives samples that ``decide``
+turns into the same choice unless the true difference sits at the margin. Near the
+boundary (``unsettled``) the timer takes more samples before deciding; looking twice makes
+a false win somewhat likelier than ``ALPHA`` (at most about 3x with two extra looks).
+
+``compare`` says how a second timing relates to a first choice: the same choice, or a
+contradiction (the rival of the choice is significantly faster the other way round), or
+merely inconclusive (the second timing cannot tell the two apart at ``ALPHA``).
 """
 from __future__ import annotations
 
@@ -67,3 +73,34 @@ def decide(baseline: str, samples_ms: Mapping[str, Sequence[float]]) -> Decision
         p = 1.0
     wins = ratio < 1 - MARGIN and p < ALPHA
     return Decision(challenger if wins else baseline, baseline, challenger, ratio, p)
+
+
+UNSETTLED_RATIO = 1 - MARGIN / 2  # a challenger's median this far below the baseline's ...
+SETTLED_P = ALPHA / 10  # ... that is not yet this significant, or within MARGIN/2 of the margin
+
+
+def unsettled(decision: Decision) -> bool:
+    """Whether more samples could still change ``decision``: the challenger looks faster
+    by at least half the margin, and either its p-value is not a decade below ``ALPHA`` or
+    its median ratio lies within half the margin of ``1 - MARGIN``."""
+    if decision.challenger is None or decision.median_ratio >= UNSETTLED_RATIO:
+        return False
+    return decision.p_value >= SETTLED_P or decision.median_ratio > 1 - 1.5 * MARGIN
+
+
+def agreement(chosen: str, again: Decision, samples_ms: Mapping[str, Sequence[float]]) -> str:
+    """How a second timing (``again``, decided on ``samples_ms``) relates to ``chosen``:
+
+    - ``"reproduced"``: the rule on the second samples gives ``chosen`` again;
+    - ``"contradicted"``: it does not, and the candidate the first timing rejected (or the
+      one it kept over the baseline) is significantly faster (one-sided U, p < ALPHA) than
+      ``chosen`` in the second samples;
+    - ``"inconclusive"``: it does not, but the second samples cannot tell the two apart.
+    """
+    from scipy.stats import mannwhitneyu
+
+    if again.chosen == chosen:
+        return "reproduced"
+    rival = again.chosen
+    p = float(mannwhitneyu(samples_ms[rival], samples_ms[chosen], alternative="less").pvalue)
+    return "contradicted" if p < ALPHA else "inconclusive"

@@ -1,12 +1,13 @@
 """``backend="auto"``'s candidates as bundle files, for timing them on a device (host only).
 
 A segment built for one engine becomes a bundle of one call step, so the device's agent
-times it with the same loop as any bundle (``bench.run``), and ``compile
+times the candidates of one decision together (``bench.interleaved``), and ``compile
 --keep-candidates DIR`` leaves every timed candidate there with the inputs it was timed on:
-``edgert bench FILE --device ...`` then re-times exactly what auto compared.
+``edgert bench FILE... --device ...`` then re-times exactly what auto compared, the same way.
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,13 +24,44 @@ from .program import PROGRAM_VERSION
 INPUTS_SUFFIX = ".inputs.npz"  # CASE/INPUT arrays, the convention of --cases and --samples
 
 
+@dataclasses.dataclass
+class TimedCandidates:
+    """Every timed run's milliseconds of each candidate of one decision, and how they were
+    taken: blocks of ``block_runs`` runs in ``order`` (candidate names, one per block, over
+    all requests), after ``warmup_runs`` untimed runs per candidate and request."""
+
+    block_runs: int
+    warmup_runs: int
+    samples_ms: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
+    order: list[str] = dataclasses.field(default_factory=list)
+    requests: int = 0
+    note: str = ""
+
+    def add(self, order: list[str], samples_ms: dict[str, list[float]], failed: dict[str, str]) -> None:
+        """One more interleaved request's blocks (a candidate that failed once stays out)."""
+        self.requests += 1
+        self.order += order
+        self.failed.update(failed)
+        for name, samples in samples_ms.items():
+            if name not in self.failed:
+                self.samples_ms.setdefault(name, []).extend(samples)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``timing`` record (the samples themselves go beside it)."""
+        record = {"interleaved": True, "block_runs": self.block_runs, "warmup_runs": self.warmup_runs,
+                  "requests": self.requests, "order": self.order}
+        return record | ({"note": self.note} if self.note else {})
+
+
 class BundleTimer(Protocol):
     """Times bundles somewhere other than this process (``edgert.devices.timer.DeviceTimer``)."""
 
     facts: dict[str, Any]  # device facts of where the times are taken, "emulated" included
 
-    def samples_ms(self, bundle: Path, inputs: list[dict[str, np.ndarray]]) -> list[float]:
-        """Milliseconds of each timed run, the runs cycling through ``inputs``."""
+    def compare(self, bundles: dict[str, Path], inputs: list[dict[str, np.ndarray]],
+                baseline: str) -> TimedCandidates:
+        """Each bundle's run times, all timed interleaved, the runs cycling through ``inputs``."""
 
 
 def segment_bundle(path: Path, seg: Segment, art: engines.Artifact, target: str,

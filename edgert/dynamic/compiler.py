@@ -24,15 +24,14 @@ import numpy as np
 
 import edgert
 from edgert.backends import TensorSpec
-from edgert.errors import (BackendError, DeviceError, EdgertError, InputError, ModelError,
-                           UsageError)
+from edgert.errors import BackendError, EdgertError, InputError, ModelError, UsageError
 from edgert.tensors import FeedCheck
 
 from . import auto_rule, engines, guard, specialize_calls, whole
 from .bundle import npy_bytes, write_bundle
+from .candidates import BundleTimer, TimedCandidates, keep, segment_bundle
 from .normalize import NormalizedModel, normalize
 from .partition import Partition, Segment, partition
-from .candidates import BundleTimer, keep, segment_bundle
 from .runtime import arch_name, machine_arch
 from .specialize import fold_constants
 
@@ -288,17 +287,25 @@ class _Timing:
     keep_dir: Path | None
 
     def segment_ms(self, seg: Segment, engine: str, art: engines.Artifact,
-                   sample: dict[str, np.ndarray], threads: int | None) -> float | list[float]:
-        """The median here, or every run's milliseconds on the device."""
-        if self.timer is None and self.keep_dir is None:
-            return engines.time_ms(engine, art, sample, threads)
+                   sample: dict[str, np.ndarray], threads: int | None) -> float:
+        """The median here (no timer), keeping the candidate when asked."""
+        if self.keep_dir is not None:
+            with tempfile.TemporaryDirectory(prefix="edgert-cand-") as tmp:
+                keep(self.keep_dir, self.bundle(Path(tmp), seg, engine, art), [sample])
+        return engines.time_ms(engine, art, sample, threads)
+
+    def on_device(self, seg: Segment, options: dict[str, engines.Artifact],
+                  sample: dict[str, np.ndarray]) -> TimedCandidates:
+        """Every engine's bundle of ``seg`` timed interleaved on the timer's device."""
+        assert self.timer is not None
         with tempfile.TemporaryDirectory(prefix="edgert-cand-") as tmp:
-            bundle = segment_bundle(Path(tmp) / f"{seg.id}.{engine}.edgert", seg, art,
-                                    self.target, self.arch)
-            keep(self.keep_dir, bundle, [sample])
-            if self.timer is None:
-                return engines.time_ms(engine, art, sample, threads)
-            return self.timer.samples_ms(bundle, [sample])
+            bundles = {engine: self.bundle(Path(tmp), seg, engine, art) for engine, art in options.items()}
+            for bundle in bundles.values():
+                keep(self.keep_dir, bundle, [sample])
+            return self.timer.compare(bundles, [sample], BASELINE_ENGINE)
+
+    def bundle(self, tmp: Path, seg: Segment, engine: str, art: engines.Artifact) -> Path:
+        return segment_bundle(tmp / f"{seg.id}.{engine}.edgert", seg, art, self.target, self.arch)
 
     def where(self) -> str:
         if self.timer is None:
@@ -321,26 +328,42 @@ def _choose_fastest(part: Partition, built: dict[str, dict[str, engines.Artifact
             _keep(options, engine, "the only engine that could build it")
             continue
         sample = feeds.get(seg.id) or engines.synthetic_feeds(seg)
-        measured: dict[str, float | list[float]] = {}
+        if timing.timer is not None:
+            _keep_device_choice(options, timing.on_device(seg, options, sample), timing.where())
+            continue
+        times: dict[str, float] = {}
         timing_failed: dict[str, str] = {}
         for engine, art in options.items():
             try:
-                measured[engine] = timing.segment_ms(seg, engine, art, sample, threads)
-            except DeviceError:
-                raise  # the link or the agent failed, not this candidate
+                times[engine] = timing.segment_ms(seg, engine, art, sample, threads)
             except EdgertError as exc:
                 timing_failed[engine] = _first_line(exc.message)
-        samples = {e: m for e, m in measured.items() if isinstance(m, list)}  # a device's runs
-        times = {e: statistics.median(m) if isinstance(m, list) else m for e, m in measured.items()}
-        if BASELINE_ENGINE in samples:
-            decision = auto_rule.decide(BASELINE_ENGINE, samples)
-            _keep(options, decision.chosen, f"timed on {timing.where()} at compile time: "
-                  f"{decision.reason}", times)
-            options[decision.chosen].note.update(samples_ms=samples, decision=decision.to_dict())
-        elif times:
+        if times:
             best = min(times, key=times.get)
             _keep(options, best, f"fastest median time on {timing.where()} at compile time", times)
         else:
             _keep(options, "ort", "no engine could be timed", times)
         if timing_failed:
             options[next(iter(options))].note["timing_failed"] = timing_failed
+
+
+def _keep_device_choice(options: dict[str, engines.Artifact], timed: TimedCandidates,
+                        where: str) -> None:
+    """Keep the engine ``auto_rule`` picks from the device's interleaved samples (the
+    fastest median when ORT could not be timed there)."""
+    samples = timed.samples_ms
+    times = {e: statistics.median(s) for e, s in samples.items()}
+    if BASELINE_ENGINE in samples:
+        decision = auto_rule.decide(BASELINE_ENGINE, samples)
+        _keep(options, decision.chosen, f"timed on {where} at compile time, interleaved: "
+              f"{decision.reason}", times)
+        options[decision.chosen].note.update(samples_ms=samples, decision=decision.to_dict(),
+                                             timing=timed.to_dict())
+    elif times:
+        best = min(times, key=times.get)
+        _keep(options, best, f"fastest median time on {where} at compile time "
+              f"(ORT could not be timed there)", times)
+    else:
+        _keep(options, BASELINE_ENGINE, "no engine could be timed", times)
+    if timed.failed:
+        options[next(iter(options))].note["timing_failed"] = dict(timed.failed)

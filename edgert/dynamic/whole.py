@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgert.errors import DeviceError, EdgertError, ModelError
+from edgert.errors import EdgertError, ModelError
 
 from . import auto_rule, engines
 from .bundle import write_bundle
@@ -94,7 +94,8 @@ def choose(norm: NormalizedModel, manifest: dict[str, Any], members: dict[str, b
             times, failed = time_bundles_ms(bundles, inputs, threads)
             samples: dict[str, list[float]] = {}
         else:
-            samples, failed = _device_samples_ms(bundles, inputs, timer)
+            timed = timer.compare(bundles, inputs, WHOLE_ID)
+            samples, failed = timed.samples_ms, timed.failed
             times = {name: statistics.median(s) for name, s in samples.items()}
     extra: dict[str, Any] = {}
     if len(times) == 2 and timer is None:
@@ -107,8 +108,8 @@ def choose(norm: NormalizedModel, manifest: dict[str, Any], members: dict[str, b
         decision = auto_rule.decide(WHOLE_ID, samples)
         chosen = decision.chosen
         reason = ("runs cycling through the sample inputs (compile --samples, else seeded random "
-                  f"ones) on the device in timed_on at compile time: {decision.reason}")
-        extra = {"samples_ms": samples, "decision": decision.to_dict()}
+                  f"ones) on the device in timed_on at compile time, interleaved: {decision.reason}")
+        extra = {"samples_ms": samples, "decision": decision.to_dict(), "timing": timed.to_dict()}
     else:
         chosen = next(iter(times), "partitioned")
         reason = ("the other candidate failed to run (see timing_failed)" if times
@@ -150,22 +151,6 @@ def time_bundles_ms(bundles: dict[str, Path], inputs: list[dict[str, np.ndarray]
                 failed[name] = exc.message.strip().splitlines()[0][:300]
                 del fastest[name]
     return {name: ns / len(inputs) / 1e6 for name, ns in fastest.items()}, failed
-
-
-def _device_samples_ms(bundles: dict[str, Path], inputs: list[dict[str, np.ndarray]],
-                       timer: BundleTimer) -> tuple[dict[str, list[float]], dict[str, str]]:
-    """Each candidate uploaded to ``timer``'s device and timed there: every run's
-    milliseconds, and why any could not be run."""
-    times: dict[str, list[float]] = {}
-    failed: dict[str, str] = {}
-    for name, path in bundles.items():
-        try:
-            times[name] = timer.samples_ms(path, inputs)
-        except DeviceError:
-            raise  # the link or the agent failed, not this candidate
-        except EdgertError as exc:
-            failed[name] = exc.message.strip().splitlines()[0][:300]
-    return times, failed
 
 
 def _fastest_round_ns(runtime: Any, inputs: list[dict[str, np.ndarray]]) -> float:
