@@ -6,12 +6,17 @@
 Compiles dynamic zoo models (default: all of them) for aarch64 with auto's candidates timed
 on the emulated arm64 board (tools/arm64_board; every number is EMULATED, qemu on this
 shared host, and says nothing about a real Cortex-A76), keeping every candidate with the
-inputs it was timed on (``--keep-candidates``). Then times each kept candidate again with
-``edgert bench CAND --backend bundle --cases CAND.inputs.npz --device BOARD`` and the run
-counts of ``edgert.devices.timer.bench_options`` (the request compile sent), and applies
-auto's rule (``edgert.dynamic.auto_rule.decide``) to bench's samples. Per model it prints
-each decision (each segment's engine, then partitioned vs whole model): the compile-time
-and bench medians, the choice each gives, and whether bench reproduced compile's choice.
+inputs it was timed on (``--keep-candidates``). Compile times the candidates of each
+decision interleaved (``edgert.devices.timer``: one ``bench.interleaved`` request, ABBA
+blocks, more requests near the rule's boundary). Then each decision's kept candidates are
+timed again together with ``edgert bench A B --backend bundle --cases A.inputs.npz
+--device BOARD`` and the options of ``edgert.devices.timer.request_options`` (the same
+request, and the same extra requests while ``auto_rule.unsettled``), and auto's rule
+(``auto_rule.decide``) is applied to bench's samples.
+
+A decision is *reproduced* when the rule on bench's samples gives compile's choice. A miss
+is *contradicted* when bench finds the candidate compile did not keep significantly faster
+(one-sided Mann-Whitney U, p < ALPHA), else *inconclusive* (``auto_rule.agreement``).
 
 ``--transport tcp`` (default): compile and bench talk to one long-lived emulated agent, as
 compile's candidates all meet one agent; ``ssh`` starts an agent per command (about 35 s
@@ -40,9 +45,9 @@ from arm64 import board_root, device_args, start_tcp_agent  # noqa: E402
 from ports import listening_port  # noqa: E402
 from sshd import start_sshd  # noqa: E402
 
-from edgert.devices.timer import bench_options  # noqa: E402
+from edgert.devices.timer import compare, request_options  # noqa: E402
 from edgert.dynamic import inspect  # noqa: E402
-from edgert.dynamic.auto_rule import ALPHA, MARGIN, decide  # noqa: E402
+from edgert.dynamic.auto_rule import ALPHA, MARGIN, agreement, decide  # noqa: E402
 
 ZOO = REPO / "edgert" / "zoo" / "dynamic"
 
@@ -54,17 +59,31 @@ def edgert(*args: str) -> str:
     return proc.stdout
 
 
-def bench_samples(candidate: Path, device: list[str], tmp: Path) -> list[float]:
-    """bench --device's raw samples of a kept candidate, timed on its kept inputs."""
-    inputs = candidate.with_name(candidate.stem + ".inputs.npz")
+def bench_again(candidates: dict[str, Path], baseline: str, device: list[str],
+                tmp: Path) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """bench --device's samples of a decision's kept candidates, timed interleaved on their
+    kept inputs with the request (and extra requests) compile used; and how they were taken."""
+    inputs = next(iter(candidates.values()))
+    inputs = inputs.with_name(inputs.stem + ".inputs.npz")
     with np.load(inputs) as cases:
         count = len({key.partition("/")[0] for key in cases.files})
-    out = tmp / "bench.json"
-    edgert("bench", str(candidate), "--backend", "bundle", "--cases", str(inputs),
-           *bench_options(count), "--json", str(out), "--quiet", *device)
-    result = json.loads(out.read_text())
-    assert result["emulated"] is True
-    return result["samples_ms"]
+    names = {path.stem: name for name, path in candidates.items()}
+
+    def request(order: list[str]) -> dict[str, Any]:
+        first = list(dict.fromkeys(order))  # this request's first round, as bench orders it
+        out = tmp / "bench.json"
+        edgert("bench", *(str(candidates[n]) for n in first), "--backend", "bundle",
+               "--cases", str(inputs), *request_options(count), "--json", str(out), "--quiet", *device)
+        results = {names[stem]: json.loads(out.with_name(f"bench.{stem}.json").read_text())
+                   for stem in names}
+        assert all(r["emulated"] is True for r in results.values())
+        got = next(iter(results.values()))["interleaved"]
+        return {"order": [names[stem] for stem in got["order"]], "failed": {},
+                "raw": {name: {"samples_ns": [ms * 1e6 for ms in r["samples_ms"]]}
+                        for name, r in results.items()}}
+
+    timed = compare(list(candidates), count, baseline, request)
+    return timed.samples_ms, timed.to_dict()
 
 
 def decisions(model: str, device: list[str], tmp: Path) -> tuple[list[dict[str, Any]], dict]:
@@ -82,9 +101,12 @@ def decisions(model: str, device: list[str], tmp: Path) -> tuple[list[dict[str, 
     rows = []
     for label, record, path in records:
         compiled = record["samples_ms"]
-        benched = {name: bench_samples(path(name), device, tmp) for name in compiled}
-        again = decide(record["decision"]["baseline"], benched)
-        rows.append({"decision": label, "baseline": record["decision"]["baseline"],
+        baseline = record["decision"]["baseline"]
+        first_round = list(dict.fromkeys(record["timing"]["order"]))
+        benched, timing = bench_again({name: path(name) for name in first_round}, baseline,
+                                      device, tmp)
+        again = decide(baseline, benched)
+        rows.append({"decision": label, "baseline": baseline,
                      "compile_median_ms": record["measured_ms"],
                      "bench_median_ms": {k: statistics.median(v) for k, v in benched.items()},
                      "compile_choice": record["chosen"], "bench_choice": again.chosen,
@@ -92,6 +114,8 @@ def decisions(model: str, device: list[str], tmp: Path) -> tuple[list[dict[str, 
                      "compile_ratio": record["decision"]["median_ratio"],
                      "bench_ratio": again.median_ratio,
                      "reproduced": record["chosen"] == again.chosen,
+                     "outcome": agreement(record["chosen"], again, benched),
+                     "compile_timing": record["timing"], "bench_timing": timing,
                      "compile_samples_ms": compiled, "bench_samples_ms": benched})
     return rows, manifest["timed_on"]
 
@@ -105,7 +129,8 @@ def report(model: str, rows: list[dict[str, Any]]) -> None:
         print(f"  {r['decision']} (baseline {r['baseline']}): median ms compile/bench {times}; "
               f"compile chose {r['compile_choice']} (ratio {r['compile_ratio']:.2f}, "
               f"p={r['compile_p']:.2g}), bench {r['bench_choice']} (ratio {r['bench_ratio']:.2f}, "
-              f"p={r['bench_p']:.2g}): {'reproduced' if r['reproduced'] else 'NOT reproduced'}")
+              f"p={r['bench_p']:.2g}), requests {r['compile_timing']['requests']}/"
+              f"{r['bench_timing']['requests']}: {r['outcome']}")
 
 
 def main() -> None:
@@ -135,14 +160,19 @@ def main() -> None:
             cleanup = lambda: stop(agent)  # noqa: E731
         try:
             for model in models:  # the file is rewritten after each model: a cut run keeps them
+                before = os.getloadavg()[0]
                 rows, facts = decisions(model, device, tmp)
                 report(model, rows)
-                results[model] = rows
+                results[model] = {"load_average_1min": {"before": before, "after": os.getloadavg()[0]},
+                                  "decisions": rows}
                 _write(args.out, args.transport, facts, load_before, results, models)
         finally:
             cleanup()
-    decided = [r for rows in results.values() for r in rows]
-    print(f"{sum(r['reproduced'] for r in decided)}/{len(decided)} decisions reproduced; "
+    decided = [r for model in results.values() for r in model["decisions"]]
+    outcomes = [r["outcome"] for r in decided]
+    print(f"{outcomes.count('reproduced')}/{len(decided)} decisions reproduced, "
+          f"{outcomes.count('contradicted')} contradicted, {outcomes.count('inconclusive')} "
+          f"inconclusive; "
           f"load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after "
           f"({(time.time() - started) / 60:.0f} min)")
 
@@ -155,6 +185,8 @@ def _write(out: Path, transport: str, facts: dict, load_before: tuple[float, ...
                  "about real hardware",
         "emulated": True, "transport": transport, "timed_on": facts,
         "rule": {"alpha": ALPHA, "margin": MARGIN},
+        "timing": "interleaved: each decision's candidates in one bench.interleaved request "
+                  "(ABBA blocks), at compile time and again with edgert bench A B --device",
         "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
         "models_not_run": [m for m in models if m not in results],
         "models": results}, indent=1) + "\n")
