@@ -56,7 +56,8 @@ def bench(models: tuple[str, ...], backends: tuple[str, ...], json_path: Path | 
 
     Several MODELs (one backend, one device) are timed interleaved by one process, in
     blocks of --block-runs runs in ABBA rounds, --runs each (default 20), so load drift
-    costs them alike; --json r.json writes r.MODEL.json per model (docs/interleaved-timing.md).
+    costs them alike; --json r.json writes r.MODEL.json per model. They run as given (a bundle,
+    .onnx on ort, a TVM .so, a .tflite), without compiling here (docs/interleaved-timing.md).
     """
     from rich.console import Console
 
