@@ -18,6 +18,12 @@ A decision is *reproduced* when the rule on bench's samples gives compile's choi
 is *contradicted* when bench finds the candidate compile did not keep significantly faster
 (one-sided Mann-Whitney U, p < ALPHA), else *inconclusive* (``auto_rule.agreement``).
 
+The rule favours its baseline, so a reproduced "keep the baseline" is the easy case. As a
+check that clear wins reproduce too, each decision is also judged with the roles swapped
+(the other candidate as baseline) on the same stored compile and bench samples
+(``swapped_baseline``; post hoc: the extra requests followed the real baseline).
+``--reanalyse FILE`` recomputes that from a results file without running anything.
+
 ``--transport tcp`` (default): compile and bench talk to one long-lived emulated agent, as
 compile's candidates all meet one agent; ``ssh`` starts an agent per command (about 35 s
 each under qemu).
@@ -117,7 +123,29 @@ def decisions(model: str, device: list[str], tmp: Path) -> tuple[list[dict[str, 
                      "outcome": agreement(record["chosen"], again, benched),
                      "compile_timing": record["timing"], "bench_timing": timing,
                      "compile_samples_ms": compiled, "bench_samples_ms": benched})
+        rows[-1]["swapped_baseline"] = swapped(rows[-1])
     return rows, manifest["timed_on"]
+
+
+def swapped(row: dict[str, Any]) -> dict[str, Any]:
+    """The rule with the other candidate as baseline, on the row's compile and bench samples."""
+    other = next(name for name in row["compile_samples_ms"] if name != row["baseline"])
+    first, again = decide(other, row["compile_samples_ms"]), decide(other, row["bench_samples_ms"])
+    return {"baseline": other, "compile_choice": first.chosen, "bench_choice": again.chosen,
+            "compile_p": first.p_value, "bench_p": again.p_value,
+            "outcome": agreement(first.chosen, again, row["bench_samples_ms"])}
+
+
+def summary(results: dict[str, Any]) -> str:
+    decided = [r for model in results.values() for r in model["decisions"]]
+    outcomes = [r["outcome"] for r in decided]
+    flipped = [r["swapped_baseline"] for r in decided]
+    wins = [f for f in flipped if f["compile_choice"] != f["baseline"]]
+    return (f"{outcomes.count('reproduced')}/{len(decided)} decisions reproduced, "
+            f"{outcomes.count('contradicted')} contradicted, {outcomes.count('inconclusive')} "
+            f"inconclusive; with the baselines swapped {sum(f['outcome'] == 'reproduced' for f in flipped)}"
+            f"/{len(flipped)} (of which {len(wins)} challenger wins, "
+            f"{sum(f['outcome'] == 'reproduced' for f in wins)} reproduced)")
 
 
 def report(model: str, rows: list[dict[str, Any]]) -> None:
@@ -138,7 +166,11 @@ def main() -> None:
     parser.add_argument("--model", action="append", choices=sorted(p.stem for p in ZOO.glob("*.onnx")))
     parser.add_argument("--transport", choices=("tcp", "ssh"), default="tcp")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/auto_on_device.json")
+    parser.add_argument("--reanalyse", type=Path, metavar="FILE",
+                        help="recompute the swapped-baseline analysis of a results file, run nothing")
     args = parser.parse_args()
+    if args.reanalyse:
+        return reanalyse(args.reanalyse)
     models = args.model or sorted(p.stem for p in ZOO.glob("*.onnx"))
     root, why = board_root()
     if root is None:
@@ -168,13 +200,18 @@ def main() -> None:
                 _write(args.out, args.transport, facts, load_before, results, models)
         finally:
             cleanup()
-    decided = [r for model in results.values() for r in model["decisions"]]
-    outcomes = [r["outcome"] for r in decided]
-    print(f"{outcomes.count('reproduced')}/{len(decided)} decisions reproduced, "
-          f"{outcomes.count('contradicted')} contradicted, {outcomes.count('inconclusive')} "
-          f"inconclusive; "
-          f"load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after "
-          f"({(time.time() - started) / 60:.0f} min)")
+    print(f"{summary(results)}; load average {load_before[0]:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after ({(time.time() - started) / 60:.0f} min)")
+
+
+def reanalyse(path: Path) -> None:
+    """Recompute every row's ``swapped_baseline`` from its stored samples; rewrite ``path``."""
+    data = json.loads(path.read_text())
+    for model in data["models"].values():
+        for row in model["decisions"]:
+            row["swapped_baseline"] = swapped(row)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    print(summary(data["models"]))
 
 
 def _write(out: Path, transport: str, facts: dict, load_before: tuple[float, ...],
