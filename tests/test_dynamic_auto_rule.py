@@ -177,9 +177,8 @@ def test_compare_stops_extending_when_the_budget_would_be_exceeded():
 
 
 def test_compare_leaves_a_candidate_that_failed_out():
-    device = _Device({"ort": 10.0}, 0.2)
-    answer = device
+    device = _Device({"ort": 10.0}, 0.2)  # tvm failed to load: the agent sends no samples of it
     timed = compare(["ort", "tvm"], 1, "ort",
-                    lambda order: dict(answer(order), failed={"tvm": "could not load"}))
+                    lambda order: dict(device(order), failed={"tvm": "could not load"}))
     assert timed.failed == {"tvm": "could not load"} and set(timed.samples_ms) == {"ort"}
     assert timed.requests == 1
