@@ -279,9 +279,12 @@ def main() -> None:
                     f"+{rss['anonymous_bytes'] / 2**20:.1f} MiB anon +{rss['file_bytes'] / 2**20:.1f} MiB file "
                     f"(accounted weights {m['resident_weight_bytes'] / m['full_weight_bytes']:.2f}x full)")
             if r["if_branches"]:
-                per_level = " ".join("/".join(b) for b in r["if_branches"]["levels"])
-                say(f"  If branches taken: original {'/'.join(r['if_branches']['original'])}, levels {per_level} "
-                    "(a pruned level's weights change the If condition: another exit, other work)")
+                original, levels = r["if_branches"]["original"], r["if_branches"]["levels"]
+                changed = any(branches != original for branches in levels)
+                say(f"  If branches taken: original {'/'.join(original)}, levels "
+                    f"{' '.join('/'.join(b) for b in levels)}"
+                    + (" (a pruned level's weights change the If condition: another exit, other work)"
+                       if changed else " (the same at every level)"))
     results["load_average_after"] = os.getloadavg()
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(
