@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgert.chatter import captured
 from edgert.device_facts import usable_cores
 from edgert.errors import BackendError, ModelError
 
@@ -149,10 +150,11 @@ class TfliteBackend(Backend):
         layout = _read_layout(model_path)
         interpreter_cls, _ = _interpreter_class()
         try:
-            # the default op resolver applies the XNNPACK delegate
-            interpreter = interpreter_cls(model_path=str(model_path),
-                                          num_threads=self._threads())
-            interpreter.allocate_tensors()
+            # the default op resolver applies the XNNPACK delegate (and says so: to the log)
+            with captured("litert", f"load {model_path.name}"):
+                interpreter = interpreter_cls(model_path=str(model_path),
+                                              num_threads=self._threads())
+                interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             flex = _flex_ops(str(exc))
             if flex:  # a valid file, converted with TensorFlow ops this interpreter lacks

@@ -30,7 +30,7 @@ for _command in (bench.bench, sweep.sweep, dynamic.compile_cmd, dynamic.validate
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: EdgertError -> one line on stderr and its exit code."""
     args, debug = debug_anywhere(sys.argv[1:] if argv is None else argv)
-    if debug:  # engine libraries' own output reaches the terminal (edgert.compilers.chatter)
+    if debug:  # engine libraries' own output reaches the terminal (edgert.chatter)
         os.environ["EDGERT_DEBUG"] = "1"
     try:
         return cli.main(args=args, prog_name="edgert", standalone_mode=False)

@@ -171,6 +171,7 @@ def test_a_tflite_file_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
     assert r["model"]["path"].endswith("mobilenet_v2.tflite") and r["backend"]["name"] == "tflite"
+    assert "XNNPACK" not in proc.stderr  # LiteRT's delegate announcement goes to its engine log
 
 
 def test_server_scenario_and_run_metadata_through_an_ssh_agent(tmp_path, sshd, matmul_model):

@@ -40,8 +40,9 @@ def test_debug_is_accepted_anywhere(tmp_path):
 
 
 def test_edgert_cache_is_the_root_of_every_cache(tmp_path, monkeypatch):
+    from edgert import chatter
     from edgert.cache import cache_root
-    from edgert.compilers import chatter, litert, tvm
+    from edgert.compilers import litert, tvm
 
     monkeypatch.setenv("EDGERT_CACHE", str(tmp_path / "c"))
     assert cache_root() == tmp_path / "c"

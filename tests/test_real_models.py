@@ -197,7 +197,7 @@ def test_engine_chatter_goes_to_the_log(tmp_path, capfd, monkeypatch):
     """C-level writes (TVM's importer, TensorFlow) land in the log, not on the terminal."""
     import os
 
-    from edgert.compilers.chatter import captured
+    from edgert.chatter import captured
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("EDGERT_DEBUG", raising=False)

@@ -83,7 +83,7 @@ def _onnx2tf(model: Any) -> bytes:
     """onnx2tf's float32 .tflite of ``model`` (static shapes)."""
     import onnx
 
-    from edgert.compilers.chatter import captured, log_path
+    from edgert.chatter import captured, log_path
 
     work = Path(tempfile.mkdtemp(prefix="edgert-onnx2tf-"))
     try:

@@ -80,7 +80,7 @@ def import_onnx(model: Any, inputs: list[TensorSpec]) -> Any:
     """The Relax module of an ONNX model (weights bound), or ``ModelError`` naming what TVM lacks."""
     from tvm.relax.frontend.onnx import from_onnx
 
-    from .chatter import captured
+    from edgert.chatter import captured
 
     check_supported(model)
     shapes = {s.name: list(s.shape) for s in inputs if all(isinstance(d, int) for d in s.shape)}

@@ -1,7 +1,9 @@
 """Keep engine libraries' own output off the terminal.
 
 TVM's importer prints multi-line conversion errors (and "Error converting operator ..."
-on imports that then succeed), TensorFlow and onnx2tf print progress and warnings. They
+on imports that then succeed), TensorFlow and onnx2tf print progress and warnings, LiteRT
+announces its XNNPACK delegate ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.")
+on every interpreter. Core floor: the LiteRT session on the device uses it too. They
 write from C++ as well as Python, so the file descriptors are redirected, not just
 ``sys.stdout``. The text goes to ``<cache>/edgert/logs/<engine>.log`` (the newest run
 last); ``edgert --debug`` lets it through to the terminal instead.
@@ -32,9 +34,14 @@ def captured(engine: str, what: str) -> Iterator[Path]:
     if os.environ.get(DEBUG_ENV):
         yield path
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "w" if path.exists() and path.stat().st_size > _MAX_LOG_BYTES else "a"
-    with open(path, mode) as log:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = "w" if path.exists() and path.stat().st_size > _MAX_LOG_BYTES else "a"
+        log = open(path, mode)
+    except OSError:  # a read-only home on a board: chatter on the terminal beats a failed run
+        yield path
+        return
+    with log:
         log.write(f"\n== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: {what}\n")
         log.flush()
         sys.stdout.flush()
