@@ -9,6 +9,7 @@ bundle (cached by model bytes, engine, target and tuning database) and measures 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -27,12 +28,12 @@ def control_flow_ops(model_path: Path) -> list[str]:
 
 def bundle_path(model_path: Path, options: Any, engine: str = "tvm",
                 samples: Sequence[Mapping[str, np.ndarray]] | None = None) -> Path:
-    import edgert
+    """The cache entry: keyed by everything that changes what the bundle holds."""
     from edgert.compilers.tvm import default_cache_dir
     from edgert.dynamic.bundle import FORMAT_VERSION
 
     digest = hashlib.sha256(Path(model_path).read_bytes())
-    for part in (engine, options.target, str(options.tuning_db or ""), edgert.__version__,
+    for part in (engine, options.target, *_engine_key(engine, options), _compiler_code_digest(),
                  str(FORMAT_VERSION)):
         digest.update(b"\0" + part.encode())
     for sample in samples or ():  # they choose the ranks and the per-shape variants built
@@ -43,19 +44,54 @@ def bundle_path(model_path: Path, options: Any, engine: str = "tvm",
     return base / "bundles" / f"{Path(model_path).stem}-{digest.hexdigest()[:20]}.edgert"
 
 
+def _engine_key(engine: str, options: Any) -> list[str]:
+    """The engine's version and settings: a new TVM, pipeline, tuning records (by content, not
+    path) or converter builds a new bundle."""
+    if engine == "tvm":
+        import tvm
+
+        from edgert.compilers.tvm import PIPELINE_VERSION
+        from edgert.compilers.tvm_db import database_digest
+        from edgert.compilers.tvm_target import resolve_target
+
+        records = (database_digest(Path(options.tuning_db), resolve_target(options.target))
+                   if options.tuning_db else "untuned")
+        return [tvm.__version__, PIPELINE_VERSION, records]
+    from edgert.compilers.litert import converter_version
+
+    return [converter_version()]
+
+
+def _compiler_code_digest() -> str:
+    """edgert's bundle compiler and converters, by content: ``edgert.__version__`` does not
+    change with every edit, and a bundle built by older code must not be served as current."""
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted([*(package / "dynamic").glob("*.py"), *(package / "compilers").glob("*.py")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def compile_bundle(model_path: Path, options: Any,
                    samples: Sequence[Mapping[str, np.ndarray]] | None = None,
                    engine: str = "tvm") -> Path:
-    """The ``engine`` bundle of ``model_path`` (compiled once, then taken from the cache)."""
+    """The ``engine`` bundle of ``model_path`` (compiled once, then taken from the cache; a
+    cached bundle that fails its checksums is rebuilt)."""
     from edgert.dynamic import compile as compile_dynamic
+    from edgert.dynamic.bundle import Bundle
+    from edgert.errors import BundleError
 
     if samples and not _covers_inputs(model_path, samples[0]):
         samples = None  # some inputs left to the runner (random): seeded sample runs instead
     out = bundle_path(model_path, options, engine, samples)
     if out.is_file():
-        return out
+        try:
+            Bundle(out)
+            return out
+        except BundleError:
+            out.unlink(missing_ok=True)  # damaged in the cache: built again below
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.part")  # two processes building it at once
     built = compile_dynamic(model_path, backend=engine, target=options.target, out=tmp,
                             cache_dir=options.cache_dir, threads=options.threads,
                             tuning_db=options.tuning_db, samples=samples)
