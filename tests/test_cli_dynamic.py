@@ -20,6 +20,10 @@ def test_compile_validate_and_bench_a_bundle(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     v = json.loads(report.read_text())
     assert v["status"] == "pass" and len(v["paths"]) >= 2 and not v["segments_not_exercised"]
+    # zoo names where compile and bench take them: the reference and its cases
+    proc = run_cli("validate", str(bundle), "--reference", "zoo:early_exit_cnn", "--cases",
+                   "zoo:early_exit_cnn.npz", "--force-paths")
+    assert proc.returncode == 0 and proc.stdout.startswith("pass: "), proc.stdout + proc.stderr
 
     out = tmp_path / "r.json"
     proc = run_cli("bench", str(bundle), "--runs", "30", "--json", str(out), "--quiet")

@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from edgert.commands.options import address_from, device_options, output_option, parse_dims, write_json_output
+from edgert.commands.options import (ZooOrPath, address_from, device_options, output_option, parse_dims,
+                                     write_json_output)
 from edgert.device_facts import describe
 from edgert.errors import UsageError
 
@@ -28,7 +29,7 @@ from edgert.errors import UsageError
               help="Compiled-segment cache [default: $EDGERT_CACHE, else ~/.cache/edgert].")
 @click.option("--tuning-db", type=click.Path(path_type=Path), default=None,
               help="Apply this edgert tune database to TVM segments.")
-@click.option("--samples", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+@click.option("--samples", type=ZooOrPath(), default=None,
               help="Sample inputs as an .npz (arrays named like the inputs, or CASE/INPUT for "
                    "several), used instead of random ones at compile time.")
 @click.option("--keep-candidates", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -75,9 +76,9 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
 
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--reference", type=click.Path(path_type=Path), required=True,
-              help="The original ONNX model, run with ONNX Runtime as the reference.")
-@click.option("--cases", type=click.Path(path_type=Path), default=None, help="Inputs as an .npz file.")
+@click.option("--reference", type=ZooOrPath(), required=True,
+              help="The original ONNX model (or zoo:NAME), run with ONNX Runtime as the reference.")
+@click.option("--cases", type=ZooOrPath(), default=None, help="Inputs as an .npz file (or zoo:NAME.npz).")
 @click.option("--random", "random_cases", default=0, show_default=True, help="Also this many random inputs.")
 @click.option("--force-paths", is_flag=True, help="Fail unless every branch was taken.")
 @click.option("--shape", "shapes", multiple=True, metavar="DIM=SIZE", help="Symbolic dimension sizes.")

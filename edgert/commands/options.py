@@ -20,6 +20,18 @@ def parse_pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     return out
 
 
+class ZooOrPath(click.ParamType):
+    """A file the user names, or a bundled one: ``zoo:skipnet`` (a model), ``zoo:skipnet.npz``
+    (its input cases), accepted wherever a command reads a model or inputs."""
+
+    name = "FILE|zoo:NAME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        from edgert.zoo import resolve
+
+        return value if isinstance(value, Path) else resolve(value) if str(value).startswith("zoo:") else Path(value)
+
+
 MAX_DIM_SIZE = 2**31 - 1
 
 

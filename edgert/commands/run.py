@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from edgert.device_facts import describe as describe_device
-from edgert.commands.options import address_from, device_options, parse_pairs
+from edgert.commands.options import ZooOrPath, address_from, device_options, parse_pairs
 from edgert.errors import UsageError
 
 
@@ -15,8 +15,8 @@ from edgert.errors import UsageError
 @click.argument("model")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
               help="One input from a .npy file (repeat for each input).")
-@click.option("--cases", type=click.Path(path_type=Path), default=None,
-              help="Several inputs as an .npz (arrays named like the inputs, or CASE/INPUT).")
+@click.option("--cases", type=ZooOrPath(), default=None,
+              help="Several inputs as an .npz (arrays named like the inputs, or CASE/INPUT; or zoo:NAME.npz).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Write the outputs here as an .npz (OUTPUT, or CASE/OUTPUT with --cases).")
 @click.option("--backend", default=None,
