@@ -314,15 +314,17 @@ def test_control_flow_bodies_keep_what_they_read_whole(tmp_path: Path, flag: boo
 
 
 def test_cli_prune_quiet_shows_no_progress(tmp_path: Path) -> None:
-    """`edgert prune --quiet` (as every long command takes it): the report on stdout, warnings
-    for groups kept whole on stderr, and no progress lines."""
+    """`edgert prune --quiet` (as every long command takes it): the report on stdout (with the
+    groups every model keeps whole, its input and output, on one plain line), no warning for
+    those, and no progress lines."""
     from conftest import run_cli
 
     out = tmp_path / "r.aio"
     proc = run_cli("prune", str(RESNET), "--ratios", "0,0.5", "-o", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "ratio 0.5" in proc.stdout and out.exists()
-    assert all(line.startswith("warning: group") for line in proc.stderr.splitlines()), proc.stderr
+    assert "kept whole (the model's interface): graph input 'input', reaches graph output" in proc.stdout
+    assert proc.stderr == "", proc.stderr  # the zoo ResNet keeps nothing else whole
 
 
 def test_channel_shuffle_levels_equal_the_masked_model(tmp_path: Path) -> None:

@@ -10,6 +10,9 @@ from edgert.commands.options import (
     address_from, device_options, echo_point, output_option, parse_floats)
 
 
+_INTERFACE = ("graph input ", "reaches graph output ")  # groups.py's reasons for the model's own I/O
+
+
 @click.command()
 @click.argument("model")
 @click.option("--ratios", default="0,0.25,0.5,0.75", show_default=True,
@@ -34,8 +37,12 @@ def prune(model: str, ratios: str, output: Path, importance: str, channel_multip
                "the model's weights)")
     for level in report.levels:
         click.echo(f"  ratio {level['ratio']:g}: {level['weight_bytes']} weight bytes")
+    interface = [s for s in report.skipped if s["reason"].startswith(_INTERFACE)]
+    if interface:  # every model has these: the channels its callers feed and read
+        click.echo(f"  kept whole (the model's interface): {', '.join(s['reason'] for s in interface)}")
     for skipped in report.skipped:
-        click.echo(f"warning: group {skipped['group']} kept whole: {skipped['reason']}", err=True)
+        if skipped not in interface:
+            click.echo(f"warning: group {skipped['group']} kept whole: {skipped['reason']}", err=True)
     if report.unpruned:
         click.echo(f"warning: every level is the full model: {report.unpruned}", err=True)
 
