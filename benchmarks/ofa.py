@@ -89,8 +89,9 @@ def prediction_rows(path: Path) -> list[dict[str, Any]]:
 
 def _interleaved_ms(vm: VariantModel, configs: list[C.Config], feeds: dict[str, np.ndarray],
                     settings: lut.LutSettings, rounds: int) -> list[float]:
-    """Each configuration's fastest window over ``rounds`` rounds taken in turn: the method of
-    the table's whole-network checks (``lut_run.interleaved``)."""
+    """Each configuration's kept window over ``rounds`` rounds taken in turn: the method of
+    the table's whole-network checks (``lut_run.interleaved``; at an emulated level the
+    windows and estimator of ``lut_run.at_setting``)."""
     def run(c: C.Config) -> Any:
         def once() -> object:
             vm.select_config(c)  # cached: ~1 us
@@ -122,8 +123,10 @@ def compare(path: Path, settings: lut.LutSettings, rounds: int, domain: Emulated
             front = [C.decode(meta, e["config"]) for e in pareto["pareto"][j]]
             configs = list(dict.fromkeys(levels + front))
             hold = domain.pinned(f) if domain is not None else _nothing()
+            timing = (lut_run.at_setting(settings, FrequencySetting(f, period_ms=domain.period_us / 1e3))
+                      if domain is not None else settings)
             with hold:
-                measured = dict(zip(configs, _interleaved_ms(vm, configs, feeds, settings, rounds)))
+                measured = dict(zip(configs, _interleaved_ms(vm, configs, feeds, timing, rounds)))
             acc = {}
             for c in configs:
                 vm.select_config(c)

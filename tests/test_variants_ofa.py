@@ -5,6 +5,7 @@ budgets and dominance, never speed.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import shutil
@@ -245,6 +246,8 @@ def test_lut_on_emulated_levels_is_labelled(tmp_path: Path) -> None:
     table = lut.measure(path, settings, FAST, unit=unit, emulated=emulated)
     assert table["emulated"] is True and table["device"]["emulated"] is True
     assert table["frequencies"] == [0.5, 1.0] and table["labels"] == ["emulated 0.5", "emulated 1"]
+    assert [t["estimator"] for t in table["timing"]] == ["median", "median"]  # windows of many periods
+    assert all(t["window_ms"] >= 8 * 10.0 for t in table["timing"])
     assert tables.read(path, tables.LUT)["frequency_unit"] == "emulated fraction"
 
 
@@ -284,10 +287,12 @@ def test_energy_table_from_a_power_rail_and_energy_budget(tmp_path: Path) -> Non
 
 
 def _synthetic(measured: list[float]) -> dict:
-    """A table of one block over one group with widths 1..4 (entry = width ms), no overhead."""
+    """A table of one block over one group with widths 1..len(measured) (entry = width ms), no
+    overhead; check w measured ``measured[w - 1]``."""
+    widths = range(1, len(measured) + 1)
     return {"frequencies": [1.0], "overhead_ms": [0.0],
-            "blocks": [{"groups": [7], "latency_ms": {str(w): [float(w)] for w in (1, 2, 3, 4)}}],
-            "checks": [{"config": f"7:{w}", "measured_ms": [m]} for w, m in zip((1, 2, 3, 4), measured)]}
+            "blocks": [{"groups": [7], "latency_ms": {str(w): [float(w)] for w in widths}}],
+            "checks": [{"config": f"7:{w}", "measured_ms": [m]} for w, m in zip(widths, measured)]}
 
 
 def test_correction_is_fitted_and_used_only_when_it_helps() -> None:
@@ -301,6 +306,52 @@ def test_correction_is_fitted_and_used_only_when_it_helps() -> None:
     assert not exact["correction"][0]["used"] and exact["correction"][0]["a"] == 1.0
     with pytest.raises(UsageError, match="did not measure"):
         lut.predict(table, C.Config(((7, 5),)), 0)
+
+
+def test_one_disturbed_check_does_not_tilt_the_correction() -> None:
+    measured = [2.0 * w + 1 for w in range(1, 9)]
+    measured[6] *= 3  # a stall or another process hit this check
+    correction = lut.fit(_synthetic(measured))["correction"][0]
+    assert correction["used"]
+    assert correction["a"] == pytest.approx(2.0) and correction["b"] == pytest.approx(1.0)
+
+
+def test_emulated_levels_time_long_windows_and_keep_their_median() -> None:
+    from edgert.variants.lut_run import EMULATED_WINDOW_PERIODS, at_setting
+
+    base = lut.LutSettings(window_ms=30.0)
+    assert at_setting(base, FrequencySetting(1.2e6, label="policy0 1200000 kHz")) == base
+    emulated = at_setting(base, FrequencySetting(0.5, label="emulated 0.5", period_ms=10.0))
+    assert emulated.window_ms == EMULATED_WINDOW_PERIODS * 10.0 >= 30.0
+    assert emulated.estimator == "median" and base.estimator == "min"
+    with pytest.raises(UsageError, match="estimator"):
+        lut.LutSettings(estimator="mean")
+
+
+def test_interleaved_rounds_change_order_and_the_estimator_picks_the_window() -> None:
+    """One call per window (a tiny window_ms): run 0's windows last 1, 60 and 20 ms in turn."""
+    import time as time_module
+
+    from edgert.variants.lut_run import interleaved
+
+    order: list[int] = []
+
+    def make(i: int, sleeps: list[float]):
+        todo = iter([0.0, 0.0, *sleeps])  # the two calls calls_per_window makes first
+
+        def run() -> None:
+            time_module.sleep(next(todo))
+            order.append(i)
+        return run
+
+    settings = lut.LutSettings(window_ms=1e-6, repeats=3)
+    for estimator, low, high in (("min", 0.0, 15.0), ("median", 15.0, 55.0)):
+        order.clear()
+        runs = [make(0, [0.001, 0.060, 0.020]), make(1, [0.0] * 3), make(2, [0.0] * 3)]
+        (ms, _), *_ = interleaved(runs, dataclasses.replace(settings, estimator=estimator))
+        assert low <= ms < high, (estimator, ms)
+    rounds = [tuple(order[6 + 3 * r: 9 + 3 * r]) for r in range(3)]  # after the calibration calls
+    assert all(sorted(r) == [0, 1, 2] for r in rounds) and len(set(rounds)) > 1, rounds
 
 
 def _stored_graphs(path: Path) -> set[str]:

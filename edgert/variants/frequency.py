@@ -18,11 +18,15 @@ from typing import Any
 
 @dataclasses.dataclass(frozen=True)
 class FrequencySetting:
-    """A frequency in the reader's unit, and a context manager factory holding the device there."""
+    """A frequency in the reader's unit, and a context manager factory holding the device there.
+
+    ``period_ms``: the CPU-bandwidth period of an emulated level (0 for a real clock): the
+    quota stalls the work once per period, so a timing window must span many of them."""
 
     frequency: float
     apply: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
     label: str = ""
+    period_ms: float = 0.0
 
 
 def cpufreq_reader(policy: str = "policy0", sysfs_root: str = "/") -> Callable[[], float]:
@@ -44,5 +48,6 @@ def devfreq_reader(device: str, sysfs_root: str = "/") -> Callable[[], float]:
 
 def emulated_settings(domain: Any) -> list[FrequencySetting]:
     """One setting per level of a ``device_agents.emulated.EmulatedDomain`` (EMULATED, not a clock)."""
-    return [FrequencySetting(level, lambda level=level: domain.pinned(level), f"emulated {level:g}")
+    return [FrequencySetting(level, lambda level=level: domain.pinned(level), f"emulated {level:g}",
+                             period_ms=domain.period_us / 1e3)
             for level in domain.levels]

@@ -12,13 +12,14 @@ A configuration's predicted time is the sum of its blocks' entries plus one call
 cost. Each entry has its own call's cost taken out: the block's *twin* (its inputs, one
 Identity, nothing else) timed the same way; the network's one call is an empty graph's. Whole-network
 *checks* on a few configurations (the uniform levels and random ones) measure how well the
-sum predicts; per frequency a line ``measured = a * predicted + b`` is fitted to them and
+sum predicts; per frequency a robust line ``measured = a * predicted + b`` is fitted to them and
 both errors (raw and corrected) are reported as percentiles.
 
 Timing (``lut_run``, which runs on the device): a block's entries and its twin are timed
 interleaved, ``repeats`` rounds of one window each, each keeping its fastest window; a window
-is the mean of as many calls as fill ``window_ms``, several cgroup periods, so an emulated
-(CPU-quota) level slows a 50 us block as it slows the whole network.
+is the mean of as many calls as fill ``window_ms``. At an emulated (CPU-quota) level windows
+span many cgroup periods and keep their median (``lut_run.at_setting``), so a quota slows a
+50 us block as it slows the whole network.
 
 Where: ``measure`` runs the job in this process at the frequency settings the caller gives
 (``lut_run.settings_for``: cpufreq clocks or emulated levels); ``measure_on_device`` sends it
@@ -405,6 +406,7 @@ def assemble(job: Job, raw: dict[str, Any], facts: dict[str, Any], lut: LutSetti
         "energy_status": ("fixture" if fixture else "measured") if powered else None,
         "device": {**facts, "sysfs_root": raw.get("sysfs_root"), "fixture_sysfs": fixture},
         "onnxruntime": raw.get("onnxruntime"), "settings": dataclasses.asdict(lut), "measured_unix": time.time(),
+        "timing": raw.get("timing"),  # per setting: the window and estimator used there (lut_run.at_setting)
     }
     table.update(fit(table))
     return table
@@ -450,8 +452,8 @@ def _errors(pred: Sequence[float], meas: Sequence[float]) -> dict[str, float]:
 
 
 def fit(table: dict[str, Any]) -> dict[str, Any]:
-    """Per frequency: the sum-of-blocks error over the checks and a least-squares line
-    ``measured = a * sum + b``, judged leave-one-out (each check predicted by the line fitted to
+    """Per frequency: the sum-of-blocks error over the checks and a robust line
+    ``measured = a * sum + b`` (``_line``), judged leave-one-out (each check predicted by the line fitted to
     the others). The line is kept only when it helps (a lower leave-one-out p50 than the raw
     sum, a > 0, positive at every check); otherwise the correction is the identity (``used: false``)."""
     meta_free = {**table, "correction": None}
@@ -475,9 +477,13 @@ def fit(table: dict[str, Any]) -> dict[str, Any]:
 
 
 def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Theil-Sen (median of pairwise slopes): one check caught by a stall or another process
+    does not tilt the line as it would a least-squares fit."""
+    from scipy.stats import theilslopes
+
     if len(x) < 2 or np.ptp(x) == 0:
         return 1.0, 0.0
-    a, b = np.polyfit(x, y, 1)
+    a, b, _, _ = theilslopes(y, x)
     return float(a), float(b)
 
 

@@ -13,12 +13,18 @@ the job; this module needs only numpy and ONNX Runtime, so the agent runs it on 
             "weights": {name: {"tensor": file tensor, "ranges": slices}}}
 
 Timing is interleaved: a block's entries and its twin (its inputs, one Identity) are timed
-round-robin, ``repeats`` rounds of one window each, each keeping its least window; the
-overhead call and the checks likewise. On a shared or drifting machine an entry and the
-twin subtracted from it then see the same conditions. A window is the mean of as many calls
-as fill ``window_ms`` (several cgroup periods, so an emulated quota slows a 50 us block as it
-slows the network); ``clock="cpu"`` counts this thread's CPU time instead (the work alone,
-blind to other processes and to stalls).
+in turns, ``repeats`` rounds of one window each (a new seeded order every round, so no run
+always follows the same neighbour), each keeping its least window; the overhead call and the
+checks likewise. On a shared or drifting machine an entry and the twin subtracted from it
+then see the same conditions. A window is the mean of as many calls as fill ``window_ms``;
+``clock="cpu"`` counts this thread's CPU time instead (the work alone, blind to other
+processes and to stalls).
+
+At an emulated level (a CPU quota, ``FrequencySetting.period_ms``) a window holds a whole
+number of stalls plus or minus one, an error of up to one period per window whichever way
+the phase falls: windows there span at least ``EMULATED_WINDOW_PERIODS`` periods and keep
+their median, not their least (the least would pick the luckiest phase, a different luck for
+each run).
 
 A setting that cannot be applied (a clock that does not take) is left out with a warning.
 Device-side: numpy, ONNX Runtime and ``device_agents``.
@@ -45,24 +51,38 @@ JOB = "ofa/lutjob"
 JOB_GRAPH = "ofa/lutjob/graph/{}"
 JOB_SCHEMA = "edgert.aio.lutjob/1"
 Run = Callable[[], object]
+EMULATED_WINDOW_PERIODS = 8  # +-1 stall in 8 periods; measured: 4 periods gave 12-14% p50 errors
+ESTIMATORS = ("min", "median")
 
 
 @dataclasses.dataclass(frozen=True)
 class LutSettings:
     window_ms: float = 30.0  # one timing window (several cgroup periods for the emulated domain)
-    repeats: int = 5  # interleaved rounds; an entry keeps its fastest window
+    repeats: int = 5  # interleaved rounds; an entry keeps its fastest (or median) window
     checks: int = 8  # random whole-network configurations besides the uniform levels
     seed: int = 0
     threads: int | None = 1
     clock: str = "wall"  # or "cpu": this thread's CPU time
+    estimator: str = "min"  # of the windows: "min" (noise only adds time) or "median" (see at_setting)
 
     def __post_init__(self) -> None:
         if self.window_ms <= 0 or self.repeats < 1 or self.checks < 0:
             raise UsageError("lut: need window_ms > 0, repeats >= 1, checks >= 0")
+        if self.estimator not in ESTIMATORS:
+            raise UsageError(f"lut: estimator must be one of {', '.join(ESTIMATORS)}, not {self.estimator!r}")
         if self.clock not in ("wall", "cpu"):
             raise UsageError(f"lut: clock must be 'wall' or 'cpu', not {self.clock!r}")
         if self.clock == "cpu" and self.threads != 1:
             raise UsageError("lut: the cpu clock needs threads=1 (ORT then computes in the calling thread)")
+
+
+def at_setting(settings: LutSettings, setting: FrequencySetting) -> LutSettings:
+    """The timing used at ``setting``: at an emulated level, windows of many quota periods and
+    their median (module docstring); at a clock, ``settings`` as given."""
+    if setting.period_ms <= 0:
+        return settings
+    return dataclasses.replace(settings, estimator="median",
+                               window_ms=max(settings.window_ms, EMULATED_WINDOW_PERIODS * setting.period_ms))
 
 
 def _clock(settings: LutSettings) -> Callable[[], float]:
@@ -94,23 +114,26 @@ def time_ms(run: Run, settings: LutSettings) -> float:
 
 def interleaved(runs: Sequence[Run], settings: LutSettings, sampler: Any = None
                 ) -> list[tuple[float, float | None]]:
-    """Per run: (ms of its fastest window, mJ per call in that window or None), the runs
-    taking turns for ``repeats`` rounds. With a power ``sampler`` each window's mean power
-    times its time per call is its energy per call."""
+    """Per run: (ms of its kept window, mJ per call in that window or None), the runs taking
+    turns in a new seeded order for each of ``repeats`` rounds; the kept window is the fastest
+    or, with ``estimator="median"``, the median one (the lower middle of an even count). With a
+    power ``sampler`` each window's mean power times its time per call is its energy per call."""
     calls = [calls_per_window(r, settings) for r in runs]
-    best: list[tuple[float, float | None]] = [(float("inf"), None)] * len(runs)
+    windows: list[list[tuple[float, float | None]]] = [[] for _ in runs]
+    rng = np.random.default_rng(settings.seed)
     for _ in range(settings.repeats):
-        for i, run in enumerate(runs):
+        for i in rng.permutation(len(runs)):
             if sampler is not None:
                 sampler.start()
-            ms = window_ms(run, calls[i], settings)
+            ms = window_ms(runs[i], calls[i], settings)
             mj = None
             if sampler is not None:
                 values = sampler.stop()["values"]
                 mj = float(np.mean(values)) * ms if values else None
-            if ms < best[i][0]:
-                best[i] = (ms, mj)
-    return best
+            windows[i].append((ms, mj))
+    ranked = [sorted(w, key=lambda t: t[0]) for w in windows]
+    keep = 0 if settings.estimator == "min" else (settings.repeats - 1) // 2
+    return [w[keep] for w in ranked]
 
 
 # -- one job ----------------------------------------------------------------------------------
@@ -144,7 +167,7 @@ def run_job(vm: VariantModel, job: Mapping[str, Any], graph_of: Callable[[str], 
         vm.select_config(c)
     check_runs = [_check_run(vm, c, feeds) for c in checks]
     overhead = _unit_run(job["overhead"], graph_of, tensors, settings)
-    raw: dict[str, Any] = {"frequencies": [], "labels": [], "overhead_ms": [], "warnings": [],
+    raw: dict[str, Any] = {"frequencies": [], "labels": [], "timing": [], "overhead_ms": [], "warnings": [],
                            "call_ms": [[] for _ in job["blocks"]],
                            "entries_ms": [[] for b in job["blocks"] for _ in b["entries"]],
                            "entries_mj": [[] for b in job["blocks"] for _ in b["entries"]],
@@ -160,19 +183,21 @@ def run_job(vm: VariantModel, job: Mapping[str, Any], graph_of: Callable[[str], 
                 continue
             if progress:
                 progress(f"measuring {len(raw['entries_ms'])} block entries and {len(checks)} networks at {label}")
+            timing = at_setting(settings, setting)
             raw["frequencies"].append(setting.frequency)
             raw["labels"].append(setting.label)
-            raw["overhead_ms"].append(time_ms(overhead, settings))
+            raw["timing"].append({"window_ms": timing.window_ms, "estimator": timing.estimator})
+            raw["overhead_ms"].append(time_ms(overhead, timing))
             e = 0
             for i, block in enumerate(job["blocks"]):
                 runs = [_unit_run(u, graph_of, tensors, settings) for u in (*block["entries"], block["twin"])]
-                timed = interleaved(runs, settings, sampler)
+                timed = interleaved(runs, timing, sampler)
                 raw["call_ms"][i].append(timed[-1][0])
                 for ms, mj in timed[:-1]:
                     raw["entries_ms"][e].append(ms)
                     raw["entries_mj"][e].append(mj)
                     e += 1
-            for i, (ms, mj) in enumerate(interleaved(check_runs, settings, sampler)):
+            for i, (ms, mj) in enumerate(interleaved(check_runs, timing, sampler)):
                 raw["checks_ms"][i].append(ms)
                 raw["checks_mj"][i].append(mj)
     if not raw["frequencies"]:
