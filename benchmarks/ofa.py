@@ -91,7 +91,7 @@ def _interleaved_ms(vm: VariantModel, configs: list[C.Config], feeds: dict[str, 
                     settings: lut.LutSettings, rounds: int) -> list[float]:
     """Each configuration's kept window over ``rounds`` rounds taken in turn: the method of
     the table's whole-network checks (``lut_run.interleaved``; at an emulated level the
-    windows and estimator of ``lut_run.at_setting``)."""
+    windows of whole quota periods of ``lut_run.at_setting``)."""
     def run(c: C.Config) -> Any:
         def once() -> object:
             vm.select_config(c)  # cached: ~1 us

@@ -5,7 +5,6 @@ budgets and dominance, never speed.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import shutil
@@ -246,8 +245,8 @@ def test_lut_on_emulated_levels_is_labelled(tmp_path: Path) -> None:
     table = lut.measure(path, settings, FAST, unit=unit, emulated=emulated)
     assert table["emulated"] is True and table["device"]["emulated"] is True
     assert table["frequencies"] == [0.5, 1.0] and table["labels"] == ["emulated 0.5", "emulated 1"]
-    assert [t["estimator"] for t in table["timing"]] == ["median", "median"]  # windows of many periods
-    assert all(t["window_ms"] >= 8 * 10.0 for t in table["timing"])
+    assert [t["period_ms"] for t in table["timing"]] == [10.0, 10.0]  # windows of whole quota periods
+    assert all(t["window_ms"] == 8 * 10.0 for t in table["timing"])
     assert tables.read(path, tables.LUT)["frequency_unit"] == "emulated fraction"
 
 
@@ -316,41 +315,42 @@ def test_one_disturbed_check_does_not_tilt_the_correction() -> None:
     assert correction["a"] == pytest.approx(2.0) and correction["b"] == pytest.approx(1.0)
 
 
-def test_emulated_levels_time_long_windows_and_keep_their_median() -> None:
+def test_emulated_levels_time_windows_of_whole_quota_periods() -> None:
     from edgert.variants.lut_run import EMULATED_WINDOW_PERIODS, at_setting
 
     base = lut.LutSettings(window_ms=30.0)
     assert at_setting(base, FrequencySetting(1.2e6, label="policy0 1200000 kHz")) == base
     emulated = at_setting(base, FrequencySetting(0.5, label="emulated 0.5", period_ms=10.0))
-    assert emulated.window_ms == EMULATED_WINDOW_PERIODS * 10.0 >= 30.0
-    assert emulated.estimator == "median" and base.estimator == "min"
-    with pytest.raises(UsageError, match="estimator"):
-        lut.LutSettings(estimator="mean")
+    assert emulated.window_ms == EMULATED_WINDOW_PERIODS * 10.0 and emulated.period_ms == 10.0
+    long = at_setting(lut.LutSettings(window_ms=125.0), FrequencySetting(0.5, period_ms=10.0))
+    assert long.window_ms == 130.0  # rounded up to whole periods
+    with pytest.raises(UsageError, match="period_ms"):
+        lut.LutSettings(period_ms=10.0, clock="cpu")
 
 
-def test_interleaved_rounds_change_order_and_the_estimator_picks_the_window() -> None:
-    """One call per window (a tiny window_ms): run 0's windows last 1, 60 and 20 ms in turn."""
+def test_a_timed_span_counts_the_calls_that_finish_in_it() -> None:
+    """A 2 ms call in a 21 ms span: 10 calls finish in it and the 11th, running at its end,
+    counts as half: 21 / 10.5 = 2 ms per call."""
     import time as time_module
 
+    from edgert.variants.lut_run import window_ms
+
+    def run() -> None:
+        t0 = time_module.perf_counter()
+        while time_module.perf_counter() - t0 < 0.002:
+            pass
+
+    ms = window_ms(run, 1, lut.LutSettings(window_ms=21.0, period_ms=10.5))
+    assert 1.8 < ms < 3.0, ms  # a busy machine lengthens calls: fewer finish, never more
+
+
+def test_interleaved_rounds_change_order() -> None:
     from edgert.variants.lut_run import interleaved
 
     order: list[int] = []
-
-    def make(i: int, sleeps: list[float]):
-        todo = iter([0.0, 0.0, *sleeps])  # the two calls calls_per_window makes first
-
-        def run() -> None:
-            time_module.sleep(next(todo))
-            order.append(i)
-        return run
-
-    settings = lut.LutSettings(window_ms=1e-6, repeats=3)
-    for estimator, low, high in (("min", 0.0, 15.0), ("median", 15.0, 55.0)):
-        order.clear()
-        runs = [make(0, [0.001, 0.060, 0.020]), make(1, [0.0] * 3), make(2, [0.0] * 3)]
-        (ms, _), *_ = interleaved(runs, dataclasses.replace(settings, estimator=estimator))
-        assert low <= ms < high, (estimator, ms)
-    rounds = [tuple(order[6 + 3 * r: 9 + 3 * r]) for r in range(3)]  # after the calibration calls
+    runs = [lambda i=i: order.append(i) for i in range(3)]
+    interleaved(runs, lut.LutSettings(window_ms=1e-6, repeats=4))  # one call per window
+    rounds = [tuple(order[6 + 3 * r: 9 + 3 * r]) for r in range(4)]  # after the calibration calls
     assert all(sorted(r) == [0, 1, 2] for r in rounds) and len(set(rounds)) > 1, rounds
 
 

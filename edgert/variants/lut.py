@@ -17,9 +17,9 @@ both errors (raw and corrected) are reported as percentiles.
 
 Timing (``lut_run``, which runs on the device): a block's entries and its twin are timed
 interleaved, ``repeats`` rounds of one window each, each keeping its fastest window; a window
-is the mean of as many calls as fill ``window_ms``. At an emulated (CPU-quota) level windows
-span many cgroup periods and keep their median (``lut_run.at_setting``), so a quota slows a
-50 us block as it slows the whole network.
+is the mean of as many calls as fill ``window_ms``. At an emulated (CPU-quota) level a window
+is a whole number of cgroup periods of wall time (``lut_run.at_setting``), so a quota slows a
+50 us block as it slows the whole network, whatever the phase the window starts at.
 
 Where: ``measure`` runs the job in this process at the frequency settings the caller gives
 (``lut_run.settings_for``: cpufreq clocks or emulated levels); ``measure_on_device`` sends it
@@ -406,7 +406,7 @@ def assemble(job: Job, raw: dict[str, Any], facts: dict[str, Any], lut: LutSetti
         "energy_status": ("fixture" if fixture else "measured") if powered else None,
         "device": {**facts, "sysfs_root": raw.get("sysfs_root"), "fixture_sysfs": fixture},
         "onnxruntime": raw.get("onnxruntime"), "settings": dataclasses.asdict(lut), "measured_unix": time.time(),
-        "timing": raw.get("timing"),  # per setting: the window and estimator used there (lut_run.at_setting)
+        "timing": raw.get("timing"),  # per setting: its window (and quota period) (lut_run.at_setting)
     }
     table.update(fit(table))
     return table

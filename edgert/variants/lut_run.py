@@ -20,11 +20,12 @@ then see the same conditions. A window is the mean of as many calls as fill ``wi
 ``clock="cpu"`` counts this thread's CPU time instead (the work alone, blind to other
 processes and to stalls).
 
-At an emulated level (a CPU quota, ``FrequencySetting.period_ms``) a window holds a whole
-number of stalls plus or minus one, an error of up to one period per window whichever way
-the phase falls: windows there span at least ``EMULATED_WINDOW_PERIODS`` periods and keep
-their median, not their least (the least would pick the luckiest phase, a different luck for
-each run).
+At an emulated level (a CPU quota, ``FrequencySetting.period_ms``) a window of a fixed number
+of calls holds one quota stall more or less depending on where in the period it starts (up
+to one period of error per window; the fastest window then keeps each run's luckiest phase).
+There a window instead lasts exactly a whole number of periods of wall time, at least
+``EMULATED_WINDOW_PERIODS``, and counts the calls that finish in it: any span of whole CFS
+periods holds exactly the quota's CPU time, whatever its phase.
 
 A setting that cannot be applied (a clock that does not take) is left out with a warning.
 Device-side: numpy, ONNX Runtime and ``device_agents``.
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -51,25 +53,24 @@ JOB = "ofa/lutjob"
 JOB_GRAPH = "ofa/lutjob/graph/{}"
 JOB_SCHEMA = "edgert.aio.lutjob/1"
 Run = Callable[[], object]
-EMULATED_WINDOW_PERIODS = 8  # +-1 stall in 8 periods; measured: 4 periods gave 12-14% p50 errors
-ESTIMATORS = ("min", "median")
+EMULATED_WINDOW_PERIODS = 8  # at 10 ms periods: 80 ms windows, hundreds of calls of a block
 
 
 @dataclasses.dataclass(frozen=True)
 class LutSettings:
-    window_ms: float = 30.0  # one timing window (several cgroup periods for the emulated domain)
-    repeats: int = 5  # interleaved rounds; an entry keeps its fastest (or median) window
+    window_ms: float = 30.0  # one timing window
+    repeats: int = 5  # interleaved rounds; an entry keeps its fastest window
     checks: int = 8  # random whole-network configurations besides the uniform levels
     seed: int = 0
     threads: int | None = 1
     clock: str = "wall"  # or "cpu": this thread's CPU time
-    estimator: str = "min"  # of the windows: "min" (noise only adds time) or "median" (see at_setting)
+    period_ms: float = 0.0  # > 0: windows are this many ms of wall time (at_setting), not a count of calls
 
     def __post_init__(self) -> None:
         if self.window_ms <= 0 or self.repeats < 1 or self.checks < 0:
             raise UsageError("lut: need window_ms > 0, repeats >= 1, checks >= 0")
-        if self.estimator not in ESTIMATORS:
-            raise UsageError(f"lut: estimator must be one of {', '.join(ESTIMATORS)}, not {self.estimator!r}")
+        if self.period_ms < 0 or (self.period_ms > 0 and self.clock != "wall"):
+            raise UsageError("lut: period_ms is a wall-clock quota period (>= 0)")
         if self.clock not in ("wall", "cpu"):
             raise UsageError(f"lut: clock must be 'wall' or 'cpu', not {self.clock!r}")
         if self.clock == "cpu" and self.threads != 1:
@@ -77,12 +78,12 @@ class LutSettings:
 
 
 def at_setting(settings: LutSettings, setting: FrequencySetting) -> LutSettings:
-    """The timing used at ``setting``: at an emulated level, windows of many quota periods and
-    their median (module docstring); at a clock, ``settings`` as given."""
+    """The timing used at ``setting``: at an emulated level, windows of a whole number of quota
+    periods of wall time (module docstring); at a clock, ``settings`` as given."""
     if setting.period_ms <= 0:
         return settings
-    return dataclasses.replace(settings, estimator="median",
-                               window_ms=max(settings.window_ms, EMULATED_WINDOW_PERIODS * setting.period_ms))
+    periods = max(EMULATED_WINDOW_PERIODS, math.ceil(settings.window_ms / setting.period_ms))
+    return dataclasses.replace(settings, period_ms=setting.period_ms, window_ms=periods * setting.period_ms)
 
 
 def _clock(settings: LutSettings) -> Callable[[], float]:
@@ -99,12 +100,29 @@ def calls_per_window(run: Run, settings: LutSettings) -> int:
 
 
 def window_ms(run: Run, calls: int, settings: LutSettings) -> float:
-    """Mean ms per call over ``calls`` calls."""
+    """Mean ms per call over ``calls`` calls or, with ``period_ms``, over ``window_ms`` of wall time."""
+    if settings.period_ms > 0:
+        return _span_ms(run, settings.window_ms)
     clock = _clock(settings)
     t0 = clock()
     for _ in range(calls):
         run()
     return (clock() - t0) / calls * 1e3
+
+
+def _span_ms(run: Run, span_ms: float) -> float:
+    """ms per call from the calls that finish within ``span_ms`` of wall time, the call still
+    running at its end counted as half (a call longer than the span: that call's time)."""
+    span = span_ms / 1e3
+    t0 = time.perf_counter()
+    done = 0
+    while True:
+        run()
+        elapsed = time.perf_counter() - t0
+        if elapsed > span:
+            break
+        done += 1
+    return elapsed * 1e3 if done == 0 else span_ms / (done + 0.5)
 
 
 def time_ms(run: Run, settings: LutSettings) -> float:
@@ -114,12 +132,11 @@ def time_ms(run: Run, settings: LutSettings) -> float:
 
 def interleaved(runs: Sequence[Run], settings: LutSettings, sampler: Any = None
                 ) -> list[tuple[float, float | None]]:
-    """Per run: (ms of its kept window, mJ per call in that window or None), the runs taking
-    turns in a new seeded order for each of ``repeats`` rounds; the kept window is the fastest
-    or, with ``estimator="median"``, the median one (the lower middle of an even count). With a
-    power ``sampler`` each window's mean power times its time per call is its energy per call."""
+    """Per run: (ms of its fastest window, mJ per call in that window or None), the runs taking
+    turns in a new seeded order for each of ``repeats`` rounds. With a power ``sampler`` each
+    window's mean power times its time per call is its energy per call."""
     calls = [calls_per_window(r, settings) for r in runs]
-    windows: list[list[tuple[float, float | None]]] = [[] for _ in runs]
+    best: list[tuple[float, float | None]] = [(float("inf"), None)] * len(runs)
     rng = np.random.default_rng(settings.seed)
     for _ in range(settings.repeats):
         for i in rng.permutation(len(runs)):
@@ -130,10 +147,9 @@ def interleaved(runs: Sequence[Run], settings: LutSettings, sampler: Any = None
             if sampler is not None:
                 values = sampler.stop()["values"]
                 mj = float(np.mean(values)) * ms if values else None
-            windows[i].append((ms, mj))
-    ranked = [sorted(w, key=lambda t: t[0]) for w in windows]
-    keep = 0 if settings.estimator == "min" else (settings.repeats - 1) // 2
-    return [w[keep] for w in ranked]
+            if ms < best[i][0]:
+                best[i] = (ms, mj)
+    return best
 
 
 # -- one job ----------------------------------------------------------------------------------
@@ -186,7 +202,7 @@ def run_job(vm: VariantModel, job: Mapping[str, Any], graph_of: Callable[[str], 
             timing = at_setting(settings, setting)
             raw["frequencies"].append(setting.frequency)
             raw["labels"].append(setting.label)
-            raw["timing"].append({"window_ms": timing.window_ms, "estimator": timing.estimator})
+            raw["timing"].append({"window_ms": timing.window_ms, "period_ms": timing.period_ms})
             raw["overhead_ms"].append(time_ms(overhead, timing))
             e = 0
             for i, block in enumerate(job["blocks"]):
