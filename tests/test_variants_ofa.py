@@ -307,14 +307,6 @@ def test_correction_is_fitted_and_used_only_when_it_helps() -> None:
         lut.predict(table, C.Config(((7, 5),)), 0)
 
 
-def test_one_disturbed_check_does_not_tilt_the_correction() -> None:
-    measured = [2.0 * w + 1 for w in range(1, 9)]
-    measured[6] *= 3  # a stall or another process hit this check
-    correction = lut.fit(_synthetic(measured))["correction"][0]
-    assert correction["used"]
-    assert correction["a"] == pytest.approx(2.0) and correction["b"] == pytest.approx(1.0)
-
-
 def test_emulated_levels_time_windows_of_whole_quota_periods() -> None:
     from edgert.variants.lut_run import EMULATED_WINDOW_PERIODS, at_setting
 

@@ -12,11 +12,12 @@ the job; this module needs only numpy and ONNX Runtime, so the agent runs it on 
     UNIT = {"graph": tensor name (U8 ONNX), "inputs": {name: shape},
             "weights": {name: {"tensor": file tensor, "ranges": slices}}}
 
-Timing is interleaved: a block's entries and its twin (its inputs, one Identity) are timed
-in turns, ``repeats`` rounds of one window each (a new seeded order every round, so no run
-always follows the same neighbour), each keeping its least window; the overhead call and the
-checks likewise. On a shared or drifting machine an entry and the twin subtracted from it
-then see the same conditions. A window is the mean of as many calls as fill ``window_ms``;
+Timing is interleaved in shared rounds: every unit of a setting (the overhead call, each
+block's entries and its twin, i.e. its inputs through one Identity, and the whole-network
+checks) gets one window per round, in a new seeded order every round, for ``repeats``
+rounds, each keeping its least window. On a shared or drifting machine an entry, the twin
+subtracted from it and the checks the blocks' sum is judged against then all see the same
+conditions (timing block by block, then the checks, let minutes of drift fall between them). A window is the mean of as many calls as fill ``window_ms``;
 ``clock="cpu"`` counts this thread's CPU time instead (the work alone, blind to other
 processes and to stalls).
 
@@ -125,11 +126,6 @@ def _span_ms(run: Run, span_ms: float) -> float:
     return elapsed * 1e3 if done == 0 else span_ms / (done + 0.5)
 
 
-def time_ms(run: Run, settings: LutSettings) -> float:
-    """The least of ``repeats`` windows of ``run`` alone (``interleaved`` for several)."""
-    return interleaved([run], settings)[0][0]
-
-
 def interleaved(runs: Sequence[Run], settings: LutSettings, sampler: Any = None
                 ) -> list[tuple[float, float | None]]:
     """Per run: (ms of its fastest window, mJ per call in that window or None), the runs taking
@@ -183,6 +179,8 @@ def run_job(vm: VariantModel, job: Mapping[str, Any], graph_of: Callable[[str], 
         vm.select_config(c)
     check_runs = [_check_run(vm, c, feeds) for c in checks]
     overhead = _unit_run(job["overhead"], graph_of, tensors, settings)
+    block_runs = [[_unit_run(u, graph_of, tensors, settings) for u in (*b["entries"], b["twin"])]
+                  for b in job["blocks"]]
     raw: dict[str, Any] = {"frequencies": [], "labels": [], "timing": [], "overhead_ms": [], "warnings": [],
                            "call_ms": [[] for _ in job["blocks"]],
                            "entries_ms": [[] for b in job["blocks"] for _ in b["entries"]],
@@ -203,17 +201,18 @@ def run_job(vm: VariantModel, job: Mapping[str, Any], graph_of: Callable[[str], 
             raw["frequencies"].append(setting.frequency)
             raw["labels"].append(setting.label)
             raw["timing"].append({"window_ms": timing.window_ms, "period_ms": timing.period_ms})
-            raw["overhead_ms"].append(time_ms(overhead, timing))
+            timed = iter(interleaved([overhead, *(r for runs in block_runs for r in runs), *check_runs],
+                                     timing, sampler))
+            raw["overhead_ms"].append(next(timed)[0])
             e = 0
-            for i, block in enumerate(job["blocks"]):
-                runs = [_unit_run(u, graph_of, tensors, settings) for u in (*block["entries"], block["twin"])]
-                timed = interleaved(runs, timing, sampler)
-                raw["call_ms"][i].append(timed[-1][0])
-                for ms, mj in timed[:-1]:
+            for i, runs in enumerate(block_runs):
+                for _ in runs[:-1]:
+                    ms, mj = next(timed)
                     raw["entries_ms"][e].append(ms)
                     raw["entries_mj"][e].append(mj)
                     e += 1
-            for i, (ms, mj) in enumerate(interleaved(check_runs, timing, sampler)):
+                raw["call_ms"][i].append(next(timed)[0])  # the twin, last of its block
+            for i, (ms, mj) in enumerate(timed):
                 raw["checks_ms"][i].append(ms)
                 raw["checks_mj"][i].append(mj)
     if not raw["frequencies"]:
