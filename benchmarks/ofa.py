@@ -207,9 +207,11 @@ def merge(result: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
         out["prediction"][model] = [r for r in out["prediction"].get(model, []) if r["setting"] not in fresh] + rows
     if "switch" in run or "switch" in result:
         out["switch"] = run.get("switch", result.get("switch"))
-    if "digits_compare" in run or "digits_compare" in result:  # rows of other digits files stay
-        fresh = {r.get("model", "digits") for r in run.get("digits_compare", [])}
-        out["digits_compare"] = [r for r in result.get("digits_compare", []) if r.get("model", "digits") not in fresh] \
+    if "digits_compare" in run or "digits_compare" in result:  # rows of other files and settings stay
+        def key(r: dict[str, Any]) -> tuple[str, str]:
+            return r.get("model", "digits"), r["setting"]
+        fresh = {key(r) for r in run.get("digits_compare", [])}
+        out["digits_compare"] = [r for r in result.get("digits_compare", []) if key(r) not in fresh] \
             + run.get("digits_compare", [])
     return out
 
