@@ -246,7 +246,7 @@ def test_lut_on_emulated_levels_is_labelled(tmp_path: Path) -> None:
     assert table["emulated"] is True and table["device"]["emulated"] is True
     assert table["frequencies"] == [0.5, 1.0] and table["labels"] == ["emulated 0.5", "emulated 1"]
     assert [t["period_ms"] for t in table["timing"]] == [10.0, 10.0]  # windows of whole quota periods
-    assert [t["window_ms"] for t in table["timing"]] == [160.0, 80.0]  # 80 ms of CPU at each level
+    assert all(t["window_ms"] == 8 * 10.0 for t in table["timing"])
     assert tables.read(path, tables.LUT)["frequency_unit"] == "emulated fraction"
 
 
@@ -308,13 +308,13 @@ def test_correction_is_fitted_and_used_only_when_it_helps() -> None:
 
 
 def test_emulated_levels_time_windows_of_whole_quota_periods() -> None:
-    from edgert.variants.lut_run import EMULATED_CPU_MS, at_setting
+    from edgert.variants.lut_run import EMULATED_WINDOW_PERIODS, at_setting
 
     base = lut.LutSettings(window_ms=30.0)
     assert at_setting(base, FrequencySetting(1.2e6, label="policy0 1200000 kHz")) == base
-    emulated = at_setting(base, FrequencySetting(0.25, label="emulated 0.25", period_ms=10.0))
-    assert emulated.window_ms == EMULATED_CPU_MS / 0.25 == 320.0 and emulated.period_ms == 10.0
-    long = at_setting(lut.LutSettings(window_ms=125.0), FrequencySetting(1.0, period_ms=10.0))
+    emulated = at_setting(base, FrequencySetting(0.5, label="emulated 0.5", period_ms=10.0))
+    assert emulated.window_ms == EMULATED_WINDOW_PERIODS * 10.0 and emulated.period_ms == 10.0
+    long = at_setting(lut.LutSettings(window_ms=125.0), FrequencySetting(0.5, period_ms=10.0))
     assert long.window_ms == 130.0  # rounded up to whole periods
     with pytest.raises(UsageError, match="period_ms"):
         lut.LutSettings(period_ms=10.0, clock="cpu")

