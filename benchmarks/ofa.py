@@ -89,7 +89,7 @@ def prediction_rows(path: Path) -> list[dict[str, Any]]:
 
 def _interleaved_ms(vm: VariantModel, configs: list[C.Config], feeds: dict[str, np.ndarray],
                     settings: lut.LutSettings, rounds: int) -> list[float]:
-    """Each configuration's kept window over ``rounds`` rounds taken in turn: the method of
+    """Each configuration's fastest window over ``rounds`` rounds taken in turn: the method of
     the table's whole-network checks (``lut_run.interleaved``; at an emulated level the
     windows of whole quota periods of ``lut_run.at_setting``)."""
     def run(c: C.Config) -> Any:

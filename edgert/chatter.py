@@ -3,9 +3,9 @@
 TVM's importer prints multi-line conversion errors (and "Error converting operator ..."
 on imports that then succeed), TensorFlow and onnx2tf print progress and warnings, LiteRT
 announces its XNNPACK delegate ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.")
-on every interpreter. Core floor: the LiteRT session on the device uses it too. They
-write from C++ as well as Python, so the file descriptors are redirected, not just
-``sys.stdout``. The text goes to ``<cache>/edgert/logs/<engine>.log`` (the newest run
+on every interpreter. They write from C++ as well as Python, so the file descriptors are
+redirected, not just ``sys.stdout``. On the core floor: the device-side LiteRT session uses
+it too. The text goes to ``<cache>/edgert/logs/<engine>.log`` (the newest run
 last); ``edgert --debug`` lets it through to the terminal instead.
 """
 from __future__ import annotations

@@ -17,10 +17,10 @@ both errors (raw and corrected) are reported as percentiles.
 
 Timing (``lut_run``, which runs on the device): every entry, twin, the overhead call and the
 checks are timed in shared interleaved rounds, one window each per round in a new order,
-each keeping its fastest window; a window
-is the mean of as many calls as fill ``window_ms``. At an emulated (CPU-quota) level a window
-is a whole number of cgroup periods of wall time (``lut_run.at_setting``), so a quota slows a
-50 us block as it slows the whole network, whatever the phase the window starts at.
+each keeping its fastest window; a window is the mean of as many calls as fill
+``window_ms``. At an emulated (CPU-quota) level a window is a whole number of cgroup periods
+of wall time (``lut_run.at_setting``), so a quota slows a 50 us block as it slows the whole
+network, whatever the phase the window starts at.
 
 Where: ``measure`` runs the job in this process at the frequency settings the caller gives
 (``lut_run.settings_for``: cpufreq clocks or emulated levels); ``measure_on_device`` sends it

@@ -17,9 +17,9 @@ block's entries and its twin, i.e. its inputs through one Identity, and the whol
 checks) gets one window per round, in a new seeded order every round, for ``repeats``
 rounds, each keeping its least window. On a shared or drifting machine an entry, the twin
 subtracted from it and the checks the blocks' sum is judged against then all see the same
-conditions (timing block by block, then the checks, let minutes of drift fall between them). A window is the mean of as many calls as fill ``window_ms``;
-``clock="cpu"`` counts this thread's CPU time instead (the work alone, blind to other
-processes and to stalls).
+conditions (timing block by block, then the checks, let minutes of drift fall between them).
+A window is the mean of as many calls as fill ``window_ms``; ``clock="cpu"`` counts this
+thread's CPU time instead (the work alone, blind to other processes and to stalls).
 
 At an emulated level (a CPU quota, ``FrequencySetting.period_ms``) a window of a fixed number
 of calls holds one quota stall more or less depending on where in the period it starts (up
