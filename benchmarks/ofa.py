@@ -123,7 +123,7 @@ def compare(path: Path, settings: lut.LutSettings, rounds: int, domain: Emulated
             front = [C.decode(meta, e["config"]) for e in pareto["pareto"][j]]
             configs = list(dict.fromkeys(levels + front))
             hold = domain.pinned(f) if domain is not None else _nothing()
-            timing = (lut_run.at_setting(settings, FrequencySetting(f, period_ms=domain.period_us / 1e3))
+            timing = (lut_run.at_setting(settings, FrequencySetting(f, period_ms=domain.period_for(f) / 1e3))
                       if domain is not None else settings)
             with hold:
                 measured = dict(zip(configs, _interleaved_ms(vm, configs, feeds, timing, rounds)))

@@ -7,12 +7,21 @@ one period runs at full speed or waits a whole period (bimodal), and the slowdow
 ``characterise`` (never assumed), short workloads are flagged, the period is picked by
 ``choose_period``, and every dict produced here says ``"emulated": True``.
 
+A low level also stretches its own period (``period_for``). Each CPU's runqueue draws quota
+from the group in slices (``sched_cfs_bandwidth_slice_us``, 5 ms by default) and usage is
+charged at scheduler ticks (4 ms at HZ=250), so a quota of a few ms is overrun by a
+random part of a slice or a tick and the CPU share scatters widely from period to period
+(measured: a 2.5 ms quota gave block-table errors of 12-18% where a 10 ms quota gave 8%,
+benchmarks/results/ofa.md). A level's period is therefore long enough for a quota of
+``min_quota_us`` (two slices unless set) per CPU.
+
 cgroup v1 (``cpu.cfs_quota_us``/``cpu.cfs_period_us``) and v2 (``cpu.max``) are supported;
 the child group ``edgert-emulated`` is created under the process's current cpu cgroup,
 journaled like any DVFS change (see ``dvfs.Journal``), and removed afterwards.
 """
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -28,6 +37,17 @@ from .dvfs import Journal, RestoreOnSignals
 
 DOMAIN = "emulated"
 MIN_QUOTA_US = 1000  # kernel minimum for cfs_quota_us (kernel/sched/core.c)
+MAX_PERIOD_US = 1_000_000  # kernel maximum for cfs_period_us
+DEFAULT_SLICE_US = 5000  # sched_cfs_bandwidth_slice_us when /proc does not say
+QUOTA_SLICES = 2  # a level's quota per CPU spans at least this many bandwidth slices
+
+
+def bandwidth_slice_us(proc_root: str | os.PathLike = "/proc") -> int:
+    """The kernel's CFS bandwidth slice: how much quota a runqueue takes from its group at once."""
+    try:
+        return int((Path(proc_root) / "sys/kernel/sched_cfs_bandwidth_slice_us").read_text())
+    except (OSError, ValueError):
+        return DEFAULT_SLICE_US
 
 
 def _stats_ms(times_s: list[float]) -> dict[str, float]:
@@ -40,13 +60,15 @@ class EmulatedDomain:
     """CPU-bandwidth levels (fractions of ``cpus`` CPUs) applied through a child cgroup.
 
     ``cpus`` is how many CPUs the workload keeps busy (its thread count, at most the CPUs it
-    may run on): level 0.5 with cpus=1 allows half of one CPU per period.
+    may run on): level 0.5 with cpus=1 allows half of one CPU per period. ``period_us`` is the
+    period of every level whose quota per CPU reaches ``min_quota_us`` (None: two bandwidth
+    slices; 0: never stretch); lower levels get the longer period ``period_for`` gives.
     """
 
     def __init__(self, sysfs_root: str | os.PathLike = "/", levels: tuple[float, ...] = (1.0, 0.5, 0.25),
                  period_us: int = 10000, cpus: int | None = None, name: str | None = None,
                  journal_path: str | os.PathLike | None = None, proc_root: str | os.PathLike = "/proc",
-                 min_read_interval_s: float = 0.2) -> None:
+                 min_read_interval_s: float = 0.2, min_quota_us: int | None = None) -> None:
         # one group per process: two processes sharing a group would set each other's quota
         name = name or f"edgert-emulated-{os.getpid()}"
         if not name.startswith("edgert-"):
@@ -59,6 +81,8 @@ class EmulatedDomain:
         self.journal_path = journal_path
         self.proc_root = Path(proc_root)
         self.min_read_interval_s = min_read_interval_s
+        self.min_quota_us = (QUOTA_SLICES * bandwidth_slice_us(self.proc_root)
+                             if min_quota_us is None else min_quota_us)
         self._cached: tuple[float, float] | None = None  # (monotonic time, level)
 
     # -- where the cgroup lives -------------------------------------------------------
@@ -100,23 +124,37 @@ class EmulatedDomain:
         return layout[0], f"{layout[1]}/{self.name}"
 
     # -- applying a level -------------------------------------------------------------
-    def quota_us(self, level: float) -> int | None:
-        """CFS quota for ``level``; None means unlimited (level 1.0)."""
+    def period_for(self, level: float) -> int:
+        """The cgroup period of ``level``: ``period_us``, or longer where the quota per CPU would
+        fall below ``min_quota_us`` (see the module docstring)."""
         if not 0 < level <= 1:
             raise SysfsError(f"emulated level must be in (0, 1], got {level}", level=level)
         if level == 1:
+            return self.period_us
+        period = max(self.period_us, math.ceil(self.min_quota_us / level))
+        if period > MAX_PERIOD_US:
+            raise SysfsError(f"level {level} needs a {period} us period for a {self.min_quota_us} us quota, "
+                             f"above the kernel maximum of {MAX_PERIOD_US} us; use a higher level",
+                             level=level, period_us=period)
+        return period
+
+    def quota_us(self, level: float) -> int | None:
+        """CFS quota for ``level`` at ``period_for(level)``; None means unlimited (level 1.0)."""
+        period = self.period_for(level)
+        if level == 1:
             return None
-        quota = round(level * self.period_us * self.cpus)
+        quota = round(level * period * self.cpus)
         if quota < MIN_QUOTA_US:
-            raise SysfsError(f"level {level} at period {self.period_us} us gives a {quota} us quota, "
+            raise SysfsError(f"level {level} at period {period} us gives a {quota} us quota, "
                              f"below the kernel minimum of {MIN_QUOTA_US} us; use a longer period",
-                             level=level, period_us=self.period_us)
+                             level=level, period_us=period)
         return quota
 
     @contextmanager
     def pinned(self, level: float, pid: int | None = None) -> Iterator[dict[str, Any]]:
         """Run the block with process ``pid`` (default: this one, all threads) at ``level``."""
         quota = self.quota_us(level)
+        period = self.period_for(level)
         version, child = self._child()
         pid = pid or os.getpid()
         parent_procs = f"{child.rsplit('/', 1)[0]}/cgroup.procs"
@@ -126,15 +164,15 @@ class EmulatedDomain:
             journal.record({"kind": "rmdir", "path": child})
             sysfs.make_dir(self.root, child)
             if version == "v1":
-                sysfs.write_text(self.root, f"{child}/cpu.cfs_period_us", self.period_us)
+                sysfs.write_text(self.root, f"{child}/cpu.cfs_period_us", period)
                 sysfs.write_text(self.root, f"{child}/cpu.cfs_quota_us", -1 if quota is None else quota)
             else:
                 sysfs.write_text(self.root, f"{child}/cpu.max",
-                                 f"{'max' if quota is None else quota} {self.period_us}")
+                                 f"{'max' if quota is None else quota} {period}")
             journal.record({"kind": "move", "path": parent_procs, "pid": pid})
             sysfs.write_text(self.root, f"{child}/cgroup.procs", pid)
             self._cached = None
-            yield {**self.describe(), "level": level, "quota_us": quota}
+            yield {**self.describe(), "level": level, "quota_us": quota, "period_us": period}
         finally:
             try:
                 journal.undo()
@@ -167,7 +205,8 @@ class EmulatedDomain:
     def describe(self) -> dict[str, Any]:
         layout = self._layout()
         return {"domain": DOMAIN, "emulated": True, "cgroup": layout[0] if layout else None,
-                "period_us": self.period_us, "cpus": self.cpus, "levels": list(self.levels)}
+                "period_us": self.period_us, "cpus": self.cpus, "levels": list(self.levels),
+                "periods_us": [self.period_for(level) for level in self.levels]}
 
     # -- measuring what a level really does ---------------------------------------------
     def _time(self, workload: Callable[[], object], level: float, repeats: int, warmup: int) -> list[float]:
@@ -191,10 +230,11 @@ class EmulatedDomain:
         for level in self.levels:
             s = _stats_ms(self._time(workload, level, repeats, warmup))
             base = base if base is not None else s["median_ms"]
+            period = self.period_for(level)
             rows.append({"domain": DOMAIN, "emulated": True, "level": level,
-                         "period_us": self.period_us, **s,
+                         "period_us": period, **s,
                          "slowdown": s["median_ms"] / base,
-                         "short": base < 5 * self.period_us / 1e3,
+                         "short": base < 5 * period / 1e3,
                          "unstable": s["p90_ms"] > 1.5 * s["p10_ms"]})
         return rows
 
@@ -202,18 +242,21 @@ class EmulatedDomain:
                       candidates_us: tuple[int, ...] = (2000, 5000, 10000, 20000, 50000),
                       repeats: int = 9) -> dict[str, Any]:
         """Pick the period whose times at ``level`` spread least ((p90-p10)/median), set it,
-        and return every candidate's measurement."""
+        and return every candidate's measurement. Candidates that ``period_for`` stretches to
+        the same period at ``level`` are measured once, as the shortest of them."""
         rows = []
         original = self.period_us
         try:
-            for period in candidates_us:
+            for period in sorted(candidates_us):
                 self.period_us = period
                 try:
                     self.quota_us(level)
                 except SysfsError:
                     continue  # quota below the kernel minimum at this period
+                if any(r["level_period_us"] == self.period_for(level) for r in rows):
+                    continue
                 s = _stats_ms(self._time(workload, level, repeats, warmup=2))
-                rows.append({"period_us": period, **s,
+                rows.append({"period_us": period, "level_period_us": self.period_for(level), **s,
                              "spread": (s["p90_ms"] - s["p10_ms"]) / s["median_ms"]})
         finally:
             self.period_us = original
@@ -223,7 +266,8 @@ class EmulatedDomain:
         best = min(rows, key=lambda r: (round(r["spread"], 2), r["period_us"]))
         self.period_us = best["period_us"]
         return {"domain": DOMAIN, "emulated": True, "level": level,
-                "period_us": best["period_us"], "candidates": rows}
+                "period_us": best["period_us"], "level_period_us": best["level_period_us"],
+                "candidates": rows}
 
 
 def _join(base: str, cgroup_path: str) -> str:

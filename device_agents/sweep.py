@@ -107,7 +107,7 @@ def _readback(root: str, setting: dict[str, Any], emulated: EmulatedDomain | Non
         return {"readback": sysfs.read_optional_int(root, f"sys/class/devfreq/{setting['domain']}/cur_freq")}
     assert emulated is not None
     emulated.min_read_interval_s = 0.0
-    return {"readback": emulated.current_level()}
+    return {"readback": emulated.current_level(), "period_us": emulated.period_for(setting["requested"])}
 
 
 @contextlib.contextmanager
@@ -236,7 +236,8 @@ def _sweep(request: SweepRequest, root: str, points_plan: list[dict[str, Any]],
         if request.emulated_period_us is None:
             chosen = _choose_period(emulated, workloads[0].once, open_session)
             warnings.append(f"emulated domain: cgroup period {chosen['period_us']} us chosen by "
-                            "measurement (least spread at the lowest level)")
+                            f"measurement (least spread at the lowest level, which runs at "
+                            f"{chosen['level_period_us']} us)")
     source = open_source(request.power, root)
     method = request.pin_method
     out: dict[str, Any] = {"schema": RAW_SCHEMA, "power_source": None, "points": [], "warnings": warnings,
@@ -260,7 +261,7 @@ def _sweep(request: SweepRequest, root: str, points_plan: list[dict[str, Any]],
             source.close()
     if emulated is not None:
         out["emulated_period_us"] = emulated.period_us
-        warnings += _short_model_warnings(out["points"], emulated.period_us)
+        warnings += _short_model_warnings(out["points"], emulated.period_for(min(emulated.levels)))
     return out
 
 
@@ -277,7 +278,8 @@ def _choose_period(emulated: EmulatedDomain, once: Callable[[], object] | None,
 
 
 def _short_model_warnings(points: list[dict[str, Any]], period_us: int) -> list[str]:
-    """A run shorter than a few cgroup periods slips inside one period's quota: flag it."""
+    """A run shorter than a few cgroup periods (the longest, the lowest level's) slips inside one
+    period's quota: flag it."""
     out = []
     for point in points:
         raw = point.get("raw")

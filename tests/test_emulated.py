@@ -47,7 +47,7 @@ def make_workload(target_s: float = 0.012):
 
 def test_quota_levels_slow_a_real_workload_monotonically_and_restore():
     # the workload spans several periods: shorter runs slip inside one period's quota
-    domain = EmulatedDomain(levels=(1.0, 0.5, 0.25), period_us=5000, cpus=1, name=NAME)
+    domain = EmulatedDomain(levels=(1.0, 0.5, 0.25), period_us=5000, cpus=1, name=NAME, min_quota_us=0)
     work = make_workload(0.03)
     before = own_cgroup()
     gdir = group_dir(domain)
@@ -109,7 +109,7 @@ def test_characterise_reports_measured_emulated_rows():
 
 
 def test_current_level_is_read_from_the_cgroup_at_a_bounded_rate():
-    domain = EmulatedDomain(period_us=20000, cpus=1, name=NAME, min_read_interval_s=60)
+    domain = EmulatedDomain(period_us=20000, cpus=1, name=NAME, min_read_interval_s=60, min_quota_us=0)
     gdir = group_dir(domain)
     assert domain.current_level() == 1.0
     with domain.pinned(0.25):
@@ -121,8 +121,22 @@ def test_current_level_is_read_from_the_cgroup_at_a_bounded_rate():
     assert domain.current_level() == 1.0
 
 
+def test_a_low_level_runs_at_a_period_holding_two_bandwidth_slices():
+    domain = EmulatedDomain(levels=(1.0, 0.5, 0.25), period_us=10000, cpus=1, name=NAME)
+    slice_us = int(Path("/proc/sys/kernel/sched_cfs_bandwidth_slice_us").read_text())
+    gdir = group_dir(domain)
+    for level in (0.5, 0.25):
+        with domain.pinned(level) as info:
+            period = int((gdir / "cpu.cfs_period_us").read_text())
+            quota = int((gdir / "cpu.cfs_quota_us").read_text())
+            assert info["period_us"] == period == max(10000, round(2 * slice_us / level))
+            assert quota == info["quota_us"] == round(level * period) >= 2 * slice_us
+            assert domain.current_level() == level
+    assert not gdir.exists()
+
+
 def test_a_quota_below_the_kernel_minimum_is_refused_before_any_change():
-    domain = EmulatedDomain(period_us=2000, cpus=1, name=NAME)
+    domain = EmulatedDomain(period_us=2000, cpus=1, name=NAME, min_quota_us=0)
     with pytest.raises(SysfsError, match="minimum"):
         with domain.pinned(0.25):
             pass

@@ -47,7 +47,8 @@ def devfreq_reader(device: str, sysfs_root: str = "/") -> Callable[[], float]:
 
 
 def emulated_settings(domain: Any) -> list[FrequencySetting]:
-    """One setting per level of a ``device_agents.emulated.EmulatedDomain`` (EMULATED, not a clock)."""
+    """One setting per level of a ``device_agents.emulated.EmulatedDomain`` (EMULATED, not a clock),
+    each with its level's own period (low levels run at longer periods)."""
     return [FrequencySetting(level, lambda level=level: domain.pinned(level), f"emulated {level:g}",
-                             period_ms=domain.period_us / 1e3)
+                             period_ms=domain.period_for(level) / 1e3)
             for level in domain.levels]
