@@ -11,9 +11,10 @@ A low level also stretches its own period (``period_for``). Each CPU's runqueue 
 from the group in slices (``sched_cfs_bandwidth_slice_us``, 5 ms by default) and usage is
 charged at scheduler ticks (4 ms at HZ=250), so a quota of a few ms is overrun by a
 random part of a slice or a tick and the CPU share scatters widely from period to period
-(measured: a 2.5 ms quota gave block-table errors of 12-18% where a 10 ms quota gave 8%,
-benchmarks/results/ofa.md). A level's period is therefore long enough for a quota of
-``min_quota_us`` (two slices unless set) per CPU.
+(measured on the digits CNN at level 0.25: block-table errors of 12-18% with a 2.5 ms quota,
+6.5-11% with a 10 ms one; benchmarks/results/ofa.md). A level's period is therefore long enough for a quota of
+``min_quota_us`` (two slices unless set) per CPU. A caller that picked its period by measuring
+single runs (the sweep, via ``choose_period``) keeps it at every level: ``min_quota_us=0``.
 
 cgroup v1 (``cpu.cfs_quota_us``/``cpu.cfs_period_us``) and v2 (``cpu.max``) are supported;
 the child group ``edgert-emulated`` is created under the process's current cpu cgroup,
@@ -242,21 +243,19 @@ class EmulatedDomain:
                       candidates_us: tuple[int, ...] = (2000, 5000, 10000, 20000, 50000),
                       repeats: int = 9) -> dict[str, Any]:
         """Pick the period whose times at ``level`` spread least ((p90-p10)/median), set it,
-        and return every candidate's measurement. Candidates that ``period_for`` stretches to
-        the same period at ``level`` are measured once, as the shortest of them."""
+        and return every candidate's measurement (meant for ``min_quota_us=0``: a stretching
+        domain runs ``level`` at ``period_for(level)``, not at the candidate)."""
         rows = []
         original = self.period_us
         try:
-            for period in sorted(candidates_us):
+            for period in candidates_us:
                 self.period_us = period
                 try:
                     self.quota_us(level)
                 except SysfsError:
                     continue  # quota below the kernel minimum at this period
-                if any(r["level_period_us"] == self.period_for(level) for r in rows):
-                    continue
                 s = _stats_ms(self._time(workload, level, repeats, warmup=2))
-                rows.append({"period_us": period, "level_period_us": self.period_for(level), **s,
+                rows.append({"period_us": period, **s,
                              "spread": (s["p90_ms"] - s["p10_ms"]) / s["median_ms"]})
         finally:
             self.period_us = original
@@ -266,8 +265,7 @@ class EmulatedDomain:
         best = min(rows, key=lambda r: (round(r["spread"], 2), r["period_us"]))
         self.period_us = best["period_us"]
         return {"domain": DOMAIN, "emulated": True, "level": level,
-                "period_us": best["period_us"], "level_period_us": best["level_period_us"],
-                "candidates": rows}
+                "period_us": best["period_us"], "candidates": rows}
 
 
 def _join(base: str, cgroup_path: str) -> str:

@@ -107,7 +107,7 @@ def _readback(root: str, setting: dict[str, Any], emulated: EmulatedDomain | Non
         return {"readback": sysfs.read_optional_int(root, f"sys/class/devfreq/{setting['domain']}/cur_freq")}
     assert emulated is not None
     emulated.min_read_interval_s = 0.0
-    return {"readback": emulated.current_level(), "period_us": emulated.period_for(setting["requested"])}
+    return {"readback": emulated.current_level()}
 
 
 @contextlib.contextmanager
@@ -229,15 +229,17 @@ def _sweep(request: SweepRequest, root: str, points_plan: list[dict[str, Any]],
                                   # EmulatedDomain reuses an existing group of its name: keep
                                   # ours apart from other edgert processes on the machine.
                                   name=f"edgert-sweep-{os.getpid()}",
-                                  journal_path=emulated_journal)
+                                  journal_path=emulated_journal,
+                                  # the period is given or chosen by measuring this model's runs:
+                                  # every level keeps it (no stretching of low levels' periods)
+                                  min_quota_us=0)
         if not emulated.available():
             raise SysfsError("emulated levels need a writable cgroup with cpu bandwidth control "
                              "(run as root on cgroup v1 'cpu' or v2 with 'cpu' enabled)")
         if request.emulated_period_us is None:
             chosen = _choose_period(emulated, workloads[0].once, open_session)
             warnings.append(f"emulated domain: cgroup period {chosen['period_us']} us chosen by "
-                            f"measurement (least spread at the lowest level, which runs at "
-                            f"{chosen['level_period_us']} us)")
+                            "measurement (least spread at the lowest level)")
     source = open_source(request.power, root)
     method = request.pin_method
     out: dict[str, Any] = {"schema": RAW_SCHEMA, "power_source": None, "points": [], "warnings": warnings,
@@ -261,7 +263,7 @@ def _sweep(request: SweepRequest, root: str, points_plan: list[dict[str, Any]],
             source.close()
     if emulated is not None:
         out["emulated_period_us"] = emulated.period_us
-        warnings += _short_model_warnings(out["points"], emulated.period_for(min(emulated.levels)))
+        warnings += _short_model_warnings(out["points"], emulated.period_us)
     return out
 
 
@@ -278,8 +280,7 @@ def _choose_period(emulated: EmulatedDomain, once: Callable[[], object] | None,
 
 
 def _short_model_warnings(points: list[dict[str, Any]], period_us: int) -> list[str]:
-    """A run shorter than a few cgroup periods (the longest, the lowest level's) slips inside one
-    period's quota: flag it."""
+    """A run shorter than a few cgroup periods slips inside one period's quota: flag it."""
     out = []
     for point in points:
         raw = point.get("raw")
