@@ -12,9 +12,10 @@ from the group in slices (``sched_cfs_bandwidth_slice_us``, 5 ms by default) and
 charged at scheduler ticks (4 ms at HZ=250), so a quota of a few ms is overrun by a
 random part of a slice or a tick and the CPU share scatters widely from period to period
 (measured on the digits CNN at level 0.25: block-table errors of 12-18% with a 2.5 ms quota,
-6.5-11% with a 10 ms one; benchmarks/results/ofa.md). A level's period is therefore long enough for a quota of
-``min_quota_us`` (two slices unless set) per CPU. A caller that picked its period by measuring
-single runs (the sweep, via ``choose_period``) keeps it at every level: ``min_quota_us=0``.
+6.5-11% with a 10 ms one; benchmarks/results/ofa.md). A level's period is therefore long
+enough for a quota of ``min_quota_us`` (two slices unless set) per CPU. A caller that picked
+its period by measuring single runs (the sweep, via ``choose_period``) keeps it at every
+level: ``min_quota_us=0``.
 
 cgroup v1 (``cpu.cfs_quota_us``/``cpu.cfs_period_us``) and v2 (``cpu.max``) are supported;
 the child group ``edgert-emulated`` is created under the process's current cpu cgroup,

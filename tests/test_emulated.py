@@ -1,6 +1,7 @@
 """The emulated domain on this machine's real cgroup (root and a cpu cgroup needed)."""
 from __future__ import annotations
 
+import math
 import os
 import signal
 import statistics
@@ -129,7 +130,7 @@ def test_a_low_level_runs_at_a_period_holding_two_bandwidth_slices():
         with domain.pinned(level) as info:
             period = int((gdir / "cpu.cfs_period_us").read_text())
             quota = int((gdir / "cpu.cfs_quota_us").read_text())
-            assert info["period_us"] == period == max(10000, round(2 * slice_us / level))
+            assert info["period_us"] == period == max(10000, math.ceil(2 * slice_us / level))
             assert quota == info["quota_us"] == round(level * period) >= 2 * slice_us
             assert domain.current_level() == level
     assert not gdir.exists()
