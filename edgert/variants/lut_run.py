@@ -54,7 +54,9 @@ JOB = "ofa/lutjob"
 JOB_GRAPH = "ofa/lutjob/graph/{}"
 JOB_SCHEMA = "edgert.aio.lutjob/1"
 Run = Callable[[], object]
-EMULATED_WINDOW_PERIODS = 8  # 80 ms at 10 ms periods (windows of 80 ms of CPU time, 320 ms at 0.25, were no better)
+# windows of 8 of the level's own periods: 80 ms at level 1, 320 ms at 0.25 (40 ms periods); at one
+# 10 ms period for all levels, windows of 80 ms of CPU time (320 ms at 0.25) were no better than 80 ms
+EMULATED_WINDOW_PERIODS = 8
 
 
 @dataclasses.dataclass(frozen=True)
