@@ -231,6 +231,32 @@ def test_per_level_tensors_override_the_shared_slice(tmp_path: Path) -> None:
         assert not np.allclose(vm.run(feeds)[0], before)
 
 
+def test_a_level_as_a_configuration_runs_with_that_levels_own_tensors(tmp_path: Path) -> None:
+    """With --channel-multiple two levels keep a group at one width; each level's own BN
+    statistics must serve its own configuration (not the last level with the same width)."""
+    from edgert.variants import config as C
+    from edgert.variants.prune import replace_weights
+    from edgert.variants.ranges import slice_ranges
+
+    aio = tmp_path / "m.aio"
+    prune(tiny_model(tmp_path / "m.onnx"), [0, 0.25, 0.5, 0.75], aio, multiple=4)
+    f = aiofile.read(aio)
+    levels = f.meta["levels"]
+    widths = [lv["kept"]["1"] for lv in levels]
+    own = {i: {n: np.asarray(slice_ranges(f.tensors[s["tensor"]], s["ranges"])) + i
+               for n, s in lv["params"].items() if n in ("bn0.m", "bn1.m")} for i, lv in enumerate(levels) if i}
+    f.close()
+    assert len(set(widths)) < len(widths)  # two levels share group 1's width: the case under test
+    replace_weights(aio, tmp_path / "own.aio", {}, own)
+    feeds = _feeds((1, 3, 16, 16))
+    with open_variants(tmp_path / "own.aio", config_budget=None) as vm:
+        for i in range(len(vm.levels)):
+            vm.select_index(i)
+            level = vm.run(feeds)[0].copy()
+            vm.select_config(C.of_level(vm._file.meta, i))
+            np.testing.assert_allclose(vm.run(feeds)[0], level, rtol=1e-5, atol=1e-5)
+
+
 def test_grouped_conv_prunes_whole_groups(tmp_path: Path) -> None:
     """A grouped conv (16 channels, 4 groups of 4) between two convs: its input and output
     share one group pruned in whole blocks, each level's graph has group = kept blocks (ORT

@@ -10,7 +10,8 @@ that text, used to name stored configurations and cached sessions.
 A configuration's weights are built like a level's: per initializer, the prefix ranges of
 its group axes (``ranges.kept_ranges``). A per-level tensor (e.g. BN statistics re-estimated
 for a level) serves a configuration wherever its ranges equal that level's, so a group
-kept at a level's width uses that level's statistics. Contiguous parts are read in place
+kept at a level's width uses that level's statistics (of the likest such level,
+``weight_specs``). Contiguous parts are read in place
 from the memory map; the others are copied once per configuration.
 
 ``ConfigCache`` builds an ORT session per configuration on first use and keeps the most
@@ -144,17 +145,26 @@ def _level_ranges(meta: Mapping[str, Any], index: int) -> dict[str, list[list[li
 
 def weight_specs(meta: Mapping[str, Any], config: Config) -> dict[str, dict[str, Any]]:
     """``{init: {"tensor", "ranges"}}`` like a level's ``params``: the shared tensor and the
-    configuration's spans, or a level's own tensor where that level has the same spans."""
+    configuration's spans, or a level's own tensor where that level has the same spans. Where
+    several levels have them (two levels may keep a group at one width), the level that keeps
+    the most groups at the configuration's widths serves, the more accurate on a tie, with its
+    own tensor or the shared one: a uniform level's configuration runs exactly as the level."""
     ranges = param_ranges(meta, config)
     specs = {name: {"tensor": name, "ranges": r} for name, r in ranges.items()}
-    for index, lv in enumerate(meta["levels"]):
-        own = {n: s for n, s in lv["params"].items() if s["tensor"] != n}
-        if not own:
-            continue
+    kept = config.as_dict()
+
+    def likeness(index: int) -> tuple[int, int]:
+        level = of_level(meta, index).as_dict()
+        return sum(level[g] == k for g, k in kept.items()), -index
+
+    own_levels = [i for i, lv in enumerate(meta["levels"]) if any(s["tensor"] != n for n, s in lv["params"].items())]
+    if not own_levels:
+        return specs
+    for index in sorted(range(len(meta["levels"])), key=likeness):  # the likest level last: it wins
         at_level = _level_ranges(meta, index)
-        for name, spec in own.items():
+        for name, spec in meta["levels"][index]["params"].items():
             if at_level[name] == ranges[name]:
-                specs[name] = spec
+                specs[name] = spec  # its own tensor, or the shared one (which a less alike level's own must not shadow)
     return specs
 
 
