@@ -15,8 +15,11 @@ kept at a level's width uses that level's statistics (of the likest such level,
 from the memory map; the others are copied once per configuration.
 
 ``ConfigCache`` builds an ORT session per configuration on first use and keeps the most
-recently used ones while their copied bytes fit its budget; selecting a cached one swaps
-a pointer, like selecting a level. A session needs the configuration's graph (the level-0
+recently used ones while their weight bytes fit its budget; selecting a cached one swaps
+a pointer, like selecting a level. A session is charged all of its configuration's weight
+bytes, copied or read in place: ONNX Runtime pre-packs weights it reads in place (MatMul
+and Gemm B) into copies of its own, so counting only our copies let sessions that copy
+nothing pile up without bound. A session needs the configuration's graph (the level-0
 graph with its weights declared at the configuration's shapes). The runtime never writes
 ONNX: it takes a uniform level's stored graph, or the one ``edgert search`` stored for each
 Pareto configuration (``CONFIG_GRAPH``), or else asks the builder the host passed in
@@ -72,9 +75,11 @@ def make(meta: Mapping[str, Any], kept: Mapping[int | str, int]) -> Config:
     """A checked configuration: every prunable group named once, 1 <= kept <= its size."""
     sizes = prunable(meta)
     try:
+        if any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) for k in kept.values()):
+            raise TypeError("kept channels must be integers")
         given = {int(g): int(k) for g, k in kept.items()}
-    except (TypeError, ValueError):
-        raise UsageError(f"a configuration maps group ids to channel counts; got {dict(kept)!r}") from None
+    except (TypeError, ValueError, AttributeError):
+        raise UsageError(f"a configuration maps group ids to integer channel counts; got {kept!r}") from None
     unknown = sorted(set(given) - set(sizes))
     missing = sorted(set(sizes) - set(given))
     if unknown or missing:
@@ -199,13 +204,14 @@ GraphBuilder = Callable[[Mapping[str, Any], Mapping[str, np.ndarray], Config], b
 @dataclasses.dataclass
 class _Entry:
     session: Any
-    copied_bytes: int
+    copied_bytes: int  # weights we copied (non-contiguous slices)
+    weight_bytes: int  # all its weights: what the budget charges (module docstring)
     weights: dict[str, np.ndarray]
 
 
 class ConfigCache:
     """Sessions of configurations, built on first use, least recently used dropped first once
-    their copied weight bytes exceed ``budget_bytes`` (None: keep all; the configuration in use
+    their weight bytes exceed ``budget_bytes`` (None: keep all; the configuration in use
     always stays). ``file`` is an opened ``aiofile``; ``builder`` (host) builds graphs the
     file does not store."""
 
@@ -228,9 +234,15 @@ class ConfigCache:
     def copied_bytes(self) -> int:
         return sum(e.copied_bytes for e in self._entries.values())
 
+    @property
+    def weight_bytes(self) -> int:
+        return sum(e.weight_bytes for e in self._entries.values())
+
     def session(self, config: Config) -> Any:
         entry = self._entries.get(config)
         if entry is None:
+            if make(self.file.meta, config.as_dict()) != config:  # built by hand, not by make/decode
+                raise UsageError(f"configuration {config} is not in canonical form (use config.make or decode)")
             entry = self._entries[config] = self._build(config)
             self._evict(keep=config)
         self._entries.move_to_end(config)
@@ -241,7 +253,7 @@ class ConfigCache:
             self.session(config)
 
     def _evict(self, keep: Config) -> None:
-        while self.budget_bytes is not None and len(self._entries) > 1 and self.copied_bytes > self.budget_bytes:
+        while self.budget_bytes is not None and len(self._entries) > 1 and self.weight_bytes > self.budget_bytes:
             oldest = next(c for c in self._entries if c != keep)
             del self._entries[oldest]
 
@@ -275,4 +287,4 @@ class ConfigCache:
         except ModelError as exc:
             raise BundleError(f"{self.path} configuration {config.key}: {exc}", path=str(self.path)) from exc
         self.built += 1
-        return _Entry(session, copied, weights)
+        return _Entry(session, copied, sum(w.nbytes for w in weights.values()), weights)
