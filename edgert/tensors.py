@@ -142,6 +142,9 @@ class FeedCheck:
 
     def __call__(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """The feeds as numpy arrays (no copies), once they are known to fit."""
+        if not isinstance(feeds, Mapping):
+            raise InputError(f"feeds must map input names to arrays ({', '.join(sorted(self.names))}), "
+                             f"not {type(feeds).__name__}")
         if not self.names.issuperset(feeds):
             extra = next(name for name in feeds if name not in self.names)
             raise InputError(

@@ -36,8 +36,16 @@ def _table(p50_at_full: list[float]) -> dict:
 def test_predict_is_exact_for_a_plus_b_over_f() -> None:
     freqs = [400.0, 800.0, 1600.0]
     lat = [1 + 800 / f for f in freqs]
-    for f in (300.0, 600.0, 1200.0, 2000.0):
+    for f in (600.0, 1200.0, 2000.0):
         assert predict_ms(freqs, lat, f) == pytest.approx(1 + 800 / f)
+    # below the lowest point: that point scaled by f_lowest / f, the most a + b/f (a >= 0) can be
+    assert predict_ms(freqs, lat, 300.0) == pytest.approx(lat[0] * 400 / 300)
+
+
+def test_below_the_table_a_noisy_pair_never_predicts_a_faster_run() -> None:
+    """1.00 ms at 600 MHz and 1.03 ms at 1200 (noise the wrong way): a line through them
+    predicted 0.7 ms at 100 MHz, so the full level was chosen for a 1.1 ms budget."""
+    assert predict_ms([600.0, 1200.0], [1.00, 1.03], 100.0) == pytest.approx(6.0)
 
 
 def test_calibrate_stores_a_table_in_the_file(tiny_aio: Path) -> None:

@@ -131,3 +131,50 @@ def test_cache_keeps_sessions_within_budget(resnet_aio: Path, meta: dict) -> Non
         assert vm.configs.copied_bytes <= 0.05 * vm.full_weight_bytes or len(vm.configs) == 1
         vm.select_index(0)
         assert vm.config is None
+
+
+def test_cache_budget_bounds_sessions_that_copy_little(resnet_aio: Path, meta: dict) -> None:
+    """Near-full configurations copy few weights, yet each ORT session holds memory (pre-packed
+    copies of weights read in place): the budget charges every weight byte, so they are evicted."""
+    full = C.of_level(meta, 0).as_dict()
+    configs = [C.make(meta, {**full, g: k // 2}) for g, k in list(C.prunable(meta).items())[:4]]
+    with open_variants(resnet_aio, threads=1, config_budget=None, graph_builder=config_graph.build) as vm:
+        vm.configs.warm(configs)
+        copied_by_all = vm.configs.copied_bytes
+        assert copied_by_all < 0.1 * vm.full_weight_bytes  # counting copies alone kept all four
+    with open_variants(resnet_aio, threads=1, config_budget=1.5, graph_builder=config_graph.build) as vm:
+        vm.configs.warm(configs)
+        assert len(vm.configs) == 1 and vm.configs.built == 4
+        assert vm.configs.weight_bytes <= 1.5 * vm.full_weight_bytes
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda vm, meta: vm.select_config("1:8"), "config.Config"),
+    (lambda vm, meta: vm.select_config(C.Config(((1, 0),))), "every prunable group"),
+    (lambda vm, meta: vm.select_index(-1), "0..3"),
+    (lambda vm, meta: vm.select_index(9), "0..3"),
+    (lambda vm, meta: vm.select_index(1.0), "0..3"),
+    (lambda vm, meta: vm.select(None), "finite"),
+    (lambda vm, meta: vm.run(np.zeros((1, 3, 160, 160), np.float32)), "map input names"),
+    (lambda vm, meta: C.make(meta, {g: k + 0.5 for g, k in C.of_level(meta, 0).kept}), "integer"),
+    (lambda vm, meta: C.make(meta, None), "integer"),
+])
+def test_bad_runtime_arguments_are_one_line_errors(resnet_aio: Path, meta: dict, call, message: str) -> None:
+    from edgert.errors import EdgertError
+
+    with open_variants(resnet_aio, threads=1) as vm:
+        with pytest.raises(EdgertError, match=message):
+            call(vm, meta)
+
+
+def test_closed_model_and_bad_budgets(resnet_aio: Path) -> None:
+    vm = open_variants(resnet_aio, threads=1)
+    vm.close()
+    for call in (lambda: vm.run({}), lambda: vm.select_index(0), lambda: vm.select_config(C.of_level(vm._file.meta, 0))):
+        with pytest.raises(UsageError, match="closed"):
+            call()
+    for budget, message in ((float("nan"), "finite"), (-5, "at least 0"), ("2", "finite")):
+        with pytest.raises(UsageError, match=message):
+            open_variants(resnet_aio, config_budget=budget)
+    with pytest.raises(UsageError, match="threads"):
+        open_variants(resnet_aio, threads="2")

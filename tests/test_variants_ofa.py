@@ -221,6 +221,30 @@ def test_adaptive_model_runs_pareto_configurations(measured: Path) -> None:
         model.close()
 
 
+def test_adaptive_model_keeps_a_given_models_pareto_sessions(measured: Path) -> None:
+    """A VariantModel opened by the caller (default configuration budget) handed in: every
+    Pareto configuration stays built, so walking them all builds nothing more."""
+    search.search(measured, latency_ms=1e6, frequency=1.0, settings=search.SearchSettings(population=6,
+                                                                                          generations=2))
+    members = {e["key"] for front in search.read(measured)["pareto"] for e in front}
+    vm = open_variants(measured, threads=1)
+    model = ConfigAdaptiveModel(vm, budget_ms=1e6, frequency_source=lambda: 1.0)
+    try:
+        built = vm.configs.built
+        assert built == len(members) == len(vm.configs)
+        for front in model.sets:
+            for entry in front:
+                vm.select_config(entry["cfg"])
+        assert vm.configs.built == built
+        for bad in (0.0, -1.0, float("nan")):
+            model._freq = None
+            model.frequency_source = lambda: bad  # noqa: B023 - read at once
+            with pytest.raises(UsageError, match="frequency source"):
+                model.run({"x": np.zeros((1, 1, 8, 8), np.float32)})
+    finally:
+        model.close()
+
+
 def test_cli_lut_and_search_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _cnn(tmp_path / "cli.aio")
     with pytest.raises(SystemExit) as exit_info:

@@ -34,6 +34,7 @@ import numpy as np
 
 from edgert.errors import UsageError
 
+from . import values
 from .runtime import Level, VariantModel
 
 MIN_OWN_RATIOS = 3  # observations of a level before its own median replaces the frequency's
@@ -66,11 +67,15 @@ class Decision:
 
 
 def predict_ms(frequencies: list[float], latencies: list[float], frequency: float) -> float:
-    """Latency at ``frequency``, linear in 1/f between (and beyond) the measured points."""
+    """Latency at ``frequency``, linear in 1/f between and above the measured points; below the
+    lowest, that point's latency scaled by f_lowest / f (compute-bound work, the slowest it gets:
+    a line through two points a few percent of noise apart can predict a faster run at a
+    slower clock)."""
     f = np.asarray(frequencies, dtype=np.float64)
     y = np.asarray(latencies, dtype=np.float64)
-    if len(f) == 1:
-        return float(y[0] * f[0] / frequency)
+    lowest = int(np.argmin(f))
+    if len(f) == 1 or frequency < f[lowest]:
+        return float(y[lowest] * f[lowest] / frequency)
     inv = 1.0 / f[::-1]  # ascending in 1/f
     yy = y[::-1]
     x = 1.0 / frequency
@@ -85,12 +90,13 @@ class AdaptiveModel:
     def __init__(self, model: str | Path | VariantModel, budget_ms: float,
                  frequency_source: Callable[[], float], policy: Policy | None = None,
                  table: dict[str, Any] | None = None, **open_options: Any) -> None:
-        if budget_ms <= 0:
-            raise UsageError("the latency budget must be positive")
+        budget_ms = values.number(budget_ms, "the latency budget (ms)")
         self.model = model if isinstance(model, VariantModel) else VariantModel(model, **open_options)
         self.table = table or self.model.calibration
         if not self.table:
             raise UsageError(f"{self.model.path} has no calibration table: run calibrate first")
+        if not isinstance(self.table, dict) or not {"frequencies", "p50_ms"} <= set(self.table):
+            raise UsageError("a calibration table has 'frequencies' and 'p50_ms' (edgert calibrate writes one)")
         if len(self.table["p50_ms"]) != len(self.model.levels):
             raise UsageError("the calibration table does not match the file's levels")
         self.p50_ms = self.table["p50_ms"]
@@ -120,7 +126,7 @@ class AdaptiveModel:
     def frequency(self) -> float:
         now = time.monotonic()
         if self._freq is None or now - self._freq[0] >= self.policy.frequency_interval_s:
-            self._freq = (now, float(self.frequency_source()))
+            self._freq = (now, values.number(self.frequency_source(), "the frequency source's reading"))
         return self._freq[1]
 
     def predict(self, index: int, frequency: float) -> float:

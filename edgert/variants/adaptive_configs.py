@@ -9,7 +9,8 @@ multiplied by the median observed/predicted ratio of that configuration's recent
 that frequency (the frequency's median with fewer than three: the same correction as
 ``AdaptiveModel``), and the choice follows ``AdaptiveModel``'s policy: switch up only with
 ``hysteresis`` margin, stay ``min_dwell_runs`` after a switch. Every Pareto configuration's
-session is built at open, so a switch swaps a pointer.
+session is built at open and kept (a given ``VariantModel``'s configuration budget is
+lifted), so a switch swaps a pointer.
 
 The sessions are built from the graphs ``edgert search`` stored with the sets (no onnx).
 
@@ -30,7 +31,7 @@ import numpy as np
 from edgert.errors import UsageError
 
 from . import config as C
-from . import tables
+from . import tables, values
 from .adaptive import MIN_OWN_RATIOS, Policy
 from .runtime import VariantModel
 
@@ -55,10 +56,10 @@ class ConfigAdaptiveModel:
     def __init__(self, model: str | Path | VariantModel, budget_ms: float,
                  frequency_source: Callable[[], float], policy: Policy | None = None,
                  pareto: dict[str, Any] | None = None, **open_options: Any) -> None:
-        if budget_ms <= 0:
-            raise UsageError("the latency budget must be positive")
+        budget_ms = values.number(budget_ms, "the latency budget (ms)")
         open_options.setdefault("config_budget", None)
         self.model = model if isinstance(model, VariantModel) else VariantModel(model, **open_options)
+        self.model.configs.budget_bytes = None  # every Pareto configuration stays built (a given model's too)
         self.pareto = pareto or tables.load(self.model._file.tensors, tables.PARETO)
         if not self.pareto or not any(self.pareto["pareto"]):
             raise UsageError(f"{self.model.path} has no Pareto sets: run `edgert search` first")
@@ -80,7 +81,7 @@ class ConfigAdaptiveModel:
     def frequency(self) -> float:
         now = time.monotonic()
         if self._freq is None or now - self._freq[0] >= self.policy.frequency_interval_s:
-            self._freq = (now, float(self.frequency_source()))
+            self._freq = (now, values.number(self.frequency_source(), "the frequency source's reading"))
         return self._freq[1]
 
     def options(self, frequency: float) -> tuple[list[dict[str, Any]], float]:
@@ -132,7 +133,8 @@ class ConfigAdaptiveModel:
         return out
 
     def observe(self, frequency: float, observed_ms: float, switched: bool = False, reason: str = "") -> Choice:
-        assert self.current is not None
+        if self.current is None:
+            raise UsageError("observe() accounts a run of the current configuration: run() first")
         entry = self.current
         predicted = self.predict(entry, frequency)
         _, scale = self.options(frequency)

@@ -59,14 +59,14 @@ from edgert.backends.base import TensorSpec
 from edgert.errors import BundleError, ModelError, UsageError
 from edgert.tensors import check_feeds
 
-from . import aiofile
+from . import aiofile, values
 from .config import Config, ConfigCache, GraphBuilder
 from .ranges import EXTERNAL_LOCATION, is_view, slice_ranges
 
 DEFAULT_MEMORY_BUDGET = 1.3  # resident shared weights, as a multiple of the full level's
 SMALL_MODEL_ALLOWANCE = 32 * 2**20  # bytes beyond the full level the "auto" budget always allows
 FULL_LEVEL = ("private", "shared")  # how the first level gets its weights (module docstring)
-DEFAULT_CONFIG_BUDGET = 1.0  # weights copied for cached per-layer configurations (config.py), same unit
+DEFAULT_CONFIG_BUDGET = 1.0  # weights of cached per-layer configurations (config.py), same unit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +126,12 @@ class VariantModel:
                  graph_builder: GraphBuilder | None = None) -> None:
         if isinstance(memory_budget, str) and memory_budget != "auto":
             raise UsageError(f"memory_budget must be a number, None or 'auto', not {memory_budget!r}")
-        if isinstance(memory_budget, (int, float)) and memory_budget < 1:
-            raise UsageError(f"memory_budget {memory_budget} is below 1: the full level alone needs 1")
+        if memory_budget not in (None, "auto"):  # the full level alone needs 1
+            memory_budget = values.number(memory_budget, "memory_budget", low=1, low_ok=True)
+        if config_budget is not None:  # 0 keeps only the configuration in use
+            config_budget = values.number(config_budget, "config_budget", low_ok=True)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+            raise UsageError(f"threads must be a whole number (0 or None: ONNX Runtime's default), got {threads!r}")
         if full_level not in FULL_LEVEL:
             raise UsageError(f"full_level must be one of {', '.join(FULL_LEVEL)}, not {full_level!r}")
         self.path = Path(path)
@@ -208,6 +212,7 @@ class VariantModel:
 
     def select(self, ratio: float) -> Level:
         """Switch to the level with this pruning ratio (cheap: all levels are resident)."""
+        ratio = values.number(ratio, "the pruning ratio", low_ok=True)
         for lv in self.levels:
             if abs(lv.ratio - ratio) < 1e-9:
                 return self.select_index(lv.index)
@@ -215,7 +220,8 @@ class VariantModel:
                          f"{', '.join(f'{lv.ratio:g}' for lv in self.levels)}")
 
     def select_index(self, index: int) -> Level:
-        self.level = self.levels[index]
+        self._check_open()
+        self.level = self.levels[values.index(index, len(self.levels), "the level index")]
         self._session = self._sessions[index]
         self.config = None
         return self.level
@@ -223,7 +229,7 @@ class VariantModel:
     @property
     def configs(self) -> ConfigCache:
         """Sessions of per-layer width configurations (``config.ConfigCache``), built on demand;
-        their copied weights stay within ``config_budget`` times the full level's weight bytes.
+        their weights stay within ``config_budget`` times the full level's weight bytes.
         Their graphs come from the file, else from ``graph_builder`` (host, ``config_graph.build``)."""
         if self._configs is None:
             self._configs = ConfigCache(self._file, self.path, self._config_budget, self._threads,
@@ -233,14 +239,24 @@ class VariantModel:
     def select_config(self, config: Config) -> Config:
         """Switch to a ``config.Config`` (its session built on first use, then cached); a
         configuration whose graph the file does not store needs ``graph_builder`` (UsageError)."""
+        self._check_open()
+        if not isinstance(config, Config):
+            raise UsageError(f"select_config takes a config.Config, not {type(config).__name__} "
+                             "(config.decode(meta, '1:16,2:8,...') makes one from text)")
         self._session = self.configs.session(config)
         self.config = config
         return config
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run the selected level or configuration; feeds are checked against the model's inputs."""
+        if self._session is None:
+            self._check_open()
         check_feeds(self.inputs, feeds)
         return self._session.run(feeds)
+
+    def _check_open(self) -> None:
+        if not self._sessions:
+            raise UsageError(f"{self.path} was closed")
 
     def memory(self) -> dict[str, Any]:
         """Weight memory with every level open (``resident_bytes``: the private levels'
