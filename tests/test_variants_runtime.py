@@ -93,8 +93,9 @@ def test_memory_budget_picks_copies_smallest_level_first(resnet_aio: Path) -> No
     with open_variants(resnet_aio, share_weights=False) as vm:
         assert vm.memory()["strategies"] == ["private"] * 4
         assert vm.memory()["resident_bytes"] == sum(lv.weight_bytes for lv in vm.levels)
-    with pytest.raises(UsageError, match="below 1"):
-        open_variants(resnet_aio, memory_budget=0.9)
+    for bad, message in ((0.9, "at least 1"), (float("nan"), "finite"), ([2], "finite")):
+        with pytest.raises(UsageError, match=message):
+            open_variants(resnet_aio, memory_budget=bad)
     with pytest.raises(UsageError, match="'auto'"):
         open_variants(resnet_aio, memory_budget="big")
 
@@ -179,3 +180,29 @@ def test_prune_and_calibrate_through_the_cli(tmp_path):
         assert len(table["p50_ms"]) == 2 and all(len(row) == 2 for row in table["p50_ms"])
     bad = run_cli("calibrate", str(out))
     assert bad.returncode == 2 and "choose one of" in bad.stderr
+
+
+def test_calibrate_takes_the_size_of_a_symbolic_batch(tmp_path):
+    """A file pruned from a model with a symbolic batch (the digits CNN has one) is calibrated
+    with --shape N=SIZE, the option the error names."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from conftest import run_cli
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("w1", (8, 3, 3, 3)), ("w2", (4, 8, 3, 3)))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "batch", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    out = tmp_path / "m.aio"
+    assert run_cli("prune", str(tmp_path / "m.onnx"), "--ratios", "0,0.5", "-o", str(out)).returncode == 0
+    bad = run_cli("calibrate", str(out), "--emulated", "1.0", "--max-time", "0.2")
+    assert bad.returncode == 1 and "--shape N=SIZE" in bad.stderr and "Traceback" not in bad.stderr
+    proc = run_cli("calibrate", str(out), "--emulated", "1.0", "--max-time", "0.2", "--shape", "N=2")
+    assert proc.returncode == 0, proc.stderr
+    with open_variants(out) as vm:
+        assert len(vm.calibration["p50_ms"]) == 2

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from edgert.commands.options import (
-    address_from, device_options, echo_point, output_option, parse_floats)
+    address_from, device_options, echo_point, output_option, parse_dims, parse_floats)
 
 
 _INTERFACE = ("graph input ", "reaches graph output ")  # groups.py's reasons for the model's own I/O
@@ -63,6 +63,8 @@ def prune(model: str, ratios: str, output: Path, importance: str, channel_multip
 @click.option("--sysfs-root", default=None, help="sysfs root on the device (fixtures, tests).")
 @click.option("--threads", type=int, default=None, help="Engine threads.")
 @click.option("--max-time", default=2.0, show_default=True, help="Seconds per level and setting at most.")
+@click.option("--shape", "shapes", multiple=True, metavar="DIM=SIZE",
+              help="Size of a symbolic dimension, e.g. --shape N=1.")
 @click.option("--accuracy", "accuracy_path", type=click.Path(path_type=Path), default=None,
               metavar="ACC.json", help='Store the levels\' accuracy, {"0.0": 0.97, "0.5": 0.95, ...} '
                                        "(alone, or with a measurement).")
@@ -70,7 +72,7 @@ def prune(model: str, ratios: str, output: Path, importance: str, channel_multip
 @device_options
 def calibrate(file: Path, cpu_freqs: str | None, cpu_policies: tuple[str, ...], emulated_levels: str | None,
               power: str, idle_s: float, sysfs_root: str | None, threads: int | None, max_time: float,
-              accuracy_path: Path | None, quiet: bool, **device: Any) -> None:
+              shapes: tuple[str, ...], accuracy_path: Path | None, quiet: bool, **device: Any) -> None:
     """Measure every level of an All-in-One FILE at every setting on --device (latency, and power
     and energy when the device has a sensor); store the table in FILE."""
     from edgert.sweep import SweepJob, parse_freqs, parse_levels
@@ -84,7 +86,8 @@ def calibrate(file: Path, cpu_freqs: str | None, cpu_policies: tuple[str, ...], 
             return
     request = calibration_request(parse_freqs(cpu_freqs, "kHz"), parse_levels(emulated_levels),
                                   cpu_policies=cpu_policies, power=power, idle_s=idle_s,
-                                  sysfs_root=sysfs_root, threads=threads, max_time_s=max_time)
+                                  sysfs_root=sysfs_root, threads=threads, max_time_s=max_time,
+                                  dims=parse_dims(shapes))
     job = SweepJob(file, request)
 
     from edgert.progress import Progress

@@ -72,7 +72,7 @@ def calibrate(path: str | Path, settings: Sequence[FrequencySetting], bench: Ben
 def calibration_request(cpu_freqs: str | tuple[int, ...] | None, emulated_levels: tuple[float, ...], *,
                         cpu_policies: tuple[str, ...] = (), power: str = "auto", idle_s: float = 1.0,
                         sysfs_root: str | None = None, threads: int | None = None,
-                        max_time_s: float = 2.0) -> SweepRequest:
+                        max_time_s: float = 2.0, dims: dict[str, int] | None = None) -> SweepRequest:
     """The sweep ``edgert calibrate`` runs: one kind of setting (cpufreq clocks or emulated
     levels), each level timed for at most ``max_time_s`` after 3 warm-up runs."""
     if bool(cpu_freqs) == bool(emulated_levels):
@@ -81,7 +81,7 @@ def calibration_request(cpu_freqs: str | tuple[int, ...] | None, emulated_levels
                           max_duration_ms=max_time_s * 1000, threads=threads)
     return SweepRequest(settings=bench, cpu_freqs=cpu_freqs, cpu_policies=cpu_policies,
                         emulated_levels=emulated_levels, power=power, idle_s=idle_s,
-                        sysfs_root=sysfs_root, all_levels=True)
+                        sysfs_root=sysfs_root, all_levels=True, dims=dims or {})
 
 
 def calibrate_device(job: SweepJob, device: Any = None, *, progress: Progress | None = None,
