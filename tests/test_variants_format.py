@@ -116,3 +116,36 @@ def test_rewrite_metadata_keeps_data(tmp_path: Path) -> None:
     assert f.metadata["calibration"] == table
     np.testing.assert_array_equal(f.tensors["w"], TENSORS["w"])
     f.close()
+
+
+def test_two_writers_at_once_never_corrupt_the_file(tmp_path: Path) -> None:
+    """Two processes storing tables in one file at once (two `edgert search` runs): each writes
+    its own temp file and renames a whole one, so the file stays valid (the last one wins)."""
+    import subprocess
+    import sys
+
+    path = _write(tmp_path / "a.aio")
+    script = ("import sys\nfrom edgert.variants import tables\n"
+              "for i in range(40):\n"
+              "    tables.store(sys.argv[1], {'ofa/test': {'who': sys.argv[2], 'pad': sys.argv[2] * 1000 * (1 + i % 5)}})\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), tag], stderr=subprocess.PIPE, text=True)
+             for tag in "AB"]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    aiofile.read(path).close()  # valid, checksum and all
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_rewriting_keeps_mode_and_links_and_ignores_planted_temp_names(tmp_path: Path) -> None:
+    path = _write(tmp_path / "a.aio")
+    path.chmod(0o600)
+    link = tmp_path / "link.aio"
+    link.symlink_to(path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("important")
+    (tmp_path / "link.aio.tmp").symlink_to(victim)  # the old fixed temp name
+    (tmp_path / "a.aio.tmp").symlink_to(victim)
+    aiofile.rewrite_metadata(link, {"note": "x"})
+    assert link.is_symlink() and aiofile.read(path).metadata["note"] == "x"
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert victim.read_text() == "important"

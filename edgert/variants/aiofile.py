@@ -19,7 +19,10 @@ import json
 import math
 import mmap
 import os
+import stat
 import struct
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -113,13 +116,34 @@ def write(path: Path, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]
     metadata = {"format": FORMAT, "version": str(VERSION), "sha256": data_sha256(tensors),
                 "aio": json.dumps(meta, separators=(",", ":")), **(extra or {})}
     header, order = _header(tensors, metadata)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(_head_bytes(header))
-        for name in order:
-            f.write(tensors[name].tobytes())
-    os.replace(tmp, path)
+    _replace(Path(path), lambda: [_head_bytes(header), *(tensors[name].tobytes() for name in order)])
+
+
+def _replace(path: Path, chunks: Callable[[], Iterable[bytes]]) -> None:
+    """Write ``path`` through a temp file of its own (two writers at once each rename a whole
+    file: the last one wins, neither corrupts; a symlink planted at a fixed temp name is never
+    followed) and rename it over the file, keeping the file's mode, owner (as root) and, for a
+    symlink, the link: the target is rewritten."""
+    target = path.resolve() if path.is_symlink() else path
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise BundleError(f"cannot write {path}: {exc.strerror} ({target.parent})", path=str(path)) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks():
+                f.write(chunk)
+        try:
+            st = os.stat(target)
+            os.chmod(tmp, stat.S_IMODE(st.st_mode))
+            if os.geteuid() == 0:
+                os.chown(tmp, st.st_uid, st.st_gid)
+        except FileNotFoundError:  # a new file (mkstemp made it 0600): files are meant to be shared
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def _parse_header(raw: bytes | memoryview, size: int, path: Path) -> tuple[dict[str, Any], int]:
@@ -222,8 +246,4 @@ def rewrite_metadata(path: Path, updates: Mapping[str, str]) -> None:
     raw = path.read_bytes()
     header, start = _parse_header(raw, len(raw), path)
     header["__metadata__"] = {**header["__metadata__"], **updates}
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(_head_bytes(header))
-        f.write(raw[start:])
-    os.replace(tmp, path)
+    _replace(path, lambda: [_head_bytes(header), raw[start:]])
