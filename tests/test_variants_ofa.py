@@ -293,6 +293,12 @@ def test_cli_lut_then_search(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "best: " in out and "proxy score" in out
     best = search.read(path)["best"]
     assert C.decode(aiofile.read_meta(path), best["config"]).key == best["key"]
+    before = path.read_bytes()
+    for flag, value in (("--latency-ms", "nan"), ("--latency-ms", "inf"), ("--energy-mj", "nan")):
+        with pytest.raises(SystemExit):  # NaN was stored in ofa/pareto (not JSON) and reported as a budget
+            cli_main(["search", str(path), "--latency-ms", "1000", "--freq", "1.0", flag, value])
+        assert "finite" in capsys.readouterr().err
+    assert path.read_bytes() == before
 
 
 def test_energy_table_from_a_power_rail_and_energy_budget(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 from edgert.errors import UsageError
 
 from . import config as C
-from . import lut, tables
+from . import lut, tables, values
 from .runtime import VariantModel
 
 SCHEMA = "edgert.aio.pareto/1"
@@ -180,8 +180,9 @@ def search(path: str | Path, *, latency_ms: float, frequency: float, energy_mj: 
     ``accuracy``: "proxy", "digits", "MODULE:FUNCTION" or the evaluation itself."""
     from . import config_graph, evaluate
 
-    if latency_ms <= 0 or (energy_mj is not None and energy_mj <= 0):
-        raise UsageError("the latency and energy budgets must be positive")
+    latency_ms = values.number(latency_ms, "the latency budget (ms)")  # NaN/inf would be stored as non-JSON
+    if energy_mj is not None:
+        energy_mj = values.number(energy_mj, "the energy budget (mJ)")
     table = lut.read(path)
     j = lut.frequency_index(table, frequency)
     if energy_mj is not None and not all("energy_mj" in b for b in table["blocks"]):
