@@ -4,7 +4,7 @@ Three layers of restore, because a sweep that leaves a board pinned at its lowes
 ruins every later measurement on it:
 
 1. ``DvfsControl`` is a context manager that restores on exit, exceptions included;
-2. inside it, SIGTERM/SIGINT restore first and then take their usual course;
+2. inside it, SIGTERM/SIGINT/SIGHUP restore first and then take their usual course;
 3. each change is preceded by an fsync'd JSON journal entry holding the original value,
    so after a SIGKILL or power cut ``replay_journal`` (run at the agent's next start)
    restores what the dead process could not.
@@ -195,8 +195,9 @@ def replay_journal(journal_path: str | os.PathLike, sysfs_root: str | os.PathLik
 
 
 class RestoreOnSignals:
-    """On SIGTERM/SIGINT: run ``restore``, then let the signal take its usual course
-    (the previous handler, e.g. KeyboardInterrupt, or the default: terminate).
+    """On SIGTERM/SIGINT/SIGHUP (a closed terminal or dropped SSH session): run ``restore``,
+    then let the signal take its usual course (the previous handler, e.g. KeyboardInterrupt,
+    or the default: terminate).
     Only the main thread can install handlers; elsewhere this does nothing."""
 
     def __init__(self, restore: Callable[[], None]) -> None:
@@ -205,7 +206,7 @@ class RestoreOnSignals:
 
     def install(self) -> RestoreOnSignals:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 self._previous[sig] = signal.signal(sig, self._on_signal)
         return self
 

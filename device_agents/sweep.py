@@ -49,6 +49,26 @@ def default_journal_path() -> Path:
     return Path(base) / "edgert" / "dvfs-journal.json"
 
 
+def emulated_journal_path(journal: Path) -> Path:
+    """The emulated domain's journal beside the clocks' (its cgroup, restored the same way)."""
+    return journal.with_name(journal.stem + ".emulated.json")
+
+
+@contextlib.contextmanager
+def clocks_held(journal: Path | None = None) -> Iterator[list[str]]:
+    """Hold this device's clocks (``exclusive``) after restoring what an earlier run that did not
+    finish left pinned (both journals: a SIGKILL leaves them); yields the warnings saying so."""
+    journal = Path(journal or default_journal_path())
+    warnings: list[str] = []
+    with exclusive(journal):
+        for path in (journal, emulated_journal_path(journal)):
+            undone = replay_journal(path)
+            if undone:
+                warnings.append(f"restored {undone} setting(s) left pinned by an earlier run that did not "
+                                f"finish (journal {path})")
+        yield warnings
+
+
 # --- what to sweep ----------------------------------------------------------------------
 
 def plan(request: SweepRequest, root: str) -> list[dict[str, Any]]:
@@ -199,15 +219,9 @@ def run_sweep(request: SweepRequest, model: Path, feeds: Mapping[str, np.ndarray
     root = request.sysfs_root or "/"
     settings = request.settings
     journal = Path(request.journal_path or default_journal_path())
-    emulated_journal = journal.with_name(journal.stem + ".emulated.json")
-    warnings: list[str] = []
+    emulated_journal = emulated_journal_path(journal)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(exclusive(journal))
-        for path in (journal, emulated_journal):
-            undone = replay_journal(path)
-            if undone:
-                warnings.append(f"restored {undone} setting(s) left pinned by an earlier run that did not "
-                                f"finish (journal {path})")
+        warnings = stack.enter_context(clocks_held(journal))
         points_plan = plan(request, root)
         options = BackendOptions(threads=settings.threads, target=request.target)
         workloads = _workloads(request, Path(model), feeds or {}, options, stack)

@@ -124,13 +124,33 @@ def test_sigkill_leaves_a_journal_that_replay_restores(tmp_path):
     assert replay_journal(journal, str(root)) == 0
 
 
-def test_sigterm_restores_then_terminates(tmp_path):
+def test_a_lut_clock_setting_restores_what_a_killed_run_left_pinned(tmp_path, monkeypatch):
+    """`edgert lut --cpu-freqs` after a SIGKILLed run: its setting replays the journal (as a sweep
+    does) instead of refusing every later run with "call replay_journal() first"."""
+    from edgert.device_agents.sweep import default_journal_path
+    from edgert.variants.lut_run import cpufreq_settings
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    root = board(tmp_path, "jetson_nano")
+    journal = default_journal_path()
+    before = tree(root)
+    child = start_pinned_child(root, journal)
+    child.kill()
+    assert child.wait(10) == -signal.SIGKILL and journal.exists()
+    setting = cpufreq_settings("policy0", [1479000], str(root))[0]
+    with setting.apply() as khz:
+        assert khz == 1479000 and read(root, f"{GPU}/max_freq") != "76800000"  # the GPU pin was undone
+    assert tree(root) == before and not journal.exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])  # SIGHUP: the terminal or SSH session went
+def test_a_termination_signal_restores_then_terminates(tmp_path, sig):
     root = board(tmp_path, "jetson_nano")
     journal = tmp_path / "journal.json"
     before = tree(root)
     child = start_pinned_child(root, journal)
-    child.send_signal(signal.SIGTERM)
-    assert child.wait(10) == -signal.SIGTERM
+    child.send_signal(sig)
+    assert child.wait(10) == -sig
     assert tree(root) == before
     assert not journal.exists()
 

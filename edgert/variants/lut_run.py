@@ -267,7 +267,22 @@ def cpufreq_settings(policy: str, khz: Sequence[int], sysfs_root: str = "/") -> 
         with DvfsControl(sysfs_root, journal_path=default_journal_path()) as dvfs:
             yield dvfs.pin_cpu(policy, int(value))
 
-    return [FrequencySetting(float(f), lambda f=f: pinned(f), f"{policy} {f} kHz") for f in khz]
+    return [FrequencySetting(float(f), _held(lambda f=f: pinned(f)), f"{policy} {f} kHz") for f in khz]
+
+
+def _held(apply: Callable[[], contextlib.AbstractContextManager[Any]]
+          ) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    """``apply`` inside ``clocks_held``: one run at a time changes this device's clocks, and what a
+    killed run left pinned (its journal) is restored first."""
+    @contextlib.contextmanager
+    def held() -> Iterator[Any]:
+        from edgert.device_agents.sweep import clocks_held
+
+        with clocks_held(), apply() as value:
+            yield value
+
+    return held
+
 
 
 def settings_for(cpu_freqs: Sequence[int] | None, policy: str, emulated_levels: Sequence[float] | None,
@@ -280,12 +295,15 @@ def settings_for(cpu_freqs: Sequence[int] | None, policy: str, emulated_levels: 
     if cpu_freqs:
         return cpufreq_settings(policy, cpu_freqs, sysfs_root), "khz", False
     from edgert.device_agents.emulated import EmulatedDomain
+    from edgert.device_agents.sweep import default_journal_path, emulated_journal_path
 
-    domain = EmulatedDomain(sysfs_root, levels=tuple(emulated_levels or ()), cpus=1)
+    domain = EmulatedDomain(sysfs_root, levels=tuple(emulated_levels or ()), cpus=1,
+                            journal_path=emulated_journal_path(default_journal_path()))
     if not domain.available():
         raise SysfsError("emulated levels need a writable cgroup with cpu bandwidth control "
                          "(run as root on cgroup v1 'cpu' or v2 with 'cpu' enabled)")
-    return emulated_settings(domain), "emulated fraction", True
+    return ([dataclasses.replace(s, apply=_held(s.apply)) for s in emulated_settings(domain)],
+            "emulated fraction", True)
 
 
 def serve_request(params: Mapping[str, Any], path: Any, sysfs_root: str,
