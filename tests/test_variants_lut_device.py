@@ -135,3 +135,25 @@ def test_a_device_without_onnx_times_a_job_file(tmp_path: Path) -> None:
     # a file without a job is refused in one line
     bare = run_python("from edgert.variants import lut_run\nlut_run.run_file(sys.argv[1], [])\n", str(path))
     assert bare.returncode != 0 and "holds no lut job" in bare.stderr
+
+
+def test_lut_at_clocks_on_an_emulator_agent_is_labelled_emulated(tmp_path: Path, monkeypatch) -> None:
+    """An agent started with --emulated (a board emulator) timing clock settings: the table and the
+    Pareto sets say emulated, and the summary says the clocks are not real."""
+    token = tmp_path / "token"
+    token.write_text("a-token-long-enough-for-the-agent\n")
+    monkeypatch.setenv("EDGERT_TOKEN_FILE", str(token))
+    root = board(tmp_path, "jetson_orin")
+    agent = start_agent("--listen", "127.0.0.1:0", "--token-file", str(token), "--store", str(tmp_path / "store"),
+                        "--emulated", "--sysfs-root", str(root), stdout=subprocess.DEVNULL,
+                        env={**current_xdg(), "XDG_STATE_HOME": str(tmp_path / "state")})
+    try:
+        path = _cnn(tmp_path / "cnn.aio")
+        proc = run_cli("lut", str(path), "--cpu-freqs", str(CURRENT_KHZ), *FAST, "--sysfs-root", str(root),
+                       "--device", f"tcp://127.0.0.1:{listening_port(agent)}", "--quiet")
+        assert proc.returncode == 0, proc.stderr
+        assert "EMULATED device: clocks not real" in proc.stdout
+    finally:
+        stop(agent)
+    assert lut.read(path)["emulated"] is True
+    assert search.search(path, latency_ms=1e6, frequency=CURRENT_KHZ)["emulated"] is True

@@ -290,7 +290,7 @@ def test_cli_lut_then_search(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     cli_main(["search", str(path), "--latency-ms", "1000", "--freq", "1.0", "--population", "4",
               "--generations", "1"])
     out = capsys.readouterr().out
-    assert "best: " in out and "proxy score" in out
+    assert "best: " in out and "proxy score" in out and "(EMULATED levels, not clocks)" in out
     best = search.read(path)["best"]
     assert C.decode(aiofile.read_meta(path), best["config"]).key == best["key"]
     before = path.read_bytes()
@@ -317,6 +317,22 @@ def test_energy_table_from_a_power_rail_and_energy_budget(tmp_path: Path) -> Non
                            settings=search.SearchSettings(population=6, generations=2))
     assert result["best"]["energy_mj"] <= budget
     assert all("energy_mj" in e for e in result["pareto"][0])
+    assert result["energy_status"] == "fixture"
+
+
+def test_search_output_says_fixture_power_and_which_budget_failed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fixture = Path(__file__).parent / "fixtures" / "sysfs" / "jetson_orin"
+    path = _cnn(tmp_path / "energy.aio")
+    lut.measure(path, [FrequencySetting(1.0, label="fixture")], FAST, power="auto", sysfs_root=str(fixture))
+    cli_main(["search", str(path), "--latency-ms", "1000", "--freq", "1", "--energy-mj", "1000",
+              "--population", "4", "--generations", "1"])
+    assert "mJ (FIXTURE power: not a measurement)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # the latency budget is met; the energy one is not
+        cli_main(["search", str(path), "--latency-ms", "1000", "--freq", "1", "--energy-mj", "1e-9",
+                  "--population", "4", "--generations", "1"])
+    err = capsys.readouterr().err
+    assert "no configuration meets 1000 ms and 1e-09 mJ" in err and "the most frugal" in err and "FIXTURE" in err
 
 
 def _synthetic(measured: list[float]) -> dict:

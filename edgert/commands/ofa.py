@@ -58,8 +58,7 @@ def lut(file: Path, cpu_freqs: str | None, cpu_policy: str, emulated_levels: str
             table = lut_mod.measure_on_device(file, address, settings, cpu_freqs=freqs, policy=cpu_policy,
                                               emulated_levels=levels, power=power, sysfs_root=sysfs_root,
                                               progress=progress)
-    label = " (EMULATED levels, not clocks)" if table["emulated"] else \
-        " (FIXTURE sysfs: clocks not real)" if table["fixture"] else ""
+    label = _provenance(table)
     where = table["device"].get("hostname") or table["device"].get("transport")
     click.echo(f"{file}: latency table of {len(table['blocks'])} blocks at {len(table['frequencies'])} "
                f"settings{label}, measured on {where}, stored in the file")
@@ -104,10 +103,24 @@ def search(file: Path, latency_ms: float, energy_mj: float | None, frequency: fl
                f"{', '.join(str(len(p)) for p in result['pareto'])} stored in the file with their "
                "graphs (a device runs them without onnx)")
     best = result["best"]
+    label = _provenance(result)
+    energy_label = " (FIXTURE power: not a measurement)" if result.get("energy_status") == "fixture" else ""
     if best is None:
         front = result["pareto"][result["frequencies"].index(result["query"]["frequency"])]
-        raise UsageError(f"no configuration meets {latency_ms:g} ms at {frequency:g}: the fastest predicts "
-                         f"{min(e['latency_ms'] for e in front):.3f} ms (the Pareto sets are stored)")
+        budget = f"{latency_ms:g} ms" + (f" and {energy_mj:g} mJ" if energy_mj is not None else "")
+        reach = f"the fastest predicts {min(e['latency_ms'] for e in front):.3f} ms"
+        if energy_mj is not None:
+            reach += f", the most frugal {min(e['energy_mj'] for e in front):.3f} mJ{energy_label}"
+        raise UsageError(f"no configuration meets {budget} at {frequency:g}{label}: {reach} "
+                         "(the Pareto sets are stored)")
     click.echo(f"best: {best['config']} (key {best['key']}), {what} {best['accuracy']:.4f}, "
                f"predicted {best['latency_ms']:.3f} ms"
-               + (f", {best['energy_mj']:.3f} mJ" if "energy_mj" in best else ""))
+               + (f", {best['energy_mj']:.3f} mJ{energy_label}" if "energy_mj" in best else "") + label)
+
+
+def _provenance(table: dict[str, Any]) -> str:
+    """How to read a table's or search's numbers: emulated levels or device, fixture clocks."""
+    if table.get("emulated"):
+        return (" (EMULATED levels, not clocks)" if table.get("frequency_unit") == "emulated fraction"
+                else " (EMULATED device: clocks not real)")
+    return " (FIXTURE sysfs: clocks not real)" if table.get("fixture") else ""

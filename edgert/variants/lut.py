@@ -397,7 +397,9 @@ def assemble(job: Job, raw: dict[str, Any], facts: dict[str, Any], lut: LutSetti
         blocks.append({**d, "latency_ms": latency, "call_ms": raw["call_ms"][i],
                        **({"energy_mj": energy} if powered else {})})
     table: dict[str, Any] = {
-        "schema": SCHEMA, "emulated": bool(raw["emulated"]), "fixture": fixture, "frequency_unit": raw["unit"],
+        # emulated levels, or a device that is itself an emulator (its agent says so)
+        "schema": SCHEMA, "emulated": bool(raw["emulated"] or facts.get("emulated")), "fixture": fixture,
+        "frequency_unit": raw["unit"],
         "frequencies": raw["frequencies"], "labels": labels, "feeds": raw["feeds"],
         "overhead_ms": raw["overhead_ms"], "blocks": blocks,
         "checks": [{"config": c, "measured_ms": raw["checks_ms"][i],
