@@ -8,6 +8,7 @@ with a constant rail of V volts and A amps that is exactly V * A * duration / ru
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -63,8 +64,12 @@ def parse_freqs(text: str | None, default_unit: str) -> str | tuple[int, ...] | 
             value = float(number) * (_UNITS[unit] if unit else scale) / scale
         except ValueError:
             raise UsageError(f"bad frequency {item!r}: use a number ({default_unit}) or e.g. 1.2GHz") from None
-        if value <= 0 or abs(value - round(value)) > 1e-6:
+        if not math.isfinite(value) or value <= 0:
+            raise UsageError(f"frequency {item!r} must be a positive number of {default_unit}")
+        if abs(value - round(value)) > 1e-6:
             raise UsageError(f"frequency {item!r} is not a whole number of {default_unit}")
+        if int(round(value)) in out:
+            raise UsageError(f"frequency {item!r} is listed twice")
         out.append(int(round(value)))
     return tuple(out)
 
@@ -79,6 +84,8 @@ def parse_levels(text: str | None) -> tuple[float, ...]:
         raise UsageError(f"--emulated wants levels like 1.0,0.5,0.25, got {text!r}") from None
     if any(not 0 < lvl <= 1 for lvl in levels):
         raise UsageError("--emulated levels must be in (0, 1]")
+    if len(set(levels)) < len(levels):
+        raise UsageError(f"--emulated lists a level twice: {text!r}")
     return levels
 
 

@@ -257,6 +257,18 @@ def test_cli_lut_and_search_and_bad_input(tmp_path: Path, capsys: pytest.Capture
     with pytest.raises(SystemExit):
         cli_main(["lut", str(path), "--device", "ssh://pi@board", "--emulated", "1.0", "--clock", "cpu"])
     assert "cannot see an emulated CPU quota" in capsys.readouterr().err  # refused before connecting
+    before = path.read_bytes()
+    for args, message in ((["--emulated", "1.0", "--window-ms", "nan"], "window_ms"),
+                          (["--emulated", "1.0", "--window-ms", "inf"], "window_ms"),
+                          (["--cpu-freqs", "nan"], "positive number"), (["--cpu-freqs", "1e400"], "positive number"),
+                          (["--cpu-freqs", "1400000,1.4GHz"], "listed twice"), (["--emulated", "1,1"], "twice"),
+                          (["--emulated", "1", "--threads", "99999999999"], "threads"),
+                          (["--emulated", "1", "--threads", "-1"], "threads")):
+        with pytest.raises(SystemExit):  # tracebacks, a duplicate setting stored, or -1 threads stored
+            cli_main(["lut", str(path), *args])
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (args, err)
+    assert path.read_bytes() == before
 
 
 def test_lut_on_emulated_levels_is_labelled(tmp_path: Path) -> None:

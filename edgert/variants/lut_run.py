@@ -57,6 +57,8 @@ Run = Callable[[], object]
 # windows of 8 of the level's own periods: 80 ms at level 1, 320 ms at 0.25 (40 ms periods); at one
 # 10 ms period for all levels, windows of 80 ms of CPU time (320 ms at 0.25) were no better than 80 ms
 EMULATED_WINDOW_PERIODS = 8
+MAX_WINDOW_MS = 60_000.0  # one window; a longer one is a typo (and NaN fails the bound too)
+MAX_THREADS = 1024  # ORT starts the threads it is asked for: 100000 hung the machine
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +72,10 @@ class LutSettings:
     period_ms: float = 0.0  # > 0: windows are this many ms of wall time (at_setting), not a count of calls
 
     def __post_init__(self) -> None:
-        if self.window_ms <= 0 or self.repeats < 1 or self.checks < 0:
-            raise UsageError("lut: need window_ms > 0, repeats >= 1, checks >= 0")
+        if not 0 < self.window_ms <= MAX_WINDOW_MS or self.repeats < 1 or self.checks < 0:
+            raise UsageError(f"lut: need 0 < window_ms <= {MAX_WINDOW_MS:g}, repeats >= 1, checks >= 0")
+        if self.threads is not None and not 0 < self.threads <= MAX_THREADS:
+            raise UsageError(f"lut: threads must be 1..{MAX_THREADS}, got {self.threads}")
         if self.period_ms < 0 or (self.period_ms > 0 and self.clock != "wall"):
             raise UsageError("lut: period_ms is a wall-clock quota period (>= 0)")
         if self.clock not in ("wall", "cpu"):
