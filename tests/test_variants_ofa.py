@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -193,6 +194,30 @@ def test_search_with_a_user_evaluation(measured: Path, tmp_path: Path, monkeypat
     assert result["best"] is not None and not result["proxy"]
     best = max((e for front in result["pareto"] for e in front), key=lambda e: e["accuracy"])
     assert result["best"]["accuracy"] == pytest.approx(best["accuracy"])  # no budget: the top score
+
+
+@pytest.mark.parametrize("body, message", [
+    ("def score(model):\n    raise RuntimeError('boom')\n", "raised RuntimeError: boom"),
+    ("def score(model):\n    return 'high'\n", "returned 'high'"),
+    ("def score(model):\n    return float('nan')\n", "returned nan"),
+    ("def score(model):\n    return True\n", "returned True"),
+    ("def score():\n    return 1.0\n", "raised TypeError"),
+    ("raise ValueError('at import')\n", "cannot import bad_eval: ValueError"),
+    ("def score(model:\n", "cannot import bad_eval: SyntaxError"),
+])
+def test_a_bad_user_evaluation_is_one_line(measured: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           body: str, message: str) -> None:
+    """Tracebacks before, or NaN and True stored as accuracies (NaN made all 256 configurations Pareto)."""
+    module = f"bad_eval_{abs(hash(body))}"  # one module per case: Python caches imports by name
+    (tmp_path / f"{module}.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = measured.read_bytes()
+    with pytest.raises(UsageError, match=re.escape(message.replace("bad_eval", module))):
+        search.search(measured, latency_ms=1e6, frequency=2.0, accuracy=f"{module}:score",
+                      settings=search.SearchSettings(population=4, generations=1))
+    assert measured.read_bytes() == before
+    with pytest.raises(UsageError, match="cannot import"):
+        search.search(measured, latency_ms=1e6, frequency=2.0, accuracy=".rel:score")
 
 
 def test_adaptive_model_runs_pareto_configurations(measured: Path) -> None:

@@ -17,12 +17,13 @@ mass hurts more in a group with little to spare. It ranks widths only; it is no 
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from edgert.errors import UsageError
+from edgert.errors import EdgertError, UsageError
 
 from . import config as C
 from .ranges import group_offsets
@@ -39,14 +40,32 @@ def resolve(spec: str) -> Evaluation:
     if not sep or not module or not name:
         raise UsageError(f"--accuracy {spec!r}: give 'digits', 'proxy' or MODULE:FUNCTION")
     try:
-        fn = getattr(importlib.import_module(module), name)
-    except ImportError as exc:
-        raise UsageError(f"--accuracy {spec!r}: cannot import {module}: {exc}") from exc
+        imported = importlib.import_module(module)
+    except Exception as exc:  # the user's module: any error while importing it (or a relative name)
+        raise UsageError(f"--accuracy {spec!r}: cannot import {module}: {type(exc).__name__}: {exc}") from exc
+    try:
+        fn = getattr(imported, name)
     except AttributeError:
         raise UsageError(f"--accuracy {spec!r}: {module} has no {name!r}") from None
     if not callable(fn):
         raise UsageError(f"--accuracy {spec!r} is not callable")
     return fn
+
+
+def checked_score(fn: Evaluation, model: VariantModel, name: str) -> float:
+    """``fn(model)`` as a finite float; a user's evaluation that raises or returns anything else
+    (a string, None, NaN, a bool) is one UsageError line naming it and the configuration."""
+    where = f"--accuracy {name} on configuration {model.config}"
+    try:
+        value = fn(model)
+    except EdgertError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"{where} raised {type(exc).__name__}: {exc}") from exc
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value):
+        raise UsageError(f"{where} returned {value!r}: an accuracy is a finite number (higher is better)")
+    return float(value)
 
 
 _DIGITS: tuple[np.ndarray, np.ndarray] | None = None

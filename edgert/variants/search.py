@@ -199,10 +199,11 @@ def search(path: str | Path, *, latency_ms: float, frequency: float, energy_mj: 
                 return evaluate.proxy_score(mass, config)
         else:
             fn = evaluate.resolve(accuracy) if isinstance(accuracy, str) else accuracy
+            name = accuracy if isinstance(accuracy, str) else getattr(fn, "__qualname__", repr(fn))
 
             def score(config: C.Config) -> float:
                 vm.select_config(config)
-                return float(fn(vm))
+                return evaluate.checked_score(fn, vm, name)
 
         searcher = Searcher(meta, table, score, settings)
         pool = searcher.run(j, latency_ms, energy_mj)
