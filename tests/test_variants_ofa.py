@@ -629,3 +629,14 @@ def test_a_configuration_graph_rewrites_the_attention_head_reshapes(tmp_path: Pa
     table = lut.measure(path, [FrequencySetting(1.0, label="here")], FAST)
     assert lut.predict(table, config, 0, corrected=False) > 0
     assert {b["ops"][0] for b in table["blocks"]} >= {"MatMul", "Reshape"}
+
+
+def test_a_new_table_removes_the_pareto_sets_searched_on_the_old_one(tmp_path: Path) -> None:
+    path = _cnn(tmp_path / "stale.aio")
+    lut.measure(path, [FrequencySetting(1.0, label="local")], FAST)
+    search.search(path, latency_ms=1e6, frequency=1.0, settings=search.SearchSettings(population=4, generations=1))
+    assert tables.read(path, tables.PARETO) is not None
+    table = lut.measure(path, [FrequencySetting(2.0, label="local")], FAST)
+    assert tables.read(path, tables.PARETO) is None  # its predictions came from the replaced table
+    assert any("run `edgert search` again" in w for w in table["warnings"])
+    assert lut.read(path)["frequencies"] == [2.0]

@@ -283,6 +283,15 @@ def plan(vm: VariantModel, settings: LutSettings, dims: dict[str, int] | None = 
 
 # -- measuring --------------------------------------------------------------------------------
 
+def store(path: str | Path, table: dict[str, Any]) -> None:
+    """Store a new table in ``path``. Pareto sets searched on the previous one predict with its
+    numbers (an adaptive model would run them as if they held), so they go, with a warning."""
+    if tables.read(path, tables.PARETO) is not None:
+        table["warnings"].append("the Pareto sets searched on the previous table were removed: "
+                                 "run `edgert search` again")
+    tables.store(path, {tables.LUT: table}, drop=(tables.PARETO,))
+
+
 def measure(path: str | Path, settings_list: Sequence[FrequencySetting], lut: LutSettings | None = None, *,
             unit: str = "khz", emulated: bool = False, power: str = "none", sysfs_root: str = "/",
             dims: dict[str, int] | None = None,
@@ -307,7 +316,7 @@ def measure(path: str | Path, settings_list: Sequence[FrequencySetting], lut: Lu
                unit=unit, emulated=emulated, sysfs_root=sysfs_root, onnxruntime=_ort_version())
     table = assemble(job, raw, {**device_facts.collect("local"), "emulated": emulated}, lut)
     if write:
-        tables.store(path, {tables.LUT: table})
+        store(path, table)
     return table
 
 
@@ -344,7 +353,7 @@ def measure_on_device(path: str | Path, device: Any, lut: LutSettings | None = N
     facts["emulated"] = bool(facts.get("emulated") or raw.get("emulated") or getattr(device, "emulated", False))
     table = assemble(job, raw, facts, lut)
     if write:
-        tables.store(path, {tables.LUT: table})
+        store(path, table)
     return table
 
 

@@ -52,9 +52,10 @@ def read(path: str | Path, name: str) -> dict[str, Any] | None:
 
 
 def store(path: str | Path, tables: Mapping[str, Mapping[str, Any]],
-          graphs: Mapping[str, bytes] | None = None) -> None:
-    """Write ``tables`` ({tensor name: JSON object}) into ``path``; the checksum is recomputed.
-    ``graphs`` ({``GRAPHS`` + key: ONNX bytes}), when given, replace every stored graph."""
+          graphs: Mapping[str, bytes] | None = None, drop: tuple[str, ...] = ()) -> None:
+    """Write ``tables`` ({tensor name: JSON object}) into ``path``, removing the tables named in
+    ``drop``; the checksum is recomputed. ``graphs`` ({``GRAPHS`` + key: ONNX bytes}), when
+    given, replace every stored graph."""
     path = Path(path)
     f = aiofile.read(path)
     try:
@@ -66,6 +67,8 @@ def store(path: str | Path, tables: Mapping[str, Mapping[str, Any]],
     if graphs is not None:
         tensors = {k: v for k, v in tensors.items() if not k.startswith(GRAPHS)}
         tensors.update({k: np.frombuffer(g, np.uint8) for k, g in graphs.items()})
+    for name in drop:
+        tensors.pop(name, None)
     for name, table in tables.items():
         tensors[name] = np.frombuffer(json.dumps(table, separators=(",", ":")).encode("utf-8"), np.uint8)
     aiofile.write(path, tensors, meta, extra)
