@@ -543,8 +543,9 @@ def test_stored_graphs_are_covered_by_the_checksum(measured: Path, tmp_path: Pat
 
 
 def test_pareto_sets_and_tables_survive_rewrites_and_are_covered_by_the_checksum(tmp_path: Path) -> None:
-    """The file round trip: a new lut keeps the stored sets and graphs byte for byte, a
-    search keeps the lut, every byte of both tables is under the data checksum."""
+    """The file round trip: a rewrite keeps the stored sets and graphs byte for byte, a search
+    keeps the lut, every byte of both tables is under the data checksum; a new lut removes the
+    sets (searched on the old numbers) and keeps the graphs."""
     path = _cnn(tmp_path / "rt.aio")
     lut.measure(path, [FrequencySetting(1.0, label="a")], FAST)
     result = search.search(path, latency_ms=1e6, frequency=1.0,
@@ -553,9 +554,6 @@ def test_pareto_sets_and_tables_survive_rewrites_and_are_covered_by_the_checksum
     assert before[1]["pareto"] == json.loads(json.dumps(result["pareto"])) and before[2]
     tables.store(path, {})  # a rewrite that changes nothing else
     assert (lut.read(path), search.read(path), {k: bytes(v) for k, v in _graph_tensors(path).items()}) == before
-    lut.measure(path, [FrequencySetting(1.0, label="b")], FAST)  # a new table: sets and graphs kept
-    assert lut.read(path)["labels"] == ["b"] and search.read(path) == before[1]
-    assert {k: bytes(v) for k, v in _graph_tensors(path).items()} == before[2]
     for marker in (b'"schema":"edgert.aio.pareto/1"', b'"schema":"edgert.aio.lut/1"'):
         raw = bytearray(path.read_bytes())
         at = bytes(raw).index(marker) + len(marker) + 5
@@ -564,6 +562,9 @@ def test_pareto_sets_and_tables_survive_rewrites_and_are_covered_by_the_checksum
         copy.write_bytes(bytes(raw))
         with pytest.raises(BundleError, match="checksum"):
             search.read(copy)
+    lut.measure(path, [FrequencySetting(1.0, label="b")], FAST)  # a new table: sets removed, graphs kept
+    assert lut.read(path)["labels"] == ["b"] and tables.read(path, tables.PARETO) is None
+    assert {k: bytes(v) for k, v in _graph_tensors(path).items()} == before[2]
 
 
 def _graph_tensors(path: Path) -> dict[str, np.ndarray]:
@@ -640,3 +641,39 @@ def test_a_new_table_removes_the_pareto_sets_searched_on_the_old_one(tmp_path: P
     assert tables.read(path, tables.PARETO) is None  # its predictions came from the replaced table
     assert any("run `edgert search` again" in w for w in table["warnings"])
     assert lut.read(path)["frequencies"] == [2.0]
+
+
+@pytest.mark.parametrize("name, change, message", [
+    (tables.LUT, lambda t: t.pop("blocks"), "ofa/lut.blocks"),
+    (tables.LUT, lambda t: t.update(schema="something.else/9"), "schema"),
+    (tables.LUT, lambda t: t.update(frequencies=["a"]), "frequencies"),
+    (tables.LUT, lambda t: t["overhead_ms"].clear(), "overhead_ms has 0 values"),
+    (tables.LUT, lambda t: t["blocks"][0]["latency_ms"].update({"x": [-5.0]}), "below 0"),
+    (tables.PARETO, lambda t: t["pareto"][0][0].pop("latency_ms"), "no latency_ms"),
+    (tables.PARETO, lambda t: t["pareto"][0][0].update(accuracy=None), "accuracy"),
+    (tables.PARETO, lambda t: t.update(pareto=5), "ofa/pareto.pareto"),
+    (tables.PARETO, lambda t: t["pareto"].append([]), "2 sets for 1 frequencies"),
+])
+def test_a_checksummed_but_malformed_table_is_refused(measured: Path, tmp_path: Path, name: str, change,
+                                                      message: str) -> None:
+    """Written by another tool with a valid checksum: KeyError/IndexError tracebacks or negative
+    predictions before."""
+    path = tmp_path / "bad.aio"
+    shutil.copy(measured, path)
+    if tables.read(path, tables.PARETO) is None:
+        search.search(path, latency_ms=1e6, frequency=1.0, settings=search.SearchSettings(population=4, generations=1))
+    table = json.loads(json.dumps(tables.read(path, name)))
+    if name == tables.LUT:
+        table["frequencies"], table["overhead_ms"] = table["frequencies"][:1], table["overhead_ms"][:1]
+        for block in table["blocks"]:
+            block["latency_ms"] = {k: v[:1] for k, v in block["latency_ms"].items()}
+        table["checks"] = [{**c, "measured_ms": c["measured_ms"][:1]} for c in table["checks"]]
+        table["correction"] = table["correction"][:1]
+    else:
+        table["frequencies"], table["pareto"] = table["frequencies"][:1], table["pareto"][:1]
+    tables.store(path, {name: table})
+    tables.read(path, name)  # the trimmed table is well formed
+    change(table)
+    tables.store(path, {name: table})
+    with pytest.raises(BundleError, match=re.escape(message)):
+        tables.read(path, name)

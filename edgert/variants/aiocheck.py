@@ -88,6 +88,15 @@ def check(path: Path, check_fn: Any, *args: Any) -> Any:
         raise BundleError(f"{path} has a malformed header: {exc}", path=str(path)) from None
 
 
+def check_table(name: str, check_fn: Any, value: Any, schema: str) -> Any:
+    """Run ``check_fn(value, schema)`` on a table stored in the data section; a wrong field
+    becomes a BundleError naming the table."""
+    try:
+        return check_fn(value, schema)
+    except _Bad as exc:
+        raise BundleError(f"table {name!r} in the file is malformed: {exc}", table=name) from None
+
+
 def metadata(value: Any) -> dict[str, str]:
     """``__metadata__``: string -> string (safetensors' rule)."""
     _of(value, dict, "__metadata__")
@@ -166,4 +175,78 @@ def calibration(value: Any) -> dict[str, Any]:
             raise _Bad(f"calibration.p50_ms[{i}] has {len(row)} values for {len(frequencies)} frequencies")
         for v in row:
             _number(v, f"calibration.p50_ms[{i}][]")
+    return value
+
+
+def _numbers(value: Any, where: str, count: int, low: float | None = 0.0) -> list[float]:
+    """A list of ``count`` finite numbers (each at least ``low`` unless None)."""
+    items = _of(value, list, where)
+    if len(items) != count:
+        raise _Bad(f"{where} has {len(items)} values for {count} frequencies")
+    out = [_number(v, f"{where}[]") for v in items]
+    if low is not None and any(v < low for v in out):
+        raise _Bad(f"{where} has a value below {low:g}")
+    return out
+
+
+def _frequencies(value: Any, name: str) -> int:
+    freqs = [_number(f, f"{name}.frequencies[]") for f in _of(value.get("frequencies"), list, f"{name}.frequencies")]
+    if not freqs or freqs != sorted(set(freqs)):
+        raise _Bad(f"{name}.frequencies must be distinct and ascending, got {_show(freqs)}")
+    return len(freqs)
+
+
+def lut_table(value: Any, schema: str) -> dict[str, Any]:
+    """``ofa/lut``: every number ``predict`` and ``fit`` read, one per frequency, latencies >= 0."""
+    _of(value, dict, "ofa/lut")
+    if value.get("schema") != schema:
+        raise _Bad(f"ofa/lut has schema {_show(value.get('schema'))}, this edgert reads {schema}")
+    n = _frequencies(value, "ofa/lut")
+    _numbers(value.get("overhead_ms"), "ofa/lut.overhead_ms", n)
+    for i, block in enumerate(_of(value.get("blocks"), list, "ofa/lut.blocks")):
+        where = f"ofa/lut.blocks[{i}]"
+        _of(block, dict, where)
+        for g in _of(block.get("groups"), list, f"{where}.groups"):
+            _int(g, f"{where}.groups[]")
+        for quantity in ("latency_ms", "energy_mj"):
+            if quantity in block:
+                for key, row in _of(block[quantity], dict, f"{where}.{quantity}").items():
+                    _numbers(row, f"{where}.{quantity}[{key!r}]", n)
+    for i, check in enumerate(_of(value.get("checks"), list, "ofa/lut.checks")):
+        _of(_of(check, dict, f"ofa/lut.checks[{i}]").get("config"), str, f"ofa/lut.checks[{i}].config")
+        _numbers(check.get("measured_ms"), f"ofa/lut.checks[{i}].measured_ms", n)
+    correction = value.get("correction")
+    if correction is not None:
+        if len(_of(correction, list, "ofa/lut.correction")) != n:
+            raise _Bad(f"ofa/lut.correction has {len(correction)} entries for {n} frequencies")
+        for j, line in enumerate(correction):
+            _of(line, dict, f"ofa/lut.correction[{j}]")
+            _number(line.get("a"), f"ofa/lut.correction[{j}].a")
+            _number(line.get("b"), f"ofa/lut.correction[{j}].b")
+    return value
+
+
+def pareto_table(value: Any, schema: str) -> dict[str, Any]:
+    """``ofa/pareto``: one set per frequency, each entry a configuration with finite numbers."""
+    _of(value, dict, "ofa/pareto")
+    if value.get("schema") != schema:
+        raise _Bad(f"ofa/pareto has schema {_show(value.get('schema'))}, this edgert reads {schema}")
+    n = _frequencies(value, "ofa/pareto")
+    fronts = _of(value.get("pareto"), list, "ofa/pareto.pareto")
+    if len(fronts) != n:
+        raise _Bad(f"ofa/pareto.pareto has {len(fronts)} sets for {n} frequencies")
+    entries = [(f"ofa/pareto.pareto[{j}][{k}]", e) for j, front in enumerate(fronts)
+               for k, e in enumerate(_of(front, list, f"ofa/pareto.pareto[{j}]"))]
+    if value.get("best") is not None:
+        entries.append(("ofa/pareto.best", value["best"]))
+    for where, entry in entries:
+        _of(entry, dict, where)
+        _of(entry.get("config"), str, f"{where}.config")
+        _of(entry.get("key"), str, f"{where}.key")
+        _number(entry.get("accuracy"), f"{where}.accuracy")
+        for quantity in ("latency_ms", "energy_mj"):
+            if quantity in entry and _number(entry[quantity], f"{where}.{quantity}") < 0:
+                raise _Bad(f"{where}.{quantity} is negative")
+        if "latency_ms" not in entry:
+            raise _Bad(f"{where} has no latency_ms")
     return value

@@ -51,7 +51,7 @@ from .prune import rewrite_shapes
 from .ranges import shape_values
 from .runtime import VariantModel
 
-SCHEMA = "edgert.aio.lut/1"
+SCHEMA = tables.SCHEMAS[tables.LUT]
 FUSED = frozenset({"BatchNormalization", "Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid",
                    "Tanh", "Gelu", "Elu"})
 

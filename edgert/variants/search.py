@@ -36,7 +36,7 @@ from . import config as C
 from . import lut, tables, values
 from .runtime import VariantModel
 
-SCHEMA = "edgert.aio.pareto/1"
+SCHEMA = tables.SCHEMAS[tables.PARETO]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,10 +21,12 @@ import numpy as np
 
 from edgert.errors import BundleError
 
-from . import aiofile
+from . import aiocheck, aiofile
 
 LUT = "ofa/lut"
 PARETO = "ofa/pareto"
+SCHEMAS = {LUT: "edgert.aio.lut/1", PARETO: "edgert.aio.pareto/1"}  # what this edgert reads and writes
+_CHECKS = {LUT: aiocheck.lut_table, PARETO: aiocheck.pareto_table}
 GRAPHS = "ofa/graph/"  # + a configuration's key: its ONNX graph (U8), written by ``edgert search``
 _OWN_METADATA = ("format", "version", "sha256", "aio", "header_sha256")  # aiofile.write sets these
 
@@ -39,6 +41,8 @@ def load(tensors: Mapping[str, np.ndarray], name: str) -> dict[str, Any] | None:
         raise BundleError(f"table {name!r} in the file is not JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise BundleError(f"table {name!r} in the file is not a JSON object")
+    if name in _CHECKS:  # checksummed, but written by any tool: every field a reader uses is checked
+        aiocheck.check_table(name, _CHECKS[name], value, SCHEMAS[name])
     return value
 
 
