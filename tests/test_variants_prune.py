@@ -388,3 +388,38 @@ def test_prune_says_when_no_level_is_smaller_than_the_full_model(tmp_path: Path)
             "control-flow bodies (decode_loop (Loop))") in proc.stderr, proc.stderr
     report = prune(RESNET, [0, 0.5], tmp_path / "r.aio")
     assert report.unpruned is None and report.levels[1]["weight_bytes"] < report.levels[0]["weight_bytes"]
+
+
+def test_a_model_without_weights_or_graph_is_refused_before_writing(tmp_path: Path) -> None:
+    """A Relu-only model and an empty file: the file was written, then the CLI summary divided by zero."""
+    from conftest import run_cli
+
+    relu = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])]), opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(relu, tmp_path / "relu.onnx")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    for name, message in (("relu", "no floating-point weights"), ("empty", "no nodes")):
+        with pytest.raises(ModelError, match=message):
+            prune(tmp_path / f"{name}.onnx", [0, 0.5], tmp_path / f"{name}.aio")
+        assert not (tmp_path / f"{name}.aio").exists()
+    proc = run_cli("prune", str(tmp_path / "relu.onnx"), "-o", str(tmp_path / "relu.aio"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "no floating-point weights" in proc.stderr
+
+
+def test_lut_of_a_file_without_prunable_groups_is_one_line(tmp_path: Path) -> None:
+    from edgert.variants import lut
+    from edgert.variants.frequency import FrequencySetting
+
+    rng = np.random.default_rng(0)
+    conv = helper.make_model(helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])], "one",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(conv, tmp_path / "one.onnx")
+    prune(tmp_path / "one.onnx", [0, 0.5], tmp_path / "one.aio")  # both groups are the model's interface
+    with pytest.raises(UsageError, match="no prunable group"):
+        lut.measure(tmp_path / "one.aio", [FrequencySetting(1.0)])

@@ -244,6 +244,8 @@ def plan(vm: VariantModel, settings: LutSettings, dims: dict[str, int] | None = 
     from edgert.tensors import random_feeds
 
     meta = vm._file.meta
+    if not C.prunable(meta):
+        raise UsageError(f"{vm.path} has no prunable group (every group is kept whole): no widths to tabulate")
     dims = {**{d: 1 for spec in vm.inputs for d in spec.shape if isinstance(d, str)}, **(dims or {})}
     model = _full_graph(vm, random_feeds(vm.inputs, dims, settings.seed))
     shape_of = shape_model(model, meta)

@@ -260,9 +260,12 @@ def _load(model_path: Path) -> Any:
     import onnx
 
     try:
-        return onnx.load(str(model_path))
+        model = onnx.load(str(model_path))
     except Exception as exc:  # onnx raises DecodeError, OSError, ...
         raise ModelError(f"cannot read ONNX model {model_path}: {exc}", path=str(model_path)) from exc
+    if not model.graph.node:  # an empty file parses as an empty model
+        raise ModelError(f"{model_path} is not an ONNX model with a graph (no nodes)", path=str(model_path))
+    return model
 
 
 def untie_constants(model: Any) -> Any:
@@ -391,6 +394,8 @@ def prune(model_path: Path, ratios: Sequence[float], out_path: Path, *,
         model = _load(Path(model_path))
     in_bodies = _read_in_bodies(model)
     tensors, meta = build(model, ratios, importance_method=importance_method, multiple=multiple)
+    if not meta["source"]["weight_bytes"]:
+        raise ModelError(f"{model_path} has no floating-point weights: nothing to prune", path=str(model_path))
     with progress.step(f"writing {Path(out_path).name}"):
         aiofile.write(Path(out_path), tensors, meta)
     return PruneReport(
