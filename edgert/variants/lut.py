@@ -304,6 +304,8 @@ def measure(path: str | Path, settings_list: Sequence[FrequencySetting], lut: Lu
 
     if not settings_list:
         raise UsageError("lut needs at least one frequency setting")
+    if write:
+        tables.check_writable(path)
     lut = _checked(lut, emulated)
     source = open_source(power, sysfs_root) if power != "none" else None
     try:
@@ -340,6 +342,8 @@ def measure_on_device(path: str | Path, device: Any, lut: LutSettings | None = N
         raise UsageError("choose one of --cpu-freqs LIST and --emulated LEVELS")
     lut = _checked(lut, bool(emulated_levels))
     path = Path(path)
+    if write:
+        tables.check_writable(path)
     request = {"cpu_freqs": [int(f) for f in cpu_freqs or []], "policy": policy,
                "emulated_levels": [float(x) for x in emulated_levels or []], "power": power,
                **({"sysfs_root": sysfs_root} if sysfs_root else {})}

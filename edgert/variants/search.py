@@ -185,6 +185,8 @@ def search(path: str | Path, *, latency_ms: float, frequency: float, energy_mj: 
         energy_mj = values.number(energy_mj, "the energy budget (mJ)")
     table = lut.read(path)
     j = lut.frequency_index(table, frequency)
+    if write:
+        tables.check_writable(path)
     if energy_mj is not None and not all("energy_mj" in b for b in table["blocks"]):
         raise UsageError(f"{path}'s table has no energy (no power sensor when `edgert lut` ran): "
                          "search with --latency-ms only")

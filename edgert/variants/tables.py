@@ -13,6 +13,7 @@ Device-side: stdlib and numpy only.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,14 @@ def read(path: str | Path, name: str) -> dict[str, Any] | None:
         return load(f.tensors, name)
     finally:
         f.close()
+
+
+def check_writable(path: str | Path) -> None:
+    """Refuse before a long measurement or search whose result ``store`` could not write."""
+    target = Path(path).resolve()
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise BundleError(f"cannot write {path}: its directory {target.parent} is not writable "
+                          "(the result would be lost after the work)", path=str(path))
 
 
 def store(path: str | Path, tables: Mapping[str, Mapping[str, Any]],
