@@ -149,3 +149,14 @@ def test_rewriting_keeps_mode_and_links_and_ignores_planted_temp_names(tmp_path:
     assert link.is_symlink() and aiofile.read(path).metadata["note"] == "x"
     assert (path.stat().st_mode & 0o777) == 0o600
     assert victim.read_text() == "important"
+
+
+def test_a_fifo_or_a_device_is_refused_without_blocking(tmp_path: Path) -> None:
+    """`edgert search fifo.aio` hung in open() waiting for a writer; /dev/zero was 'empty'."""
+    import os
+
+    fifo = tmp_path / "fifo.aio"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero"), tmp_path):
+        with pytest.raises(BundleError, match="not a regular file"):
+            aiofile.read(path)

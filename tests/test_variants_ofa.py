@@ -634,7 +634,10 @@ def test_a_configuration_graph_rewrites_the_attention_head_reshapes(tmp_path: Pa
 
 def test_a_new_table_removes_the_pareto_sets_searched_on_the_old_one(tmp_path: Path) -> None:
     path = _cnn(tmp_path / "stale.aio")
-    lut.measure(path, [FrequencySetting(1.0, label="local")], FAST)
+    empty = tmp_path / "no-sensors"  # a sysfs tree without rails or counters: auto finds nothing
+    empty.mkdir()
+    first = lut.measure(path, [FrequencySetting(1.0, label="local")], FAST, power="auto", sysfs_root=str(empty))
+    assert any("found no power source" in w for w in first["warnings"])  # it said nothing before
     search.search(path, latency_ms=1e6, frequency=1.0, settings=search.SearchSettings(population=4, generations=1))
     assert tables.read(path, tables.PARETO) is not None
     table = lut.measure(path, [FrequencySetting(2.0, label="local")], FAST)

@@ -189,11 +189,15 @@ def read(path: Path, verify: bool = True) -> AioFile:
     header's checksum and fields are always checked)."""
     path = Path(path)
     try:
-        f = open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO would block a plain open()
     except OSError as exc:
         raise BundleError(f"cannot open {path}: {exc.strerror}", path=str(path)) from exc
-    with f:
-        size = os.fstat(f.fileno()).st_size
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):  # a FIFO, a device (/dev/zero), a directory
+        os.close(fd)
+        raise BundleError(f"{path} is not a regular file", path=str(path))
+    with open(fd, "rb") as f:
+        size = st.st_size
         if size == 0:
             raise BundleError(f"{path} is empty", path=str(path))
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)

@@ -45,7 +45,7 @@ from edgert.errors import UsageError
 from . import config as C
 from . import config_graph, tables
 from .frequency import FrequencySetting
-from .lut_run import JOB, JOB_GRAPH, JOB_SCHEMA, LutSettings, run_job
+from .lut_run import JOB, JOB_GRAPH, JOB_SCHEMA, LutSettings, note_power, run_job
 from .lut_run import settings_for  # noqa: F401 - the host's name for it (`edgert lut`)
 from .prune import rewrite_shapes
 from .ranges import shape_values
@@ -316,8 +316,8 @@ def measure(path: str | Path, settings_list: Sequence[FrequencySetting], lut: Lu
     finally:
         if source is not None:
             source.close()
-    raw.update(power_source=f"{source.name} ({source.kind})" if source is not None else None,
-               unit=unit, emulated=emulated, sysfs_root=sysfs_root, onnxruntime=_ort_version())
+    raw.update(unit=unit, emulated=emulated, sysfs_root=sysfs_root, onnxruntime=_ort_version())
+    note_power(raw, power, source)
     table = assemble(job, raw, {**device_facts.collect("local"), "emulated": emulated}, lut)
     if write:
         store(path, table)

@@ -254,9 +254,16 @@ def run_file(path: Any, settings_list: Sequence[FrequencySetting], *, power: str
             source.close()
     import onnxruntime
 
-    raw["power_source"] = f"{source.name} ({source.kind})" if source is not None else None
+    note_power(raw, power, source)
     raw["onnxruntime"] = onnxruntime.__version__
     return raw
+
+
+def note_power(raw: dict[str, Any], power: str, source: Any) -> None:
+    """Record which power source timed the energy, or warn that the one asked for was not found."""
+    raw["power_source"] = f"{source.name} ({source.kind})" if source is not None else None
+    if power != "none" and source is None:
+        raw["warnings"].append(f"--power {power} found no power source: latency only, no energy per block")
 
 
 # -- frequency settings on this device ---------------------------------------------------------
