@@ -180,6 +180,10 @@ def test_search_refuses_bad_queries(measured: Path) -> None:
         search.search(measured, latency_ms=1.0, energy_mj=1.0, frequency=1.0)
     with pytest.raises(UsageError, match="MODULE:FUNCTION"):
         search.search(measured, latency_ms=1.0, frequency=1.0, accuracy="nonsense")
+    with pytest.raises(UsageError, match="--population must be 2..10000"):  # 1e26 ran for ever
+        search.SearchSettings(population=10**26, exhaustive_up_to=0)
+    with pytest.raises(UsageError, match="--generations"):
+        search.SearchSettings(generations=-1)
 
 
 def test_search_with_a_user_evaluation(measured: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

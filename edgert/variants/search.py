@@ -37,6 +37,8 @@ from . import lut, tables, values
 from .runtime import VariantModel
 
 SCHEMA = tables.SCHEMAS[tables.PARETO]
+MAX_POPULATION = MAX_GENERATIONS = 10_000
+MAX_EXHAUSTIVE = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,10 +51,15 @@ class SearchSettings:
     exhaustive_up_to: int = 512  # a space this small is evaluated whole (the exact Pareto set)
 
     def __post_init__(self) -> None:
-        if self.population < 2 or self.generations < 0 or not 0 <= self.mutation <= 1 or self.parents < 2 \
-                or self.exhaustive_up_to < 0:
-            raise UsageError("search: need population >= 2, generations >= 0, 0 <= mutation <= 1, parents >= 2, "
-                             "exhaustive_up_to >= 0")
+        # the CLI's options first, by their names; each evaluation runs the model, so the caps are
+        # far beyond any useful search but keep a typo from running for ever
+        for option, value, low, high in (("--population", self.population, 2, MAX_POPULATION),
+                                         ("--generations", self.generations, 0, MAX_GENERATIONS),
+                                         ("--exhaustive-up-to", self.exhaustive_up_to, 0, MAX_EXHAUSTIVE)):
+            if not low <= value <= high:
+                raise UsageError(f"search: {option} must be {low}..{high}, got {value}")
+        if not 0 <= self.mutation <= 1 or self.parents < 2:
+            raise UsageError("search: need 0 <= mutation <= 1 and parents >= 2")
 
 
 @dataclasses.dataclass(frozen=True)
