@@ -43,3 +43,13 @@ def test_inventory_names_with_defaults(tmp_path: Path):
     inv.write_text('[devices.broken]\nhost = "x"\n')
     with pytest.raises(UsageError, match="has no url"):
         resolve("broken", inv)
+
+
+def test_a_config_home_that_cannot_be_read_means_no_inventory(tmp_path: Path, monkeypatch) -> None:
+    """Another user's unreadable HOME made every command (even --device local) raise OSError from
+    the inventory lookup. A name too long for the file system raises the same way, root or not."""
+    from edgert.devices.address import inventory_path
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ("x" * 300)))
+    monkeypatch.chdir(tmp_path)
+    assert inventory_path() is None

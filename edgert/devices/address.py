@@ -111,8 +111,11 @@ def inventory_path(explicit: Path | None = None) -> Path | None:
     for candidate in (Path("edgert.toml"),
                       Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
                       / "edgert" / "edgert.toml"):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # an unreadable HOME (another user's): no inventory there
+            continue
     return None
 
 
