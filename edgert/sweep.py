@@ -76,8 +76,10 @@ def parse_freqs(text: str | None, default_unit: str) -> str | tuple[int, ...] | 
 
 def parse_levels(text: str | None) -> tuple[float, ...]:
     """``1.0,0.5,0.25`` -> emulated CPU-bandwidth levels in (0, 1]."""
-    if not text:
+    if text is None:
         return ()
+    if not text.strip():
+        raise UsageError("--emulated needs levels, e.g. 1.0,0.5,0.25")
     try:
         levels = tuple(float(x) for x in text.split(","))
     except ValueError:

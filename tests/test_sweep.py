@@ -186,6 +186,8 @@ def test_option_parsing():
     assert parse_levels("1.0,0.5,0.25") == (1.0, 0.5, 0.25)
     with pytest.raises(UsageError, match=r"\(0, 1\]"):
         parse_levels("1.5")
+    with pytest.raises(UsageError, match="needs levels"):  # was "choose one of --cpu-freqs and --emulated"
+        parse_levels(" ")
 
 
 def make_matmul_chain(path: Path, size: int = 256, depth: int = 8) -> Path:

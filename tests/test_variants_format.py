@@ -160,3 +160,18 @@ def test_a_fifo_or_a_device_is_refused_without_blocking(tmp_path: Path) -> None:
     for path in (fifo, Path("/dev/zero"), tmp_path):
         with pytest.raises(BundleError, match="not a regular file"):
             aiofile.read(path)
+
+
+def test_a_flip_inside_the_stored_digest_shows_two_different_digests(tmp_path: Path) -> None:
+    """The message showed 12 characters of each, identical when the flip fell after them."""
+    import re
+
+    path = _write(tmp_path / "a.aio")
+    raw = bytearray(path.read_bytes())
+    at = bytes(raw).index(b'"header_sha256":"') + len(b'"header_sha256":"') + 40
+    raw[at] = ord("0") if raw[at] != ord("0") else ord("1")
+    path.write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="header checksum") as caught:
+        aiofile.read(path)
+    digests = re.findall(r"[0-9a-f]{64}", str(caught.value))
+    assert len(digests) == 2 and digests[0] != digests[1]

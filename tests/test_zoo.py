@@ -110,3 +110,13 @@ def test_unknown_zoo_name_lists_the_zoo(spec: str) -> None:
 def test_missing_path_is_a_model_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="no such model file"):
         resolve(tmp_path / "absent.onnx")
+
+
+def test_a_directory_is_not_called_an_unknown_zoo_model(tmp_path, monkeypatch) -> None:
+    from edgert.errors import ModelError
+    from edgert.zoo import resolve
+
+    (tmp_path / "adir").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelError, match="adir is a directory"):
+        resolve("adir")

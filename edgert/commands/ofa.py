@@ -111,7 +111,7 @@ def search(file: Path, latency_ms: float, energy_mj: float | None, frequency: fl
         reach = f"the fastest predicts {min(e['latency_ms'] for e in front):.3f} ms"
         if energy_mj is not None:
             reach += f", the most frugal {min(e['energy_mj'] for e in front):.3f} mJ{energy_label}"
-        raise UsageError(f"no configuration meets {budget} at {frequency:g}{label}: {reach} "
+        raise UsageError(f"no configuration meets {budget} at {frequency:.10g}{label}: {reach} "
                          "(the Pareto sets are stored)")
     click.echo(f"best: {best['config']} (key {best['key']}), {what} {best['accuracy']:.4f}, "
                f"predicted {best['latency_ms']:.3f} ms"

@@ -161,8 +161,8 @@ def _parse_header(raw: bytes | memoryview, size: int, path: Path) -> tuple[dict[
     head[_DIGEST_AT:_DIGEST_AT + 64] = b"0" * 64
     actual = hashlib.sha256(head).hexdigest()
     if actual.encode() != stored:
-        raise BundleError(f"{path} is corrupt: the header checksum does not match (sha256 {actual[:12]}.., "
-                          f"expected {stored[:12].decode(errors='replace')}..)", path=str(path))
+        raise BundleError(f"{path} is corrupt: the header checksum does not match (sha256 {actual}, "
+                          f"expected {stored.decode(errors='replace')})", path=str(path))
     header = aiocheck.parse_json(bytes(head[8:]), path, "the header")
     if not isinstance(header, dict):
         raise BundleError(f"{path} has a corrupt header: not a JSON object", path=str(path))
@@ -226,8 +226,8 @@ def read(path: Path, verify: bool = True) -> AioFile:
     if verify:
         digest = hashlib.sha256(memoryview(mm)[start:]).hexdigest()
         if digest != metadata.get("sha256"):
-            raise BundleError(f"{path} is corrupt: the data checksum does not match (sha256 {digest[:12]}.., "
-                              f"expected {str(metadata.get('sha256'))[:12]}..)", path=str(path))
+            raise BundleError(f"{path} is corrupt: the data checksum does not match (sha256 {digest}, "
+                              f"expected {metadata.get('sha256')})", path=str(path))
     meta = aiocheck.check(path, aiocheck.meta, aiocheck.parse_json(metadata.get("aio", ""), path, "aio"), tensors)
     if "calibration" in metadata:
         aiocheck.check(path, aiocheck.calibration,

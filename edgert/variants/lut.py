@@ -399,7 +399,7 @@ def assemble(job: Job, raw: dict[str, Any], facts: dict[str, Any], lut: LutSetti
     if powered and fixture:  # kept so the tables work end to end on fixtures, labelled
         warnings.append(f"energy from {raw['power_source']} on a fixture sysfs tree: constant fixture "
                         "values, not a measurement")
-    labels = [(label or f"{f:g}") + (" (fixture sysfs: clock not real)" if fixture and raw["unit"] == "khz" else "")
+    labels = [(label or f"{f:.10g}") + (" (fixture sysfs: clock not real)" if fixture and raw["unit"] == "khz" else "")
               for label, f in zip(raw["labels"], raw["frequencies"])]
     blocks, e = [], 0
     for i, d in enumerate(job.described):
@@ -441,8 +441,8 @@ def frequency_index(table: dict[str, Any], frequency: float) -> int:
     for j, f in enumerate(table["frequencies"]):
         if abs(float(f) - float(frequency)) <= 1e-9 * max(1.0, abs(float(f))):
             return j
-    raise UsageError(f"the table has no frequency {frequency:g}; it has "
-                     f"{', '.join(f'{f:g}' for f in table['frequencies'])} ({table['frequency_unit']})")
+    raise UsageError(f"the table has no frequency {frequency:.10g}; it has "
+                     f"{', '.join(f'{f:.10g}' for f in table['frequencies'])} ({table['frequency_unit']})")
 
 
 def predict(table: dict[str, Any], config: C.Config, j: int, *, corrected: bool = True,

@@ -37,6 +37,8 @@ def resolve(name_or_path: str | Path) -> Path:
     is_zoo = spec.startswith(PREFIX)
     if not is_zoo and Path(spec).is_file():  # an existing file wins over a zoo name
         return Path(spec)
+    if not is_zoo and Path(spec).is_dir():
+        raise ModelError(f"{spec} is a directory, not a model file", path=spec)
     name = spec[len(PREFIX):] if is_zoo else spec
     suffix = next((s for s in _SUFFIXES if name.endswith(s)), "")
     stem = name[: len(name) - len(suffix)]
