@@ -9,7 +9,9 @@ Layout under ``root``:
     named/<sha256><suffix>  hard links giving an artifact the file suffix an engine needs
 
 Everything the host names is checked before it touches a path: digests must be 64 lowercase hex
-characters and labels a plain file name, so nothing escapes ``root``.
+characters and labels a plain file name, so nothing escapes ``root``. Nor does a symlink
+planted inside it: store files are opened with ``O_NOFOLLOW`` and one that is not a regular
+file is refused (``_size``).
 
 Uploads and publishing take an exclusive ``fcntl`` lock on ``root/.lock``, so agents serving
 several hosts at once (TCP threads, one process per SSH session) never interleave writes.
@@ -24,6 +26,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -79,10 +82,9 @@ class ArtifactStore:
         """(complete, bytes held): resume an upload at ``bytes held`` when not complete."""
         check_sha256(sha256)
         for complete, path in ((True, self._objects / sha256), (False, self._partial_path(sha256))):
-            try:
-                return complete, path.stat().st_size
-            except FileNotFoundError:
-                continue
+            size = _size(path)
+            if size is not None:
+                return complete, size
         return False, 0
 
     def write_chunk(self, sha256: str, offset: int, data: bytes, total_bytes: int) -> int:
@@ -92,6 +94,9 @@ class ArtifactStore:
         skipped. ``total_bytes`` is the whole artifact's size, so room for all of it is made (or
         refused) on the first chunk instead of evicting artifacts for an upload that cannot fit.
         """
+        if not isinstance(data, (bytes, bytearray)):  # before anything is created
+            raise ProtocolError(f"chunk for artifact {sha256[:12]} is {type(data).__name__}, not bytes",
+                                sha256=sha256)
         with self._locked():
             complete, held = self.have(sha256)
             if offset + len(data) > total_bytes:
@@ -109,7 +114,9 @@ class ArtifactStore:
                 return held
             self._make_room(total_bytes - held)
             try:
-                with open(self._partial_path(sha256), "ab") as file:
+                fd = os.open(self._partial_path(sha256), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
+                             0o644)
+                with open(fd, "ab") as file:
                     file.write(fresh)
             except OSError as exc:
                 raise DeviceError(f"cannot write artifact {sha256[:12]} to {self.root}: {exc}",
@@ -122,12 +129,12 @@ class ArtifactStore:
         with self._locked():
             partial = self._partial_path(sha256)
             final = self._objects / sha256
-            if final.exists():
+            if _size(final) is not None:
                 return self.path(sha256)
-            if not partial.exists():
+            if _size(partial) is None:
                 raise ProtocolError(f"no upload of artifact {sha256[:12]} to finish", sha256=sha256)
             digest = hashlib.sha256()
-            with open(partial, "rb") as file:
+            with open(os.open(partial, os.O_RDONLY | os.O_NOFOLLOW), "rb") as file:
                 for block in iter(lambda: file.read(1 << 20), b""):
                     digest.update(block)
                 os.fsync(file.fileno())
@@ -145,18 +152,16 @@ class ArtifactStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Exclusive over every process and thread using this store (a fresh open file per holder)."""
-        with open(self.root / ".lock", "a") as lock:
+        with open(os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644), "r+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
     def path(self, sha256: str) -> Path:
         """A complete artifact's file; marks it as recently used."""
         path = self._objects / check_sha256(sha256)
-        try:
-            os.utime(path)
-        except FileNotFoundError:
-            raise DeviceError(f"artifact {sha256[:12]} is not on the device; upload it first",
-                              sha256=sha256) from None
+        if _size(path) is None:
+            raise DeviceError(f"artifact {sha256[:12]} is not on the device; upload it first", sha256=sha256)
+        os.utime(path, follow_symlinks=False)
         return path
 
     def named_path(self, sha256: str, suffix: str) -> Path:
@@ -167,11 +172,12 @@ class ArtifactStore:
             raise UsageError(f"bad file suffix {suffix!r}: expected something like '.onnx'")
         target = self.path(sha256)
         named = self._named / f"{sha256}{suffix}"
-        if not named.exists():
-            tmp = self._named / f".{named.name}.tmp"
-            tmp.unlink(missing_ok=True)
-            os.link(target, tmp)
-            os.replace(tmp, named)
+        with self._locked():  # two hosts naming one artifact at once shared the temp name
+            if _size(named) is None:
+                tmp = self._named / f".{named.name}.tmp"
+                tmp.unlink(missing_ok=True)
+                os.link(target, tmp, follow_symlinks=False)
+                os.replace(tmp, named)
         return named
 
     def discard(self, sha256: str) -> None:
@@ -204,7 +210,9 @@ class ArtifactStore:
                 if not p.name.startswith(".")}
 
     def used_bytes(self) -> int:
-        return sum(p.stat().st_size for d in (self._objects, self._partial) for p in d.iterdir())
+        """Bytes of complete and partial artifacts (a file renamed or dropped meanwhile by another
+        host's upload counts as gone: this runs unlocked, e.g. at every hello)."""
+        return sum(_size(p, others_as_zero=True) or 0 for d in (self._objects, self._partial) for p in d.iterdir())
 
     def free_bytes(self) -> int:
         """What an upload may still use: the disk's free space, capped by the quota."""
@@ -237,3 +245,18 @@ class ArtifactStore:
             path.unlink()
             self._drop_names(path.name)
             excess -= size
+
+
+def _size(path: Path, others_as_zero: bool = False) -> int | None:
+    """The size of the regular file at ``path`` (not following a symlink), None when there is
+    none; any other kind of file there is a DeviceError (``others_as_zero``: counted as 0)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        if others_as_zero:
+            return 0
+        raise DeviceError(f"store entry {path} is not a regular file (a symlink?): refusing to use it; "
+                          "remove it from the store", path=str(path))
+    return st.st_size

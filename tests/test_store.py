@@ -170,3 +170,51 @@ def test_named_path_keeps_the_suffix_through_links_and_goes_with_the_artifact(tm
     other_sha = hashlib.sha256(other).hexdigest()
     store.write_chunk(other_sha, 0, other, len(other))  # over quota: the first one is evicted
     assert not named.exists()
+
+
+@pytest.mark.parametrize("where", ["partial", "objects"])
+def test_a_symlink_planted_in_the_store_is_never_followed(tmp_path, where):
+    """A .part symlinked to a file outside the store: the upload appended the artifact to it."""
+    store = ArtifactStore(tmp_path / "store")
+    data = os.urandom(5000)
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"precious\n")
+    name = f"{sha(data)}.part" if where == "partial" else sha(data)
+    (tmp_path / "store" / where / name).symlink_to(outside)
+    with pytest.raises(DeviceError, match="not a regular file"):
+        upload(store, data)
+    assert outside.read_bytes() == b"precious\n"
+
+
+def test_a_chunk_that_is_not_bytes_leaves_nothing_behind(tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    with pytest.raises(ProtocolError, match="not bytes"):
+        store.write_chunk("1" * 64, 0, "text", 4)
+    assert list((tmp_path / "store" / "partial").iterdir()) == []
+
+
+def test_hosts_naming_one_artifact_at_once_all_succeed(tmp_path):
+    """Four threads (agents serving several hosts) naming one artifact with new suffixes: the
+    shared temp name raced (FileExistsError/FileNotFoundError) and left hard links behind."""
+    import threading
+
+    store = ArtifactStore(tmp_path / "store")
+    data = os.urandom(3000)
+    upload(store, data)
+    errors: list[BaseException] = []
+
+    def name(worker: int) -> None:
+        try:
+            for i in range(60):
+                store.named_path(sha(data), f".r{i}")
+                store.used_bytes()
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=name, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert not [p for p in (tmp_path / "store" / "named").iterdir() if p.name.startswith(".")]
