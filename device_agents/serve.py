@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import collections
 import hmac
+import math
+import os
 import socket
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -12,14 +15,16 @@ from edgert.device_agents import protocol
 from edgert.device_agents.agent import Agent, log, start_agent
 from edgert.device_agents.channel import Channel
 from edgert.device_agents.framing import ReliableTransport
-from edgert.device_agents.transports import (SerialTransport, StdioTransport, TcpTransport, TransportClosed,
-                                             TransportTimeout)
+from edgert.device_agents.transports import (MAX_BAUD, SerialTransport, StdioTransport, TcpTransport,
+                                             TransportClosed, TransportTimeout)
 from edgert.errors import DeviceError, EdgertError, ProtocolError, TransportError, UsageError
 
 AUTH_TIMEOUT_S = 3.0  # from accept to a complete auth frame
 AUTH_FRAME_BYTES = 4096  # an auth request is tiny; nobody may make us buffer more before it
 MAX_UNAUTHENTICATED = 16
 IDLE_TIMEOUT_S = 600.0  # an opened session with no request for this long is over
+MAX_IDLE_TIMEOUT_S = 7 * 86400.0  # a week; inf/NaN broke every session's socket timeout
+MAX_TOKEN_BYTES = 4096
 
 
 def run(*, stdio: bool = False, serial: str | None = None, baud: int = 115200,
@@ -30,8 +35,16 @@ def run(*, stdio: bool = False, serial: str | None = None, baud: int = 115200,
     if sum(bool(m) for m in (stdio, serial, listen)) != 1:
         raise UsageError("choose exactly one of --stdio, --serial DEV, --listen HOST:PORT")
     host, _, port = (listen or "").rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]:PORT
     if listen and (not host or not port.isdigit() or token_file is None):
         raise UsageError("--listen needs HOST:PORT and --token-file")
+    if listen and not 0 <= int(port) <= 65535:
+        raise UsageError(f"--listen port {port} is not a TCP port (0-65535)")
+    if serial and not 0 < baud <= MAX_BAUD:
+        raise UsageError(f"--baud {baud} is not a serial line rate (1-{MAX_BAUD})")
+    if idle_timeout is not None and not (math.isfinite(idle_timeout) and 0 < idle_timeout <= MAX_IDLE_TIMEOUT_S):
+        raise UsageError(f"--idle-timeout must be a number of seconds up to {MAX_IDLE_TIMEOUT_S:g}, "
+                         f"got {idle_timeout}")
     token = read_token(token_file) if listen and token_file is not None else ""
     agent = start_agent(**agent_options)
     if stdio:
@@ -82,10 +95,17 @@ def serve_serial(agent: Agent, device: str, baud: int, idle_timeout: float | Non
 
 
 def read_token(path: Path) -> str:
+    """The shared secret in ``path``: a regular file (a FIFO would block, /dev/zero never ends)."""
     try:
-        token = Path(path).read_text().strip()
-    except OSError as exc:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UsageError(f"token file {path} is not a regular file")
+            token = file.read(MAX_TOKEN_BYTES + 1).decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read token file {path}: {exc}") from exc
+    if len(token) > MAX_TOKEN_BYTES:
+        raise UsageError(f"the token in {path} is longer than {MAX_TOKEN_BYTES} bytes: is it the right file?")
     if len(token) < 16:
         raise UsageError(f"the token in {path} is too short (use at least 16 characters)")
     return token
@@ -106,7 +126,11 @@ def serve_tcp(agent: Agent, host: str, port: int, token: str,
     pending = _Unauthenticated(MAX_UNAUTHENTICATED)
     threads: list[threading.Thread] = []
     accepted = 0
-    with socket.create_server((host, port)) as server:
+    try:
+        server = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:  # in use, no such address or name
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    with server:
         if ready is not None:
             ready.port = server.getsockname()[1]  # type: ignore[attr-defined]
             ready.set()

@@ -75,8 +75,12 @@ class ArtifactStore:
         self._partial = self.root / "partial"
         self._labels = self.root / "labels"
         self._named = self.root / "named"  # <sha256><suffix> hard links, see named_path
-        for directory in (self._objects, self._partial, self._labels, self._named):
-            directory.mkdir(parents=True, exist_ok=True)
+        try:
+            for directory in (self._objects, self._partial, self._labels, self._named):
+                directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file, not a directory; /proc; no permission
+            raise UsageError(f"cannot use {self.root} as the artifact store: {exc.strerror or exc}",
+                             path=str(self.root)) from exc
 
     def have(self, sha256: str) -> tuple[bool, int]:
         """(complete, bytes held): resume an upload at ``bytes held`` when not complete."""

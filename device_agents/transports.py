@@ -46,6 +46,7 @@ ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
 # library exception -> (edgert exception, message template); the first match wins
 ExceptionMap = Mapping[ExceptionTypes, tuple[type[TransportError], str]]
 TIMEOUTS = (TimeoutError, BlockingIOError)  # socket.timeout is TimeoutError
+MAX_BAUD = 10_000_000  # above any UART; pyserial overflowed on larger numbers
 READ_ERRORS: ExceptionMap = {TIMEOUTS: (TransportTimeout, "nothing received within {timeout_s} s"),
                              (OSError, EOFError): (TransportClosed, "read failed: {exc}")}
 WRITE_ERRORS: ExceptionMap = {TIMEOUTS: (TransportTimeout, "could not send {size} bytes within {timeout_s} s"),

@@ -53,3 +53,13 @@ def test_a_config_home_that_cannot_be_read_means_no_inventory(tmp_path: Path, mo
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ("x" * 300)))
     monkeypatch.chdir(tmp_path)
     assert inventory_path() is None
+
+
+@pytest.mark.parametrize("url, says", [
+    ("tcp://[::1:47311", "bad device URL"),  # urlsplit's ValueError was a traceback
+    ("serial:///dev/ttyS0?baud=99999999999999999999", "not a serial line rate"),  # pyserial OverflowError
+    ("serial:///dev/ttyS0?baud=0", "not a serial line rate"),
+])
+def test_bad_device_urls_are_usage_errors(url: str, says: str) -> None:
+    with pytest.raises(UsageError, match=says):
+        parse_url(url)

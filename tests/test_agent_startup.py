@@ -48,3 +48,38 @@ def test_a_bad_transport_choice_is_one_line_and_changes_nothing(tmp_path: Path, 
     proc = run_cli("agent", *args, "--store", str(store), env={"XDG_STATE_HOME": str(tmp_path / "state")})
     assert proc.returncode == 2 and proc.stderr == f"edgert: error: {says}\n"
     assert not store.exists()
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--listen", "127.0.0.1:99999", "--token-file", "TOKEN"), "is not a TCP port"),
+    (("--listen", "256.1.1.1:5", "--token-file", "TOKEN"), "cannot listen on 256.1.1.1:5"),
+    (("--listen", "127.0.0.1:0", "--token-file", "/dev/zero"), "is not a regular file"),
+    (("--listen", "127.0.0.1:0", "--token-file", "TOKEN", "--idle-timeout", "nan"), "--idle-timeout"),
+    (("--listen", "127.0.0.1:0", "--token-file", "TOKEN", "--idle-timeout", "inf"), "--idle-timeout"),
+    (("--serial", "/dev/ttyS0", "--baud", "99999999999999999999"), "not a serial line rate"),
+    (("--listen", "127.0.0.1:0", "--token-file", "TOKEN", "--store", "AFILE"), "as the artifact store"),
+])
+def test_agent_startup_mistakes_are_one_line(tmp_path: Path, args, says: str) -> None:
+    """Tracebacks before (OverflowError, OSError, MemoryError, NotADirectoryError); NaN/inf idle
+    timeouts were accepted and then broke every session."""
+    token = tmp_path / "token"
+    token.write_text("a-token-long-enough-for-the-agent\n")
+    (tmp_path / "afile").write_text("not a directory")
+    args = tuple(str(token) if a == "TOKEN" else str(tmp_path / "afile") if a == "AFILE" else a for a in args)
+    if "--store" not in args:
+        args += ("--store", str(tmp_path / "store"))
+    proc = run_cli("agent", *args, env={"XDG_STATE_HOME": str(tmp_path / "state")}, timeout=60)
+    assert proc.returncode != 0 and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_second_agent_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    token = tmp_path / "token"
+    token.write_text("a-token-long-enough-for-the-agent\n")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        proc = run_cli("agent", "--listen", f"127.0.0.1:{port}", "--token-file", str(token),
+                       "--store", str(tmp_path / "store"), env={"XDG_STATE_HOME": str(tmp_path / "state")},
+                       timeout=60)
+    assert proc.returncode != 0 and "Address already in use" in proc.stderr and "Traceback" not in proc.stderr

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
+from edgert.device_agents.transports import MAX_BAUD
 from edgert.errors import UsageError
 
 if sys.version_info >= (3, 11):
@@ -76,7 +77,10 @@ def parse_url(url: str, name: str | None = None) -> DeviceAddress:
     """Parse a device URL; raises ``UsageError`` saying which part is wrong."""
     if url == "local":
         return DeviceAddress("local", name or "local")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise UsageError(f"bad device URL {url!r}: {exc}") from None
     if parts.scheme not in SCHEMES:
         raise UsageError(f"unknown device {url!r}: use local, ssh://user@host[:port], "
                          "serial:///dev/ttyX?baud=N, tcp://host:port, labgrid://PLACE "
@@ -95,6 +99,8 @@ def parse_url(url: str, name: str | None = None) -> DeviceAddress:
             baud = int(query.get("baud", [DEFAULT_BAUD])[0])
         except ValueError:
             raise UsageError(f"bad baud rate in {url!r}") from None
+        if not 0 < baud <= MAX_BAUD:
+            raise UsageError(f"baud rate {baud} in {url!r} is not a serial line rate (1-{MAX_BAUD})")
         return DeviceAddress("serial", name or url, path=parts.path, baud=baud)
     if not parts.hostname:
         raise UsageError(f"device URL {url!r} needs a host")
