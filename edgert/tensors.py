@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import stat
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -87,10 +88,21 @@ def random_feeds(specs: list[TensorSpec], dims: Mapping[str, int], seed: int) ->
     return feeds
 
 
+def _regular(path: str | Path, what: str) -> None:
+    """A FIFO or device passed as a file would block the read or never end: refuse it."""
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return  # missing or unreadable: the read says so
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise UsageError(f"cannot read {what} from {path}: not a regular file", path=str(path))
+
+
 def load_feeds(files: Mapping[str, Path]) -> dict[str, np.ndarray]:
     """Read ``--input name=file.npy`` arrays."""
     feeds = {}
     for name, path in files.items():
+        _regular(path, f"input {name!r}")
         try:
             feeds[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
@@ -106,6 +118,7 @@ def load_cases(cases: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
     if cases is None:
         return []
     if isinstance(cases, (str, Path)):
+        _regular(cases, "input cases")
         grouped: dict[str, dict[str, np.ndarray]] = {}
         try:
             arrays = np.load(cases, allow_pickle=False)

@@ -120,3 +120,17 @@ def test_a_directory_is_not_called_an_unknown_zoo_model(tmp_path, monkeypatch) -
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelError, match="adir is a directory"):
         resolve("adir")
+
+
+def test_a_fifo_as_model_or_input_is_refused_without_blocking(tmp_path) -> None:
+    """`run --input x=FIFO` hung for ever; `push FIFO` said 'no such model file'."""
+    import os
+
+    from conftest import run_cli
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    model = run_cli("bench", str(fifo), timeout=60)
+    assert model.returncode != 0 and "is not a regular file" in model.stderr
+    given = run_cli("run", "zoo:resnet", "--input", f"input={fifo}", "-o", str(tmp_path / "o.npz"), timeout=60)
+    assert given.returncode != 0 and "not a regular file" in given.stderr and "Traceback" not in given.stderr

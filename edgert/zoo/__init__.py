@@ -39,6 +39,8 @@ def resolve(name_or_path: str | Path) -> Path:
         return Path(spec)
     if not is_zoo and Path(spec).is_dir():
         raise ModelError(f"{spec} is a directory, not a model file", path=spec)
+    if not is_zoo and Path(spec).exists():  # a FIFO, a device: not "no such file"
+        raise ModelError(f"{spec} is not a regular file", path=spec)
     name = spec[len(PREFIX):] if is_zoo else spec
     suffix = next((s for s in _SUFFIXES if name.endswith(s)), "")
     stem = name[: len(name) - len(suffix)]
