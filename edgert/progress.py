@@ -136,8 +136,9 @@ def step(text: str) -> Iterator[Step | None]:
         handle.close()
 
 
-def transfer(text: str, total: int) -> tuple[Callable[[int], None], Callable[[], None]]:
-    """``(update(bytes_done), close())`` for a transfer of ``total`` bytes: bytes, rate and ETA."""
+def transfer(text: str, total: int, start: int = 0) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """``(update(bytes_done), close())`` for a transfer of ``total`` bytes: bytes, rate and ETA.
+    ``start``: bytes already there (a resumed upload), left out of the rate."""
     active = _ACTIVE.get()
     if active is None:
         return (lambda done: None), (lambda: None)
@@ -148,7 +149,7 @@ def transfer(text: str, total: int) -> tuple[Callable[[int], None], Callable[[],
     def update(done: int) -> None:
         sent[0] = done
         elapsed = max(time.monotonic() - started, 1e-6)
-        rate = done / elapsed
+        rate = max(done - start, 0) / elapsed
         eta = (total - done) / rate if rate > 0 else float("inf")
         eta_text = f"ETA {eta:.0f} s" if eta != float("inf") else "ETA ?"
         if handle._tid is not None:
@@ -162,7 +163,9 @@ def transfer(text: str, total: int) -> tuple[Callable[[int], None], Callable[[],
         if handle._tid is None and not closed and sent[0] >= total:  # plain lines: how it went
             handle.close()
             elapsed = max(time.monotonic() - started, 1e-6)
-            active._plain(f"{text}: {_mb(total)} in {elapsed:.1f} s ({_mb(total / elapsed)}/s)")
+            resumed = f", resumed at {_mb(start)} of {_mb(total)}" if start else ""
+            active._plain(f"{text}: {_mb(total - start)} in {elapsed:.1f} s ({_mb((total - start) / elapsed)}/s"
+                          f"{resumed})")
         closed.append(True)
         handle.close()
     closed: list[bool] = []

@@ -44,6 +44,20 @@ def test_a_long_step_is_shown_while_it_runs_and_transfers_say_bytes_rate_and_eta
     assert "quick" not in out.getvalue()
 
 
+def test_a_resumed_transfer_counts_only_what_it_sent():
+    """Resumed at 2 of 3 MB: the rate was computed over all 3 MB (347 MB/s after a kill)."""
+    out = io.StringIO()
+    with progress.Progress(stream=out):
+        update, close = progress.transfer("upload m.onnx", 3_000_000, start=2_000_000)
+        time.sleep(0.2)
+        update(3_000_000)
+        close()
+    line = next(li for li in out.getvalue().splitlines() if " in " in li)
+    assert line.startswith("upload m.onnx: 1.0 MB in ") and "resumed at 2.0 MB of 3.0 MB" in line
+    rate = float(line.split("(")[1].split(" MB/s")[0])
+    assert rate <= 1.0 / 0.2 + 0.01  # 1 MB in at least 0.2 s
+
+
 def test_quiet_and_no_progress_print_nothing():
     out = io.StringIO()
     with progress.Progress(stream=out, quiet=True) as p:

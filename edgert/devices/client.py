@@ -161,7 +161,7 @@ class AgentClient:
         size = path.stat().st_size
         offset = int(status["received"])
         in_flight: collections.deque[int] = collections.deque()
-        shown, close_shown = live.transfer(f"upload {path.name}", size)
+        shown, close_shown = live.transfer(f"upload {path.name}", size, start=offset)
         with contextlib.ExitStack() as stack, open(path, "rb") as fh:
             stack.callback(close_shown)
             fh.seek(offset)
