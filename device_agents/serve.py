@@ -47,6 +47,8 @@ def run(*, stdio: bool = False, serial: str | None = None, baud: int = 115200,
                          f"got {idle_timeout}")
     token = read_token(token_file) if listen and token_file is not None else ""
     agent = start_agent(**agent_options)
+    # engine logs (chatter.captured) and caches inside the store: the agent writes nowhere else
+    os.environ.setdefault("EDGERT_CACHE", str(agent.store.root / "cache"))
     if stdio:
         serve_stdio(agent)
     elif serial:

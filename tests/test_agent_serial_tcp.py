@@ -5,7 +5,9 @@ import json
 import os
 import platform
 import subprocess
+from pathlib import Path
 
+import pytest
 
 import edgert
 from edgert.device_agents import protocol
@@ -78,3 +80,25 @@ def test_tcp_agent_refuses_a_wrong_token_and_keeps_serving(tmp_path, monkeypatch
         assert json.loads(out.read_text())["device"]["transport"] == "tcp"
     finally:
         stop(agent)
+
+
+def test_the_agent_keeps_engine_logs_inside_its_store(tmp_path: Path, monkeypatch) -> None:
+    """A LiteRT bench through a TCP agent wrote ~/.cache/edgert/logs/litert.log, outside the store."""
+    pytest.importorskip("ai_edge_litert")
+    token = tmp_path / "token"
+    token.write_text("a-token-long-enough-for-the-agent\n")
+    monkeypatch.setenv("EDGERT_TOKEN_FILE", str(token))
+    home = tmp_path / "agent-home"
+    env = {var: str(home / sub) for var, sub in (("XDG_STATE_HOME", "state"), ("XDG_DATA_HOME", "share"),
+                                                 ("XDG_CACHE_HOME", "cache"), ("XDG_CONFIG_HOME", "config"))}
+    store = tmp_path / "store"
+    agent = start_agent("--listen", "127.0.0.1:0", "--token-file", str(token), "--store", str(store),
+                        stdout=subprocess.DEVNULL, env=env)
+    try:
+        proc = run_cli("bench", "zoo:resnet.tflite", "--backend", "tflite", "--runs", "3", "--warmup", "1",
+                       "--device", f"tcp://127.0.0.1:{listening_port(agent)}")
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        stop(agent)
+    assert (store / "cache" / "logs" / "litert.log").is_file()
+    assert not (home / "cache").exists()
