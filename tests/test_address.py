@@ -59,6 +59,7 @@ def test_a_config_home_that_cannot_be_read_means_no_inventory(tmp_path: Path, mo
     ("tcp://[::1:47311", "bad device URL"),  # urlsplit's ValueError was a traceback
     ("serial:///dev/ttyS0?baud=99999999999999999999", "not a serial line rate"),  # pyserial OverflowError
     ("serial:///dev/ttyS0?baud=0", "not a serial line rate"),
+    ("tcp://127.0.0.1:47311/extra?x=1", "takes only"),  # was accepted and the rest ignored
 ])
 def test_bad_device_urls_are_usage_errors(url: str, says: str) -> None:
     with pytest.raises(UsageError, match=says):

@@ -104,6 +104,9 @@ def parse_url(url: str, name: str | None = None) -> DeviceAddress:
         return DeviceAddress("serial", name or url, path=parts.path, baud=baud)
     if not parts.hostname:
         raise UsageError(f"device URL {url!r} needs a host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise UsageError(f"device URL {url!r}: {parts.scheme}:// takes only [user@]host:port, "
+                         f"not {url[len(parts.scheme) + 3 + len(parts.netloc):]!r}")
     if parts.scheme == "tcp" and port is None:
         raise UsageError(f"tcp device URL {url!r} needs a port")
     return DeviceAddress(parts.scheme, name or url, host=parts.hostname, port=port,
