@@ -197,7 +197,8 @@ def replay_journal(journal_path: str | os.PathLike, sysfs_root: str | os.PathLik
 class RestoreOnSignals:
     """On SIGTERM/SIGINT/SIGHUP (a closed terminal or dropped SSH session): run ``restore``,
     then let the signal take its usual course (the previous handler, e.g. KeyboardInterrupt,
-    or the default: terminate).
+    or the default: terminate). A signal the process ignores (``nohup`` ignores SIGHUP) is left
+    alone: the run goes on, so its clocks must stay where they are.
     Only the main thread can install handlers; elsewhere this does nothing."""
 
     def __init__(self, restore: Callable[[], None]) -> None:
@@ -207,7 +208,8 @@ class RestoreOnSignals:
     def install(self) -> RestoreOnSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                self._previous[sig] = signal.signal(sig, self._on_signal)
+                if signal.getsignal(sig) != signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._on_signal)
         return self
 
     def uninstall(self) -> None:

@@ -6,7 +6,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,9 +102,12 @@ with DvfsControl({root!r}, journal_path={journal!r}) as dvfs:
 """
 
 
-def start_pinned_child(root: Path, journal: Path) -> subprocess.Popen:
+def start_pinned_child(root: Path, journal: Path, sighup: Any = signal.SIG_DFL) -> subprocess.Popen:
+    """A process pinning clocks, SIGHUP as a terminal gives it (a suite run under nohup would
+    hand it SIGHUP ignored) unless ``sighup`` says otherwise."""
     code = textwrap.dedent(CHILD).format(repo=str(REPO), root=str(root), journal=str(journal))
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGHUP, sighup))
     assert child.stdout.readline().strip() == "pinned"
     assert read(root, f"{GPU}/max_freq") == "76800000"
     return child
@@ -122,6 +127,19 @@ def test_sigkill_leaves_a_journal_that_replay_restores(tmp_path):
     assert tree(root) == before
     assert not journal.exists()
     assert replay_journal(journal, str(root)) == 0
+
+
+def test_under_nohup_a_sighup_leaves_the_running_measurement_pinned(tmp_path):
+    """SIGHUP ignored (nohup): the run goes on, so restoring its clocks then would have it
+    measure at the wrong ones."""
+    root = board(tmp_path, "jetson_nano")
+    journal = tmp_path / "journal.json"
+    child = start_pinned_child(root, journal, sighup=signal.SIG_IGN)
+    child.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert child.poll() is None and read(root, f"{GPU}/max_freq") == "76800000"
+    child.terminate()
+    assert child.wait(10) == -signal.SIGTERM and not journal.exists()
 
 
 def test_a_lut_clock_setting_restores_what_a_killed_run_left_pinned(tmp_path, monkeypatch):
