@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import numpy as np
 
 import edgert
 from edgert import run_metadata
+from edgert.atomic import replace_file
 from edgert.errors import UsageError
 from edgert.hashing import sha256_file
 from edgert.settings import BenchSettings
@@ -151,18 +150,8 @@ def dynamic_breakdown(dynamic: dict[str, Any], samples_ms: list[float], seed: in
 
 def write_json(result: dict[str, Any], path: Path) -> None:
     """Write atomically, so an interrupted run never leaves a half file that looks valid."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(result, fh, indent=1)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    text = json.dumps(result, indent=1) + "\n"
+    replace_file(path, lambda fh: fh.write(text.encode()))
 
 
 def write_csv(result: dict[str, Any], path: Path) -> None:

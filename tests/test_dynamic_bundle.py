@@ -170,3 +170,32 @@ def test_aarch64_bundle_holds_arm_libraries_and_refuses_to_run_here(tmp_path):
     if platform.machine() not in ("aarch64", "arm64"):
         with pytest.raises(BundleError, match="compiled for aarch64"):
             dyn.load(bundle)
+
+
+def test_two_writers_of_one_bundle_never_leave_a_broken_one(tmp_path):
+    """Two compiles to one -o shared 'OUT.partial': one renamed the other's half-written zip
+    into place ('Bad CRC-32 for file manifest.json') and the other crashed."""
+    out = tmp_path / "cc.edgert"
+    script = ("import sys\nfrom pathlib import Path\nfrom edgert.dynamic.bundle import write_bundle\n"
+              "for i in range(30):\n"
+              "    write_bundle(Path(sys.argv[1]), {'who': sys.argv[2]}, {'data.bin': sys.argv[2].encode() * 200000})\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(out), tag], stderr=subprocess.PIPE, text=True)
+             for tag in "AB"]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    Bundle(out)  # every member checked against the manifest
+    assert [p.name for p in tmp_path.iterdir()] == ["cc.edgert"]
+
+
+def test_compile_and_report_refuse_to_overwrite_their_input(tmp_path):
+    from conftest import run_cli
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes((Path(dyn.__file__).parents[1] / "zoo" / "dynamic" / "early_exit_cnn.onnx").read_bytes())
+    before = model.read_bytes()
+    proc = run_cli("compile", str(model), "-o", str(model), "--backend", "ort")
+    assert proc.returncode == 2 and "is also an input" in proc.stderr and model.read_bytes() == before
+    result = tmp_path / "r.json"
+    result.write_text("{}")
+    proc = run_cli("report", str(result), "-o", str(result))
+    assert proc.returncode == 2 and "is also an input" in proc.stderr and result.read_text() == "{}"

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from edgert.commands.options import (ZooOrPath, address_from, device_options, output_option, parse_dims,
-                                     write_json_output)
+                                     refuse_overwriting_inputs, write_json_output)
 from edgert.device_facts import describe
 from edgert.errors import UsageError
 
@@ -57,6 +57,7 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
         raise UsageError(f"--device times auto's candidates; --backend {backend} times nothing "
                          f"(leave out --device, or use --backend auto)")
     path = resolve_model(model)
+    refuse_overwriting_inputs(output, [path], "-o")
     what = "measuring each segment on each engine" if backend == "auto" else f"segments on {backend}"
     with contextlib.ExitStack() as stack:
         progress = stack.enter_context(Progress(quiet=quiet))

@@ -60,6 +60,17 @@ def _writable(ctx: click.Context, param: click.Parameter, value: Path | None) ->
     return value
 
 
+def refuse_overwriting_inputs(output: Path | None, inputs: Any, what: str) -> None:
+    """UsageError when ``output`` is one of the ``inputs`` (``compile m.onnx -o m.onnx`` replaced
+    the model with its bundle; ``report r.json -o r.json`` the result with the page)."""
+    if output is None or str(output) == "-" or not Path(output).exists():
+        return
+    for given in inputs:
+        if Path(given).exists() and Path(given).samefile(output):
+            raise UsageError(f"{what} {output} is also an input: it would be overwritten; write elsewhere",
+                             path=str(output))
+
+
 def check_writable(path: Path, what: str) -> None:
     """UsageError unless ``path`` can be created or overwritten (a probe open, undone).
 

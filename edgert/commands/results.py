@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from edgert.commands.options import output_option
+from edgert.commands.options import output_option, refuse_overwriting_inputs
 from edgert.errors import UsageError
 
 
@@ -45,4 +45,5 @@ def report(results: tuple[Path, ...], output: Path) -> None:
     """Render result, sweep and calibration files into one self-contained HTML report."""
     from edgert.report import render_report
 
+    refuse_overwriting_inputs(output, results, "-o")
     click.echo(str(render_report(list(results), output)))

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edgert.atomic import replace_file
 from edgert.errors import BundleError
 
 # 1: first version (zip, manifest.json first, sha256 per member).
@@ -50,17 +51,16 @@ def write_bundle(path: Path, manifest: dict[str, Any], members: dict[str, bytes]
     manifest["members"] = {name: {"sha256": sha256(data), "size": len(data)}
                            for name, data in sorted(members.items())}
     text = json.dumps(manifest, indent=1, sort_keys=True).encode()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    with zipfile.ZipFile(tmp, "w") as archive:
-        for name, data in [(MANIFEST, text)] + sorted(members.items()):
-            info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, data)
-        archive.comment = _COMMENT + sha256(text).encode()
-    tmp.replace(path)
-    return path
+    def write(file: Any) -> None:
+        with zipfile.ZipFile(file, "w") as archive:
+            for name, data in [(MANIFEST, text)] + sorted(members.items()):
+                info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, data)
+            archive.comment = _COMMENT + sha256(text).encode()
+
+    replace_file(path, write)  # two compiles to one output shared 'OUT.partial' and corrupted it
+    return Path(path)
 
 
 class Bundle:

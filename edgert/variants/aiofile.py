@@ -21,13 +21,13 @@ import mmap
 import os
 import stat
 import struct
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from edgert.atomic import replace_file
 from edgert.errors import BundleError
 from edgert.variants import aiocheck
 
@@ -120,30 +120,12 @@ def write(path: Path, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]
 
 
 def _replace(path: Path, chunks: Callable[[], Iterable[bytes]]) -> None:
-    """Write ``path`` through a temp file of its own (two writers at once each rename a whole
-    file: the last one wins, neither corrupts; a symlink planted at a fixed temp name is never
-    followed) and rename it over the file, keeping the file's mode, owner (as root) and, for a
-    symlink, the link: the target is rewritten."""
-    target = path.resolve() if path.is_symlink() else path
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise BundleError(f"cannot write {path}: {exc.strerror} ({target.parent})", path=str(path)) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks():
-                f.write(chunk)
-        try:
-            st = os.stat(target)
-            os.chmod(tmp, stat.S_IMODE(st.st_mode))
-            if os.geteuid() == 0:
-                os.chown(tmp, st.st_uid, st.st_gid)
-        except FileNotFoundError:  # a new file (mkstemp made it 0600): files are meant to be shared
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write ``path`` whole (``atomic.replace_file``: a temp file of its own, renamed over it)."""
+    def write(file: Any) -> None:
+        for chunk in chunks():
+            file.write(chunk)
+
+    replace_file(path, write)
 
 
 def _parse_header(raw: bytes | memoryview, size: int, path: Path) -> tuple[dict[str, Any], int]:
