@@ -17,6 +17,11 @@ from edgert.errors import ProtocolError, UsageError
 SCENARIOS = ("single-stream", "offline", "server")
 
 
+MAX_DURATION_MS = 86_400_000.0  # a day
+MAX_THREADS = 1024
+MIN_RATE_QPS = 1e-3  # one query every ~17 minutes: below that a run never starts
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchSettings:
     """How long and how often to run a model. ``runs`` fixes the count and turns adaptivity off."""
@@ -39,20 +44,23 @@ class BenchSettings:
             raise UsageError("--warmup must be >= 0")
         if self.runs is not None and self.runs < 1:
             raise UsageError("--runs must be >= 1")
-        if self.min_duration_ms < 0 or self.max_duration_ms <= 0:
-            raise UsageError("--min-time and --max-time must be positive")
+        if not (0 <= self.min_duration_ms <= MAX_DURATION_MS and 0 < self.max_duration_ms <= MAX_DURATION_MS):
+            # NaN passed '< 0' and was written to the JSON as NaN; inf ran for ever
+            raise UsageError(f"--min-time and --max-time must be positive seconds up to {MAX_DURATION_MS / 1e3:g}")
         if self.max_duration_ms < self.min_duration_ms:
             raise UsageError("--max-time must not be below --min-time")
         if not 0 < self.target_ci_fraction < 1:
             raise UsageError("the target CI fraction must be between 0 and 1")
-        if self.threads is not None and self.threads < 1:
-            raise UsageError("--threads must be >= 1")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise UsageError(f"--threads must be 1..{MAX_THREADS}")  # ORT starts what it is asked for
+        if self.seed < 0:
+            raise UsageError("--seed must be >= 0")
         if self.scenario not in SCENARIOS:
             raise UsageError(f"--scenario must be one of {', '.join(SCENARIOS)}, not {self.scenario!r}")
         if (self.scenario == "server") != (self.rate_qps is not None):
             raise UsageError("--scenario server needs --rate QPS (and --rate only applies to server)")
-        if self.rate_qps is not None and not 0 < self.rate_qps < 1e6:
-            raise UsageError("--rate must be a positive number of queries per second")
+        if self.rate_qps is not None and not MIN_RATE_QPS <= self.rate_qps < 1e6:
+            raise UsageError(f"--rate must be {MIN_RATE_QPS:g}..1e6 queries per second")
         if self.concurrency < 1 or (self.concurrency > 1 and self.scenario == "single-stream"):
             raise UsageError("--concurrency must be >= 1, and above 1 only with --scenario offline or server")
 

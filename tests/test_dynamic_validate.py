@@ -60,6 +60,9 @@ def test_nothing_to_validate_is_a_usage_error(tmp_path):
     bundle = dyn.compile(model, backend="ort", out=tmp_path / "b.edgert")
     with pytest.raises(UsageError):
         dyn.validate(bundle, model)
+    for options in ({"rtol": float("nan")}, {"atol": float("inf")}, {"random": 99999999999}):
+        with pytest.raises(UsageError):  # NaN failed every output, inf passed every one, 1e11 ate memory
+            dyn.validate(bundle, model, **({"random": 1} | options))
 
 
 def test_an_output_of_another_shape_is_named_in_the_report(tmp_path):

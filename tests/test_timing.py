@@ -57,3 +57,18 @@ def test_adaptive_respects_max_time_for_noisy_work(clock):
                              target_ci_fraction=0.001)
     raw = measure(noisy, settings)
     assert raw.stop_reason == "max_time"
+
+
+@pytest.mark.parametrize("fields, says", [
+    ({"min_duration_ms": float("nan")}, "--min-time"),  # was accepted and written to the JSON as NaN
+    ({"min_duration_ms": float("inf"), "max_duration_ms": float("inf")}, "--min-time"),  # ran for ever
+    ({"seed": -1}, "--seed"),  # numpy's ValueError traceback
+    ({"threads": 100_000}, "--threads"),  # ORT started them all
+    ({"scenario": "server", "rate_qps": 1e-9}, "--rate"),  # the first query never came
+])
+def test_bench_settings_refuse_values_that_hang_or_poison_results(fields, says):
+    from edgert.errors import UsageError
+    from edgert.settings import BenchSettings
+
+    with pytest.raises(UsageError, match=says):
+        BenchSettings(**fields)

@@ -6,6 +6,7 @@ is a different path, not a wrong kernel), and an exit status for the CLI.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -18,6 +19,7 @@ from edgert.tensors import check_dims, load_cases, random_feeds
 from .runtime import inspect
 
 REPORT_SCHEMA = "edgert.validate/1"
+MAX_RANDOM_CASES = 100_000
 
 
 def _branches(block: dict[str, Any], program: str = "main") -> Iterable[tuple[str, str]]:
@@ -96,8 +98,10 @@ def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int
 
     from edgert.execute import run_cases
 
-    if rtol < 0 or atol < 0:
-        raise UsageError(f"tolerances must not be negative (rtol={rtol}, atol={atol})")
+    if not (0 <= rtol <= 1 and 0 <= atol < math.inf):  # NaN failed every output, inf passed every one
+        raise UsageError(f"tolerances must be finite, rtol in [0, 1] and atol >= 0 (rtol={rtol}, atol={atol})")
+    if not 0 <= random <= MAX_RANDOM_CASES:  # each case is kept: 1e11 grew memory until it ran out
+        raise UsageError(f"--random must be 0..{MAX_RANDOM_CASES}, got {random}")
     todo = load_cases(cases)
     manifest = inspect(bundle)
     hidden = sorted(set(_engine_control_flow(manifest["program"]["body"])))
