@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -163,18 +164,40 @@ def write_csv(result: dict[str, Any], path: Path) -> None:
             writer.writerow([i, start, f"{ms:.6f}"])
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """A result file upgraded to the current schema; UsageError naming it when it is unreadable,
-    not JSON or not a result."""
+def parse_json_file(path: Path) -> Any:
+    """A JSON file's value; UsageError naming it when it is not a regular file (a FIFO would
+    block), unreadable, not text, not JSON or nested too deep."""
+    path = Path(path)
     try:
-        data = json.loads(Path(path).read_text())
+        if path.exists() and not path.is_file():
+            raise UsageError(f"cannot read result file {path}: not a regular file", path=str(path))
+        return json.loads(path.read_text())
     except OSError as exc:
         raise UsageError(f"cannot read result file {path}: {exc.strerror}", path=str(path)) from exc
     except UnicodeDecodeError as exc:
         raise UsageError(f"{path} is not a result file: it is not text (byte {exc.start} is not UTF-8)",
                          path=str(path)) from exc
     except (ValueError, RecursionError) as exc:
-        raise UsageError(f"{path} is not a result file: it is not JSON ({exc})", path=str(path)) from exc
+        raise UsageError(f"{path} is not a result file: it is not JSON ({str(exc)[:100]})", path=str(path)) from exc
+
+
+def check_samples(data: dict[str, Any], path: Path) -> None:
+    """``samples_ms`` must be a non-empty list of finite latencies >= 0: compare and the report
+    compute with them (NaN, inf, negative, text or null ones gave tracebacks or NaN verdicts)."""
+    samples = data.get("samples_ms")
+    if not isinstance(samples, list) or not samples or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in samples):
+        raise UsageError(f"{path} is inconsistent: samples_ms must be a non-empty list of finite latencies >= 0",
+                         path=str(path))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A result file upgraded to the current schema; UsageError naming it when it is unreadable,
+    not JSON or not a result."""
+    data = parse_json_file(path)
     if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("edgert.result/"):
-        raise UsageError(f"{path} is not an edgert result file (no 'schema' key)", path=str(path))
-    return upgrade(data)
+        found = repr(data.get("schema")) if isinstance(data, dict) and "schema" in data else "no 'schema' key"
+        raise UsageError(f"{path} is not an edgert result file (schema: {found})", path=str(path))
+    data = upgrade(data)
+    check_samples(data, path)
+    return data

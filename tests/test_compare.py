@@ -196,3 +196,36 @@ def test_bench_a_real_bundle_and_its_onnx_then_compare(tmp_path: Path) -> None:
     proc = run_cli("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"))
     assert proc.returncode == 0, proc.stderr
     assert "verdict: " in proc.stdout and "resnet.edgert, bundle" in proc.stdout
+
+
+@pytest.mark.parametrize("samples", [[], None, "x", [1.0, float("nan")], [1.0, float("inf")], [1.0, -1.0],
+                                     [1.0, True]])
+def test_compare_and_report_refuse_impossible_samples(real: dict, tmp_path: Path, samples) -> None:
+    """Negative samples gave '-217%', NaN a 'nan% slower' verdict; the report crashed on empty,
+    null, NaN, inf and text samples."""
+    from conftest import run_cli
+
+    good = tmp_path / "a.json"
+    good.write_text(json.dumps(with_samples(real, lognormal(1, 5.0))))
+    bad = tmp_path / "b.json"
+    data = copy.deepcopy(real)
+    data["samples_ms"] = samples
+    bad.write_text(json.dumps(data))  # json writes NaN/Infinity as Python reads them back
+    for args in (("compare", str(good), str(bad)), ("report", str(good), str(bad), "-o", str(tmp_path / "r.html"))):
+        proc = run_cli(*args)
+        assert proc.returncode == 2 and "samples_ms must be" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_fifo_or_a_deep_file_is_not_a_result(tmp_path: Path) -> None:
+    import os
+
+    from conftest import run_cli
+
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    for path, says in ((fifo, "not a regular file"), (deep, "not JSON")):
+        for args in (("compare", str(path), str(path)), ("report", str(path), "-o", str(tmp_path / "r.html"))):
+            proc = run_cli(*args, timeout=60)
+            assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

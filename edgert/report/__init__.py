@@ -36,19 +36,12 @@ def load(path: Path) -> Loaded:
         converted = _aio_calibration(path)
         if converted is not None:
             return Loaded(path, converted)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise UsageError(f"cannot read result file {path}: {exc.strerror}", path=str(path)) from exc
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path} is not a result file: it is not text (byte {exc.start} is not UTF-8)",
-                         path=str(path)) from exc
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path} is not JSON ({exc.msg} at line {exc.lineno})",
-                         path=str(path)) from exc
+    data = result.parse_json_file(path)
     schema = data.get("schema") if isinstance(data, dict) else None
     if schema in result.OLD_SCHEMAS:
         data, schema = result.upgrade(data), result.SCHEMA
+    if schema == result.SCHEMA:
+        result.check_samples(data, path)
     if schema not in KINDS:
         raise UsageError(f"{path} has schema {schema!r}; the report reads "
                          f"{', '.join(KINDS)}", path=str(path), schema=schema)
