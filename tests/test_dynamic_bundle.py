@@ -199,3 +199,13 @@ def test_compile_and_report_refuse_to_overwrite_their_input(tmp_path):
     result.write_text("{}")
     proc = run_cli("report", str(result), "-o", str(result))
     assert proc.returncode == 2 and "is also an input" in proc.stderr and result.read_text() == "{}"
+
+
+def test_a_fifo_is_not_a_bundle(tmp_path):
+    """`validate fifo.edgert` hung in zipfile's read."""
+    import os
+
+    fifo = tmp_path / "fifo.edgert"
+    os.mkfifo(fifo)
+    with pytest.raises(BundleError, match="not a regular file"):
+        Bundle(fifo)

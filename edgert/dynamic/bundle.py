@@ -68,6 +68,8 @@ class Bundle:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_file():  # a FIFO would block the read
+            raise BundleError(f"{self.path} is not a regular file", path=str(self.path))
         try:
             archive = zipfile.ZipFile(self.path)
         except FileNotFoundError as exc:
