@@ -84,6 +84,9 @@ def stability_warnings(samples_ms: Sequence[float], *, timer_resolution_ms: floa
     if n == 0:
         return ["no runs were measured"]
     med = float(np.median(x))
+    if n == 1:  # summarize reports std 0 and a zero-width CI: say they mean nothing
+        warnings.append("only 1 run was measured: it has no spread, so its std (0) and the zero-width "
+                        "95% CI of the median say nothing; measure more runs")
     if n < MIN_RUNS_FOR_TAILS:
         warnings.append(f"only {n} runs were measured: p95/p99 are not meaningful below "
                         f"{MIN_RUNS_FOR_TAILS}")

@@ -48,5 +48,8 @@ def test_warnings_name_what_is_wrong():
     assert any("max is 200% above the median" in w
                for w in stats.stability_warnings(spiky, timer_resolution_ms=1e-6))
     assert any("only 5 runs" in w for w in stats.stability_warnings([1.0] * 5, timer_resolution_ms=1e-6))
+    # one run: std 0 and a zero-width CI were reported with no word that they mean nothing
+    assert any("say nothing" in w for w in stats.stability_warnings([1.0], timer_resolution_ms=1e-6))
+    assert not any("say nothing" in w for w in stats.stability_warnings([1.0, 1.1], timer_resolution_ms=1e-6))
     assert any("timer resolution" in w
                for w in stats.stability_warnings([0.0001] * 50, timer_resolution_ms=1e-6))
