@@ -209,3 +209,14 @@ def test_a_fifo_is_not_a_bundle(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(BundleError, match="not a regular file"):
         Bundle(fifo)
+
+
+def test_compiling_an_empty_file_is_refused(tmp_path):
+    """It 'succeeded' with a bundle of 0 segments that then refused every input."""
+    from edgert.errors import ModelError
+
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelError, match="no nodes"):
+        dyn.compile(empty, backend="ort", out=tmp_path / "x.edgert")
+    assert not (tmp_path / "x.edgert").exists()

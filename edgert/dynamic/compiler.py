@@ -83,6 +83,8 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
     timed_on = _timing_place(backend, target, arch, timer)
     norm = normalize(model_path)
     graph = norm.model.graph
+    if not graph.node:  # an empty file parses as an empty model: a bundle of nothing, 'compiled'
+        raise ModelError(f"{model_path} is not an ONNX model with a graph (no nodes)", path=str(model_path))
     inputs = [engines.spec(i) for i in graph.input if i.name not in {t.name for t in graph.initializer}]
     if samples is not None:
         samples = _checked_samples(samples, inputs)
