@@ -179,3 +179,24 @@ def test_compile_for_litert_puts_segments_on_litert_and_validates(tmp_path):
                    str(ZOO / "early_exit_cnn.npz"), "--force-paths", "--json", str(tmp_path / "v.json"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads((tmp_path / "v.json").read_text())["status"] == "pass"
+
+
+def test_run_writes_to_the_names_it_reports(tmp_path):
+    """`-o out` wrote out.npz while saying 'wrote out'; `--json -` made a file named '-';
+    `--json DIR` failed after the outputs were written."""
+    import json
+
+    import numpy as np
+
+    from conftest import run_cli
+
+    cases = ("--cases", "zoo:early_exit_cnn.npz")
+    proc = run_cli("run", "zoo:early_exit_cnn", *cases, "-o", str(tmp_path / "out"))
+    assert proc.returncode == 0 and f"wrote {tmp_path / 'out'} " in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and np.load(tmp_path / "out").files
+    proc = run_cli("run", "zoo:early_exit_cnn", *cases, "-o", str(tmp_path / "o.npz"), "--json", "-", cwd=tmp_path)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["schema"] == "edgert.run/1"
+    assert not (tmp_path / "-").exists()
+    (tmp_path / "dir").mkdir()
+    proc = run_cli("run", "zoo:early_exit_cnn", *cases, "-o", str(tmp_path / "p.npz"), "--json", str(tmp_path / "dir"))
+    assert proc.returncode == 2 and "is a directory" in proc.stderr and not (tmp_path / "p.npz").exists()

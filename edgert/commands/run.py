@@ -7,7 +7,9 @@ from typing import Any
 import click
 
 from edgert.device_facts import describe as describe_device
-from edgert.commands.options import ZooOrPath, address_from, device_options, parse_pairs
+from edgert.atomic import replace_file
+from edgert.commands.options import (ZooOrPath, address_from, device_options, output_option, parse_pairs,
+                                     write_json_output)
 from edgert.errors import UsageError
 
 
@@ -17,19 +19,17 @@ from edgert.errors import UsageError
               help="One input from a .npy file (repeat for each input).")
 @click.option("--cases", type=ZooOrPath(), default=None,
               help="Several inputs as an .npz (arrays named like the inputs, or CASE/INPUT; or zoo:NAME.npz).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="Write the outputs here as an .npz (OUTPUT, or CASE/OUTPUT with --cases).")
+@output_option("-o", "--output", required=True,
+               help="Write the outputs here as an .npz (OUTPUT, or CASE/OUTPUT with --cases).")
 @click.option("--backend", default=None,
               help="Engine for a model file [default: ort; a bundle runs its own engines].")
 @click.option("--target", default="host", show_default=True, help="TVM target: host or aarch64.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
-              help="Also write where it ran and, per input, the path a bundle took.")
+@output_option("--json", "json_path", default=None, metavar="PATH|-",
+               help="Also write where it ran and, per input, the path a bundle took.")
 @device_options
 def run(model: str, inputs: tuple[str, ...], cases: Path | None, output: Path,
         backend: str | None, target: str, json_path: Path | None, **device: Any) -> None:
     """Run MODEL (or a bundle) on --device and write its outputs (and a bundle's path)."""
-    import json
-
     import numpy as np
 
     from edgert.devices.execute import case_runner
@@ -61,9 +61,10 @@ def run(model: str, inputs: tuple[str, ...], cases: Path | None, output: Path,
         path_taken = f"  path: {record['path']['key']}" if "path" in record else ""
         summary.append({"case": case or None, "outputs": record["names"],
                         "path": record["path"] if "path" in record else None})
-        click.echo(f"{case or 'outputs'}: {shapes}{path_taken}")
-    np.savez(output, **arrays)
+        click.echo(f"{case or 'outputs'}: {shapes}{path_taken}", err=str(json_path) == "-")
+    # to the name given (np.savez on a path adds .npz), whole or not at all
+    replace_file(output, lambda fh: np.savez(fh, **arrays))
     if json_path is not None:
-        json_path.write_text(json.dumps({"schema": "edgert.run/1", "model": str(path),
-                                         "device": facts, "cases": summary}, indent=1) + "\n")
-    click.echo(f"wrote {output} (ran on {describe_device(facts)})")
+        write_json_output({"schema": "edgert.run/1", "model": str(path), "device": facts, "cases": summary},
+                          json_path)
+    click.echo(f"wrote {output} (ran on {describe_device(facts)})", err=str(json_path) == "-")
