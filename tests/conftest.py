@@ -171,6 +171,15 @@ def run_python(code: str, *args: str, block: tuple[str, ...] = (), cwd: Path | N
                           timeout=timeout)
 
 
+def two_writers_at_once(script: str, path: Path, rounds: int) -> None:
+    """Run ``script`` (``for i in range(int(sys.argv[3])):`` writing ``sys.argv[1]``, its
+    writer tag in ``sys.argv[2]``) in two processes at once; both must succeed."""
+    procs = [subprocess.Popen([sys.executable, "-c", "import sys\n" + script, str(path), tag, str(rounds)],
+                              stderr=subprocess.PIPE, text=True) for tag in "AB"]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+
+
 def run_cli(*args: str, block: tuple[str, ...] = (), cwd: Path | None = None,
             timeout: float = 600, env: dict[str, str] | None = None
             ) -> subprocess.CompletedProcess[str]:

@@ -175,14 +175,13 @@ def test_aarch64_bundle_holds_arm_libraries_and_refuses_to_run_here(tmp_path):
 def test_two_writers_of_one_bundle_never_leave_a_broken_one(tmp_path):
     """Two compiles to one -o shared 'OUT.partial': one renamed the other's half-written zip
     into place ('Bad CRC-32 for file manifest.json') and the other crashed."""
+    from conftest import two_writers_at_once
+
     out = tmp_path / "cc.edgert"
-    script = ("import sys\nfrom pathlib import Path\nfrom edgert.dynamic.bundle import write_bundle\n"
-              "for i in range(30):\n"
-              "    write_bundle(Path(sys.argv[1]), {'who': sys.argv[2]}, {'data.bin': sys.argv[2].encode() * 200000})\n")
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(out), tag], stderr=subprocess.PIPE, text=True)
-             for tag in "AB"]
-    for proc in procs:
-        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    two_writers_at_once("from pathlib import Path\nfrom edgert.dynamic.bundle import write_bundle\n"
+                        "for i in range(int(sys.argv[3])):\n"
+                        "    write_bundle(Path(sys.argv[1]), {'who': sys.argv[2]}, {'d': sys.argv[2].encode() * 200000})\n",
+                        out, 30)
     Bundle(out)  # every member checked against the manifest
     assert [p.name for p in tmp_path.iterdir()] == ["cc.edgert"]
 

@@ -121,17 +121,13 @@ def test_rewrite_metadata_keeps_data(tmp_path: Path) -> None:
 def test_two_writers_at_once_never_corrupt_the_file(tmp_path: Path) -> None:
     """Two processes storing tables in one file at once (two `edgert search` runs): each writes
     its own temp file and renames a whole one, so the file stays valid (the last one wins)."""
-    import subprocess
-    import sys
+    from conftest import two_writers_at_once
 
     path = _write(tmp_path / "a.aio")
-    script = ("import sys\nfrom edgert.variants import tables\n"
-              "for i in range(40):\n"
-              "    tables.store(sys.argv[1], {'ofa/test': {'who': sys.argv[2], 'pad': sys.argv[2] * 1000 * (1 + i % 5)}})\n")
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), tag], stderr=subprocess.PIPE, text=True)
-             for tag in "AB"]
-    for proc in procs:
-        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    two_writers_at_once("from edgert.variants import tables\n"
+                        "for i in range(int(sys.argv[3])):\n"
+                        "    tables.store(sys.argv[1], {'ofa/test': {'who': sys.argv[2], 'pad': sys.argv[2] * 1000 * (1 + i % 5)}})\n",
+                        path, 40)
     aiofile.read(path).close()  # valid, checksum and all
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
 
