@@ -104,7 +104,8 @@ def _verdict(ratio: float, p: float, alpha: float, significant: bool, meaningful
 
 def _warnings(a: dict[str, Any], b: dict[str, Any], ra: dict[str, Any], rb: dict[str, Any]
               ) -> list[str]:
-    warnings: list[str] = []
+    warnings = [f"{name} was measured on an emulated device: its timings say nothing about real hardware"
+                for name, side in (("A", a), ("B", b)) if side["emulated"]]  # first: it changes every number
     da, db = ra.get("device") or {}, rb.get("device") or {}
     differing = [k for k in _DEVICE_KEYS if da.get(k) != db.get(k)]
     if differing:
@@ -112,9 +113,6 @@ def _warnings(a: dict[str, Any], b: dict[str, Any], ra: dict[str, Any], rb: dict
             f"{k}: {da.get(k)!r} vs {db.get(k)!r}" for k in differing) + "): the difference may "
             "come from the machines, not the configuration")
     for name, side in (("A", a), ("B", b)):
-        if side["emulated"]:
-            warnings.append(f"{name} was measured on an emulated device: its timings say nothing "
-                            "about real hardware")
         if side["warnings"]:
             warnings.append(f"{name} carries {len(side['warnings'])} stability warning(s): "
                             + "; ".join(side["warnings"]))
@@ -198,7 +196,8 @@ def compare_many(results: Sequence[dict[str, Any]], alpha: float = 0.01, *,
 
 def _describe(side: dict[str, Any]) -> str:
     name = Path(str(side["model"])).name if side["model"] else "?"
-    return f"{name}, {side['backend']} on {side['hostname']} ({side['n']} runs)"
+    return (f"{name}, {side['backend']} on {side['hostname']} ({side['n']} runs)"
+            + (" [EMULATED]" if side["emulated"] else ""))
 
 
 def render_compare(report: dict[str, Any]) -> str:

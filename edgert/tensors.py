@@ -98,11 +98,27 @@ def _regular(path: str | Path, what: str) -> None:
         raise UsageError(f"cannot read {what} from {path}: not a regular file", path=str(path))
 
 
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK"  # .npz
+
+
+def _magic(path: str | Path, magics: tuple[bytes, ...], what: str, kind: str) -> None:
+    """numpy calls any file without its header 'pickled (object) data': say what it is not."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return  # missing or unreadable: the read says so
+    if not head.startswith(magics):
+        raise UsageError(f"cannot read {what} from {path}: it is not {kind}", path=str(path))
+
+
 def load_feeds(files: Mapping[str, Path]) -> dict[str, np.ndarray]:
     """Read ``--input name=file.npy`` arrays."""
     feeds = {}
     for name, path in files.items():
         _regular(path, f"input {name!r}")
+        _magic(path, (NPY_MAGIC,), f"input {name!r}", "a .npy file (np.save)")
         try:
             feeds[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
@@ -119,6 +135,7 @@ def load_cases(cases: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
         return []
     if isinstance(cases, (str, Path)):
         _regular(cases, "input cases")
+        _magic(cases, (ZIP_MAGIC,), "input cases", "an .npz of named inputs (np.savez)")
         grouped: dict[str, dict[str, np.ndarray]] = {}
         try:
             arrays = np.load(cases, allow_pickle=False)

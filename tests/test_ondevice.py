@@ -411,3 +411,7 @@ def test_validate_reports_a_wrong_tolerance_and_a_bad_cases_file_in_one_line(tmp
     proc = run_cli("run", str(bundle), "--cases", str(bad), "-o", str(tmp_path / "o.npz"))
     assert proc.returncode == 2 and "cannot read input cases" in proc.stderr
     assert "Traceback" not in proc.stderr
+    text = tmp_path / "x.npy"
+    text.write_text("hello\n")  # numpy called this 'pickled (object) data'
+    proc = run_cli("run", str(bundle), "--input", f"x={text}", "-o", str(tmp_path / "o.npz"))
+    assert proc.returncode == 2 and "it is not a .npy file" in proc.stderr and "pickled" not in proc.stderr
