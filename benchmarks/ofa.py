@@ -12,7 +12,8 @@ fine-tuned weight set) and the zoo ResNet (pruned here to the same ratios, seede
    error of the sum of block times, raw and after the leave-one-out linear correction.
 2. Digits only: ``edgert search --accuracy digits`` (held-out split) on each table; then per
    setting the uniform levels and the stored set's configurations are timed interleaved
-   (``--rounds`` rounds of one window each, the fastest kept, as the table's checks) and their
+   (``--rounds`` rounds, timed as the table's checks: the fastest window, or paired at an
+   emulated level) and their
    held-out accuracy taken from running the file. At each budget T (every measured latency
    among them) the most accurate uniform level measured within T is set against the most
    accurate searched configuration measured within T. The stored sets hold every uniform level
@@ -89,9 +90,9 @@ def prediction_rows(path: Path) -> list[dict[str, Any]]:
 
 def _interleaved_ms(vm: VariantModel, configs: list[C.Config], feeds: dict[str, np.ndarray],
                     settings: lut.LutSettings, rounds: int) -> list[float]:
-    """Each configuration's fastest window over ``rounds`` rounds taken in turn: the method of
-    the table's whole-network checks (``lut_run.interleaved``; at an emulated level the
-    windows of whole quota periods of ``lut_run.at_setting``)."""
+    """Each configuration's time over ``rounds`` rounds taken in turn, by the method of the
+    table's whole-network checks (``lut_run.interleaved``: the fastest window; at an emulated
+    level, paired with the costliest configuration, ``lut_run.paired``)."""
     def run(c: C.Config) -> Any:
         def once() -> object:
             vm.select_config(c)  # cached: ~1 us

@@ -302,6 +302,7 @@ def test_cli_lut_and_search_and_bad_input(tmp_path: Path, capsys: pytest.Capture
 
 def test_lut_on_emulated_levels_is_labelled(tmp_path: Path) -> None:
     from edgert.device_agents.emulated import EmulatedDomain
+    from edgert.variants.lut_run import EMULATED_WINDOW_PERIODS
 
     if not EmulatedDomain().available():
         pytest.skip("no writable cgroup with cpu bandwidth control")
@@ -315,7 +316,7 @@ def test_lut_on_emulated_levels_is_labelled(tmp_path: Path) -> None:
     periods = [EmulatedDomain().period_for(f) / 1e3 for f in table["frequencies"]]
     assert [t["period_ms"] for t in table["timing"]] == periods
     assert periods[1] == 10.0 and periods[0] >= 10.0
-    assert all(t["window_ms"] == 8 * p for t, p in zip(table["timing"], periods))
+    assert all(t["window_ms"] == EMULATED_WINDOW_PERIODS * p for t, p in zip(table["timing"], periods))
     assert tables.read(path, tables.LUT)["frequency_unit"] == "emulated fraction"
 
 
@@ -411,20 +412,26 @@ def test_emulated_levels_time_windows_of_whole_quota_periods() -> None:
         lut.LutSettings(period_ms=10.0, clock="cpu")
 
 
-def test_a_timed_span_counts_the_calls_that_finish_in_it() -> None:
-    """A 2 ms call in a 21 ms span: 10 calls finish in it and the 11th, running at its end,
-    counts as half: 21 / 10.5 = 2 ms per call."""
+def test_paired_timing_cancels_the_speed_each_period_runs_at() -> None:
+    """Two runs costing 1x and 3x the CPU time of one unit, on a CPU whose speed changes every
+    15 ms (1x, 2x, 3x slower in turn, as a quota level's periods do here): paired timing gives
+    their ratio, 3, and the dearer one's wall time per call, never less than its CPU time."""
     import time as time_module
 
-    from edgert.variants.lut_run import window_ms
+    from edgert.variants.lut_run import interleaved
 
-    def run() -> None:
-        t0 = time_module.perf_counter()
-        while time_module.perf_counter() - t0 < 0.002:
+    unit = 1e-4
+
+    def burn(units: int) -> None:
+        slow = 1 + int(time_module.perf_counter() / 0.015) % 3
+        t0 = time_module.process_time()
+        while time_module.process_time() - t0 < units * unit * slow:
             pass
 
-    ms = window_ms(run, 1, lut.LutSettings(window_ms=21.0, period_ms=10.5))
-    assert 1.8 < ms < 3.0, ms  # a busy machine lengthens calls: fewer finish, never more
+    (cheap, _), (dear, _) = interleaved([lambda: burn(1), lambda: burn(3)],
+                                        lut.LutSettings(window_ms=40.0, repeats=5, period_ms=10.0))
+    assert 2.7 < dear / cheap < 3.3, (dear, cheap)
+    assert dear >= 3 * unit * 1e3, dear  # at least the fastest speed's CPU time
 
 
 def test_interleaved_rounds_change_order() -> None:

@@ -18,9 +18,10 @@ both errors (raw and corrected) are reported as percentiles.
 Timing (``lut_run``, which runs on the device): every entry, twin, the overhead call and the
 checks are timed in shared interleaved rounds, one window each per round in a new order,
 each keeping its fastest window; a window is the mean of as many calls as fill
-``window_ms``. At an emulated (CPU-quota) level a window is a whole number of cgroup periods
-of wall time (``lut_run.at_setting``), so a quota slows a 50 us block as it slows the whole
-network, whatever the phase the window starts at.
+``window_ms``. At an emulated (CPU-quota) level, where the CPU's speed changes from one quota
+period to the next, each is instead timed paired with the costliest unit within windows of
+whole cgroup periods (``lut_run.paired``): its CPU time relative to the reference's in the same
+periods, times the reference's wall time per call.
 
 Where: ``measure`` runs the job in this process at the frequency settings the caller gives
 (``lut_run.settings_for``: cpufreq clocks or emulated levels); ``measure_on_device`` sends it

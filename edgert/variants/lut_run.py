@@ -21,12 +21,18 @@ conditions (timing block by block, then the checks, let minutes of drift fall be
 A window is the mean of as many calls as fill ``window_ms``; ``clock="cpu"`` counts this
 thread's CPU time instead (the work alone, blind to other processes and to stalls).
 
-At an emulated level (a CPU quota, ``FrequencySetting.period_ms``) a window of a fixed number
-of calls holds one quota stall more or less depending on where in the period it starts (up
-to one period of error per window; the fastest window then keeps each run's luckiest phase).
-There a window instead lasts exactly a whole number of periods of wall time, at least
-``EMULATED_WINDOW_PERIODS``, and counts the calls that finish in it: any span of whole CFS
-periods holds exactly the quota's CPU time, whatever its phase.
+At an emulated level (a CPU quota, ``FrequencySetting.period_ms``) the guest CPU idles between
+quotas and wakes at a speed that varies from period to period: the same run's windows spread
+1.5-2x and their fastest is luck (on this VM the whole-network checks then missed their line by
+up to 37%). There each unit is instead timed *paired* with a reference (the costliest unit):
+within one window of whole periods of wall time (at least ``EMULATED_WINDOW_PERIODS``), chunks
+of about ``PAIR_CHUNK_S`` of CPU time of the unit and of the reference alternate, so both see
+the same periods. The unit's CPU time per call over the reference's is its relative cost
+(median over rounds); the reference's wall ms per call is its share of each window's wall time
+(median over all windows); their product is the unit's ms. A quota stretches every call's wall
+time by the same factor, so this is the level's latency, and the relative costs no longer carry
+the period-to-period speed. CPU time is the process's (``time.process_time``): all of ORT's
+threads, as the quota charges them.
 
 A setting that cannot be applied (a clock that does not take) is left out with a warning.
 Device-side: numpy, ONNX Runtime and ``device_agents``.
@@ -54,9 +60,10 @@ JOB = "ofa/lutjob"
 JOB_GRAPH = "ofa/lutjob/graph/{}"
 JOB_SCHEMA = "edgert.aio.lutjob/1"
 Run = Callable[[], object]
-# windows of 8 of the level's own periods: 80 ms at level 1, 320 ms at 0.25 (40 ms periods); at one
-# 10 ms period for all levels, windows of 80 ms of CPU time (320 ms at 0.25) were no better than 80 ms
-EMULATED_WINDOW_PERIODS = 8
+# windows of 4 of the level's own periods at least: 40 ms at level 1, 160 ms at 0.25 (40 ms periods);
+# paired timing (module docstring) cancels the speed each window runs at, so 8 periods were not better
+EMULATED_WINDOW_PERIODS = 4
+PAIR_CHUNK_S = 0.002  # CPU time of one chunk of a unit's calls in paired timing
 MAX_WINDOW_MS = 60_000.0  # one window; a longer one is a typo (and NaN fails the bound too)
 MAX_THREADS = 1024  # ORT starts the threads it is asked for: 100000 hung the machine
 
@@ -64,7 +71,7 @@ MAX_THREADS = 1024  # ORT starts the threads it is asked for: 100000 hung the ma
 @dataclasses.dataclass(frozen=True)
 class LutSettings:
     window_ms: float = 30.0  # one timing window
-    repeats: int = 5  # interleaved rounds; an entry keeps its fastest window
+    repeats: int = 5  # interleaved rounds; an entry keeps its fastest window (paired: the median)
     checks: int = 8  # random whole-network configurations besides the uniform levels
     seed: int = 0
     threads: int | None = 1
@@ -107,9 +114,7 @@ def calls_per_window(run: Run, settings: LutSettings) -> int:
 
 
 def window_ms(run: Run, calls: int, settings: LutSettings) -> float:
-    """Mean ms per call over ``calls`` calls or, with ``period_ms``, over ``window_ms`` of wall time."""
-    if settings.period_ms > 0:
-        return _span_ms(run, settings.window_ms)
+    """Mean ms per call over ``calls`` calls."""
     clock = _clock(settings)
     t0 = clock()
     for _ in range(calls):
@@ -117,41 +122,95 @@ def window_ms(run: Run, calls: int, settings: LutSettings) -> float:
     return (clock() - t0) / calls * 1e3
 
 
-def _span_ms(run: Run, span_ms: float) -> float:
-    """ms per call from the calls that finish within ``span_ms`` of wall time, the call still
-    running at its end counted as half (a call longer than the span: that call's time)."""
-    span = span_ms / 1e3
-    t0 = time.perf_counter()
-    done = 0
-    while True:
-        run()
-        elapsed = time.perf_counter() - t0
-        if elapsed > span:
-            break
-        done += 1
-    return elapsed * 1e3 if done == 0 else span_ms / (done + 0.5)
-
-
 def interleaved(runs: Sequence[Run], settings: LutSettings, sampler: Any = None
                 ) -> list[tuple[float, float | None]]:
     """Per run: (ms of its fastest window, mJ per call in that window or None), the runs taking
     turns in a new seeded order for each of ``repeats`` rounds. With a power ``sampler`` each
-    window's mean power times its time per call is its energy per call."""
+    window's mean power times its time per call is its energy per call. At an emulated level
+    (``period_ms``) the runs are timed paired (``paired``)."""
+    if settings.period_ms > 0:
+        return paired(runs, settings, sampler)
     calls = [calls_per_window(r, settings) for r in runs]
     best: list[tuple[float, float | None]] = [(float("inf"), None)] * len(runs)
+    for i in _rounds(len(runs), settings):
+        if sampler is not None:
+            sampler.start()
+        ms = window_ms(runs[i], calls[i], settings)
+        watts = _mean_watts(sampler)
+        if ms < best[i][0]:
+            best[i] = (ms, None if watts is None else watts * ms)
+    return best
+
+
+def paired(runs: Sequence[Run], settings: LutSettings, sampler: Any = None
+           ) -> list[tuple[float, float | None]]:
+    """Per run: (ms per call, mJ per call or None), each run timed against the costliest in
+    alternating chunks within windows of ``window_ms`` wall time (module docstring); with a
+    ``sampler``, energy is the run's ms times the median of its windows' mean power."""
+    chunks = [_chunk_calls(r) for r in runs]
+    ref = min(range(len(runs)), key=chunks.__getitem__)
+    ratios: list[list[float]] = [[] for _ in runs]
+    watts: list[list[float]] = [[] for _ in runs]
+    ref_ms = []
+    for i in _rounds(len(runs), settings):
+        if sampler is not None:
+            sampler.start()
+        ratio, ms = _pair_window(runs[i], chunks[i], runs[ref], chunks[ref], settings.window_ms / 1e3)
+        w = _mean_watts(sampler)
+        if w is not None:
+            watts[i].append(w)
+        ratios[i].append(ratio)
+        ref_ms.append(ms)
+    scale = float(np.median(ref_ms))
+    out = []
+    for r, w in zip(ratios, watts):
+        ms = float(np.median(r)) * scale
+        out.append((ms, float(np.median(w)) * ms if w else None))
+    return out
+
+
+def _rounds(n: int, settings: LutSettings) -> Iterator[int]:
+    """Run indices, each once per round, in a new seeded order each of ``repeats`` rounds."""
     rng = np.random.default_rng(settings.seed)
     for _ in range(settings.repeats):
-        for i in rng.permutation(len(runs)):
-            if sampler is not None:
-                sampler.start()
-            ms = window_ms(runs[i], calls[i], settings)
-            mj = None
-            if sampler is not None:
-                values = sampler.stop()["values"]
-                mj = float(np.mean(values)) * ms if values else None
-            if ms < best[i][0]:
-                best[i] = (ms, mj)
-    return best
+        yield from (int(i) for i in rng.permutation(n))
+
+
+def _mean_watts(sampler: Any) -> float | None:
+    if sampler is None:
+        return None
+    values = sampler.stop()["values"]
+    return float(np.mean(values)) if values else None
+
+
+def _chunk_calls(run: Run) -> int:
+    """How many calls of ``run`` take about ``PAIR_CHUNK_S`` of CPU time (after a warm-up call)."""
+    run()
+    t0 = time.process_time()
+    run()
+    return max(1, int(PAIR_CHUNK_S / max(time.process_time() - t0, 1e-6)))
+
+
+def _pair_window(run: Run, calls: int, ref: Run, ref_calls: int, span_s: float) -> tuple[float, float]:
+    """One window of chunks of ``run`` and ``ref`` alternating for ``span_s`` of wall time:
+    (CPU time per call of ``run`` over that of ``ref``, ``ref``'s share of the wall time in ms
+    per call)."""
+    cpu = cpu_ref = 0.0
+    pairs = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < span_s:
+        a = time.process_time()
+        for _ in range(calls):
+            run()
+        b = time.process_time()
+        for _ in range(ref_calls):
+            ref()
+        cpu += b - a
+        cpu_ref += time.process_time() - b
+        pairs += 1
+    wall = time.perf_counter() - t0
+    cpu_ref = max(cpu_ref, 1e-9)
+    return (cpu / calls) / (cpu_ref / ref_calls), wall * 1e3 * cpu_ref / (cpu + cpu_ref) / (pairs * ref_calls)
 
 
 # -- one job ----------------------------------------------------------------------------------
