@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgert.errors import UsageError
+from edgert.result import is_emulated
 
 SCHEMA = "edgert.compare/1"
 MANY_SCHEMA = "edgert.compare-many/1"
@@ -45,7 +46,7 @@ def _side(result: dict[str, Any], name: str) -> tuple[dict[str, Any], np.ndarray
         "n": int(samples.size),
         "p50": float(np.percentile(samples, 50)),
         "p99": float(np.percentile(samples, 99)),
-        "emulated": bool(result.get("emulated") or (result.get("device") or {}).get("emulated")),
+        "emulated": is_emulated(result),
         "warnings": list(result.get("warnings") or []),
     }
     return summary, samples

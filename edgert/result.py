@@ -97,6 +97,13 @@ def build(*, model_path: Path, device: dict[str, Any], settings: BenchSettings,
     return result
 
 
+def is_emulated(data: dict[str, Any]) -> bool:
+    """Measured on an emulated device: by the file's own flag or its device's (a sweep, a
+    calibration or a hand-edited file may carry only the one)."""
+    device = data.get("device")
+    return bool(data.get("emulated") or (isinstance(device, dict) and device.get("emulated")))
+
+
 def throughput(samples_ms: list[float], starts_ns: list[int]) -> float | None:
     """Inferences per second over the measured window (first start to last end)."""
     if not samples_ms:

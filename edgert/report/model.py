@@ -9,6 +9,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from edgert.result import is_emulated
+
 
 @dataclasses.dataclass(frozen=True)
 class Plot:
@@ -78,7 +80,7 @@ EMULATED_PREFIX = "measured on an emulated device"  # the first warning result.b
 
 def file_warnings(item: Loaded) -> list[Finding]:
     """The file's own ``warnings`` list; an emulated file's emulation warning is marked and first."""
-    emulated = bool(item.data.get("emulated"))
+    emulated = is_emulated(item.data)
     out = [Finding(item.label, str(text), emulated=emulated and str(text).startswith(EMULATED_PREFIX))
            for text in item.data.get("warnings") or []]
     if emulated and not any(w.emulated for w in out):

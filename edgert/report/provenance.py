@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgert.report.model import Loaded
+from edgert.result import is_emulated
 
 KIND_NAMES = {"edgert.result/1": "bench", "edgert.result/2": "bench", "edgert.sweep/1": "clock sweep",
          "edgert.calibration/1": "All-in-One calibration"}
@@ -38,8 +39,7 @@ def facts(item: Loaded) -> list[tuple[str, str]]:
         ("model sha256", str(model.get("sha256", "—"))),
         ("engine", _engine(d)),
         ("device", _device(d.get("device") or {})),
-        ("emulated", "YES" if d.get("emulated") or (d.get("device") or {}).get("emulated")
-         else "no"),
+        ("emulated", "YES" if is_emulated(d) else "no"),
         ("edgert version", str(d.get("edgert_version", "—"))),
         ("start", str(d.get("start_time", "—"))),
         ("end", str(d.get("end_time", "—"))),

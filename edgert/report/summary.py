@@ -14,6 +14,7 @@ from edgert import power_status
 from edgert.report import plots
 from edgert.report.model import Loaded, Plot
 from edgert.report.sweep import axis
+from edgert.result import is_emulated
 from edgert.units import duration_ms, unit_for
 
 LOG_SPAN = 10.0  # a plot whose values span more than this factor gets a log axis
@@ -49,7 +50,7 @@ def model_name(data: dict[str, Any], fallback: Path) -> str:
 
 def _host(data: dict[str, Any]) -> str:
     device = data.get("device") or {}
-    return str(device.get("hostname") or "?") + (" (emulated)" if device.get("emulated") else "")
+    return str(device.get("hostname") or "?") + (" (emulated)" if is_emulated(data) else "")
 
 
 def _backend(data: dict[str, Any], default: str = "?") -> str:
@@ -77,7 +78,7 @@ def _bench(item: Loaded) -> list[Config]:
     lat = d["latency_ms"]
     return [Config(model_name(d, item.path), backend + (f" {threads} thread{'s' if threads > 1 else ''}" if threads else ""), _host(d), "—", "—",
                    lat["p50"], lat.get("p99"), tuple(lat["ci95"]) if lat.get("ci95") else None, None,
-                   "no power source", d.get("throughput_ips"), bool(d.get("emulated")), "bench")]
+                   "no power source", d.get("throughput_ips"), is_emulated(d), "bench")]
 
 
 def _sweep(item: Loaded) -> list[Config]:
@@ -94,7 +95,7 @@ def _sweep(item: Loaded) -> list[Config]:
         out.append(Config(model_name(d, item.path), _backend(d, "ort"), _host(d), "—", setting,
                           lat["p50"], lat.get("p99"), tuple(lat["ci95"]) if lat.get("ci95") else None,
                           energy, note or "not measured", runs / window if runs and window else None,
-                          bool(p.get("emulated") or d.get("emulated")), "sweep"))
+                          bool(p.get("emulated")) or is_emulated(d), "sweep"))
     return out
 
 
@@ -113,7 +114,7 @@ def _calibration(item: Loaded) -> list[Config]:
             out.append(Config(model_name(d, item.path), "ort (All-in-One)", _host(d),
                               f"{float(level['ratio']):.0%} pruned", freq, float(d["latency_ms"][i][j]), None,
                               None, float(energy[i][j]) if energy else None, "" if energy else note, None,
-                              bool(d.get("emulated")), "calibration"))
+                              is_emulated(d), "calibration"))
     return out
 
 
