@@ -11,7 +11,7 @@ import numpy as np
 from edgert import device_facts, result, run_metadata
 from edgert import progress as live
 from edgert.backends import BackendOptions
-from edgert.compilers import compile_for, compile_for_device
+from edgert.compilers import check_target, compile_for, compile_for_device, needs_compile
 from edgert.devices.address import DeviceAddress
 from edgert.errors import EdgertError, UsageError
 from edgert.runner import BUNDLE_SUFFIX, prepared_session, run_benchmark
@@ -32,6 +32,11 @@ class BenchJob:
     cache_dir: Path | None = None
     tuning_db: Path | None = None
     cases: tuple[tuple[str, Mapping[str, np.ndarray]], ...] = ()  # runs cycle through these inputs
+
+    def __post_init__(self) -> None:
+        if self.target != "host" and "tvm" not in self.backends:
+            raise UsageError(f"--target is TVM's; --backend {', '.join(self.backends)} runs the model as given "
+                             "(leave out --target, or add --backend tvm)")
 
     def options(self) -> BackendOptions:
         return BackendOptions(threads=self.settings.threads, target=self.target,
@@ -70,6 +75,8 @@ def bench(job: BenchJob, device: DeviceAddress | None = None,
     first error is raised.
     """
     feeds = load_feeds(job.input_files)
+    if "tvm" in job.backends and needs_compile("tvm", job.model):
+        check_target(job.target)  # a bad target is refused before anything is shown as compiling
     if device is None or device.scheme == "local":
         facts = device_facts.collect("local")
 

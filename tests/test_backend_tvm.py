@@ -212,3 +212,20 @@ def test_a_cross_target_is_refused_before_compiling_for_this_machine(small_cnn: 
 def test_unknown_target_is_a_usage_error() -> None:
     with pytest.raises(UsageError):
         resolve_target("riscv")
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"kind": "llvm", "mcpu": "nope-cpu"}, "LLVM does not know CPU 'nope-cpu'"),
+    ({"kind": "llvm", "mcpu": "cortex-a72"}, 'needs its "mtriple" too'),  # an arm CPU, x86 triple
+    ({"kind": "llvm", "mtriple": "nonsense-linux-gnu"}, "no target for triple 'nonsense-linux-gnu'"),
+])
+def test_a_cpu_or_triple_llvm_does_not_know_is_refused_in_one_line(
+        spec: dict[str, str], message: str, capfd: pytest.CaptureFixture[str]) -> None:
+    """TVM accepted these; LLVM then logged an error per compiled function and built for a
+    generic CPU, and the bundle recorded the CPU it was not built for."""
+    if spec.get("mcpu") == "cortex-a72" and platform.machine() != "x86_64":
+        pytest.skip("an arm CPU is this machine's own")
+    with pytest.raises(UsageError, match=message):
+        resolve_target(json.dumps(spec))
+    assert "Error" not in capfd.readouterr().err  # nothing from LLVM's log
+    assert resolve_target(json.dumps({"kind": "llvm", "mcpu": "cortex-a72", "mtriple": "aarch64-linux-gnu"}))

@@ -135,6 +135,17 @@ def test_wrong_input_name_shape_dtype(tmp_path, matmul_model):
                    "--runs", "1"), "float32", "float64")
 
 
+def test_a_target_is_checked_before_compiling_and_only_taken_by_tvm(matmul_model):
+    """--target with ORT alone was ignored without a word; a bad TVM target was refused only
+    after 'compiling' was shown (an unknown CPU: after LLVM logged an error per function)."""
+    _fails(run_cli("bench", str(matmul_model), "--backend", "ort", "--target", "aarch64", "--shape", "N=1"),
+           "--target is TVM's")
+    proc = run_cli("bench", str(matmul_model), "--backend", "tvm", "--shape", "N=1",
+                   "--target", '{"kind": "llvm", "mcpu": "no-such-cpu"}')
+    _fails(proc, "LLVM does not know CPU 'no-such-cpu'")
+    assert "compiling" not in proc.stderr + proc.stdout
+
+
 def test_symbolic_dim_needs_a_size(matmul_model):
     _fails(run_cli("bench", str(matmul_model), "--runs", "1"), "--shape N=")
 

@@ -57,6 +57,14 @@ def test_validate_reports_a_mismatch_and_a_reference_that_does_not_fit(tmp_path)
     assert "Traceback" not in proc.stderr
 
 
+def test_compile_refuses_a_target_that_is_not_a_cpu(tmp_path):
+    """A bundle for --backend ort was written claiming a CUDA target."""
+    proc = run_cli("compile", "zoo:resnet", "--backend", "ort", "--target", '{"kind": "cuda"}',
+                   "-o", str(tmp_path / "r.edgert"))
+    assert proc.returncode == 2 and "needs \"kind\": \"llvm\", not 'cuda'" in proc.stderr, proc.stderr
+    assert not (tmp_path / "r.edgert").exists()
+
+
 def test_bundle_refuses_another_backend(tmp_path):
     bundle = tmp_path / "ee.edgert"
     assert run_cli("compile", str(ZOO / "early_exit_cnn.onnx"), "-o", str(bundle),

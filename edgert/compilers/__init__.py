@@ -77,6 +77,14 @@ def compile_for(backend: str, model_path: Path, options: BackendOptions | None =
     return Compiled(library, notes)
 
 
+def check_target(target: str) -> None:
+    """Refuse a TVM target TVM or its LLVM would not build for (needs TVM installed)."""
+    get_backend("tvm", BackendOptions())  # EngineMissingError with the pip hint
+    from .tvm_target import resolve_target
+
+    resolve_target(target)
+
+
 def compile_for_device(backend: str, model_path: Path, options: BackendOptions | None = None) -> Path:
     """The file to push to a device for ``backend``: a LiteRT model is converted here; a TVM
     library needs its sidecar next to it, which only a bundle carries, so an ONNX file for
@@ -88,4 +96,4 @@ def compile_for_device(backend: str, model_path: Path, options: BackendOptions |
     return compile_for(backend, model_path, options, run_here=False).path
 
 
-__all__ = ["Compiled", "compile_for", "compile_for_device", "needs_compile"]
+__all__ = ["Compiled", "check_target", "compile_for", "compile_for_device", "needs_compile"]

@@ -42,10 +42,31 @@ def resolve_target(name: str) -> Any:
     import tvm
 
     spec = target_dict(name)
+    if spec["kind"] == "llvm":
+        _check_llvm(spec, name)
     try:
         return tvm.target.Target(spec)
     except Exception as exc:  # TVM raises ValueError/TVMError variants for bad attributes
         raise UsageError(f"TVM rejected target {json.dumps(spec)}: {exc}", target=name) from exc
+
+
+def _check_llvm(spec: dict[str, Any], name: str) -> None:
+    """Refuse an ``mtriple`` LLVM was not built for and an ``mcpu`` it does not know for the
+    triple: TVM accepts both, then LLVM prints an error line per function it compiles and
+    quietly falls back to a generic CPU (a bundle recording a CPU it was not built for)."""
+    import tvm
+    from tvm.target import codegen
+
+    triple = str(spec.get("mtriple") or "") or str(codegen.llvm_get_system_triple())
+    if triple.split("-")[0] not in set(codegen.llvm_get_targets()):
+        raise UsageError(f"LLVM in this TVM has no target for triple {triple!r}; "
+                         f"architectures: {', '.join(sorted(codegen.llvm_get_targets()))}", target=name)
+    cpu = str(spec.get("mcpu") or "")
+    if cpu and not codegen.llvm_is_valid_cpu(cpu, triple):
+        known = codegen.llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm", "mtriple": triple}))
+        hint = "" if spec.get("mtriple") else '; a CPU of another architecture needs its "mtriple" too'
+        raise UsageError(f"LLVM does not know CPU {cpu!r} for {triple} (it knows {len(known)}, e.g. "
+                         f"{', '.join(list(known)[:6])}){hint}", target=name)
 
 
 def target_key(target: Any) -> str:

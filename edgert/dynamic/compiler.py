@@ -48,10 +48,14 @@ def target_arch(target: str) -> str:
     if target == "aarch64":
         return "aarch64"
     try:
-        triple = json.loads(target).get("mtriple", "")
+        spec = json.loads(target)
+        kind, triple = spec.get("kind"), str(spec.get("mtriple") or "")
     except (ValueError, AttributeError):
         raise UsageError(f"unknown target {target!r}: use host, aarch64 or a JSON target dict",
                          target=target) from None
+    if kind != "llvm":  # ORT and LiteRT segments run on the CPU; TVM's GPU kinds are not built in
+        raise UsageError(f"a bundle's segments run on the board's CPU: a JSON target needs "
+                         f'"kind": "llvm", not {kind!r}', target=target)
     return triple.split("-")[0] or machine_arch()
 
 
@@ -80,6 +84,11 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
         raise UsageError("a tuning database applies to TVM segments; use --backend tvm or auto")
     model_path = Path(model_path)
     arch = target_arch(target)
+    candidates = engines.candidates(backend, target)
+    if "tvm" in candidates:  # before the model is read: LLVM would log an error per function
+        from edgert.compilers import check_target
+
+        check_target(target)
     timed_on = _timing_place(backend, target, arch, timer)
     norm = normalize(model_path)
     graph = norm.model.graph
@@ -90,7 +99,6 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
         samples = _checked_samples(samples, inputs)
     part = partition(norm)
     host_folded = fold_constants(part)
-    candidates = engines.candidates(backend, target)
     # auto also times the whole model as one ORT segment (see ``whole``)
     whole_candidate = backend == "auto" and engines.available("ort")
     static = any(e in STATIC_ENGINES for e in candidates)
