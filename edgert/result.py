@@ -20,6 +20,7 @@ import edgert
 from edgert import run_metadata
 from edgert.atomic import replace_file
 from edgert.errors import UsageError
+from edgert.files import not_a_file
 from edgert.hashing import sha256_file
 from edgert.settings import BenchSettings
 from edgert.stats import stability_warnings, summarize
@@ -176,8 +177,9 @@ def parse_json_file(path: Path) -> Any:
     block), unreadable, not text, not JSON or nested too deep."""
     path = Path(path)
     try:
-        if path.exists() and not path.is_file():
-            raise UsageError(f"cannot read result file {path}: not a regular file", path=str(path))
+        why = not_a_file(path)
+        if why:
+            raise UsageError(f"cannot read result file {path}: it {why}", path=str(path))
         return json.loads(path.read_text())
     except OSError as exc:
         raise UsageError(f"cannot read result file {path}: {exc.strerror}", path=str(path)) from exc

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import stat
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from edgert.errors import InputError, UsageError
+from edgert.files import not_a_file
 
 MAX_RANDOM_FEED_BYTES = 4 << 30
 
@@ -90,12 +90,9 @@ def random_feeds(specs: list[TensorSpec], dims: Mapping[str, int], seed: int) ->
 
 def _regular(path: str | Path, what: str) -> None:
     """A FIFO or device passed as a file would block the read or never end: refuse it."""
-    try:
-        mode = Path(path).stat().st_mode
-    except OSError:
-        return  # missing or unreadable: the read says so
-    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-        raise UsageError(f"cannot read {what} from {path}: not a regular file", path=str(path))
+    why = not_a_file(path)
+    if why:
+        raise UsageError(f"cannot read {what} from {path}: it {why}", path=str(path))
 
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -147,6 +144,9 @@ def load_cases(cases: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
                     grouped.setdefault(case or "case0", {})[name] = arrays[key]
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise UsageError(f"cannot read input cases from {cases}: {exc}", path=str(cases)) from exc
+        if not grouped:  # else the command said "pass --cases", which was passed
+            raise UsageError(f"{cases} holds no inputs: write them with np.savez(F, NAME=array) "
+                             "or np.savez(F, **{'CASE/NAME': array})", path=str(cases))
         return sorted(grouped.items())
     return [(f"case{i}", dict(feed)) for i, feed in enumerate(cases)]
 

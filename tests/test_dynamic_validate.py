@@ -65,6 +65,29 @@ def test_nothing_to_validate_is_a_usage_error(tmp_path):
             dyn.validate(bundle, model, **({"random": 1} | options))
 
 
+def test_a_reference_or_cases_file_that_cannot_serve_is_named_as_such(tmp_path):
+    """A directory or FIFO given as the reference was 'does not exist'; an .npz with no arrays
+    was 'pass --cases' (it was passed); a case naming an input the bundle lacks failed as if
+    the bundle had failed it."""
+    import os
+
+    from edgert.errors import InputError, ModelError
+
+    model = if_model(tmp_path)
+    bundle = dyn.compile(model, backend="ort", out=tmp_path / "b.edgert")
+    os.mkfifo(tmp_path / "fifo")
+    for reference, says in ((tmp_path, "is a directory"), (tmp_path / "fifo", "is not a regular file"),
+                            (tmp_path / "gone.onnx", "does not exist")):
+        with pytest.raises(ModelError, match=f"the reference model .* {says}"):
+            dyn.validate(bundle, reference, random=1)
+    np.savez(tmp_path / "empty.npz")
+    with pytest.raises(UsageError, match="empty.npz holds no inputs"):
+        dyn.validate(bundle, model, cases=tmp_path / "empty.npz")
+    np.savez(tmp_path / "other.npz", **{"c1/x": np.ones(2, np.float32), "c2/y": np.ones(2, np.float32)})
+    with pytest.raises(InputError, match="case 'c2' of the input cases: the model has no input 'y'"):
+        dyn.validate(bundle, model, cases=tmp_path / "other.npz")
+
+
 def test_an_output_of_another_shape_is_named_in_the_report(tmp_path):
     """A 0-d output compared with a (1,) one is a shape mismatch said in words, not 'inf'."""
     import onnx

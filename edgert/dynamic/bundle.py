@@ -19,6 +19,7 @@ import numpy as np
 
 from edgert.atomic import replace_file
 from edgert.errors import BundleError
+from edgert.files import not_a_file
 
 # 1: first version (zip, manifest.json first, sha256 per member).
 # 2: the zip comment carries the manifest's sha256, checked before the manifest is parsed.
@@ -68,8 +69,9 @@ class Bundle:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        if self.path.exists() and not self.path.is_file():  # a FIFO would block the read
-            raise BundleError(f"{self.path} is not a regular file", path=str(self.path))
+        why = not_a_file(self.path)
+        if why:  # a FIFO would block the read
+            raise BundleError(f"{self.path} {why}, not a bundle", path=str(self.path))
         try:
             archive = zipfile.ZipFile(self.path)
         except FileNotFoundError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgert.errors import ModelError, UsageError
+from edgert.files import not_a_file
 
 ZOO_DIR = Path(__file__).resolve().parent
 PREFIX = "zoo:"
@@ -37,10 +38,9 @@ def resolve(name_or_path: str | Path) -> Path:
     is_zoo = spec.startswith(PREFIX)
     if not is_zoo and Path(spec).is_file():  # an existing file wins over a zoo name
         return Path(spec)
-    if not is_zoo and Path(spec).is_dir():
-        raise ModelError(f"{spec} is a directory, not a model file", path=spec)
-    if not is_zoo and Path(spec).exists():  # a FIFO, a device: not "no such file"
-        raise ModelError(f"{spec} is not a regular file", path=spec)
+    why = None if is_zoo else not_a_file(spec)
+    if why:  # a directory, a FIFO, a device: not "no such file" or "unknown zoo model"
+        raise ModelError(f"{spec} {why}, not a model file", path=spec)
     name = spec[len(PREFIX):] if is_zoo else spec
     suffix = next((s for s in _SUFFIXES if name.endswith(s)), "")
     stem = name[: len(name) - len(suffix)]
