@@ -57,6 +57,16 @@ def test_validate_reports_a_mismatch_and_a_reference_that_does_not_fit(tmp_path)
     assert "Traceback" not in proc.stderr
 
 
+def test_run_refuses_the_null_backend(tmp_path):
+    """It said the model has no input 'input', its inputs being the null backend's own 'x'."""
+    import numpy as np
+
+    np.save(tmp_path / "in.npy", np.zeros((1, 3, 64, 64), np.float32))
+    proc = run_cli("run", "zoo:resnet", "--backend", "null", "--input", f"input={tmp_path / 'in.npy'}",
+                   "-o", str(tmp_path / "o.npz"))
+    assert proc.returncode == 2 and "the null backend runs no model" in proc.stderr, proc.stderr
+
+
 def test_compile_refuses_a_target_that_is_not_a_cpu(tmp_path):
     """A bundle for --backend ort was written claiming a CUDA target."""
     proc = run_cli("compile", "zoo:resnet", "--backend", "ort", "--target", '{"kind": "cuda"}',

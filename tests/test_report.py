@@ -162,7 +162,7 @@ def test_bad_inputs_are_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="is not JSON"):
         render_report([tmp_path / "bad.json"], tmp_path / "r.html")
     (tmp_path / "future.json").write_text(json.dumps({"schema": "edgert.result/9"}))
-    with pytest.raises(UsageError, match="the report reads edgert.result/2, edgert.sweep/1"):
+    with pytest.raises(UsageError, match="the report reads edgert.result/1, edgert.result/2, edgert.sweep/1"):
         render_report([tmp_path / "future.json"], tmp_path / "r.html")
     cal = json.loads((RESULTS / "calibration.json").read_text())
     cal["latency_ms"] = cal["latency_ms"][:-1]

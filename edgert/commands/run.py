@@ -40,6 +40,9 @@ def run(model: str, inputs: tuple[str, ...], cases: Path | None, output: Path,
 
     if bool(inputs) == bool(cases):
         raise UsageError("pass the inputs either as --input NAME=FILE.npy or as --cases FILE.npz")
+    if backend == "null":  # it answered for a made-up model (its inputs named x, y)
+        raise UsageError("the null backend runs no model (bench uses it to time the harness alone): "
+                         "run MODEL needs an engine, e.g. --backend ort")
     path = resolve_model(model)
     bundle = path.suffix == BUNDLE_SUFFIX
     if bundle and backend not in (None, "bundle"):

@@ -44,7 +44,7 @@ def load(path: Path) -> Loaded:
         result.check_samples(data, path)
     if schema not in KINDS:
         raise UsageError(f"{path} has schema {schema!r}; the report reads "
-                         f"{', '.join(KINDS)}", path=str(path), schema=schema)
+                         f"{', '.join((*result.OLD_SCHEMAS, *KINDS))}", path=str(path), schema=schema)
     summaries = [("latency_ms", data.get("latency_ms"))] if schema == bench.SCHEMA else \
         [(f"point {i + 1}'s latency_ms", p.get("latency_ms") if isinstance(p, dict) else None)
          for i, p in enumerate(data.get("points") or [])
