@@ -18,7 +18,7 @@ from edgert import loadgen
 from edgert.backends import BackendOptions, Session, get_backend
 from edgert.errors import ModelError, UsageError
 from edgert.settings import BenchSettings
-from edgert.tensors import check_dims, check_feeds, random_feeds
+from edgert.tensors import check_dims, check_feeds, check_given_dims, random_feeds
 from edgert.timing import ProgressFn, measure
 
 
@@ -60,6 +60,7 @@ def prepared_session(model_path: Path, backend_name: str, settings: BenchSetting
     with session:
         check_dims(session.inputs, dims or {})
         given = dict(feeds or {})
+        check_given_dims(session.inputs, dims or {}, given)
         made = random_feeds([s for s in session.inputs if s.name not in given], dims or {},
                             settings.seed)
         all_feeds = {**made, **given}

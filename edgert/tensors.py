@@ -64,6 +64,20 @@ def check_dims(specs: list[TensorSpec], dims: Mapping[str, int]) -> None:
                          f"(its symbolic dimensions: {', '.join(known) or 'none'})", dim=unknown[0])
 
 
+def check_given_dims(specs: list[TensorSpec], dims: Mapping[str, int], feeds: Mapping[str, Any]) -> None:
+    """An input file whose size of a symbolic dimension is not its ``--shape`` size: one of the
+    two was a mistake, and keeping either silently measures something else than asked."""
+    for spec in specs:
+        value = feeds.get(spec.name)
+        shape = getattr(value, "shape", None)
+        if shape is None or len(shape) != len(spec.shape):
+            continue  # not given, or the wrong rank: the feed check names it
+        for d, size in zip(spec.shape, shape):
+            if isinstance(d, str) and d in dims and dims[d] != size:
+                raise InputError(f"input {spec.name!r} has {d}={size} but --shape says {d}={dims[d]}: "
+                                 "give one of them", input=spec.name, dim=d)
+
+
 def random_feeds(specs: list[TensorSpec], dims: Mapping[str, int], seed: int) -> dict[str, np.ndarray]:
     """Seeded inputs: standard normal for floats, small non-negative integers, random booleans."""
     rng = np.random.default_rng(seed)

@@ -146,6 +146,17 @@ def test_a_target_is_checked_before_compiling_and_only_taken_by_tvm(matmul_model
     assert "compiling" not in proc.stderr + proc.stdout
 
 
+def test_a_size_given_twice_or_against_an_input_file_is_refused(tmp_path, matmul_model):
+    """--shape N=2 beside an input file of N=4, or N given twice, silently kept one of them."""
+    np.save(tmp_path / "x4.npy", np.ones((4, 64), np.float32))
+    _fails(run_cli("bench", str(matmul_model), "--input", f"x={tmp_path / 'x4.npy'}", "--shape", "N=2",
+                   "--runs", "1"), "input 'x' has N=4 but --shape says N=2")
+    _fails(run_cli("bench", str(matmul_model), "--shape", "N=2", "--shape", "N=3", "--runs", "1"),
+           "--shape N given twice")
+    _fails(run_cli("bench", str(matmul_model), "--input", f"x={tmp_path / 'x4.npy'}",
+                   "--input", f"x={tmp_path / 'other.npy'}", "--runs", "1"), "--input x given twice")
+
+
 def test_symbolic_dim_needs_a_size(matmul_model):
     _fails(run_cli("bench", str(matmul_model), "--runs", "1"), "--shape N=")
 

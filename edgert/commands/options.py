@@ -16,6 +16,8 @@ def parse_pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             raise UsageError(f"{what} must look like NAME=VALUE, got {item!r}")
+        if key in out and out[key] != value:  # the last one silently won
+            raise UsageError(f"{what} {key} given twice ({key}={out[key]}, {key}={value}): give it once")
         out[key] = value
     return out
 
