@@ -111,3 +111,19 @@ def test_an_output_of_another_shape_is_named_in_the_report(tmp_path):
                    str(ZOO / "symbolic_batch.npz"))
     assert proc.returncode == 1 and proc.stdout.startswith("fail:")
     assert "failed: case0: output score_1d has shape (), the reference (1,) on path" in proc.stdout
+
+
+def test_nan_where_the_reference_has_nan_passes_and_nan_against_a_number_fails(tmp_path):
+    """x = [nan, 1]: the model's own output is NaN at 0, so the bundle's NaN there matches (it
+    failed as a mismatch with error 'nan'); NaN or the other infinity against a number is an
+    infinite error."""
+    from edgert.dynamic.validate import _errors
+
+    model = if_model(tmp_path)
+    bundle = dyn.compile(model, backend="ort", out=tmp_path / "b.edgert")
+    report = dyn.validate(bundle, model, cases=[{"x": np.array([np.nan, 1.0], np.float32)}])
+    assert report["status"] == "pass" and report["max_abs_error"] == 0.0, report
+    want = np.array([np.nan, np.inf, 1.0])
+    assert _errors(want.copy(), want, 1e-4) == (0.0, 0.0)
+    assert _errors(np.array([1.0, np.inf, 1.0]), want, 1e-4)[0] == np.inf
+    assert _errors(np.array([np.nan, -np.inf, 1.0]), want, 1e-4)[0] == np.inf

@@ -46,13 +46,19 @@ def _engine_control_flow(block: dict[str, Any]) -> Iterable[str]:
 
 
 def _errors(got: np.ndarray, want: np.ndarray, atol: float) -> tuple[float, float]:
-    """Max absolute and relative error; relative to max(|want|, atol) so zeros do not explode."""
+    """Max absolute and relative error; relative to max(|want|, atol) so zeros do not explode.
+    NaN where the reference has NaN, or the same infinity, is no error (the bundle computed what
+    the model computes); NaN against a number is an infinite one."""
     if got.shape != want.shape:
         return float("inf"), float("inf")
     if got.size == 0:
         return 0.0, 0.0
-    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
-    rel = diff / np.maximum(np.abs(want.astype(np.float64)), atol)
+    g, w = got.astype(np.float64), want.astype(np.float64)
+    same = (g == w) | (np.isnan(g) & np.isnan(w))
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, counted as infinite below
+        diff = np.where(same, 0.0, np.abs(g - w))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    rel = diff / np.maximum(np.abs(np.nan_to_num(w, nan=0.0)), atol)
     return float(diff.max()), float(rel.max())
 
 
@@ -143,7 +149,7 @@ def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int
         got = record["outputs"]
         errs = [_errors(np.asarray(g), np.asarray(w), atol) for g, w in zip(got, want)]
         mismatch = _mismatch(got, want, ref_names)
-        ok = mismatch is None and all(np.allclose(g, w, rtol=rtol, atol=atol)
+        ok = mismatch is None and all(np.allclose(g, w, rtol=rtol, atol=atol, equal_nan=True)
                                       for g, w in zip(got, want))
         path = record["path"]
         near = [{"node": e["node"], "margin": e["margin"]} for e in path["events"]
