@@ -248,6 +248,9 @@ def test_adaptive_model_runs_pareto_configurations(measured: Path) -> None:
         assert len(model.model.configs) >= len(front_keys[0] | front_keys[1]) - 1
     finally:
         model.close()
+    bad = {**pareto, "pareto": [[{**e, "latency_ms": float("nan")} for e in front] for front in pareto["pareto"]]}
+    with pytest.raises(UsageError, match="the ofa/pareto table given is malformed"):  # was used as is
+        ConfigAdaptiveModel(measured, budget_ms=1e6, frequency_source=lambda: 1.0, threads=1, pareto=bad)
 
 
 def test_adaptive_model_keeps_a_given_models_pareto_sessions(measured: Path) -> None:

@@ -57,10 +57,11 @@ class ConfigAdaptiveModel:
                  frequency_source: Callable[[], float], policy: Policy | None = None,
                  pareto: dict[str, Any] | None = None, **open_options: Any) -> None:
         budget_ms = values.number(budget_ms, "the latency budget (ms)")
+        given = tables.check_given(tables.PARETO, pareto) if pareto is not None else None  # before opening
         open_options.setdefault("config_budget", None)
         self.model = model if isinstance(model, VariantModel) else VariantModel(model, **open_options)
         self.model.configs.budget_bytes = None  # every Pareto configuration stays built (a given model's too)
-        self.pareto = pareto or tables.load(self.model._file.tensors, tables.PARETO)
+        self.pareto = given or tables.load(self.model._file.tensors, tables.PARETO)
         if not self.pareto or not any(self.pareto["pareto"]):
             raise UsageError(f"{self.model.path} has no Pareto sets: run `edgert search` first")
         meta = self.model._file.meta

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from edgert.errors import BundleError
+from edgert.errors import BundleError, UsageError
 
 MAX_DEPTH = 32  # the deepest real header (ranges inside params inside levels) is 7
 MAX_DIMS = 16
@@ -88,12 +88,14 @@ def check(path: Path, check_fn: Any, *args: Any) -> Any:
         raise BundleError(f"{path} has a malformed header: {exc}", path=str(path)) from None
 
 
-def check_table(name: str, check_fn: Any, value: Any, schema: str) -> Any:
-    """Run ``check_fn(value, schema)`` on a table stored in the data section; a wrong field
-    becomes a BundleError naming the table."""
+def check_table(name: str, check_fn: Any, value: Any, schema: str, *, given: bool = False) -> Any:
+    """Run ``check_fn(value, schema)`` on a table stored in the data section (a wrong field is a
+    BundleError naming the table) or, ``given``, passed by a caller instead (a UsageError)."""
     try:
         return check_fn(value, schema)
     except _Bad as exc:
+        if given:
+            raise UsageError(f"the {name} table given is malformed: {exc}", table=name) from None
         raise BundleError(f"table {name!r} in the file is malformed: {exc}", table=name) from None
 
 

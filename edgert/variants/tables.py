@@ -47,6 +47,12 @@ def load(tensors: Mapping[str, np.ndarray], name: str) -> dict[str, Any] | None:
     return value
 
 
+def check_given(name: str, value: Any) -> dict[str, Any]:
+    """A table a caller passes in place of the file's, checked as a stored one is (UsageError)."""
+    aiocheck.check_table(name, _CHECKS[name], value, SCHEMAS[name], given=True)
+    return value
+
+
 def read(path: str | Path, name: str) -> dict[str, Any] | None:
     """Open ``path`` (checksum verified) and return the table ``name``, or None."""
     f = aiofile.read(Path(path))
