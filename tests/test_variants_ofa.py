@@ -578,7 +578,10 @@ def test_pareto_sets_and_tables_survive_rewrites_and_are_covered_by_the_checksum
             search.read(copy)
     lut.measure(path, [FrequencySetting(1.0, label="b")], FAST)  # a new table: sets removed, graphs kept
     assert lut.read(path)["labels"] == ["b"] and tables.read(path, tables.PARETO) is None
+    assert any("Pareto sets searched on the previous table were removed" in w for w in lut.read(path)["warnings"])
     assert {k: bytes(v) for k, v in _graph_tensors(path).items()} == before[2]
+    lut.measure(path, [FrequencySetting(1.0, label="c")], FAST)  # no sets to remove: no such warning
+    assert not any("Pareto" in w for w in lut.read(path)["warnings"])
 
 
 def _graph_tensors(path: Path) -> dict[str, np.ndarray]:

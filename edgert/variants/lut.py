@@ -289,10 +289,11 @@ def plan(vm: VariantModel, settings: LutSettings, dims: dict[str, int] | None = 
 def store(path: str | Path, table: dict[str, Any]) -> None:
     """Store a new table in ``path``. Pareto sets searched on the previous one predict with its
     numbers (an adaptive model would run them as if they held), so they go, with a warning."""
-    if tables.read(path, tables.PARETO) is not None:
+    def removed(_: list[str]) -> None:
         table["warnings"].append("the Pareto sets searched on the previous table were removed: "
                                  "run `edgert search` again")
-    tables.store(path, {tables.LUT: table}, drop=(tables.PARETO,))
+
+    tables.store(path, {tables.LUT: table}, drop=(tables.PARETO,), on_drop=removed)
 
 
 def measure(path: str | Path, settings_list: Sequence[FrequencySetting], lut: LutSettings | None = None, *,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +71,12 @@ def check_writable(path: str | Path) -> None:
 
 
 def store(path: str | Path, tables: Mapping[str, Mapping[str, Any]],
-          graphs: Mapping[str, bytes] | None = None, drop: tuple[str, ...] = ()) -> None:
+          graphs: Mapping[str, bytes] | None = None, drop: tuple[str, ...] = (),
+          on_drop: Callable[[list[str]], None] | None = None) -> None:
     """Write ``tables`` ({tensor name: JSON object}) into ``path``, removing the tables named in
     ``drop``; the checksum is recomputed. ``graphs`` ({``GRAPHS`` + key: ONNX bytes}), when
-    given, replace every stored graph."""
+    given, replace every stored graph. ``on_drop`` hears which of ``drop`` the file held, before
+    ``tables`` are written (a table can then say what went)."""
     path = Path(path)
     f = aiofile.read(path)
     try:
@@ -86,8 +88,9 @@ def store(path: str | Path, tables: Mapping[str, Mapping[str, Any]],
     if graphs is not None:
         tensors = {k: v for k, v in tensors.items() if not k.startswith(GRAPHS)}
         tensors.update({k: np.frombuffer(g, np.uint8) for k, g in graphs.items()})
-    for name in drop:
-        tensors.pop(name, None)
+    dropped = [name for name in drop if tensors.pop(name, None) is not None]
+    if dropped and on_drop is not None:
+        on_drop(dropped)
     for name, table in tables.items():
         tensors[name] = np.frombuffer(json.dumps(table, separators=(",", ":")).encode("utf-8"), np.uint8)
     aiofile.write(path, tensors, meta, extra)
