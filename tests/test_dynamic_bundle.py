@@ -219,3 +219,33 @@ def test_compiling_an_empty_file_is_refused(tmp_path):
     with pytest.raises(ModelError, match="no nodes"):
         dyn.compile(empty, backend="ort", out=tmp_path / "x.edgert")
     assert not (tmp_path / "x.edgert").exists()
+
+
+@pytest.mark.skipif(not backends.backend_class("tvm").available(), reason="TVM is not installed")
+def test_kept_candidates_are_whole_files_and_an_unfinished_directory_says_so(tmp_path, monkeypatch):
+    """compile --keep-candidates stopped part way left some candidates and no sign that others
+    were missing (and a copy cut off mid-write): now each file is whole and INCOMPLETE marks
+    a directory the compile did not finish filling."""
+    from test_dynamic_partition import if_model
+
+    from edgert.dynamic import compiler
+    from edgert.dynamic.candidates import INCOMPLETE
+
+    model = if_model(tmp_path)
+    done = tmp_path / "done"
+    dyn.compile(model, backend="auto", out=tmp_path / "a.edgert", cache_dir=tmp_path / "cache",
+                keep_candidates=done)
+    kept = sorted(p.name for p in done.iterdir())
+    assert kept and INCOMPLETE not in kept and any(name.endswith(".edgert") for name in kept)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compiler.whole, "choose", interrupted)  # after the segments' candidates
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        dyn.compile(model, backend="auto", out=tmp_path / "b.edgert", cache_dir=tmp_path / "cache",
+                    keep_candidates=cut)
+    assert (cut / INCOMPLETE).is_file() and not (tmp_path / "b.edgert").exists()
+    for bundle in cut.glob("*.edgert"):
+        assert Bundle(bundle).manifest["segments"]  # whole: its checksums hold

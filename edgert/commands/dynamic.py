@@ -34,7 +34,8 @@ from edgert.errors import UsageError
                    "several), used instead of random ones at compile time.")
 @click.option("--keep-candidates", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write every candidate auto timed here, as a bundle with the inputs it was "
-                   "timed on (NAME.inputs.npz), to re-time them with edgert bench.")
+                   "timed on (NAME.inputs.npz), to re-time them with edgert bench; a file "
+                   "INCOMPLETE there means the compile stopped before timing them all.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @device_options
 def compile_cmd(model: str, output: Path | None, backend: str, target: str,

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 import edgert
+from edgert.atomic import replace_file
 
 from . import engines
 from .bundle import write_bundle
@@ -22,6 +23,7 @@ from .partition import Segment
 from .program import PROGRAM_VERSION
 
 INPUTS_SUFFIX = ".inputs.npz"  # CASE/INPUT arrays, the convention of --cases and --samples
+INCOMPLETE = "INCOMPLETE"  # in a --keep-candidates directory while a compile is filling it
 
 
 @dataclasses.dataclass
@@ -93,11 +95,26 @@ def _input_specs(entry: dict[str, Any], graph: Any) -> list[dict[str, Any]]:
 
 
 def keep(directory: Path | None, bundle: Path, inputs: list[dict[str, np.ndarray]]) -> None:
-    """Copy a timed candidate and the inputs it was timed on into ``directory`` (if any)."""
+    """Copy a timed candidate and the inputs it was timed on into ``directory`` (if any), each
+    file whole or not at all."""
     if directory is None:
         return
     directory.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(bundle, directory / bundle.name)
-    np.savez(directory / (bundle.stem + INPUTS_SUFFIX),
-             **{f"case{i}/{name}": np.asarray(value)
-                for i, feeds in enumerate(inputs) for name, value in feeds.items()})
+    with open(bundle, "rb") as src:
+        replace_file(directory / bundle.name, lambda out: shutil.copyfileobj(src, out))
+    arrays = {f"case{i}/{name}": np.asarray(value) for i, feeds in enumerate(inputs) for name, value in feeds.items()}
+    replace_file(directory / (bundle.stem + INPUTS_SUFFIX), lambda out: np.savez(out, **arrays))
+
+
+def mark_incomplete(directory: Path | None, incomplete: bool) -> None:
+    """While candidates go into ``directory``, a marker file ``INCOMPLETE`` says some may be
+    missing: a compile that fails or is interrupted leaves it; it goes once all are there."""
+    if directory is None:
+        return
+    marker = directory / INCOMPLETE
+    if incomplete:
+        directory.mkdir(parents=True, exist_ok=True)
+        marker.write_text("edgert compile stopped before it had timed every candidate: this directory "
+                          "holds only those timed until then\n")
+    else:
+        marker.unlink(missing_ok=True)

@@ -29,7 +29,7 @@ from edgert.tensors import FeedCheck
 
 from . import auto_rule, engines, guard, specialize_calls, whole
 from .bundle import npy_bytes, write_bundle
-from .candidates import BundleTimer, TimedCandidates, keep, segment_bundle
+from .candidates import BundleTimer, TimedCandidates, keep, mark_incomplete, segment_bundle
 from .normalize import NormalizedModel, normalize
 from .partition import Partition, Segment, partition
 from .runtime import arch_name, machine_arch
@@ -109,6 +109,8 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
     built = {seg.id: _build(seg, candidates, target, cache_dir, seen.shapes.get(seg.id), fallback,
                             tuning_db)
              for seg in part.segments}
+    kept = keep_candidates if backend == "auto" else None
+    mark_incomplete(kept, True)
     if len(candidates) > 1:
         _choose_fastest(part, built, seen, threads, _Timing(timer, target, arch, keep_candidates))
     variants = ({seg.id: _variants(seg, candidates[0], seen.calls.get(seg.id, ()), target, cache_dir,
@@ -142,6 +144,7 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
     if whole_candidate:
         manifest, members = whole.choose(norm, manifest, members, seen.inputs, threads,
                                          timer, keep_candidates)
+    mark_incomplete(kept, False)  # every candidate kept
     out = Path(out) if out is not None else model_path.with_suffix(SUFFIX)
     return write_bundle(out, manifest, members)
 
