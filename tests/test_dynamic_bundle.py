@@ -1,7 +1,6 @@
 """The bundle container: verified members, tamper detection, foreign-arch refusal."""
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 
 from edgert import backends
 import edgert.dynamic as dyn
-from edgert.dynamic.bundle import FORMAT_VERSION, MANIFEST, Bundle, write_bundle
+from edgert.dynamic.bundle import FORMAT_VERSION, MANIFEST, SEAL_BYTES, Bundle, seal, write_bundle
 from edgert.errors import BundleError
 
 ZOO = Path(dyn.__file__).resolve().parent.parent / "zoo" / "dynamic"
@@ -26,13 +25,12 @@ def bundle(tmp_path) -> Path:
 
 def rewrite(src: Path, dst: Path, change) -> None:
     """Copy a zip member by member, letting ``change(name, data)`` alter the bytes."""
-    """The manifest's checksum in the zip comment is recomputed, as a careful repacker would."""
+    """The file's checksum at its end is recomputed, as a careful repacker would."""
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         for info in zin.infolist():
-            data = change(info.filename, zin.read(info.filename))
-            zout.writestr(info, data)
-            if info.filename == MANIFEST:
-                zout.comment = b"edgert-bundle manifest-sha256=" + hashlib.sha256(data).hexdigest().encode()
+            zout.writestr(info, change(info.filename, zin.read(info.filename)))
+        zout.comment = zin.comment
+    dst.write_bytes(seal(dst.read_bytes()))
 
 
 def test_manifest_is_first_and_lists_every_member(bundle):
@@ -94,6 +92,8 @@ def test_manifest_must_come_first(tmp_path):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("consts/a.npy", b"")
         archive.writestr(MANIFEST, "{}")
+        archive.comment = bytes(SEAL_BYTES)
+    path.write_bytes(seal(path.read_bytes()))
     with pytest.raises(BundleError, match="first member"):
         Bundle(path)
 

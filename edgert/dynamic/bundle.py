@@ -1,14 +1,15 @@
 """The bundle file: one zip holding a manifest, segment artifacts and host constants.
 
 Device side (stdlib + numpy). The spec is docs/bundle-format.md; this module is the
-only code that reads or writes the container, and it checks every member's sha256
-before anything is loaded from it.
+only code that reads or writes the container, and it checks the whole file's sha256 (at
+its end) and every member's before anything is loaded from it.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import os
 import struct
 import zipfile
 import zlib
@@ -23,13 +24,17 @@ from edgert.files import not_a_file
 
 # 1: first version (zip, manifest.json first, sha256 per member).
 # 2: the zip comment carries the manifest's sha256, checked before the manifest is parsed.
-FORMAT_VERSION = 2
+# 3: the zip comment carries the sha256 of every byte before it, checked before zip is parsed
+#    (zip fields nothing reads, such as timestamps, and bytes before or after the zip were
+#    not covered by version 2: a flipped byte there went unnoticed).
+FORMAT_VERSION = 3
 FORMAT_NAME = "edgert-bundle"
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20
 MAX_MEMBERS = 10_000
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so the same inputs give byte-identical bundles
-_COMMENT = b"edgert-bundle manifest-sha256="
+_COMMENT = b"edgert-bundle sha256="
+SEAL_BYTES = len(_COMMENT) + 64  # the comment: the last bytes of the file
 # What zipfile raises on damaged archives: bad CRC or deflate data, truncation, a compression
 # method or encryption flag that a flipped bit invented, impossible offsets or sizes.
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError,
@@ -52,16 +57,57 @@ def write_bundle(path: Path, manifest: dict[str, Any], members: dict[str, bytes]
     manifest["members"] = {name: {"sha256": sha256(data), "size": len(data)}
                            for name, data in sorted(members.items())}
     text = json.dumps(manifest, indent=1, sort_keys=True).encode()
-    def write(file: Any) -> None:
-        with zipfile.ZipFile(file, "w") as archive:
-            for name, data in [(MANIFEST, text)] + sorted(members.items()):
-                info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                archive.writestr(info, data)
-            archive.comment = _COMMENT + sha256(text).encode()
-
-    replace_file(path, write)  # two compiles to one output shared 'OUT.partial' and corrupted it
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in [(MANIFEST, text)] + sorted(members.items()):
+            info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+        archive.comment = bytes(SEAL_BYTES)  # its length is part of what the digest covers
+    sealed = seal(buffer.getvalue())
+    replace_file(path, lambda file: file.write(sealed))  # two compiles to one output shared 'OUT.partial'
     return Path(path)
+
+
+def seal(raw: bytes) -> bytes:
+    """``raw``, a zip whose comment is ``SEAL_BYTES`` long, with that comment set to the sha256 of every
+    byte before it (for tools that repack a bundle)."""
+    body = raw[:-SEAL_BYTES]
+    return body + _COMMENT + sha256(body).encode()
+
+
+def _seal_mismatch(path: Path) -> BundleError | None:
+    """The error to raise if the file's last bytes are not the sha256 of all bytes before them
+    (streamed: a bundle can be large, and its members are read into memory next); a file
+    without them is refused at once."""
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size < SEAL_BYTES:
+                raise BundleError(f"{path} is not an edgert bundle ({size} bytes)", path=str(path))
+            file.seek(size - SEAL_BYTES)
+            comment = file.read(SEAL_BYTES)
+            if not comment.startswith(_COMMENT):
+                raise BundleError(f"{path} is not an edgert bundle of format version {FORMAT_VERSION} "
+                                  "(no checksum at its end): recompile the model", path=str(path))
+            file.seek(0)
+            digest = hashlib.sha256()
+            left = size - SEAL_BYTES
+            while left:
+                chunk = file.read(min(left, 1 << 20))
+                if not chunk:
+                    raise BundleError(f"{path} changed while it was read", path=str(path))
+                digest.update(chunk)
+                left -= len(chunk)
+    except FileNotFoundError as exc:
+        raise BundleError(f"{path} does not exist", path=str(path)) from exc
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc.strerror}", path=str(path)) from exc
+    if comment[len(_COMMENT):] == digest.hexdigest().encode():
+        return None
+    return BundleError(f"{path} does not match the sha256 at its end (the bundle was modified or damaged): "
+                       f"stored {comment[len(_COMMENT):].decode('ascii', 'replace')}, "
+                       f"computed {digest.hexdigest()}", path=str(path))
 
 
 class Bundle:
@@ -72,16 +118,17 @@ class Bundle:
         why = not_a_file(self.path)
         if why:  # a FIFO would block the read
             raise BundleError(f"{self.path} {why}, not a bundle", path=str(self.path))
+        mismatch = _seal_mismatch(self.path)
         try:
             archive = zipfile.ZipFile(self.path)
-        except FileNotFoundError as exc:
-            raise BundleError(f"{self.path} does not exist", path=str(self.path)) from exc
         except _ZIP_ERRORS as exc:
             raise BundleError(f"{self.path} is not an edgert bundle or is damaged: {exc}",
                               path=str(self.path)) from exc
-        with archive:
+        with archive:  # damage inside the manifest or a member is named by the checks below
             self.manifest = self._read_manifest(archive)
             self._data = self._read_members(archive)
+        if mismatch is not None:  # elsewhere: zip fields nothing reads, bytes around the zip
+            raise mismatch
 
     def _read_manifest(self, archive: zipfile.ZipFile) -> dict[str, Any]:
         infos = archive.infolist()
@@ -96,14 +143,6 @@ class Bundle:
         except _ZIP_ERRORS as exc:
             raise BundleError(f"{self.path}: {MANIFEST} is unreadable: {exc}",
                               path=str(self.path), member=MANIFEST) from exc
-        comment = archive.comment
-        if not comment.startswith(_COMMENT):
-            raise BundleError(f"{self.path} is not an edgert bundle of format version {FORMAT_VERSION} "
-                              "(no manifest checksum in the zip comment): recompile the model",
-                              path=str(self.path), member=MANIFEST)
-        if comment[len(_COMMENT):] != sha256(text).encode():
-            raise BundleError(f"{self.path}: {MANIFEST} does not match its sha256 in the zip comment "
-                              "(the bundle was modified or damaged)", path=str(self.path), member=MANIFEST)
         try:
             manifest = json.loads(text)
         except (ValueError, RecursionError) as exc:

@@ -10,9 +10,8 @@ import edgert.dynamic as dyn
 from edgert.errors import BundleError
 from conftest import run_cli
 from edgert.dynamic.bundle import Bundle
-from fileflips import flips, survivors
+from fileflips import survivors
 
-FEEDS = [{"x": np.full((1, 4), v, np.float32)} for v in (1.5, -2.0)]  # both branches of the If
 
 
 def tiny_if_model(path):
@@ -37,30 +36,27 @@ def bundle(tmp_path):
     return dyn.compile(tiny_if_model(tmp_path / "tiny_if.onnx"), backend="ort", out=tmp_path / "tiny.edgert")
 
 
-def _outputs(path):
-    runtime = dyn.load(path)
-    return [runtime.run(feeds) for feeds in FEEDS]
-
-
 def _contents(path):
     """Everything the runtime can get from a bundle: the verified manifest and member bytes."""
     opened = Bundle(path)
     return opened.manifest, {name: opened.read(name) for name in opened.manifest["members"]}
 
 
-def test_every_single_byte_flip_is_refused_or_harmless(bundle):
-    """A flip either ends in BundleError or leaves what the runtime reads unchanged (zip fields
-    such as timestamps and attributes that nothing reads); a sample of those also runs."""
-    reference, reference_outputs = _contents(bundle), _outputs(bundle)
-    opened = survivors(bundle, lambda: _contents(bundle), BundleError)
-    for offset, contents in opened.items():
-        assert contents == reference, f"flip at byte {offset} changed what the runtime reads"
-    assert len(opened) < bundle.stat().st_size / 4  # most flips are refused: the loop did run
-    for offset in flips(bundle):
-        if offset in list(opened)[::max(1, len(opened) // 5)]:
-            for got, want in zip(_outputs(bundle), reference_outputs):
-                for g, w in zip(got, want):
-                    np.testing.assert_array_equal(g, w, err_msg=f"flip at byte {offset} changed the outputs")
+def test_every_single_byte_flip_is_refused(bundle):
+    """Every flip ends in BundleError, one in a zip field nothing reads (a timestamp, an
+    attribute) too: format version 2 let 682 of 1,900 such flips through unnoticed."""
+    _contents(bundle)  # the undamaged bundle opens
+    assert survivors(bundle, lambda: _contents(bundle), BundleError) == {}
+
+
+def test_bytes_before_or_after_the_zip_are_refused(bundle, tmp_path):
+    """zipfile reads an archive with bytes prepended or appended as if they were not there."""
+    raw = bundle.read_bytes()
+    for name, data in (("appended", raw + b"\0"), ("prepended", b"#!/bin/sh\n" + raw)):
+        path = tmp_path / f"{name}.edgert"
+        path.write_bytes(data)
+        with pytest.raises(BundleError, match="sha256 at its end|no checksum at its end"):
+            Bundle(path)
 
 
 def _damaged(bundle, tmp_path):

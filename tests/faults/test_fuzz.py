@@ -12,7 +12,7 @@ import msgpack
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from edgert.device_agents import framing, protocol
-from edgert.dynamic.bundle import Bundle
+from edgert.dynamic.bundle import FORMAT_VERSION, SEAL_BYTES, Bundle, seal
 from edgert.errors import BundleError, ProtocolError
 from edgert.variants import aiofile
 
@@ -113,12 +113,12 @@ def test_aio_header_parser_answers_only_with_bundle_errors(tmp_path_factory, ext
 def test_bundle_reader_on_damaged_zips_answers_only_with_bundle_errors(tmp_path_factory, member, at, junk):
     path = tmp_path_factory.mktemp("zip") / "fuzz.edgert"
     with zipfile.ZipFile(path, "w") as archive:
-        manifest = json.dumps({"format": "edgert-bundle", "format_version": 2, "members": {
+        manifest = json.dumps({"format": "edgert-bundle", "format_version": FORMAT_VERSION, "members": {
             "m": {"sha256": hashlib.sha256(member).hexdigest(), "size": len(member)}}}).encode()
         archive.writestr(zipfile.ZipInfo("manifest.json"), manifest, zipfile.ZIP_DEFLATED)
         archive.writestr(zipfile.ZipInfo("m"), member, zipfile.ZIP_DEFLATED)
-        archive.comment = b"edgert-bundle manifest-sha256=" + hashlib.sha256(manifest).hexdigest().encode()
-    raw = bytearray(path.read_bytes())
+        archive.comment = bytes(SEAL_BYTES)  # sealed below, as write_bundle does
+    raw = bytearray(seal(path.read_bytes()))
     at %= len(raw)
     raw[at:at + len(junk)] = junk
     path.write_bytes(bytes(raw))
