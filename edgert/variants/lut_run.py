@@ -32,7 +32,8 @@ the same periods. The unit's CPU time per call over the reference's is its relat
 (median over all windows); their product is the unit's ms. A quota stretches every call's wall
 time by the same factor, so this is the level's latency, and the relative costs no longer carry
 the period-to-period speed. CPU time is the process's (``time.process_time``): all of ORT's
-threads, as the quota charges them.
+threads, as the quota charges them (with ``threads`` > 1 a worker still spinning after a call
+charges the next chunk, the reference's or the unit's: one thread, the default, is exact).
 
 A setting that cannot be applied (a clock that does not take) is left out with a warning.
 Device-side: numpy, ONNX Runtime and ``device_agents``.
