@@ -10,7 +10,7 @@ pytest.importorskip("tvm")
 
 from edgert.backends.base import BackendOptions  # noqa: E402
 from edgert.compilers import bundled  # noqa: E402
-from edgert.dynamic.bundle import Bundle  # noqa: E402
+from edgert.dynamic.bundle import Bundle, intact  # noqa: E402
 from edgert.errors import BundleError  # noqa: E402
 
 MODEL = Path(__file__).resolve().parent.parent / "edgert" / "zoo" / "dynamic" / "early_exit_cnn.onnx"
@@ -50,4 +50,9 @@ def test_a_damaged_cached_bundle_is_rebuilt(tmp_path):
     again = bundled.compile_bundle(MODEL, options)
     assert again == built
     Bundle(again)  # checksums hold: rebuilt, not served damaged
+    data = bytearray(built.read_bytes())
+    data[10] ^= 0x01  # the first local header's time: a byte nothing reads
+    built.write_bytes(bytes(data))
+    assert not intact(built)
+    assert bundled.compile_bundle(MODEL, options) == built and intact(built)
     assert not list(built.parent.glob(".*.part*"))  # no temporary files left

@@ -76,6 +76,15 @@ def seal(raw: bytes) -> bytes:
     return body + _COMMENT + sha256(body).encode()
 
 
+def intact(path: Path) -> bool:
+    """Every byte of ``path`` is as its writer sealed it (one streamed sha256, nothing parsed or
+    inflated): a cache's cheap check before handing a bundle on to be loaded."""
+    try:
+        return _seal_mismatch(Path(path)) is None
+    except BundleError:
+        return False
+
+
 def _seal_mismatch(path: Path) -> BundleError | None:
     """The error to raise if the file's last bytes are not the sha256 of all bytes before them
     (streamed: a bundle can be large, and its members are read into memory next); a file
