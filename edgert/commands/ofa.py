@@ -24,7 +24,8 @@ from edgert.errors import UsageError
 @click.option("--threads", type=int, default=1, show_default=True, help="Engine threads.")
 @click.option("--window-ms", default=30.0, show_default=True, help="One timing window (ms).")
 @click.option("--repeats", default=5, show_default=True,
-              help="Interleaved rounds of one window each (an entry keeps its fastest).")
+              help="Interleaved rounds of one window each (an entry keeps its fastest; at "
+                   "--emulated levels, the median of its times paired with the whole network).")
 @click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
               help="wall: latency; cpu: this thread's CPU time (needs --threads 1; immune to other "
                    "processes, blind to stalls, so not with --emulated).")
