@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -249,3 +250,33 @@ def test_kept_candidates_are_whole_files_and_an_unfinished_directory_says_so(tmp
     assert (cut / INCOMPLETE).is_file() and not (tmp_path / "b.edgert").exists()
     for bundle in cut.glob("*.edgert"):
         assert Bundle(bundle).manifest["segments"]  # whole: its checksums hold
+
+
+def _first_call(manifest):
+    return next(s for s in manifest["program"]["body"]["steps"] if s["op"] == "call")
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda m: m.pop("program"), "host program version None"),
+    (lambda m: m.update(segments="x"), "segments must be a list"),
+    (lambda m: m.update(inputs=[{"name": "x"}]), "inputs must be a list of {name, shape, dtype}"),
+    (lambda m: m["segments"][0].update(artifact="segments/nope.onnx"), "artifact/extra_members listed"),
+    (lambda m: m["program"]["body"]["steps"][0].update(op="jump"), "unknown host program step 'jump'"),
+    (lambda m: _first_call(m).update(segment="seg_999"), "calls segment 'seg_999'"),
+    (lambda m: _first_call(m).update(inputs=["ghost"]), "reads 'ghost' before anything binds it"),
+    (lambda m: m["program"]["body"].update(outputs=["ghost"]), "reads 'ghost' before anything binds it"),
+])
+def test_a_resealed_bundle_with_a_malformed_manifest_is_refused_in_one_line(bundle, tmp_path, change, says):
+    """Its checksums hold (``seal`` is public, for repacking tools), but the loader and the
+    interpreter read the manifest without checking: KeyError and TypeError tracebacks."""
+    def edited(name, data):
+        if name != MANIFEST:
+            return data
+        manifest = json.loads(data)
+        change(manifest)
+        return json.dumps(manifest).encode()
+
+    bad = tmp_path / "bad.edgert"
+    rewrite(bundle, bad, edited)
+    with pytest.raises(BundleError, match=re.escape(says)):
+        dyn.load(bad)

@@ -268,3 +268,113 @@ def _stack(values: list[np.ndarray], spec: dict[str, Any], axis: int) -> np.ndar
         return np.stack(values, axis=axis % (values[0].ndim + 1))
     shape = [0] + [d or 0 for d in spec["shape"]]
     return np.zeros(shape, dtype=spec["dtype"])
+
+
+# -- checking a program before it runs -------------------------------------------------------
+
+# What each step must hold: a name ("" allowed where marked), a list of names, an int, a list
+# of ints, scan-output specs or a nested block. The interpreter reads these without checking.
+_FIELDS: dict[str, dict[str, str]] = {
+    "call": {"segment": "name", "inputs": "names", "outputs": "names"},
+    "alias": {"src": "name", "dst": "name"},
+    "const": {"name": "name", "const": "name"},
+    "if": {"node": "name", "cond": "name", "outputs": "names", "then": "block", "else": "block"},
+    "loop": {"node": "name", "trip_count": "name?", "cond": "name?", "initial": "names", "outputs": "names",
+             "scan_outputs": "specs", "body": "block"},
+    "scan": {"node": "name", "inputs": "names", "outputs": "names", "num_scan_inputs": "int",
+             "input_axes": "ints", "input_directions": "ints", "output_axes": "ints",
+             "output_directions": "ints", "scan_outputs": "specs", "body": "block"},
+}
+
+
+def check(program: Any, segments: set[str], consts: set[str], inputs: list[str]) -> None:
+    """Refuse (BundleError) a program the interpreter could not run to the end: a step of an
+    unknown shape, a segment or constant the bundle lacks, a value read before it is bound.
+    A bundle's checksums say its bytes are as written, not that its writer wrote sense."""
+    if not isinstance(program, dict) or program.get("version") != PROGRAM_VERSION:
+        version = program.get("version") if isinstance(program, dict) else None
+        raise BundleError(f"host program version {version!r} is not supported "
+                          f"(this edgert reads version {PROGRAM_VERSION})")
+    _Checker(segments, consts).block(program.get("body"), set(inputs), "body", binds_inputs=False)
+
+
+class _Checker:
+    def __init__(self, segments: set[str], consts: set[str]) -> None:
+        self.segments, self.consts = segments, consts
+
+    def block(self, block: Any, scope: set[str], where: str, binds_inputs: bool = True) -> None:
+        """``binds_inputs``: the interpreter binds the block's inputs (the bundle's, a loop or
+        scan body's); an If branch's it does not, so they must be bound already."""
+        if not isinstance(block, dict):
+            raise BundleError(f"host program: {where} is not a block")
+        inputs = self.names(block.get("inputs"), f"{where}.inputs")
+        if not binds_inputs:
+            self.read(inputs, scope, f"{where}.inputs")
+        scope = scope | set(inputs)
+        steps = block.get("steps")
+        if not isinstance(steps, list):
+            raise BundleError(f"host program: {where}.steps is not a list")
+        for i, step in enumerate(steps):
+            self.step(step, scope, f"{where}.steps[{i}]")
+        self.read(self.names(block.get("outputs"), f"{where}.outputs"), scope, f"{where}.outputs")
+
+    def step(self, step: Any, scope: set[str], where: str) -> None:
+        op = step.get("op") if isinstance(step, dict) else None
+        if op not in _FIELDS:
+            raise BundleError(f"unknown host program step {op!r} at {where}; the bundle needs a newer edgert")
+        for field, kind in _FIELDS[op].items():
+            self.field(step.get(field), kind, f"{where}.{field}")
+        if op == "call":
+            if step["segment"] not in self.segments:
+                raise BundleError(f"host program: {where} calls segment {step['segment']!r}, which the bundle lacks")
+            self.read(step["inputs"], scope, where)
+            scope.update(step["outputs"])
+        elif op == "alias":
+            self.read([step["src"]], scope, where)
+            scope.add(step["dst"])
+        elif op == "const":
+            if step["const"] not in self.consts:
+                raise BundleError(f"host program: {where} binds constant {step['const']!r}, which the bundle lacks")
+            scope.add(step["name"])
+        else:
+            self.control_flow(op, step, scope, where)
+
+    def control_flow(self, op: str, step: dict[str, Any], scope: set[str], where: str) -> None:
+        if op == "if":
+            self.read([step["cond"], *self.names(step.get("probe", []), f"{where}.probe")], scope, where)
+            self.block(step["then"], scope, f"{where}.then", binds_inputs=False)
+            self.block(step["else"], scope, f"{where}.else", binds_inputs=False)
+        else:
+            reads = step["initial"] + [n for n in (step["trip_count"], step["cond"]) if n] if op == "loop" \
+                else step["inputs"]
+            self.read(reads, scope, where)
+            body_inputs = self.names(step["body"].get("inputs"), f"{where}.body.inputs")
+            if op == "loop" and len(body_inputs) < 2:
+                raise BundleError(f"host program: {where}.body needs inputs [iteration, condition, ...]")
+            if op == "scan" and not 0 < step["num_scan_inputs"] <= len(step["inputs"]):
+                raise BundleError(f"host program: {where}.num_scan_inputs is out of range")
+            self.block(step["body"], scope, f"{where}.body")
+        scope.update(n for n in step["outputs"] if n)
+
+    def field(self, value: Any, kind: str, where: str) -> None:
+        ok = {"name": lambda v: isinstance(v, str) and v != "",
+              "name?": lambda v: isinstance(v, str),
+              "names": lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
+              "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "ints": lambda v: isinstance(v, list) and all(isinstance(n, int) for n in v),
+              "specs": lambda v: isinstance(v, list) and all(
+                  isinstance(s, dict) and isinstance(s.get("dtype"), str) and isinstance(s.get("shape"), list)
+                  for s in v),
+              "block": lambda v: isinstance(v, dict)}[kind](value)
+        if not ok:
+            raise BundleError(f"host program: {where} is malformed ({kind} expected, got {str(value)[:60]!r})")
+
+    def names(self, value: Any, where: str) -> list[str]:
+        self.field(value, "names", where)
+        return list(value)
+
+    @staticmethod
+    def read(names: list[str], scope: set[str], where: str) -> None:
+        missing = [n for n in names if n not in scope]
+        if missing:
+            raise BundleError(f"host program: {where} reads {missing[0]!r} before anything binds it")

@@ -17,6 +17,7 @@ from edgert.tensors import FeedCheck
 
 from .bundle import Bundle
 from .program import Interpreter, Trace, to_numpy
+from .program import check as check_program
 
 _ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
 
@@ -45,6 +46,7 @@ class Runtime(Session):
 
     def __init__(self, bundle: Bundle, threads: int | None = None,
                  keep_tensors: bool = True) -> None:
+        check_manifest(bundle.manifest, str(bundle.path))
         self.manifest = bundle.manifest
         arch = self.manifest.get("target_arch", "any")
         if arch not in ("any", machine_arch()):
@@ -187,6 +189,63 @@ def _checked_upfront(manifest: dict[str, Any]) -> set[tuple[str, str]]:
         programs.append(manifest["guarded"]["program"])
     return {(step["segment"], d["name"]) for program in programs for step in program["body"]["steps"]
             if step["op"] == "call" for d in specs.get(step["segment"], []) if d in inputs}
+
+
+def check_manifest(manifest: dict[str, Any], where: str) -> None:
+    """Refuse (BundleError) a manifest this runtime could not follow: its specs, segments,
+    constants and programs, each of the shape the loader and interpreter read without
+    checking (its checksum only says the bytes are as written). Members named here exist:
+    ``Bundle`` verified every listed one."""
+    members = set(manifest.get("members") or {})
+
+    def bad(what: str) -> BundleError:
+        return BundleError(f"{where}: the manifest is malformed: {what}", path=where)
+
+    def specs(value: Any, what: str) -> list[str]:
+        if not isinstance(value, list) or not all(
+                isinstance(d, dict) and isinstance(d.get("name"), str) and isinstance(d.get("dtype"), str)
+                and isinstance(d.get("shape"), list) and all(isinstance(x, (int, str)) for x in d["shape"])
+                for d in value):
+            raise bad(f"{what} must be a list of {{name, shape, dtype}}")
+        try:
+            for d in value:
+                np.dtype(d["dtype"])
+        except TypeError as exc:
+            raise bad(f"{what}: {exc}") from None
+        return [d["name"] for d in value]
+
+    def artifact(entry: dict[str, Any], what: str) -> None:
+        named = [entry.get("artifact"), *(entry.get("extra_members") or [])]
+        if not isinstance(entry.get("engine"), str) or not isinstance(entry.get("extra_members", []), list) \
+                or not all(isinstance(m, str) and m in members for m in named):
+            raise bad(f"{what} needs an engine and artifact/extra_members listed as members")
+
+    inputs = specs(manifest.get("inputs"), "inputs")
+    specs(manifest.get("outputs"), "outputs")
+    segments = manifest.get("segments")
+    if not isinstance(segments, list) or not all(isinstance(s, dict) and isinstance(s.get("id"), str)
+                                                 for s in segments):
+        raise bad("segments must be a list of objects with an id")
+    for seg in segments:
+        artifact(seg, f"segment {seg['id']!r}")
+        specs(seg.get("input_specs"), f"segment {seg['id']!r} input_specs")
+        variants = seg.get("variants") or []
+        if not isinstance(variants, list) or not all(isinstance(v, dict) and isinstance(v.get("shapes"), dict)
+                                                     for v in variants):
+            raise bad(f"segment {seg['id']!r} variants must be objects with shapes")
+        for v in variants:
+            artifact(v, f"a variant of segment {seg['id']!r}")
+    consts = manifest.get("consts")
+    if not isinstance(consts, dict) or not all(isinstance(m, str) and m in members for m in consts.values()):
+        raise bad("consts must map names to members")
+    ids = {s["id"] for s in segments}
+    check_program(manifest.get("program"), ids, set(consts), inputs)
+    guarded = manifest.get("guarded")
+    if guarded is not None:
+        if not isinstance(guarded, dict) or not isinstance(guarded.get("guard"), dict) \
+                or not all(c in consts for c in guarded["guard"].values()):
+            raise bad("guarded needs a guard of input names to constants")
+        check_program(guarded.get("program"), ids, set(consts), inputs)
 
 
 def _numpy_call(session: Session) -> Callable[[dict[str, Any]], list[Any]]:
