@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> Any:
     except EdgertError as exc:
         if debug:
             traceback.print_exc()
-        click.echo(f"edgert: error: {exc.message}", err=True)
+        one_line = " ".join(exc.message.split())  # engines' messages (ORT's) run over several lines
+        click.echo(f"edgert: error: {one_line}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("edgert: interrupted", err=True)

@@ -165,6 +165,17 @@ def load_cases(cases: Any) -> list[tuple[str, dict[str, np.ndarray]]]:
     return [(f"case{i}", dict(feed)) for i, feed in enumerate(cases)]
 
 
+def check_cases(specs: list[TensorSpec], cases: list[tuple[str, Mapping[str, Any]]]) -> None:
+    """Every case of an input-cases file fits ``specs`` (InputError naming the case): a case
+    that does not is the file's fault, found before anything runs."""
+    fits = FeedCheck(specs)
+    for case, feeds in cases:
+        try:
+            fits(feeds)
+        except InputError as exc:
+            raise InputError(f"case {case!r} of the input cases: {exc.message}", case=case) from exc
+
+
 def check_feeds(specs: list[TensorSpec], feeds: Mapping[str, np.ndarray]) -> None:
     """Raise ``InputError`` naming the first input whose name, rank, shape or dtype is wrong."""
     FeedCheck(specs)(feeds)

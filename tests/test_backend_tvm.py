@@ -218,8 +218,10 @@ def test_unknown_target_is_a_usage_error() -> None:
     ({"kind": "llvm", "mcpu": "nope-cpu"}, "LLVM does not know CPU 'nope-cpu'"),
     ({"kind": "llvm", "mcpu": "cortex-a72"}, 'needs its "mtriple" too'),  # an arm CPU, x86 triple
     ({"kind": "llvm", "mtriple": "nonsense-linux-gnu"}, "no target for triple 'nonsense-linux-gnu'"),
+    ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": ""}, "LLVM does not know CPU ''"),
+    ({"kind": "cuda"}, 'needs "kind": "llvm", not \'cuda\''),
 ])
-def test_a_cpu_or_triple_llvm_does_not_know_is_refused_in_one_line(
+def test_a_target_tvm_would_not_build_for_a_cpu_is_refused_in_one_line(
         spec: dict[str, str], message: str, capfd: pytest.CaptureFixture[str]) -> None:
     """TVM accepted these; LLVM then logged an error per compiled function and built for a
     generic CPU, and the bundle recorded the CPU it was not built for."""

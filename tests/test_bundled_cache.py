@@ -11,7 +11,7 @@ pytest.importorskip("tvm")
 from edgert.backends.base import BackendOptions  # noqa: E402
 from edgert.compilers import bundled  # noqa: E402
 from edgert.dynamic.bundle import Bundle, intact  # noqa: E402
-from edgert.errors import BundleError  # noqa: E402
+from edgert.errors import BundleError, UsageError  # noqa: E402
 
 MODEL = Path(__file__).resolve().parent.parent / "edgert" / "zoo" / "dynamic" / "early_exit_cnn.onnx"
 
@@ -56,3 +56,15 @@ def test_a_damaged_cached_bundle_is_rebuilt(tmp_path):
     assert not intact(built)
     assert bundled.compile_bundle(MODEL, options) == built and intact(built)
     assert not list(built.parent.glob(".*.part*"))  # no temporary files left
+
+
+def test_a_directory_in_the_cache_slot_is_named_and_no_partial_file_is_left(tmp_path):
+    """It was a traceback (IsADirectoryError at the final rename) leaving OUT.PID.part."""
+    options = BackendOptions(cache_dir=tmp_path)
+    slot = bundled.bundle_path(MODEL, options)
+    slot.mkdir(parents=True)
+    with pytest.raises(UsageError, match="is not a bundle file: remove it"):
+        bundled.compile_bundle(MODEL, options)
+    slot.rmdir()
+    assert bundled.compile_bundle(MODEL, options) == slot and intact(slot)
+    assert not list(slot.parent.glob(".*.part"))

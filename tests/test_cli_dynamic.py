@@ -55,6 +55,11 @@ def test_validate_reports_a_mismatch_and_a_reference_that_does_not_fit(tmp_path)
     proc = run_cli("validate", str(bundle), "--reference", str(ZOO / "moe_top1.onnx"), "--random", "2")
     assert proc.returncode == 1 and "cannot run the bundle's inputs" in proc.stderr
     assert "Traceback" not in proc.stderr
+    symbolic = tmp_path / "sb.edgert"
+    assert run_cli("compile", str(ZOO / "symbolic_batch.onnx"), "-o", str(symbolic), "--backend", "ort").returncode == 0
+    proc = run_cli("validate", str(symbolic), "--reference", str(ZOO / "moe_top1.onnx"),
+                   "--cases", str(ZOO / "symbolic_batch.npz"))
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # ORT's: 3 lines
 
 
 def test_run_refuses_the_null_backend(tmp_path):
@@ -218,3 +223,29 @@ def test_run_writes_to_the_names_it_reports(tmp_path):
     (tmp_path / "dir").mkdir()
     proc = run_cli("run", "zoo:early_exit_cnn", *cases, "-o", str(tmp_path / "p.npz"), "--json", str(tmp_path / "dir"))
     assert proc.returncode == 2 and "is a directory" in proc.stderr and not (tmp_path / "p.npz").exists()
+
+
+def test_compile_refuses_a_bad_target_or_keep_dir_before_any_progress(tmp_path):
+    """A CPU LLVM does not know was refused only after 'compiling ...' was shown; a
+    --keep-candidates path that cannot be a directory was a traceback after compiling."""
+    (tmp_path / "afile").write_text("")
+    for args, says in (
+            (["--backend", "ort", "--keep-candidates", str(tmp_path / "afile" / "sub")], "--keep-candidates"),
+            (["--backend", "tvm", "--target", '{"kind":"llvm","mcpu":"cortex-a99","mtriple":"aarch64-linux-gnu"}'],
+             "LLVM does not know CPU 'cortex-a99'")):
+        proc = run_cli("compile", str(ZOO / "symbolic_batch.onnx"), "-o", str(tmp_path / "x.edgert"), *args)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
+        assert says in proc.stderr and "compiling" not in proc.stderr + proc.stdout
+
+
+def test_run_refuses_a_bad_case_before_running_any(tmp_path):
+    """A bad second case ran the first, then said 'case1/was refused by the bundle'."""
+    import numpy as np
+
+    bundle = tmp_path / "sb.edgert"
+    assert run_cli("compile", str(ZOO / "symbolic_batch.onnx"), "-o", str(bundle), "--backend", "ort").returncode == 0
+    np.savez(tmp_path / "mix.npz", **{"case0/x": np.zeros((2, 32), np.float32),
+                                      "case1/x": np.zeros((2, 31), np.float32)})
+    proc = run_cli("run", str(bundle), "--cases", str(tmp_path / "mix.npz"), "-o", str(tmp_path / "o.npz"))
+    assert proc.returncode == 1 and "case 'case1' of the input cases" in proc.stderr, proc.stderr
+    assert "case0" not in proc.stdout and not (tmp_path / "o.npz").exists()

@@ -45,6 +45,8 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
     import contextlib
 
     from edgert.dynamic import compile as compile_bundle
+    from edgert.dynamic.candidates import prepare_keep_dir
+    from edgert.dynamic.compiler import check_options
     from edgert.dynamic import inspect as inspect_bundle
     from edgert.dynamic.summary import manifest_lines
     from edgert.tensors import load_cases
@@ -59,6 +61,8 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
                          f"(leave out --device, or use --backend auto)")
     path = resolve_model(model)
     refuse_overwriting_inputs(output, [path], "-o")
+    check_options(backend, target)  # before "compiling" is shown
+    prepare_keep_dir(keep_candidates)
     what = "measuring each segment on each engine" if backend == "auto" else f"segments on {backend}"
     with contextlib.ExitStack() as stack:
         progress = stack.enter_context(Progress(quiet=quiet))

@@ -33,7 +33,7 @@ def run(model: str, inputs: tuple[str, ...], cases: Path | None, output: Path,
     import numpy as np
 
     from edgert.devices.execute import case_runner
-    from edgert.tensors import load_cases
+    from edgert.tensors import check_cases, load_cases
     from edgert.runner import BUNDLE_SUFFIX
     from edgert.tensors import load_feeds
     from edgert.zoo import resolve as resolve_model
@@ -50,6 +50,11 @@ def run(model: str, inputs: tuple[str, ...], cases: Path | None, output: Path,
                          f"(leave out --backend)")
     todo = (load_cases(cases) if cases is not None
             else [("", load_feeds({k: Path(v) for k, v in parse_pairs(inputs, "--input").items()}))])
+    if bundle and cases is not None:  # its inputs are in its manifest: every case checked before any runs
+        from edgert.backends import TensorSpec
+        from edgert.dynamic import inspect
+
+        check_cases([TensorSpec.from_dict(d) for d in inspect(path)["inputs"]], todo)
     with case_runner(address_from(**device), path, "bundle" if bundle else backend or "ort",
                      target) as (runner, facts):
         records = runner([feeds for _, feeds in todo])
@@ -58,7 +63,7 @@ def run(model: str, inputs: tuple[str, ...], cases: Path | None, output: Path,
     for (case, _), record in zip(todo, records):
         prefix = f"{case}/" if cases is not None else ""
         if "error" in record:
-            raise UsageError(f"{prefix or 'the input '}was refused by the bundle: {record['error']}")
+            raise UsageError(f"{f'case {case!r}' if cases is not None else 'the input'} was refused: {record['error']}")
         arrays.update({prefix + name: value for name, value in zip(record["names"], record["outputs"])})
         shapes = ", ".join(f"{n} {list(np.shape(v))}" for n, v in zip(record["names"], record["outputs"]))
         path_taken = f"  path: {record['path']['key']}" if "path" in record else ""

@@ -79,6 +79,7 @@ def compile_bundle(model_path: Path, options: Any,
     cached bundle that fails its checksums is rebuilt)."""
     from edgert.dynamic import compile as compile_dynamic
     from edgert.dynamic.bundle import intact
+    from edgert.errors import UsageError
 
     if samples and not _covers_inputs(model_path, samples[0]):
         samples = None  # some inputs left to the runner (random): seeded sample runs instead
@@ -87,12 +88,17 @@ def compile_bundle(model_path: Path, options: Any,
         if intact(out):  # the whole file's sha256: loading it then checks its members once
             return out
         out.unlink(missing_ok=True)  # damaged in the cache: built again below
+    elif out.exists() or out.is_symlink():  # a directory, a FIFO, a dangling link: not ours to remove
+        raise UsageError(f"the cache entry {out} is not a bundle file: remove it to rebuild", path=str(out))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.part")  # two processes building it at once
-    built = compile_dynamic(model_path, backend=engine, target=options.target, out=tmp,
-                            cache_dir=options.cache_dir, threads=options.threads,
-                            tuning_db=options.tuning_db, samples=samples)
-    Path(built).replace(out)
+    try:
+        built = compile_dynamic(model_path, backend=engine, target=options.target, out=tmp,
+                                cache_dir=options.cache_dir, threads=options.threads,
+                                tuning_db=options.tuning_db, samples=samples)
+        Path(built).replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)  # left by a failed or interrupted build
     return out
 
 

@@ -42,8 +42,10 @@ def resolve_target(name: str) -> Any:
     import tvm
 
     spec = target_dict(name)
-    if spec["kind"] == "llvm":
-        _check_llvm(spec, name)
+    if spec["kind"] != "llvm":  # TVM built for CUDA then failed at run time, 15 s later
+        raise UsageError(f"edgert's TVM engine builds for the CPU: a JSON target needs \"kind\": \"llvm\", "
+                         f"not {spec['kind']!r}", target=name)
+    _check_llvm(spec, name)
     try:
         return tvm.target.Target(spec)
     except Exception as exc:  # TVM raises ValueError/TVMError variants for bad attributes
@@ -61,8 +63,8 @@ def _check_llvm(spec: dict[str, Any], name: str) -> None:
     if triple.split("-")[0] not in set(codegen.llvm_get_targets()):
         raise UsageError(f"LLVM in this TVM has no target for triple {triple!r}; "
                          f"architectures: {', '.join(sorted(codegen.llvm_get_targets()))}", target=name)
-    cpu = str(spec.get("mcpu") or "")
-    if cpu and not codegen.llvm_is_valid_cpu(cpu, triple):
+    cpu = str(spec.get("mcpu", "host CPU"))  # "" named no CPU: LLVM fell back to generic, loudly
+    if "mcpu" in spec and not codegen.llvm_is_valid_cpu(cpu, triple):
         known = codegen.llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm", "mtriple": triple}))
         hint = "" if spec.get("mtriple") else '; a CPU of another architecture needs its "mtriple" too'
         raise UsageError(f"LLVM does not know CPU {cpu!r} for {triple} (it knows {len(known)}, e.g. "

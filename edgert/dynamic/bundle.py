@@ -76,6 +76,20 @@ def seal(raw: bytes) -> bytes:
     return body + _COMMENT + sha256(body).encode()
 
 
+_TAIL_BYTES = 1 << 16  # a zip comment is at most 64 KiB: the seal, if any, is in the last ones
+_V2_COMMENT = b"edgert-bundle manifest-sha256="
+
+
+def _why_unsealed(tail: bytes) -> str:
+    """What a file whose last bytes are not a seal is, from its last 64 KiB."""
+    if tail[-(len(_V2_COMMENT) + 64):].startswith(_V2_COMMENT):
+        return f"is a bundle of format version 2; this edgert reads version {FORMAT_VERSION}: recompile the model"
+    if _COMMENT in tail:
+        return "is damaged: its checksum is not at its end (bytes were added after it, or it was cut)"
+    return ("has no edgert checksum at its end: it is not an edgert bundle (of format version "
+            f"{FORMAT_VERSION}), or it was cut short")
+
+
 def intact(path: Path) -> bool:
     """Every byte of ``path`` is as its writer sealed it (one streamed sha256, nothing parsed or
     inflated): a cache's cheap check before handing a bundle on to be loaded."""
@@ -94,11 +108,11 @@ def _seal_mismatch(path: Path) -> BundleError | None:
             size = os.fstat(file.fileno()).st_size
             if size < SEAL_BYTES:
                 raise BundleError(f"{path} is not an edgert bundle ({size} bytes)", path=str(path))
-            file.seek(size - SEAL_BYTES)
-            comment = file.read(SEAL_BYTES)
+            file.seek(max(0, size - _TAIL_BYTES))
+            tail = file.read()
+            comment = tail[-SEAL_BYTES:]
             if not comment.startswith(_COMMENT):
-                raise BundleError(f"{path} is not an edgert bundle of format version {FORMAT_VERSION} "
-                                  "(no checksum at its end): recompile the model", path=str(path))
+                raise BundleError(f"{path} {_why_unsealed(tail)}", path=str(path))
             file.seek(0)
             digest = hashlib.sha256()
             left = size - SEAL_BYTES

@@ -16,6 +16,7 @@ import numpy as np
 
 import edgert
 from edgert.atomic import replace_file
+from edgert.errors import UsageError
 
 from . import engines
 from .bundle import write_bundle
@@ -106,6 +107,18 @@ def keep(directory: Path | None, bundle: Path, inputs: list[dict[str, np.ndarray
     replace_file(directory / (bundle.stem + INPUTS_SUFFIX), lambda out: np.savez(out, **arrays))
 
 
+def prepare_keep_dir(directory: Path | None) -> None:
+    """Make ``--keep-candidates`` DIR before any work (UsageError when it cannot be a directory:
+    a file, a FIFO, a path under a file)."""
+    if directory is None:
+        return
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--keep-candidates {directory}: cannot make a directory there "
+                         f"({exc.strerror})", path=str(directory)) from None
+
+
 def mark_incomplete(directory: Path | None, incomplete: bool) -> None:
     """While candidates go into ``directory``, a marker file ``INCOMPLETE`` says some may be
     missing: a compile that fails or is interrupted leaves it; it goes once all are there."""
@@ -113,7 +126,7 @@ def mark_incomplete(directory: Path | None, incomplete: bool) -> None:
         return
     marker = directory / INCOMPLETE
     if incomplete:
-        directory.mkdir(parents=True, exist_ok=True)
+        prepare_keep_dir(directory)
         marker.write_text("edgert compile stopped before it had timed every candidate: this directory "
                           "holds only those timed until then\n")
     else:

@@ -29,7 +29,7 @@ from edgert.tensors import FeedCheck
 
 from . import auto_rule, engines, guard, specialize_calls, whole
 from .bundle import npy_bytes, write_bundle
-from .candidates import BundleTimer, TimedCandidates, keep, mark_incomplete, segment_bundle
+from .candidates import BundleTimer, TimedCandidates, keep, mark_incomplete, prepare_keep_dir, segment_bundle
 from .normalize import NormalizedModel, normalize
 from .partition import Partition, Segment, partition
 from .runtime import arch_name, machine_arch
@@ -59,6 +59,21 @@ def target_arch(target: str) -> str:
     return triple.split("-")[0] or machine_arch()
 
 
+def check_options(backend: str, target: str) -> list[str]:
+    """The engines ``backend`` tries, once it and ``target`` are known to fit (UsageError):
+    cheap, so a command can call it before it shows any progress."""
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r} for dynamic compilation; choose one of "
+                         f"{', '.join(BACKENDS)}", backend=backend)
+    target_arch(target)
+    candidates = engines.candidates(backend, target)
+    if "tvm" in candidates:  # before the model is read: LLVM would log an error per function
+        from edgert.compilers import check_target
+
+        check_target(target)
+    return candidates
+
+
 def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
             out: Path | None = None, cache_dir: Path | None = None,
             threads: int | None = None, tuning_db: Path | None = None,
@@ -77,18 +92,12 @@ def compile(model_path: Path, *, backend: str = "auto", target: str = "host",
     ``keep_candidates``: a directory that receives every candidate auto timed, as a bundle,
     with the inputs it was timed on (``candidates.keep``).
     """
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r} for dynamic compilation; choose one of "
-                         f"{', '.join(BACKENDS)}", backend=backend)
+    candidates = check_options(backend, target)
+    prepare_keep_dir(keep_candidates)
     if tuning_db is not None and backend == "ort":
         raise UsageError("a tuning database applies to TVM segments; use --backend tvm or auto")
     model_path = Path(model_path)
     arch = target_arch(target)
-    candidates = engines.candidates(backend, target)
-    if "tvm" in candidates:  # before the model is read: LLVM would log an error per function
-        from edgert.compilers import check_target
-
-        check_target(target)
     timed_on = _timing_place(backend, target, arch, timer)
     norm = normalize(model_path)
     graph = norm.model.graph

@@ -34,7 +34,9 @@ def arch_name(machine: str) -> str:
 
 def inspect(bundle_path: Path) -> dict[str, Any]:
     """The verified manifest of a bundle; works for bundles built for any machine."""
-    return Bundle(bundle_path).manifest
+    bundle = Bundle(bundle_path)
+    check_manifest(bundle.manifest, str(bundle.path))
+    return bundle.manifest
 
 
 class Runtime(Session):

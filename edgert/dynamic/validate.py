@@ -13,9 +13,9 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from edgert.backends import TensorSpec
-from edgert.errors import InputError, ModelError, UsageError
+from edgert.errors import ModelError, UsageError
 from edgert.files import not_a_file
-from edgert.tensors import FeedCheck, check_dims, load_cases, random_feeds
+from edgert.tensors import check_cases, check_dims, load_cases, random_feeds
 
 from .runtime import inspect
 
@@ -121,12 +121,7 @@ def validate(bundle: Path, reference_model: Path, cases: Any = None, random: int
             control_flow=hidden)
     inputs = [TensorSpec.from_dict(d) for d in manifest["inputs"]]
     check_dims(inputs, dims or {})
-    fits = FeedCheck(inputs)
-    for case, feeds in todo:  # a case that does not fit the bundle is the file's fault, not the bundle's
-        try:
-            fits(feeds)
-        except InputError as exc:
-            raise InputError(f"case {case!r} of the input cases: {exc.message}", case=case) from exc
+    check_cases(inputs, todo)  # a case that does not fit is the file's fault, not the bundle's
     todo += [(f"random{i}", random_feeds(inputs, dims or {}, seed + i)) for i in range(random)]
     if not todo:
         raise UsageError("nothing to validate: pass --cases F.npz or --random N")

@@ -49,13 +49,19 @@ def test_every_single_byte_flip_is_refused(bundle):
     assert survivors(bundle, lambda: _contents(bundle), BundleError) == {}
 
 
-def test_bytes_before_or_after_the_zip_are_refused(bundle, tmp_path):
-    """zipfile reads an archive with bytes prepended or appended as if they were not there."""
+def test_bytes_around_the_zip_a_cut_or_an_older_bundle_are_refused_as_such(bundle, tmp_path):
+    """zipfile reads an archive with bytes prepended or appended as if they were not there; a
+    cut or older file is said to be one (each was 'not of format version 3: recompile')."""
     raw = bundle.read_bytes()
-    for name, data in (("appended", raw + b"\0"), ("prepended", b"#!/bin/sh\n" + raw)):
+    v2 = raw[:-85] + b"edgert-bundle manifest-sha256=" + bytes(64)  # the previous format's comment
+    for name, data, says in (("appended", raw + b"\0", "damaged: its checksum is not at its end"),
+                             ("prepended", b"#!/bin/sh\n" + raw, "does not match the sha256 at its end"),
+                             ("cut", raw[:-1], "its checksum is not at its end .* or it was cut"),
+                             ("half", raw[:len(raw) // 2], "no edgert checksum at its end"),
+                             ("old", v2, "format version 2; this edgert reads version 3: recompile")):
         path = tmp_path / f"{name}.edgert"
         path.write_bytes(data)
-        with pytest.raises(BundleError, match="sha256 at its end|no checksum at its end"):
+        with pytest.raises(BundleError, match=says):
             Bundle(path)
 
 
