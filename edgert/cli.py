@@ -37,8 +37,13 @@ def main(argv: list[str] | None = None) -> Any:
     except click.exceptions.Abort:
         click.echo("edgert: aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
+    except click.exceptions.NoArgsIsHelpError as exc:  # a bare `edgert`: its help, as before
         exc.show()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # a typed value click refused: one line, as ours
+        where = f" (see edgert {exc.ctx.command_path.split(' ', 1)[-1]} --help)" \
+            if isinstance(exc, click.UsageError) and exc.ctx is not None and " " in exc.ctx.command_path else ""
+        click.echo(f"edgert: error: {' '.join(exc.format_message().split())}{where}", err=True)
         sys.exit(exc.exit_code)
     except EdgertError as exc:
         if debug:

@@ -207,3 +207,25 @@ def test_server_scenario_and_run_metadata_through_an_ssh_agent(tmp_path, sshd, m
     assert r["device"]["transport"] == "ssh" and r["scenario"]["name"] == "server"
     assert r["scenario"]["queries"] == 30 == len(r["samples_ms"]) and r["scenario"]["service_ms"]["n"] == 30
     assert set(r["run_metadata"]) == {"before", "after"} and r["load_ms"] > 0
+
+
+def test_a_value_click_refuses_is_one_line_too(tmp_path):
+    """click printed Usage:, a hint and a blank line before its Error:."""
+    _fails(run_cli("bench", "zoo:resnet", "--runs", "abc"), "'abc' is not a valid integer", "edgert bench --help")
+    _fails(run_cli("calibrate", str(tmp_path), "--emulated", "1.0"), "is a directory")
+    assert "Usage:" in run_cli().stdout + run_cli().stderr  # a bare `edgert` still shows its help
+
+
+def test_outputs_that_would_replace_a_result_are_refused(tmp_path, matmul_model):
+    """--json and --csv on one path left the CSV alone; compare --json A overwrote result A."""
+    out = tmp_path / "r.json"
+    _fails(run_cli("bench", str(matmul_model), "--shape", "N=1", "--runs", "2", "--json", str(out), "--csv", str(out)),
+           "--json and --csv are both")
+    assert not out.exists()
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for path, seed in ((a, "0"), (b, "1")):
+        assert run_cli("bench", str(matmul_model), "--shape", "N=1", "--runs", "3", "--seed", seed,
+                       "--json", str(path)).returncode == 0
+    before = a.read_bytes()
+    _fails(run_cli("compare", str(a), str(b), "--json", str(a)), "is also an input")
+    assert a.read_bytes() == before

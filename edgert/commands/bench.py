@@ -69,6 +69,8 @@ def bench(models: tuple[str, ...], backends: tuple[str, ...], json_path: Path | 
 
     from edgert.runner import BUNDLE_SUFFIX
 
+    if json_path and csv_path and str(json_path) != "-" and Path(json_path).resolve() == Path(csv_path).resolve():
+        raise UsageError(f"--json and --csv are both {json_path}: the CSV would replace the result")
     if len(models) > 1:
         return _bench_interleaved(models, backends, json_path, csv_path, cases_path, quiet,
                                   block_runs, scenario, concurrency, devices, all_devices,

@@ -18,12 +18,13 @@ from edgert.errors import UsageError
 def compare(files: tuple[Path, ...], alpha: float, allow_different_models: bool, json_path: Path | None) -> None:
     """Is B (C, ...) faster or slower than A? Mann-Whitney U on the raw samples, p50 and p99
     verdicts in plain words; with 3+ files a table against A and the geometric mean."""
-    from edgert.commands.options import write_json_output
+    from edgert.commands.options import refuse_overwriting_inputs, write_json_output
     from edgert.compare import compare as run_compare, compare_many, render_compare, render_many
     from edgert.result import read_json
 
     if len(files) < 2:
         raise UsageError("compare needs at least two result files: A B [C ...]")
+    refuse_overwriting_inputs(json_path, files, "--json")  # the verdict replaced result A
     results = [read_json(f) for f in files]
     if len(results) == 2:
         report = run_compare(*results, alpha, allow_different_models=allow_different_models)
