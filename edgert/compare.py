@@ -146,6 +146,8 @@ def compare(a: dict[str, Any], b: dict[str, Any], alpha: float = 0.01, *,
     p = float(mannwhitneyu(xa, xb, alternative="two-sided").pvalue)
     if math.isnan(p):  # every sample identical on both sides
         p = 1.0
+    if side_a["p50"] <= 0 or side_a["p99"] <= 0:  # a hand-edited file: no run takes 0 ms
+        raise UsageError("A's median or p99 latency is 0 ms: there is no ratio to it", side="A")
     ratio = side_b["p50"] / side_a["p50"]
     significant = p < alpha
     meaningful = significant and abs(ratio - 1.0) >= practical_fraction

@@ -190,14 +190,33 @@ def parse_json_file(path: Path) -> Any:
         raise UsageError(f"{path} is not a result file: it is not JSON ({str(exc)[:100]})", path=str(path)) from exc
 
 
+_OBJECTS = ("model", "device", "backend", "settings", "scenario", "clock", "latency_ms")
+_NUMBERS = ("throughput_ips", "compile_ms", "load_ms", "first_inference_ms", "peak_rss_bytes")
+
+
 def check_samples(data: dict[str, Any], path: Path) -> None:
-    """``samples_ms`` must be a non-empty list of finite latencies >= 0: compare and the report
-    compute with them (NaN, inf, negative, text or null ones gave tracebacks or NaN verdicts)."""
+    """The fields compare and the report compute with, of the kinds bench writes: ``samples_ms``
+    a non-empty list of finite latencies >= 0 (NaN, inf, negative, text or null ones gave
+    tracebacks or NaN verdicts), objects, numbers >= 0 or null, warnings a list of text,
+    ``emulated`` true or false (the text "false" read as emulated)."""
     samples = data.get("samples_ms")
-    if not isinstance(samples, list) or not samples or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in samples):
+    if not isinstance(samples, list) or not samples or not all(_number(v) for v in samples):
         raise UsageError(f"{path} is inconsistent: samples_ms must be a non-empty list of finite latencies >= 0",
                          path=str(path))
+    wrong = [k for k in _OBJECTS if k in data and not isinstance(data[k], dict)]
+    wrong += [k for k in _NUMBERS if data.get(k) is not None and not _number(data[k])]
+    warnings = data.get("warnings", [])
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        wrong.append("warnings")
+    if not isinstance(data.get("emulated", False), bool):
+        wrong.append("emulated")
+    if wrong:
+        raise UsageError(f"{path} is inconsistent: {wrong[0]} is not what edgert bench writes "
+                         "(an object, a number >= 0 or null, a list of text, true/false)", path=str(path))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import struct
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -342,3 +342,29 @@ def test_all_in_one_file_with_calibration_renders(tmp_path):
     assert "All-in-One calibration" in page and page.count("<img") == 2  # the summary and the detail
     assert "no accuracy recorded" in page and "No power was measured, so no energy." in page
     assert "<th>mJ at" not in page and "Pareto-optimal" not in page
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d.update(model="x"), lambda d: d.update(throughput_ips="fast"), lambda d: d.update(compile_ms=[1]),
+    lambda d: d.update(scenario="x"), lambda d: d.update(warnings="oops"), lambda d: d.update(emulated="false"),
+    lambda d: d.update(paths={"p": "x"}), lambda d: d.update(samples_ms=[1e308] * 5),
+])
+def test_a_hand_edited_result_is_one_error_naming_it(tmp_path: Path, edit: Callable[[dict], None]) -> None:
+    """Each was a traceback (AttributeError, TypeError, ValueError from matplotlib) or, for
+    warnings as text, its letters listed as warnings."""
+    data = json.loads((RESULTS / "resnet.ort.json").read_text())
+    data = {**data, "schema": "edgert.result/2", "scenario": {"name": "single-stream", "concurrency": 1},
+            "throughput_ips": 100.0, "compile_ms": None}  # as bench writes today (/1 files are upgraded)
+    edit(data)
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(UsageError, match="bad.json"):
+        render_report([RESULTS / "mobilenet_v2.ort.json", tmp_path / "bad.json"], tmp_path / "out.html")
+    assert not (tmp_path / "out.html").exists()
+
+
+def test_a_hand_edited_sweep_point_is_one_error_naming_it(tmp_path: Path) -> None:
+    data = json.loads((RESULTS / "sweep.json").read_text())
+    del data["points"][0]["setting"]
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(UsageError, match="bad.json has a field the report cannot read"):
+        render_report([tmp_path / "bad.json"], tmp_path / "out.html")

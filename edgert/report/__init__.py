@@ -135,6 +135,31 @@ def render_report(result_paths: list[Path], out_html: Path) -> Path:
     if not result_paths:
         raise UsageError("give at least one result file to report on")
     items = content_names([load(p) for p in result_paths])
+    try:
+        text = _page(items)
+    except _MALFORMED as exc:  # a hand-edited file: name it (the page of each file alone)
+        for item in items:
+            try:
+                _page([item])
+            except _MALFORMED as alone:
+                raise UsageError(f"{item.path} has a field the report cannot read ({_what(alone)}): "
+                                 "it is not as edgert wrote it", path=str(item.path)) from alone
+        raise UsageError(f"the files cannot be reported together ({_what(exc)})") from exc
+    out_html = Path(out_html)
+    out_html.write_text(text, encoding="utf-8")
+    return out_html
+
+
+# what reading a field of the wrong kind raises (files are checked for the fields the report
+# computes with; the rest is read as written)
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+def _what(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
+
+
+def _page(items: list[Loaded]) -> str:
     built = Built()
     for schema, build in KINDS.items():
         group = [i for i in items if i.data["schema"] == schema]
@@ -143,7 +168,4 @@ def render_report(result_paths: list[Path], out_html: Path) -> Path:
             built.sections += part.sections
             built.warnings += part.warnings
     models = summary.configurations([(KIND_OF_SCHEMA[i.data["schema"]], i) for i in items])
-    out_html = Path(out_html)
-    text = page.render(items, models, built.sections, built.warnings, edgert.__version__)
-    out_html.write_text(text, encoding="utf-8")
-    return out_html
+    return page.render(items, models, built.sections, built.warnings, edgert.__version__)
