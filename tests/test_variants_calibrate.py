@@ -88,6 +88,7 @@ def test_calibration_without_a_power_source_has_latency_only_and_no_setting_is_a
                                           power="none", idle_s=0.0))
     table = calibrate_device(job, write=False)
     assert "energy_mj" not in table and "power_w" not in table
+    assert not any("sampled" in w for w in table["warnings"])  # nothing was: it said both
     assert len(table["p50_ms"]) == 3 and all(v > 0 for row in table["p50_ms"] for v in row)
     with pytest.raises(SysfsError, match="measured no setting.*729600"):
         calibrate_device(replace(job, request=replace(job.request, cpu_freqs=(729600,))), write=False)
@@ -120,6 +121,8 @@ def test_accuracy_is_checked_against_the_levels(tiny_aio, tmp_path):
         store_accuracy(tiny_aio, {0.0: 0.9, 0.5: 0.8})
     with pytest.raises(UsageError, match="finite number"):
         store_accuracy(tiny_aio, {0.0: 0.9, 0.5: float("nan"), 0.75: 0.7})
+    with pytest.raises(UsageError, match="ratio 0 twice"):  # "0" and "0.0": the last one won, silently
+        store_accuracy(tiny_aio, {"0": 0.9, "0.0": 0.8, 0.5: 0.8, 0.75: 0.7})
     assert store_accuracy(tiny_aio, {0.0: 0.9, 0.5: 0.8, 0.75: 0.7}) == {"0.0": 0.9, "0.5": 0.8, "0.75": 0.7}
     with open_variants(tiny_aio) as vm:  # the file still verifies
         assert accuracy_of(vm._file.meta, 0.5) == 0.8

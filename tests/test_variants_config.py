@@ -167,6 +167,13 @@ def test_bad_runtime_arguments_are_one_line_errors(resnet_aio: Path, meta: dict,
             call(vm, meta)
 
 
+def test_numpy_scalars_are_numbers(resnet_aio: Path) -> None:
+    """np.int64(1) was 'must be an integer', np.float32(0.5) 'must be a finite number'."""
+    with open_variants(resnet_aio, threads=1) as vm:
+        assert vm.select_index(np.int64(1)).index == 1
+        assert vm.select(np.float32(0.5)).ratio == 0.5
+
+
 def test_closed_model_and_bad_budgets(resnet_aio: Path) -> None:
     vm = open_variants(resnet_aio, threads=1)
     vm.close()

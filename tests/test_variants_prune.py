@@ -193,6 +193,17 @@ def test_resnet_file_and_level_zero(tmp_path: Path) -> None:
         np.testing.assert_allclose(vm.run(feeds)[0], _reference(RESNET, feeds), rtol=1e-4, atol=1e-4)
 
 
+def test_ratio_zero_keeps_every_channel_whatever_the_channel_multiple(tmp_path: Path) -> None:
+    """Ratio 0 rounded to the multiple too: with --channel-multiple 8 a group of 26 kept 24 (here,
+    with 5, the group of 6 kept 5), so the 'full' level was not the model."""
+    from edgert.variants.prune import level_kept
+
+    graph = analyze(onnx.load(tiny_model(tmp_path / "m.onnx")))
+    full = {g.id: g.size for g in graph.prunable()}
+    assert 6 in full.values()
+    assert level_kept(graph, 0.0, multiple=5) == full
+
+
 def test_slicing_at_run_time_copies_nothing_and_agrees(tmp_path: Path) -> None:
     model = tiny_model(tmp_path / "m.onnx")  # the concat makes c3.w's level part two ranges
     aio = tmp_path / "m.aio"

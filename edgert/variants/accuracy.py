@@ -35,6 +35,8 @@ def store_accuracy(path: str | Path, accuracy: Mapping[float | str, float]) -> d
                              f"{', '.join(f'{r:g}' for r in ratios)})", path=str(path), ratio=ratio)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise UsageError(f"accuracy of ratio {ratio:g} must be a finite number, got {value!r}")
+        if str(match[0]) in table and table[str(match[0])] != float(value):  # "0" and "0.0": the last won
+            raise UsageError(f"accuracy gives ratio {ratio:g} twice ({table[str(match[0])]:g} and {float(value):g})")
         table[str(match[0])] = float(value)
     missing = [r for r in ratios if str(r) not in table]
     if missing:

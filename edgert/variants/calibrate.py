@@ -138,6 +138,8 @@ def calibrate_device(job: SweepJob, device: Any = None, *, progress: Progress | 
                                                         ("energy_mj", "energy_per_inference_mj"))}
     if power_status.is_fixture_root(root):
         warnings.insert(0, fixture_warning(root))
+    elif source is None:
+        pass  # said above; nothing was sampled
     elif any(p["energy_per_inference_mj"] is None for row in grid for p in row):
         warnings.append("power was sampled but too sparsely to give every level an energy: no energy "
                         "table (a faster sensor or longer --max-time)")

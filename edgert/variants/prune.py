@@ -111,7 +111,10 @@ def block_order(scores: np.ndarray, block: int) -> np.ndarray:
 
 def level_kept(graph: ChannelGraph, ratio: float, multiple: int = 1) -> dict[int, int]:
     """Channels kept per prunable group at ``ratio``: rounded to ``multiple`` and to whole
-    blocks of grouped convs, at least one unit."""
+    blocks of grouped convs, at least one unit. Ratio 0 keeps every channel (with
+    ``multiple`` 8, a group of 26 kept 24: the full level was not the model)."""
+    if ratio == 0:
+        return {g.id: g.size for g in graph.prunable()}
     kept = {}
     for g in graph.prunable():
         unit = math.lcm(multiple, g.block)

@@ -236,10 +236,11 @@ class VariantModel:
                          f"{', '.join(f'{lv.ratio:g}' for lv in self.levels)}")
 
     def select_index(self, index: int) -> Level:
-        self._check_open()
-        self.level = self.levels[values.index(index, len(self.levels), "the level index")]
-        self._session = self._sessions[index]
-        self.config = None
+        i = values.index(index, len(self.levels), "the level index")
+        sessions = self._sessions  # one read: close() on another thread empties it
+        if not sessions:
+            raise UsageError(f"{self.path} was closed")
+        self.level, self._session, self.config = self.levels[i], sessions[i], None
         return self.level
 
     @property

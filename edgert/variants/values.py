@@ -5,19 +5,22 @@ surface far from the call as a numpy, ONNX Runtime or ZeroDivisionError tracebac
 all (NaN compares false, so a NaN budget switched eviction off). Each check raises one
 ``UsageError`` line naming the argument.
 
-Device-side: stdlib.
+Device-side: stdlib and numpy (numpy scalars are numbers too).
 """
 from __future__ import annotations
 
 import math
 from typing import Any
 
+import numpy as np
+
 from edgert.errors import UsageError
 
 
 def number(value: Any, what: str, *, low: float = 0.0, low_ok: bool = False) -> float:
     """``value`` as a float: a real, finite number above ``low`` (or equal, with ``low_ok``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value):
         raise UsageError(f"{what} must be a finite number, got {value!r}")
     if value < low or (value == low and not low_ok):
         raise UsageError(f"{what} must be {'at least' if low_ok else 'above'} {low:g}, got {value!r}")
@@ -26,6 +29,6 @@ def number(value: Any, what: str, *, low: float = 0.0, low_ok: bool = False) -> 
 
 def index(value: Any, count: int, what: str) -> int:
     """``value`` as an index into ``count`` items: an int in 0..count-1 (no negative indexing)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < count:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= value < count:
         raise UsageError(f"{what} must be an integer 0..{count - 1}, got {value!r}")
-    return value
+    return int(value)
