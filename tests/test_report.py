@@ -368,3 +368,20 @@ def test_a_hand_edited_sweep_point_is_one_error_naming_it(tmp_path: Path) -> Non
     (tmp_path / "bad.json").write_text(json.dumps(data))
     with pytest.raises(UsageError, match="bad.json has a field the report cannot read"):
         render_report([tmp_path / "bad.json"], tmp_path / "out.html")
+
+
+def test_energy_the_file_says_was_not_measured_is_not_ranked(tmp_path: Path) -> None:
+    """A sweep point whose power_status is 'fixture' but which carries an energy was shown as
+    'least energy'; a calibration whose power block is missing, as measured energy."""
+    data = json.loads((RESULTS / "sweep.json").read_text())
+    for p in data["points"]:
+        p["power_status"] = "fixture"
+        p.setdefault("energy_per_inference_mj", 5.0)
+    (tmp_path / "fx.json").write_text(json.dumps(data))
+    cal = json.loads((RESULTS / "calibration.json").read_text())
+    cal.pop("power", None)
+    cal["fixture"] = True
+    (tmp_path / "cal.json").write_text(json.dumps(cal))
+    text = render_report([tmp_path / "fx.json", tmp_path / "cal.json"], tmp_path / "out.html").read_text()
+    assert "least energy" not in text.lower() and "fixture, not measured" in text
+    assert "(fixture clock)" in section(text, 'id="summary"', 'id="warnings"')

@@ -89,6 +89,7 @@ def test_calibration_without_a_power_source_has_latency_only_and_no_setting_is_a
     table = calibrate_device(job, write=False)
     assert "energy_mj" not in table and "power_w" not in table
     assert not any("sampled" in w for w in table["warnings"])  # nothing was: it said both
+    assert table["fixture"] is True  # a fixture tree's clocks: the report says "(fixture clock)"
     assert len(table["p50_ms"]) == 3 and all(v > 0 for row in table["p50_ms"] for v in row)
     with pytest.raises(SysfsError, match="measured no setting.*729600"):
         calibrate_device(replace(job, request=replace(job.request, cpu_freqs=(729600,))), write=False)

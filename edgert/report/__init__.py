@@ -104,6 +104,7 @@ def _aio_calibration(path: Path) -> dict[str, Any] | None:
         out.update(energy_mj=table["energy_mj"], power_source=table.get("power_source"))
     if table.get("power"):
         out["power"] = table["power"]
+    out["fixture"] = bool(table.get("fixture"))
     return out
 
 

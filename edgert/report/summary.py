@@ -88,8 +88,9 @@ def _sweep(item: Loaded) -> list[Config]:
         if p.get("error") or not p.get("latency_ms"):
             continue
         lat = p["latency_ms"]
-        energy = p.get("energy_per_inference_mj")
-        note = power_status.label(p) if energy is None else ""
+        unmeasured = power_status.label(p) if "power_status" in p else ""  # the file's own word wins
+        energy = None if unmeasured else p.get("energy_per_inference_mj")
+        note = unmeasured or (power_status.label(p) if energy is None else "")
         runs, window = p.get("runs"), p.get("duration_s")
         setting = _setting(p["setting"]) + (" (fixture clock)" if d.get("fixture") else "")
         out.append(Config(model_name(d, item.path), _backend(d, "ort"), _host(d), "—", setting,
@@ -103,14 +104,15 @@ def _calibration(item: Loaded) -> list[Config]:
     d = item.data
     unit = d.get("frequency_unit", "kHz")
     scale, label = axis("cpu", unit)
-    energy = d.get("energy_mj")
     power = d.get("power") or {}
+    energy = d.get("energy_mj") if power.get("measured") is True else None  # no power block: not known measured
     note = "not measured" if not power else power_status.label({"power_status": power.get("status")}) \
         or "not measured"
     out = []
     for i, level in enumerate(d["levels"]):
         for j, f in enumerate(d["frequencies"]):
             freq = f"emulated {float(f):g}x CPU" if unit == "share" else f"{float(f) * scale:g} MHz"
+            freq += " (fixture clock)" if d.get("fixture") else ""
             out.append(Config(model_name(d, item.path), "ort (All-in-One)", _host(d),
                               f"{float(level['ratio']):.0%} pruned", freq, float(d["latency_ms"][i][j]), None,
                               None, float(energy[i][j]) if energy else None, "" if energy else note, None,

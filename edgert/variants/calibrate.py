@@ -128,6 +128,7 @@ def calibrate_device(job: SweepJob, device: Any = None, *, progress: Progress | 
                    bench=job.settings)
     power = power_of([p for row in grid for p in row], source_name, root)
     table["power"] = power
+    table["fixture"] = power_status.is_fixture_root(root)  # its clocks are a fixture's, not set
     if source is None:
         warnings.append("no power source: no power or energy per level (--power RAIL or a meter URL)")
     elif not power["measured"]:
