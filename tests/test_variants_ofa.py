@@ -697,3 +697,24 @@ def test_a_checksummed_but_malformed_table_is_refused(measured: Path, tmp_path: 
     tables.store(path, {name: table})
     with pytest.raises(BundleError, match=re.escape(message)):
         tables.read(path, name)
+
+
+def test_lut_of_a_model_with_integer_inputs(tmp_path: Path) -> None:
+    """Token ids (int64) into an embedding Gather, then an MLP, as in BERT: every block input was
+    declared float, so ORT refused the Gather's block ('Type tensor(float) of input ... is invalid')."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((10, 8)).astype(np.float32), "emb"),
+             numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["e"], name="embed"),
+             helper.make_node("MatMul", ["e", "w1"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["r"], name="act"),
+             helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2")]
+    graph = helper.make_graph(nodes, "ids", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 4])], inits)
+    src = tmp_path / "ids.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    path = tmp_path / "ids.aio"
+    prune(src, [0, 0.5], path)
+    table = lut.measure(path, [FrequencySetting(1.0, label="local")], FAST)
+    assert table["blocks"] and all(v[0] >= 0 for b in table["blocks"] for v in b["latency_ms"].values())

@@ -164,9 +164,20 @@ def find_blocks(model: Any, shapes: ShapeModel) -> list[Block]:
     return blocks
 
 
-def _block_graph(model: Any, block: Block, shapes: dict[str, list[int]], float_inits: set[str]) -> bytes:
-    """The block as its own ONNX graph: outside activations become inputs, float weights stay
-    external (supplied by the caller), integer constants inline."""
+def _element_types(model: Any) -> dict[str, int]:
+    """Every value's ONNX element type (BERT's input_ids feed a Gather as int64)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    return {vi.name: vi.type.tensor_type.elem_type
+            for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output)
+            if vi.type.tensor_type.elem_type}
+
+
+def _block_graph(model: Any, block: Block, shapes: dict[str, list[int]], float_inits: set[str],
+                 types: dict[str, int]) -> bytes:
+    """The block as its own ONNX graph: outside activations become inputs (of their own element
+    types), float weights stay external (supplied by the caller), integer constants inline."""
     import onnx
     from onnx import helper
 
@@ -180,11 +191,12 @@ def _block_graph(model: Any, block: Block, shapes: dict[str, list[int]], float_i
             if name in inits:
                 (weights if name in float_inits else consts).append(name)
             else:
-                inputs.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shapes[name]))
+                inputs.append(helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT),
+                                                            shapes[name]))
     last = block.nodes[-1].output[0]
     graph = helper.make_graph(
         [n for n in block.nodes], "block", inputs,
-        [helper.make_tensor_value_info(last, onnx.TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(last, types.get(last, onnx.TensorProto.FLOAT), None)],
         [inits[n] for n in dict.fromkeys(weights + consts)])
     for t in graph.initializer:
         if t.name in float_inits:
@@ -213,15 +225,17 @@ def _inputs_of(graph: bytes) -> dict[str, list[int]]:
     return {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
 
 
-def _twin_graph(model: Any, block: Block, shapes: dict[str, list[int]], float_inits: set[str]) -> bytes:
+def _twin_graph(model: Any, block: Block, shapes: dict[str, list[int]], float_inits: set[str],
+                types: dict[str, int]) -> bytes:
     """The block's call cost without its work: the same activation inputs, one Identity."""
     import onnx
     from onnx import helper
 
-    graph = onnx.load_from_string(_block_graph(model, block, shapes, float_inits)).graph
-    first = graph.input[0].name
-    twin = helper.make_graph([helper.make_node("Identity", [first], ["twin"])], "twin", list(graph.input),
-                             [helper.make_tensor_value_info("twin", onnx.TensorProto.FLOAT, shapes[first])])
+    graph = onnx.load_from_string(_block_graph(model, block, shapes, float_inits, types)).graph
+    first = graph.input[0]
+    twin = helper.make_graph([helper.make_node("Identity", [first.name], ["twin"])], "twin", list(graph.input),
+                             [helper.make_tensor_value_info("twin", first.type.tensor_type.elem_type,
+                                                            shapes[first.name])])
     return helper.make_model(twin, opset_imports=model.opset_import, ir_version=model.ir_version).SerializeToString()
 
 
@@ -250,6 +264,7 @@ def plan(vm: VariantModel, settings: LutSettings, dims: dict[str, int] | None = 
     dims = {**{d: 1 for spec in vm.inputs for d in spec.shape if isinstance(d, str)}, **(dims or {})}
     model = _full_graph(vm, random_feeds(vm.inputs, dims, settings.seed))
     shape_of = shape_model(model, meta)
+    types = _element_types(model)
     blocks = find_blocks(model, shape_of)
     widths, sizes = C.candidate_widths(meta), C.prunable(meta)
     float_inits = set(meta["levels"][0]["params"])
@@ -271,11 +286,11 @@ def plan(vm: VariantModel, settings: LutSettings, dims: dict[str, int] | None = 
             shapes, specs = shape_of.shapes(config), C.weight_specs(meta, config)
             used = {n for node in block.nodes for n in node.input if n in float_inits}
             weights = {n: {"tensor": specs[n]["tensor"], "ranges": specs[n]["ranges"]} for n in sorted(used)}
-            graph = rewrite_shapes(config_graph.redeclare(_block_graph(model, block, shapes, float_inits), {},
+            graph = rewrite_shapes(config_graph.redeclare(_block_graph(model, block, shapes, float_inits, types), {},
                                                           C.depthwise_groups(meta, config)),
                                    _head_values(meta, config))
             entries.append({"key": width_key(combo), **unit(graph, weights)})
-        spec_blocks.append({"entries": entries, "twin": unit(_twin_graph(model, block, full, float_inits))})
+        spec_blocks.append({"entries": entries, "twin": unit(_twin_graph(model, block, full, float_inits, types))})
     rng = random.Random(settings.seed)
     checks = [C.of_level(meta, i) for i in range(len(meta["levels"]))]
     checks += [C.make(meta, {g: rng.choice(ws) for g, ws in widths.items()}) for _ in range(settings.checks)]

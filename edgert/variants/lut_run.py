@@ -219,12 +219,12 @@ def _pair_window(run: Run, calls: int, ref: Run, ref_calls: int, span_s: float) 
 def _unit_run(unit: Mapping[str, Any], graph_of: Callable[[str], bytes], tensors: Mapping[str, np.ndarray],
               settings: LutSettings) -> Run:
     from edgert.backends.ort import CallerWeightsSession
+    from edgert.tensors import random_feeds
 
     weights = {n: slice_ranges(tensors[w["tensor"]], w["ranges"]) for n, w in unit.get("weights", {}).items()}
     session = CallerWeightsSession(graph_of(unit["graph"]), weights, location=EXTERNAL_LOCATION,
                                    threads=settings.threads)
-    rng = np.random.default_rng(settings.seed)
-    feeds = {n: rng.standard_normal(shape).astype(np.float32) for n, shape in unit["inputs"].items()}
+    feeds = random_feeds(session.inputs, {}, settings.seed)  # of each input's own type: ids are ints
     return lambda: session.run(feeds)
 
 
