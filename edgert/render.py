@@ -10,6 +10,14 @@ from edgert.stats import CI_METHOD
 from edgert.units import duration_ms, rate, size_bytes
 
 
+def _agreement(agreement: dict[str, Any]) -> str:
+    """The cell of one engine's agreement with the first: its max abs diff, or why there is none."""
+    if "shape_mismatch" in agreement:
+        ref, out = agreement["shape_mismatch"]
+        return f"shapes differ: {ref} vs {out}"
+    return f"{agreement['max_abs']:.2e}" if "max_abs" in agreement else "not compared"
+
+
 def side_by_side(results: list[dict[str, Any]], console: Console) -> None:
     """One column per backend: percentiles, CI, runs and the ratio against the first backend."""
     if not results:
@@ -47,8 +55,7 @@ def side_by_side(results: list[dict[str, Any]], console: Console) -> None:
     if any((r.get("run_metadata") or {}).get("before", {}).get("temperatures_c") for r in results):
         table.add_row("max temperature", *(_temps(r.get("run_metadata")) for r in results))
     if len(results) > 1:
-        table.add_row("max abs diff", "-", *(f"{r['agreement'].get('max_abs', float('nan')):.2e}"
-                                              for r in results[1:]))
+        table.add_row("max abs diff", "-", *(_agreement(r.get("agreement") or {}) for r in results[1:]))
     console.print(table)
     for r in results:
         if r.get("paths") or r.get("cases_ms"):
