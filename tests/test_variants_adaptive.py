@@ -133,3 +133,26 @@ def test_runs_record_real_latencies(tiny_aio: Path) -> None:
 def test_uncalibrated_file_is_refused(tiny_aio: Path) -> None:
     with pytest.raises(UsageError, match="calibrat"):
         AdaptiveModel(tiny_aio, budget_ms=5, frequency_source=lambda: 1.0)
+
+
+@pytest.mark.parametrize("table, says", [
+    ({"frequencies": [0.5, 1.0], "p50_ms": [[1.0]] * 3}, "one latency per frequency"),
+    ({"frequencies": [1.0], "p50_ms": [["a"]] * 3}, "finite number"),
+    ({"frequencies": [], "p50_ms": [[]] * 3}, "at least one frequency"),
+    ({"frequencies": [1.0], "p50_ms": [[float("nan")]] * 3}, "finite number"),
+    ({"frequencies": [1.0, 1.0], "p50_ms": [[1.0, 2.0]] * 3}, "distinct and ascending"),
+    ({"frequencies": [0.0], "p50_ms": [[1.0]] * 3}, "above 0"),
+    ({"frequencies": [1.0], "p50_ms": [[-1.0]] * 3}, "above 0"),
+])
+def test_a_given_table_is_checked_before_use(tiny_aio: Path, table: dict, says: str) -> None:
+    """A short row was an IndexError at the first run, text a ValueError, NaN used as is, a
+    repeated frequency a division by zero."""
+    with pytest.raises(UsageError, match=says):
+        AdaptiveModel(tiny_aio, budget_ms=1.0, frequency_source=lambda: 1.0, table=table)
+
+
+@pytest.mark.parametrize("policy", [{"min_dwell_runs": 2.5}, {"correction_window": float("nan")},
+                                    {"frequency_interval_s": -1}, {"log_size": 0}, {"hysteresis": "0.1"}])
+def test_a_bad_policy_is_one_line(policy: dict) -> None:
+    with pytest.raises(UsageError, match="policy"):
+        Policy(**policy)

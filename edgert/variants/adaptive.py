@@ -49,8 +49,15 @@ class Policy:
     log_size: int = 100_000
 
     def __post_init__(self) -> None:
-        if not 0 <= self.hysteresis < 1 or self.correction_window < 1 or self.min_dwell_runs < 0:
-            raise UsageError("policy: need 0 <= hysteresis < 1, correction_window >= 1, min_dwell_runs >= 0")
+        hysteresis = values.number(self.hysteresis, "policy hysteresis", low_ok=True)
+        values.number(self.frequency_interval_s, "policy frequency_interval_s", low_ok=True)
+        counts = {"correction_window": 1, "log_size": 1, "min_dwell_runs": 0}
+        for name, low in counts.items():  # 2.5 runs or NaN failed later as a bare TypeError
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise UsageError(f"policy {name} must be a whole number >= {low}, got {value!r}")
+        if not hysteresis < 1:
+            raise UsageError(f"policy hysteresis must be in [0, 1), got {self.hysteresis!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +71,26 @@ class Decision:
     correction: float  # the level's correction at this frequency after this run
     switched: bool
     reason: str
+
+
+def _check_table(table: dict[str, Any], levels: int) -> None:
+    """A table given in place of the file's: one latency row per level, one finite latency > 0
+    per distinct, ascending frequency > 0 (a short row was an IndexError, text a ValueError,
+    NaN used as is, a repeated frequency a division by zero)."""
+    freqs, rows = table["frequencies"], table["p50_ms"]
+    if not isinstance(rows, list) or len(rows) != levels:
+        raise UsageError(f"the calibration table has {len(rows) if isinstance(rows, list) else 'no'} latency "
+                         f"rows; the file has {levels} levels")
+    if not isinstance(freqs, list) or not freqs:
+        raise UsageError("the calibration table needs at least one frequency")
+    numbers = [values.number(f, "a calibration frequency") for f in freqs]
+    if any(b <= a for a, b in zip(numbers, numbers[1:])):
+        raise UsageError(f"the calibration table's frequencies must be distinct and ascending, got {freqs}")
+    for row in rows:
+        if not isinstance(row, list) or len(row) != len(freqs):
+            raise UsageError(f"each calibration row needs one latency per frequency ({len(freqs)}), got {row!r}")
+        for v in row:
+            values.number(v, "a calibration latency (ms)")
 
 
 def predict_ms(frequencies: list[float], latencies: list[float], frequency: float) -> float:
@@ -97,8 +124,7 @@ class AdaptiveModel:
             raise UsageError(f"{self.model.path} has no calibration table: run calibrate first")
         if not isinstance(self.table, dict) or not {"frequencies", "p50_ms"} <= set(self.table):
             raise UsageError("a calibration table has 'frequencies' and 'p50_ms' (edgert calibrate writes one)")
-        if len(self.table["p50_ms"]) != len(self.model.levels):
-            raise UsageError("the calibration table does not match the file's levels")
+        _check_table(self.table, len(self.model.levels))
         self.p50_ms = self.table["p50_ms"]
         self.budget_ms = float(budget_ms)
         self.policy = policy or Policy()
