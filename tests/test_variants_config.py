@@ -20,6 +20,7 @@ from edgert.variants import aiofile
 from edgert.variants import config as C
 from edgert.variants import config_graph
 from edgert.variants import open as open_variants
+from edgert.variants.adaptive_configs import ConfigAdaptiveModel
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +178,9 @@ def test_numpy_scalars_are_numbers(resnet_aio: Path) -> None:
 def test_closed_model_and_bad_budgets(resnet_aio: Path) -> None:
     vm = open_variants(resnet_aio, threads=1)
     vm.close()
-    for call in (lambda: vm.run({}), lambda: vm.select_index(0), lambda: vm.select_config(C.of_level(vm._file.meta, 0))):
+    for call in (lambda: vm.run({}), lambda: vm.select_index(0), lambda: vm.select_config(C.of_level(vm._file.meta, 0)),
+                 lambda: vm.configs, vm.memory,  # a KeyError; old numbers
+                 lambda: ConfigAdaptiveModel(vm, budget_ms=1.0, frequency_source=lambda: 1.0)):  # "no Pareto sets"
         with pytest.raises(UsageError, match="closed"):
             call()
     for budget, message in ((float("nan"), "finite"), (-5, "at least 0"), ("2", "finite")):

@@ -60,6 +60,7 @@ class ConfigAdaptiveModel:
         given = tables.check_given(tables.PARETO, pareto) if pareto is not None else None  # before opening
         open_options.setdefault("config_budget", None)
         self.model = model if isinstance(model, VariantModel) else VariantModel(model, **open_options)
+        self.model._check_open()  # a closed model's file reads as one without Pareto sets
         self.model.configs.budget_bytes = None  # every Pareto configuration stays built (a given model's too)
         self.pareto = given or tables.load(self.model._file.tensors, tables.PARETO)
         if not self.pareto or not any(self.pareto["pareto"]):

@@ -248,6 +248,7 @@ class VariantModel:
         """Sessions of per-layer width configurations (``config.ConfigCache``), built on demand;
         their weights stay within ``config_budget`` times the full level's weight bytes.
         Their graphs come from the file, else from ``graph_builder`` (host, ``config_graph.build``)."""
+        self._check_open()  # a closed file's tensors are gone: a bare KeyError
         if self._configs is None:
             self._configs = ConfigCache(self._file, self.path, self._config_budget, self._threads,
                                         self._graph_builder)
@@ -284,6 +285,7 @@ class VariantModel:
         resident memory grew while the levels were built (Linux; None elsewhere). On the zoo
         ResNet it was 1.6x ``resident_bytes`` with shared levels, 1.8x private; a MatMul model's
         shared levels 2.7x."""
+        self._check_open()  # a closed model holds nothing: its old numbers would mislead
         return {"full_weight_bytes": self.full_weight_bytes, "resident_bytes": self.resident_weight_bytes,
                 "copied_bytes": sum(lv.copied_bytes for lv in self.levels),
                 "opened_anon_bytes": self.opened_anon_bytes,
