@@ -374,6 +374,7 @@ def test_energy_the_file_says_was_not_measured_is_not_ranked(tmp_path: Path) -> 
     """A sweep point whose power_status is 'fixture' but which carries an energy was shown as
     'least energy'; a calibration whose power block is missing, as measured energy."""
     data = json.loads((RESULTS / "sweep.json").read_text())
+    data["fixture"] = True
     for p in data["points"]:
         p["power_status"] = "fixture"
         p.setdefault("energy_per_inference_mj", 5.0)
@@ -385,3 +386,4 @@ def test_energy_the_file_says_was_not_measured_is_not_ranked(tmp_path: Path) -> 
     text = render_report([tmp_path / "fx.json", tmp_path / "cal.json"], tmp_path / "out.html").read_text()
     assert "least energy" not in text.lower() and "fixture, not measured" in text
     assert "(fixture clock)" in section(text, 'id="summary"', 'id="warnings"')
+    assert "600000 kHz (fixture)" in text  # the sweep table's read-back clock: no unit, no label

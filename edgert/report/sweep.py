@@ -74,17 +74,27 @@ def _fmt(value: Any, digits: str = ".4g") -> Any:
     return "—" if value is None else format(value, digits) if isinstance(value, float) else value
 
 
-def _table(points: list[dict[str, Any]]) -> Table:
+def _clock(value: Any, unit: str, mark: str) -> str:
+    return "—" if value is None else f"{value} {unit}{mark}"
+
+
+def _table(points: list[dict[str, Any]], fixture: bool) -> Table:
+    """One row per point; a clock carries its unit (kHz for cpufreq, Hz for devfreq), and a
+    fixture tree's read-back clocks and temperatures say so."""
     rows = []
+    mark = " (fixture)" if fixture else ""
     for p in points:
         s = p["setting"]
+        unit = s.get("unit") or ("kHz" if str(s["domain"]).startswith(("cpu", "policy")) else
+                                 "share" if s["domain"] == "emulated" else "Hz")
         temps = ", ".join(f"{k} {v:.0f}°C" for k, v in (p.get("temperatures_c") or {}).items())
         unmeasured = power_status.label(p)
-        rows.append((s["domain"], s.get("requested"), s.get("readback"), p["latency_ms"]["p50"],
+        rows.append((s["domain"], _clock(s.get("requested"), unit, ""), _clock(s.get("readback"), unit, mark),
+                     p["latency_ms"]["p50"],
                      p["latency_ms"]["p99"], unmeasured or _fmt(p.get("power_w")),
                      unmeasured or _fmt(p.get("energy_per_inference_mj")),
                      unmeasured or _fmt(p.get("energy_above_idle_mj")),
-                     temps or "—", "yes" if p.get("emulated") else "no"))
+                     (temps + mark) if temps else "—", "yes" if p.get("emulated") else "no"))
     return Table(("domain", "requested", "read back", "p50 ms", "p99 ms", "power W",
                   "energy/inf mJ", "above idle mJ", "temperatures", "emulated"), tuple(rows))
 
@@ -128,7 +138,7 @@ def build(items: list[Loaded]) -> Built:
                                        f"{power.get('reason', '')}"))
         elif not any(p.get("power_w") is not None for p in measured):
             section.blocks.append(Note("No power was measured in this sweep."))
-        section.blocks.append(_table(measured))
+        section.blocks.append(_table(measured, bool(item.data.get("fixture"))))
         built.sections.append(section)
         built.warnings += _warnings(item)
     return built
