@@ -63,7 +63,8 @@ def run(model: str, inputs: tuple[str, ...], cases: Path | None, output: Path,
     for (case, _), record in zip(todo, records):
         prefix = f"{case}/" if cases is not None else ""
         if "error" in record:
-            raise UsageError(f"{f'case {case!r}' if cases is not None else 'the input'} was refused: {record['error']}")
+            who = f"case {case!r}" if cases is not None else "the input"
+            raise UsageError(f"{who} was refused by the {'bundle' if bundle else 'model'}: {record['error']}")
         arrays.update({prefix + name: value for name, value in zip(record["names"], record["outputs"])})
         shapes = ", ".join(f"{n} {list(np.shape(v))}" for n, v in zip(record["names"], record["outputs"]))
         path_taken = f"  path: {record['path']['key']}" if "path" in record else ""
