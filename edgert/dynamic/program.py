@@ -287,6 +287,18 @@ _FIELDS: dict[str, dict[str, str]] = {
 }
 
 
+_KINDS: dict[str, Callable[[Any], bool]] = {
+    "name": lambda v: isinstance(v, str) and v != "",
+    "name?": lambda v: isinstance(v, str),
+    "names": lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "ints": lambda v: isinstance(v, list) and all(isinstance(n, int) for n in v),
+    "specs": lambda v: isinstance(v, list) and all(
+        isinstance(s, dict) and isinstance(s.get("dtype"), str) and isinstance(s.get("shape"), list) for s in v),
+    "block": lambda v: isinstance(v, dict),
+}
+
+
 def check(program: Any, segments: set[str], consts: set[str], inputs: list[str]) -> None:
     """Refuse (BundleError) a program the interpreter could not run to the end: a step of an
     unknown shape, a segment or constant the bundle lacks, a value read before it is bound.
@@ -357,16 +369,7 @@ class _Checker:
         scope.update(n for n in step["outputs"] if n)
 
     def field(self, value: Any, kind: str, where: str) -> None:
-        ok = {"name": lambda v: isinstance(v, str) and v != "",
-              "name?": lambda v: isinstance(v, str),
-              "names": lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
-              "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-              "ints": lambda v: isinstance(v, list) and all(isinstance(n, int) for n in v),
-              "specs": lambda v: isinstance(v, list) and all(
-                  isinstance(s, dict) and isinstance(s.get("dtype"), str) and isinstance(s.get("shape"), list)
-                  for s in v),
-              "block": lambda v: isinstance(v, dict)}[kind](value)
-        if not ok:
+        if not _KINDS[kind](value):
             raise BundleError(f"host program: {where} is malformed ({kind} expected, got {str(value)[:60]!r})")
 
     def names(self, value: Any, where: str) -> list[str]:
