@@ -125,8 +125,7 @@ def mark_incomplete(directory: Path | None, incomplete: bool) -> None:
     if directory is None:
         return
     marker = directory / INCOMPLETE
-    if incomplete:
-        prepare_keep_dir(directory)
+    if incomplete:  # the directory exists: compile made it first (prepare_keep_dir)
         marker.write_text("edgert compile stopped before it had timed every candidate: this directory "
                           "holds only those timed until then\n")
     else:

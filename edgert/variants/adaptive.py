@@ -51,11 +51,8 @@ class Policy:
     def __post_init__(self) -> None:
         hysteresis = values.number(self.hysteresis, "policy hysteresis", low_ok=True)
         values.number(self.frequency_interval_s, "policy frequency_interval_s", low_ok=True)
-        counts = {"correction_window": 1, "log_size": 1, "min_dwell_runs": 0}
-        for name, low in counts.items():  # 2.5 runs or NaN failed later as a bare TypeError
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise UsageError(f"policy {name} must be a whole number >= {low}, got {value!r}")
+        for name, low in (("correction_window", 1), ("log_size", 1), ("min_dwell_runs", 0)):
+            values.whole(getattr(self, name), f"policy {name}", low)
         if not hysteresis < 1:
             raise UsageError(f"policy hysteresis must be in [0, 1), got {self.hysteresis!r}")
 

@@ -27,6 +27,14 @@ def number(value: Any, what: str, *, low: float = 0.0, low_ok: bool = False) -> 
     return float(value)
 
 
+def whole(value: Any, what: str, low: int = 0) -> int:
+    """``value`` as a whole number >= ``low`` (a count of runs: 2.5 or NaN failed later as a
+    bare TypeError)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
+        raise UsageError(f"{what} must be a whole number >= {low}, got {value!r}")
+    return int(value)
+
+
 def index(value: Any, count: int, what: str) -> int:
     """``value`` as an index into ``count`` items: an int in 0..count-1 (no negative indexing)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= value < count:
