@@ -35,6 +35,32 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return render_report(ALL, tmp_path_factory.mktemp("report") / "report.html")
 
 
+def as_measured(data: dict) -> dict:
+    """A sample whose power is a fixture's reading, reshaped as a run with a real sensor records it."""
+    out = json.loads(json.dumps(data))
+    out["fixture"] = False
+    out["power"] = {"source": out["power"]["source"], "measured": True, "status": "measured"}
+    out["warnings"] = [w for w in out["warnings"] if "is a fixture" not in w]
+    if "points" in out:
+        for point in out["points"]:
+            reading = point.pop("power_reading", None)
+            if reading:
+                point.update(reading, power_status="measured")
+    else:
+        out.update(out.pop("power_reading"), power_source=out["power"]["source"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def measured_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report of the sample files with the sweep's and calibration's power as measured."""
+    folder = tmp_path_factory.mktemp("measured")
+    for path in ALL:
+        data = json.loads(path.read_text())
+        (folder / path.name).write_text(json.dumps(as_measured(data) if "power" in data else data))
+    return render_report(sorted(folder.glob("*.json")), folder / "report.html")
+
+
 def section(text: str, start: str, end: str) -> str:
     return text[text.index(start):text.index(end, text.index(start))]
 
@@ -67,12 +93,13 @@ def test_the_ranked_summary_comes_first(page: Path) -> None:
     assert p50 == sorted(p50) and len(rows) == 2 + 5 + 4 * 3  # 2 bench files, 5 sweep points, 4 levels x 3 clocks
     assert rows[0][0] == "best" and "★ fastest" in mnv2.split("</tr>")[1]
     cal = json.loads((RESULTS / "calibration.json").read_text())
-    assert rows[0][2] == "ort (All-in-One) · vm · 75% pruned · 1800 MHz"
+    assert rows[0][2] == "ort (All-in-One) · vm · 75% pruned · 1800 MHz (fixture clock)"
     assert p50[0] == float(f"{cal['latency_ms'][3][2]:.4g}") and rows[0][4] == "ms"
-    assert "★ least energy" in mnv2 and "baseline" in mnv2 and "EMULATED" in mnv2
+    assert "baseline" in mnv2 and "EMULATED" in mnv2
+    assert "least energy" not in mnv2 and "fixture, not measured" in mnv2  # the samples' power is a fixture's
     answer = re.sub(r"<[^>]+>", "", section(summary, '<p class="answer">', "</p>"))
     ort = json.loads((RESULTS / "mobilenet_v2.ort.json").read_text())["latency_ms"]["p50"]
-    assert answer.startswith("Fastest: ort (All-in-One) · vm · 75% pruned · 1800 MHz, p50 1.934 ms, "
+    assert answer.startswith("Fastest: ort (All-in-One) · vm · 75% pruned · 1800 MHz (fixture clock), p50 1.934 ms, "
                              f"{ort / cal['latency_ms'][3][2]:.2f}× faster than the baseline ort 1 thread · vm")
     # names come from the contents: no file name outside the provenance cards
     for path in ALL:
@@ -187,22 +214,28 @@ def test_non_dominated_levels_over_latency_energy_and_accuracy() -> None:
     assert non_dominated(costs, accuracy) == [True, True, False, False, True]
 
 
-def test_calibration_shows_energy_and_the_three_way_front(page: Path) -> None:
+def test_measured_energy_is_ranked(measured_page: Path) -> None:
+    summary = section(measured_page.read_text(), 'id="summary"', 'id="warnings"')
+    mnv2 = section(summary, "<h3>mobilenet_v2", "</table>")
+    assert "★ least energy" in mnv2 and "fixture" not in mnv2
+
+
+def test_calibration_shows_energy_and_the_three_way_front(measured_page: Path) -> None:
     """The sample's 25% level is no faster than the full model at 600 MHz (and costs as much
     energy): off the front there, on it at the other clocks."""
-    text = page.read_text()
+    text = measured_page.read_text()
     section = text[text.index("All-in-One calibration"):text.index("<h2>Provenance</h2>")]
     cal = json.loads((RESULTS / "calibration.json").read_text())
     assert "and on both energy and accuracy (right)" in section and "power from VDD_IN (watts)" in section
     assert "<th>mJ at 600 MHz</th>" in section and "<th>ms at 1800 MHz</th>" in section
-    assert f'<td class="num">{cal["energy_mj"][1][0]:.4g}</td>' in section
+    assert f'<td class="num">{cal["power_reading"]["energy_mj"][1][0]:.4g}</td>' in section
     rows = re.findall(r"<tr><td>(\d+%)</td>.*?<td>([^<]*)</td></tr>", section)
     assert rows == [("0%", "600 MHz, 1200 MHz, 1800 MHz"), ("25%", "1200 MHz, 1800 MHz"),
                     ("50%", "600 MHz, 1200 MHz, 1800 MHz"), ("75%", "600 MHz, 1200 MHz, 1800 MHz")]
 
 
 def test_calibration_energy_table_must_match_the_levels(tmp_path: Path) -> None:
-    cal = json.loads((RESULTS / "calibration.json").read_text())
+    cal = as_measured(json.loads((RESULTS / "calibration.json").read_text()))
     cal["energy_mj"][0] = cal["energy_mj"][0][:-1]
     (tmp_path / "cal.json").write_text(json.dumps(cal))
     with pytest.raises(UsageError, match="'energy_mj' must be a levels x frequencies table"):

@@ -3,7 +3,8 @@
 The bench files come from a real ``edgert bench`` run on this machine (ORT and LiteRT on the
 bundled MobileNetV2, ORT on the bundled ResNet). The sweep, calibration and dynamic-bundle files
 follow the layouts in docs/report.md; their numbers are made up from fixed seeds, and each file
-says so in its first warning, so nobody mistakes them for measurements.
+says so in its first warning, so nobody mistakes them for measurements. The sweep and calibration
+carry power as a sysfs fixture's reading (labelled, no energy), as a run on a fixture tree would.
 
     .venv/bin/python tools/make_sample_results.py [--out tests/fixtures/results]
 """
@@ -18,11 +19,20 @@ from typing import Any
 
 import numpy as np
 
+from edgert import power_status
 from edgert.stats import summarize
+from edgert.sweep import fixture_warning
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTHETIC = "synthetic fixture for report tests: these numbers were not measured"
 RUNS = "200"
+# The sweep and calibration read as runs on a board's sysfs fixture tree would: their power is a
+# labelled reading, never energy shown as measured (docs/sweep-schema.md).
+POWER_SOURCE = "VDD_IN (watts)"
+IDLE_W = 1.1
+FIXTURE_ROOT = "tests/fixtures/sysfs/jetson_orin"
+FIXTURE_POWER = {"power": power_status.block(power_status.FIXTURE, POWER_SOURCE, FIXTURE_ROOT), "fixture": True}
+FIXTURE_WARNING = fixture_warning(FIXTURE_ROOT)
 
 
 def run_bench(out: Path) -> None:
@@ -51,8 +61,9 @@ def sweep(base: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         points.append({
             "setting": {"domain": "cpu0", "requested": khz, "readback": khz},
             "latency_ms": summarize(samples), "samples_ms": samples,
-            "power_w": power, "energy_per_inference_mj": energy,
-            "energy_above_idle_mj": (power - 1.1) * float(np.median(samples)),
+            "power_w": None, "idle_power_w": None, "energy_per_inference_mj": None,
+            "energy_above_idle_mj": None, "power_source": POWER_SOURCE, "power_status": "fixture",
+            "power_reading": {"power_w": power, "idle_power_w": IDLE_W, "energy_per_inference_mj": energy},
             "temperatures_c": {"cpu": 42.0 + 14.0 * khz / top_khz},
             "emulated": False,
         })
@@ -64,7 +75,7 @@ def sweep(base: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         "temperatures_c": {}, "emulated": True,
     })
     return {"schema": "edgert.sweep/1", "model": base["model"], "device": base["device"],
-            "points": points, "warnings": [SYNTHETIC]}
+            "points": points, **FIXTURE_POWER, "warnings": [SYNTHETIC, FIXTURE_WARNING]}
 
 
 def calibration(base: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +98,8 @@ def calibration(base: dict[str, Any]) -> dict[str, Any]:
     return {"schema": "edgert.calibration/1", "model": base["model"], "device": base["device"],
             "levels": [{"ratio": r, "accuracy": a} for r, a in zip(ratios, accuracy)],
             "frequencies": freqs, "frequency_unit": "kHz", "latency_ms": latency,
-            "energy_mj": energy, "power_source": "VDD_IN (watts)", "warnings": [SYNTHETIC]}
+            **FIXTURE_POWER, "power_reading": {"power_w": power, "energy_mj": energy},
+            "warnings": [SYNTHETIC, FIXTURE_WARNING]}
 
 
 def dynamic(base: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
