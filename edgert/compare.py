@@ -81,8 +81,14 @@ def _p99_verdict(ratio: float, ci: tuple[float, float], practical_fraction: floa
     change = abs(ratio - 1.0) * 100
     if ci[0] <= 1.0 <= ci[1] or abs(ratio - 1.0) < practical_fraction:
         return "p99: no clear change"
-    return f"p99 is {change:.0f}% {'lower (better)' if ratio < 1 else 'higher (worse)'} (95% CI of the ratio " \
-           f"{ci[0]:.2f}..{ci[1]:.2f})"
+    return f"p99 is {fixed(change, 0)}% {'lower (better)' if ratio < 1 else 'higher (worse)'} (95% CI of the ratio " \
+           f"{fixed(ci[0], 2)}..{fixed(ci[1], 2)})"
+
+
+def fixed(value: float, decimals: int, sign: str = "") -> str:
+    """``value`` with ``decimals`` decimals, or in 4 significant digits past 10^6: a hand-edited
+    1e300 ms sample gave ratios printed with 300 digits."""
+    return f"{value:{sign}.{decimals}f}" if abs(value) < 1e6 else f"{value:{sign}.4g}"
 
 
 def format_p(p: float) -> str:
@@ -99,7 +105,7 @@ def _verdict(ratio: float, p: float, alpha: float, significant: bool, meaningful
     if not meaningful:
         return (f"no meaningful difference: B is {change:.1f}% {word} than A ({format_p(p)}), "
                 f"below the {100 * practical_fraction:g}% practical threshold")
-    shown = f"{change:.0f}" if change >= 10 else f"{change:.1f}"
+    shown = fixed(change, 0) if change >= 10 else f"{change:.1f}"
     return f"B is {shown}% {word} than A ({format_p(p)})"
 
 
@@ -212,9 +218,9 @@ def render_compare(report: dict[str, Any]) -> str:
     lines = [
         f"A: {_describe(a)}",
         f"B: {_describe(b)}",
-        f"p50: {duration_ms(a['p50'])} -> {duration_ms(b['p50'])} ({100 * report['p50_change']:+.1f}%)",
-        f"p99: {duration_ms(a['p99'])} -> {duration_ms(b['p99'])} ({100 * report['p99_change']:+.1f}%)",
-        f"median B/A: {report['median_ratio']:.3f} (95% CI {lo:.3f}..{hi:.3f}, bootstrap)",
+        f"p50: {duration_ms(a['p50'])} -> {duration_ms(b['p50'])} ({fixed(100 * report['p50_change'], 1, '+')}%)",
+        f"p99: {duration_ms(a['p99'])} -> {duration_ms(b['p99'])} ({fixed(100 * report['p99_change'], 1, '+')}%)",
+        f"median B/A: {fixed(report['median_ratio'], 3)} (95% CI {fixed(lo, 3)}..{fixed(hi, 3)}, bootstrap)",
         f"Mann-Whitney U, two-sided: {format_p(report['test']['p_value'])} "
         f"(alpha {report['test']['alpha']:g})",
         f"verdict: {report['verdict']}",
@@ -236,13 +242,14 @@ def render_many(report: dict[str, Any]) -> str:
         b = pair["b"]
         rows.append((chr(ord("B") + n) if n < 25 else str(n + 1), _describe(b), str(b["n"]),
                      duration_ms(b["p50"]), duration_ms(b["p99"]),
-                     f"{pair['median_ratio']:.3f}x", f"{pair['p99_ratio']:.3f}x",
+                     f"{fixed(pair['median_ratio'], 3)}x", f"{fixed(pair['p99_ratio'], 3)}x",
                      format_p(pair["test"]["p_value"]),
                      pair["verdict"].replace("B is", "is").split(" (p")[0] + "; " + pair["p99_verdict"]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     gm = report["geometric_mean"]
-    lines.append(f"geometric mean of the ratios to A: p50 {gm['median_ratio']:.3f}x, p99 {gm['p99_ratio']:.3f}x "
+    lines.append(f"geometric mean of the ratios to A: p50 {fixed(gm['median_ratio'], 3)}x, "
+                 f"p99 {fixed(gm['p99_ratio'], 3)}x "
                  f"(Mann-Whitney U, two-sided, alpha {report['comparisons'][0]['test']['alpha']:g}, per file)")
     seen = set()
     for n, pair in enumerate(report["comparisons"]):

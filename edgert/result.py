@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from edgert import run_metadata
 from edgert.atomic import replace_file
 from edgert.errors import UsageError
 from edgert.files import not_a_file
+from edgert.finite import is_finite_number
 from edgert.hashing import sha256_file
 from edgert.settings import BenchSettings
 from edgert.stats import stability_warnings, summarize
@@ -200,11 +200,11 @@ def check_samples(data: dict[str, Any], path: Path) -> None:
     tracebacks or NaN verdicts), objects, numbers >= 0 or null, warnings a list of text,
     ``emulated`` true or false (the text "false" read as emulated)."""
     samples = data.get("samples_ms")
-    if not isinstance(samples, list) or not samples or not all(_number(v) for v in samples):
+    if not isinstance(samples, list) or not samples or not all(is_amount(v) for v in samples):
         raise UsageError(f"{path} is inconsistent: samples_ms must be a non-empty list of finite latencies >= 0",
                          path=str(path))
     wrong = [k for k in _OBJECTS if k in data and not isinstance(data[k], dict)]
-    wrong += [k for k in _NUMBERS if data.get(k) is not None and not _number(data[k])]
+    wrong += [k for k in _NUMBERS if data.get(k) is not None and not is_amount(data[k])]
     warnings = data.get("warnings", [])
     if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
         wrong.append("warnings")
@@ -215,8 +215,9 @@ def check_samples(data: dict[str, Any], path: Path) -> None:
                          "(an object, a number >= 0 or null, a list of text, true/false)", path=str(path))
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+def is_amount(value: Any) -> bool:
+    """A finite number >= 0: a latency, a count, a power or an energy."""
+    return is_finite_number(value) and value >= 0
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -231,3 +231,13 @@ def test_a_fifo_or_a_deep_file_is_not_a_result(tmp_path: Path) -> None:
         for args in (("compare", str(path), str(path)), ("report", str(path), "-o", str(tmp_path / "r.html"))):
             proc = run_cli(*args, timeout=60)
             assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_huge_samples_print_short_ratios(real: dict) -> None:
+    """A hand-edited 1e300 ms sample printed its ratios with about 300 digits."""
+    a = with_samples(real, lognormal(1, 5.0))
+    b = with_samples(real, [1e300] * 200)
+    text = render_compare(compare(a, b))
+    assert re.search(r"median B/A: \d\.\d{3}e\+299 \(95% CI \d\.\d{3}e\+299\.\.\d\.\d{3}e\+299", text), text
+    assert re.search(r"B is \d\.\d{3}e\+301% slower", text), text
+    assert max(len(word) for word in text.split()) < 40, text

@@ -420,3 +420,24 @@ def test_energy_the_file_says_was_not_measured_is_not_ranked(tmp_path: Path) -> 
     assert "least energy" not in text.lower() and "fixture, not measured" in text
     assert "(fixture clock)" in section(text, 'id="summary"', 'id="warnings"')
     assert "600000 kHz (fixture)" in text  # the sweep table's read-back clock: no unit, no label
+
+
+@pytest.mark.parametrize("field,value", [("energy_per_inference_mj", -5.0), ("power_w", float("nan")),
+                                         ("runs", -1), ("duration_s", "3 s")])
+def test_a_sweep_point_with_an_impossible_amount_is_refused(tmp_path: Path, field: str, value) -> None:
+    """A hand-edited -5 mJ point was shown, and ranked least energy, as given."""
+    data = as_measured(json.loads((RESULTS / "sweep.json").read_text()))
+    data["points"][1][field] = value
+    (tmp_path / "s.json").write_text(json.dumps(data))
+    with pytest.raises(UsageError, match=f"point 2's {field} is .*not a finite number >= 0"):
+        render_report([tmp_path / "s.json"], tmp_path / "r.html")
+
+
+@pytest.mark.parametrize("name,value", [("latency_ms", float("nan")), ("latency_ms", -1.0),
+                                        ("energy_mj", float("inf")), ("energy_mj", True)])
+def test_a_calibration_grid_of_impossible_numbers_is_refused(tmp_path: Path, name: str, value) -> None:
+    cal = as_measured(json.loads((RESULTS / "calibration.json").read_text()))
+    cal[name][1][1] = value
+    (tmp_path / "c.json").write_text(json.dumps(cal))
+    with pytest.raises(UsageError, match=f"'{name}' must be a levels x frequencies table of finite numbers >= 0"):
+        render_report([tmp_path / "c.json"], tmp_path / "r.html")

@@ -10,13 +10,13 @@ from typing import Any
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 from typing import Callable
 
 import edgert
 from edgert import result
 from edgert.errors import UsageError
+from edgert.finite import is_finite_number
 from edgert.report import bench, calibration, page, summary, sweep
 from edgert.report.model import Built, Loaded
 
@@ -51,19 +51,33 @@ def load(path: Path) -> Loaded:
          if not (isinstance(p, dict) and p.get("error"))] if schema == sweep.SCHEMA else []  # errors: no timing
     for where, block in summaries:
         _check_latency(block, where, path)
+    if schema == sweep.SCHEMA:
+        _check_amounts(data.get("points"), path)
     return Loaded(path, data)
+
+
+_AMOUNTS = ("power_w", "idle_power_w", "energy_per_inference_mj", "runs", "duration_s")
+
+
+def _check_amounts(points: Any, path: Path) -> None:
+    """A sweep point's power, energy and throughput inputs: finite and >= 0, or null (a
+    hand-edited -5 mJ was shown, and ranked least energy, as given). Energy above idle may be
+    negative: a sensor's noise at a clock that draws little more than idle."""
+    for i, point in enumerate(points if isinstance(points, list) else []):
+        bad = [k for k in _AMOUNTS if isinstance(point, dict) and point.get(k) is not None
+               and not result.is_amount(point[k])]
+        if bad:
+            raise UsageError(f"{path} is inconsistent: point {i + 1}'s {bad[0]} is {point[bad[0]]!r}, "
+                             "not a finite number >= 0 or null", path=str(path))
 
 
 def _check_latency(summary: Any, where: str, path: Path) -> None:
     """The numbers the plots draw: a finite median inside its confidence interval."""
-    def finite(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
     p50 = summary.get("p50") if isinstance(summary, dict) else None
     ci = summary.get("ci95") if isinstance(summary, dict) else None
-    if not finite(p50):
+    if not is_finite_number(p50):
         raise UsageError(f"{path} is inconsistent: {where} has no finite median (p50)", path=str(path))
-    if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and all(finite(v) for v in ci)
+    if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and all(is_finite_number(v) for v in ci)
                                and ci[0] <= p50 <= ci[1]):
         raise UsageError(f"{path} is inconsistent: {where} has a 95% CI of {ci!r}, which does not "
                          f"contain its median {p50}", path=str(path))

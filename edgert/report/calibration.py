@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgert.errors import UsageError
+from edgert.result import is_amount
 from edgert.report import plots
 from edgert.report.model import Built, Loaded, Note, Plot, Section, Table, file_warnings
 from edgert.report.sweep import axis
@@ -35,8 +36,8 @@ def _grid(item: Loaded, name: str, n_levels: int, n_freqs: int) -> list[list[flo
         return None
     if not isinstance(table, list) or len(table) != n_levels or any(
             not isinstance(row, list) or len(row) != n_freqs or
-            any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in row) for row in table):
-        raise UsageError(f"{item.path}: '{name}' must be a levels x frequencies table of numbers",
+            not all(is_amount(v) for v in row) for row in table):
+        raise UsageError(f"{item.path}: '{name}' must be a levels x frequencies table of finite numbers >= 0",
                          path=str(item.path))
     return [[float(v) for v in row] for row in table]
 

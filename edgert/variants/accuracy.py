@@ -8,12 +8,12 @@ ratios as written by ``str(float(ratio))``, values any finite score where higher
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from edgert.errors import UsageError
+from edgert.finite import is_finite_number
 
 from . import aiofile
 
@@ -33,7 +33,7 @@ def store_accuracy(path: str | Path, accuracy: Mapping[float | str, float]) -> d
         if not match:
             raise UsageError(f"{path} has no level with ratio {ratio:g} (its ratios: "
                              f"{', '.join(f'{r:g}' for r in ratios)})", path=str(path), ratio=ratio)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not is_finite_number(value):
             raise UsageError(f"accuracy of ratio {ratio:g} must be a finite number, got {value!r}")
         if str(match[0]) in table and table[str(match[0])] != float(value):  # "0" and "0.0": the last won
             raise UsageError(f"accuracy gives ratio {ratio:g} twice ({table[str(match[0])]:g} and {float(value):g})")

@@ -8,11 +8,11 @@ AttributeError, RecursionError or OverflowError somewhere later. Stdlib only.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from edgert.errors import BundleError, UsageError
+from edgert.finite import is_finite_number
 
 MAX_DEPTH = 32  # the deepest real header (ranges inside params inside levels) is 7
 MAX_DIMS = 16
@@ -64,7 +64,7 @@ def _int(value: Any, where: str, low: int = 0, high: int | None = None) -> int:
 
 
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise _Bad(f"{where} must be a finite number, got {_show(value)}")
     return float(value)
 

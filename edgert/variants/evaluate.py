@@ -17,13 +17,13 @@ mass hurts more in a group with little to spare. It ranks widths only; it is no 
 from __future__ import annotations
 
 import importlib
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from edgert.errors import EdgertError, UsageError
+from edgert.finite import is_finite_number
 
 from . import config as C
 from .ranges import group_offsets
@@ -62,8 +62,7 @@ def checked_score(fn: Evaluation, model: VariantModel, name: str) -> float:
         raise
     except Exception as exc:
         raise UsageError(f"{where} raised {type(exc).__name__}: {exc}") from exc
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value):
+    if not is_finite_number(value):
         raise UsageError(f"{where} returned {value!r}: an accuracy is a finite number (higher is better)")
     return float(value)
 

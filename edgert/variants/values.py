@@ -9,18 +9,17 @@ Device-side: stdlib and numpy (numpy scalars are numbers too).
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from edgert.errors import UsageError
+from edgert.finite import is_finite_number
 
 
 def number(value: Any, what: str, *, low: float = 0.0, low_ok: bool = False) -> float:
     """``value`` as a float: a real, finite number above ``low`` (or equal, with ``low_ok``)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value):
+    if not is_finite_number(value):
         raise UsageError(f"{what} must be a finite number, got {value!r}")
     if value < low or (value == low and not low_ok):
         raise UsageError(f"{what} must be {'at least' if low_ok else 'above'} {low:g}, got {value!r}")
