@@ -17,6 +17,7 @@ of 8 channels keep 4 or 5 at 0.25), 0.05 above for rounding up the other way.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -177,7 +178,8 @@ def zoo(tmp_path_factory: pytest.TempPathFactory):
     def get(name: str) -> tuple[Path, dict[str, np.ndarray]]:
         path = tool.build([name], out)[name]
         return path, tool.inputs(path)
-    return get
+    yield get
+    shutil.rmtree(out)  # hundreds of MB of exports: not kept to the session's end
 
 
 @pytest.mark.parametrize("name", ["squeezenet1_1", "mobilenet_v3_small"])
