@@ -183,6 +183,18 @@ def test_closed_model_and_bad_budgets(resnet_aio: Path) -> None:
                  lambda: ConfigAdaptiveModel(vm, budget_ms=1.0, frequency_source=lambda: 1.0)):  # "no Pareto sets"
         with pytest.raises(UsageError, match="closed"):
             call()
+    class ClosingFeeds(dict):
+        """Closes the model while run() checks them, as a close() on another thread can."""
+        def __iter__(self):
+            model.close()
+            return super().__iter__()
+
+    model = open_variants(resnet_aio, threads=1)
+    feeds = {s.name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in s.shape], s.dtype)
+             for s in model.inputs}
+    assert model.run(ClosingFeeds(feeds))  # the call that raced close() still ran ('NoneType' before)
+    with pytest.raises(UsageError, match="closed"):
+        model.run(feeds)
     for budget, message in ((float("nan"), "finite"), (-5, "at least 0"), ("2", "finite")):
         with pytest.raises(UsageError, match=message):
             open_variants(resnet_aio, config_budget=budget)

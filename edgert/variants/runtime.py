@@ -267,10 +267,11 @@ class VariantModel:
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run the selected level or configuration; feeds are checked against the model's inputs."""
-        if self._session is None:
-            self._check_open()
+        session = self._session  # one read: close() on another thread sets it to None
+        if session is None:
+            raise UsageError(f"{self.path} was closed")
         check_feeds(self.inputs, feeds)
-        return self._session.run(feeds)
+        return session.run(feeds)  # a call already running keeps its session (and the map) alive
 
     def _check_open(self) -> None:
         if not self._sessions:
