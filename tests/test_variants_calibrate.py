@@ -158,3 +158,15 @@ def test_calibrate_on_a_device_over_ssh(tmp_path, sshd, tiny_aio):
     assert "energy_mj" not in table and len(table["power_reading"]["energy_mj"]) == 3
     assert all(v == pytest.approx(VDD_IN_W, rel=1e-12) for row in table["power_reading"]["power_w"] for v in row)
     assert tree(root) == before and not (state / "edgert/dvfs-journal.json").exists()
+
+
+def test_calibrate_refuses_a_disk_too_small_for_the_rewrite_before_measuring(small_disk: Path) -> None:
+    from edgert.errors import BundleError
+
+    path = small_disk / "tiny.aio"
+    prune(tiny_model(small_disk / "tiny.onnx"), [0, 0.5], path)
+    (small_disk / "filler").write_bytes(b"\0" * (small_disk.stat().st_blksize * 2048))  # leaves < 16 MiB
+    job = SweepJob(path, SweepRequest(settings=FAST, emulated_levels=(1.0,)))
+    with pytest.raises(BundleError, match=r"needs about \d+ MiB free"):
+        calibrate_device(job, progress=lambda *_: pytest.fail("measured on a disk that could not take the result"))
+

@@ -718,3 +718,81 @@ def test_lut_of_a_model_with_integer_inputs(tmp_path: Path) -> None:
     prune(src, [0, 0.5], path)
     table = lut.measure(path, [FrequencySetting(1.0, label="local")], FAST)
     assert table["blocks"] and all(v[0] >= 0 for b in table["blocks"] for v in b["latency_ms"].values())
+
+
+def test_a_table_that_cannot_be_stored_is_kept_and_stored_later(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The file damaged while its table was measured: the store fails, the table is kept beside
+    it (it was lost), and `lut --from-json` stores it once the file is whole again."""
+    path = _cnn(tmp_path / "m.aio")
+    original = path.read_bytes()
+
+    def damage(_: str) -> None:
+        data = bytearray(original)
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+    with pytest.raises(BundleError, match=r"could not store the latency table in .*m\.aio: .*checksum.*; the "
+                                          r"measurement is kept in (\S+\.json): once") as caught:
+        lut.measure(path, [FrequencySetting(1.0, label="local")], FAST, progress=damage)
+    kept = Path(re.search(r"kept in (\S+\.json):", str(caught.value)).group(1))
+    assert kept.parent == tmp_path and json.loads(kept.read_text())["schema"] == tables.SCHEMAS[tables.LUT]
+    path.write_bytes(original)
+    cli_main(["lut", str(path), "--from-json", str(kept)])
+    assert "stored the latency table of" in capsys.readouterr().out
+    assert lut.read(path) == json.loads(kept.read_text())
+
+
+def test_from_json_refuses_a_table_that_is_not_this_files(measured: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    path = _cnn(tmp_path / "m.aio")
+    table = lut.read(measured)
+    before = path.read_bytes()
+    cases = (({**table, "checks": [{**table["checks"][0], "config": "99:4"}]}, "is the table of another file"),
+             ({**table, "blocks": [{**table["blocks"][0], "groups": [99]}]}, "is the table of another file"),
+             ({**table, "overhead_ms": "x"}, "the ofa/lut table given is malformed"),
+             ([1, 2], "the ofa/lut table given is malformed"))
+    for value, message in cases:
+        (tmp_path / "t.json").write_text(json.dumps(value))
+        with pytest.raises(SystemExit):
+            cli_main(["lut", str(path), "--from-json", str(tmp_path / "t.json")])
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    with pytest.raises(SystemExit):
+        cli_main(["lut", str(path), "--from-json", str(tmp_path / "t.json"), "--emulated", "1"])
+    assert "give no --cpu-freqs or --emulated" in capsys.readouterr().err
+    assert path.read_bytes() == before
+
+
+def test_a_disk_too_small_for_the_rewrite_is_refused_before_measuring(small_disk: Path) -> None:
+    path = _cnn(small_disk / "m.aio")
+    (small_disk / "filler").write_bytes(b"\0" * (small_disk.stat().st_blksize * 2048))  # leaves < 16 MiB
+    with pytest.raises(BundleError, match=r"needs about \d+ MiB free in .*, and \d+ MiB are"):
+        lut.measure(path, [FrequencySetting(1.0, label="local")], FAST,
+                    progress=lambda _: pytest.fail("measured on a disk that could not take the result"))
+
+
+def test_a_disk_that_fills_during_the_measurement_loses_nothing(small_disk: Path) -> None:
+    """ENOSPC at the store: the kept copy cannot go beside the file either, so it goes to the
+    temp directory, and the file is unchanged."""
+    path = _cnn(small_disk / "m.aio")
+    before = path.read_bytes()
+
+    def fill(_: str) -> None:
+        if not (small_disk / "filler").exists():
+            with open(small_disk / "filler", "wb") as out:
+                try:
+                    while True:
+                        out.write(b"\0" * (1 << 20))
+                except OSError:
+                    pass
+
+    with pytest.raises(BundleError, match=r"No space left on device; the measurement is kept in (\S+)") as caught:
+        lut.measure(path, [FrequencySetting(1.0, label="local")], FAST, progress=fill)
+    kept = Path(re.search(r"kept in (\S+\.json):", str(caught.value)).group(1))
+    try:
+        assert small_disk not in kept.parents and lut.SCHEMA == json.loads(kept.read_text())["schema"]
+        assert path.read_bytes() == before
+        assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "m.aio", "m.onnx"]  # no partial file
+    finally:
+        kept.unlink()

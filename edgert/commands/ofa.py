@@ -32,16 +32,26 @@ from edgert.errors import UsageError
 @click.option("--checks", default=8, show_default=True,
               help="Random whole-network configurations checked besides the uniform levels.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--from-json", "from_json", default=None, type=click.Path(path_type=Path), metavar="JSON",
+              help="Measure nothing: store the table an earlier run kept in JSON when it could not "
+                   "write FILE.")
 @device_options
 def lut(file: Path, cpu_freqs: str | None, cpu_policy: str, emulated_levels: str | None, power: str,
         sysfs_root: str | None, threads: int, window_ms: float, repeats: int, clock: str, checks: int,
-        quiet: bool, **device: Any) -> None:
+        quiet: bool, from_json: Path | None, **device: Any) -> None:
     """Measure FILE's per-block latency table (FBNet style) at every setting, here or on --device
     through its agent; store it in FILE."""
     from edgert.progress import Progress
     from edgert.sweep import parse_freqs, parse_levels
     from edgert.variants import lut as lut_mod
 
+    if from_json is not None:
+        if cpu_freqs or emulated_levels:
+            raise UsageError("--from-json stores a table already measured: give no --cpu-freqs or --emulated")
+        table = lut_mod.adopt(file, from_json)
+        click.echo(f"{file}: stored the latency table of {len(table['blocks'])} blocks at "
+                   f"{len(table['frequencies'])} settings{_provenance(table)} from {from_json}")
+        return
     freqs = parse_freqs(cpu_freqs, "kHz")
     if freqs == "all":
         raise UsageError("--cpu-freqs all is not supported by lut: list the clocks (each costs a full table)")

@@ -31,7 +31,7 @@ from edgert import power_status
 from edgert.sweep import Progress, SweepJob, build_point, fixture_warning, power_of, run_raw, sysfs_root_of
 from edgert.timing import measure
 
-from . import aiofile
+from . import aiofile, tables
 from .frequency import FrequencySetting
 from .runtime import VariantModel
 
@@ -97,6 +97,8 @@ def calibrate_device(job: SweepJob, device: Any = None, *, progress: Progress | 
     kinds = [bool(request.cpu_freqs), bool(request.gpu_freqs), bool(request.emulated_levels)]
     if sum(kinds) != 1:
         raise UsageError("calibrate at one kind of setting: --cpu-freqs all|LIST or --emulated LEVELS")
+    if write:
+        tables.check_writable(job.model)
     all_levels = dataclasses.replace(request, all_levels=True)
     raw, facts = run_raw(dataclasses.replace(job, request=all_levels), device, progress)
     warnings = list(raw.get("warnings") or [])

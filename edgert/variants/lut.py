@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from edgert import device_facts
-from edgert.errors import UsageError
+from edgert.errors import BundleError, EdgertError, UsageError
 
 from . import config as C
 from . import config_graph, tables
@@ -303,12 +303,64 @@ def plan(vm: VariantModel, settings: LutSettings, dims: dict[str, int] | None = 
 
 def store(path: str | Path, table: dict[str, Any]) -> None:
     """Store a new table in ``path``. Pareto sets searched on the previous one predict with its
-    numbers (an adaptive model would run them as if they held), so they go, with a warning."""
+    numbers (an adaptive model would run them as if they held), so they go, with a warning.
+    When the file cannot be rewritten (a disk that filled during the measurement), the table is
+    kept in a JSON file that ``adopt`` (``edgert lut FILE --from-json``) stores later."""
     def removed(_: list[str]) -> None:
         table["warnings"].append("the Pareto sets searched on the previous table were removed: "
                                  "run `edgert search` again")
 
-    tables.store(path, {tables.LUT: table}, drop=(tables.PARETO,), on_drop=removed)
+    try:
+        tables.store(path, {tables.LUT: table}, drop=(tables.PARETO,), on_drop=removed)
+    except (OSError, EdgertError) as exc:  # a full disk, or the file replaced or damaged meanwhile
+        kept = _keep(Path(path), table)
+        then = (f"the measurement is kept in {kept}: once {path} can be written, "
+                f"`edgert lut {path} --from-json {kept}` stores it") if kept else \
+            "the measurement could not be kept anywhere either"
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise BundleError(f"could not store the latency table in {path}: {why}; {then}", path=str(path)) from exc
+
+
+def _keep(path: Path, table: dict[str, Any]) -> Path | None:
+    """Write ``table`` as JSON beside ``path``, else in the temp directory, else in the home
+    directory; the first that takes it, or None."""
+    import json
+    import tempfile
+
+    from edgert.atomic import replace_file
+
+    text = json.dumps(table).encode("utf-8")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for folder in (path.parent, Path(tempfile.gettempdir()), Path.home()):
+        target = folder / f"{path.name}.lut-{stamp}.json"
+        try:
+            replace_file(target, lambda file: file.write(text))
+        except (OSError, EdgertError):
+            continue
+        return target
+    return None
+
+
+def adopt(path: str | Path, json_path: str | Path) -> dict[str, Any]:
+    """Store in ``path`` a table that ``store`` kept in ``json_path`` after a failed write,
+    once checked as a stored one is and against ``path``'s groups and levels."""
+    from edgert.result import parse_json_file
+
+    table = tables.check_given(tables.LUT, parse_json_file(Path(json_path)))
+    with VariantModel(path, config_budget=None) as vm:
+        meta = vm._file.meta
+    prunable = set(C.prunable(meta))
+    for block in table["blocks"]:
+        if not set(block["groups"]) <= prunable:
+            raise UsageError(f"{json_path} is the table of another file: its blocks name groups "
+                             f"{sorted(set(block['groups']) - prunable)}, which {path} cannot prune")
+    for check in table["checks"]:
+        try:
+            C.decode(meta, check["config"])
+        except UsageError as exc:
+            raise UsageError(f"{json_path} is the table of another file: {exc}") from None
+    store(path, table)
+    return table
 
 
 def measure(path: str | Path, settings_list: Sequence[FrequencySetting], lut: LutSettings | None = None, *,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -62,11 +63,22 @@ def read(path: str | Path, name: str) -> dict[str, Any] | None:
         f.close()
 
 
+SPARE_BYTES = 16 << 20  # room for the tables and graphs a store adds, beyond a copy of the file
+
+
 def check_writable(path: str | Path) -> None:
-    """Refuse before a long measurement or search whose result ``store`` could not write."""
+    """Refuse before a long measurement or search whose result ``store`` could not write: a
+    directory we cannot write, or too little free space for the new copy of the file that
+    ``store`` writes beside it before the rename."""
     target = Path(path).resolve()
     if not os.access(target.parent, os.W_OK | os.X_OK):
         raise BundleError(f"cannot write {path}: its directory {target.parent} is not writable "
+                          "(the result would be lost after the work)", path=str(path))
+    need = (target.stat().st_size if target.is_file() else 0) + SPARE_BYTES  # none: opening it says so
+    free = shutil.disk_usage(target.parent).free
+    if free < need:
+        raise BundleError(f"cannot write {path}: storing the result rewrites it, which needs about "
+                          f"{need / 2**20:.0f} MiB free in {target.parent}, and {free / 2**20:.0f} MiB are "
                           "(the result would be lost after the work)", path=str(path))
 
 
