@@ -220,6 +220,11 @@ def test_unknown_target_is_a_usage_error() -> None:
     ({"kind": "llvm", "mtriple": "nonsense-linux-gnu"}, "no target for triple 'nonsense-linux-gnu'"),
     ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": ""}, "LLVM does not know CPU ''"),
     ({"kind": "cuda"}, 'needs "kind": "llvm", not \'cuda\''),
+    ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+bogus"]},
+     "LLVM does not know feature 'bogus'"),
+    ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+avx2"]}, "LLVM does not know feature 'avx2'"),
+    ({"kind": "llvm", "mattr": ["avx2"]}, "must be \"\\+feature\" or"),
+    ({"kind": "llvm", "mattr": "+avx2"}, "must be a list"),
 ])
 def test_a_target_tvm_would_not_build_for_a_cpu_is_refused_in_one_line(
         spec: dict[str, str], message: str, capfd: pytest.CaptureFixture[str]) -> None:
@@ -229,5 +234,8 @@ def test_a_target_tvm_would_not_build_for_a_cpu_is_refused_in_one_line(
         pytest.skip("an arm CPU is this machine's own")
     with pytest.raises(UsageError, match=message):
         resolve_target(json.dumps(spec))
-    assert "Error" not in capfd.readouterr().err  # nothing from LLVM's log
+    err = capfd.readouterr().err
+    assert "Error" not in err and "not a recognized feature" not in err  # nothing from LLVM's log
     assert resolve_target(json.dumps({"kind": "llvm", "mcpu": "cortex-a72", "mtriple": "aarch64-linux-gnu"}))
+    assert resolve_target(json.dumps({"kind": "llvm", "mtriple": "aarch64-linux-gnu",
+                                      "mattr": ["+neon", "-fullfp16", "+dotprod"]}))

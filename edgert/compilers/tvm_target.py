@@ -69,6 +69,34 @@ def _check_llvm(spec: dict[str, Any], name: str) -> None:
         hint = "" if spec.get("mtriple") else '; a CPU of another architecture needs its "mtriple" too'
         raise UsageError(f"LLVM does not know CPU {cpu!r} for {triple} (it knows {len(known)}, e.g. "
                          f"{', '.join(list(known)[:6])}){hint}", target=name)
+    _check_features(spec.get("mattr"), triple, name)
+
+
+def _check_features(mattr: Any, triple: str, name: str) -> None:
+    """Refuse a ``mattr`` entry that is not ``+feature``/``-feature`` of a feature LLVM knows for
+    the triple: LLVM prints "not a recognized feature (ignoring feature)" and builds without it.
+    A feature is known when asking for it alone turns it on (LLVM lists no feature names)."""
+    import tvm
+    from tvm.target import codegen
+
+    from edgert.chatter import captured
+
+    if mattr is None:
+        return
+    items = mattr
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise UsageError(f"\"mattr\" must be a list of \"+feature\"/\"-feature\" strings, got {mattr!r}",
+                         target=name)
+    for item in items:
+        feature = item[1:]
+        if item[:1] not in ("+", "-") or not feature:
+            raise UsageError(f"mattr {item!r} must be \"+feature\" or \"-feature\" (e.g. \"+neon\")", target=name)
+        with captured("tvm", f"checking mattr {item} for {triple}"):  # LLVM's own warning line
+            on = codegen.llvm_get_cpu_features(
+                tvm.target.Target({"kind": "llvm", "mtriple": triple, "mattr": [f"+{feature}"]}))
+        if feature not in set(on):
+            raise UsageError(f"LLVM does not know feature {feature!r} (mattr {item!r}) for {triple}: it "
+                             "would build without it", target=name)
 
 
 def target_key(target: Any) -> str:
