@@ -2,7 +2,9 @@
 
 Layout under ``root``:
 
-    objects/<sha256>        complete, verified artifacts (mtime = last use, for LRU eviction)
+    objects/<sha256>        complete, verified artifacts (mtime = last use, for LRU eviction);
+                            re-hashed before use by each agent process, and again whenever the
+                            file changed since (inode, size, ctime): a corrupt one is removed
     partial/<sha256>.part   uploads in progress; they survive agent restarts, so the host asks
                             ``have()`` and sends only the missing tail
     labels/<name>           a host-chosen name -> sha256 (text), e.g. "resnet18.tvm"
@@ -32,6 +34,7 @@ from typing import Iterator
 
 from edgert.device_agents.fsutil import fsync_dir
 from edgert.errors import BundleError, DeviceError, ProtocolError, UsageError
+from edgert.hashing import sha256_file
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,16}")
@@ -75,6 +78,7 @@ class ArtifactStore:
         self._partial = self.root / "partial"
         self._labels = self.root / "labels"
         self._named = self.root / "named"  # <sha256><suffix> hard links, see named_path
+        self._checked: dict[str, tuple[int, int, int]] = {}  # sha256 -> file identity when last hashed
         try:
             for directory in (self._objects, self._partial, self._labels, self._named):
                 directory.mkdir(parents=True, exist_ok=True)
@@ -83,13 +87,33 @@ class ArtifactStore:
                              path=str(self.root)) from exc
 
     def have(self, sha256: str) -> tuple[bool, int]:
-        """(complete, bytes held): resume an upload at ``bytes held`` when not complete."""
+        """(complete, bytes held): resume an upload at ``bytes held`` when not complete. A
+        complete artifact whose bytes no longer match its name is removed (not complete, 0
+        held), so the host uploads it again."""
         check_sha256(sha256)
         for complete, path in ((True, self._objects / sha256), (False, self._partial_path(sha256))):
             size = _size(path)
             if size is not None:
+                if complete and self._corrupt(sha256) is not None:
+                    return False, 0
                 return complete, size
         return False, 0
+
+    def _corrupt(self, sha256: str) -> str | None:
+        """The actual sha256 of a complete artifact that no longer matches its name (it is then
+        removed), else None. Hashed once per process and again after any change to the file."""
+        path = self._objects / sha256
+        seen = _identity(path)
+        if seen is None or self._checked.get(sha256) == seen:
+            return None
+        actual = sha256_file(path)
+        if actual == sha256:
+            self._checked[sha256] = seen
+            return None
+        self._checked.pop(sha256, None)
+        path.unlink(missing_ok=True)
+        self._drop_names(sha256)
+        return actual
 
     def write_chunk(self, sha256: str, offset: int, data: bytes, total_bytes: int) -> int:
         """Store ``data`` at ``offset`` (at most the bytes held); returns the bytes now held.
@@ -151,6 +175,7 @@ class ArtifactStore:
                 )
             os.replace(partial, final)
             fsync_dir(self._objects)
+            self._checked[sha256] = _identity(final)  # just hashed
             return self.path(sha256)
 
     @contextlib.contextmanager
@@ -161,11 +186,19 @@ class ArtifactStore:
             yield
 
     def path(self, sha256: str) -> Path:
-        """A complete artifact's file; marks it as recently used."""
+        """A complete artifact's file, its bytes checked against its name (``_corrupt``); marks
+        it as recently used."""
         path = self._objects / check_sha256(sha256)
         if _size(path) is None:
             raise DeviceError(f"artifact {sha256[:12]} is not on the device; upload it first", sha256=sha256)
+        actual = self._corrupt(sha256)
+        if actual is not None:
+            raise BundleError(f"artifact {sha256[:12]} in the device's store is corrupt (its bytes now hash "
+                              f"to {actual[:12]}): removed; push it again", sha256=sha256, actual=actual)
+        was_checked = self._checked.get(sha256) == _identity(path)
         os.utime(path, follow_symlinks=False)
+        if was_checked:  # our own touch changes the ctime: still the bytes we hashed
+            self._checked[sha256] = _identity(path)
         return path
 
     def named_path(self, sha256: str, suffix: str) -> Path:
@@ -249,6 +282,15 @@ class ArtifactStore:
             path.unlink()
             self._drop_names(path.name)
             excess -= size
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, ctime): any write, truncation, chmod or replacement changes one of them."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_ctime_ns
 
 
 def _size(path: Path, others_as_zero: bool = False) -> int | None:

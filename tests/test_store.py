@@ -41,6 +41,38 @@ def test_chunked_upload_publishes_a_verified_file(tmp_path):
     assert upload(store, data) == 0
 
 
+@pytest.mark.parametrize("fresh_process", [False, True])
+def test_a_stored_artifact_changed_on_disk_is_refused_removed_and_uploaded_again(tmp_path, fresh_process):
+    """Bytes changed in objects/ (bit rot, an editor, a bad card) were run as if intact: the
+    store only looked at the size."""
+    store = ArtifactStore(tmp_path)
+    data = os.urandom(300_000)
+    upload(store, data)
+    store.named_path(sha(data), ".onnx")
+    store.path(sha(data))  # hashed; used again without hashing until the file changes
+    stored = tmp_path / "objects" / sha(data)
+    with open(stored, "r+b") as f:  # same size, same inode: only the bytes differ
+        f.seek(150_000)
+        f.write(bytes([data[150_000] ^ 0x40]))
+    store = ArtifactStore(tmp_path) if fresh_process else store
+    with pytest.raises(BundleError, match=rf"artifact {sha(data)[:12]} in the device's store is corrupt .*: "
+                                          "removed; push it again"):
+        store.named_path(sha(data), ".onnx")
+    assert not stored.exists() and not list((tmp_path / "named").iterdir())
+    assert store.have(sha(data)) == (False, 0)
+    assert upload(store, data) == len(data)
+    assert store.path(sha(data)).read_bytes() == data
+
+
+def test_have_finds_a_corrupt_artifact_so_the_host_uploads_it_again(tmp_path):
+    data = os.urandom(5_000)
+    upload(ArtifactStore(tmp_path), data)
+    (tmp_path / "objects" / sha(data)).write_bytes(data[:-1] + b"?")
+    store = ArtifactStore(tmp_path)
+    assert store.have(sha(data)) == (False, 0)
+    assert upload(store, data) == len(data)
+
+
 def test_interrupted_upload_resumes_after_agent_restart_sending_only_the_rest(tmp_path):
     data = os.urandom(10_000)
     assert upload(ArtifactStore(tmp_path), data, stop_after_chunks=3) == 3000
