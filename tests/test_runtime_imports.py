@@ -73,3 +73,22 @@ def test_the_host_entry_points_still_resolve_lazily() -> None:
                       "print(before, d.compile.__module__, d.validate.__module__, edgert.compile is d.compile)\n")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "edgert.dynamic.compiler", "edgert.dynamic.validate", "True"]
+
+
+def test_running_a_model_writes_nothing_outside_edgerts_own_directories(tmp_path: Path) -> None:
+    """ONNX Runtime 1.32 started Microsoft's telemetry at import: a device id and an event
+    database under $XDG_CACHE_HOME/Microsoft (an agent wrote them outside its store, on the
+    board). Only edgert's own cache may appear."""
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / "cache"), XDG_DATA_HOME=str(home / "data"),
+               XDG_CONFIG_HOME=str(home / "config"), XDG_STATE_HOME=str(home / "state"))
+    proc = subprocess.run([sys.executable, "-m", "edgert", "bench", "zoo:resnet", "--runs", "3", "--warmup", "1",
+                           "--quiet"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    written = sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
+    assert all(path.startswith("cache/edgert/") for path in written), written
