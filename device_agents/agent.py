@@ -156,6 +156,8 @@ concurrently on TCP (the store locks itself, measurements take turns)."""
         try:
             with _Heartbeat(channel), self._exclusive(method):
                 result = handler(message["params"], progress)
+        except TransportClosed:
+            raise  # the link is gone or has a new host: nobody to answer (the caller starts over)
         except EdgertError as exc:
             channel.send(protocol.error(request_id, exc))
         except Exception as exc:  # a bug must not take the agent down; report it to the host

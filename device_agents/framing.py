@@ -49,8 +49,9 @@ one, so the host speaks first and trusts only frames addressed to it:
                        DATA seq 0 from an epoch other than P, and ACK/NAK from one.
                        DATA seq 0 from a new epoch X means P restarted (or, for an agent,
                        a new host took over); the end binds to X and the next read or write
-                       raises TransportClosed(peer_restarted=True) once (the link stays usable;
-                       the caller starts a new protocol session on it):
+                       raises TransportClosed(peer_restarted=True) (the link stays usable;
+                       the caller starts a new protocol session on it; a host hears it once,
+                       an agent until it calls ``serve_new_peer``):
       agent            restarts both directions: undelivered input and unacknowledged output
                        are dropped, a write in progress aborts, and it takes a new epoch (so a
                        reply meant for the old host never reaches the new one).
@@ -295,12 +296,20 @@ class ReliableTransport(Transport):
             self._cond.wait(remaining)
 
     def _raise_if_peer_restarted(self) -> None:
-        """Report a peer restart once, to the first read or write after it (a reply meant for
-        the old peer must not become the new peer's first message)."""
+        """Report a peer restart to the reads and writes after it (a reply meant for the old peer
+        must not become the new peer's first message). A host hears it once; an agent on every
+        call until ``serve_new_peer``: its heartbeat thread hearing it first let the measurement
+        go on and answer the old host's request to the new host."""
         if self._peer_restarted:
-            self._peer_restarted = False
+            if self.role == "host":
+                self._peer_restarted = False
             raise TransportClosed(f"{self.name}: the peer restarted the link; start a new session",
                                   peer_restarted=True)
+
+    def serve_new_peer(self) -> None:
+        """Agent: the old host's session has ended; reads and writes now serve the new host."""
+        with self._cond:
+            self._peer_restarted = False
 
     def _check_usable(self) -> None:
         if self._error is not None:

@@ -88,6 +88,7 @@ def serve_serial(agent: Agent, device: str, baud: int, idle_timeout: float | Non
                 except TransportClosed as exc:
                     if not exc.fields.get("peer_restarted"):
                         raise
+                    link.serve_new_peer()  # the old session is unwound: greet the new host
         except TransportClosed:
             raise  # the serial device itself vanished
         except TransportError:

@@ -155,6 +155,12 @@ def test_restarted_peer_starts_a_new_session(make_line):
         with pytest.raises(TransportClosed) as info:
             agent.read(100, 5)
         assert info.value.fields["peer_restarted"] is True
+        # every call of the old session hears it (its heartbeat thread heard it first and the
+        # measurement's reply to the dead host became the new host's first message)
+        for call in (lambda: agent.write(b"old session's reply", 5), lambda: agent.read(100, 5)):
+            with pytest.raises(TransportClosed, match="restarted"):
+                call()
+        agent.serve_new_peer()
         assert read_exactly(agent, 6) == b"second"
         agent.write(b"reply", 5)
         assert read_exactly(host, 5) == b"reply"
@@ -190,6 +196,7 @@ def test_stale_frames_for_a_closed_peer_do_not_reach_its_successor(make_line):
         assert aborted and aborted[0].fields["peer_restarted"] is True
         with pytest.raises(TransportClosed):
             agent.read(100, 5)
+        agent.serve_new_peer()
         assert read_exactly(agent, 9) == b"request 2"
         agent.write(b"reply 2", 5)
         assert read_exactly(host, 7) == b"reply 2"

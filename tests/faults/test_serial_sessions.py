@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from edgert.device_agents.channel import Channel
 from edgert.device_agents.framing import decode_frame
 from edgert.devices.address import parse_url
@@ -111,3 +113,43 @@ def test_hellos_a_bridge_kept_from_earlier_agent_epochs_do_not_stop_sessions(tmp
     finally:
         stop(agent)
         line.close()
+
+
+def test_a_host_killed_during_a_measurement_is_taken_over_by_the_next(tmp_path):
+    """The agent's heartbeat thread heard of the new host first; the measurement went on and its
+    error reply for the dead host became the new host's first message ('expected a hello from
+    the agent, got a 'error' message'). A socat pty pair, as the report's line was: it keeps
+    what the agent writes while no host is there."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if shutil.which("socat") is None:
+        pytest.skip("needs socat (apt-get install socat)")
+    ends = tmp_path / "agent-end", tmp_path / "host-end"
+    bridge = subprocess.Popen(["socat", f"pty,raw,echo=0,link={ends[0]}", f"pty,raw,echo=0,link={ends[1]}"],
+                              stderr=subprocess.DEVNULL)
+    wait_until(lambda: all(e.exists() for e in ends), 10, "socat's ptys")
+    agent = start_agent(tmp_path, "--serial", str(ends[0]), "--baud", "921600")
+    device = f"serial://{ends[1]}?baud=921600"
+    try:
+        assert run_cli("push", "zoo:resnet", "--device", device, timeout=120).returncode == 0
+        for round_ in range(3):
+            bench = subprocess.Popen([sys.executable, "-m", "edgert", "bench", "zoo:resnet", "--device", device,
+                                      "--min-time", "30", "--max-time", "40", "--quiet"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            opened = agent_log(tmp_path).count("session opened")
+            wait_until(lambda: agent_log(tmp_path).count("session opened") > opened, 60, "the bench's session")
+            time.sleep(2 + 2 * round_)  # into the measurement: heartbeats and progress are flowing
+            os.kill(bench.pid, signal.SIGKILL)
+            bench.wait()
+            proc = run_cli("device", "info", "--device", device, timeout=120)
+            assert proc.returncode == 0, f"round {round_ + 1}: {proc.stderr}"
+        assert "a new host took over the link" in agent_log(tmp_path)
+    finally:
+        stop(agent)
+        bridge.kill()
+        bridge.wait()
