@@ -8,6 +8,7 @@ counts). ``upgrade`` reads a /1 file as /2 (the missing measurements are null).
 from __future__ import annotations
 
 import csv
+import io
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -164,12 +165,13 @@ def write_json(result: dict[str, Any], path: Path) -> None:
 
 
 def write_csv(result: dict[str, Any], path: Path) -> None:
-    """One row per measured run: index, monotonic start (ns), latency (ms)."""
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["run", "start_monotonic_ns", "latency_ms"])
-        for i, (start, ms) in enumerate(zip(result["sample_starts_ns"], result["samples_ms"])):
-            writer.writerow([i, start, f"{ms:.6f}"])
+    """One row per measured run: index, monotonic start (ns), latency (ms); written whole."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["run", "start_monotonic_ns", "latency_ms"])
+    for i, (start, ms) in enumerate(zip(result["sample_starts_ns"], result["samples_ms"])):
+        writer.writerow([i, start, f"{ms:.6f}"])
+    replace_file(path, lambda fh: fh.write(text.getvalue().encode()))
 
 
 def parse_json_file(path: Path) -> Any:

@@ -1,6 +1,7 @@
 """``edgert bench`` end to end on a real ONNX Runtime session, and its bad-input errors."""
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -70,7 +71,6 @@ def test_offline_and_server_scenarios(tmp_path, matmul_model):
 
 
 def test_a_result_1_file_reads_as_result_2(tmp_path):
-    from pathlib import Path
 
     from edgert.result import read_json
 
@@ -237,3 +237,65 @@ def test_engines_whose_outputs_differ_in_shape_say_so_in_the_table(tmp_path, mat
     assert proc.returncode == 0, proc.stderr
     row = next(line for line in proc.stdout.splitlines() + proc.stderr.splitlines() if "max abs diff" in line)
     assert "shapes differ" in row and "nan" not in row, row
+
+
+def test_outputs_that_would_replace_an_input_are_refused(tmp_path, matmul_model):
+    """run -o C.npz replaced the cases with outputs, bench --json M the model, validate --json
+    its reference, prune -o its source: each exited 0."""
+    import numpy as np
+
+    cases = tmp_path / "cases.npz"
+    np.savez(cases, **{"c0/x": np.ones((1, 4), np.float32)})
+    x = tmp_path / "x.npy"
+    np.save(x, np.ones((1, 4), np.float32))
+    inputs = {p: p.read_bytes() for p in (matmul_model, cases, x)}
+    for args in (("run", str(matmul_model), "--cases", str(cases), "-o", str(cases)),
+                 ("run", str(matmul_model), "--input", f"x={x}", "-o", str(tmp_path / "o.npz"), "--json", str(x)),
+                 ("bench", str(matmul_model), "--shape", "N=1", "--runs", "2", "--json", str(matmul_model)),
+                 ("bench", str(matmul_model), "--input", f"x={x}", "--runs", "2", "--csv", str(x)),
+                 ("sweep", str(matmul_model), "--emulated", "1.0", "--shape", "N=1", "--json", str(matmul_model)),
+                 ("prune", str(matmul_model), "--ratios", "0,0.5", "-o", str(matmul_model))):
+        _fails(run_cli(*args), "is also an input: it would be overwritten")
+    assert {p: p.read_bytes() for p in inputs} == inputs
+
+
+def test_a_device_node_or_a_pipe_is_written_through_not_replaced(tmp_path, matmul_model):
+    """--json /dev/null (as root) replaced the device node with a regular file, breaking it for
+    the whole machine; --json /dev/stdout into a pipe failed after measuring; a FIFO hung."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    node = tmp_path / "null"
+    try:
+        os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        node = Path("/dev/null")  # not root: the real one cannot be replaced by us either
+    proc = run_cli("bench", str(matmul_model), "--shape", "N=1", "--runs", "2", "--json", str(node))
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_ISCHR(node.stat().st_mode)
+    piped = subprocess.run(f"{sys.executable} -m edgert bench {matmul_model} --shape N=1 --runs 2 --quiet "
+                           "--json /dev/stdout | cat", shell=True, capture_output=True, text=True, timeout=300)
+    assert piped.returncode == 0, piped.stderr
+    written, _ = json.JSONDecoder().raw_decode(piped.stdout[piped.stdout.index("{"):])  # the table follows
+    assert written["schema"].startswith("edgert.result/")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    proc = run_cli("bench", str(matmul_model), "--shape", "N=1", "--runs", "2", "--json", str(fifo), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(reader.communicate(timeout=60)[0])["schema"].startswith("edgert.result/")
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_a_failed_command_leaves_no_new_directories_and_dash_is_not_a_file_name(tmp_path, matmul_model):
+    out = tmp_path / "new" / "a" / "b" / "r.json"
+    _fails(run_cli("bench", str(tmp_path / "missing.onnx"), "--json", str(out)), "missing.onnx")
+    assert not (tmp_path / "new").exists()
+    for args in (("bench", str(matmul_model), "--shape", "N=1", "--runs", "2", "--csv", "-"),
+                 ("report", str(tmp_path / "r.json"), "-o", "-")):
+        _fails(run_cli(*args, cwd=tmp_path), "this option writes a file, not stdout")
+    assert not (tmp_path / "-").exists()
+    proc = run_cli("bench", str(matmul_model), "--shape", "N=1", "--runs", "2", "--json", str(out))
+    assert proc.returncode == 0 and json.loads(out.read_text())["samples_ms"]  # made when written

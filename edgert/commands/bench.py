@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 from edgert.commands.options import (
-    addresses_from, fleet_device_options, measure_args, measure_options, output_option, write_json_output)
+    addresses_from, fleet_device_options, measure_args, measure_options, output_option, refuse_overwriting_inputs,
+    write_json_output)
 from edgert.errors import UsageError
 
 
@@ -71,6 +72,10 @@ def bench(models: tuple[str, ...], backends: tuple[str, ...], json_path: Path | 
 
     if json_path and csv_path and str(json_path) != "-" and Path(json_path).resolve() == Path(csv_path).resolve():
         raise UsageError(f"--json and --csv are both {json_path}: the CSV would replace the result")
+    read = [*(resolve_model(m) for m in models), *([Path(cases_path)] if cases_path else []),
+            *(Path(v.partition("=")[2]) for v in inputs if "=" in v), *([tuning_db] if tuning_db else [])]
+    for option, written in (("--json", json_path), ("--csv", csv_path)):
+        refuse_overwriting_inputs(written, read, option)  # --json B.edgert replaced the bundle
     if len(models) > 1:
         return _bench_interleaved(models, backends, json_path, csv_path, cases_path, quiet,
                                   block_runs, scenario, concurrency, devices, all_devices,

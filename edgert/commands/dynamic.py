@@ -60,7 +60,8 @@ def compile_cmd(model: str, output: Path | None, backend: str, target: str,
         raise UsageError(f"--device times auto's candidates; --backend {backend} times nothing "
                          f"(leave out --device, or use --backend auto)")
     path = resolve_model(model)
-    refuse_overwriting_inputs(output, [path], "-o")
+    refuse_overwriting_inputs(output, [path, *([samples] if samples else []), *([tuning_db] if tuning_db else [])],
+                              "-o")
     check_options(backend, target)  # before "compiling" is shown
     prepare_keep_dir(keep_candidates)
     what = "measuring each segment on each engine" if backend == "auto" else f"segments on {backend}"
@@ -105,6 +106,7 @@ def validate(bundle: Path, reference: Path, cases: Path | None, random_cases: in
     from edgert.devices.execute import case_runner
     from edgert.dynamic.validate import validate as run_validate
 
+    refuse_overwriting_inputs(json_path, [bundle, reference, *([cases] if cases else [])], "--json")
     with case_runner(address_from(**device), bundle, "bundle") as (runner, facts):
         report = run_validate(bundle, reference, cases=cases, random=random_cases,
                               force_paths=force_paths, dims=parse_dims(shapes), rtol=rtol,

@@ -1,11 +1,13 @@
 """Options and argument parsing shared by the command groups (no measurement policy here)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import click
 
+from edgert.atomic import is_stream
 from edgert.errors import UsageError
 
 
@@ -52,14 +54,19 @@ def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
 
 def output_option(*decls: str, **kwargs: Any) -> Any:
     """A click option naming a file the command writes; checked before any work is done, so a
-    typo does not cost a whole measurement."""
-    return click.option(*decls, type=click.Path(path_type=Path), callback=_writable, **kwargs)
+    typo does not cost a whole measurement. ``-`` (stdout) only where the metavar offers it
+    (``PATH|-``); elsewhere it made a file named ``-``."""
+    stdout_ok = "|-" in str(kwargs.get("metavar", ""))
 
+    def writable(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+        if value is not None and str(value) == "-":
+            if not stdout_ok:
+                raise UsageError(f"{param.opts[-1]} - : this option writes a file, not stdout; give a path")
+        elif value is not None:
+            check_writable(value, param.opts[-1])
+        return value
 
-def _writable(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
-    if value is not None and str(value) != "-":
-        check_writable(value, param.opts[-1])
-    return value
+    return click.option(*decls, type=click.Path(path_type=Path), callback=writable, **kwargs)
 
 
 def refuse_overwriting_inputs(output: Path | None, inputs: Any, what: str) -> None:
@@ -76,13 +83,23 @@ def refuse_overwriting_inputs(output: Path | None, inputs: Any, what: str) -> No
 def check_writable(path: Path, what: str) -> None:
     """UsageError unless ``path`` can be created or overwritten (a probe open, undone).
 
-    Missing parent directories are created, as the result writers do (the quick start writes
-    into a ``results/`` folder a fresh clone does not have)."""
+    Missing parent directories are not made here, only checked for: the result writers make
+    them (the quick start writes into a ``results/`` folder a fresh clone does not have), and a
+    command that then failed left them behind."""
     if path.is_dir():
         raise UsageError(f"{what} {path} is a directory: give a file name")
+    if is_stream(path):  # /dev/null, a pipe: written in place at the end (a probe open of a FIFO blocks)
+        return
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder != path.parent:
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"{what} {path} cannot be written: {folder} is not a writable directory",
+                             path=str(path))
+        return
     existed = path.exists()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a"):
             pass
     except OSError as exc:

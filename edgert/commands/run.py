@@ -9,7 +9,7 @@ import click
 from edgert.device_facts import describe as describe_device
 from edgert.atomic import replace_file
 from edgert.commands.options import (ZooOrPath, address_from, device_options, output_option, parse_pairs,
-                                     write_json_output)
+                                     refuse_overwriting_inputs, write_json_output)
 from edgert.errors import UsageError
 
 
@@ -44,6 +44,9 @@ def run(model: str, inputs: tuple[str, ...], cases: Path | None, output: Path,
         raise UsageError("the null backend runs no model (bench uses it to time the harness alone): "
                          "run MODEL needs an engine, e.g. --backend ort")
     path = resolve_model(model)
+    read = [path, *([cases] if cases else []), *(Path(v.partition("=")[2]) for v in inputs if "=" in v)]
+    for option, written in (("-o", output), ("--json", json_path)):
+        refuse_overwriting_inputs(written, read, option)  # -o C.npz replaced the cases with outputs
     bundle = path.suffix == BUNDLE_SUFFIX
     if bundle and backend not in (None, "bundle"):
         raise UsageError(f"{path.name} is a bundle: its engines were chosen at compile time "

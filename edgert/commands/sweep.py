@@ -7,7 +7,8 @@ from typing import Any
 import click
 
 from edgert.commands.options import (
-    address_from, device_options, echo_point, measure_args, measure_options, output_option, write_json_output)
+    address_from, device_options, echo_point, measure_args, measure_options, output_option, refuse_overwriting_inputs,
+    write_json_output)
 from edgert.errors import SysfsError
 
 
@@ -64,6 +65,7 @@ def sweep(model: str, backend: str, cpu_freqs: str | None, cpu_policies: tuple[s
                            cool_below_c=cool_below, cool_timeout_s=cool_timeout, sysfs_root=sysfs_root,
                            **measure)
     job = SweepJob(resolve_model(model), request, input_files)
+    refuse_overwriting_inputs(json_path, [job.model, *input_files.values()], "--json")
 
     with Progress(quiet=quiet):
         res = run_sweep(job, address_from(**device), None if quiet else echo_point)

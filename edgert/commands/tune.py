@@ -8,7 +8,8 @@ from edgert.errors import UsageError
 
 import click
 
-from edgert.commands.options import address_from, device_options, output_option, write_json_output
+from edgert.commands.options import (address_from, device_options, output_option, refuse_overwriting_inputs,
+                                     write_json_output)
 
 
 @click.command()
@@ -46,6 +47,7 @@ def tune(model: str, db: Path, time_budget: float | None, trials: int | None, ta
     from edgert.zoo import resolve as resolve_model
 
     path = resolve_model(model)
+    refuse_overwriting_inputs(json_path, [path, db], "--json")
     if path.suffix not in (".onnx", ".edgert"):
         raise UsageError(f"edgert tune takes an .onnx model or an .edgert bundle, not {path.name}")
     from edgert.progress import Progress

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from edgert.commands.options import (
-    address_from, device_options, echo_point, output_option, parse_dims, parse_floats)
+    address_from, device_options, echo_point, output_option, parse_dims, parse_floats, refuse_overwriting_inputs)
 
 
 _INTERFACE = ("graph input ", "reaches graph output ")  # groups.py's reasons for the model's own I/O
@@ -30,8 +30,10 @@ def prune(model: str, ratios: str, output: Path, importance: str, channel_multip
     from edgert.variants.prune import prune as run_prune
     from edgert.zoo import resolve as resolve_model
 
+    source = resolve_model(model)
+    refuse_overwriting_inputs(output, [source], "-o")
     with Progress(quiet=quiet):  # the analysis and the level graphs take seconds on large models
-        report = run_prune(resolve_model(model), parse_floats(ratios, "--ratios"), output,
+        report = run_prune(source, parse_floats(ratios, "--ratios"), output,
                            importance_method=importance, multiple=channel_multiple)
     click.echo(f"{report.path}: {report.file_bytes} bytes ({report.file_bytes / report.model_bytes:.2f}x "
                "the model's weights)")

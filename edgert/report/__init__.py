@@ -15,6 +15,7 @@ from typing import Callable
 
 import edgert
 from edgert import result
+from edgert.atomic import replace_file
 from edgert.errors import UsageError
 from edgert.finite import is_finite_number
 from edgert.report import bench, calibration, page, summary, sweep
@@ -161,7 +162,7 @@ def render_report(result_paths: list[Path], out_html: Path) -> Path:
                                  "it is not as edgert wrote it", path=str(item.path)) from alone
         raise UsageError(f"the files cannot be reported together ({_what(exc)})") from exc
     out_html = Path(out_html)
-    out_html.write_text(text, encoding="utf-8")
+    replace_file(out_html, lambda fh: fh.write(text.encode("utf-8")))
     return out_html
 
 
