@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgert.errors import ProtocolError, UsageError
+from edgert.finite import is_finite_number
 
 
 SCENARIOS = ("single-stream", "offline", "server")
@@ -20,6 +21,10 @@ SCENARIOS = ("single-stream", "offline", "server")
 MAX_DURATION_MS = 86_400_000.0  # a day
 MAX_THREADS = 1024
 MIN_RATE_QPS = 1e-3  # one query every ~17 minutes: below that a run never starts
+MAX_RUNS = 10_000_000  # each sample is kept: 1e20 --runs ran until memory ran out
+MAX_SAMPLE_RATE_HZ = 100_000.0
+MAX_WAIT_S = 86_400.0  # --idle, --cool-timeout: a day
+COOL_BELOW_C = (-40.0, 150.0)  # a board's thermal zones; NaN or -300 waited the whole timeout per point
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +45,10 @@ class BenchSettings:
     concurrency: int = 1  # offline/server: workers, one session each
 
     def __post_init__(self) -> None:
-        if self.warmup_runs < 0:
-            raise UsageError("--warmup must be >= 0")
-        if self.runs is not None and self.runs < 1:
-            raise UsageError("--runs must be >= 1")
+        if not 0 <= self.warmup_runs <= MAX_RUNS:
+            raise UsageError(f"--warmup must be 0..{MAX_RUNS}")
+        if self.runs is not None and not 1 <= self.runs <= MAX_RUNS:
+            raise UsageError(f"--runs must be 1..{MAX_RUNS}")
         if not (0 <= self.min_duration_ms <= MAX_DURATION_MS and 0 < self.max_duration_ms <= MAX_DURATION_MS):
             # NaN passed '< 0' and was written to the JSON as NaN; inf ran for ever
             raise UsageError(f"--min-time and --max-time must be positive seconds up to {MAX_DURATION_MS / 1e3:g}")
@@ -116,10 +121,15 @@ class SweepRequest:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if any(not 0 < level <= 1 for level in self.emulated_levels):
             raise UsageError("emulated levels are shares of the CPU in (0, 1]")
-        if self.sample_rate_hz <= 0:
-            raise UsageError("--sample-rate must be positive")
-        if self.idle_s < 0 or self.cool_timeout_s < 0:
-            raise UsageError("--idle and --cool-timeout must not be negative")
+        if not (is_finite_number(self.sample_rate_hz) and 0 < self.sample_rate_hz <= MAX_SAMPLE_RATE_HZ):
+            raise UsageError(f"--sample-rate must be above 0 and at most {MAX_SAMPLE_RATE_HZ:g} Hz")
+        for option, seconds in (("--idle", self.idle_s), ("--cool-timeout", self.cool_timeout_s)):
+            if not (is_finite_number(seconds) and 0 <= seconds <= MAX_WAIT_S):  # NaN: a traceback mid-sweep
+                raise UsageError(f"{option} must be 0..{MAX_WAIT_S:g} seconds, got {seconds!r}")
+        low, high = COOL_BELOW_C
+        if self.cool_below_c is not None and not (is_finite_number(self.cool_below_c)
+                                                  and low <= self.cool_below_c <= high):
+            raise UsageError(f"--cool-below must be {low:g}..{high:g} degrees C, got {self.cool_below_c!r}")
         if self.pin_method not in ("minmax", "userspace"):
             raise UsageError(f"unknown pin method {self.pin_method!r} (minmax or userspace)")
 

@@ -47,6 +47,9 @@ class SweepJob:
 
 # --- option parsing ------------------------------------------------------------------------
 
+MAX_FREQUENCY_HZ = 100e9
+
+
 def parse_freqs(text: str | None, default_unit: str) -> str | tuple[int, ...] | None:
     """``all``, or ``600000,1.2GHz,900MHz``: plain numbers are in ``default_unit`` ("kHz" for CPUs,
     "Hz" for devfreq, as in sysfs); the result is in that unit too."""
@@ -66,6 +69,8 @@ def parse_freqs(text: str | None, default_unit: str) -> str | tuple[int, ...] | 
             raise UsageError(f"bad frequency {item!r}: use a number ({default_unit}) or e.g. 1.2GHz") from None
         if not math.isfinite(value) or value <= 0:
             raise UsageError(f"frequency {item!r} must be a positive number of {default_unit}")
+        if value * scale > MAX_FREQUENCY_HZ:  # 1e99 was sent on as a 100-digit clock
+            raise UsageError(f"frequency {item!r} is above {MAX_FREQUENCY_HZ / 1e9:g} GHz: no board clocks that fast")
         if abs(value - round(value)) > 1e-6:
             raise UsageError(f"frequency {item!r} is not a whole number of {default_unit}")
         if int(round(value)) in out:
