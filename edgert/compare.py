@@ -152,8 +152,10 @@ def compare(a: dict[str, Any], b: dict[str, Any], alpha: float = 0.01, *,
     p = float(mannwhitneyu(xa, xb, alternative="two-sided").pvalue)
     if math.isnan(p):  # every sample identical on both sides
         p = 1.0
-    if side_a["p50"] <= 0 or side_a["p99"] <= 0:  # a hand-edited file: no run takes 0 ms
-        raise UsageError("A's median or p99 latency is 0 ms: there is no ratio to it", side="A")
+    for name, side in (("A", side_a), ("B", side_b)):  # a hand-edited file: no run takes 0 ms
+        if side["p50"] <= 0 or side["p99"] <= 0:  # B's 0 read as "100% faster"
+            raise UsageError(f"{name}'s median or p99 latency is 0 ms: not a measurement, no ratio to or "
+                             "from it", side=name)
     ratio = side_b["p50"] / side_a["p50"]
     significant = p < alpha
     meaningful = significant and abs(ratio - 1.0) >= practical_fraction

@@ -241,3 +241,12 @@ def test_huge_samples_print_short_ratios(real: dict) -> None:
     assert re.search(r"median B/A: \d\.\d{3}e\+299 \(95% CI \d\.\d{3}e\+299\.\.\d\.\d{3}e\+299", text), text
     assert re.search(r"B is \d\.\d{3}e\+301% slower", text), text
     assert max(len(word) for word in text.split()) < 40, text
+
+
+def test_a_0_ms_median_on_either_side_is_refused(real: dict) -> None:
+    """A's was refused; B's read as 'B is 100% faster'."""
+    normal, zero = with_samples(real, lognormal(1, 5.0)), with_samples(real, [0.0] * 50)
+    for a, b, side in ((zero, normal, "A"), (normal, zero, "B")):
+        with pytest.raises(UsageError, match=f"{side}'s median or p99 latency is 0 ms"):
+            compare(a, b)
+

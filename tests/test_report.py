@@ -433,11 +433,22 @@ def test_a_sweep_point_with_an_impossible_amount_is_refused(tmp_path: Path, fiel
         render_report([tmp_path / "s.json"], tmp_path / "r.html")
 
 
-@pytest.mark.parametrize("name,value", [("latency_ms", float("nan")), ("latency_ms", -1.0),
-                                        ("energy_mj", float("inf")), ("energy_mj", True)])
-def test_a_calibration_grid_of_impossible_numbers_is_refused(tmp_path: Path, name: str, value) -> None:
+@pytest.mark.parametrize("name,value,bound", [("latency_ms", float("nan"), "above 0"), ("latency_ms", -1.0, "above 0"),
+                                              ("latency_ms", 0, "above 0"),  # ZeroDivisionError
+                                              ("energy_mj", float("inf"), ">= 0"), ("energy_mj", True, ">= 0")])
+def test_a_calibration_grid_of_impossible_numbers_is_refused(tmp_path: Path, name: str, value, bound: str) -> None:
     cal = as_measured(json.loads((RESULTS / "calibration.json").read_text()))
     cal[name][1][1] = value
     (tmp_path / "c.json").write_text(json.dumps(cal))
-    with pytest.raises(UsageError, match=f"'{name}' must be a levels x frequencies table of finite numbers >= 0"):
+    with pytest.raises(UsageError, match=f"'{name}' must be a levels x frequencies table of finite numbers {bound}"):
         render_report([tmp_path / "c.json"], tmp_path / "r.html")
+
+
+def test_a_bench_file_with_a_0_ms_median_is_refused(tmp_path: Path) -> None:
+    """The report divided every configuration by the fastest one's 0 ms: ZeroDivisionError."""
+    data = json.loads((RESULTS / "resnet.ort.json").read_text())
+    data["samples_ms"] = [0.0] * 30
+    data["latency_ms"] = {**data["latency_ms"], "p50": 0.0, "ci95": [0.0, 0.0]}
+    (tmp_path / "z.json").write_text(json.dumps(data))
+    with pytest.raises(UsageError, match="has no finite median .p50. above 0 ms"):
+        render_report([tmp_path / "z.json"], tmp_path / "r.html")

@@ -76,8 +76,8 @@ def _check_latency(summary: Any, where: str, path: Path) -> None:
     """The numbers the plots draw: a finite median inside its confidence interval."""
     p50 = summary.get("p50") if isinstance(summary, dict) else None
     ci = summary.get("ci95") if isinstance(summary, dict) else None
-    if not is_finite_number(p50):
-        raise UsageError(f"{path} is inconsistent: {where} has no finite median (p50)", path=str(path))
+    if not is_finite_number(p50) or p50 <= 0:  # 0 ms: every "× fastest" divided by it
+        raise UsageError(f"{path} is inconsistent: {where} has no finite median (p50) above 0 ms", path=str(path))
     if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and all(is_finite_number(v) for v in ci)
                                and ci[0] <= p50 <= ci[1]):
         raise UsageError(f"{path} is inconsistent: {where} has a 95% CI of {ci!r}, which does not "

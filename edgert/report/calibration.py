@@ -30,15 +30,18 @@ def non_dominated(costs: list[tuple[float, ...]], accuracy: list[float]) -> list
             for key in keys]
 
 
-def _grid(item: Loaded, name: str, n_levels: int, n_freqs: int) -> list[list[float]] | None:
+def _grid(item: Loaded, name: str, n_levels: int, n_freqs: int, *,
+          positive: bool = False) -> list[list[float]] | None:
+    """A levels x frequencies table of finite numbers >= 0 (> 0 when ``positive``: latencies,
+    which the report divides by)."""
     table = item.data.get(name)
     if table is None:
         return None
     if not isinstance(table, list) or len(table) != n_levels or any(
             not isinstance(row, list) or len(row) != n_freqs or
-            not all(is_amount(v) for v in row) for row in table):
-        raise UsageError(f"{item.path}: '{name}' must be a levels x frequencies table of finite numbers >= 0",
-                         path=str(item.path))
+            not all(is_amount(v) and (v > 0 or not positive) for v in row) for row in table):
+        raise UsageError(f"{item.path}: '{name}' must be a levels x frequencies table of finite numbers "
+                         f"{'above 0' if positive else '>= 0'}", path=str(item.path))
     return [[float(v) for v in row] for row in table]
 
 
@@ -48,7 +51,7 @@ def _check(item: Loaded) -> tuple[list[dict[str, Any]], list[float], list[list[f
     if not levels or not freqs:
         raise UsageError(f"{item.path}: a calibration file needs 'levels', 'frequencies' and "
                          "'latency_ms' as a levels x frequencies table", path=str(item.path))
-    lat = _grid(item, "latency_ms", len(levels), len(freqs))
+    lat = _grid(item, "latency_ms", len(levels), len(freqs), positive=True)
     if lat is None:
         raise UsageError(f"{item.path}: a calibration file needs 'latency_ms' as a levels x frequencies "
                          "table", path=str(item.path))
