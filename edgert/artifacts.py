@@ -1,7 +1,7 @@
 """What ``edgert push`` checks before it uploads: a file it can tell is damaged is never sent.
 
 Bundles and All-in-One files carry checksums (docs/bundle-format.md, docs/aio-format.md) and
-are opened the way the device will open them; an ONNX model must parse. Other files (TVM
+are opened the way the device will open them; an ONNX model must parse and hold its weights. Other files (TVM
 libraries, LiteRT flatbuffers) have no checksum of their own and go as they are.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgert.errors import ModelError
+from edgert.onnx_file import data_files
 
 
 def check_before_upload(path: Path) -> None:
@@ -25,9 +26,14 @@ def check_before_upload(path: Path) -> None:
         import onnx
 
         try:
-            onnx.load_from_string(path.read_bytes())
+            model = onnx.load_from_string(path.read_bytes())
         except OSError as exc:
             raise ModelError(f"cannot read model {path}: {exc.strerror}", path=str(path)) from exc
         except Exception as exc:  # protobuf's DecodeError and friends: truncated or not ONNX
             raise ModelError(f"{path} is not a readable ONNX model (truncated or corrupt?): {exc}",
                              path=str(path)) from exc
+        beside = data_files(path, model)
+        if beside:  # the device would get the graph without its weights
+            raise ModelError(f"{path} keeps its weights in {', '.join(p.name for p in beside)} beside it and "
+                             "a device gets one file: compile it to a bundle (edgert compile) or save "
+                             "it with its weights inline", path=str(path))

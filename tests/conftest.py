@@ -112,6 +112,18 @@ def make_matmul_model(path: Path, *, symbolic: bool = True, size: int = 64) -> P
     return path
 
 
+def with_external_weights(src: Path, out_dir: Path) -> Path:
+    """``src`` saved into ``out_dir`` with every weight in ``NAME.onnx.data`` beside it, as
+    ``torch.onnx.export(dynamo=True)`` writes models."""
+    import onnx
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / src.name
+    onnx.save_model(onnx.load(str(src)), str(out), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location=f"{src.name}.data", size_threshold=0)
+    return out
+
+
 def needs(*modules: str) -> pytest.MarkDecorator:
     """Skip unless every module is installed, found without importing it: importing TVM or
     torch at collection would cost every ``pytest -k`` seconds."""

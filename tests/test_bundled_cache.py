@@ -38,6 +38,19 @@ def test_the_key_follows_the_pipeline_the_tuning_records_and_edgerts_code(tmp_pa
     assert len({first, tuned_a, tuned_b}) == 3  # same database path, other records: other bundle
 
 
+def test_the_key_follows_weights_kept_beside_the_model(tmp_path):
+    from conftest import with_external_weights
+
+    model = with_external_weights(MODEL, tmp_path / "m")
+    options = BackendOptions(cache_dir=tmp_path)
+    first = bundled.bundle_path(model, options)
+    data = tmp_path / "m" / "early_exit_cnn.onnx.data"
+    weights = bytearray(data.read_bytes())
+    weights[-1] ^= 1  # retrained: the .onnx is byte-identical, only the weights differ
+    data.write_bytes(bytes(weights))
+    assert bundled.bundle_path(model, options) != first
+
+
 def test_a_damaged_cached_bundle_is_rebuilt(tmp_path):
     options = BackendOptions(cache_dir=tmp_path)
     built = bundled.compile_bundle(MODEL, options)

@@ -2,7 +2,8 @@
 import json
 from pathlib import Path
 
-from conftest import run_cli
+import pytest
+from conftest import run_cli, with_external_weights
 
 ZOO = Path(__file__).resolve().parents[1] / "edgert" / "zoo" / "dynamic"
 
@@ -249,3 +250,37 @@ def test_run_refuses_a_bad_case_before_running_any(tmp_path):
     proc = run_cli("run", str(bundle), "--cases", str(tmp_path / "mix.npz"), "-o", str(tmp_path / "o.npz"))
     assert proc.returncode == 1 and "case 'case1' of the input cases" in proc.stderr, proc.stderr
     assert "case0" not in proc.stdout and not (tmp_path / "o.npz").exists()
+
+
+@pytest.mark.parametrize("backend", ["ort", "tvm"])
+def test_a_model_with_external_weights_compiles_from_another_directory_into_a_whole_bundle(
+        tmp_path, backend):
+    if backend == "tvm":
+        pytest.importorskip("tvm")
+    model = with_external_weights(ZOO / "early_exit_cnn.onnx", tmp_path / "model")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    bundle = tmp_path / "ee.edgert"
+    proc = run_cli("compile", str(model), "-o", str(bundle), "--backend", backend, cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("validate", str(bundle), "--reference", str(model), "--cases",
+                   str(ZOO / "early_exit_cnn.npz"), cwd=elsewhere)
+    assert proc.returncode == 0 and proc.stdout.startswith("pass: "), proc.stdout + proc.stderr
+    (tmp_path / "model" / "early_exit_cnn.onnx.data").unlink()  # the bundle holds the weights
+    proc = run_cli("bench", str(bundle), "--runs", "3", "--quiet", cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_compile_names_a_missing_or_truncated_weight_file_in_one_line(tmp_path, damage):
+    model = with_external_weights(ZOO / "early_exit_cnn.onnx", tmp_path / "model")
+    data = tmp_path / "model" / "early_exit_cnn.onnx.data"
+    if damage == "missing":
+        data.unlink()
+    else:
+        data.write_bytes(data.read_bytes()[:-100])
+    proc = run_cli("compile", str(model), "-o", str(tmp_path / "ee.edgert"), "--backend", "ort",
+                   cwd=tmp_path)
+    errors = [line for line in proc.stderr.splitlines() if not line.startswith("compiling ")]
+    assert proc.returncode == 1 and len(errors) == 1 and errors[0].startswith("edgert: error: "), proc.stderr
+    assert "early_exit_cnn.onnx.data" in errors[0], errors[0]

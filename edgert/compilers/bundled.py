@@ -32,7 +32,9 @@ def bundle_path(model_path: Path, options: Any, engine: str = "tvm",
     from edgert.compilers.tvm import default_cache_dir
     from edgert.dynamic.bundle import FORMAT_VERSION
 
-    digest = hashlib.sha256(Path(model_path).read_bytes())
+    from edgert.onnx_file import model_digest
+
+    digest = hashlib.sha256(model_digest(Path(model_path)).encode())
     for part in (engine, options.target, *_engine_key(engine, options), _compiler_code_digest(),
                  str(FORMAT_VERSION)):
         digest.update(b"\0" + part.encode())

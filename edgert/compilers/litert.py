@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 from edgert.cache import cache_root
 from edgert.errors import ModelError
+from edgert.onnx_file import load_model, model_digest
 
 
 # ONNX operators onnx2tf writes as builtin LiteRT ops instead of TensorFlow (Flex) ops,
@@ -50,16 +51,10 @@ def _onnx2tf_available() -> bool:
 
 def convert(onnx_path: Path, out_path: Path, dims: Mapping[str, int] | None = None) -> str:
     """Write ``out_path`` (atomically) from ``onnx_path``; returns the converter that succeeded."""
-    import onnx
-
     from edgert.compilers.tflite import convert_model, write_atomic
     from edgert.compilers.shapes import fix_input_shapes
 
-    try:
-        model = onnx.load(str(onnx_path))
-    except Exception as exc:  # DecodeError, OSError, ...
-        raise ModelError(f"cannot read ONNX model {onnx_path}: {exc}", path=str(onnx_path)) from exc
-    fixed = fix_input_shapes(model, dims or {})
+    fixed = fix_input_shapes(load_model(onnx_path), dims or {})
     if fixed.open_dims:
         names = ", ".join(f"--shape {d}=SIZE" for d in fixed.open_dims)
         raise ModelError(f"LiteRT needs static shapes: set {names}", path=str(onnx_path))
@@ -144,11 +139,7 @@ def convert_cached(onnx_path: Path, cache_dir: Path | None = None,
                    dims: Mapping[str, int] | None = None) -> Path:
     """The cached .tflite for an ONNX model (keyed by its sha256, the converters' versions and
     ``dims``), converted on a cache miss by ``convert`` (light converter first, then onnx2tf)."""
-    digest = hashlib.sha256()
-    try:
-        digest.update(Path(onnx_path).read_bytes())
-    except OSError as exc:
-        raise ModelError(f"cannot read {onnx_path}: {exc}", path=str(onnx_path)) from exc
+    digest = hashlib.sha256(model_digest(Path(onnx_path)).encode())
     shapes = ",".join(f"{k}={v}" for k, v in sorted((dims or {}).items()))
     digest.update(f"\0{converter_version()}\0{shapes}".encode())
     target = default_cache_dir(cache_dir) / f"{Path(onnx_path).stem}-{digest.hexdigest()[:16]}.tflite"

@@ -26,6 +26,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as tfl
 
 from edgert.errors import ModelError
+from edgert.onnx_file import load_model
 
 CONVERTER_VERSION = "1"  # part of the cache key: bump when the output for a model changes
 
@@ -49,13 +50,7 @@ class _AlignedBuilder(flatbuffers.Builder):
 
 def convert(onnx_path: Path, out_path: Path) -> Path:
     """Convert ``onnx_path`` and write ``out_path`` atomically; returns ``out_path``."""
-    import onnx
-
-    try:
-        model = onnx.load(str(onnx_path))
-    except Exception as exc:  # onnx raises DecodeError, OSError, ...
-        raise ModelError(f"cannot read ONNX model {onnx_path}: {exc}", path=str(onnx_path)) from exc
-    write_atomic(out_path, convert_model(model))
+    write_atomic(out_path, convert_model(load_model(onnx_path)))
     return out_path
 
 

@@ -20,6 +20,7 @@ from edgert.backends.base import BackendOptions, TensorSpec
 from edgert.backends.tvm import SIDECAR_SCHEMA, read_tuning, signature_path
 from edgert.cache import cache_root
 from edgert.errors import BackendError, ModelError
+from edgert.onnx_file import load_model, model_digest
 
 from .tvm_db import database_digest, open_database, records_emulated, tuning_target
 from .tvm_target import export_compiler, is_cross, resolve_target, target_key
@@ -202,7 +203,7 @@ def cache_path(model_path: Path, target: Any, cache_dir: Path | None = None,
     import tvm
 
     digest = hashlib.sha256()
-    digest.update(Path(model_path).read_bytes())
+    digest.update(model_digest(Path(model_path)).encode())
     records = database_digest(tuning_db, target) if tuning_db is not None else "untuned"
     shapes = ",".join(f"{k}={v}" for k, v in sorted((dims or {}).items()))  # --shape sizes
     for part in (target_key(target), tvm.__version__, PIPELINE_VERSION, records, shapes):
@@ -232,21 +233,13 @@ def compile_onnx(model_path: Path, target: Any, cache_dir: Path | None = None,
     under the same key is returned untouched. ``dims`` sizes symbolic input dims: the
     library is built for them, shape arithmetic folded first (``compilers.shapes``).
     """
-    import onnx
     import tvm
 
     model_path = Path(model_path)
-    try:
-        out = cache_path(model_path, target, cache_dir, tuning_db, dims)
-    except OSError as exc:
-        raise ModelError(f"cannot read model {model_path}: {exc}", path=str(model_path)) from exc
+    out = cache_path(model_path, target, cache_dir, tuning_db, dims)
     if is_cached(out):
         return out
-    try:
-        model = onnx.load(str(model_path))
-    except Exception as exc:
-        raise ModelError(f"{model_path} is not a readable ONNX model: {exc}",
-                         path=str(model_path)) from exc
+    model = load_model(model_path)
     mod, inputs, outputs = import_specialized(model, dims or {})
     fcompile = export_compiler(target)
     try:

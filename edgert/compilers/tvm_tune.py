@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgert.errors import BackendError, UsageError
+from edgert.onnx_file import load_model
 
 from .tvm import import_specialized, legalize
 from .tvm_db import database_dir, mark_emulated, open_database, tuning_target
@@ -230,10 +231,9 @@ def _callback(tasks: list[TaskState], deadline: float | None, start: float, budg
 
 def extract(model_path: Path, target: Any) -> tuple[Any, list[Any]]:
     """The legalized Relax module and its MetaSchedule tasks (as ``compile_onnx`` would see them)."""
-    import onnx
     from tvm.s_tir import meta_schedule as ms
 
-    mod = legalize(import_specialized(onnx.load(str(model_path)), {})[0], target)
+    mod = legalize(import_specialized(load_model(Path(model_path)), {})[0], target)
     return mod, list(ms.relax_integration.extract_tasks(mod, tuning_target(target)))
 
 

@@ -8,11 +8,11 @@ and each subgraph's outer-scope captures are recorded.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from edgert.errors import ModelError
+from edgert.onnx_file import load_model, model_digest
 
 from .carry import carry_static_shapes
 from .graphs import free_names, iter_graphs  # noqa: F401 (partition, whole and tests use them from here)
@@ -98,24 +98,16 @@ def _reject_non_tensors(graph: Any, where: str) -> None:
 
 def normalize(model_path: Path) -> NormalizedModel:
     """Load, inline, name, type-check and shape-infer ``model_path``."""
-    import onnx
     import onnx.inliner
 
     path = Path(model_path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"cannot read model {path}: {exc}", path=str(path)) from exc
-    try:
-        model = onnx.load_from_string(data)
-    except Exception as exc:  # protobuf raises DecodeError and friends
-        raise ModelError(f"{path} is not an ONNX model: {exc}", path=str(path)) from exc
+    model = load_model(path)  # weights inline: the bundle's segments carry them
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
     _name_nodes(model.graph, set(), [0])
     _canonical_constants(model.graph)
     _reject_non_tensors(model.graph, "the main graph")
-    return _typed(model, hashlib.sha256(data).hexdigest(), str(path))
+    return _typed(model, model_digest(path), str(path))
 
 
 def _typed(model: Any, source_sha256: str, what: str) -> NormalizedModel:

@@ -20,6 +20,7 @@ import numpy as np
 
 from edgert import progress
 from edgert.errors import ModelError, UsageError
+from edgert.onnx_file import load_model
 
 from . import aiofile
 from .groups import ChannelGraph, analyze, subgraph_reads
@@ -260,12 +261,7 @@ def template(model: Any, graph: ChannelGraph) -> dict[str, Any]:
 
 
 def _load(model_path: Path) -> Any:
-    import onnx
-
-    try:
-        model = onnx.load(str(model_path))
-    except Exception as exc:  # onnx raises DecodeError, OSError, ...
-        raise ModelError(f"cannot read ONNX model {model_path}: {exc}", path=str(model_path)) from exc
+    model = load_model(model_path)
     if not model.graph.node:  # an empty file parses as an empty model
         raise ModelError(f"{model_path} is not an ONNX model with a graph (no nodes)", path=str(model_path))
     return model
