@@ -94,7 +94,9 @@ class Journal:
             except SysfsError as exc:
                 failures.append(exc.message)
         if failures:
-            raise SysfsError("could not restore: " + "; ".join(failures),
+            where = (f" (journal {self.path}: once the clocks are restored by hand, or after a reboot, "
+                     "delete it)") if self.path else ""
+            raise SysfsError("could not restore: " + "; ".join(failures) + where,
                              journal=str(self.path) if self.path else None)
         self.clear()
 
@@ -189,6 +191,9 @@ def replay_journal(journal_path: str | os.PathLike, sysfs_root: str | os.PathLik
         raise SysfsError(f"DVFS journal {path} belongs to running process {pid}; "
                          "not replaying it underneath that process", journal=str(path), pid=pid)
     journal = Journal(path, sysfs_root if sysfs_root is not None else data.get("sysfs_root", "/"))
+    if journal.sysfs_root not in ("", "/") and not Path(journal.sysfs_root).is_dir():
+        journal.clear()  # a fixture tree deleted since: nothing is pinned anywhere (it blocked every sweep)
+        return 0
     journal.entries = entries
     journal.undo(run)
     return len(entries)

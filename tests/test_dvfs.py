@@ -129,6 +129,23 @@ def test_sigkill_leaves_a_journal_that_replay_restores(tmp_path):
     assert replay_journal(journal, str(root)) == 0
 
 
+def test_a_journal_whose_fixture_tree_is_gone_no_longer_blocks_sweeps(tmp_path):
+    """A sweep killed on a copied tree, the copy deleted since: every later sweep, on any root,
+    failed with 'could not restore: cannot read .../scaling_min_freq' and no way out named."""
+    import shutil
+
+    root = board(tmp_path, "jetson_nano")
+    journal = tmp_path / "journal.json"
+    child = start_pinned_child(root, journal)
+    child.kill()
+    child.wait(10)
+    (root / GPU / "max_freq").unlink()  # the tree still there, one pinned file gone: say what to do
+    with pytest.raises(SysfsError, match=rf"could not restore: .*max_freq.* \(journal {journal}: .*delete it\)"):
+        replay_journal(journal)
+    shutil.rmtree(root)
+    assert replay_journal(journal) == 0 and not journal.exists()
+
+
 def test_under_nohup_a_sighup_leaves_the_running_measurement_pinned(tmp_path):
     """SIGHUP ignored (nohup): the run goes on, so restoring its clocks then would have it
     measure at the wrong ones."""
