@@ -55,6 +55,14 @@ def block(status: str, source_name: str | None, sysfs_root: str | None) -> dict[
     return out
 
 
+def file_label(result: Mapping[str, Any]) -> str:
+    """The label of a result's own ``power`` block when it says not measured, else '': it wins
+    over its points (one point edited to 'measured' in a fixture file was ranked least energy)."""
+    block = result.get("power")
+    status = block.get("status") if isinstance(block, Mapping) else None
+    return label({"power_status": status}) if status in (FIXTURE, STATIC, NONE) else ""
+
+
 def label(point: Mapping[str, Any]) -> str:
     """A short table cell for a point's power status: '' when measured."""
     status = point.get("power_status", MEASURED if point.get("power_w") is not None else NONE)

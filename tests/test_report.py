@@ -452,3 +452,54 @@ def test_a_bench_file_with_a_0_ms_median_is_refused(tmp_path: Path) -> None:
     (tmp_path / "z.json").write_text(json.dumps(data))
     with pytest.raises(UsageError, match="has no finite median .p50. above 0 ms"):
         render_report([tmp_path / "z.json"], tmp_path / "r.html")
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"frequency_unit": "bananas"}, "frequency_unit 'bananas' is not one of"),
+    ({"frequencies": [600000, 600000, 1800000]}, "'frequencies' must be distinct numbers above 0"),
+    ({"frequencies": [-1, 1200000, 1800000]}, "'frequencies' must be distinct numbers above 0"),
+    ({"levels": [{"ratio": 5}, {"ratio": 0.25}, {"ratio": 0.5}, {"ratio": 0.75}]}, "distinct pruning 'ratio' in"),
+    ({"levels": [{"ratio": 0}, {"ratio": 0}, {"ratio": 0.5}, {"ratio": 0.75}]}, "distinct pruning 'ratio' in"),
+])
+def test_a_calibration_laid_out_impossibly_is_refused(tmp_path: Path, change: dict, says: str) -> None:
+    """Each was shown as given: two '600 MHz' columns, a -0.001 MHz clock, a '500% pruned' level."""
+    cal = {**json.loads((RESULTS / "calibration.json").read_text()), **change}
+    (tmp_path / "c.json").write_text(json.dumps(cal))
+    with pytest.raises(UsageError, match=says):
+        render_report([tmp_path / "c.json"], tmp_path / "r.html")
+
+
+@pytest.mark.parametrize("unit, freqs, shown", [("GHz", [0.6, 1.2, 1.8], "1800 MHz"), ("khz", [600000, 1200000, 1800000],
+                                                                                       "1800 MHz"),
+                                                ("emulated fraction", [0.25, 0.5, 1.0], "emulated 1x CPU")])
+def test_calibration_units_are_read_in_any_spelling_and_shown_in_mhz(tmp_path: Path, unit: str, freqs: list,
+                                                                      shown: str) -> None:
+    """'GHz' was shown as '1.8 MHz', 'khz' (the spelling an .aio stores) as '1.8e+06 MHz', and
+    'emulated fraction' as '1 MHz' without an EMULATED mark."""
+    cal = as_measured(json.loads((RESULTS / "calibration.json").read_text()))
+    cal.update(frequency_unit=unit, frequencies=freqs)
+    (tmp_path / "c.json").write_text(json.dumps(cal))
+    summary = section(render_report([tmp_path / "c.json"], tmp_path / "r.html").read_text(),
+                      'id="summary"', 'id="warnings"')
+    assert shown in summary and ("EMULATED" in summary) == (unit == "emulated fraction")
+
+
+def test_fixture_power_and_clocks_are_labelled_in_every_section(tmp_path: Path) -> None:
+    """A point edited to 'measured' in a file whose power block says fixture was ranked least
+    energy; the detail sections' clock axes and columns had no fixture mark; an energy table
+    without a power block was plotted in detail while the summary said 'not measured'."""
+    sweep_data = json.loads((RESULTS / "sweep.json").read_text())
+    point = sweep_data["points"][0]
+    point.update(point.pop("power_reading"), power_status="measured")
+    (tmp_path / "s.json").write_text(json.dumps(sweep_data))
+    cal = json.loads((RESULTS / "calibration.json").read_text())
+    cal.pop("power")
+    cal.update(energy_mj=cal.pop("power_reading")["energy_mj"], fixture=True)
+    (tmp_path / "c.json").write_text(json.dumps(cal))
+    text = render_report([tmp_path / "s.json", tmp_path / "c.json"], tmp_path / "r.html").read_text()
+    assert "least energy" not in text.lower()
+    detail = section(text, "All-in-One calibration —", "</section>")
+    assert "<th>ms at 600 MHz (fixture)</th>" in detail and "<th>mJ at" not in detail
+    assert "no power block saying it was measured" in detail
+    sweep_detail = section(text, "Clock sweep —", "</section>")
+    assert "fixture, not measured" in sweep_detail and "1.432" not in sweep_detail  # the edited point's watts

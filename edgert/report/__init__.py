@@ -54,6 +54,8 @@ def load(path: Path) -> Loaded:
         _check_latency(block, where, path)
     if schema == sweep.SCHEMA:
         _check_amounts(data.get("points"), path)
+    if schema == calibration.SCHEMA:
+        calibration.check_settings(data, path)
     return Loaded(path, data)
 
 

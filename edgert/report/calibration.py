@@ -2,13 +2,14 @@
 accuracy-latency(-energy) Pareto front of the levels."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from edgert.errors import UsageError
 from edgert.result import is_amount
 from edgert.report import plots
 from edgert.report.model import Built, Loaded, Note, Plot, Section, Table, file_warnings
-from edgert.report.sweep import axis
+from edgert.report.sweep import TO_MHZ, axis
 
 SCHEMA = "edgert.calibration/1"
 
@@ -45,6 +46,34 @@ def _grid(item: Loaded, name: str, n_levels: int, n_freqs: int, *,
     return [[float(v) for v in row] for row in table]
 
 
+UNITS = {**{u.lower(): u for u in TO_MHZ}, "share": "share", "emulated fraction": "share"}  # as written -> shown
+
+
+def check_settings(data: dict[str, Any], path: Path) -> None:
+    """The unit, frequencies and levels every table of the file is laid out by: a known unit
+    (written back in the report's spelling), distinct frequencies above 0, distinct pruning
+    ratios in [0, 1). 'GHz' read as MHz, 'bananas' as no unit, two '600 MHz' columns, a -0.001
+    MHz clock and a '500% pruned' level were all shown as given."""
+    unit = data.get("frequency_unit", "kHz")
+    if not isinstance(unit, str) or unit.lower() not in UNITS:
+        raise UsageError(f"{path}: frequency_unit {unit!r} is not one of Hz, kHz, MHz, GHz or share",
+                         path=str(path))
+    data["frequency_unit"] = UNITS[unit.lower()]
+    freqs = data.get("frequencies")
+    if not isinstance(freqs, list) or not all(is_amount(f) and f > 0 for f in freqs) or len(set(freqs)) != len(freqs):
+        raise UsageError(f"{path}: 'frequencies' must be distinct numbers above 0", path=str(path))
+    levels = data.get("levels")
+    ratios = [lv.get("ratio") if isinstance(lv, dict) else None for lv in levels or []]
+    if not ratios or not all(is_amount(r) and r < 1 for r in ratios) or len(set(ratios)) != len(ratios):
+        raise UsageError(f"{path}: 'levels' must each have a distinct pruning 'ratio' in [0, 1)", path=str(path))
+
+
+def measured_energy(data: dict[str, Any]) -> Any:
+    """``energy_mj`` when the file's power block says it was measured, else None: an energy
+    table without one (or beside a fixture's power) is not known to be a measurement."""
+    return data.get("energy_mj") if (data.get("power") or {}).get("measured") is True else None
+
+
 def _check(item: Loaded) -> tuple[list[dict[str, Any]], list[float], list[list[float]], list[list[float]] | None]:
     d = item.data
     levels, freqs = d.get("levels") or [], d.get("frequencies") or []
@@ -55,13 +84,16 @@ def _check(item: Loaded) -> tuple[list[dict[str, Any]], list[float], list[list[f
     if lat is None:
         raise UsageError(f"{item.path}: a calibration file needs 'latency_ms' as a levels x frequencies "
                          "table", path=str(item.path))
-    return levels, [float(f) for f in freqs], lat, _grid(item, "energy_mj", len(levels), len(freqs))
+    energy = _grid(item, "energy_mj", len(levels), len(freqs))  # checked even when not shown
+    return levels, [float(f) for f in freqs], lat, energy if measured_energy(d) is not None else None
 
 
 def _freq_axis(item: Loaded) -> tuple[float, str, str]:
     """Scale, axis label and short unit for the frequencies (kHz unless ``frequency_unit``)."""
     scale, label = axis("cpu", item.data.get("frequency_unit", "kHz"))
-    return scale, label.replace("cpu ", ""), label.split("(")[-1].rstrip(")")
+    short = label.split("(")[-1].rstrip(")")
+    label = label.replace("cpu ", "") + (" — fixture clocks, not set" if item.data.get("fixture") else "")
+    return scale, label, short + (" (fixture)" if item.data.get("fixture") else "")
 
 
 def _level_name(level: dict[str, Any]) -> str:
@@ -169,6 +201,9 @@ def build(items: list[Loaded]) -> Built:
         if power and not power.get("measured"):
             blocks.insert(0, Note(f"Power and energy: not measured ({power.get('status')}). "
                                   f"{power.get('reason', '')}"))
+        elif not power and "energy_mj" in item.data:
+            blocks.insert(0, Note("Energy: not shown. The file has an energy table but no power block saying "
+                                  "it was measured (edgert calibrate writes one)."))
         built.sections.append(Section(f"All-in-One calibration — {item.label}", blocks))
         built.warnings += file_warnings(item)
     return built

@@ -12,6 +12,7 @@ from typing import Any
 
 from edgert import power_status
 from edgert.report import plots
+from edgert.report.calibration import measured_energy
 from edgert.report.model import Loaded, Plot
 from edgert.report.sweep import axis
 from edgert.result import is_emulated
@@ -88,7 +89,7 @@ def _sweep(item: Loaded) -> list[Config]:
         if p.get("error") or not p.get("latency_ms"):
             continue
         lat = p["latency_ms"]
-        unmeasured = power_status.label(p) if "power_status" in p else ""  # the file's own word wins
+        unmeasured = power_status.file_label(d) or (power_status.label(p) if "power_status" in p else "")
         energy = None if unmeasured else p.get("energy_per_inference_mj")
         note = unmeasured or (power_status.label(p) if energy is None else "")
         runs, window = p.get("runs"), p.get("duration_s")
@@ -105,7 +106,7 @@ def _calibration(item: Loaded) -> list[Config]:
     unit = d.get("frequency_unit", "kHz")
     scale, label = axis("cpu", unit)
     power = d.get("power") or {}
-    energy = d.get("energy_mj") if power.get("measured") is True else None  # no power block: not known measured
+    energy = measured_energy(d)
     note = "not measured" if not power else power_status.label({"power_status": power.get("status")}) \
         or "not measured"
     out = []
@@ -116,7 +117,7 @@ def _calibration(item: Loaded) -> list[Config]:
             out.append(Config(model_name(d, item.path), "ort (All-in-One)", _host(d),
                               f"{float(level['ratio']):.0%} pruned", freq, float(d["latency_ms"][i][j]), None,
                               None, float(energy[i][j]) if energy else None, "" if energy else note, None,
-                              is_emulated(d), "calibration"))
+                              is_emulated(d) or unit == "share", "calibration"))
     return out
 
 

@@ -11,13 +11,14 @@ from edgert.report.model import Built, Finding, Loaded, Note, Plot, Section, Tab
 SCHEMA = "edgert.sweep/1"
 
 
+TO_MHZ = {"Hz": 1e-6, "kHz": 1e-3, "MHz": 1.0, "GHz": 1e3}  # frequencies are shown in MHz
+
+
 def axis(domain: str, unit: str | None) -> tuple[float, str]:
     """Scale and label for a domain's settings: CPU policies are in kHz (sysfs), plotted in MHz."""
     unit = unit or ("kHz" if domain.startswith("cpu") else "share" if domain == "emulated" else "")
-    if unit == "kHz":
-        return 1e-3, f"{domain} frequency (MHz)"
-    if unit == "Hz":
-        return 1e-6, f"{domain} frequency (MHz)"
+    if unit in TO_MHZ:
+        return TO_MHZ[unit], f"{domain} frequency (MHz)"
     if unit == "share":
         return 1.0, "emulated speed (share of full CPU)"
     return 1.0, f"{domain} setting{f' ({unit})' if unit else ''}"
@@ -28,11 +29,13 @@ def _x(point: dict[str, Any]) -> float:
     return float(s["readback"] if s.get("readback") is not None else s["requested"])
 
 
-def _domain_plot(label: str, domain: str, points: list[dict[str, Any]], idx: int) -> Plot:
+def _domain_plot(label: str, domain: str, points: list[dict[str, Any]], idx: int, *,
+                 fixture: bool, power_shown: bool) -> Plot:
     scale, xlabel = axis(domain, points[0]["setting"].get("unit"))
+    xlabel += " — fixture clocks, not set" if fixture else ""  # the model ran at the host's own clock
     points = sorted(points, key=_x)
     x = [_x(p) * scale for p in points]
-    has_power = any(p.get("power_w") is not None for p in points)
+    has_power = power_shown and any(p.get("power_w") is not None for p in points)
     fig, axes = plots.figure(11 if has_power else 5.5, 3.4, cols=3 if has_power else 1)
     lat = axes[0][0]
     p50 = [p["latency_ms"]["p50"] for p in points]
@@ -78,7 +81,7 @@ def _clock(value: Any, unit: str, mark: str) -> str:
     return "—" if value is None else f"{value} {unit}{mark}"
 
 
-def _table(points: list[dict[str, Any]], fixture: bool) -> Table:
+def _table(points: list[dict[str, Any]], fixture: bool, file_word: str) -> Table:
     """One row per point; a clock carries its unit (kHz for cpufreq, Hz for devfreq), and a
     fixture tree's read-back clocks and temperatures say so."""
     rows = []
@@ -88,7 +91,7 @@ def _table(points: list[dict[str, Any]], fixture: bool) -> Table:
         unit = s.get("unit") or ("kHz" if str(s["domain"]).startswith(("cpu", "policy")) else
                                  "share" if s["domain"] == "emulated" else "Hz")
         temps = ", ".join(f"{k} {v:.0f}°C" for k, v in (p.get("temperatures_c") or {}).items())
-        unmeasured = power_status.label(p)
+        unmeasured = file_word or power_status.label(p)
         rows.append((s["domain"], _clock(s.get("requested"), unit, ""), _clock(s.get("readback"), unit, mark),
                      p["latency_ms"]["p50"],
                      p["latency_ms"]["p99"], unmeasured or _fmt(p.get("power_w")),
@@ -131,14 +134,17 @@ def build(items: list[Loaded]) -> Built:
         for p in measured:
             domains.setdefault(str(p["setting"]["domain"]), []).append(p)
         section = Section(f"Clock sweep — {item.label}")
-        section.blocks += [_domain_plot(item.label, d, pts, idx) for d, pts in domains.items()]
+        file_word = power_status.file_label(item.data)
+        fixture = bool(item.data.get("fixture"))
+        section.blocks += [_domain_plot(item.label, d, pts, idx, fixture=fixture, power_shown=not file_word)
+                           for d, pts in domains.items()]
         power = item.data.get("power") or {}
         if power and not power.get("measured"):
             section.blocks.append(Note(f"Power and energy: not measured ({power.get('status')}). "
                                        f"{power.get('reason', '')}"))
         elif not any(p.get("power_w") is not None for p in measured):
             section.blocks.append(Note("No power was measured in this sweep."))
-        section.blocks.append(_table(measured, bool(item.data.get("fixture"))))
+        section.blocks.append(_table(measured, fixture, file_word))
         built.sections.append(section)
         built.warnings += _warnings(item)
     return built
