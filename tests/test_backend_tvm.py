@@ -1,6 +1,7 @@
 """TvmBackend against real TVM compiles and real ONNX Runtime sessions."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -239,3 +240,38 @@ def test_a_target_tvm_would_not_build_for_a_cpu_is_refused_in_one_line(
     assert resolve_target(json.dumps({"kind": "llvm", "mcpu": "cortex-a72", "mtriple": "aarch64-linux-gnu"}))
     assert resolve_target(json.dumps({"kind": "llvm", "mtriple": "aarch64-linux-gnu",
                                       "mattr": ["+neon", "-fullfp16", "+dotprod"]}))
+
+
+def _truncate(library: Path) -> None:
+    library.write_bytes(library.read_bytes()[:100])
+
+
+def _flip_a_byte(library: Path) -> None:
+    data = bytearray(library.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    library.write_bytes(bytes(data))
+
+
+def _garble_sidecar(library: Path) -> None:
+    library.with_suffix(".json").write_text('{"garbage": 1')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", [_truncate, _flip_a_byte, _garble_sidecar])
+def test_a_damaged_cache_entry_is_compiled_again_not_used(small_cnn: Path, tmp_path: Path,
+                                                          damage, capfd: pytest.CaptureFixture[str]) -> None:
+    options = BackendOptions(cache_dir=tmp_path)
+    library = compile_for("tvm", small_cnn, options).path
+    whole = library.read_bytes()
+    damage(library)
+    capfd.readouterr()
+    again = compile_for("tvm", small_cnn, options)
+    warning = capfd.readouterr().err
+    assert again.notes["cache"] == "miss" and again.path == library
+    assert warning.count("\n") == 1 and "edgert: warning: cached TVM library" in warning, warning
+    assert "damaged" in warning and "compiling it again" in warning
+    assert len(library.read_bytes()) == len(whole)
+    assert json.loads(library.with_suffix(".json").read_text())["library_sha256"] \
+        == hashlib.sha256(library.read_bytes()).hexdigest()
+    assert compile_for("tvm", small_cnn, options).notes["cache"] == "hit"
+    _assert_matches_ort(small_cnn, tmp_path)

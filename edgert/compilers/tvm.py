@@ -8,18 +8,21 @@ sidecar. Measurements behind the pipeline choice are in docs/tvm-notes.md.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from edgert.backends.base import BackendOptions, TensorSpec
-from edgert.backends.tvm import SIDECAR_SCHEMA, read_tuning, signature_path
+from edgert.backends.tvm import SIDECAR_SCHEMA, read_signature, read_tuning, signature_path
 from edgert.cache import cache_root
-from edgert.errors import BackendError, ModelError
+from edgert.errors import BackendError, BundleError, ModelError
+from edgert.hashing import sha256_file
 from edgert.onnx_file import load_model, model_digest
 
 from .tvm_db import database_digest, open_database, records_emulated, tuning_target
@@ -211,12 +214,14 @@ def cache_path(model_path: Path, target: Any, cache_dir: Path | None = None,
     return Path(cache_dir or default_cache_dir()) / f"{Path(model_path).stem}-{digest.hexdigest()[:24]}.so"
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename, so readers never see a half-written file."""
+@contextlib.contextmanager
+def _staged(path: Path) -> Iterator[str]:
+    """A temporary path next to ``path``, renamed onto it when the block ends without error,
+    so readers never see a half-written file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
     try:
-        write(tmp)
+        yield tmp
         os.chmod(tmp, 0o755 if path.suffix == ".so" else 0o644)  # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
@@ -239,6 +244,7 @@ def compile_onnx(model_path: Path, target: Any, cache_dir: Path | None = None,
     out = cache_path(model_path, target, cache_dir, tuning_db, dims)
     if is_cached(out):
         return out
+    _warn_if_damaged(out)
     model = load_model(model_path)
     mod, inputs, outputs = import_specialized(model, dims or {})
     fcompile = export_compiler(target)
@@ -255,17 +261,48 @@ def compile_onnx(model_path: Path, target: Any, cache_dir: Path | None = None,
                **tuned,
                "inputs": [s.to_dict() for s in inputs],
                "outputs": [s.to_dict() for s in outputs]}
-    _write_atomic(signature_path(out), lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=1)))
-    try:
-        _write_atomic(out, lambda tmp: executable.export_library(tmp, fcompile=fcompile))
-    except Exception as exc:
-        raise BackendError(f"TVM could not link {out}: {exc}", path=str(out)) from exc
+    with _staged(out) as library:
+        try:
+            executable.export_library(library, fcompile=fcompile)
+        except Exception as exc:
+            raise BackendError(f"TVM could not link {out}: {exc}", path=str(out)) from exc
+        sidecar["library_sha256"] = sha256_file(Path(library))  # checked on every cache hit
+        with _staged(signature_path(out)) as signature:
+            Path(signature).write_text(json.dumps(sidecar, indent=1))
     return out
 
 
 def is_cached(library: Path) -> bool:
-    """A library counts only with its sidecar (the sidecar is written first, the .so last)."""
-    return Path(library).exists() and signature_path(library).exists()
+    """A library counts only with its sidecar (the sidecar is renamed into place first, the .so
+    last) and only while both are whole: see ``cache_damage``."""
+    return Path(library).exists() and signature_path(library).exists() and cache_damage(library) is None
+
+
+def cache_damage(library: Path) -> str | None:
+    """Why a cached library and its sidecar must not be used, or None when they are whole.
+
+    A truncated or bit-flipped ``.so`` loaded, then crashed or computed garbage, and was
+    packed into bundles whose own checksums then vouched for it; the sidecar records the
+    library's sha256, so any change to either file is caught before use.
+    """
+    try:
+        read_signature(library)
+        recorded = json.loads(signature_path(library).read_text()).get("library_sha256")
+        actual = sha256_file(library)
+    except BundleError as exc:
+        return f"its signature is unreadable: {exc.__cause__ or exc}"
+    except OSError as exc:
+        return f"unreadable: {exc}"
+    if recorded is None:
+        return "no checksum recorded (an older edgert wrote it)"
+    return None if recorded == actual else "its sha256 does not match the one recorded"
+
+
+def _warn_if_damaged(library: Path) -> None:
+    """One line on stderr when a cache entry exists but is damaged: it is compiled again."""
+    if Path(library).exists() and signature_path(library).exists():
+        sys.stderr.write(f"edgert: warning: cached TVM library {library} is damaged "
+                         f"({cache_damage(library)}); compiling it again\n")
 
 
 def compile_cached(model_path: Path, options: BackendOptions) -> tuple[Path, dict[str, Any]]:
