@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -275,3 +276,84 @@ def test_a_damaged_cache_entry_is_compiled_again_not_used(small_cnn: Path, tmp_p
         == hashlib.sha256(library.read_bytes()).hexdigest()
     assert compile_for("tvm", small_cnn, options).notes["cache"] == "hit"
     _assert_matches_ort(small_cnn, tmp_path)
+
+
+def _conv_bn(path: Path, blocks: int = 3) -> Path:
+    """conv -> batchnorm -> relu blocks: TVM folds the batchnorm constants by building TIR from
+    Python (its ``tirx.build`` callback), where a Ctrl-C used to be swallowed."""
+    rng = np.random.default_rng(0)
+    inits, nodes, prev, cin = [], [], "x", 3
+    for i in range(blocks):
+        inits += [_weights(rng, f"w{i}", (16, cin, 3, 3))]
+        inits += [numpy_helper.from_array((rng.random(16) + 0.5).astype(np.float32), f"{k}{i}")
+                  for k in ("s", "b", "m", "v")]
+        nodes += [helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("BatchNormalization", [f"c{i}", f"s{i}", f"b{i}", f"m{i}", f"v{i}"], [f"n{i}"]),
+                  helper.make_node("Relu", [f"n{i}"], [f"r{i}"])]
+        prev, cin = f"r{i}", 16
+    graph = helper.make_graph(nodes, "conv_bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, 16, 32, 32])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.slow
+def test_ctrl_c_inside_a_tvm_callback_stops_the_compile(tmp_path: Path) -> None:
+    """A real SIGINT, delivered while TVM's constant folding is in its Python build callback."""
+    import tvm
+
+    model = _conv_bn(tmp_path / "conv_bn.onnx")
+    build = tvm.get_global_func("tirx.build")
+    signalled: list[int] = []
+
+    def build_after_ctrl_c(*args: object) -> object:
+        if not signalled:
+            signalled.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+        return build(*args)
+
+    tvm.register_global_func("tirx.build", build_after_ctrl_c, override=True)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            compile_for("tvm", model, BackendOptions(cache_dir=tmp_path / "cache"))
+    finally:
+        tvm.register_global_func("tirx.build", build, override=True)
+    assert signalled
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_edgert_compile_always_aborts(tmp_path: Path) -> None:
+    """SIGINT to a real `edgert compile --backend auto` at several points of its TVM compile:
+    every run that got it ends in `edgert: aborted`, 130, no bundle. The points are fractions
+    of an uninterrupted run here, not fixed seconds, so a slow machine is not a problem."""
+    import time
+
+    model = _conv_bn(tmp_path / "conv_bn.onnx", blocks=6)
+
+    def start(name: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "edgert", "compile", str(model), "-o",
+                                 str(tmp_path / f"{name}.edgert"), "--backend", "auto", "--quiet",
+                                 "--cache-dir", str(tmp_path / name)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+
+    began = time.monotonic()
+    assert start("whole").wait() == 0
+    whole = time.monotonic() - began
+    interrupted = 0
+    for step in range(1, 10):
+        proc = start(f"cut{step}")
+        time.sleep(whole * step / 10)
+        if proc.poll() is not None:
+            proc.communicate()
+            continue  # it finished first
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=600)
+        if proc.returncode == -signal.SIGINT and (tmp_path / f"cut{step}.edgert").exists():
+            continue  # it had finished and was exiting: Python's teardown no longer handles SIGINT
+        interrupted += 1
+        assert (proc.returncode, err.strip().splitlines()[-1:]) == (130, ["edgert: aborted"]), (step, err)
+        assert not (tmp_path / f"cut{step}.edgert").exists()
+    assert interrupted >= 5

@@ -13,8 +13,10 @@ import gc
 import hashlib
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -215,6 +217,34 @@ def cache_path(model_path: Path, target: Any, cache_dir: Path | None = None,
 
 
 @contextlib.contextmanager
+def _interrupts_kept() -> Iterator[None]:
+    """Raise ``KeyboardInterrupt`` at the end of the block if Ctrl-C came during it.
+
+    The handler runs inside TVM's Python callbacks (``tirx.build`` from constant folding);
+    C++ passes catch what it raises and fold nothing, or tvm_ffi hands it back as a
+    ``RuntimeError`` that reads as "TVM cannot build this", so compile went on and exited 0.
+    Remembering the signal itself does not depend on how TVM passes the exception on.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous == signal.SIG_IGN:
+        yield  # only the main thread gets signals; an ignored Ctrl-C stays ignored
+        return
+    seen: list[int] = []
+
+    def remember(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, remember)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if seen:
+            raise KeyboardInterrupt  # instead of whatever TVM made of it, or of nothing
+
+
+@contextlib.contextmanager
 def _staged(path: Path) -> Iterator[str]:
     """A temporary path next to ``path``, renamed onto it when the block ends without error,
     so readers never see a half-written file."""
@@ -316,7 +346,8 @@ def compile_cached(model_path: Path, options: BackendOptions) -> tuple[Path, dic
                              "artifact": str(out), "pipeline": PIPELINE_VERSION}
     if db is not None:
         notes.update(tuning_db=str(db), tuning_db_sha256=database_digest(db, target))
-    library = compile_onnx(model_path, target, options.cache_dir, db, options.dims)
+    with _interrupts_kept():
+        library = compile_onnx(model_path, target, options.cache_dir, db, options.dims)
     if db is not None:
         notes.update(read_tuning(library))
     return library, notes
