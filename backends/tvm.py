@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +76,18 @@ def _flatten(value: Any) -> list[np.ndarray]:
 
 
 class TvmSession(Session):
+    """One loaded library. Safe to share between threads: runs take turns.
+
+    The relax VirtualMachine keeps its register frames in the VM object, so two threads in
+    ``main`` at once overwrote each other's (``Check failed: reg < frame->register_file.size()``,
+    or a wrong result). A lock costs well under a microsecond per run; a VM per thread would
+    not run faster, TVM's kernels already use every core through its one thread pool.
+    """
+
     def __init__(self, vm: Any, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:
         self._vm = vm
         self._main = vm["main"]  # looked up once, not per run
+        self._turn = threading.Lock()
         self.inputs = inputs
         self.outputs = outputs
 
@@ -86,7 +96,8 @@ class TvmSession(Session):
 
         try:
             args = [tvm.runtime.tensor(np.asarray(feeds[s.name], order="C")) for s in self.inputs]
-            return _flatten(self._main(*args))
+            with self._turn:
+                return _flatten(self._main(*args))
         except Exception as exc:  # TVM raises TVMError/RuntimeError from the VM
             raise BackendError(f"TVM failed to run the model: {exc}") from exc
 
@@ -104,7 +115,8 @@ class TvmSession(Session):
             args = [value if isinstance(value, tvm.runtime.Tensor)
                     else tvm.runtime.tensor(np.asarray(value, order="C"))
                     for value in (feeds[s.name] for s in self.inputs)]
-            return flatten(self._main(*args))
+            with self._turn:
+                return flatten(self._main(*args))
         except Exception as exc:  # TVM raises TVMError/RuntimeError from the VM
             raise BackendError(f"TVM failed to run the model: {exc}") from exc
 

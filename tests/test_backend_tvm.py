@@ -357,3 +357,38 @@ def test_ctrl_c_during_edgert_compile_always_aborts(tmp_path: Path) -> None:
         assert (proc.returncode, err.strip().splitlines()[-1:]) == (130, ["edgert: aborted"]), (step, err)
         assert not (tmp_path / f"cut{step}.edgert").exists()
     assert interrupted >= 5
+
+
+@pytest.mark.slow
+def test_one_session_shared_by_threads_gives_each_its_own_result(tmp_path: Path) -> None:
+    """The relax VM is not re-entrant: four threads running one session used to raise
+    ``reg < frame->register_file.size()`` or get another thread's values."""
+    import threading
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "y"], ["sum"]), helper.make_node("Identity", ["x"], ["same"])], "two_outputs",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3]) for n in ("x", "y")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3]) for n in ("sum", "same")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "two_outputs.onnx")
+    session = get_backend("tvm").load(compile_for("tvm", tmp_path / "two_outputs.onnx",
+                                                  BackendOptions(cache_dir=tmp_path)).path)
+    failures: list[str] = []
+
+    def worker(k: int) -> None:
+        for i in range(1000):
+            x, y = np.full((2, 3), k + 1.0, np.float32), np.full((2, 3), float(i), np.float32)
+            try:
+                total, same = session.run({"x": x, "y": y})
+                if not (np.array_equal(total, x + y) and np.array_equal(same, x)):
+                    failures.append(f"thread {k} run {i}: wrong result")
+            except BackendError as exc:
+                failures.append(f"thread {k} run {i}: {exc}")
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
