@@ -137,8 +137,8 @@ class OrtBackend(Backend):
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if not os.environ.get("EDGERT_DEBUG"):  # graph-cleanup warnings on exported models
-            opts.log_severity_level = 3  # errors only; edgert --debug shows the warnings
+        if not os.environ.get("EDGERT_DEBUG"):  # graph-cleanup warnings on exported models, and
+            opts.log_severity_level = 4  # run errors logged besides the exception we report: --debug
         if self.options.threads:
             opts.intra_op_num_threads = self.options.threads
             opts.inter_op_num_threads = 1

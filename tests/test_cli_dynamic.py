@@ -284,3 +284,36 @@ def test_compile_names_a_missing_or_truncated_weight_file_in_one_line(tmp_path, 
     errors = [line for line in proc.stderr.splitlines() if not line.startswith("compiling ")]
     assert proc.returncode == 1 and len(errors) == 1 and errors[0].startswith("edgert: error: "), proc.stderr
     assert "early_exit_cnn.onnx.data" in errors[0], errors[0]
+
+
+def _embedding(path: Path) -> Path:
+    """ids (int64 [2, 5]) -> Gather from a 20 x 4 table."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.arange(80, dtype=np.float32).reshape(20, 4), "table")
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["rows"])], "embedding",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 5])],
+                              [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [2, 5, 4])], [table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_engine_chatter_stays_off_the_terminal(tmp_path: Path) -> None:
+    """TVM printed 'Warning: Fast mode segfaults when there are out-of-bounds indices' on any
+    Gather even with --quiet; ORT printed its own coloured '[E:onnxruntime:...]' line before
+    edgert's error line."""
+    import numpy as np
+
+    model = _embedding(tmp_path / "emb.onnx")
+    proc = run_cli("compile", str(model), "-o", str(tmp_path / "emb.tvm.edgert"), "--backend", "tvm", "--quiet")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert run_cli("compile", str(model), "-o", str(tmp_path / "emb.ort.edgert"), "--backend", "ort").returncode == 0
+    np.save(tmp_path / "ids.npy", np.full((2, 5), 25, np.int64))
+    proc = run_cli("run", str(tmp_path / "emb.ort.edgert"), "--input", f"ids={tmp_path / 'ids.npy'}",
+                   "-o", str(tmp_path / "out.npz"))
+    assert proc.returncode != 0 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("edgert: error: ") and "out of data bounds" in proc.stderr

@@ -278,9 +278,12 @@ def compile_onnx(model_path: Path, target: Any, cache_dir: Path | None = None,
     model = load_model(model_path)
     mod, inputs, outputs = import_specialized(model, dims or {})
     fcompile = export_compiler(target)
+    from edgert.chatter import captured
+
     try:
-        lowered, tuned = _lower(mod, target, tuning_db)
-        executable = tvm.compile(lowered, target=target, relax_pipeline=None)
+        with captured("tvm", f"compile {model_path.name}"):  # TOPI's warnings ('Fast mode segfaults ...')
+            lowered, tuned = _lower(mod, target, tuning_db)
+            executable = tvm.compile(lowered, target=target, relax_pipeline=None)
     except Exception as exc:
         raise BackendError(f"TVM failed to compile {model_path} for {target_key(target)}: {exc}",
                            path=str(model_path)) from exc

@@ -117,9 +117,10 @@ def prepare(engine: str, seg: Segment, target: str, cache_dir: Path | None,
 
 
 def quiet_ort(ort: Any) -> None:
-    """ORT's graph-cleanup warnings on segments are not the user's errors: off unless --debug."""
+    """ORT's graph-cleanup warnings on segments are not the user's errors, and its run errors
+    come back as the exception edgert reports in one line: off unless --debug."""
     if not os.environ.get("EDGERT_DEBUG"):
-        ort.set_default_logger_severity(3)
+        ort.set_default_logger_severity(4)
 
 
 def _prepare_ort(seg: Segment) -> Artifact:
