@@ -358,9 +358,9 @@ def start_agent(store_dir: Path | None = None, quota_bytes: int = 2048 << 20, sy
     journal is replayed (and the restore logged) before anything else runs, unless a sweep of
     another agent process holds it right now (then it is that sweep's to restore)."""
     from .dvfs import replay_if_idle
-    from .sweep import default_journal_path
+    from .sweep import journals
 
-    undone = replay_if_idle(default_journal_path())
+    undone = sum(replay_if_idle(path) for path in journals())  # the emulated cgroup's too
     if undone:
         log(f"restored {undone} DVFS setting(s) left by a crashed sweep")
     store = ArtifactStore(store_dir or default_store_dir(), quota_bytes=quota_bytes)

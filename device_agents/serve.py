@@ -14,7 +14,9 @@ from typing import Any
 from edgert.device_agents import protocol
 from edgert.device_agents.agent import Agent, log, start_agent
 from edgert.device_agents.channel import Channel
+from edgert.device_agents.dvfs import RestoreOnSignals, replay_journal
 from edgert.device_agents.framing import ReliableTransport
+from edgert.device_agents.sweep import journals
 from edgert.device_agents.transports import (MAX_BAUD, SerialTransport, StdioTransport, TcpTransport,
                                              TransportClosed, TransportTimeout)
 from edgert.errors import DeviceError, EdgertError, ProtocolError, TransportError, UsageError
@@ -47,6 +49,7 @@ def run(*, stdio: bool = False, serial: str | None = None, baud: int = 115200,
                          f"got {idle_timeout}")
     token = read_token(token_file) if listen and token_file is not None else ""
     agent = start_agent(**agent_options)
+    RestoreOnSignals(restore_pinned).install()  # TCP sessions measure in threads, which cannot
     # engine logs (chatter.captured) and caches inside the store: the agent writes nowhere else
     os.environ.setdefault("EDGERT_CACHE", str(agent.store.root / "cache"))
     if stdio:
@@ -55,6 +58,17 @@ def run(*, stdio: bool = False, serial: str | None = None, baud: int = 115200,
         serve_serial(agent, serial, baud, idle_timeout)
     else:
         serve_tcp(agent, host, int(port), token, idle_timeout=idle_timeout)
+
+
+def restore_pinned() -> None:
+    """Undo what this device's journals hold, on SIGTERM/SIGINT/SIGHUP to the agent: a TCP
+    session measures in a thread, which cannot install the sweep's own handler (a terminated
+    agent left its emulated CPU throttle in place)."""
+    for path in journals():
+        try:
+            replay_journal(path)
+        except EdgertError as exc:
+            log(f"could not restore after a signal: {exc.message}")
 
 
 def serve_stdio(agent: Agent) -> None:

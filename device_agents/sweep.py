@@ -54,6 +54,12 @@ def emulated_journal_path(journal: Path) -> Path:
     return journal.with_name(journal.stem + ".emulated.json")
 
 
+def journals(journal: Path | None = None) -> tuple[Path, Path]:
+    """The clocks' journal and the emulated domain's beside it (default: this device's)."""
+    journal = Path(journal or default_journal_path())
+    return journal, emulated_journal_path(journal)
+
+
 @contextlib.contextmanager
 def clocks_held(journal: Path | None = None) -> Iterator[list[str]]:
     """Hold this device's clocks (``exclusive``) after restoring what an earlier run that did not
@@ -61,7 +67,7 @@ def clocks_held(journal: Path | None = None) -> Iterator[list[str]]:
     journal = Path(journal or default_journal_path())
     warnings: list[str] = []
     with exclusive(journal):
-        for path in (journal, emulated_journal_path(journal)):
+        for path in journals(journal):
             undone = replay_journal(path)
             if undone:
                 warnings.append(f"restored {undone} setting(s) left pinned by an earlier run that did not "

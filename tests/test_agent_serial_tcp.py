@@ -5,6 +5,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,45 @@ def test_the_agent_keeps_engine_logs_inside_its_store(tmp_path: Path, monkeypatc
         stop(agent)
     assert (store / "cache" / "logs" / "litert.log").is_file()
     assert not (home / "cache").exists()
+
+
+def test_a_terminated_tcp_agent_restores_the_emulated_level_its_session_set(tmp_path: Path, monkeypatch) -> None:
+    """SIGTERM (systemctl stop) while a TCP session's sweep ran at an emulated level: the
+    session's thread could not install the sweep's handler, so the CPU throttle stayed, and a
+    restarted agent did not replay the emulated domain's journal either."""
+    import signal
+    import time
+
+    from edgert.device_agents.emulated import EmulatedDomain
+
+    if not EmulatedDomain().available():
+        pytest.skip("no writable cgroup with cpu bandwidth control")
+    token = tmp_path / "token"
+    token.write_text("a-token-long-enough-for-the-agent\n")
+    monkeypatch.setenv("EDGERT_TOKEN_FILE", str(token))
+    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    agent = start_agent("--listen", "127.0.0.1:0", "--token-file", str(token), "--store", str(tmp_path / "store"),
+                        stdout=subprocess.DEVNULL, env=env)
+    sweep = child = None
+    try:
+        port = listening_port(agent)
+        sweep = subprocess.Popen([sys.executable, "-m", "edgert", "sweep", "zoo:resnet", "--emulated", "0.2",
+                                  "--min-time", "20", "--max-time", "30", "--idle", "0",
+                                  "--device", f"tcp://127.0.0.1:{port}"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        child = Path("/", EmulatedDomain()._layout()[1], f"edgert-sweep-{agent.pid}")  # the agent's cgroup
+        deadline = time.monotonic() + 60
+        while not child.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert child.exists(), "the sweep never reached its emulated level"
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(30)
+        assert not child.exists()
+        assert not list((tmp_path / "state" / "edgert").glob("*.json"))  # both journals undone
+    finally:
+        if sweep is not None:
+            sweep.kill()
+            sweep.wait()
+        stop(agent)
+        if child is not None and child.exists():
+            child.rmdir()  # what the old code left: the machine's other tests must not run throttled
