@@ -94,6 +94,7 @@ class TvmSession(Session):
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         import tvm
 
+        self._refuse_empty(feeds)
         try:
             args = [tvm.runtime.tensor(np.asarray(feeds[s.name], order="C")) for s in self.inputs]
             with self._turn:
@@ -111,6 +112,7 @@ class TvmSession(Session):
         def flatten(value: Any) -> list[Any]:
             return [value] if hasattr(value, "numpy") else [t for item in value for t in flatten(item)]
 
+        self._refuse_empty(feeds)
         try:
             args = [value if isinstance(value, tvm.runtime.Tensor)
                     else tvm.runtime.tensor(np.asarray(value, order="C"))
@@ -119,6 +121,15 @@ class TvmSession(Session):
                 return flatten(self._main(*args))
         except Exception as exc:  # TVM raises TVMError/RuntimeError from the VM
             raise BackendError(f"TVM failed to run the model: {exc}") from exc
+
+    def _refuse_empty(self, feeds: dict[str, Any]) -> None:
+        """An input with a 0-size dimension: TVM's kernels read it as if it held data (a batch of
+        0 took the other branch of an If and returned uninitialised memory), so it is refused."""
+        for spec in self.inputs:
+            shape = tuple(getattr(feeds.get(spec.name), "shape", ()) or ())
+            if 0 in shape:
+                raise BackendError(f"TVM cannot run input {spec.name!r} of shape {list(shape)}: its compiled "
+                                   "code does not handle empty tensors (run it with ORT)", input=spec.name)
 
     def close(self) -> None:
         self._vm = self._main = None

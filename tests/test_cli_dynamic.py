@@ -317,3 +317,21 @@ def test_engine_chatter_stays_off_the_terminal(tmp_path: Path) -> None:
                    "-o", str(tmp_path / "out.npz"))
     assert proc.returncode != 0 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("edgert: error: ") and "out of data bounds" in proc.stderr
+
+
+def test_a_tvm_segment_refuses_an_empty_batch_in_one_line(tmp_path: Path) -> None:
+    """A batch of 0 ran TVM's kernels on no data: an If's condition (the mean of an empty
+    tensor) took the other branch than PyTorch and ORT, and the output was uninitialised memory."""
+    import numpy as np
+
+    import edgert
+    from conftest import make_matmul_model
+    from edgert.errors import BackendError
+
+    model = make_matmul_model(tmp_path / "m.onnx", size=8)
+    bundle = tmp_path / "m.edgert"
+    assert run_cli("compile", str(model), "-o", str(bundle), "--backend", "tvm", "--quiet").returncode == 0
+    runtime = edgert.load(bundle)
+    assert runtime.run({"x": np.ones((2, 8), np.float32)})[0].shape == (2, 8)
+    with pytest.raises(BackendError, match=r"TVM cannot run input 'x' of shape \[0, 8\]: .*empty tensors"):
+        runtime.run({"x": np.ones((0, 8), np.float32)})
