@@ -130,10 +130,17 @@ def test_a_terminated_tcp_agent_restores_the_emulated_level_its_session_set(tmp_
                                   "--device", f"tcp://127.0.0.1:{port}"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         child = Path("/", EmulatedDomain()._layout()[1], f"edgert-sweep-{agent.pid}")  # the agent's cgroup
+        def measuring() -> bool:  # the level applied and the agent moved into it
+            try:
+                return bool((child / "cgroup.procs").read_text().split())
+            except OSError:
+                return False
+
         deadline = time.monotonic() + 60
-        while not child.exists() and time.monotonic() < deadline:
+        while not measuring() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert child.exists(), "the sweep never reached its emulated level"
+        assert measuring(), "the sweep never reached its emulated level"
+        time.sleep(0.5)  # into the measurement
         agent.send_signal(signal.SIGTERM)
         agent.wait(30)
         assert not child.exists()
