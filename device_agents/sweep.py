@@ -269,6 +269,8 @@ def _sweep(request: SweepRequest, root: str, points_plan: list[dict[str, Any]],
     try:
         with DvfsControl(root, journal_path=journal) as dvfs:
             for index, setting in enumerate(points_plan):
+                if index and setting["kind"] != points_plan[index - 1]["kind"]:
+                    dvfs.restore()  # GPU points ran with the CPU still pinned at the last CPU setting
                 if progress is not None:
                     progress({"point": index, "points": len(points_plan), "setting": _public(setting)})
                 for point in _measure_setting(request, root, setting, workloads, dvfs, emulated,

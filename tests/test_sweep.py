@@ -137,6 +137,26 @@ def test_clocks_that_do_not_take_become_error_points_and_every_file_is_restored(
     assert tree(root) == before and not journal.exists()
 
 
+def test_gpu_points_run_with_the_cpu_clocks_restored(tmp_path):
+    """--cpu-freqs then --gpu-freqs: every GPU point ran with policy0 still pinned at the last
+    CPU setting (min = max), which its result did not record."""
+    root = board(tmp_path, "jetson_nano")
+    policy = root / "sys/devices/system/cpu/cpufreq/policy0"
+    before = {name: (policy / name).read_text() for name in ("scaling_min_freq", "scaling_max_freq")}
+    seen: dict[str, dict[str, str]] = {}
+
+    def progress(event: dict) -> None:
+        if "setting" in event:
+            seen[event["setting"]["domain"]] = {name: (policy / name).read_text() for name in before}
+
+    request = SweepRequest(settings=BenchSettings(warmup_runs=0, runs=3), cpu_freqs=(1479000,),
+                           cpu_policies=("policy0",), gpu_freqs=(76800000,), sysfs_root=str(root),
+                           journal_path=tmp_path / "journal.json", idle_s=0.0, power="none")
+    raw = run_sweep(request, make_matmul_model(tmp_path / "m.onnx", symbolic=False), progress=progress)
+    assert [p["error"] for p in raw["points"]] == [None, None]
+    assert seen["57000000.gpu"] == before
+
+
 def test_a_killed_sweep_is_restored_from_the_journal_by_the_next_one(tmp_path):
     root = board(tmp_path, "jetson_nano")
     before = tree(root)
