@@ -2,6 +2,9 @@
 
 Shared by the agent and the host client. An oversized frame is read and thrown away,
 then reported with ``FrameTooLarge``, so the stream stays in step and the peer keeps serving.
+The first message of a stream is different (``recv(opening=True)``): output that is no frame
+at all (a login banner the remote shell prints before the agent starts) reads as a length of
+hundreds of megabytes, so it is refused at once with ``NotProtocol``, quoting what came.
 """
 from __future__ import annotations
 
@@ -18,6 +21,20 @@ READ_BYTES = 1 << 20
 
 class FrameTooLarge(ProtocolError):
     """A frame above the limit arrived and was discarded; the stream is still usable."""
+
+
+class NotProtocol(ProtocolError):
+    """The peer's first bytes are no protocol frame (its ``excerpt`` field quotes them)."""
+
+
+EXCERPT_CHARS = 80
+
+
+def excerpt(data: bytes, limit: int = EXCERPT_CHARS) -> str:
+    """A bounded, printable rendering of ``data`` for an error message (escapes, then "...")."""
+    text = data[:limit].decode("utf-8", errors="replace")
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return shown + ("..." if len(data) > limit else "")
 
 
 class Channel:
@@ -46,12 +63,19 @@ class Channel:
                     self._buffer.clear()  # a partial message from the old peer must not prefix the new one's
                 raise
 
-    def recv(self, timeout: float | None = None) -> dict[str, Any]:
-        """The next message; ``TransportTimeout`` when none completes within ``timeout``."""
+    def recv(self, timeout: float | None = None, *, opening: bool = False) -> dict[str, Any]:
+        """The next message; ``TransportTimeout`` when none completes within ``timeout``.
+
+        ``opening``: the stream's first message, where an oversized header means the peer
+        does not speak the protocol: ``NotProtocol`` at once instead of discarding a bogus
+        length's worth of bytes until the timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         header = protocol.HEADER.size
         self._fill(header, deadline)
         (size,) = protocol.HEADER.unpack_from(self._buffer)
+        if size > self.max_frame_bytes and opening:
+            raise NotProtocol(f"{self.transport.name} sent non-protocol output: "
+                              f"'{excerpt(bytes(self._buffer))}'", excerpt=excerpt(bytes(self._buffer)))
         if size > self.max_frame_bytes:
             self._discard(header + size, deadline)
             raise FrameTooLarge(

@@ -188,3 +188,17 @@ def test_device_info_on_a_fixture_root_labels_the_fixture(tmp_path):
     plain = run_cli("device", "info", "--json", str(tmp_path / "here.json"))
     assert plain.returncode == 0, plain.stderr
     assert json.loads((tmp_path / "here.json").read_text())["fixture"] is False and "FIXTURE" not in plain.stdout
+
+
+def test_a_login_banner_before_the_agent_is_refused_at_once(tmp_path, sshd, store):
+    """A line the remote shell prints before the agent starts read as a ~1.7 GB frame length:
+    the host waited out its 30 s silence timeout and blamed the link."""
+    args = device_args(sshd, store)
+    args[-1] = f"echo Welcome to Raspberry Pi OS; printf '\\033[1mtoday\\n'; exec {args[-1]}"
+    started = time.monotonic()
+    proc = run_cli("device", "info", *args)
+    assert time.monotonic() - started < 15
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("edgert: error: the agent command ") and "wrote non-protocol output" in line
+    assert "'Welcome to Raspberry Pi OS\\n\\x1b[1mtoday\\n" in line, line

@@ -59,7 +59,7 @@ class AgentClient:
             try:
                 if self.transport_name == "serial":
                     self.channel.send(protocol.heartbeat(), timeout=self.silence_timeout)
-                capabilities = protocol.check_hello(self.channel.recv(self.silence_timeout))
+                capabilities = protocol.check_hello(self.channel.recv(self.silence_timeout, opening=True))
                 request_id = next(self._ids)
                 self.channel.send(protocol.request(request_id, "session.open", {
                     "protocol": protocol.PROTOCOL_VERSION, "edgert_version": edgert.__version__}))

@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from edgert.device_agents import protocol
-from edgert.device_agents.channel import Channel
+from edgert.device_agents.channel import Channel, NotProtocol
 from edgert.device_agents.transports import SocketTransport, TcpTransport, Transport
 from edgert.devices.address import DeviceAddress
 from edgert.devices.client import AgentClient
@@ -62,7 +62,7 @@ def _authenticate(channel: Channel, addr: DeviceAddress) -> None:
     from edgert.device_agents.serve import read_token
 
     channel.send(protocol.request(0, "auth", {"token": read_token(token_file)}))
-    if channel.recv(timeout=10.0).get("kind") != "response":
+    if channel.recv(timeout=10.0, opening=True).get("kind") != "response":
         raise DeviceError(f"the agent at {addr.host}:{addr.port} refused the token", host=addr.host)
 
 
@@ -102,7 +102,21 @@ def open_client(addr: DeviceAddress) -> AgentClient:
     except EdgertError as exc:
         detail = transport.remote_stderr() if isinstance(transport, _SshTransport) else ""
         transport.close()
+        if isinstance(exc, NotProtocol):
+            raise _not_an_agent(addr, exc) from exc
         if detail:
             raise DeviceError(f"{exc.message}; the agent command {addr.agent_cmd!r} said: "
                               f"{detail.splitlines()[-1]}") from exc
         raise
+
+
+def _not_an_agent(addr: DeviceAddress, exc: NotProtocol) -> DeviceError:
+    """What to check when the first bytes from the device were no frame: over SSH the remote
+    shell printed something (a banner, an echo in .bashrc) before the agent took stdout."""
+    wrote = exc.fields.get("excerpt", "")
+    if addr.scheme == "ssh":
+        return DeviceError(f"the agent command {addr.agent_cmd!r} wrote non-protocol output on stdout: "
+                           f"'{wrote}' (a login banner or an echo in a shell startup file? "
+                           "nothing may print to stdout before the agent starts)", host=addr.host)
+    return DeviceError(f"{addr.name} is not an edgert agent: it sent non-protocol output '{wrote}'",
+                       host=addr.host)
