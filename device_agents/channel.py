@@ -28,6 +28,7 @@ class NotProtocol(ProtocolError):
 
 
 EXCERPT_CHARS = 80
+NOT_PROTOCOL_GRACE_S = 0.2  # wait this long for more of what a non-protocol peer wrote
 
 
 def excerpt(data: bytes, limit: int = EXCERPT_CHARS) -> str:
@@ -74,8 +75,8 @@ class Channel:
         self._fill(header, deadline)
         (size,) = protocol.HEADER.unpack_from(self._buffer)
         if size > self.max_frame_bytes and opening:
-            raise NotProtocol(f"{self.transport.name} sent non-protocol output: "
-                              f"'{excerpt(bytes(self._buffer))}'", excerpt=excerpt(bytes(self._buffer)))
+            wrote = excerpt(self._more_output())
+            raise NotProtocol(f"{self.transport.name} sent non-protocol output: '{wrote}'", excerpt=wrote)
         if size > self.max_frame_bytes:
             self._discard(header + size, deadline)
             raise FrameTooLarge(
@@ -85,6 +86,17 @@ class Channel:
         frame = bytes(self._buffer[:header + size])
         del self._buffer[:header + size]
         return protocol.decode(frame, self.max_frame_bytes)
+
+    def _more_output(self) -> bytes:
+        """The buffered bytes plus what follows within ``NOT_PROTOCOL_GRACE_S`` (a banner's
+        next lines come in further reads), up to the excerpt's length."""
+        end = time.monotonic() + NOT_PROTOCOL_GRACE_S
+        while len(self._buffer) <= EXCERPT_CHARS and (left := end - time.monotonic()) > 0:
+            try:
+                self._buffer += self.transport.read(READ_BYTES, left)
+            except (TransportTimeout, TransportClosed):
+                break
+        return bytes(self._buffer)
 
     def _discard(self, count: int, deadline: float | None) -> None:
         while count > 0:
