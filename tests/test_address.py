@@ -64,3 +64,33 @@ def test_a_config_home_that_cannot_be_read_means_no_inventory(tmp_path: Path, mo
 def test_bad_device_urls_are_usage_errors(url: str, says: str) -> None:
     with pytest.raises(UsageError, match=says):
         parse_url(url)
+
+
+@pytest.mark.parametrize("toml, says", [
+    ('[devices.a]\nurl = 5\n', "device 'a' in INV: url must be a string, got an integer (5)"),
+    ('[devices.a]\nurl = "tcp://h:1"\ntoken_file = 7\n', "device 'a' in INV: token_file must be a string"),
+    ('[devices.a]\nurl = "tcp://h:1"\nssh_key = ["k"]\n', "device 'a' in INV: ssh_key must be a string, got an array"),
+    ('[devices.a]\nurl = "tcp://h:1"\nemulated = "no"\n', "device 'a' in INV: emulated must be true or false"),
+    ('[devices.a]\nurl = "tcp://h:1"\nemulated = 1\n', "device 'a' in INV: emulated must be true or false"),
+    ('devices = 3\n', "devices in INV must be tables ([devices.NAME]), got an integer (3)"),
+    ('[devices]\na = "tcp://h:1"\n', "device 'a' in INV must be a table ([devices.a]), got a string"),
+    ('[devices.a]\nurl = "tcp://h"\n', "device 'a' in INV: tcp device URL 'tcp://h' needs a port"),
+])
+def test_inventory_fields_of_the_wrong_type_are_one_line(tmp_path: Path, toml: str, says: str) -> None:
+    """url = 5 and devices = 3 were AttributeError tracebacks, ssh_key = ["k"] a TypeError, and
+    emulated = "no" counted as true."""
+    inv = tmp_path / "edgert.toml"
+    inv.write_text(toml)
+    with pytest.raises(UsageError) as caught:
+        resolve("a", inv)
+    assert caught.value.message.startswith(says.replace("INV", str(inv))), caught.value.message
+
+
+def test_a_bad_inventory_is_one_line_from_the_cli(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    inv = tmp_path / "edgert.toml"
+    inv.write_text('[devices.a]\nurl = 5\n')
+    proc = run_cli("device", "info", "--device", "a", "--inventory", str(inv))
+    assert proc.returncode == 2
+    assert proc.stderr == f"edgert: error: device 'a' in {inv}: url must be a string, got an integer (5)\n"

@@ -128,6 +128,10 @@ def inventory_path(explicit: Path | None = None) -> Path | None:
     return None
 
 
+_TEXT_FIELDS = ("url", "agent_cmd", "ssh_key", "known_hosts", "token_file", "coordinator")
+_BOOL_FIELDS = ("emulated",)
+
+
 def load_inventory(path: Path | None) -> dict[str, DeviceAddress]:
     """``[devices.NAME]`` tables with ``url`` and optional defaults."""
     if path is None:
@@ -136,23 +140,48 @@ def load_inventory(path: Path | None) -> dict[str, DeviceAddress]:
         data = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"cannot read device inventory {path}: {exc}") from exc
-    devices = {}
-    for name, table in (data.get("devices") or {}).items():
-        if "url" not in table:
-            raise UsageError(f"device {name!r} in {path} has no url")
+    tables = data.get("devices") or {}
+    if not isinstance(tables, dict):
+        raise UsageError(f"devices in {path} must be tables ([devices.NAME]), got {_toml_type(tables)}")
+    return {name: _inventory_device(name, table, path) for name, table in tables.items()}
+
+
+def _inventory_device(name: str, table: Any, path: Path) -> DeviceAddress:
+    """One ``[devices.NAME]`` table, its fields type-checked first: TOML gives ints, lists and
+    strings alike, and a wrong type failed deep in parsing (AttributeError) or read as true."""
+    where = f"device {name!r} in {path}"
+    if not isinstance(table, dict):
+        raise UsageError(f"{where} must be a table ([devices.{name}]), got {_toml_type(table)}")
+    if "url" not in table:
+        raise UsageError(f"{where} has no url")
+    for key, value in table.items():
+        if key in _TEXT_FIELDS and not isinstance(value, str):
+            raise UsageError(f"{where}: {key} must be a string, got {_toml_type(value)}")
+        if key in _BOOL_FIELDS and not isinstance(value, bool):
+            raise UsageError(f"{where}: {key} must be true or false (a TOML boolean), got {value!r}")
+    try:
         addr = parse_url(table["url"], name)
-        devices[name] = addr.replace(
-            agent_cmd=table.get("agent_cmd"),
-            ssh_key=_path(table.get("ssh_key")),
-            known_hosts=_path(table.get("known_hosts")),
-            token_file=_path(table.get("token_file")),
-            emulated=table.get("emulated"),
-        )
-        if table.get("coordinator"):
-            if addr.scheme != "labgrid":
-                raise UsageError(f"device {name!r} in {path}: coordinator is only for labgrid:// urls")
-            devices[name] = devices[name].replace(coordinator=table["coordinator"])
-    return devices
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc.message}") from None
+    addr = addr.replace(
+        agent_cmd=table.get("agent_cmd"),
+        ssh_key=_path(table.get("ssh_key")),
+        known_hosts=_path(table.get("known_hosts")),
+        token_file=_path(table.get("token_file")),
+        emulated=table.get("emulated"),
+    )
+    if table.get("coordinator"):
+        if addr.scheme != "labgrid":
+            raise UsageError(f"{where}: coordinator is only for labgrid:// urls")
+        addr = addr.replace(coordinator=table["coordinator"])
+    return addr
+
+
+def _toml_type(value: Any) -> str:
+    """``value``'s TOML type name with the value, for saying what was given instead."""
+    kinds = {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+             list: "an array", dict: "a table"}
+    return f"{kinds.get(type(value), type(value).__name__)} ({value!r})"
 
 
 def _path(value: str | None) -> Path | None:
