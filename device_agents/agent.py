@@ -360,8 +360,19 @@ def start_agent(store_dir: Path | None = None, quota_bytes: int = 2048 << 20, sy
     from .dvfs import replay_if_idle
     from .sweep import journals
 
+    _check_sysfs_root(sysfs_root)
     undone = sum(replay_if_idle(path) for path in journals())  # the emulated cgroup's too
     if undone:
         log(f"restored {undone} DVFS setting(s) left by a crashed sweep")
     store = ArtifactStore(store_dir or default_store_dir(), quota_bytes=quota_bytes)
     return Agent(store, sysfs_root=sysfs_root, emulated=emulated, allowed_meters=allowed_meters)
+
+
+def _check_sysfs_root(sysfs_root: str) -> None:
+    """Refuse a --sysfs-root that is no directory: the agent started and then reported every
+    board (no CPUs, rails or clocks) as empty, silently."""
+    root = Path(sysfs_root)
+    if not root.exists():
+        raise UsageError(f"--sysfs-root {sysfs_root} does not exist", path=sysfs_root)
+    if not root.is_dir():
+        raise UsageError(f"--sysfs-root {sysfs_root} is not a directory", path=sysfs_root)

@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import stat
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -68,6 +69,14 @@ def check_label(name: str) -> str:
     return name
 
 
+def _probe_write(directory: Path) -> None:
+    """Create and remove a file in ``directory``: an existing tree on a read-only mount (or
+    without write permission) passes ``mkdir(exist_ok=True)``, and every upload failed later."""
+    fd, name = tempfile.mkstemp(prefix=".probe-", dir=directory)
+    os.close(fd)
+    os.unlink(name)
+
+
 class ArtifactStore:
     """Content-addressed files under ``root``; ``quota_bytes`` (None: unlimited) evicts LRU artifacts."""
 
@@ -82,7 +91,8 @@ class ArtifactStore:
         try:
             for directory in (self._objects, self._partial, self._labels, self._named):
                 directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # a file, not a directory; /proc; no permission
+                _probe_write(directory)
+        except OSError as exc:  # a file, not a directory; /proc; no permission; a read-only mount
             raise UsageError(f"cannot use {self.root} as the artifact store: {exc.strerror or exc}",
                              path=str(self.root)) from exc
 

@@ -58,6 +58,12 @@ def test_a_bad_transport_choice_is_one_line_and_changes_nothing(tmp_path: Path, 
     (("--listen", "127.0.0.1:0", "--token-file", "TOKEN", "--idle-timeout", "inf"), "--idle-timeout"),
     (("--serial", "/dev/ttyS0", "--baud", "99999999999999999999"), "not a serial line rate"),
     (("--listen", "127.0.0.1:0", "--token-file", "TOKEN", "--store", "AFILE"), "as the artifact store"),
+    (("--listen", "127.0.0.1:0", "--token-file", "TOKEN", "--store-quota-mb", "-5"),
+     "Invalid value for '--store-quota-mb': -5 is not in the range x>=1"),  # then every push failed
+    (("--listen", "127.0.0.1:0", "--token-file", "TOKEN", "--store-quota-mb", "0"), "--store-quota-mb"),
+    (("--listen", "127.0.0.1:0", "--token-file", "TOKEN", "--sysfs-root", "/no/such/dir"),
+     "--sysfs-root /no/such/dir does not exist"),  # was served silently, every board empty
+    (("--listen", "127.0.0.1:0", "--token-file", "TOKEN", "--sysfs-root", "AFILE"), "is not a directory"),
 ])
 def test_agent_startup_mistakes_are_one_line(tmp_path: Path, args, says: str) -> None:
     """Tracebacks before (OverflowError, OSError, MemoryError, NotADirectoryError); NaN/inf idle
@@ -83,3 +89,20 @@ def test_a_second_agent_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
                        "--store", str(tmp_path / "store"), env={"XDG_STATE_HOME": str(tmp_path / "state")},
                        timeout=60)
     assert proc.returncode != 0 and "Address already in use" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_read_only_store_is_refused_at_start(tmp_path: Path, small_disk: Path) -> None:
+    """An existing store tree on a read-only mount: the agent started, then every upload failed
+    with 'agent failed on store.put: OSError: [Errno 30] Read-only file system'."""
+    import subprocess
+
+    store = small_disk / "store"
+    for sub in ("objects", "partial", "labels", "named"):
+        (store / sub).mkdir(parents=True)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    token = tmp_path / "token"
+    token.write_text("a-token-long-enough-for-the-agent\n")
+    proc = run_cli("agent", "--listen", "127.0.0.1:0", "--token-file", str(token), "--store", str(store),
+                   env={"XDG_STATE_HOME": str(tmp_path / "state")}, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr == f"edgert: error: cannot use {store} as the artifact store: Read-only file system\n"

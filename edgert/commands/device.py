@@ -67,7 +67,8 @@ def device_info(sysfs_root: str | None, json_path: Path | None, **device: Any) -
               help="Shared secret for --listen.")
 @click.option("--store", "store_dir", type=click.Path(path_type=Path), default=None,
               help="Artifact store directory [default: ~/.local/share/edgert/store].")
-@click.option("--store-quota-mb", default=2048, show_default=True, help="Evict old artifacts above this.")
+@click.option("--store-quota-mb", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="Evict old artifacts above this.")
 @click.option("--sysfs-root", default="/", show_default=True,
               help="sysfs root (fixtures, tests); hosts may not choose another.")
 @click.option("--emulated", is_flag=True, help="This board is an emulator: label every number.")
