@@ -152,3 +152,23 @@ def test_a_terminated_tcp_agent_restores_the_emulated_level_its_session_set(tmp_
         stop(agent)
         if child is not None and child.exists():
             child.rmdir()  # what the old code left: the machine's other tests must not run throttled
+
+
+def test_an_empty_model_is_refused_before_uploading(tmp_path, monkeypatch):
+    """bench and push of a 0-byte file on a device said 'no upload of artifact e3b0c44298fc to
+    finish': the host sends no chunk for it."""
+    token = tmp_path / "token"
+    token.write_text("a-token-long-enough-for-the-agent\n")
+    monkeypatch.setenv("EDGERT_TOKEN_FILE", str(token))
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    agent = start_agent("--listen", "127.0.0.1:0", "--token-file", str(token),
+                        "--store", str(tmp_path / "store"), stdout=subprocess.DEVNULL)
+    try:
+        device = f"tcp://127.0.0.1:{listening_port(agent)}"
+        for command in (("bench", str(empty), "--runs", "3"), ("push", str(empty))):
+            proc = run_cli(*command, "--device", device)
+            assert proc.returncode == 1 and proc.stderr == f"edgert: error: {empty} is empty (0 bytes): not a model\n"
+    finally:
+        stop(agent)
+    assert not list((tmp_path / "store" / "objects").iterdir())

@@ -15,7 +15,7 @@ from edgert import progress as live
 from edgert.device_agents import protocol
 from edgert.device_agents.channel import Channel
 from edgert.device_agents.transports import TransportClosed, TransportTimeout
-from edgert.errors import DeviceError, EdgertError, UsageError, from_dict
+from edgert.errors import DeviceError, EdgertError, ModelError, UsageError, from_dict
 from edgert.hashing import sha256_file
 
 CHUNK_BYTES = 1 << 20  # with UPLOAD_WINDOW in flight: measured best over SSH (benchmarks/transport.py)
@@ -154,6 +154,7 @@ class AgentClient:
 
     def upload(self, path: Path, on_progress: Callable[[int, int], None] | None = None) -> str:
         """Make ``path`` present in the agent's store; send only what it lacks. Returns its sha256."""
+        _check_not_empty(path)
         sha = sha256_file(path)
         status = self.call("store.status", {"sha256": sha})
         if status["complete"]:
@@ -245,6 +246,17 @@ class AgentClient:
                 raise DeviceError("the agent returned no outputs for artifact.run")
             records += got
         return records
+
+
+def _check_not_empty(path: Path) -> None:
+    """Refuse a 0-byte file before uploading: no chunk is sent for it, so the agent had no
+    upload to finish and said so with a cryptic artifact id."""
+    try:
+        empty = path.stat().st_size == 0
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror or exc}", path=str(path)) from exc
+    if empty:
+        raise ModelError(f"{path} is empty (0 bytes): not a model", path=str(path))
 
 
 def _batch(cases: list[dict[str, np.ndarray]], start: int) -> list[dict[str, np.ndarray]]:
