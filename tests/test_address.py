@@ -60,6 +60,13 @@ def test_a_config_home_that_cannot_be_read_means_no_inventory(tmp_path: Path, mo
     ("serial:///dev/ttyS0?baud=99999999999999999999", "not a serial line rate"),  # pyserial OverflowError
     ("serial:///dev/ttyS0?baud=0", "not a serial line rate"),
     ("tcp://127.0.0.1:47311/extra?x=1", "takes only"),  # was accepted and the rest ignored
+    # each of these was accepted and the mistake ignored:
+    ("serial:///dev/ttyUSB0?bud=921600", "unknown option 'bud' \\(the only one is baud=N\\)"),
+    ("serial:///dev/ttyUSB0?baud=9600&parity=E", "unknown option 'parity'"),
+    ("tcp://127.0.0.1:0", "port 0 is not a port to connect to"),
+    ("ssh://pi@board:0", "port 0 is not a port to connect to"),
+    ("tcp://user@127.0.0.1:7723", "tcp:// takes no user"),
+    ("ssh://pi:secret@board", "no password in a URL"),
 ])
 def test_bad_device_urls_are_usage_errors(url: str, says: str) -> None:
     with pytest.raises(UsageError, match=says):

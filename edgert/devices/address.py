@@ -91,8 +91,13 @@ def parse_url(url: str, name: str | None = None) -> DeviceAddress:
         port = parts.port
     except ValueError:
         raise UsageError(f"bad port in device URL {url!r}") from None
-    query = parse_qs(parts.query)
+    if port == 0:
+        raise UsageError(f"device URL {url!r}: port 0 is not a port to connect to (1-65535)")
+    query = parse_qs(parts.query, keep_blank_values=True)
     if parts.scheme == "serial":
+        unknown = sorted(set(query) - {"baud"})
+        if unknown:
+            raise UsageError(f"serial URL {url!r}: unknown option {unknown[0]!r} (the only one is baud=N)")
         if not parts.path:
             raise UsageError(f"serial URL {url!r} needs a device path, e.g. serial:///dev/ttyUSB0")
         try:
@@ -109,6 +114,11 @@ def parse_url(url: str, name: str | None = None) -> DeviceAddress:
                          f"not {url[len(parts.scheme) + 3 + len(parts.netloc):]!r}")
     if parts.scheme == "tcp" and port is None:
         raise UsageError(f"tcp device URL {url!r} needs a port")
+    if parts.scheme == "tcp" and parts.username is not None:
+        raise UsageError(f"tcp device URL {url!r}: tcp:// takes no user (the agent checks a token: "
+                         "token_file in edgert.toml or EDGERT_TOKEN_FILE)")
+    if parts.password is not None:
+        raise UsageError(f"device URL {url!r}: no password in a URL (use an SSH key)")
     return DeviceAddress(parts.scheme, name or url, host=parts.hostname, port=port,
                          user=parts.username)
 
