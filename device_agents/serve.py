@@ -38,9 +38,9 @@ def run(*, stdio: bool = False, serial: str | None = None, baud: int = 115200,
         raise UsageError("choose exactly one of --stdio, --serial DEV, --listen HOST:PORT")
     host, _, port = (listen or "").rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]:PORT
-    if listen and (not host or not port.isdigit() or token_file is None):
+    if listen and (not host or token_file is None):
         raise UsageError("--listen needs HOST:PORT and --token-file")
-    if listen and not 0 <= int(port) <= 65535:
+    if listen and not (port.isdigit() and 0 <= int(port) <= 65535):
         raise UsageError(f"--listen port {port} is not a TCP port (0-65535)")
     if serial and not 0 < baud <= MAX_BAUD:
         raise UsageError(f"--baud {baud} is not a serial line rate (1-{MAX_BAUD})")
@@ -115,10 +115,11 @@ def read_token(path: Path) -> str:
     """The shared secret in ``path``: a regular file (a FIFO would block, /dev/zero never ends)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        with open(fd, "rb") as file:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise UsageError(f"token file {path} is not a regular file")
-            token = file.read(MAX_TOKEN_BYTES + 1).decode("utf-8").strip()
+        try:
+            _check_regular(fd, path)
+            token = os.read(fd, MAX_TOKEN_BYTES + 1).decode("utf-8").strip()
+        finally:
+            os.close(fd)
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read token file {path}: {exc}") from exc
     if len(token) > MAX_TOKEN_BYTES:
@@ -126,6 +127,16 @@ def read_token(path: Path) -> str:
     if len(token) < 16:
         raise UsageError(f"the token in {path} is too short (use at least 16 characters)")
     return token
+
+
+def _check_regular(fd: int, path: Path) -> None:
+    """Refuse a token "file" that is not one, by name (reading a directory's descriptor
+    said only '[Errno 21] Is a directory: 3')."""
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"token file {path} is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"token file {path} is not a regular file")
 
 
 def serve_tcp(agent: Agent, host: str, port: int, token: str,

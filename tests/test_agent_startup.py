@@ -58,6 +58,8 @@ def test_a_bad_transport_choice_is_one_line_and_changes_nothing(tmp_path: Path, 
     (("--listen", "127.0.0.1:0", "--token-file", "TOKEN", "--idle-timeout", "inf"), "--idle-timeout"),
     (("--serial", "/dev/ttyS0", "--baud", "99999999999999999999"), "not a serial line rate"),
     (("--listen", "127.0.0.1:0", "--token-file", "TOKEN", "--store", "AFILE"), "as the artifact store"),
+    (("--listen", "127.0.0.1:-1", "--token-file", "TOKEN"), "--listen port -1 is not a TCP port"),  # blamed the token file
+    (("--listen", "127.0.0.1:0", "--token-file", "/tmp"), "token file /tmp is a directory, not a file"),  # Errno 21: 3
     (("--listen", "127.0.0.1:0", "--token-file", "TOKEN", "--store-quota-mb", "-5"),
      "Invalid value for '--store-quota-mb': -5 is not in the range x>=1"),  # then every push failed
     (("--listen", "127.0.0.1:0", "--token-file", "TOKEN", "--store-quota-mb", "0"), "--store-quota-mb"),
