@@ -80,7 +80,7 @@ import time
 import zlib
 from typing import Literal
 
-from edgert.device_agents.transports import Transport, TransportClosed, TransportTimeout
+from edgert.device_agents.transports import Transport, TransportClosed, TransportTimeout, seconds
 from edgert.errors import InternalError, TransportError, UsageError
 
 DATA, ACK, NAK = ord("D"), ord("A"), ord("N")
@@ -240,7 +240,7 @@ class ReliableTransport(Transport):
                 self._check_usable()
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise TransportTimeout(f"{self.name}: nothing received within {timeout} s",
+                    raise TransportTimeout(f"{self.name}: nothing received within {seconds(timeout)} s",
                                            timeout_s=timeout)
                 self._cond.wait(remaining)
 
@@ -291,7 +291,7 @@ class ReliableTransport(Transport):
                 return
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise TransportTimeout(f"{self.name}: the peer did not acknowledge within {timeout} s",
+                raise TransportTimeout(f"{self.name}: the peer did not acknowledge within {seconds(timeout)} s",
                                        timeout_s=timeout)
             self._cond.wait(remaining)
 

@@ -55,6 +55,13 @@ CONNECT_ERRORS: ExceptionMap = {TimeoutError: (TransportTimeout, "no answer with
                                 OSError: (TransportError, "cannot connect: {exc}")}
 
 
+def seconds(value: float | None) -> str:
+    """A timeout as a message shows it: "10", not the 9.999997534999693 a deadline leaves."""
+    if value is None:
+        return "unlimited"
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+
+
 @contextlib.contextmanager
 def map_exceptions(name: str, mapping: ExceptionMap, **fields: Any) -> Iterator[None]:
     """Translate a library's exceptions raised in the block into edgert's, at the boundary.
@@ -70,7 +77,8 @@ def map_exceptions(name: str, mapping: ExceptionMap, **fields: Any) -> Iterator[
     except Exception as exc:
         for source, (target, template) in mapping.items():
             if isinstance(exc, source):
-                raise target(f"{name}: " + template.format(exc=exc, **fields),
+                shown = {**fields, "timeout_s": seconds(fields["timeout_s"])} if "timeout_s" in fields else fields
+                raise target(f"{name}: " + template.format(exc=exc, **shown),
                              **{k: v for k, v in fields.items() if k != "size"}) from exc
         raise
 
@@ -128,7 +136,7 @@ class PipeTransport(Transport):
         self._check_open()
         ready, _, _ = select.select([self.read_fd], [], [], timeout)
         if not ready:
-            raise TransportTimeout(f"{self.name}: nothing received within {timeout} s", timeout_s=timeout)
+            raise TransportTimeout(f"{self.name}: nothing received within {seconds(timeout)} s", timeout_s=timeout)
         with map_exceptions(self.name, READ_ERRORS, timeout_s=timeout):  # EIO: pty peer closed
             data = os.read(self.read_fd, max_bytes)
         if not data:
@@ -145,7 +153,7 @@ class PipeTransport(Transport):
                 _, ready, _ = select.select([], [self.write_fd], [], _remaining(deadline))
                 if not ready:
                     raise TransportTimeout(f"{self.name}: could not send {len(view)} bytes within "
-                                           f"{timeout} s", timeout_s=timeout, unsent=len(view))
+                                           f"{seconds(timeout)} s", timeout_s=timeout, unsent=len(view))
                 try:
                     sent = os.write(self.write_fd, view)
                 except BlockingIOError:
@@ -278,7 +286,7 @@ class SerialTransport(Transport):
                 self.port.timeout = timeout
             data = self.port.read(1)
             if not data:
-                raise TransportTimeout(f"{self.name}: nothing received within {timeout} s", timeout_s=timeout)
+                raise TransportTimeout(f"{self.name}: nothing received within {seconds(timeout)} s", timeout_s=timeout)
             waiting = min(self.port.in_waiting, max_bytes - 1)
             if waiting > 0:
                 data += self.port.read(waiting)  # already buffered: returns at once

@@ -134,6 +134,15 @@ def test_tcp_round_trip_and_timeout(tcp_pair):
         client.read(10, 0)
 
 
+def test_timeouts_in_messages_are_rounded(tcp_pair, pipes):
+    """What a deadline leaves showed as 'nothing received within 9.999997534999693 s'."""
+    client, _ = tcp_pair
+    with pytest.raises(TransportTimeout, match=r"^tcp 127\.0\.0\.1:\d+: nothing received within 0\.05 s$"):
+        client.read(10, 0.0500000123)
+    with pytest.raises(TransportTimeout, match=r"^pipe: nothing received within 0\.05 s$"):
+        pipes[0].read(10, 0.0499999876)
+
+
 def test_tcp_peer_close_is_closed_not_timeout(tcp_pair):
     client, agent = tcp_pair
     agent.close()
