@@ -106,7 +106,7 @@ def test_agent_killed_during_measurement(tmp_path, sshd, store):
     pidfile = tmp_path / "agent.pid"
     out = tmp_path / "r.json"
     proc = subprocess.Popen(  # far more runs than fit in the test: it ends only by the kill
-        [sys.executable, "-m", "edgert", "bench", str(model), "--runs", "100000000",
+        [sys.executable, "-m", "edgert", "bench", str(model), "--runs", "10000000",
          "--json", str(out), *device_args(sshd, store, pidfile)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
