@@ -105,6 +105,9 @@ def _verdict(ratio: float, p: float, alpha: float, significant: bool, meaningful
     if not meaningful:
         return (f"no meaningful difference: B is {change:.1f}% {word} than A ({format_p(p)}), "
                 f"below the {100 * practical_fraction:g}% practical threshold")
+    factor = max(ratio, 1 / ratio) if ratio > 0 else math.inf
+    if factor >= 2:  # a 32x speed-up read as "97% faster", its reverse as "3085% slower"
+        return f"B is {factor:.3g}x {word} than A ({format_p(p)})"
     shown = fixed(change, 0) if change >= 10 else f"{change:.1f}"
     return f"B is {shown}% {word} than A ({format_p(p)})"
 
