@@ -113,6 +113,8 @@ def test_calibrate_through_the_cli_on_a_local_device_url_with_accuracy(tmp_path,
     page = render_report([tiny_aio], tmp_path / "report.html").read_text()  # reads it all from the file
     assert "<th>mJ at 1510.4 MHz</th>" not in page and "<th>Pareto-optimal at</th>" in page
     assert '<td class="num">0.95</td>' in page and "not measured" in page
+    source = aiofile.read_meta(tiny_aio)["source"]["sha256"]
+    assert source in page[page.index("<h2>Provenance</h2>"):]  # the pruned model's sha256 ('—' before)
 
 
 def test_accuracy_is_checked_against_the_levels(tiny_aio, tmp_path):

@@ -112,7 +112,8 @@ def _aio_calibration(path: Path) -> dict[str, Any] | None:
         if table.get("emulated") else []
     units = {"khz": "kHz", "hz": "Hz", "emulated fraction": "share"}  # the table's unit -> the report's
     out = {"schema": "edgert.calibration/1", "emulated": table.get("emulated", False),
-           "model": {"path": str(path)}, "device": table.get("device") or {},
+           "model": {"path": str(path), "sha256": (meta.get("source") or {}).get("sha256")},  # the pruned model's
+           "device": table.get("device") or {},
            "frequency_unit": units.get(table.get("frequency_unit", "khz"), table.get("frequency_unit")),
            "frequencies": table["frequencies"],
            "levels": [{"ratio": r, "accuracy": accuracy_of(meta, r)} for r in table["ratios"]],
