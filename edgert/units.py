@@ -27,9 +27,10 @@ def unit_for(values: list[float]) -> tuple[str, float]:
 def size_bytes(value: int | None) -> str:
     if value is None:
         return "—"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":  # a hand-edited 1.5e300 was 300 digits of GiB
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}" if abs(value) < 1e4 \
+                else f"{value:.3g} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 
 from conftest import run_cli
-from edgert.units import duration_ms, unit_for
+from edgert.units import duration_ms, size_bytes, unit_for
 
 
 def test_units_fit_the_value():
@@ -59,3 +59,9 @@ def test_a_tflite_conversion_lands_under_edgert_cache(tmp_path):
                    env={"EDGERT_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
     assert [p.suffix for p in (tmp_path / "cache" / "tflite").iterdir()] == [".tflite"]
+
+
+def test_sizes_stay_short_however_large() -> None:
+    """A hand-edited peak_rss_bytes of 1.5e300 printed 300 digits of GiB."""
+    assert [size_bytes(v) for v in (0, 2048, 3 << 30, 5 << 40)] == ["0 B", "2.0 KiB", "3.0 GiB", "5.0 TiB"]
+    assert size_bytes(1.5e300) == "1.36e+288 TiB"
