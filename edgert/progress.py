@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import sys
 import threading
 import time
@@ -59,12 +60,24 @@ class Step:
             self._tid = None
 
 
+def _own_stderr() -> TextIO:
+    """A stream on a copy of stderr's descriptor: the display keeps reaching the terminal while
+    an engine's output is sent to its log (``chatter.captured`` moves fd 2 during a TVM compile,
+    which hid the compile's own progress line)."""
+    try:
+        sys.stderr.flush()
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+    except (AttributeError, OSError, ValueError):  # no real descriptor (a test's StringIO)
+        return sys.stderr
+
+
 class Progress:
     """``with Progress(...) as p:`` a live display for the command's long steps."""
 
     def __init__(self, *, quiet: bool = False, stream: TextIO | None = None,
                  max_duration_ms: float | None = None, runs: int | None = None) -> None:
-        self.stream = stream or sys.stderr
+        self.stream = stream or _own_stderr()
+        self._owned = stream is None and self.stream is not sys.stderr
         self.quiet = quiet
         self.total = float(runs) if runs else (max_duration_ms or 0) / 1000.0
         self.by_runs = runs is not None
@@ -91,6 +104,8 @@ class Progress:
         _ACTIVE.reset(self._token)
         if self._rich is not None:
             self._rich.__exit__(*exc)
+        if self._owned:
+            self.stream.close()
 
     def _plain(self, line: str) -> None:
         self.stream.write(line + "\n")

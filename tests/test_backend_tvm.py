@@ -315,10 +315,13 @@ def test_ctrl_c_inside_a_tvm_callback_stops_the_compile(tmp_path: Path) -> None:
         return build(*args)
 
     tvm.register_global_func("tirx.build", build_after_ctrl_c, override=True)
+    # a suite started in the background (`cmd &`) inherits SIGINT ignored: Ctrl-C as a terminal has it
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
             compile_for("tvm", model, BackendOptions(cache_dir=tmp_path / "cache"))
     finally:
+        signal.signal(signal.SIGINT, previous)
         tvm.register_global_func("tirx.build", build, override=True)
     assert signalled
 
@@ -337,7 +340,8 @@ def test_ctrl_c_during_edgert_compile_always_aborts(tmp_path: Path) -> None:
                                  str(tmp_path / f"{name}.edgert"), "--backend", "auto", "--quiet",
                                  "--cache-dir", str(tmp_path / name)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+                                start_new_session=True,  # SIGINT as a terminal gives it, even when the
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # suite's is ignored
 
     began = time.monotonic()
     assert start("whole").wait() == 0
@@ -354,7 +358,9 @@ def test_ctrl_c_during_edgert_compile_always_aborts(tmp_path: Path) -> None:
         if proc.returncode == -signal.SIGINT and (tmp_path / f"cut{step}.edgert").exists():
             continue  # it had finished and was exiting: Python's teardown no longer handles SIGINT
         interrupted += 1
-        assert (proc.returncode, err.strip().splitlines()[-1:]) == (130, ["edgert: aborted"]), (step, err)
+        # 130, or killed by the SIGINT during the interpreter's exit after saying so: $? 130 either way
+        assert proc.returncode in (130, -signal.SIGINT) and err.strip().splitlines()[-1:] == ["edgert: aborted"], \
+            (step, proc.returncode, err)
         assert not (tmp_path / f"cut{step}.edgert").exists()
     assert interrupted >= 5
 

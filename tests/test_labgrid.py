@@ -255,7 +255,7 @@ model, coordinator, key, known_hosts, agent_cmd = sys.argv[1:]
 addr = parse_url("labgrid://pi-a").replace(
     coordinator=coordinator, ssh_key=Path(key), known_hosts=Path(known_hosts),
     agent_cmd=agent_cmd)
-settings = BenchSettings(warmup_runs=1, runs=100_000_000)  # ends only by the interrupt
+settings = BenchSettings(warmup_runs=1, runs=10_000_000)  # ends only by the interrupt
 bench_fleet(BenchJob(model=Path(model), backends=("ort",), settings=settings), [addr])
 """
 

@@ -13,7 +13,7 @@ def test_the_first_matching_entry_wins_and_keeps_the_cause() -> None:
     with pytest.raises(TransportTimeout) as info:
         with map_exceptions("tcp h:1", WRITE_ERRORS, timeout_s=2.0, size=10):
             raise cause
-    assert info.value.message == "tcp h:1: could not send 10 bytes within 2.0 s"
+    assert info.value.message == "tcp h:1: could not send 10 bytes within 2 s"
     assert info.value.fields == {"reason": "timeout", "timeout_s": 2.0}
     assert info.value.__cause__ is cause
 
