@@ -7,6 +7,7 @@ libraries, LiteRT flatbuffers) have no checksum of their own and go as they are.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from edgert.errors import ModelError
 from edgert.onnx_file import data_files
@@ -32,8 +33,14 @@ def check_before_upload(path: Path) -> None:
         except Exception as exc:  # protobuf's DecodeError and friends: truncated or not ONNX
             raise ModelError(f"{path} is not a readable ONNX model (truncated or corrupt?): {exc}",
                              path=str(path)) from exc
-        beside = data_files(path, model)
-        if beside:  # the device would get the graph without its weights
-            raise ModelError(f"{path} keeps its weights in {', '.join(p.name for p in beside)} beside it and "
-                             "a device gets one file: compile it to a bundle (edgert compile) or save "
-                             "it with its weights inline", path=str(path))
+        refuse_weights_beside(path, model)
+
+
+def refuse_weights_beside(path: Path, model: Any = None) -> None:
+    """ModelError when the ONNX model ``path`` keeps its weights in other files: a device gets
+    the one file (bench/run --device failed there, on the missing weights)."""
+    beside = data_files(path, model)
+    if beside:
+        raise ModelError(f"{path} keeps its weights in {', '.join(p.name for p in beside)} beside it and "
+                         "a device gets one file: compile it to a bundle (edgert compile) or save "
+                         "it with its weights inline", path=str(path))

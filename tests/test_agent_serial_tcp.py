@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import edgert
@@ -164,11 +165,18 @@ def test_an_empty_model_is_refused_before_uploading(tmp_path, monkeypatch):
     empty.write_bytes(b"")
     agent = start_agent("--listen", "127.0.0.1:0", "--token-file", str(token),
                         "--store", str(tmp_path / "store"), stdout=subprocess.DEVNULL)
+    from conftest import with_external_weights
+
+    split = with_external_weights(make_matmul_model(tmp_path / "m.onnx", symbolic=False), tmp_path / "split")
+    np.save(tmp_path / "x.npy", np.ones((1, 64), np.float32))
     try:
         device = f"tcp://127.0.0.1:{listening_port(agent)}"
         for command in (("bench", str(empty), "--runs", "3"), ("push", str(empty))):
             proc = run_cli(*command, "--device", device)
             assert proc.returncode == 1 and proc.stderr == f"edgert: error: {empty} is empty (0 bytes): not a model\n"
+        for command in (("bench", str(split), "--runs", "3"), ("run", str(split), "--input", "x=x.npy", "-o", "o.npz")):
+            proc = run_cli(*command, "--device", device, cwd=tmp_path)  # the device would get no weights
+            assert proc.returncode != 0 and "keeps its weights in m.onnx.data beside it" in proc.stderr, proc.stderr
     finally:
         stop(agent)
     assert not list((tmp_path / "store" / "objects").iterdir())

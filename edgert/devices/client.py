@@ -155,6 +155,10 @@ class AgentClient:
     def upload(self, path: Path, on_progress: Callable[[int, int], None] | None = None) -> str:
         """Make ``path`` present in the agent's store; send only what it lacks. Returns its sha256."""
         _check_not_empty(path)
+        if path.suffix == ".onnx":
+            from edgert.artifacts import refuse_weights_beside
+
+            refuse_weights_beside(path)
         sha = sha256_file(path)
         status = self.call("store.status", {"sha256": sha})
         if status["complete"]:
