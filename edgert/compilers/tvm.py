@@ -216,32 +216,34 @@ def cache_path(model_path: Path, target: Any, cache_dir: Path | None = None,
     return Path(cache_dir or default_cache_dir()) / f"{Path(model_path).stem}-{digest.hexdigest()[:24]}.so"
 
 
-@contextlib.contextmanager
-def _interrupts_kept() -> Iterator[None]:
-    """Raise ``KeyboardInterrupt`` at the end of the block if Ctrl-C came during it.
+class _InterruptsKept:
+    """``with _InterruptsKept():`` raises ``KeyboardInterrupt`` at the end of the block if
+    Ctrl-C came during it.
 
     The handler runs inside TVM's Python callbacks (``tirx.build`` from constant folding);
     C++ passes catch what it raises and fold nothing, or tvm_ffi hands it back as a
     ``RuntimeError`` that reads as "TVM cannot build this", so compile went on and exited 0.
-    Remembering the signal itself does not depend on how TVM passes the exception on.
+    Remembering the signal itself does not depend on how TVM passes the exception on. A class,
+    not a generator: an unfinished generator's clean-up raised a second interrupt at exit.
     """
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or previous == signal.SIG_IGN:
-        yield  # only the main thread gets signals; an ignored Ctrl-C stays ignored
-        return
-    seen: list[int] = []
 
-    def remember(signum: int, frame: Any) -> None:
-        seen.append(signum)
+    def __enter__(self) -> None:
+        self._previous = signal.getsignal(signal.SIGINT)
+        # only the main thread gets signals; an ignored Ctrl-C stays ignored
+        self._active = threading.current_thread() is threading.main_thread() and self._previous != signal.SIG_IGN
+        self._seen = False
+        if self._active:
+            signal.signal(signal.SIGINT, self._remember)
+
+    def _remember(self, signum: int, frame: Any) -> None:
+        self._seen = True
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, remember)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if seen:
-            raise KeyboardInterrupt  # instead of whatever TVM made of it, or of nothing
+    def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:
+        if self._active:
+            signal.signal(signal.SIGINT, self._previous)
+        if self._seen and not isinstance(value, KeyboardInterrupt):
+            raise KeyboardInterrupt from value  # instead of whatever TVM made of it, or of nothing
 
 
 @contextlib.contextmanager
@@ -349,7 +351,7 @@ def compile_cached(model_path: Path, options: BackendOptions) -> tuple[Path, dic
                              "artifact": str(out), "pipeline": PIPELINE_VERSION}
     if db is not None:
         notes.update(tuning_db=str(db), tuning_db_sha256=database_digest(db, target))
-    with _interrupts_kept():
+    with _InterruptsKept():
         library = compile_onnx(model_path, target, options.cache_dir, db, options.dims)
     if db is not None:
         notes.update(read_tuning(library))
