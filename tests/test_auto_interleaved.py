@@ -107,7 +107,21 @@ def test_a_model_that_cannot_load_is_named_in_one_line(tmp_path, models, tcp_age
     broken.write_bytes(b"not an onnx model")
     proc = run_cli("bench", str(models[0]), str(broken), "--runs", "4", "--quiet", *device, env=env)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("edgert: error: broken could not be timed:"), proc.stderr
+    # refused here, before its upload (reading it for weights kept beside it)
+    assert proc.stderr.startswith(f"edgert: error: {broken} is not an ONNX model:"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    import onnx
+    from onnx import TensorProto, helper
+
+    unknown = tmp_path / "unknown.onnx"  # ONNX, but no engine runs it: the device says which model
+    onnx.save(helper.make_model(helper.make_graph(
+        [helper.make_node("NoSuchOp", ["x"], ["y"], domain="example.nowhere")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("example.nowhere", 1)]), unknown)
+    proc = run_cli("bench", str(models[0]), str(unknown), "--runs", "4", "--quiet", *device, env=env)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("edgert: error: unknown could not be timed:"), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
