@@ -7,7 +7,6 @@ libraries, LiteRT flatbuffers) have no checksum of their own and go as they are.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from edgert.errors import ModelError
 from edgert.onnx_file import data_files
@@ -24,22 +23,14 @@ def check_before_upload(path: Path) -> None:
 
         aiofile.read(path).close()
     elif path.suffix == ".onnx":
-        import onnx
-
-        try:
-            model = onnx.load_from_string(path.read_bytes())
-        except OSError as exc:
-            raise ModelError(f"cannot read model {path}: {exc.strerror}", path=str(path)) from exc
-        except Exception as exc:  # protobuf's DecodeError and friends: truncated or not ONNX
-            raise ModelError(f"{path} is not a readable ONNX model (truncated or corrupt?): {exc}",
-                             path=str(path)) from exc
-        refuse_weights_beside(path, model)
+        refuse_weights_beside(path)  # parses it too: a truncated or non-ONNX file is refused
 
 
-def refuse_weights_beside(path: Path, model: Any = None) -> None:
-    """ModelError when the ONNX model ``path`` keeps its weights in other files: a device gets
-    the one file (bench/run --device failed there, on the missing weights)."""
-    beside = data_files(path, model)
+def refuse_weights_beside(path: Path) -> None:
+    """ModelError when the ONNX model ``path`` cannot be parsed (``onnx_file``) or keeps its
+    weights in other files: a device gets the one file (bench/run --device failed there, on
+    the missing weights)."""
+    beside = data_files(path)
     if beside:
         raise ModelError(f"{path} keeps its weights in {', '.join(p.name for p in beside)} beside it and "
                          "a device gets one file: compile it to a bundle (edgert compile) or save "

@@ -44,7 +44,7 @@ from edgert import device_facts
 from edgert.errors import BundleError, EdgertError, UsageError
 
 from . import config as C
-from . import config_graph, tables
+from . import aiofile, config_graph, tables
 from .frequency import FrequencySetting
 from .lut_run import JOB, JOB_GRAPH, JOB_SCHEMA, LutSettings, note_power, run_job
 from .lut_run import settings_for  # noqa: F401 - the host's name for it (`edgert lut`)
@@ -347,8 +347,7 @@ def adopt(path: str | Path, json_path: str | Path) -> dict[str, Any]:
     from edgert.result import parse_json_file
 
     table = tables.check_given(tables.LUT, parse_json_file(Path(json_path)))
-    with VariantModel(path, config_budget=None) as vm:
-        meta = vm._file.meta
+    meta = aiofile.read_meta(Path(path))  # its groups alone: no session of any level is built
     prunable = set(C.prunable(meta))
     for block in table["blocks"]:
         if not set(block["groups"]) <= prunable:
